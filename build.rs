@@ -1,0 +1,239 @@
+//! Compiles every kernel in csrc/ twice: with nvcc for the GPU (when a CUDA toolkit is found) and
+//! with the host C++ compiler for the CPU emulator (always), and records ptxas's resource report.
+
+use std::env;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+
+/// Kernel translation units, compiled by both builds. One file per family (and later one per
+/// instantiation) so the CUDA build parallelizes.
+const KERNEL_SOURCES: &[&str] = &[
+    "csrc/kernels/attention_naive.cu",
+    "csrc/kernels/selftest.cu",
+];
+
+/// The emulator's runtime and the host-only support code, compiled once by the host compiler.
+const EMU_RUNTIME_SOURCES: &[&str] = &[
+    "csrc/common/status.cpp",
+    "csrc/emu/runtime.cpp",
+    "csrc/emu/fiber_x86_64.S",
+];
+
+/// Headers every kernel may include: a change to any of them rebuilds everything.
+const HEADER_DIRS: &[&str] = &["csrc/arch", "csrc/common", "csrc/emu", "csrc/kernels"];
+
+/// GPU targets: sm_90a for Hopper's wgmma/TMA paths, sm_80 SASS plus compute_80 PTX for Ampere
+/// and anything newer. `-gencode`, not `-arch=sm_90a`, which would add a plain sm_90 pass.
+const GENCODE: &[&str] = &[
+    "-gencode=arch=compute_90a,code=sm_90a",
+    "-gencode=arch=compute_80,code=[sm_80,compute_80]",
+];
+
+fn main() {
+    let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
+    let out_dir = PathBuf::from(env::var("OUT_DIR").unwrap());
+    println!("cargo::rustc-check-cfg=cfg(cuattn_cuda)");
+    for var in ["NVCC", "CUDA_HOME", "CUDA_PATH", "CUATTN_REQUIRE_CUDA"] {
+        println!("cargo::rerun-if-env-changed={var}");
+    }
+    println!("cargo::rerun-if-changed=csrc/cuattn.h");
+    for src in KERNEL_SOURCES.iter().chain(EMU_RUNTIME_SOURCES) {
+        println!("cargo::rerun-if-changed={src}");
+    }
+    for dir in HEADER_DIRS {
+        // Cargo scans a directory for any change, so new headers count too.
+        println!("cargo::rerun-if-changed={dir}");
+    }
+
+    let report = match find_nvcc(&manifest) {
+        Some(nvcc) => {
+            let report = build_cuda(&manifest, &nvcc);
+            println!("cargo::rustc-cfg=cuattn_cuda");
+            report
+        }
+        None => {
+            if env::var("CUATTN_REQUIRE_CUDA").is_ok_and(|v| v == "1") {
+                panic!(
+                    "CUATTN_REQUIRE_CUDA=1 but no nvcc was found (looked at $NVCC, \
+                     $CUDA_HOME/bin, $CUDA_PATH/bin, PATH and .cuda/ from \
+                     scripts/install-cuda-toolchain.sh)"
+                );
+            }
+            println!(
+                "cargo::warning=nvcc not found: building cuattn without GPU kernels (the CPU \
+                 emulator is always built); scripts/install-cuda-toolchain.sh installs nvcc"
+            );
+            String::new()
+        }
+    };
+    std::fs::write(out_dir.join("ptxas_report.txt"), report).unwrap();
+
+    build_emulator(&manifest);
+}
+
+/// The nvcc to use: `NVCC`, then `CUDA_HOME`/`CUDA_PATH`, then `PATH`, then the toolkit that
+/// scripts/install-cuda-toolchain.sh puts in `.cuda/`.
+fn find_nvcc(manifest: &Path) -> Option<PathBuf> {
+    if let Some(nvcc) = env::var_os("NVCC") {
+        return Some(PathBuf::from(nvcc));
+    }
+    let from_roots = ["CUDA_HOME", "CUDA_PATH"]
+        .iter()
+        .filter_map(env::var_os)
+        .map(|root| PathBuf::from(root).join("bin/nvcc"));
+    let from_path = env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| env::split_paths(&p).collect::<Vec<_>>())
+        .map(|dir| dir.join("nvcc"));
+    from_roots
+        .chain(from_path)
+        .chain(std::iter::once(manifest.join(".cuda/toolkit/bin/nvcc")))
+        .find(|p| p.is_file())
+}
+
+/// Collects the stderr lines cc forwards from nvcc: ptxas's `-v` report among them.
+#[derive(Default)]
+struct StderrLines(Mutex<Vec<String>>);
+
+impl cc::BuildMessageLogger for StderrLines {
+    fn log(
+        &self,
+        kind: cc::BuildMessageKind,
+        msg: cc::BuildMessage<'_>,
+        _extra: &dyn std::any::Any,
+    ) {
+        if kind == cc::BuildMessageKind::StderrForwarding {
+            self.0.lock().unwrap().push(msg.to_string());
+        }
+    }
+}
+
+/// Compiles each kernel file with nvcc into its own static library (one file per library keeps
+/// nvcc out of relocatable-device-code mode) and links the static CUDA runtime. Returns the
+/// ptxas report, kernel names demangled.
+fn build_cuda(manifest: &Path, nvcc: &Path) -> String {
+    // cc finds nvcc through this variable; build scripts run single-threaded here.
+    env::set_var("NVCC", nvcc);
+    let toolkit = nvcc
+        .parent()
+        .and_then(Path::parent)
+        .expect("nvcc lives in <toolkit>/bin");
+    let reports: Vec<String> = std::thread::scope(|scope| {
+        let jobs: Vec<_> = KERNEL_SOURCES
+            .iter()
+            .map(|src| scope.spawn(move || compile_cuda_file(manifest, src)))
+            .collect();
+        jobs.into_iter()
+            .map(|j| j.join().expect("nvcc job panicked"))
+            .collect()
+    });
+    // Link order: the kernels, then the runtime they call.
+    for src in KERNEL_SOURCES {
+        println!("cargo::rustc-link-lib=static={}", cuda_lib_name(src));
+    }
+    let cudart_dir = ["lib", "lib64", "targets/x86_64-linux/lib"]
+        .iter()
+        .map(|d| toolkit.join(d))
+        .find(|d| d.join("libcudart_static.a").is_file())
+        .unwrap_or_else(|| panic!("libcudart_static.a not found under {}", toolkit.display()));
+    println!("cargo::rustc-link-search=native={}", cudart_dir.display());
+    println!("cargo::rustc-link-lib=static=cudart_static");
+    for lib in ["dl", "rt", "pthread"] {
+        println!("cargo::rustc-link-lib={lib}");
+    }
+    demangle(&reports.concat())
+}
+
+fn cuda_lib_name(src: &str) -> String {
+    let stem = Path::new(src).file_stem().unwrap().to_str().unwrap();
+    format!("cuattn_cuda_{stem}")
+}
+
+fn compile_cuda_file(manifest: &Path, src: &str) -> String {
+    let lines = Arc::new(StderrLines::default());
+    let mut build = cc::Build::new();
+    build
+        .cuda(true)
+        .cudart("none")
+        .cargo_warnings(false)
+        // cc turns the profile's debug info into nvcc's -G, which disables device optimization.
+        .debug(false)
+        .message_logger(Some(lines.clone()))
+        .include(manifest.join("csrc"))
+        .file(manifest.join(src))
+        .flag("-std=c++17")
+        .flag("-O3")
+        .flag("-Xptxas")
+        .flag("-v");
+    for gencode in GENCODE {
+        build.flag(gencode);
+    }
+    build.compile(&cuda_lib_name(src));
+    let lines = lines.0.lock().unwrap();
+    let mut report = String::new();
+    for line in lines
+        .iter()
+        .filter(|l| l.contains("ptxas") || l.contains("bytes stack frame"))
+    {
+        writeln!(report, "{}", line.trim_end()).unwrap();
+    }
+    report
+}
+
+/// The same kernel sources as host C++ with -DCUATTN_EMU, plus the emulator runtime.
+fn build_emulator(manifest: &Path) {
+    let mut kernels = cc::Build::new();
+    kernels
+        .cpp(true)
+        .include(manifest.join("csrc"))
+        .define("CUATTN_EMU", None)
+        .flag("-std=c++17")
+        .flag("-fno-strict-aliasing")
+        .flag("-x")
+        .flag("c++")
+        .opt_level(2)
+        .warnings(true)
+        .extra_warnings(true);
+    for src in KERNEL_SOURCES {
+        kernels.file(manifest.join(src));
+    }
+    kernels.compile("cuattn_emu_kernels");
+
+    let mut runtime = cc::Build::new();
+    runtime
+        .cpp(true)
+        .include(manifest.join("csrc"))
+        .define("CUATTN_EMU", None)
+        .flag("-std=c++17")
+        .flag("-fno-strict-aliasing")
+        .opt_level(2)
+        .warnings(true)
+        .extra_warnings(true);
+    for src in EMU_RUNTIME_SOURCES {
+        runtime.file(manifest.join(src));
+    }
+    runtime.compile("cuattn_emu_runtime");
+    println!("cargo::rustc-link-lib=pthread");
+}
+
+/// Rewrites mangled kernel names in the ptxas report with c++filt when it is installed.
+fn demangle(report: &str) -> String {
+    let Ok(mut child) = Command::new("c++filt")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+    else {
+        return report.to_string();
+    };
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(report.as_bytes()).unwrap();
+    }
+    match child.wait_with_output() {
+        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).into_owned(),
+        _ => report.to_string(),
+    }
+}
