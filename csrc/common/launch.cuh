@@ -1,0 +1,89 @@
+// launch.cuh: cuattn::launch_kernel, the one launch path of every launcher in both builds, the
+// launcher naming macro, and CUATTN_DYNAMIC_SMEM for a block's dynamic shared memory.
+#ifndef CUATTN_COMMON_LAUNCH_CUH_
+#define CUATTN_COMMON_LAUNCH_CUH_
+
+#include <cstddef>
+
+#include "common/cuda_compat.cuh"
+#include "common/status.h"
+#include "cuattn.h"
+
+#ifdef CUATTN_EMU
+
+// The C entry point of a launcher: cuattn_emu_launch_<name> here, cuattn_launch_<name> in CUDA.
+#define CUATTN_LAUNCHER(name) cuattn_emu_launch_##name
+
+// `T* name` = the block's dynamic shared memory (16-byte aligned; 0xFF bytes until written).
+#define CUATTN_DYNAMIC_SMEM(T, name) T* name = reinterpret_cast<T*>(::cuattn::emu::dynamic_smem)
+
+namespace cuattn {
+// A different inline namespace per build: both instantiations of launch_kernel link into one
+// binary and must not share a mangled name.
+inline namespace emu_build {
+
+// Validates the configuration against CUDA's limits (CUATTN_ERROR_LAUNCH_FAILED), runs the kernel
+// on the emulator and returns when it has finished: CUATTN_OK or CUATTN_ERROR_KERNEL_FAULT, with
+// the message in cuattn_last_error(). `stream` is ignored.
+template <typename... P, typename... A>
+cuattn_status launch_kernel(const char* name, void (*kernel)(P...), dim3 grid, dim3 block,
+                            size_t dynamic_smem_bytes, void* stream, A... args) {
+  static_assert(sizeof...(P) == sizeof...(A), "one argument per kernel parameter");
+  (void)stream;
+  // Each CUDA thread gets its own copy of the parameters, as from CUDA's parameter space.
+  return emu::launch(name, grid, block, dynamic_smem_bytes, [&] { kernel(args...); });
+}
+
+}  // namespace emu_build
+}  // namespace cuattn
+
+#else  // CUDA
+
+#define CUATTN_LAUNCHER(name) cuattn_launch_##name
+
+#define CUATTN_DYNAMIC_SMEM(T, name)                                         \
+  extern __shared__ __align__(16) unsigned char cuattn_dynamic_smem_bytes[]; \
+  T* name = reinterpret_cast<T*>(cuattn_dynamic_smem_bytes)
+
+namespace cuattn {
+inline namespace cuda_build {
+
+// Shared memory a block may use without opting in (cudaFuncAttributeMaxDynamicSharedMemorySize).
+constexpr size_t kDefaultDynamicSmemLimit = 48 * 1024;
+
+// Launches on `stream` (a cudaStream_t, or null for the default stream) without synchronizing.
+// Returns CUATTN_ERROR_LAUNCH_FAILED, naming the kernel, the configuration and the CUDA error,
+// when the runtime refuses it.
+template <typename... P, typename... A>
+cuattn_status launch_kernel(const char* name, void (*kernel)(P...), dim3 grid, dim3 block,
+                            size_t dynamic_smem_bytes, void* stream, A... args) {
+  static_assert(sizeof...(P) == sizeof...(A), "one argument per kernel parameter");
+  if (dynamic_smem_bytes > kDefaultDynamicSmemLimit) {
+    const cudaError_t error = cudaFuncSetAttribute(
+        kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(dynamic_smem_bytes));
+    if (error != cudaSuccess) {
+      return fail(CUATTN_ERROR_LAUNCH_FAILED,
+                  "kernel %s: cannot allow %zu bytes of dynamic shared memory: %s (%s)", name,
+                  dynamic_smem_bytes, cudaGetErrorName(error), cudaGetErrorString(error));
+    }
+  }
+  // clang-format off
+  kernel<<<grid, block, dynamic_smem_bytes, static_cast<cudaStream_t>(stream)>>>(args...);
+  // clang-format on
+  const cudaError_t error = cudaGetLastError();
+  if (error != cudaSuccess) {
+    return fail(CUATTN_ERROR_LAUNCH_FAILED,
+                "kernel %s: launch of grid (%u,%u,%u) block (%u,%u,%u) with %zu bytes of dynamic "
+                "shared memory failed: %s (%s)",
+                name, grid.x, grid.y, grid.z, block.x, block.y, block.z, dynamic_smem_bytes,
+                cudaGetErrorName(error), cudaGetErrorString(error));
+  }
+  return CUATTN_OK;
+}
+
+}  // namespace cuda_build
+}  // namespace cuattn
+
+#endif
+
+#endif  // CUATTN_COMMON_LAUNCH_CUH_
