@@ -1,0 +1,94 @@
+// Attention conventions shared by every kernel family: where a (possibly varlen) sequence lives,
+// which keys a query row sees under a causal/sliding-window mask, scores and LSE in base 2.
+#pragma once
+
+#include "common/cuda_compat.cuh"
+#include "cuattn.h"
+
+namespace cuattn {
+
+constexpr float kLog2e = 1.4426950408889634f;  // log2(e): exp(x) = exp2(x * kLog2e)
+constexpr float kLn2 = 0.6931471805599453f;    // ln(2): log(x) = log2(x) * kLn2
+
+// One batch entry's sequences: dense [batch, seqlen, ...] or packed varlen rows.
+struct SequenceSpan {
+  int len_q;
+  int len_k;
+  bool varlen;
+  int batch;
+  int64_t first_q;  // packed row of the first query (varlen)
+  int64_t first_k;  // packed row of the first key (varlen)
+
+  // Element offset of query row `row` in a q-like tensor (q, out).
+  __device__ __forceinline__ int64_t q_offset(int64_t batch_stride, int64_t row_stride,
+                                              int row) const {
+    return varlen ? (first_q + row) * row_stride
+                  : batch * batch_stride + static_cast<int64_t>(row) * row_stride;
+  }
+  // Element offset of the sequence's first key row in a k-like tensor (k, v).
+  __device__ __forceinline__ int64_t k_offset(int64_t batch_stride, int64_t row_stride) const {
+    return varlen ? first_k * row_stride : batch * batch_stride;
+  }
+  // Offset of (head, row) in the LSE: [batch, heads, seqlen_q], or [heads, total_q] for varlen.
+  __device__ __forceinline__ int64_t lse_offset(const cuattn_attention_params& p, int head,
+                                                int row) const {
+    return varlen ? head * p.lse_head_stride + first_q + row
+                  : batch * p.lse_batch_stride + head * p.lse_head_stride + row;
+  }
+};
+
+__device__ __forceinline__ SequenceSpan sequence_span(const cuattn_attention_params& p,
+                                                      int batch) {
+  SequenceSpan s;
+  s.batch = batch;
+  s.varlen = p.maybe_cu_seqlens_q != nullptr;
+  if (s.varlen) {
+    s.first_q = p.maybe_cu_seqlens_q[batch];
+    s.first_k = p.maybe_cu_seqlens_k[batch];
+    s.len_q = p.maybe_cu_seqlens_q[batch + 1] - p.maybe_cu_seqlens_q[batch];
+    s.len_k = p.maybe_cu_seqlens_k[batch + 1] - p.maybe_cu_seqlens_k[batch];
+  } else {
+    s.first_q = 0;
+    s.first_k = 0;
+    s.len_q = p.seqlen_q;
+    s.len_k = p.seqlen_k;
+  }
+  return s;
+}
+
+// Keys [begin, end) visible to query `row`; empty when end <= begin.
+struct KeyRange {
+  int begin;
+  int end;
+};
+
+// Key j is visible to query i iff diag - left <= j <= diag + right, diag = i + len_k - len_q
+// (bottom-right aligned), -1 meaning unbounded. int64 so huge windows cannot overflow.
+__device__ __forceinline__ KeyRange visible_keys(int row, int len_q, int len_k, int window_left,
+                                                 int window_right) {
+  const int64_t diag = static_cast<int64_t>(row) + len_k - len_q;
+  int64_t begin = window_left < 0 ? 0 : diag - window_left;
+  int64_t end = window_right < 0 ? len_k : diag + window_right + 1;
+  begin = begin < 0 ? 0 : begin;
+  end = end > len_k ? len_k : end;
+  if (end < begin) {
+    end = begin;
+  }
+  return KeyRange{static_cast<int>(begin), static_cast<int>(end)};
+}
+
+// The score of q . k in base 2: scale * dot, optionally soft-capped (cap * tanh(s / cap)).
+__device__ __forceinline__ float score_log2(float dot, float scale, float scale_log2,
+                                            float softcap) {
+  if (softcap > 0.0f) {
+    return softcap * tanhf(dot * scale / softcap) * kLog2e;
+  }
+  return dot * scale_log2;
+}
+
+// Natural-log LSE from a base-2 running max and sum of 2^(s - max); -inf for an empty row.
+__device__ __forceinline__ float lse_from_log2(float row_max_log2, float row_sum) {
+  return row_sum > 0.0f ? (row_max_log2 + log2f(row_sum)) * kLn2 : -INFINITY;
+}
+
+}  // namespace cuattn

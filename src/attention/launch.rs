@@ -1,0 +1,86 @@
+//! The one place attention kernels are called across the FFI: fills the pointers into validated
+//! params and picks the CUDA or emulator launcher.
+
+use crate::device::Device;
+use crate::error::{check_status, Result};
+use crate::ffi;
+use crate::tensor::{Element, Tensor};
+
+use super::{Kernel, VarlenBatch};
+
+type Launcher = unsafe extern "C" fn(
+    *const ffi::cuattn_attention_params,
+    *mut std::ffi::c_void,
+) -> ffi::cuattn_status;
+
+fn emulator_launcher(kernel: Kernel) -> Launcher {
+    match kernel {
+        Kernel::Naive => ffi::cuattn_emu_launch_attention_naive,
+    }
+}
+
+#[cfg(cuattn_cuda)]
+fn cuda_launcher(kernel: Kernel) -> Result<Launcher> {
+    Ok(match kernel {
+        Kernel::Naive => ffi::cuattn_launch_attention_naive,
+    })
+}
+
+#[cfg(not(cuattn_cuda))]
+fn cuda_launcher(kernel: Kernel) -> Result<Launcher> {
+    Err(crate::error::Error::Unsupported(format!(
+        "attention {} on a GPU: this build of cuattn has no CUDA kernels (nvcc was not found \
+         when it was built; see scripts/install-cuda-toolchain.sh)",
+        kernel.name()
+    )))
+}
+
+/// Launches `kernel` with `params` (validated, pointers unset) on the tensors' device.
+pub(super) fn run<T: Element>(
+    kernel: Kernel,
+    device: &Device,
+    mut params: ffi::cuattn_attention_params,
+    [q, k, v, out]: [&Tensor<T>; 4],
+    lse: Option<&Tensor<f32>>,
+    varlen: Option<&VarlenBatch>,
+) -> Result<()> {
+    // The guards keep cudarc's record of each buffer's use alive across the launch.
+    let (q_ptr, _q_guard) = q.kernel_ptr();
+    let (k_ptr, _k_guard) = k.kernel_ptr();
+    let (v_ptr, _v_guard) = v.kernel_ptr();
+    let (out_ptr, _out_guard) = out.kernel_ptr();
+    let lse_ptr = lse.map(|t| t.kernel_ptr());
+    let cu_q = varlen.map(|b| b.cu_seqlens_q.kernel_ptr());
+    let cu_k = varlen.map(|b| b.cu_seqlens_k.kernel_ptr());
+    params.q = q_ptr;
+    params.k = k_ptr;
+    params.v = v_ptr;
+    params.out = out_ptr;
+    params.maybe_lse = lse_ptr
+        .as_ref()
+        .map_or(std::ptr::null_mut(), |p| p.0.cast());
+    params.maybe_cu_seqlens_q = cu_q
+        .as_ref()
+        .map_or(std::ptr::null(), |p| p.0.cast_const().cast());
+    params.maybe_cu_seqlens_k = cu_k
+        .as_ref()
+        .map_or(std::ptr::null(), |p| p.0.cast_const().cast());
+
+    let status = match device {
+        Device::Emulator => {
+            // SAFETY: params was validated against the tensors, whose buffers (host memory for
+            // the emulator) outlive this synchronous call.
+            unsafe { emulator_launcher(kernel)(&params, std::ptr::null_mut()) }
+        }
+        Device::Cuda(stream) => {
+            let launcher = cuda_launcher(kernel)?;
+            // The static CUDA runtime behind the launcher uses the current context: make it
+            // cudarc's, so the pointers and the stream belong to it.
+            stream.context().bind_to_thread()?;
+            // SAFETY: params was validated against the tensors; their device buffers outlive
+            // the guards above, which order later frees after this stream's work.
+            unsafe { launcher(&params, stream.cu_stream().cast()) }
+        }
+    };
+    check_status(status)
+}

@@ -1,0 +1,242 @@
+//! Exact attention forward: options, argument validation, and the kernels of the ladder
+//! (`Kernel::Naive` today), over dense or variable-length batches.
+
+mod launch;
+mod validate;
+
+use crate::device::Device;
+use crate::error::{Error, Result};
+use crate::ffi;
+use crate::tensor::{Element, Tensor};
+
+pub use validate::{validate_params, MAX_HEAD_DIM};
+
+/// The attention kernels, from the baseline up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernel {
+    /// One warp per (query row, head), fp32 CUDA cores: the correctness baseline.
+    Naive,
+}
+
+impl Kernel {
+    pub const ALL: &'static [Kernel] = &[Kernel::Naive];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kernel::Naive => "naive",
+        }
+    }
+}
+
+impl std::str::FromStr for Kernel {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Kernel> {
+        Kernel::ALL
+            .iter()
+            .copied()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<_> = Kernel::ALL.iter().map(|k| k.name()).collect();
+                Error::invalid(
+                    "kernel",
+                    format!("`{s}`: expected one of {}", names.join(", ")),
+                )
+            })
+    }
+}
+
+/// Masking, scaling and outputs of one attention call. `Default` is plain softmax attention
+/// with scale 1/sqrt(head_dim) and no LSE.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct AttentionOptions {
+    /// Bottom-right aligned causal mask: query i sees key j iff j <= i + seqlen_k - seqlen_q.
+    pub causal: bool,
+    /// Sliding window (left, right), -1 for unbounded; combined with `causal`, right is 0.
+    pub window: Option<(i32, i32)>,
+    /// Score scale; `None` is 1/sqrt(head_dim).
+    pub scale: Option<f32>,
+    /// Soft cap: s = softcap * tanh(s / softcap); `None` (or 0) disables it.
+    pub softcap: Option<f32>,
+    /// Also return the natural-log LSE, float32 [batch, heads, seqlen_q].
+    pub return_lse: bool,
+}
+
+impl AttentionOptions {
+    /// The effective window (left, right) the kernels apply, -1 for unbounded.
+    pub fn effective_window(&self) -> (i32, i32) {
+        let (left, right) = self.window.unwrap_or((-1, -1));
+        if self.causal {
+            (left, 0)
+        } else {
+            (left, right)
+        }
+    }
+}
+
+/// The results of a call that allocates its outputs.
+#[derive(Debug)]
+pub struct AttentionOutput<T: Element> {
+    /// Shaped like q.
+    pub out: Tensor<T>,
+    /// float32 [batch, heads, seqlen_q] (varlen: [heads, total_q]) when requested.
+    pub lse: Option<Tensor<f32>>,
+}
+
+/// Offsets of a variable-length batch, validated and uploaded once (a plan object), so the
+/// launches that use it allocate nothing.
+pub struct VarlenBatch {
+    cu_seqlens_q: Tensor<i32>,
+    cu_seqlens_k: Tensor<i32>,
+    seqlens: Vec<(usize, usize)>,
+    max_seqlen_q: usize,
+    max_seqlen_k: usize,
+}
+
+impl VarlenBatch {
+    /// `cu_seqlens_q`/`cu_seqlens_k`: batch + 1 nondecreasing int32 offsets starting at 0; the
+    /// last entries are the packed row counts (total_q, total_k).
+    pub fn new(device: &Device, cu_seqlens_q: &[i32], cu_seqlens_k: &[i32]) -> Result<Self> {
+        validate::cu_seqlens("cu_seqlens_q", cu_seqlens_q)?;
+        validate::cu_seqlens("cu_seqlens_k", cu_seqlens_k)?;
+        if cu_seqlens_q.len() != cu_seqlens_k.len() {
+            return Err(Error::invalid(
+                "cu_seqlens_k",
+                format!(
+                    "{} entries, but cu_seqlens_q has {}: both are batch + 1 long",
+                    cu_seqlens_k.len(),
+                    cu_seqlens_q.len()
+                ),
+            ));
+        }
+        let seqlens: Vec<(usize, usize)> = cu_seqlens_q
+            .windows(2)
+            .zip(cu_seqlens_k.windows(2))
+            .map(|(q, k)| ((q[1] - q[0]) as usize, (k[1] - k[0]) as usize))
+            .collect();
+        Ok(VarlenBatch {
+            cu_seqlens_q: Tensor::from_host(device, cu_seqlens_q, &[cu_seqlens_q.len()])?,
+            cu_seqlens_k: Tensor::from_host(device, cu_seqlens_k, &[cu_seqlens_k.len()])?,
+            max_seqlen_q: seqlens.iter().map(|s| s.0).max().unwrap_or(0),
+            max_seqlen_k: seqlens.iter().map(|s| s.1).max().unwrap_or(0),
+            seqlens,
+        })
+    }
+
+    pub fn batch(&self) -> usize {
+        self.seqlens.len()
+    }
+
+    /// (seqlen_q, seqlen_k) of each sequence.
+    pub fn seqlens(&self) -> &[(usize, usize)] {
+        &self.seqlens
+    }
+
+    pub fn total_q(&self) -> usize {
+        self.seqlens.iter().map(|s| s.0).sum()
+    }
+
+    pub fn total_k(&self) -> usize {
+        self.seqlens.iter().map(|s| s.1).sum()
+    }
+
+    pub fn max_seqlen_q(&self) -> usize {
+        self.max_seqlen_q
+    }
+
+    pub fn max_seqlen_k(&self) -> usize {
+        self.max_seqlen_k
+    }
+}
+
+/// Runs `kernel` on dense q [batch, seqlen_q, heads, head_dim], k/v [batch, seqlen_k, kv_heads,
+/// head_dim], allocating the outputs.
+pub fn attention<T: Element>(
+    kernel: Kernel,
+    q: &Tensor<T>,
+    k: &Tensor<T>,
+    v: &Tensor<T>,
+    opts: &AttentionOptions,
+) -> Result<AttentionOutput<T>> {
+    let (out, mut lse) = alloc_outputs(q, None, opts)?;
+    attention_into(kernel, q, k, v, &out, lse.as_mut(), opts)?;
+    Ok(AttentionOutput { out, lse })
+}
+
+/// Runs `kernel` writing into caller-provided `out` (shaped like q) and `lse` (float32
+/// [batch, heads, seqlen_q], required iff `opts.return_lse`). Allocates nothing and does not
+/// synchronize, so it can be captured in a CUDA graph.
+pub fn attention_into<T: Element>(
+    kernel: Kernel,
+    q: &Tensor<T>,
+    k: &Tensor<T>,
+    v: &Tensor<T>,
+    out: &Tensor<T>,
+    lse: Option<&mut Tensor<f32>>,
+    opts: &AttentionOptions,
+) -> Result<()> {
+    let lse = lse.map(|t| &*t);
+    let params = validate::dense(q, k, v, out, lse, opts)?;
+    launch::run(kernel, q.device(), params, [q, k, v, out], lse, None)
+}
+
+/// Variable-length attention: q/out packed [total_q, heads, head_dim], k/v [total_k, kv_heads,
+/// head_dim], sequences delimited by `batch`. LSE is [heads, total_q].
+pub fn attention_varlen<T: Element>(
+    kernel: Kernel,
+    q: &Tensor<T>,
+    k: &Tensor<T>,
+    v: &Tensor<T>,
+    batch: &VarlenBatch,
+    opts: &AttentionOptions,
+) -> Result<AttentionOutput<T>> {
+    let (out, mut lse) = alloc_outputs(q, Some(batch), opts)?;
+    attention_varlen_into(kernel, q, k, v, batch, &out, lse.as_mut(), opts)?;
+    Ok(AttentionOutput { out, lse })
+}
+
+/// `attention_varlen` into caller-provided outputs; allocates nothing.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_varlen_into<T: Element>(
+    kernel: Kernel,
+    q: &Tensor<T>,
+    k: &Tensor<T>,
+    v: &Tensor<T>,
+    batch: &VarlenBatch,
+    out: &Tensor<T>,
+    lse: Option<&mut Tensor<f32>>,
+    opts: &AttentionOptions,
+) -> Result<()> {
+    let lse = lse.map(|t| &*t);
+    let params = validate::varlen(q, k, v, batch, out, lse, opts)?;
+    launch::run(kernel, q.device(), params, [q, k, v, out], lse, Some(batch))
+}
+
+/// `attention(Kernel::Naive, ...)`: the baseline kernel.
+pub fn attention_naive<T: Element>(
+    q: &Tensor<T>,
+    k: &Tensor<T>,
+    v: &Tensor<T>,
+    opts: &AttentionOptions,
+) -> Result<AttentionOutput<T>> {
+    attention(Kernel::Naive, q, k, v, opts)
+}
+
+fn alloc_outputs<T: Element>(
+    q: &Tensor<T>,
+    varlen: Option<&VarlenBatch>,
+    opts: &AttentionOptions,
+) -> Result<(Tensor<T>, Option<Tensor<f32>>)> {
+    let out = Tensor::zeros(q.device(), q.shape())?;
+    if !opts.return_lse {
+        return Ok((out, None));
+    }
+    let shape = match (varlen, q.shape()) {
+        (None, &[b, s, h, _]) => vec![b, h, s],
+        (Some(_), &[total, h, _]) => vec![h, total],
+        _ => return Err(validate::rank_error("q", q.shape(), varlen.is_some())),
+    };
+    Ok((out, Some(Tensor::zeros(q.device(), &shape)?)))
+}
+
+/// The C-ABI view of the problem, for callers that build params themselves.
+pub type AttentionParams = ffi::cuattn_attention_params;

@@ -1,0 +1,521 @@
+//! `cuattn check`: runs every attention kernel over a grid of shapes, masks, dtypes and layouts
+//! against the f64 reference, with outputs poisoned before each launch. The test suite runs the
+//! same cases, so what `check` reports is what the tests prove.
+
+use std::fmt;
+
+use half::{bf16, f16};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::attention::{
+    attention_into, attention_varlen_into, AttentionOptions, Kernel, VarlenBatch,
+};
+use crate::device::Device;
+use crate::error::Result;
+use crate::reference::{self, AttentionProblem, Varlen};
+use crate::tensor::{DType, Element, Tensor};
+
+/// How q, k and v are laid out in memory.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Layout {
+    /// Separate contiguous [batch, seqlen, heads, head_dim] tensors.
+    Dense,
+    /// One [batch, seqlen, heads + 2 * kv_heads, head_dim] buffer with q, k and v as strided
+    /// views (needs seqlen_q == seqlen_k).
+    PackedQkv,
+    /// Packed variable-length sequences with these (seqlen_q, seqlen_k) each.
+    Varlen(Vec<(usize, usize)>),
+}
+
+/// One attention problem to check.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AttentionCase {
+    pub batch: usize,
+    pub seqlen_q: usize,
+    pub seqlen_k: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub dtype: DType,
+    pub causal: bool,
+    pub window: Option<(i32, i32)>,
+    pub softcap: Option<f32>,
+    pub layout: Layout,
+    pub seed: u64,
+}
+
+impl AttentionCase {
+    /// A dense case with no mask.
+    pub fn dense(
+        batch: usize,
+        seqlen_q: usize,
+        seqlen_k: usize,
+        heads: usize,
+        kv_heads: usize,
+        head_dim: usize,
+        dtype: DType,
+    ) -> Self {
+        AttentionCase {
+            batch,
+            seqlen_q,
+            seqlen_k,
+            heads,
+            kv_heads,
+            head_dim,
+            dtype,
+            causal: false,
+            window: None,
+            softcap: None,
+            layout: Layout::Dense,
+            seed: 0,
+        }
+    }
+
+    pub fn causal(mut self) -> Self {
+        self.causal = true;
+        self
+    }
+
+    pub fn window(mut self, left: i32, right: i32) -> Self {
+        self.window = Some((left, right));
+        self
+    }
+
+    pub fn softcap(mut self, cap: f32) -> Self {
+        self.softcap = Some(cap);
+        self
+    }
+
+    pub fn layout(mut self, layout: Layout) -> Self {
+        self.layout = layout;
+        self
+    }
+
+    pub fn options(&self) -> AttentionOptions {
+        AttentionOptions {
+            causal: self.causal,
+            window: self.window,
+            scale: None,
+            softcap: self.softcap,
+            return_lse: true,
+        }
+    }
+
+    /// Output tolerance (atol = rtol) for the dtype, from DESIGN.md.
+    pub fn tolerance(&self) -> f64 {
+        match self.dtype {
+            DType::F16 => 1e-2,
+            _ => 2e-2,
+        }
+    }
+}
+
+impl fmt::Display for AttentionCase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} b{} sq{} sk{} h{}/{} d{}",
+            self.dtype,
+            self.batch,
+            self.seqlen_q,
+            self.seqlen_k,
+            self.heads,
+            self.kv_heads,
+            self.head_dim
+        )?;
+        if self.causal {
+            write!(f, " causal")?;
+        }
+        if let Some((l, r)) = self.window {
+            write!(f, " win({l},{r})")?;
+        }
+        if let Some(c) = self.softcap {
+            write!(f, " cap{c}")?;
+        }
+        match &self.layout {
+            Layout::Dense => Ok(()),
+            Layout::PackedQkv => write!(f, " packed-qkv"),
+            Layout::Varlen(lens) => {
+                let lens: Vec<String> = lens.iter().map(|(q, k)| format!("{q}/{k}")).collect();
+                write!(f, " varlen[{}]", lens.join(","))
+            }
+        }
+    }
+}
+
+/// LSE tolerance (atol = rtol): the LSE is computed in fp32 from the dtype-rounded inputs.
+pub const LSE_TOLERANCE: f64 = 1e-3;
+
+/// What one case measured.
+#[derive(Clone, Debug)]
+pub struct CaseResult {
+    pub kernel: &'static str,
+    pub device: &'static str,
+    pub case: AttentionCase,
+    pub max_abs_err: f64,
+    pub lse_max_abs_err: f64,
+    pub tolerance: f64,
+    /// Why the case failed; `None` when it passed.
+    pub failure: Option<String>,
+}
+
+impl CaseResult {
+    pub fn passed(&self) -> bool {
+        self.failure.is_none()
+    }
+
+    pub fn to_json(&self) -> String {
+        format!(
+            "{{\"kernel\":\"{}\",\"device\":\"{}\",\"case\":\"{}\",\"max_abs_err\":{:e},\
+             \"lse_max_abs_err\":{:e},\"tolerance\":{:e},\"pass\":{},\"failure\":{}}}",
+            self.kernel,
+            self.device,
+            self.case,
+            self.max_abs_err,
+            self.lse_max_abs_err,
+            self.tolerance,
+            self.passed(),
+            match &self.failure {
+                Some(f) => format!("{f:?}"),
+                None => "null".into(),
+            }
+        )
+    }
+}
+
+impl fmt::Display for CaseResult {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{:<8} {:<4} {:<56} err {:>9.2e} lse {:>9.2e} tol {:>7.1e}  {}",
+            self.kernel,
+            self.device,
+            self.case.to_string(),
+            self.max_abs_err,
+            self.lse_max_abs_err,
+            self.tolerance,
+            match &self.failure {
+                None => "PASS".to_string(),
+                Some(why) => format!("FAIL: {why}"),
+            }
+        )
+    }
+}
+
+/// Pass/fail counts of a whole run.
+#[derive(Clone, Debug, Default)]
+pub struct CheckReport {
+    pub passed: usize,
+    pub failed: usize,
+}
+
+impl CheckReport {
+    /// The closing line, in the "N passed, N failed" form test runners print.
+    pub fn summary_line(&self) -> String {
+        format!("check: {} passed, {} failed", self.passed, self.failed)
+    }
+}
+
+/// Odd lengths (DESIGN.md's list), seqlen_q != seqlen_k both ways, causal and not.
+pub fn length_cases() -> Vec<AttentionCase> {
+    let lengths = [
+        (1, 1),
+        (1, 257),
+        (257, 1),
+        (17, 17),
+        (97, 113),
+        (113, 97),
+        (127, 203),
+        (203, 127),
+        (257, 257),
+        (33, 1025),
+        (1025, 33),
+    ];
+    let mut cases = Vec::new();
+    for &(sq, sk) in &lengths {
+        for dtype in [DType::BF16, DType::F16] {
+            cases.push(AttentionCase::dense(1, sq, sk, 2, 1, 64, dtype));
+            cases.push(AttentionCase::dense(1, sq, sk, 2, 1, 64, dtype).causal());
+        }
+    }
+    seeded(cases, 0x1000)
+}
+
+/// GQA group sizes 1, 2, 4, 5, 8 and MQA, batch 2.
+pub fn group_cases() -> Vec<AttentionCase> {
+    let heads = [(3, 3), (4, 2), (8, 2), (10, 2), (8, 1), (16, 2), (3, 1)];
+    let mut cases = Vec::new();
+    for (i, &(h, hk)) in heads.iter().enumerate() {
+        cases.push(AttentionCase::dense(2, 37, 61, h, hk, 32, alternate(i)).causal());
+        cases.push(AttentionCase::dense(2, 61, 37, h, hk, 64, alternate(i + 1)).window(9, 4));
+    }
+    seeded(cases, 0x2000)
+}
+
+/// Head dims: the compiled tiles (64, 96, 128, 192, 256) and others (8, 40, 80, 160).
+pub fn head_dim_cases() -> Vec<AttentionCase> {
+    let dims = [8, 40, 64, 80, 96, 128, 160, 192, 256];
+    let mut cases = Vec::new();
+    for &d in &dims {
+        for dtype in [DType::BF16, DType::F16] {
+            cases.push(AttentionCase::dense(1, 19, 45, 2, 1, d, dtype));
+            cases.push(AttentionCase::dense(2, 45, 19, 4, 2, d, dtype).causal());
+        }
+    }
+    seeded(cases, 0x3000)
+}
+
+/// Sliding windows (0,0), (17,-1), (-1,3), (64,64), causal with a window, softcap; with
+/// seqlen_q < seqlen_k and seqlen_q > seqlen_k.
+pub fn mask_cases() -> Vec<AttentionCase> {
+    let mut cases = Vec::new();
+    for (sq, sk) in [(47, 130), (130, 47), (97, 97)] {
+        for &(l, r) in &[(0, 0), (17, -1), (-1, 3), (64, 64)] {
+            for dtype in [DType::BF16, DType::F16] {
+                cases.push(AttentionCase::dense(1, sq, sk, 4, 2, 64, dtype).window(l, r));
+            }
+        }
+        cases.push(
+            AttentionCase::dense(1, sq, sk, 4, 2, 64, DType::BF16)
+                .causal()
+                .window(17, -1),
+        );
+        cases.push(
+            AttentionCase::dense(1, sq, sk, 4, 2, 64, DType::F16)
+                .softcap(5.0)
+                .causal(),
+        );
+    }
+    seeded(cases, 0x4000)
+}
+
+/// Packed QKV (strided views of one buffer) and varlen batches with a length-1 sequence and a
+/// sequence with no keys.
+pub fn layout_cases() -> Vec<AttentionCase> {
+    let cases = vec![
+        AttentionCase::dense(2, 33, 33, 4, 2, 64, DType::BF16)
+            .layout(Layout::PackedQkv)
+            .causal(),
+        AttentionCase::dense(1, 65, 65, 5, 1, 96, DType::F16).layout(Layout::PackedQkv),
+        AttentionCase::dense(4, 0, 0, 4, 2, 64, DType::BF16)
+            .layout(Layout::Varlen(vec![(1, 1), (17, 40), (64, 33), (5, 0)]))
+            .causal(),
+        AttentionCase::dense(3, 0, 0, 6, 3, 40, DType::F16)
+            .layout(Layout::Varlen(vec![(97, 113), (1, 7), (30, 30)]))
+            .window(8, 2),
+    ];
+    seeded(cases, 0x5000)
+}
+
+/// The whole grid `cuattn check` runs; the tests run the same groups.
+pub fn attention_cases() -> Vec<AttentionCase> {
+    [
+        length_cases(),
+        group_cases(),
+        head_dim_cases(),
+        mask_cases(),
+        layout_cases(),
+    ]
+    .concat()
+}
+
+/// bf16 for even `i`, f16 for odd: both dtypes across every axis without doubling the grid.
+fn alternate(i: usize) -> DType {
+    if i.is_multiple_of(2) {
+        DType::BF16
+    } else {
+        DType::F16
+    }
+}
+
+/// Gives each case its own fixed seed.
+fn seeded(mut cases: Vec<AttentionCase>, base: u64) -> Vec<AttentionCase> {
+    for (i, case) in cases.iter_mut().enumerate() {
+        case.seed = base + i as u64;
+    }
+    cases
+}
+
+/// Runs every kernel on every case on `device`, reporting each result to `on_case`.
+pub fn run_all(device: &Device, mut on_case: impl FnMut(&CaseResult)) -> Result<CheckReport> {
+    let mut report = CheckReport::default();
+    for &kernel in Kernel::ALL {
+        for case in attention_cases() {
+            let result = run_case(device, kernel, &case);
+            if result.passed() {
+                report.passed += 1;
+            } else {
+                report.failed += 1;
+            }
+            on_case(&result);
+        }
+    }
+    Ok(report)
+}
+
+/// Runs one case and compares output and LSE with the f64 reference.
+pub fn run_case(device: &Device, kernel: Kernel, case: &AttentionCase) -> CaseResult {
+    let measured = match case.dtype {
+        DType::F16 => run_typed::<f16>(device, kernel, case),
+        _ => run_typed::<bf16>(device, kernel, case),
+    };
+    let mut result = CaseResult {
+        kernel: kernel.name(),
+        device: device.kind(),
+        case: case.clone(),
+        max_abs_err: f64::NAN,
+        lse_max_abs_err: f64::NAN,
+        tolerance: case.tolerance(),
+        failure: None,
+    };
+    match measured {
+        Err(e) => result.failure = Some(e.to_string()),
+        Ok(m) => {
+            result.max_abs_err = max_abs_diff(&m.out, &m.want.out);
+            result.lse_max_abs_err = max_abs_diff(&m.lse, &m.want.lse);
+            let tol = case.tolerance();
+            if let Err(mismatch) = reference::compare(&m.out, &m.want.out, tol, tol) {
+                result.failure = Some(format!("out: {mismatch}"));
+            } else if let Err(mismatch) =
+                reference::compare(&m.lse, &m.want.lse, LSE_TOLERANCE, LSE_TOLERANCE)
+            {
+                result.failure = Some(format!("lse: {mismatch}"));
+            }
+        }
+    }
+    result
+}
+
+/// Largest |a - b| over finite pairs; infinite pairs that agree count 0, NaN counts infinite.
+fn max_abs_diff(a: &[f64], b: &[f64]) -> f64 {
+    a.iter()
+        .zip(b)
+        .map(|(&x, &y)| {
+            if x == y {
+                0.0
+            } else if x.is_nan() || y.is_nan() {
+                f64::INFINITY
+            } else {
+                (x - y).abs()
+            }
+        })
+        .fold(0.0, f64::max)
+}
+
+struct Measured {
+    out: Vec<f64>,
+    lse: Vec<f64>,
+    want: reference::AttentionReference,
+}
+
+/// `n` values uniform in [-1, 1), rounded to `T` and widened back: the exact kernel inputs.
+fn random_rounded<T: Element>(rng: &mut StdRng, n: usize) -> Vec<f64> {
+    (0..n)
+        .map(|_| T::from_f64(rng.random_range(-1.0..1.0)).to_f64())
+        .collect()
+}
+
+fn to_elements<T: Element>(xs: &[f64]) -> Vec<T> {
+    xs.iter().map(|&x| T::from_f64(x)).collect()
+}
+
+fn run_typed<T: Element>(
+    device: &Device,
+    kernel: Kernel,
+    case: &AttentionCase,
+) -> Result<Measured> {
+    let mut rng = StdRng::seed_from_u64(case.seed);
+    let (h, hk, d) = (case.heads, case.kv_heads, case.head_dim);
+    let (rows_q, rows_k, varlen) = match &case.layout {
+        Layout::Varlen(lens) => {
+            let mut cu_q = vec![0i32];
+            let mut cu_k = vec![0i32];
+            for &(lq, lk) in lens {
+                cu_q.push(cu_q.last().unwrap() + lq as i32);
+                cu_k.push(cu_k.last().unwrap() + lk as i32);
+            }
+            let total_q = *cu_q.last().unwrap() as usize;
+            let total_k = *cu_k.last().unwrap() as usize;
+            (
+                total_q,
+                total_k,
+                Some(Varlen {
+                    cu_seqlens_q: cu_q,
+                    cu_seqlens_k: cu_k,
+                }),
+            )
+        }
+        _ => (case.batch * case.seqlen_q, case.batch * case.seqlen_k, None),
+    };
+    let q = random_rounded::<T>(&mut rng, rows_q * h * d);
+    let k = random_rounded::<T>(&mut rng, rows_k * hk * d);
+    let v = random_rounded::<T>(&mut rng, rows_k * hk * d);
+    let opts = case.options();
+    let (window_left, window_right) = opts.effective_window();
+    let problem = AttentionProblem {
+        batch: case.batch,
+        seqlen_q: case.seqlen_q,
+        seqlen_k: case.seqlen_k,
+        heads: h,
+        kv_heads: hk,
+        head_dim: d,
+        scale: 1.0 / (d as f64).sqrt(),
+        softcap: f64::from(case.softcap.unwrap_or(0.0)),
+        window_left: i64::from(window_left),
+        window_right: i64::from(window_right),
+        varlen: varlen.clone(),
+    };
+    let want = reference::attention(&problem, &q, &k, &v);
+
+    let poison = T::from_f64(f64::NAN);
+    let (out, lse) = match (&case.layout, &varlen) {
+        (Layout::Varlen(_), Some(vl)) => {
+            let batch = VarlenBatch::new(device, &vl.cu_seqlens_q, &vl.cu_seqlens_k)?;
+            let qt = Tensor::from_host(device, &to_elements::<T>(&q), &[rows_q, h, d])?;
+            let kt = Tensor::from_host(device, &to_elements::<T>(&k), &[rows_k, hk, d])?;
+            let vt = Tensor::from_host(device, &to_elements::<T>(&v), &[rows_k, hk, d])?;
+            let out = Tensor::full(device, &[rows_q, h, d], poison)?;
+            let mut lse = Tensor::full(device, &[h, rows_q], f32::NAN)?;
+            attention_varlen_into(kernel, &qt, &kt, &vt, &batch, &out, Some(&mut lse), &opts)?;
+            (out, lse)
+        }
+        (Layout::PackedQkv, _) => {
+            let (b, s) = (case.batch, case.seqlen_q);
+            let width = h + 2 * hk;
+            let mut packed = vec![T::default(); b * s * width * d];
+            for row in 0..b * s {
+                let dst = &mut packed[row * width * d..(row + 1) * width * d];
+                dst[..h * d].copy_from_slice(&to_elements::<T>(&q[row * h * d..(row + 1) * h * d]));
+                dst[h * d..(h + hk) * d]
+                    .copy_from_slice(&to_elements::<T>(&k[row * hk * d..(row + 1) * hk * d]));
+                dst[(h + hk) * d..]
+                    .copy_from_slice(&to_elements::<T>(&v[row * hk * d..(row + 1) * hk * d]));
+            }
+            let qkv = Tensor::from_host(device, &packed, &[b, s, width, d])?;
+            let strides = [s * width * d, width * d, d, 1];
+            let qt = qkv.view(0, &[b, s, h, d], &strides)?;
+            let kt = qkv.view(h * d, &[b, s, hk, d], &strides)?;
+            let vt = qkv.view((h + hk) * d, &[b, s, hk, d], &strides)?;
+            let out = Tensor::full(device, &[b, s, h, d], poison)?;
+            let mut lse = Tensor::full(device, &[b, h, s], f32::NAN)?;
+            attention_into(kernel, &qt, &kt, &vt, &out, Some(&mut lse), &opts)?;
+            (out, lse)
+        }
+        _ => {
+            let (b, sq, sk) = (case.batch, case.seqlen_q, case.seqlen_k);
+            let qt = Tensor::from_host(device, &to_elements::<T>(&q), &[b, sq, h, d])?;
+            let kt = Tensor::from_host(device, &to_elements::<T>(&k), &[b, sk, hk, d])?;
+            let vt = Tensor::from_host(device, &to_elements::<T>(&v), &[b, sk, hk, d])?;
+            let out = Tensor::full(device, &[b, sq, h, d], poison)?;
+            let mut lse = Tensor::full(device, &[b, h, sq], f32::NAN)?;
+            attention_into(kernel, &qt, &kt, &vt, &out, Some(&mut lse), &opts)?;
+            (out, lse)
+        }
+    };
+    Ok(Measured {
+        out: out.to_host()?.into_iter().map(Element::to_f64).collect(),
+        lse: lse.to_host()?.into_iter().map(Element::to_f64).collect(),
+        want,
+    })
+}

@@ -1,0 +1,145 @@
+//! Where kernels run: a CUDA device (through cudarc, libcuda loaded at run time) or the CPU
+//! emulator that runs the same kernel source as fibers. Probing never panics without libcuda.
+
+use std::sync::Arc;
+
+use cudarc::driver::{CudaContext, CudaStream};
+
+use crate::error::{Error, Result};
+
+/// A place to run kernels. Cheap to clone; clones share the CUDA stream.
+#[derive(Clone)]
+pub enum Device {
+    /// A CUDA GPU and the stream cuattn launches on.
+    Cuda(Arc<CudaStream>),
+    /// The CPU emulator: "device" memory is host memory, launches run to completion.
+    Emulator,
+}
+
+impl std::fmt::Debug for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Device::Cuda(stream) => write!(f, "Cuda({})", stream.context().ordinal()),
+            Device::Emulator => write!(f, "Emulator"),
+        }
+    }
+}
+
+/// What `Device::auto` found when it looked for a GPU.
+#[derive(Clone, Debug)]
+pub enum CudaProbe {
+    /// Number of CUDA devices the driver reports (at least one).
+    Available(usize),
+    /// Why there is no usable GPU.
+    Unavailable(String),
+}
+
+impl CudaProbe {
+    /// Whether at least one device answered.
+    pub fn is_available(&self) -> bool {
+        matches!(self, CudaProbe::Available(_))
+    }
+}
+
+/// Looks for a CUDA driver and devices without panicking when libcuda is absent.
+pub fn probe_cuda() -> CudaProbe {
+    // SAFETY: is_culib_present only tries to dlopen libcuda; it has no preconditions.
+    if !unsafe { cudarc::driver::sys::is_culib_present() } {
+        return CudaProbe::Unavailable("libcuda not found (no NVIDIA driver)".into());
+    }
+    match CudaContext::device_count() {
+        Ok(n) if n > 0 => CudaProbe::Available(n as usize),
+        Ok(_) => CudaProbe::Unavailable("the CUDA driver reports no device".into()),
+        Err(e) => CudaProbe::Unavailable(format!("the CUDA driver failed: {e}")),
+    }
+}
+
+impl Device {
+    /// The first GPU when a driver and a device answer, otherwise the emulator.
+    pub fn auto() -> Device {
+        match probe_cuda() {
+            CudaProbe::Available(_) => Device::cuda(0).unwrap_or(Device::Emulator),
+            CudaProbe::Unavailable(_) => Device::Emulator,
+        }
+    }
+
+    /// The GPU `ordinal`, with a new stream of its own.
+    pub fn cuda(ordinal: usize) -> Result<Device> {
+        match probe_cuda() {
+            CudaProbe::Available(n) if ordinal < n => {
+                let ctx = CudaContext::new(ordinal)?;
+                Ok(Device::Cuda(ctx.new_stream()?))
+            }
+            CudaProbe::Available(n) => Err(Error::invalid(
+                "ordinal",
+                format!("{ordinal}: the driver reports {n} device(s)"),
+            )),
+            CudaProbe::Unavailable(why) => Err(Error::Cuda(why)),
+        }
+    }
+
+    /// Launch on a caller's own stream (for engines that already manage CUDA with cudarc).
+    pub fn from_stream(stream: Arc<CudaStream>) -> Device {
+        Device::Cuda(stream)
+    }
+
+    /// The CPU emulator.
+    pub fn emulator() -> Device {
+        Device::Emulator
+    }
+
+    /// True for a GPU.
+    pub fn is_cuda(&self) -> bool {
+        matches!(self, Device::Cuda(_))
+    }
+
+    /// The stream of a GPU device.
+    pub fn stream(&self) -> Option<&Arc<CudaStream>> {
+        match self {
+            Device::Cuda(stream) => Some(stream),
+            Device::Emulator => None,
+        }
+    }
+
+    /// A short name: `emulator` or `gpu0 (NVIDIA H200, sm_90)`.
+    pub fn name(&self) -> String {
+        match self {
+            Device::Emulator => "emulator".into(),
+            Device::Cuda(stream) => {
+                let ctx = stream.context();
+                let name = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
+                match ctx.compute_capability() {
+                    Ok((major, minor)) => {
+                        format!("gpu{} ({name}, sm_{major}{minor})", ctx.ordinal())
+                    }
+                    Err(_) => format!("gpu{} ({name})", ctx.ordinal()),
+                }
+            }
+        }
+    }
+
+    /// `emu` or `gpu`, for tables.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Device::Emulator => "emu",
+            Device::Cuda(_) => "gpu",
+        }
+    }
+
+    /// Whether two handles reach the same memory (same emulator, or the same CUDA context).
+    pub fn same_memory(&self, other: &Device) -> bool {
+        match (self, other) {
+            (Device::Emulator, Device::Emulator) => true,
+            (Device::Cuda(a), Device::Cuda(b)) => Arc::ptr_eq(a.context(), b.context()),
+            _ => false,
+        }
+    }
+
+    /// Waits for everything launched on this device's stream (no-op on the emulator).
+    pub fn synchronize(&self) -> Result<()> {
+        match self {
+            Device::Cuda(stream) => Ok(stream.synchronize()?),
+            Device::Emulator => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,433 @@
+//! Typed tensors on a device: element type, shape and element strides over a shared buffer, so
+//! views into packed layouts (QKV in one buffer) need no copies. Uploads and downloads.
+
+use std::alloc::Layout;
+use std::fmt;
+use std::ptr::NonNull;
+use std::sync::Arc;
+
+use cudarc::driver::{CudaSlice, DevicePtr, DeviceRepr, ValidAsZeroBits};
+use half::{bf16, f16};
+
+use crate::device::Device;
+use crate::error::{Error, Result};
+use crate::ffi;
+
+/// Element types a tensor can hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DType {
+    F16,
+    BF16,
+    F32,
+    I32,
+}
+
+impl fmt::Display for DType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DType::F16 => "f16",
+            DType::BF16 => "bf16",
+            DType::F32 => "f32",
+            DType::I32 => "i32",
+        })
+    }
+}
+
+impl DType {
+    /// The kernel-side dtype code, for the 16-bit types kernels take as q/k/v.
+    pub(crate) fn to_ffi(self) -> Option<ffi::cuattn_dtype> {
+        match self {
+            DType::F16 => Some(ffi::cuattn_dtype::CUATTN_DTYPE_F16),
+            DType::BF16 => Some(ffi::cuattn_dtype::CUATTN_DTYPE_BF16),
+            DType::F32 | DType::I32 => None,
+        }
+    }
+}
+
+/// A scalar type that tensors hold.
+pub trait Element:
+    DeviceRepr + ValidAsZeroBits + Copy + Default + Send + Sync + fmt::Debug + 'static
+{
+    const DTYPE: DType;
+    /// Exact widening to f64.
+    fn to_f64(self) -> f64;
+    /// Rounding (to nearest even) from f64.
+    fn from_f64(x: f64) -> Self;
+}
+
+impl Element for f16 {
+    const DTYPE: DType = DType::F16;
+    fn to_f64(self) -> f64 {
+        f64::from(self.to_f32())
+    }
+    fn from_f64(x: f64) -> Self {
+        f16::from_f64(x)
+    }
+}
+
+impl Element for bf16 {
+    const DTYPE: DType = DType::BF16;
+    fn to_f64(self) -> f64 {
+        f64::from(self.to_f32())
+    }
+    fn from_f64(x: f64) -> Self {
+        bf16::from_f64(x)
+    }
+}
+
+impl Element for f32 {
+    const DTYPE: DType = DType::F32;
+    fn to_f64(self) -> f64 {
+        f64::from(self)
+    }
+    fn from_f64(x: f64) -> Self {
+        x as f32
+    }
+}
+
+impl Element for i32 {
+    const DTYPE: DType = DType::I32;
+    fn to_f64(self) -> f64 {
+        f64::from(self)
+    }
+    fn from_f64(x: f64) -> Self {
+        x as i32
+    }
+}
+
+/// Emulated device memory: a host allocation reached only through raw pointers, like device
+/// memory, so kernels may write it while several views share it.
+struct EmuBuffer {
+    ptr: NonNull<u8>,
+    layout: Layout,
+}
+
+/// Alignment of emulated allocations, like cudaMalloc's (at least 256 bytes).
+const EMU_ALIGN: usize = 256;
+
+impl EmuBuffer {
+    fn zeroed(bytes: usize) -> Result<EmuBuffer> {
+        let layout = Layout::from_size_align(bytes.max(1), EMU_ALIGN)
+            .map_err(|e| Error::Internal(format!("emulator allocation of {bytes} bytes: {e}")))?;
+        // SAFETY: the layout has a nonzero size.
+        let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
+        let ptr = NonNull::new(ptr).ok_or_else(|| {
+            Error::Internal(format!("emulator allocation of {bytes} bytes failed"))
+        })?;
+        Ok(EmuBuffer { ptr, layout })
+    }
+}
+
+impl Drop for EmuBuffer {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `zeroed` with this layout.
+        unsafe { std::alloc::dealloc(self.ptr.as_ptr(), self.layout) };
+    }
+}
+
+// SAFETY: EmuBuffer is plain memory with no thread affinity; data races on its contents are
+// excluded the same way as for device memory (launches and copies are ordered by the caller).
+unsafe impl Send for EmuBuffer {}
+// SAFETY: as above; shared access only hands out raw pointers.
+unsafe impl Sync for EmuBuffer {}
+
+enum Storage<T: Element> {
+    Cuda(CudaSlice<T>),
+    Emu { buf: EmuBuffer, len: usize },
+}
+
+impl<T: Element> Storage<T> {
+    fn len(&self) -> usize {
+        match self {
+            Storage::Cuda(slice) => slice.len(),
+            Storage::Emu { len, .. } => *len,
+        }
+    }
+}
+
+/// A tensor of `T` on a device: a shape and element strides over a (possibly shared) buffer.
+/// The last dimension of tensors given to kernels must be contiguous (stride 1).
+pub struct Tensor<T: Element> {
+    storage: Arc<Storage<T>>,
+    device: Device,
+    offset: usize,
+    shape: Vec<usize>,
+    strides: Vec<usize>,
+}
+
+impl<T: Element> Clone for Tensor<T> {
+    /// Another view of the same memory (no copy).
+    fn clone(&self) -> Self {
+        Tensor {
+            storage: self.storage.clone(),
+            device: self.device.clone(),
+            offset: self.offset,
+            shape: self.shape.clone(),
+            strides: self.strides.clone(),
+        }
+    }
+}
+
+impl<T: Element> fmt::Debug for Tensor<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Tensor<{}>(shape {:?}, strides {:?}, offset {}, {:?})",
+            T::DTYPE,
+            self.shape,
+            self.strides,
+            self.offset,
+            self.device
+        )
+    }
+}
+
+/// Row-major strides of a contiguous tensor.
+pub fn contiguous_strides(shape: &[usize]) -> Vec<usize> {
+    let mut strides = vec![1; shape.len()];
+    for i in (0..shape.len().saturating_sub(1)).rev() {
+        strides[i] = strides[i + 1] * shape[i + 1];
+    }
+    strides
+}
+
+fn checked_numel(shape: &[usize]) -> Result<usize> {
+    shape
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .ok_or_else(|| Error::invalid("shape", format!("{shape:?}: element count overflows usize")))
+}
+
+impl<T: Element> Tensor<T> {
+    /// A contiguous tensor of zeros.
+    pub fn zeros(device: &Device, shape: &[usize]) -> Result<Tensor<T>> {
+        let len = checked_numel(shape)?;
+        let storage = match device {
+            Device::Cuda(stream) => Storage::Cuda(stream.alloc_zeros::<T>(len)?),
+            Device::Emulator => {
+                let bytes = len.checked_mul(std::mem::size_of::<T>()).ok_or_else(|| {
+                    Error::invalid("shape", format!("{shape:?}: byte count overflows usize"))
+                })?;
+                Storage::Emu {
+                    buf: EmuBuffer::zeroed(bytes)?,
+                    len,
+                }
+            }
+        };
+        Ok(Tensor {
+            storage: Arc::new(storage),
+            device: device.clone(),
+            offset: 0,
+            shape: shape.to_vec(),
+            strides: contiguous_strides(shape),
+        })
+    }
+
+    /// A contiguous tensor holding `data` (row-major, `shape`'s element count).
+    pub fn from_host(device: &Device, data: &[T], shape: &[usize]) -> Result<Tensor<T>> {
+        let len = checked_numel(shape)?;
+        if data.len() != len {
+            return Err(Error::invalid(
+                "data",
+                format!("{} elements, but shape {shape:?} holds {len}", data.len()),
+            ));
+        }
+        let t = match device {
+            Device::Cuda(stream) => Tensor {
+                storage: Arc::new(Storage::Cuda(stream.clone_htod(data)?)),
+                device: device.clone(),
+                offset: 0,
+                shape: shape.to_vec(),
+                strides: contiguous_strides(shape),
+            },
+            Device::Emulator => {
+                let t = Tensor::<T>::zeros(device, shape)?;
+                // SAFETY: the buffer was just allocated with room for `len` elements of T and
+                // nothing else references it yet.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(data.as_ptr(), t.emu_ptr().cast_mut(), len)
+                };
+                t
+            }
+        };
+        Ok(t)
+    }
+
+    /// A contiguous tensor with every element `value` (tests poison outputs with NaN this way).
+    pub fn full(device: &Device, shape: &[usize], value: T) -> Result<Tensor<T>> {
+        let len = checked_numel(shape)?;
+        Tensor::from_host(device, &vec![value; len], shape)
+    }
+
+    /// Wraps a caller's own device buffer as a contiguous tensor (no copy).
+    pub fn from_cuda_slice(device: &Device, slice: CudaSlice<T>, shape: &[usize]) -> Result<Self> {
+        let len = checked_numel(shape)?;
+        let Device::Cuda(stream) = device else {
+            return Err(Error::invalid("device", "a CudaSlice needs a CUDA device"));
+        };
+        if !Arc::ptr_eq(slice.context(), stream.context()) {
+            return Err(Error::invalid(
+                "slice",
+                "belongs to another CUDA context than `device`",
+            ));
+        }
+        if slice.len() != len {
+            return Err(Error::invalid(
+                "slice",
+                format!("{} elements, but shape {shape:?} holds {len}", slice.len()),
+            ));
+        }
+        Ok(Tensor {
+            storage: Arc::new(Storage::Cuda(slice)),
+            device: device.clone(),
+            offset: 0,
+            shape: shape.to_vec(),
+            strides: contiguous_strides(shape),
+        })
+    }
+
+    /// The underlying CUDA buffer (the whole allocation; see `offset` and `strides`).
+    pub fn cuda_slice(&self) -> Option<&CudaSlice<T>> {
+        match &*self.storage {
+            Storage::Cuda(slice) => Some(slice),
+            Storage::Emu { .. } => None,
+        }
+    }
+
+    /// Another view of the same memory: element `offset` into the buffer, `shape` and
+    /// `strides` in elements. Fails unless every element lies inside the buffer.
+    pub fn view(&self, offset: usize, shape: &[usize], strides: &[usize]) -> Result<Tensor<T>> {
+        if shape.len() != strides.len() {
+            return Err(Error::invalid(
+                "strides",
+                format!(
+                    "{strides:?} has {} entries, shape {shape:?} has {}",
+                    strides.len(),
+                    shape.len()
+                ),
+            ));
+        }
+        let len = self.storage.len();
+        if checked_numel(shape)? > 0 {
+            let last = shape.iter().zip(strides).try_fold(offset, |acc, (&d, &s)| {
+                (d - 1).checked_mul(s).and_then(|x| acc.checked_add(x))
+            });
+            match last {
+                Some(last) if last < len => {}
+                _ => {
+                    return Err(Error::invalid(
+                        "view",
+                        format!(
+                            "offset {offset}, shape {shape:?}, strides {strides:?} reach past \
+                             the buffer of {len} elements"
+                        ),
+                    ))
+                }
+            }
+        }
+        Ok(Tensor {
+            storage: self.storage.clone(),
+            device: self.device.clone(),
+            offset,
+            shape: shape.to_vec(),
+            strides: strides.to_vec(),
+        })
+    }
+
+    /// Copies the elements to the host in row-major order of `shape` (synchronizes).
+    pub fn to_host(&self) -> Result<Vec<T>> {
+        let n = checked_numel(&self.shape)?;
+        let mut out = Vec::with_capacity(n);
+        if n == 0 {
+            return Ok(out);
+        }
+        let gather = |buf: &[T], out: &mut Vec<T>| {
+            let mut index = vec![0usize; self.shape.len()];
+            for _ in 0..n {
+                let at: usize = self.offset
+                    + index
+                        .iter()
+                        .zip(&self.strides)
+                        .map(|(i, s)| i * s)
+                        .sum::<usize>();
+                out.push(buf[at]);
+                for d in (0..index.len()).rev() {
+                    index[d] += 1;
+                    if index[d] < self.shape[d] {
+                        break;
+                    }
+                    index[d] = 0;
+                }
+            }
+        };
+        match (&*self.storage, &self.device) {
+            (Storage::Cuda(slice), Device::Cuda(stream)) => {
+                let all = stream.clone_dtoh(slice)?;
+                gather(&all, &mut out);
+            }
+            (Storage::Emu { buf, len }, Device::Emulator) => {
+                // SAFETY: the buffer holds `len` initialized (zeroed, then written) elements of T
+                // and no launch is running on it (emulator launches are synchronous).
+                let all = unsafe { std::slice::from_raw_parts(buf.ptr.as_ptr().cast::<T>(), *len) };
+                gather(all, &mut out);
+            }
+            _ => {
+                return Err(Error::Internal(
+                    "tensor storage does not match its device".into(),
+                ))
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    pub fn strides(&self) -> &[usize] {
+        &self.strides
+    }
+
+    /// Element offset of the view into its buffer.
+    pub fn offset(&self) -> usize {
+        self.offset
+    }
+
+    pub fn dtype(&self) -> DType {
+        T::DTYPE
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// Whether this view and `other` share a buffer.
+    pub fn shares_memory_with<U: Element>(&self, other: &Tensor<U>) -> bool {
+        std::ptr::addr_eq(Arc::as_ptr(&self.storage), Arc::as_ptr(&other.storage))
+    }
+
+    fn emu_ptr(&self) -> *const T {
+        match &*self.storage {
+            // SAFETY: offset lies inside the buffer (checked when the view was made).
+            Storage::Emu { buf, .. } => unsafe { buf.ptr.as_ptr().cast::<T>().add(self.offset) },
+            Storage::Cuda(_) => std::ptr::null(),
+        }
+    }
+
+    /// The address of the view's first element as the kernels see it, and the guard that must
+    /// outlive the launch that uses it (cudarc records the stream's use of the buffer on drop).
+    pub(crate) fn kernel_ptr(&self) -> (*mut std::ffi::c_void, Option<impl Drop + '_>) {
+        match (&*self.storage, &self.device) {
+            (Storage::Cuda(slice), Device::Cuda(stream)) => {
+                let (ptr, guard) = slice.device_ptr(stream);
+                let addr = ptr + (self.offset * std::mem::size_of::<T>()) as u64;
+                (addr as *mut std::ffi::c_void, Some(guard))
+            }
+            _ => (self.emu_ptr().cast_mut().cast(), None),
+        }
+    }
+}
