@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# The one prepared GPU check. Two halves:
+#   scripts/gpu-check.sh build    on the CPU machine: builds the test binaries and the cuattn CLI
+#                                 with nvcc (CUDA build required), strips them and stages them
+#                                 with this script in the git-ignored .gpu/ folder.
+#   .gpu/gpu-check.sh device      on the GPU machine (no Rust there), results under $OUT: runs
+#                                 the GPU tests, `cuattn info`, `cuattn check --device gpu`,
+#                                 and ends with a short table. Must finish in under 8 minutes.
+set -euo pipefail
+
+# Test binaries that exercise kernels on every device present (the GPU among them).
+GPU_TESTS=(attention_naive emulator capi)
+
+build() {
+  local root
+  root=$(cd "$(dirname "$0")/.." && pwd)
+  cd "$root"
+  NVCC=$(bash scripts/install-cuda-toolchain.sh | tail -n 1)
+  export NVCC CUATTN_REQUIRE_CUDA=1
+  rm -rf .gpu && mkdir -p .gpu/bin
+  cargo build --release --bin cuattn
+  cp target/release/cuattn .gpu/bin/
+  local json
+  json=$(cargo test --release --no-run --message-format=json 2>/dev/null)
+  for t in "${GPU_TESTS[@]}"; do
+    local exe
+    exe=$(printf '%s\n' "$json" | python3 -c '
+import json, sys
+name = sys.argv[1]
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == name and m.get("executable"):
+        print(m["executable"])' "$t" | tail -n 1)
+    [ -n "$exe" ] || { echo "test binary $t not found" >&2; exit 1; }
+    cp "$exe" ".gpu/bin/$t"
+  done
+  strip .gpu/bin/*
+  cp scripts/gpu-check.sh .gpu/
+  git rev-parse --short HEAD > .gpu/commit 2>/dev/null || echo unknown > .gpu/commit
+  du -sh .gpu
+}
+
+device() {
+  local here out status=0
+  here=$(cd "$(dirname "$0")" && pwd)
+  out=${OUT:-$here/out}
+  mkdir -p "$out"
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv > "$out/gpu.txt" 2>&1 || true
+  "$here/bin/cuattn" info > "$out/info.txt" 2>&1 || status=1
+  local summary="$out/summary.txt"
+  echo "commit $(cat "$here/commit")  $(tail -n 1 "$out/gpu.txt")" > "$summary"
+  for t in "${GPU_TESTS[@]}"; do
+    if timeout 180 "$here/bin/$t" --nocapture --test-threads=1 > "$out/test-$t.log" 2>&1; then
+      echo "test $t: ok  ($(grep -E '^test result' "$out/test-$t.log" | tail -n 1))" >> "$summary"
+    else
+      echo "test $t: FAILED (see test-$t.log)" >> "$summary"
+      status=1
+    fi
+  done
+  if timeout 180 "$here/bin/cuattn" check --device gpu > "$out/check.txt" 2>&1; then
+    echo "check: $(tail -n 1 "$out/check.txt")" >> "$summary"
+  else
+    echo "check: FAILED ($(tail -n 1 "$out/check.txt"))" >> "$summary"
+    status=1
+  fi
+  cat "$summary"
+  return $status
+}
+
+case "${1:-}" in
+  build) build ;;
+  device) device ;;
+  *) echo "usage: $0 build|device" >&2; exit 2 ;;
+esac

@@ -1,0 +1,572 @@
+//! `cuattn run attention` end to end on the emulator: .npy files in, out and LSE files checked
+//! against the f64 reference (dense GQA/MQA with masks and softcap, varlen), and bad inputs
+//! exiting with code 2 and a message naming the argument.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use cuattn::npy;
+use cuattn::reference::{self, AttentionProblem, Varlen};
+use half::{bf16, f16};
+use npyz::WriterBuilder;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+/// A fresh directory under the system temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(test: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("cuattn-cli-{}-{test}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn cuattn(args: &[String]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cuattn"))
+        .args(args)
+        .output()
+        .expect("the cuattn binary runs")
+}
+
+fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|s| s.to_string()).collect()
+}
+
+fn path_arg(flag: &str, path: &Path) -> [String; 2] {
+    [flag.to_string(), path.display().to_string()]
+}
+
+/// Uniform values in [-range, range) from a fixed seed.
+fn random(rng: &mut StdRng, n: usize, range: f32) -> Vec<f32> {
+    (0..n).map(|_| rng.random_range(-range..range)).collect()
+}
+
+fn write_f16(path: &Path, shape: &[usize], data: &[f32]) {
+    let shape: Vec<u64> = shape.iter().map(|&d| d as u64).collect();
+    let file = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let mut w = npyz::WriteOptions::<f16>::new()
+        .default_dtype()
+        .shape(&shape)
+        .writer(file)
+        .begin_nd()
+        .unwrap();
+    w.extend(data.iter().map(|&x| f16::from_f32(x))).unwrap();
+    w.finish().unwrap();
+}
+
+fn write_ints<T: npyz::AutoSerialize + Copy>(path: &Path, data: &[T]) {
+    let file = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let mut w = npyz::WriteOptions::<T>::new()
+        .default_dtype()
+        .shape(&[data.len() as u64])
+        .writer(file)
+        .begin_nd()
+        .unwrap();
+    w.extend(data.iter().copied()).unwrap();
+    w.finish().unwrap();
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Dtype {
+    Bf16,
+    F16,
+}
+
+impl Dtype {
+    fn name(self) -> &'static str {
+        match self {
+            Dtype::Bf16 => "bf16",
+            Dtype::F16 => "f16",
+        }
+    }
+
+    /// What the kernel sees of `x`: rounded to the dtype (nearest even), widened exactly.
+    fn round(self, x: f32) -> f64 {
+        match self {
+            Dtype::Bf16 => bf16::from_f32(x).to_f64(),
+            Dtype::F16 => f16::from_f32(x).to_f64(),
+        }
+    }
+
+    /// Output tolerance (atol = rtol) against the f64 reference.
+    fn out_tol(self) -> f64 {
+        match self {
+            Dtype::Bf16 => 2e-2,
+            Dtype::F16 => 1e-2,
+        }
+    }
+}
+
+/// LSE tolerance (atol = rtol): the LSE is accumulated in f32 from the rounded inputs.
+const LSE_TOL: f64 = 1e-2;
+
+/// One dense attention problem for the CLI.
+struct Case {
+    batch: usize,
+    seqlen_q: usize,
+    seqlen_k: usize,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    causal: bool,
+    window: Option<(i32, i32)>,
+    scale: Option<f32>,
+    softcap: Option<f32>,
+}
+
+impl Case {
+    /// The reference problem; `causal` is the window's right side clamped to 0, as the API does.
+    fn problem(&self) -> AttentionProblem {
+        let mut p = AttentionProblem::new(
+            self.batch,
+            self.seqlen_q,
+            self.seqlen_k,
+            self.heads,
+            self.kv_heads,
+            self.head_dim,
+        );
+        let (left, right) = self.window.unwrap_or((-1, -1));
+        p.window_left = i64::from(left);
+        p.window_right = if self.causal { 0 } else { i64::from(right) };
+        if let Some(scale) = self.scale {
+            p.scale = f64::from(scale);
+        }
+        p.softcap = f64::from(self.softcap.unwrap_or(0.0));
+        p
+    }
+
+    fn option_args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        if self.causal {
+            args.push("--causal".to_string());
+        }
+        if let Some((left, right)) = self.window {
+            args.extend(["--window".to_string(), format!("{left},{right}")]);
+        }
+        if let Some(scale) = self.scale {
+            args.extend(["--scale".to_string(), scale.to_string()]);
+        }
+        if let Some(softcap) = self.softcap {
+            args.extend(["--softcap".to_string(), softcap.to_string()]);
+        }
+        args
+    }
+}
+
+/// Writes random q, k, v for `case` (q as float16 when running f16, to cover that input type),
+/// runs the CLI on the emulator, and checks out and LSE against the f64 reference (returned).
+fn run_case_against_reference(
+    test: &str,
+    case: &Case,
+    dtype: Dtype,
+    seed: u64,
+) -> reference::AttentionReference {
+    let dir = TempDir::new(test);
+    let mut rng = StdRng::seed_from_u64(seed);
+    let q_shape = [case.batch, case.seqlen_q, case.heads, case.head_dim];
+    let kv_shape = [case.batch, case.seqlen_k, case.kv_heads, case.head_dim];
+    let q = random(&mut rng, q_shape.iter().product(), 1.5);
+    let k = random(&mut rng, kv_shape.iter().product(), 1.5);
+    let v = random(&mut rng, kv_shape.iter().product(), 1.0);
+    let (qp, kp, vp) = (dir.path("q.npy"), dir.path("k.npy"), dir.path("v.npy"));
+    let (op, lp) = (dir.path("out.npy"), dir.path("lse.npy"));
+    match dtype {
+        Dtype::F16 => write_f16(&qp, &q_shape, &q),
+        Dtype::Bf16 => npy::write_f32(&qp, &q_shape, &q).unwrap(),
+    }
+    npy::write_f32(&kp, &kv_shape, &k).unwrap();
+    npy::write_f32(&vp, &kv_shape, &v).unwrap();
+
+    let mut args = strings(&[
+        "run",
+        "attention",
+        "--device",
+        "emu",
+        "--dtype",
+        dtype.name(),
+    ]);
+    for (flag, path) in [
+        ("--q", &qp),
+        ("--k", &kp),
+        ("--v", &vp),
+        ("--out", &op),
+        ("--lse", &lp),
+    ] {
+        args.extend(path_arg(flag, path));
+    }
+    args.extend(case.option_args());
+    println!("{test}: cuattn {}", args.join(" "));
+    let output = cuattn(&args);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "{test}: {:?}\n{stderr}",
+        output.status
+    );
+    print!("{stderr}");
+    assert!(
+        stderr.contains("naive") && stderr.contains("emulator") && stderr.contains(dtype.name()),
+        "{test}: the run line should name kernel, device and dtype: {stderr}"
+    );
+
+    let round = |x: &[f32]| x.iter().map(|&x| dtype.round(x)).collect::<Vec<f64>>();
+    let want = reference::attention(&case.problem(), &round(&q), &round(&k), &round(&v));
+    let out = npy::read_f32(&op).unwrap();
+    let lse = npy::read_f32(&lp).unwrap();
+    assert_eq!(out.shape, q_shape, "{test}: out shape");
+    assert_eq!(
+        lse.shape,
+        [case.batch, case.heads, case.seqlen_q],
+        "{test}: lse shape"
+    );
+    assert!(
+        out.data.iter().all(|x| x.is_finite()),
+        "{test}: out has non-finite values"
+    );
+    let widen = |x: &[f32]| x.iter().map(|&x| f64::from(x)).collect::<Vec<f64>>();
+    let tol = dtype.out_tol();
+    if let Err(m) = reference::compare(&widen(&out.data), &want.out, tol, tol) {
+        panic!("{test}: out: {m}");
+    }
+    if let Err(m) = reference::compare(&widen(&lse.data), &want.lse, LSE_TOL, LSE_TOL) {
+        panic!("{test}: lse: {m}");
+    }
+    want
+}
+
+/// How many rows of a reference result see no key (LSE -inf).
+fn empty_rows(want: &reference::AttentionReference) -> usize {
+    want.lse.iter().filter(|&&x| x == f64::NEG_INFINITY).count()
+}
+
+/// GQA group 2, causal with seqlen_q < seqlen_k (the diagonal starts 16 keys in).
+fn gqa2_causal() -> Case {
+    Case {
+        batch: 2,
+        seqlen_q: 17,
+        seqlen_k: 33,
+        heads: 4,
+        kv_heads: 2,
+        head_dim: 40,
+        causal: true,
+        window: None,
+        scale: None,
+        softcap: None,
+    }
+}
+
+/// MQA, window (5, 3), an explicit scale large enough for the softcap to bend scores.
+fn mqa_window_softcap() -> Case {
+    Case {
+        batch: 2,
+        seqlen_q: 17,
+        seqlen_k: 33,
+        heads: 5,
+        kv_heads: 1,
+        head_dim: 40,
+        causal: false,
+        window: Some((5, 3)),
+        scale: Some(0.5),
+        softcap: Some(3.0),
+    }
+}
+
+/// GQA group 5, causal plus window (5, 3) (right side becomes 0) with seqlen_q > seqlen_k, so the
+/// first 16 query rows see no key: zeros and LSE -inf.
+fn group5_causal_window_more_queries() -> Case {
+    Case {
+        batch: 1,
+        seqlen_q: 33,
+        seqlen_k: 17,
+        heads: 10,
+        kv_heads: 2,
+        head_dim: 40,
+        causal: true,
+        window: Some((5, 3)),
+        scale: None,
+        softcap: Some(3.0),
+    }
+}
+
+#[test]
+fn bf16_gqa2_causal_matches_reference() {
+    run_case_against_reference("bf16-gqa2-causal", &gqa2_causal(), Dtype::Bf16, 1);
+}
+
+#[test]
+fn f16_gqa2_causal_from_f16_file_matches_reference() {
+    run_case_against_reference("f16-gqa2-causal", &gqa2_causal(), Dtype::F16, 2);
+}
+
+#[test]
+fn bf16_mqa_window_5_3_softcap_matches_reference() {
+    run_case_against_reference("bf16-mqa-window", &mqa_window_softcap(), Dtype::Bf16, 3);
+}
+
+#[test]
+fn f16_mqa_window_5_3_softcap_matches_reference() {
+    run_case_against_reference("f16-mqa-window", &mqa_window_softcap(), Dtype::F16, 4);
+}
+
+#[test]
+fn bf16_group5_causal_window_with_empty_rows_matches_reference() {
+    let case = group5_causal_window_more_queries();
+    let want = run_case_against_reference("bf16-group5", &case, Dtype::Bf16, 5);
+    assert_eq!(empty_rows(&want), 16 * 10, "16 empty rows per head");
+}
+
+#[test]
+fn f16_group5_causal_window_with_empty_rows_matches_reference() {
+    let case = group5_causal_window_more_queries();
+    let want = run_case_against_reference("f16-group5", &case, Dtype::F16, 6);
+    assert_eq!(empty_rows(&want), 16 * 10, "16 empty rows per head");
+}
+
+#[test]
+fn varlen_with_length_1_sequences_matches_reference() {
+    let dir = TempDir::new("varlen");
+    let (heads, kv_heads, head_dim) = (4, 2, 64);
+    // (seqlen_q, seqlen_k): a 1x1 sequence, a decode-like 1x33, and 17 queries over 12 keys
+    // (causal leaves its first 5 rows empty).
+    let cu_q = [0i32, 1, 2, 19];
+    let cu_k = [0i64, 1, 34, 46];
+    let (total_q, total_k) = (19, 46);
+    let mut rng = StdRng::seed_from_u64(7);
+    let q = random(&mut rng, total_q * heads * head_dim, 1.5);
+    let k = random(&mut rng, total_k * kv_heads * head_dim, 1.5);
+    let v = random(&mut rng, total_k * kv_heads * head_dim, 1.0);
+    let (qp, kp, vp) = (dir.path("q.npy"), dir.path("k.npy"), dir.path("v.npy"));
+    let (op, lp) = (dir.path("out.npy"), dir.path("lse.npy"));
+    let (cqp, ckp) = (dir.path("cu_q.npy"), dir.path("cu_k.npy"));
+    npy::write_f32(&qp, &[total_q, heads, head_dim], &q).unwrap();
+    npy::write_f32(&kp, &[total_k, kv_heads, head_dim], &k).unwrap();
+    npy::write_f32(&vp, &[total_k, kv_heads, head_dim], &v).unwrap();
+    // int32 query offsets, int64 key offsets: both are accepted.
+    write_ints(&cqp, &cu_q);
+    write_ints(&ckp, &cu_k);
+
+    let mut args = strings(&["run", "attention", "--device", "emu", "--causal"]);
+    for (flag, path) in [
+        ("--q", &qp),
+        ("--k", &kp),
+        ("--v", &vp),
+        ("--out", &op),
+        ("--lse", &lp),
+        ("--cu-seqlens-q", &cqp),
+        ("--cu-seqlens-k", &ckp),
+    ] {
+        args.extend(path_arg(flag, path));
+    }
+    println!("varlen: cuattn {}", args.join(" "));
+    let output = cuattn(&args);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{:?}\n{stderr}", output.status);
+    print!("{stderr}");
+    assert!(stderr.contains("varlen batch 3"), "{stderr}");
+
+    let mut p = AttentionProblem::new(3, 0, 0, heads, kv_heads, head_dim);
+    p.window_right = 0;
+    p.varlen = Some(Varlen {
+        cu_seqlens_q: cu_q.to_vec(),
+        cu_seqlens_k: cu_k.iter().map(|&x| x as i32).collect(),
+    });
+    let round = |x: &[f32]| {
+        x.iter()
+            .map(|&x| Dtype::Bf16.round(x))
+            .collect::<Vec<f64>>()
+    };
+    let want = reference::attention(&p, &round(&q), &round(&k), &round(&v));
+    let out = npy::read_f32(&op).unwrap();
+    let lse = npy::read_f32(&lp).unwrap();
+    assert_eq!(out.shape, [total_q, heads, head_dim]);
+    assert_eq!(lse.shape, [heads, total_q]);
+    let widen = |x: &[f32]| x.iter().map(|&x| f64::from(x)).collect::<Vec<f64>>();
+    let tol = Dtype::Bf16.out_tol();
+    if let Err(m) = reference::compare(&widen(&out.data), &want.out, tol, tol) {
+        panic!("varlen out: {m}");
+    }
+    if let Err(m) = reference::compare(&widen(&lse.data), &want.lse, LSE_TOL, LSE_TOL) {
+        panic!("varlen lse: {m}");
+    }
+    assert_eq!(
+        empty_rows(&want),
+        5 * heads,
+        "the 17x12 sequence has 5 empty rows per head"
+    );
+    // The 1x1 sequence's output is its single value row (bf16-rounded), exactly.
+    for h in 0..heads {
+        let kv_h = h / (heads / kv_heads);
+        let got = &out.data[h * head_dim..(h + 1) * head_dim];
+        let v_row = &v[kv_h * head_dim..(kv_h + 1) * head_dim];
+        for (g, x) in got.iter().zip(v_row) {
+            assert_eq!(
+                f64::from(*g),
+                Dtype::Bf16.round(*x),
+                "1x1 sequence, head {h}"
+            );
+        }
+    }
+}
+
+/// Valid dense inputs (batch 1, seqlen 9, heads 4, kv_heads 2, head_dim 16) for the error tests,
+/// and the output path, which must not exist after a failed run.
+struct BadInputSetup {
+    dir: TempDir,
+}
+
+impl BadInputSetup {
+    fn new(test: &str) -> BadInputSetup {
+        let dir = TempDir::new(test);
+        let mut rng = StdRng::seed_from_u64(11);
+        npy::write_f32(
+            &dir.path("q.npy"),
+            &[1, 9, 4, 16],
+            &random(&mut rng, 576, 1.0),
+        )
+        .unwrap();
+        for name in ["k.npy", "v.npy"] {
+            npy::write_f32(&dir.path(name), &[1, 9, 2, 16], &random(&mut rng, 288, 1.0)).unwrap();
+        }
+        BadInputSetup { dir }
+    }
+
+    /// Runs with `--q/--k/--v` from the setup unless `overrides` replaces them, plus `extra`.
+    fn run(&self, overrides: &[(&str, PathBuf)], extra: &[&str]) -> (i32, String) {
+        let mut args = strings(&["run", "attention", "--device", "emu"]);
+        for flag in ["--q", "--k", "--v"] {
+            let default = self.dir.path(&format!("{}.npy", &flag[2..]));
+            let path = overrides
+                .iter()
+                .find(|(f, _)| *f == flag)
+                .map_or(default, |(_, p)| p.clone());
+            args.extend(path_arg(flag, &path));
+        }
+        args.extend(path_arg("--out", &self.dir.path("out.npy")));
+        args.extend(strings(extra));
+        let output = cuattn(&args);
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        println!("cuattn {} -> {:?}: {stderr}", args.join(" "), output.status);
+        assert!(
+            !self.dir.path("out.npy").exists(),
+            "a failed run wrote --out: {stderr}"
+        );
+        (output.status.code().expect("exited, not killed"), stderr)
+    }
+}
+
+#[test]
+fn setup_for_bad_input_tests_succeeds() {
+    let setup = BadInputSetup::new("bad-baseline");
+    let output = cuattn(&{
+        let mut args = strings(&["run", "attention", "--device", "emu"]);
+        for name in ["q", "k", "v", "out"] {
+            args.extend(path_arg(
+                &format!("--{name}"),
+                &setup.dir.path(&format!("{name}.npy")),
+            ));
+        }
+        args
+    });
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn missing_q_file_exits_2_naming_q_and_the_path() {
+    let setup = BadInputSetup::new("bad-missing");
+    let missing = setup.dir.path("nowhere.npy");
+    let (code, stderr) = setup.run(&[("--q", missing)], &[]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("--q") && stderr.contains("nowhere.npy"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn rank3_q_without_cu_seqlens_exits_2_naming_q() {
+    let setup = BadInputSetup::new("bad-rank");
+    let q3 = setup.dir.path("q3.npy");
+    npy::write_f32(&q3, &[9, 4, 16], &[0.5; 576]).unwrap();
+    let (code, stderr) = setup.run(&[("--q", q3)], &[]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("`q`") && stderr.contains("rank 4"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn kv_heads_not_dividing_heads_exits_2_naming_kv_heads() {
+    let setup = BadInputSetup::new("bad-groups");
+    let (k3, v3) = (setup.dir.path("k3.npy"), setup.dir.path("v3.npy"));
+    npy::write_f32(&k3, &[1, 9, 3, 16], &[0.5; 432]).unwrap();
+    npy::write_f32(&v3, &[1, 9, 3, 16], &[0.5; 432]).unwrap();
+    let (code, stderr) = setup.run(&[("--k", k3), ("--v", v3)], &[]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("`kv_heads`") && stderr.contains('3'),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn window_of_minus_2_exits_2_naming_window() {
+    let setup = BadInputSetup::new("bad-window");
+    let (code, stderr) = setup.run(&[], &["--window", "-2,3"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("`window`") && stderr.contains("-2"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn int32_v_file_exits_2_naming_v_and_the_dtype() {
+    let setup = BadInputSetup::new("bad-dtype");
+    let ints = setup.dir.path("ints.npy");
+    write_ints(&ints, &[1i32; 288]);
+    let (code, stderr) = setup.run(&[("--v", ints)], &[]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("--v") && stderr.contains("int32"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn cu_seqlens_q_without_cu_seqlens_k_exits_2_naming_it() {
+    let setup = BadInputSetup::new("bad-cu-pair");
+    let cu = setup.dir.path("cu.npy");
+    write_ints(&cu, &[0i32, 9]);
+    let (code, stderr) = setup.run(&[], &["--cu-seqlens-q", cu.to_str().unwrap()]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("--cu-seqlens-k"), "{stderr}");
+}
+
+#[test]
+fn unknown_kernel_exits_2_listing_the_kernels() {
+    let setup = BadInputSetup::new("bad-kernel");
+    let (code, stderr) = setup.run(&[], &["--kernel", "warp9"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("kernel") && stderr.contains("naive"),
+        "{stderr}"
+    );
+}
