@@ -34,17 +34,8 @@ fn main() -> cuattn::Result<()> {
     let out: Vec<f64> = result.out.to_host()?.iter().map(|x| x.to_f64()).collect();
 
     let problem = AttentionProblem {
-        batch,
-        seqlen_q,
-        seqlen_k,
-        heads,
-        kv_heads,
-        head_dim,
-        scale: 1.0 / (head_dim as f64).sqrt(),
-        softcap: 0.0,
-        window_left: -1,
-        window_right: 0,
-        varlen: None,
+        window_right: 0, // causal
+        ..AttentionProblem::new(batch, seqlen_q, seqlen_k, heads, kv_heads, head_dim)
     };
     let want = reference::attention(&problem, &q, &k, &v);
     let max_err = out

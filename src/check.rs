@@ -454,17 +454,11 @@ fn run_typed<T: Element>(
     let opts = case.options();
     let (window_left, window_right) = opts.effective_window();
     let problem = AttentionProblem {
-        batch: case.batch,
-        seqlen_q: case.seqlen_q,
-        seqlen_k: case.seqlen_k,
-        heads: h,
-        kv_heads: hk,
-        head_dim: d,
-        scale: 1.0 / (d as f64).sqrt(),
         softcap: f64::from(case.softcap.unwrap_or(0.0)),
         window_left: i64::from(window_left),
         window_right: i64::from(window_right),
         varlen: varlen.clone(),
+        ..AttentionProblem::new(case.batch, case.seqlen_q, case.seqlen_k, h, hk, d)
     };
     let want = reference::attention(&problem, &q, &k, &v);
 
