@@ -11,14 +11,43 @@ use std::sync::{Arc, Mutex};
 /// instantiation) so the CUDA build parallelizes.
 const KERNEL_SOURCES: &[&str] = &[
     "csrc/kernels/attention_naive.cu",
+    "csrc/kernels/attention_mma_simple.cu",
+    "csrc/kernels/flash_fwd.cu",
+    "csrc/kernels/flash_fwd_bf16_hd64.cu",
+    "csrc/kernels/flash_fwd_bf16_hd96.cu",
+    "csrc/kernels/flash_fwd_bf16_hd128.cu",
+    "csrc/kernels/flash_fwd_bf16_hd192.cu",
+    "csrc/kernels/flash_fwd_bf16_hd256.cu",
+    "csrc/kernels/flash_fwd_f16_hd64.cu",
+    "csrc/kernels/flash_fwd_f16_hd96.cu",
+    "csrc/kernels/flash_fwd_f16_hd128.cu",
+    "csrc/kernels/flash_fwd_f16_hd192.cu",
+    "csrc/kernels/flash_fwd_f16_hd256.cu",
+    "csrc/kernels/bench_mma.cu",
+    "csrc/kernels/memcheck_test.cu",
+    "csrc/kernels/primitives_test.cu",
     "csrc/kernels/selftest.cu",
 ];
 
 /// The emulator's runtime and the host-only support code, compiled once by the host compiler.
 const EMU_RUNTIME_SOURCES: &[&str] = &[
     "csrc/common/status.cpp",
+    "csrc/emu/memcheck.cpp",
     "csrc/emu/runtime.cpp",
     "csrc/emu/fiber_x86_64.S",
+];
+
+/// The emulator build of the kernels calls the memory checker (csrc/emu/memcheck.cpp) at every
+/// load, store and atomic: ThreadSanitizer's instrumentation (which tells reads from writes), the
+/// checker standing in for its runtime. Function entry and exit are not reported.
+const MEMCHECK_FLAGS_GCC: &[&str] = &[
+    "-fsanitize=thread",
+    "--param=tsan-instrument-func-entry-exit=0",
+];
+const MEMCHECK_FLAGS_CLANG: &[&str] = &[
+    "-fsanitize=thread",
+    "-mllvm",
+    "-tsan-instrument-func-entry-exit=0",
 ];
 
 /// Headers every kernel may include: a change to any of them rebuilds everything.
@@ -196,6 +225,14 @@ fn build_emulator(manifest: &Path) {
         .opt_level(2)
         .warnings(true)
         .extra_warnings(true);
+    let memcheck_flags = if kernels.get_compiler().is_like_clang() {
+        MEMCHECK_FLAGS_CLANG
+    } else {
+        MEMCHECK_FLAGS_GCC
+    };
+    for flag in memcheck_flags {
+        kernels.flag(flag);
+    }
     for src in KERNEL_SOURCES {
         kernels.file(manifest.join(src));
     }

@@ -116,10 +116,26 @@ typedef struct cuattn_attention_params {
  * multiple of 8 up to 256, every mask, varlen, softcap, LSE. */
 cuattn_status cuattn_launch_attention_naive(const cuattn_attention_params* params, void* stream);
 
+/* attention_mma_simple: one warp per 16 query rows, S = Q K^T and O += P V on mma.sync tensor
+ * cores, K/V tiles through shared memory with cp.async, no pipelining. The tensor-core baseline.
+ * Needs 16-byte aligned rows: q/k/v/out pointers and strides multiples of 8 elements. */
+cuattn_status cuattn_launch_attention_mma_simple(const cuattn_attention_params* params,
+                                                 void* stream);
+
+/* attention_flash: FlashAttention-2-style prefill: CTAs of 64-128 query rows, two-stage cp.async
+ * K/V pipeline in swizzled shared memory, mma.sync, skipped masked tiles, element masks only on
+ * boundary tiles. Head-dim tiles 64, 96, 128, 192, 256 (other multiples of 8 run in the next
+ * tile up). Needs 16-byte aligned rows, like attention_mma_simple. The default kernel. */
+cuattn_status cuattn_launch_attention_flash(const cuattn_attention_params* params, void* stream);
+
 /* Validated entry point for C and C++ engines: checks every field of params (shapes, strides,
  * heads % kv_heads, head_dim, window, dtype, null pointers) and then launches attention_naive on
  * `stream` (a cudaStream_t, or NULL for the default stream). */
 cuattn_status cuattn_attention_naive(const cuattn_attention_params* params, void* stream);
+
+/* The same for attention_flash (the fast path): also checks that q, k, v and out are 16-byte
+ * aligned and their strides multiples of 8 elements. */
+cuattn_status cuattn_attention_flash(const cuattn_attention_params* params, void* stream);
 
 /* ---------------------------------------------------------------------------------------------
  * Emulator builds of the launchers: the same kernel source compiled for the CPU (-DCUATTN_EMU).
@@ -127,6 +143,101 @@ cuattn_status cuattn_attention_naive(const cuattn_attention_params* params, void
  * ------------------------------------------------------------------------------------------- */
 cuattn_status cuattn_emu_launch_attention_naive(const cuattn_attention_params* params,
                                                 void* stream);
+cuattn_status cuattn_emu_launch_attention_mma_simple(const cuattn_attention_params* params,
+                                                     void* stream);
+cuattn_status cuattn_emu_launch_attention_flash(const cuattn_attention_params* params,
+                                                void* stream);
+
+/* ---------------------------------------------------------------------------------------------
+ * Emulator memory registry.
+ *
+ * The emulator checks every memory access of kernel code, as compute-sanitizer's memcheck,
+ * racecheck and initcheck do on a GPU. A launch stops with CUATTN_ERROR_KERNEL_FAULT and a
+ * message naming the kernel, the block, the thread and the address when a kernel
+ *   - touches memory outside every registered allocation, or inside one since unregistered (the
+ *     message names the nearest allocation, or the freed one, with its label);
+ *   - reads or writes a shared-memory byte that another thread wrote, or writes one that another
+ *     thread read, in the same barrier interval: no __syncthreads between the two accesses, nor,
+ *     for two lanes of one warp, a __syncwarp naming both (shuffles and votes order nothing;
+ *     atomics do not race with atomics);
+ *   - reads dynamic shared memory that no thread of its block has written, or touches dynamic
+ *     shared memory past the size the launch asked for;
+ *   - touches shared memory that an in-flight cp.async is still to write.
+ * So every buffer an emulator launcher is given must lie in memory registered here (the Rust
+ * tensors register theirs). Checks are on unless the environment sets CUATTN_EMU_MEMCHECK=0 or
+ * cuattn_emu_set_memcheck(0) turns them off; they roughly halve the emulator's speed.
+ * ------------------------------------------------------------------------------------------- */
+
+/* Registers [ptr, ptr + bytes) as an emulated device allocation that kernels may touch, called
+ * `label` in fault messages (copied; NULL for none). CUATTN_ERROR_INVALID_ARGUMENT if ptr is NULL
+ * or the range overlaps an allocation still registered. */
+cuattn_status cuattn_emu_register_allocation(const void* ptr, uint64_t bytes, const char* label);
+
+/* Unregisters the allocation that starts at `ptr` (before its memory is freed): a kernel that
+ * touches it later faults naming the freed allocation. CUATTN_ERROR_INVALID_ARGUMENT if no
+ * registered allocation starts at ptr (the message says so if it was unregistered already). */
+cuattn_status cuattn_emu_unregister_allocation(const void* ptr);
+
+/* Checks launches made from the calling thread from now on (1) or not (0); -1 restores the
+ * default: on, unless CUATTN_EMU_MEMCHECK=0. */
+void cuattn_emu_set_memcheck(int32_t enabled);
+
+/* 1 if launches made now from the calling thread are checked, else 0. */
+int32_t cuattn_emu_memcheck_enabled(void);
+
+/* Planted memory bugs the checker must report, each next to a correct twin that must run clean.
+ * `buf` is int32 [n] unless a case says otherwise. Blocks have 64 threads (two warps); thread t of
+ * block b has global index i = 64 * b + t, lane l = t % 32. On a GPU the planted bugs are
+ * undefined behavior: only the emulator's launcher should run them. */
+typedef enum cuattn_memcheck_test_case {
+  /* buf int32 [2][n] (n >= 1), x in row 1: grid ceil(n / 64); row 0 gets, for i < n,
+   * y[i] = x[i] + x[min(i + 1, n - 1)]. */
+  CUATTN_MEMCHECK_TEST_NEIGHBOR_SUM = 0,
+  /* Planted: y[i] = x[i] + x[i + 1]: thread i = n - 1 reads x[n], one element past buf. */
+  CUATTN_MEMCHECK_TEST_NEIGHBOR_SUM_PAST_END = 1,
+  /* n >= 1, grid n / 64 + 1: buf[i] = i for i < n. On a buffer already unregistered: the
+   * use-after-free case. */
+  CUATTN_MEMCHECK_TEST_IOTA = 2,
+  /* Planted: the guard is i <= n: thread i = n writes buf[n], one element past buf. */
+  CUATTN_MEMCHECK_TEST_IOTA_PAST_END = 3,
+  /* One block, n >= 64. Static __shared__ int tile[64]: tile[t] = buf[t], __syncthreads,
+   * buf[t] = tile[63 - t]. */
+  CUATTN_MEMCHECK_TEST_REVERSE_STATIC = 4,
+  /* Planted: without the __syncthreads, thread t reads tile[63 - t] while its owner writes it. */
+  CUATTN_MEMCHECK_TEST_REVERSE_STATIC_NO_SYNCTHREADS = 5,
+  /* One block, n >= 64. Dynamic shared int d[64]: d[t] = buf[t], __syncthreads, d[t] *= 2,
+   * __syncthreads, buf[t] = d[t] + (t >= 32 ? d[t - 32] : 0). */
+  CUATTN_MEMCHECK_TEST_SHIFT_DYNAMIC = 6,
+  /* Planted: without the second __syncthreads, warp 1 reads d[0..31] while warp 0 doubles it. */
+  CUATTN_MEMCHECK_TEST_SHIFT_DYNAMIC_NO_SYNCTHREADS = 7,
+  /* One block, n >= 64. Static __shared__ int ring[64]: ring[t] = buf[t], __syncwarp, each warp
+   * rotates its 32 values: buf[t] = ring[t - l + (l + 31) % 32]. */
+  CUATTN_MEMCHECK_TEST_ROTATE_WARP = 8,
+  /* Planted: without the __syncwarp, lane l reads ring[l - 1] while lane l - 1 writes it. */
+  CUATTN_MEMCHECK_TEST_ROTATE_WARP_NO_SYNCWARP = 9,
+  /* Planted: with the __syncwarp, but each thread reads the other warp, buf[t] =
+   * ring[(t + 32) % 64]: a __syncwarp orders nothing between warps. */
+  CUATTN_MEMCHECK_TEST_ROTATE_ACROSS_WARPS_SYNCWARP = 10,
+  /* One block, n >= 65, 65 ints of dynamic shared d: a block-strided loop copies buf[0..65) to d,
+   * __syncthreads, buf[t] = d[t] + d[t + 1]. */
+  CUATTN_MEMCHECK_TEST_PAIR_SUM_DYNAMIC = 11,
+  /* Planted: the copy loop stops at 64, so d[64] is never written and thread 63 reads it. */
+  CUATTN_MEMCHECK_TEST_PAIR_SUM_DYNAMIC_UNWRITTEN = 12,
+  /* Planted: launched with 64 ints of dynamic shared memory: the copy of buf[64] writes d[64],
+   * past its end. */
+  CUATTN_MEMCHECK_TEST_PAIR_SUM_DYNAMIC_TOO_SMALL = 13,
+  /* One block, n >= 64: a shared histogram. Threads 0-7 zero __shared__ int bins[8],
+   * __syncthreads, every thread does atomicAdd(&bins[buf[t] & 7], 1), __syncthreads, and
+   * buf[t] = bins[t] for t < 8. Atomics of different threads do not race. */
+  CUATTN_MEMCHECK_TEST_HISTOGRAM_ATOMICS = 14,
+} cuattn_memcheck_test_case;
+
+/* Runs memcheck test `test_case` (a cuattn_memcheck_test_case) over `buf`, a device buffer of the
+ * case's size for `n` (CUATTN_ERROR_INVALID_ARGUMENT if n is out of range), on `stream`. */
+cuattn_status cuattn_launch_memcheck_test(int32_t test_case, void* buf, int64_t n, void* stream);
+/* The same on the emulator: `buf` is host memory, `stream` is ignored. */
+cuattn_status cuattn_emu_launch_memcheck_test(int32_t test_case, void* buf, int64_t n,
+                                              void* stream);
 
 /* ---------------------------------------------------------------------------------------------
  * Runtime self-tests.
@@ -231,6 +342,126 @@ cuattn_status cuattn_launch_selftest(int32_t test_case, void* out, int64_t out_b
 /* The same on the emulator: `out` is host memory, `stream` is ignored. */
 cuattn_status cuattn_emu_launch_selftest(int32_t test_case, void* out, int64_t out_bytes,
                                          void* stream);
+
+/* ---------------------------------------------------------------------------------------------
+ * Primitive tests.
+ *
+ * Kernels that run each warp-level primitive of csrc/arch (mma, ldmatrix, cp.async, vector
+ * access and packing, exp2, reductions, swizzle) on given inputs, for tests to compare with
+ * references built from the PTX ISA's layout tables; plus planted bugs and faults. Thread t is
+ * the linear id in its block, lane l = t % 32; in a register fragment, "register i of lane l" is
+ * element [l][i]. `in` and `out` are laid out as below (row-major, packed in the order given);
+ * bf16 and f16 values are their 16-bit patterns.
+ * ------------------------------------------------------------------------------------------- */
+typedef enum cuattn_primitive_test_case {
+  /* mma_m16n8k16<bf16>, grid 2, block 128: 8 warps, warp w = 4 * block + t / 32. in: uint32
+   * a[8][32][4], uint32 b[8][32][2], float c[8][32][4] (each lane's fragments). out: float
+   * d[8][32][4] = a * b + c, then float [8][32][4]: the same computed in place (d aliasing c). */
+  CUATTN_PRIMITIVE_TEST_MMA_BF16 = 0,
+  /* The same with f16 inputs. */
+  CUATTN_PRIMITIVE_TEST_MMA_F16 = 1,
+  /* One warp. in: uint16 tile[64][8] (64 rows of 16 bytes), then uint32 row_of_lane[32], each
+   * < 64. The tile is copied to dynamic shared memory and lane l passes the address of its row
+   * row_of_lane[l] to variant v of {x1, x2, x4, x1.trans, x2.trans, x4.trans} and, for v = 6, to
+   * x4 of a static __shared__ copy. out: uint32 [7][32][4], register j of lane l for variant v;
+   * registers past the variant's count are written 0. */
+  CUATTN_PRIMITIVE_TEST_LDMATRIX = 2,
+  /* One warp. in: bf16 a[16][64], kt[64][64], v[64][64]. Each goes by cp.async.cg into a swizzled
+   * shared tile of 128-byte rows (a and kt in one group, v in a second), then ldmatrix feeds mma:
+   * x4 for a and kt, x4.trans for v. out: float s[8][32][4] then float o[8][32][4]: register i of
+   * lane l of the accumulator of n-tile j (columns 8j..8j+7) of S = a * kt^T and O = a * v. */
+  CUATTN_PRIMITIVE_TEST_GEMM = 3,
+  /* A planted layout bug: CUATTN_PRIMITIVE_TEST_GEMM with v loaded by x4 without .trans, so that
+   * o is wrong (s is right). */
+  CUATTN_PRIMITIVE_TEST_GEMM_V_WITHOUT_TRANS = 4,
+  /* Block 64, 5632 bytes of dynamic shared memory, first filled with 0x5a. Regions r = 0..7 of
+   * 64 * size_r bytes each follow one another, size_r = {4, 4, 8, 8, 16, 16, 16, 16}[r]: regions
+   * 0-1 use cp.async.ca 4 bytes, 2-3 ca 8 bytes, 4-5 ca 16 bytes, 6-7 cg 16 bytes. Thread t copies
+   * the size_r bytes at offset_r + size_r * t of in to the same offset of shared memory: whole in
+   * even regions, with src-size t % (size_r + 1) (the rest zero-filled) in odd ones. in: 5632
+   * bytes; out: the 5632 bytes of shared memory after wait_all and a barrier. */
+  CUATTN_PRIMITIVE_TEST_CP_ASYNC = 5,
+  /* Block 64. in: uint8 src[4][64][16]. Dynamic shared memory s[4][64][16] is filled with 0x5a;
+   * thread t issues cp.async.cg of src[g][t] into s[g][t] for g = 0..3, committing a group after
+   * each of g = 0, 1, 2 (g = 3 is never committed). It snapshots its s[0..3][t] five times:
+   * before any wait, after wait_group 2, 1 and 0, after wait_all. out: uint8 [5][64][4][16]. A
+   * landed chunk holds src; the emulator shows 0xff bytes in a chunk still in flight (a GPU the
+   * old 0x5a or the new bytes). Reading chunks in flight is what this case is about: with the
+   * emulator's memory checker on, the launch stops at the first such read. */
+  CUATTN_PRIMITIVE_TEST_CP_ASYNC_GROUPS = 6,
+  /* A planted bug: one warp; shared row t (8 bf16) is filled with 1.0, then lane t copies in
+   * bf16 [32][8] row t into it by cp.async.cg, commits and converts the row to float before
+   * waiting: out float [32][8]; then after wait_group 0: float [32][8]. The emulator gives NaN
+   * (its 0xffff poison) before the wait, or with its memory checker on stops at that read; a GPU
+   * gives 1.0 or the data. */
+  CUATTN_PRIMITIVE_TEST_CP_ASYNC_READ_BEFORE_WAIT = 7,
+  /* Block 64. in: uint4 src[64], float pairs[64][2], uint32 packed[64]. out: uint4 copy[64] with
+   * copy[t] = src[63 - t] (ld_global_v4, st_shared_v4, barrier, ld_shared_v4, st_global_v4),
+   * uint32 [64] pack_bf16x2(pairs[t]), uint32 [64] pack_half2(pairs[t]), float [64][2]
+   * unpack_bf16x2(packed[t]), float [64][2] unpack_half2(packed[t]). */
+  CUATTN_PRIMITIVE_TEST_VEC = 8,
+  /* Grid 16, block 256. in: float x[4096]; out: float [4096] fast_exp2(x[i]). */
+  CUATTN_PRIMITIVE_TEST_EXP2 = 9,
+  /* Block 128. in: float x[128]; out: float [4][128]: quad_max, quad_sum, warp_max and warp_sum
+   * of x[t] as thread t sees them. */
+  CUATTN_PRIMITIVE_TEST_REDUCE = 10,
+  /* Block 64. out: int32 swizzle_chunk<c>(row, chunk) as [64][c] for each width c of {2, 4, 8,
+   * 16, 24, 32} chunks per row, one after the other: int32 [5504]. No input. */
+  CUATTN_PRIMITIVE_TEST_SWIZZLE = 11,
+
+  /* Planted faults. On a GPU these kernels are undefined behavior (a fault or garbage): only the
+   * emulator's launcher should run them. Each expects CUATTN_ERROR_KERNEL_FAULT. */
+
+  /* One warp: ldmatrix x4 whose lane 5 passes a row address 8 bytes off 16-byte alignment: the
+   * message names thread 5 and the misaligned address. No input or output. */
+  CUATTN_PRIMITIVE_TEST_FAULT_LDMATRIX_MISALIGNED = 12,
+  /* One warp: ldmatrix x2 of rows in global memory (in, at least 256 bytes, 16-byte aligned): the
+   * message names thread 0 and "not in shared memory". */
+  CUATTN_PRIMITIVE_TEST_FAULT_LDMATRIX_GLOBAL = 13,
+  /* One warp: thread 3 issues cp.async.cg (16 bytes) from in + 8 (in: at least 512 bytes, 16-byte
+   * aligned): the message names thread 3 and the misaligned address. */
+  CUATTN_PRIMITIVE_TEST_FAULT_CP_ASYNC_MISALIGNED = 14,
+  /* One warp: lanes 0-15 run mma_m16n8k16<bf16>, lanes 16-31 ldmatrix x4: the message names
+   * thread 16's ldmatrix and threads 0-15 waiting in the mma. */
+  CUATTN_PRIMITIVE_TEST_FAULT_MMA_LDMATRIX_MISMATCH = 15,
+  /* One warp: lane 7 returns, the others run an mma: the message names the mma and thread 7
+   * (exited). */
+  CUATTN_PRIMITIVE_TEST_FAULT_MMA_EXITED_LANE = 16,
+} cuattn_primitive_test_case;
+
+/* Runs primitive test `test_case` (a cuattn_primitive_test_case) on `stream`, reading `in` (a
+ * device buffer laid out for the case, or NULL when it takes none) and writing `out`, a device
+ * buffer of out_bytes bytes (CUATTN_ERROR_INVALID_ARGUMENT if too small for the case). */
+cuattn_status cuattn_launch_primitive_test(int32_t test_case, const void* in, void* out,
+                                           int64_t out_bytes, void* stream);
+/* The same on the emulator: `in` and `out` are host memory, `stream` is ignored. */
+cuattn_status cuattn_emu_launch_primitive_test(int32_t test_case, const void* in, void* out,
+                                               int64_t out_bytes, void* stream);
+
+/* ---------------------------------------------------------------------------------------------
+ * Benchmarks.
+ *
+ * bench_mma: the mma.sync ceiling `cuattn bench` reports kernels against. Each of `blocks` blocks
+ * of CUATTN_BENCH_MMA_BLOCK_THREADS threads runs, in every warp, `iterations` rounds of
+ * CUATTN_BENCH_MMA_CHAINS independent mma.sync m16n8k16 bf16 products with fp32 accumulators
+ * (2 * 16 * 8 * 16 flops each) and nothing else. Every element of A is 1.5 and of B 2, so each
+ * mma adds 48 to each of a lane's 4 accumulators: thread t of block b writes their sum,
+ * 192 * CUATTN_BENCH_MMA_CHAINS * iterations (exact in fp32 for iterations <= 2^13 and for
+ * powers of two), to out[b * CUATTN_BENCH_MMA_BLOCK_THREADS + t]. `out` is float [blocks *
+ * CUATTN_BENCH_MMA_BLOCK_THREADS]. The kernel is compiled for CUATTN_BENCH_MMA_BLOCKS_PER_SM
+ * resident blocks per SM: launch a multiple of that times the SM count for whole waves.
+ * ------------------------------------------------------------------------------------------- */
+#define CUATTN_BENCH_MMA_BLOCK_THREADS 256
+#define CUATTN_BENCH_MMA_BLOCKS_PER_SM 4
+#define CUATTN_BENCH_MMA_CHAINS 8
+
+/* CUATTN_ERROR_INVALID_ARGUMENT if out is null, blocks < 1 or iterations < 0. Launches on
+ * `stream` without synchronizing. */
+cuattn_status cuattn_launch_bench_mma(float* out, int32_t blocks, int32_t iterations,
+                                      void* stream);
+/* The same on the emulator: `out` is host memory, `stream` is ignored. */
+cuattn_status cuattn_emu_launch_bench_mma(float* out, int32_t blocks, int32_t iterations,
+                                          void* stream);
 
 /* ---------------------------------------------------------------------------------------------
  * Build facts.

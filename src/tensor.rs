@@ -2,6 +2,7 @@
 //! views into packed layouts (QKV in one buffer) need no copies. Uploads and downloads.
 
 use std::alloc::Layout;
+use std::ffi::CString;
 use std::fmt;
 use std::ptr::NonNull;
 use std::sync::Arc;
@@ -10,7 +11,7 @@ use cudarc::driver::{CudaSlice, DevicePtr, DeviceRepr, ValidAsZeroBits};
 use half::{bf16, f16};
 
 use crate::device::Device;
-use crate::error::{Error, Result};
+use crate::error::{check_status, Error, Result};
 use crate::ffi;
 
 /// Element types a tensor can hold.
@@ -96,7 +97,9 @@ impl Element for i32 {
 }
 
 /// Emulated device memory: a host allocation reached only through raw pointers, like device
-/// memory, so kernels may write it while several views share it.
+/// memory, so kernels may write it while several views share it. It is registered with the
+/// emulator's memory checker for its life: kernels that reach outside it, or into it once it is
+/// dropped, fault naming its label.
 struct EmuBuffer {
     ptr: NonNull<u8>,
     layout: Layout,
@@ -106,7 +109,8 @@ struct EmuBuffer {
 const EMU_ALIGN: usize = 256;
 
 impl EmuBuffer {
-    fn zeroed(bytes: usize) -> Result<EmuBuffer> {
+    /// `bytes` zero bytes, called `label` in the memory checker's messages.
+    fn zeroed(bytes: usize, label: &str) -> Result<EmuBuffer> {
         let layout = Layout::from_size_align(bytes.max(1), EMU_ALIGN)
             .map_err(|e| Error::Internal(format!("emulator allocation of {bytes} bytes: {e}")))?;
         // SAFETY: the layout has a nonzero size.
@@ -114,12 +118,34 @@ impl EmuBuffer {
         let ptr = NonNull::new(ptr).ok_or_else(|| {
             Error::Internal(format!("emulator allocation of {bytes} bytes failed"))
         })?;
+        let registered = CString::new(label).map_err(|e| Error::Internal(e.to_string()));
+        let registered = registered.and_then(|label| {
+            // SAFETY: [ptr, ptr + bytes) is this fresh allocation; the label is copied.
+            check_status(unsafe {
+                ffi::cuattn_emu_register_allocation(
+                    ptr.as_ptr().cast(),
+                    bytes as u64,
+                    label.as_ptr(),
+                )
+            })
+        });
+        if let Err(e) = registered {
+            // SAFETY: allocated just above with this layout, and not registered.
+            unsafe { std::alloc::dealloc(ptr.as_ptr(), layout) };
+            return Err(Error::Internal(format!(
+                "registering an emulator allocation of {bytes} bytes: {e}"
+            )));
+        }
         Ok(EmuBuffer { ptr, layout })
     }
 }
 
 impl Drop for EmuBuffer {
     fn drop(&mut self) {
+        // The registry remembers the freed range, so a later use says "freed allocation". It
+        // cannot refuse: the buffer was registered when it was made.
+        // SAFETY: ptr starts an allocation registered in `zeroed`.
+        unsafe { ffi::cuattn_emu_unregister_allocation(self.ptr.as_ptr().cast()) };
         // SAFETY: allocated in `zeroed` with this layout.
         unsafe { std::alloc::dealloc(self.ptr.as_ptr(), self.layout) };
     }
@@ -209,7 +235,7 @@ impl<T: Element> Tensor<T> {
                     Error::invalid("shape", format!("{shape:?}: byte count overflows usize"))
                 })?;
                 Storage::Emu {
-                    buf: EmuBuffer::zeroed(bytes)?,
+                    buf: EmuBuffer::zeroed(bytes, &format!("{} tensor {shape:?}", T::DTYPE))?,
                     len,
                 }
             }
@@ -429,5 +455,47 @@ impl<T: Element> Tensor<T> {
             }
             _ => (self.emu_ptr().cast_mut().cast(), None),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::CStr;
+
+    use super::*;
+
+    fn last_error() -> String {
+        // SAFETY: cuattn_last_error returns a valid NUL-terminated thread-local string.
+        unsafe { CStr::from_ptr(ffi::cuattn_last_error()) }
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    #[test]
+    fn emulator_buffers_are_registered_with_their_label_while_they_live() {
+        let t = Tensor::<i32>::zeros(&Device::emulator(), &[4, 25]).unwrap();
+        let ptr = t.emu_ptr().cast::<u8>();
+        // SAFETY: 8 bytes into the tensor's 400; registering only records the range (and fails).
+        let status =
+            unsafe { ffi::cuattn_emu_register_allocation(ptr.add(8).cast(), 4, c"probe".as_ptr()) };
+        assert_eq!(status, ffi::cuattn_status::CUATTN_ERROR_INVALID_ARGUMENT);
+        let message = last_error();
+        assert!(
+            message.contains(&format!(
+                "overlap allocation \"i32 tensor [4, 25]\" (400 bytes at {ptr:?})"
+            )),
+            "{message}"
+        );
+        drop(t);
+        // No other test of this crate makes emulator buffers, so no registration can have taken
+        // the freed address since.
+        // SAFETY: unregistering only looks the address up; nothing touches the freed memory.
+        let status = unsafe { ffi::cuattn_emu_unregister_allocation(ptr.cast()) };
+        assert_eq!(status, ffi::cuattn_status::CUATTN_ERROR_INVALID_ARGUMENT);
+        let message = last_error();
+        assert!(
+            message.contains("was already unregistered: freed allocation \"i32 tensor [4, 25]\""),
+            "{message}"
+        );
     }
 }

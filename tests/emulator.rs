@@ -2,7 +2,7 @@
 //! result is recomputed here from CUDA's documented semantics, and planted faults must come back
 //! as CUATTN_ERROR_KERNEL_FAULT with a message naming the kernel, the block and the threads.
 
-use std::ffi::CStr;
+use std::ffi::{c_void, CStr};
 
 use cuattn::ffi::{self, cuattn_selftest_case as Case, cuattn_status as Status};
 use half::{bf16, f16};
@@ -20,6 +20,47 @@ fn last_error() -> String {
         .into_owned()
 }
 
+/// Host memory registered with the emulator's memory checker while this lives, as the memory a
+/// kernel touches must be.
+struct Registered(*const c_void);
+
+impl Registered {
+    fn new(ptr: *const c_void, bytes: usize) -> Registered {
+        // SAFETY: [ptr, ptr + bytes) is memory the caller owns for this guard's life.
+        let status = unsafe {
+            ffi::cuattn_emu_register_allocation(ptr, bytes as u64, c"selftest out".as_ptr())
+        };
+        assert_eq!(status, Status::CUATTN_OK, "{}", last_error());
+        Registered(ptr)
+    }
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        // SAFETY: self.0 starts the allocation registered in `new`.
+        let status = unsafe { ffi::cuattn_emu_unregister_allocation(self.0) };
+        assert_eq!(status, Status::CUATTN_OK, "{}", last_error());
+    }
+}
+
+/// Sets whether this thread's launches are checked, and restores the default when dropped.
+struct MemcheckSetting;
+
+impl MemcheckSetting {
+    fn new(enabled: bool) -> MemcheckSetting {
+        // SAFETY: a plain setting of the calling thread.
+        unsafe { ffi::cuattn_emu_set_memcheck(i32::from(enabled)) };
+        MemcheckSetting
+    }
+}
+
+impl Drop for MemcheckSetting {
+    fn drop(&mut self) {
+        // SAFETY: as in `new`; -1 restores the default.
+        unsafe { ffi::cuattn_emu_set_memcheck(-1) };
+    }
+}
+
 /// Runs `case` over `out` as it is; returns the status and the last-error message.
 fn launch(case: Case, out: &mut [u8]) -> (Status, String) {
     let ptr = if out.is_empty() {
@@ -27,6 +68,7 @@ fn launch(case: Case, out: &mut [u8]) -> (Status, String) {
     } else {
         out.as_mut_ptr().cast()
     };
+    let _registered = (!out.is_empty()).then(|| Registered::new(ptr, out.len()));
     // SAFETY: `ptr` is null or valid for out.len() writable bytes for the whole call, which
     // returns only when the kernel has finished; the stream is ignored by the emulator.
     let status = unsafe {
@@ -274,6 +316,22 @@ fn syncthreads_orders_static_and_dynamic_shared_memory_across_warps() {
 fn dynamic_shared_memory_is_poisoned_at_every_block_start() {
     const BLOCKS: usize = 8;
     const THREADS: usize = 64;
+    // The memory checker stops the read of a byte no thread wrote (tests/memcheck.rs)...
+    let checked = MemcheckSetting::new(true);
+    let message = run_failing(
+        Case::CUATTN_SELFTEST_SMEM_POISON,
+        4 * BLOCKS * THREADS,
+        Status::CUATTN_ERROR_KERNEL_FAULT,
+    );
+    assert_eq!(
+        message,
+        "kernel selftest_smem_poison block (0,0,0): thread 0 (warp 0, lane 0) read 4 bytes of \
+         dynamic shared memory at selftest_smem_poison::dynamic_smem+0, which no thread of the \
+         block has written"
+    );
+    drop(checked);
+    // ...and without it the poison shows.
+    let _unchecked = MemcheckSetting::new(false);
     let out = u32s(&run_ok(
         Case::CUATTN_SELFTEST_SMEM_POISON,
         4 * BLOCKS * THREADS,

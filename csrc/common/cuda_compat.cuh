@@ -19,4 +19,13 @@
 #include <cmath>  // INFINITY
 #endif
 
+// Functions with external linkage that both builds define (a kernel family's per-instantiation
+// launch functions, split over translation units) go in this inline namespace, so the emulator's
+// and the GPU's copies have different mangled names in the one binary.
+#ifdef CUATTN_EMU
+#define CUATTN_BUILD_NAMESPACE emu_build
+#else
+#define CUATTN_BUILD_NAMESPACE cuda_build
+#endif
+
 #endif  // CUATTN_COMMON_CUDA_COMPAT_CUH_

@@ -30,8 +30,10 @@ cuattn_status launch_kernel(const char* name, void (*kernel)(P...), dim3 grid, d
                             size_t dynamic_smem_bytes, void* stream, A... args) {
   static_assert(sizeof...(P) == sizeof...(A), "one argument per kernel parameter");
   (void)stream;
-  // Each CUDA thread gets its own copy of the parameters, as from CUDA's parameter space.
-  return emu::launch(name, grid, block, dynamic_smem_bytes, [&] { kernel(args...); });
+  // Each CUDA thread gets its own copy of the parameters, as from CUDA's parameter space. The
+  // copying reads this frame, on the launching thread's stack: unchecked; the kernel is checked.
+  return emu::launch(name, grid, block, dynamic_smem_bytes,
+                     [&]() CUATTN_EMU_UNCHECKED { kernel(args...); });
 }
 
 }  // namespace emu_build

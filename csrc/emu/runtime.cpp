@@ -2,6 +2,7 @@
 // spread over the caller and a worker pool; barriers, warp collectives and fault diagnoses.
 #include "emu/runtime.h"
 
+#include <link.h>
 #include <sched.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -19,6 +20,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "emu/memcheck.h"
 
 #if defined(__x86_64__) && defined(__ELF__)
 #define CUATTN_EMU_ASM_FIBERS 1  // fiber_x86_64.S
@@ -182,6 +184,29 @@ class StackPool {
 };
 
 // ---------------------------------------------------------------------------------------------
+// Asynchronous copies (cp.async) in flight, per CUDA thread.
+// ---------------------------------------------------------------------------------------------
+
+struct AsyncCopy {
+  unsigned char* dst;
+  const unsigned char* src;
+  unsigned cp_bytes;
+  unsigned src_bytes;  // read from src; the rest of dst is zero-filled
+};
+
+struct AsyncCopyQueue {
+  std::vector<AsyncCopy> copies;  // issued and not landed, oldest first
+  // Committed groups, oldest first: group g is copies[group_ends[g - 1], group_ends[g]) (from 0
+  // for g = 0). Copies past the last end belong to no group yet.
+  std::vector<size_t> group_ends;
+
+  void clear() {
+    copies.clear();
+    group_ends.clear();
+  }
+};
+
+// ---------------------------------------------------------------------------------------------
 // Block state.
 // ---------------------------------------------------------------------------------------------
 
@@ -204,6 +229,7 @@ struct ThreadState {
   // The __activemask call site this lane waits at.
   const char* site_file;
   int site_line;
+  AsyncCopyQueue async_copies;
 };
 
 // A warp collective that some lanes wait in. Every lane of `mask` must join this same one.
@@ -213,6 +239,7 @@ struct CollectiveGroup {
   unsigned value_bytes;
   int width;
   unsigned arrived;
+  const WarpExchange* exchange;  // the instruction of a kWarpExchange, else null
 };
 
 struct WarpState {
@@ -249,6 +276,8 @@ const char* collective_name(Collective kind) {
       return "__any_sync";
     case Collective::kBallot:
       return "__ballot_sync";
+    case Collective::kWarpExchange:
+      return "a warp exchange";
   }
   return "an unknown collective";
 }
@@ -270,8 +299,8 @@ __attribute__((format(printf, 2, 3))) void append(std::string& out, const char* 
 }
 
 void append_collective(std::string& out, Collective kind, unsigned mask, int width,
-                       unsigned value_bytes) {
-  append(out, "%s(mask 0x%08x", collective_name(kind), mask);
+                       unsigned value_bytes, const WarpExchange* exchange) {
+  append(out, "%s(mask 0x%08x", exchange != nullptr ? exchange->name : collective_name(kind), mask);
   if (is_shuffle(kind)) {
     append(out, ", width %d, %u-byte value", width, value_bytes);
   }
@@ -358,6 +387,11 @@ bool same_site(const ThreadState& a, const ThreadState& b) {
          (a.site_file == b.site_file || std::strcmp(a.site_file, b.site_file) == 0);
 }
 
+// Whether two collectives are the same warp exchange instruction (or both no exchange).
+bool same_exchange(const WarpExchange* a, const WarpExchange* b) {
+  return a == b || (a != nullptr && b != nullptr && std::strcmp(a->name, b->name) == 0);
+}
+
 struct Launch;
 
 // Runs blocks on one OS thread: the fibers, their stacks, the run queue, barrier and warp state.
@@ -369,7 +403,11 @@ class Runner {
 
   void sync_threads();
   uint64_t collective(Collective kind, unsigned mask, uint64_t value, unsigned value_bytes,
-                      int lane_arg, int width);
+                      int lane_arg, int width, const WarpExchange* exchange = nullptr);
+  // Stops the block with "thread T (warp W, lane L): <what>" for the running thread.
+  [[noreturn]] void thread_fault(const char* what);
+  // Stops the block with the memory checker's `message`.
+  [[noreturn]] void memory_fault(const std::string& message);
   unsigned active_mask(const char* file, int line);
 
  private:
@@ -422,6 +460,7 @@ struct Launch {
   ThreadBody body;
   const void* context;
   uint64_t total_blocks;
+  bool memcheck;  // the memory checker's setting on the launching thread
 
   std::atomic<uint64_t> next_block{0};
   std::atomic<bool> stopped{false};  // a block failed: start no more
@@ -494,7 +533,11 @@ cuattn_status Runner::run_block(const Launch& launch, uint3 block_index, std::st
   --queue_size_;
   current_thread = &first;
   threadIdx = first.index;
+  memcheck_block_begin(launch.kernel_name, smem_, kMaxDynamicSmemBytes, launch.dynamic_smem_bytes,
+                       launch.memcheck);
+  memcheck_switch_to(stacks_[first.linear].bottom, stacks_[first.linear].bytes, first.linear);
   switch_context(scheduler_, first.context);
+  memcheck_block_end();
 
   if (faulted_) {
     message = std::move(fault_message_);
@@ -510,6 +553,7 @@ cuattn_status Runner::run_block(const Launch& launch, uint3 block_index, std::st
 
 void Runner::fiber_main(void* runner) {
   Runner& self = *static_cast<Runner*>(runner);
+  current_thread->async_copies.clear();  // copies a previous block left in flight are dropped
   self.body_(self.context_);
   self.exit_current();
 }
@@ -537,6 +581,7 @@ void Runner::resume_next(ThreadState& current) {
   --queue_size_;
   current_thread = &next;
   threadIdx = next.index;
+  memcheck_switch_to(stacks_[next.linear].bottom, stacks_[next.linear].bytes, next.linear);
   switch_context(current.context, next.context);
 }
 
@@ -572,6 +617,7 @@ void Runner::sync_threads() {
   ThreadState& current = *current_thread;
   if (++barrier_arrived_ == num_threads_) {
     barrier_arrived_ = 0;
+    memcheck_barrier();
     for (ThreadState& t : threads_) {
       if (t.wait == Wait::kBarrier) {
         wake(t);
@@ -584,12 +630,12 @@ void Runner::sync_threads() {
 }
 
 uint64_t Runner::collective(Collective kind, unsigned mask, uint64_t value, unsigned value_bytes,
-                            int lane_arg, int width) {
+                            int lane_arg, int width, const WarpExchange* exchange) {
   ThreadState& current = *current_thread;
   const unsigned warp_index = current.linear / kLanes;
   const unsigned bit = lane_bit(current);
   WarpState& warp = warps_[warp_index];
-  const CollectiveGroup call{kind, mask, value_bytes, width, 0};
+  const CollectiveGroup call{kind, mask, value_bytes, width, 0, exchange};
 
   // CUDA: the caller's own lane is in the mask, the mask names only threads of the block, and a
   // shuffle's width is a power of two up to warpSize.
@@ -608,7 +654,8 @@ uint64_t Runner::collective(Collective kind, unsigned mask, uint64_t value, unsi
     if (pending.mask != mask) {
       continue;
     }
-    if (pending.kind != kind || pending.width != width || pending.value_bytes != value_bytes) {
+    if (pending.kind != kind || pending.width != width || pending.value_bytes != value_bytes ||
+        !same_exchange(pending.exchange, exchange)) {
       collective_fault(call, &pending);
     }
     group = &pending;
@@ -637,13 +684,14 @@ void Runner::collective_fault(const CollectiveGroup& call, const CollectiveGroup
   const WarpState& warp = warps_[warp_index];
   append(fault_message_, "thread %u (warp %u, lane %u) called ", current.linear, warp_index,
          current.linear % kLanes);
-  append_collective(fault_message_, call.kind, call.mask, call.width, call.value_bytes);
+  append_collective(fault_message_, call.kind, call.mask, call.width, call.value_bytes,
+                    call.exchange);
   if (pending != nullptr) {
     fault_message_ += " while threads ";
     append_lanes(fault_message_, pending->arrived, warp_index);
     fault_message_ += " wait in ";
     append_collective(fault_message_, pending->kind, pending->mask, pending->width,
-                      pending->value_bytes);
+                      pending->value_bytes, pending->exchange);
   } else if ((call.mask & lane_bit(current)) == 0) {
     fault_message_ += ", a mask without its own lane";
   } else if ((call.mask & ~warp.exists) != 0) {
@@ -660,7 +708,17 @@ void Runner::collective_fault(const CollectiveGroup& call, const CollectiveGroup
 void Runner::complete(unsigned warp_index, const CollectiveGroup& group, ThreadState& current) {
   ThreadState* lanes = &threads_[warp_index * kLanes];
   const unsigned mask = group.mask;
-  if (is_shuffle(group.kind)) {
+  if (group.kind == Collective::kWarpExchange) {
+    // Each lane's operand is the address of its own operands.
+    void* lane_data[kLanes] = {};
+    for (unsigned m = mask; m != 0; m &= m - 1) {
+      const unsigned l = static_cast<unsigned>(__builtin_ctz(m));
+      lane_data[l] = reinterpret_cast<void*>(static_cast<uintptr_t>(lanes[l].operand));
+    }
+    // The lanes reported their own accesses; compute works on their operands on their stacks.
+    const MemcheckPause pause;
+    group.exchange->compute(lane_data, mask);
+  } else if (is_shuffle(group.kind)) {
     // A source lane outside the mask did not take part: CUDA leaves the value undefined; the
     // emulator returns all ones (a NaN for floats) so that using it shows.
     const uint64_t poison = poison_bits(group.value_bytes);
@@ -685,6 +743,9 @@ void Runner::complete(unsigned warp_index, const CollectiveGroup& group, ThreadS
     }
     for (unsigned m = mask; m != 0; m &= m - 1) {
       lanes[__builtin_ctz(m)].result = result;
+    }
+    if (group.kind == Collective::kSyncWarp) {
+      memcheck_syncwarp(warp_index, mask);
     }
   }
   for (unsigned m = mask & ~lane_bit(current); m != 0; m &= m - 1) {
@@ -759,7 +820,7 @@ void Runner::describe_threads(std::string& out, const std::vector<unsigned>& ids
       case Wait::kCollective: {
         const CollectiveGroup* g = group_of(id);
         s = "waiting in ";
-        append_collective(s, g->kind, g->mask, g->width, g->value_bytes);
+        append_collective(s, g->kind, g->mask, g->width, g->value_bytes, g->exchange);
         break;
       }
       case Wait::kActiveMask:
@@ -804,7 +865,7 @@ void Runner::diagnose_stall(std::string& message) const {
         ((g.arrived >> l & 1) ? arrived : missing).push_back(w * kLanes + l);
       }
     }
-    append_collective(message, g.kind, g.mask, g.width, g.value_bytes);
+    append_collective(message, g.kind, g.mask, g.width, g.value_bytes, g.exchange);
     append(message, " in warp %u reached by threads ", w);
     append_ranges(message, arrived);
     message += " but not ";
@@ -1014,6 +1075,7 @@ cuattn_status launch_erased(const char* kernel_name, dim3 grid, dim3 block,
   launch.body = body;
   launch.context = context;
   launch.total_blocks = uint64_t{grid.x} * grid.y * grid.z;
+  launch.memcheck = memcheck_enabled_for_launch();
 
   std::unique_ptr<Runner> runner = runner_cache().acquire();
   if (launch.total_blocks == 1) {
@@ -1027,6 +1089,152 @@ cuattn_status launch_erased(const char* kernel_name, dim3 grid, dim3 block,
     return fail(launch.failure, "%s", launch.failure_message.c_str());
   }
   return CUATTN_OK;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Support for the emulated primitives of csrc/arch (runtime.h): warp exchanges, faults,
+// shared-memory address checks and the cp.async queue.
+// ---------------------------------------------------------------------------------------------
+
+namespace {
+
+// Room for a primitive's fault message: formatted on the fiber stack, which a fault abandons, so
+// it must not allocate.
+constexpr size_t kFaultTextBytes = 512;
+
+// This OS thread's instance of the thread_local storage of the module that holds the emulator,
+// and with it the kernels' static __shared__ arrays: [begin, end).
+struct TlsBlock {
+  uintptr_t begin = 0;
+  uintptr_t end = 0;
+};
+
+TlsBlock find_tls_block() {
+  TlsBlock block;
+  dl_iterate_phdr(
+      [](dl_phdr_info* info, size_t, void* data) {
+        const auto marker = reinterpret_cast<uintptr_t>(&dynamic_smem);
+        const auto tls = reinterpret_cast<uintptr_t>(info->dlpi_tls_data);
+        for (int i = 0; tls != 0 && i < info->dlpi_phnum; ++i) {
+          const ElfW(Phdr)& segment = info->dlpi_phdr[i];
+          if (segment.p_type == PT_TLS && tls <= marker && marker < tls + segment.p_memsz) {
+            *static_cast<TlsBlock*>(data) = TlsBlock{tls, tls + segment.p_memsz};
+            return 1;
+          }
+        }
+        return 0;
+      },
+      &block);
+  return block;
+}
+
+// Lands one copy: reads its source (nothing when src_bytes is 0) and zero-fills the rest.
+void land(const AsyncCopy& copy, int linear_tid) {
+  if (copy.src_bytes > 0) {
+    memcheck_access(copy.src, copy.src_bytes, /*is_write=*/false, linear_tid);
+    std::memcpy(copy.dst, copy.src, copy.src_bytes);
+  }
+  std::memset(copy.dst + copy.src_bytes, 0, copy.cp_bytes - copy.src_bytes);
+  memcheck_async_land(copy.dst, copy.cp_bytes, linear_tid);
+}
+
+}  // namespace
+
+void Runner::memory_fault(const std::string& message) {
+  fault_message_ = message;
+  fault();
+}
+
+void memcheck_stop_block(const std::string& message) { current_runner->memory_fault(message); }
+
+void Runner::thread_fault(const char* what) {
+  const ThreadState& current = *current_thread;
+  append(fault_message_, "thread %u (warp %u, lane %u): %s", current.linear,
+         current.linear / kLanes, current.linear % kLanes, what);
+  fault();
+}
+
+void warp_exchange(const WarpExchange& op, unsigned mask, void* lane_data) {
+  current_runner->collective(Collective::kWarpExchange, mask,
+                             reinterpret_cast<uintptr_t>(lane_data),
+                             /*value_bytes=*/0, /*lane_arg=*/0, kWarpSize, &op);
+}
+
+bool is_shared_address(const void* address, size_t bytes) {
+  const auto begin = reinterpret_cast<uintptr_t>(address);
+  const uintptr_t end = begin + bytes;
+  const auto arena = reinterpret_cast<uintptr_t>(dynamic_smem);
+  if (arena <= begin && end <= arena + kMaxDynamicSmemBytes) {
+    return true;
+  }
+  thread_local const TlsBlock tls = find_tls_block();
+  return tls.begin <= begin && end <= tls.end;
+}
+
+void kernel_fault(const char* format, ...) {
+  char what[kFaultTextBytes];
+  va_list args;
+  va_start(args, format);
+  std::vsnprintf(what, sizeof(what), format, args);
+  va_end(args);
+  current_runner->thread_fault(what);
+}
+
+void async_copy_issue(const char* instruction, void* smem_dst, const void* gmem_src,
+                      unsigned cp_bytes, unsigned src_bytes) {
+  // PTX ISA, "Addresses as Operands": both addresses naturally aligned to the access size.
+  if (reinterpret_cast<uintptr_t>(smem_dst) % cp_bytes != 0 ||
+      reinterpret_cast<uintptr_t>(gmem_src) % cp_bytes != 0) {
+    kernel_fault("%s: misaligned address: dst %p and src %p must be %u-byte aligned", instruction,
+                 smem_dst, gmem_src, cp_bytes);
+  }
+  if (!is_shared_address(smem_dst, cp_bytes)) {
+    kernel_fault("%s: dst %p is not in shared memory", instruction, smem_dst);
+  }
+  if (src_bytes > 0 && is_shared_address(gmem_src, src_bytes)) {
+    kernel_fault("%s: src %p is in shared memory, not global memory", instruction, gmem_src);
+  }
+  if (src_bytes > cp_bytes) {
+    kernel_fault("%s: src-size %u exceeds cp-size %u", instruction, src_bytes, cp_bytes);
+  }
+  ThreadState& current = *current_thread;
+  memcheck_async_issue(smem_dst, cp_bytes, static_cast<int>(current.linear));
+  std::memset(smem_dst, kSmemPoisonByte, cp_bytes);
+  current.async_copies.copies.push_back(AsyncCopy{static_cast<unsigned char*>(smem_dst),
+                                                  static_cast<const unsigned char*>(gmem_src),
+                                                  cp_bytes, src_bytes});
+}
+
+void async_copy_commit_group() {
+  AsyncCopyQueue& queue = current_thread->async_copies;
+  queue.group_ends.push_back(queue.copies.size());
+}
+
+void async_copy_wait_group(int pending_groups) {
+  ThreadState& current = *current_thread;
+  AsyncCopyQueue& queue = current.async_copies;
+  const size_t groups = queue.group_ends.size();
+  if (groups <= static_cast<size_t>(pending_groups)) {
+    return;
+  }
+  const size_t done_groups = groups - static_cast<size_t>(pending_groups);
+  const size_t done_copies = queue.group_ends[done_groups - 1];
+  for (size_t i = 0; i < done_copies; ++i) {
+    land(queue.copies[i], static_cast<int>(current.linear));
+  }
+  queue.copies.erase(queue.copies.begin(), queue.copies.begin() + done_copies);
+  queue.group_ends.erase(queue.group_ends.begin(), queue.group_ends.begin() + done_groups);
+  for (size_t& end : queue.group_ends) {
+    end -= done_copies;
+  }
+}
+
+void async_copy_wait_all() {
+  ThreadState& current = *current_thread;
+  for (const AsyncCopy& copy : current.async_copies.copies) {
+    land(copy, static_cast<int>(current.linear));
+  }
+  current.async_copies.clear();
 }
 
 }  // namespace cuattn::emu

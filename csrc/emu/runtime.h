@@ -10,6 +10,7 @@
 #include <type_traits>
 
 #include "cuattn.h"
+#include "emu/memcheck.h"
 
 // ---------------------------------------------------------------------------------------------
 // CUDA keywords. `__noinline__` is left alone: libstdc++ spells `__attribute__((__noinline__))`.
@@ -101,6 +102,7 @@ enum class Collective : uint8_t {
   kAll,
   kAny,
   kBallot,
+  kWarpExchange,  // warp_exchange: the emulated mma and ldmatrix of csrc/arch
 };
 
 void sync_threads();
@@ -251,6 +253,59 @@ inline float min(float a, float b) { return fminf(a, b); }
 inline float max(float a, float b) { return fmaxf(a, b); }
 
 // ---------------------------------------------------------------------------------------------
+// Support for the emulated primitives of csrc/arch: warp-wide exchanges (mma, ldmatrix), the
+// per-thread queue of asynchronous copies (cp.async), shared-memory address checks and faults.
+// ---------------------------------------------------------------------------------------------
+
+// A warp-wide instruction over every lane's operands, such as mma.sync or ldmatrix.sync.
+struct WarpExchange {
+  // The PTX instruction, for fault messages ("ldmatrix.sync.aligned.m8n8.x4.shared.b16").
+  const char* name;
+  // Runs once, on the last lane to arrive: lanes[l] is what lane l passed to warp_exchange for
+  // each lane l of `mask`, null for the others. It reads every lane's inputs before it writes
+  // any output, so outputs may alias inputs.
+  void (*compute)(void* const* lanes, unsigned mask);
+};
+
+// Waits until every lane of `mask` has called warp_exchange with the same instruction (the rules
+// and faults of warp_collective: a lane missing, exited or in another collective stops the
+// block), runs op.compute over their `lane_data` and returns. `lane_data` points at the caller's
+// own operands (on its fiber stack), which stay valid while it waits here.
+void warp_exchange(const WarpExchange& op, unsigned mask, void* lane_data);
+
+// The caller's thread id in its block, x fastest (what the memory checker's hooks take).
+inline int linear_thread_id() {
+  return static_cast<int>(threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z));
+}
+
+// Whether [address, address + bytes) is shared memory: inside the running block's dynamic shared
+// memory arena or this OS thread's thread_local storage, where static __shared__ arrays live.
+// (Bounds within the arena are the memory checker's business.)
+bool is_shared_address(const void* address, size_t bytes);
+
+// Stops the block as a GPU stops on a memory fault: the launch fails with
+// CUATTN_ERROR_KERNEL_FAULT and "thread T (warp W, lane L): <message>".
+[[noreturn]] void kernel_fault(const char* format, ...) __attribute__((format(printf, 1, 2)));
+
+// cp.async (PTX ISA, "Data Movement and Conversion Instructions: cp.async"), emulated honestly:
+// the caller's thread keeps its copies in flight in issue order. Issuing one checks it (both
+// addresses aligned to cp_bytes, dst in shared memory, src not, src_bytes <= cp_bytes: a fault
+// otherwise, naming `instruction`) and overwrites the destination with 0xFF bytes (a NaN in
+// fp32, fp16 and bf16), so that reading it before a wait shows; the copy itself, reading
+// src_bytes bytes of src and zero-filling the rest of dst, happens only at a wait that covers it.
+// Copies still in flight when the thread exits are dropped, as on the GPU.
+void async_copy_issue(const char* instruction, void* smem_dst, const void* gmem_src,
+                      unsigned cp_bytes, unsigned src_bytes);
+// cp.async.commit_group: the copies issued since the last commit form the newest group (possibly
+// an empty one).
+void async_copy_commit_group();
+// cp.async.wait_group N: completes every committed group but the `pending_groups` newest.
+// Copies issued after the last commit belong to no group and stay in flight.
+void async_copy_wait_group(int pending_groups);
+// cp.async.wait_all: completes every copy in flight, committed or not.
+void async_copy_wait_all();
+
+// ---------------------------------------------------------------------------------------------
 // Launch.
 // ---------------------------------------------------------------------------------------------
 
@@ -264,13 +319,15 @@ cuattn_status launch_erased(const char* kernel_name, dim3 grid, dim3 block,
                             size_t dynamic_smem_bytes, ThreadBody body, const void* context);
 
 // Runs `body()` once per CUDA thread of grid x block. `body` is called concurrently from
-// several OS threads (one block each), so it must only read what it captures.
+// several OS threads (one block each), so it must only read what it captures. Its captures live
+// on the launching thread's stack, outside the kernel's reach: `body` must be
+// CUATTN_EMU_UNCHECKED, and the kernel it calls is checked.
 template <typename F>
 cuattn_status launch(const char* kernel_name, dim3 grid, dim3 block, size_t dynamic_smem_bytes,
                      const F& body) {
   return launch_erased(
       kernel_name, grid, block, dynamic_smem_bytes,
-      [](const void* context) { (*static_cast<const F*>(context))(); }, &body);
+      [](const void* context) CUATTN_EMU_UNCHECKED { (*static_cast<const F*>(context))(); }, &body);
 }
 
 }  // namespace cuattn::emu

@@ -1,0 +1,60 @@
+// smem_tile.cuh: a [rows][head_dim] tile of 16-bit elements in shared memory, stored as swizzled
+// 16-byte chunks (bank-conflict-free ldmatrix and cp.async), and its asynchronous global load.
+#pragma once
+
+#include <cstdint>
+
+#include "arch/cp_async.cuh"
+#include "arch/swizzle.cuh"
+#include "common/cuda_compat.cuh"
+
+namespace cuattn {
+
+// Elements of a 16-bit type in one 16-byte chunk.
+constexpr int kChunkElems = 8;
+
+// Tile of kRows x kCols 16-bit elements. Columns are split into atoms of kAtomChunks chunks (64
+// elements, or 32 when kCols is not a multiple of 64, as for head dim 96); each atom is a
+// row-major [kRows][kAtomChunks] block of chunks, swizzled within each row, so that every row
+// width in use (4 or 8 chunks) is one the swizzle makes conflict-free.
+template <int kRows, int kCols>
+struct SmemTile {
+  static_assert(kCols % (4 * kChunkElems) == 0, "tile columns come in 32-element atoms");
+  static constexpr int kChunksPerRow = kCols / kChunkElems;
+  static constexpr int kAtomChunks = kCols % (8 * kChunkElems) == 0 ? 8 : 4;
+  static constexpr int kAtoms = kChunksPerRow / kAtomChunks;
+  static constexpr int kBytes = kRows * kCols * 2;
+
+  // Byte offset of chunk `chunk` (columns 8 * chunk .. + 7) of row `row`.
+  __device__ __forceinline__ static int offset(int row, int chunk) {
+    const int atom = chunk / kAtomChunks;
+    return atom * (kRows * kAtomChunks * kSwizzleChunkBytes) +
+           swizzled_offset<kAtomChunks>(row, chunk % kAtomChunks);
+  }
+
+  __device__ __forceinline__ static void* chunk_ptr(void* tile, int row, int chunk) {
+    return static_cast<unsigned char*>(tile) + offset(row, chunk);
+  }
+};
+
+// Issues cp.async copies of rows [0, kRows) x columns [0, kCols) of a global tile whose row r
+// starts at gmem + r * row_stride (elements of T), by kThreads threads. Rows >= valid_rows and
+// columns >= valid_cols (a multiple of 8) are zero-filled without reading global memory.
+// The caller commits and waits.
+template <typename T, int kRows, int kCols, int kThreads>
+__device__ __forceinline__ void load_tile_async(void* smem, const T* gmem, int64_t row_stride,
+                                                int valid_rows, int valid_cols) {
+  using Tile = SmemTile<kRows, kCols>;
+  static_assert(sizeof(T) == 2, "tiles hold 16-bit elements");
+  constexpr int kChunks = kRows * Tile::kChunksPerRow;
+  for (int i = threadIdx.x; i < kChunks; i += kThreads) {
+    const int row = i / Tile::kChunksPerRow;
+    const int chunk = i % Tile::kChunksPerRow;
+    const bool valid = row < valid_rows && chunk * kChunkElems < valid_cols;
+    // A zero-filled chunk reads nothing; its source only has to be a valid address.
+    const T* src = valid ? gmem + row * row_stride + chunk * kChunkElems : gmem;
+    cp_async_cg16(Tile::chunk_ptr(smem, row, chunk), src, valid ? kSwizzleChunkBytes : 0);
+  }
+}
+
+}  // namespace cuattn

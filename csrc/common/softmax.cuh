@@ -1,0 +1,41 @@
+// softmax.cuh: the online-softmax state of one query row in base 2, shared by the tiled kernels:
+// a running max and sum that absorb one tile of scores at a time and give the final LSE.
+#pragma once
+
+#include "arch/math.cuh"
+#include "common/cuda_compat.cuh"
+#include "common/mask.cuh"
+
+namespace cuattn {
+
+struct OnlineSoftmax {
+  float max = -INFINITY;  // running max of the row's base-2 scores
+  float sum = 0.0f;       // running sum of 2^(s - max) (in mma kernels, this lane's share)
+
+  // Moves the running max to include `tile_max` (already reduced over the row's lanes) and
+  // rescales the sum; returns the factor the row's output accumulators must be scaled by.
+  __device__ __forceinline__ float absorb_max(float tile_max) {
+    const float new_max = fmaxf(max, tile_max);
+    // While the row has seen only masked scores its max stays -inf; 0 keeps exp2 finite.
+    const float correction = fast_exp2(max - safe(new_max));
+    sum *= correction;
+    max = new_max;
+    return correction;
+  }
+
+  // 2^(s - max) for a score of this row after absorb_max (0 for a masked score).
+  __device__ __forceinline__ float prob(float score_log2) const {
+    return fast_exp2(score_log2 - safe(max));
+  }
+
+  // Natural-log LSE of the row once `sum` holds the whole row's total (-inf for an empty row).
+  __device__ __forceinline__ float lse() const { return lse_from_log2(max, sum); }
+
+  // 1 / sum, or 0 for an empty row so that it outputs zeros.
+  __device__ __forceinline__ float inv_sum() const { return sum > 0.0f ? 1.0f / sum : 0.0f; }
+
+ private:
+  __device__ __forceinline__ static float safe(float m) { return m == -INFINITY ? 0.0f : m; }
+};
+
+}  // namespace cuattn

@@ -1,0 +1,1029 @@
+// memcheck.cpp: the emulator's memory checker (see memcheck.h): the ThreadSanitizer callbacks that
+// instrumented kernel code calls at each access, the registry of device allocations, and the
+// per-byte shadow of shared memory behind race, initialization and cp.async checks.
+#include "emu/memcheck.h"
+
+#include <cxxabi.h>
+#include <fcntl.h>
+#include <link.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cinttypes>
+#include <cstdarg>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <shared_mutex>
+#include <utility>
+#include <vector>
+
+#include "common/status.h"
+#include "cuattn.h"
+
+// The per-access path, inlined into each callback; faults and lookups stay out of line.
+#define CUATTN_MEMCHECK_INLINE __attribute__((always_inline)) inline
+
+namespace cuattn::emu {
+namespace {
+
+constexpr unsigned kWarpSize = 32;
+constexpr unsigned kAllLanes = 0xffffffffu;
+constexpr unsigned kMaxWarpsPerBlock = 1024 / kWarpSize;
+// Freed allocations remembered, so that a use after free says so. The oldest are forgotten.
+constexpr size_t kMaxFreedAllocations = 4096;
+// Block starts renumber the barrier epochs from 1 once they pass this; no block runs 2^31
+// barriers, so epochs never wrap inside one.
+constexpr uint32_t kEpochRenumberLimit = 1u << 31;
+
+// ---------------------------------------------------------------------------------------------
+// Access records: one 64-bit word saying which thread touched a shared-memory byte, in which
+// barrier interval, and how many __syncwarps its warp had completed then.
+// ---------------------------------------------------------------------------------------------
+
+constexpr int kEpochBits = 32;  // the barrier epoch (0: no access)
+constexpr int kTidBits = 10;    // the thread, < 1024
+constexpr int kSyncBits = 20;   // its warp's __syncwarp count, modulo 2^20
+constexpr int kTidShift = kEpochBits;
+constexpr int kSyncShift = kTidShift + kTidBits;
+constexpr int kAtomicBit = kSyncShift + kSyncBits;  // the access was an atomic
+constexpr int kInFlightBit = kAtomicBit + 1;        // a cp.async is still to write the byte
+static_assert(kInFlightBit < 64, "a record is one 64-bit word");
+constexpr uint64_t kTidMask = (uint64_t{1} << kTidBits) - 1;
+constexpr uint32_t kSyncMask = (uint32_t{1} << kSyncBits) - 1;
+// No record has every bit set: epochs stay below kEpochRenumberLimit.
+constexpr uint64_t kNoRecord = ~uint64_t{0};
+
+uint32_t epoch_of(uint64_t record) { return static_cast<uint32_t>(record); }
+unsigned tid_of(uint64_t record) { return static_cast<unsigned>(record >> kTidShift & kTidMask); }
+uint32_t syncs_of(uint64_t record) {
+  return static_cast<uint32_t>(record >> kSyncShift) & kSyncMask;
+}
+bool is_atomic(uint64_t record) { return (record >> kAtomicBit & 1) != 0; }
+bool is_in_flight(uint64_t record) { return (record >> kInFlightBit & 1) != 0; }
+
+// The shadow of a shared-memory space: three records per byte, each kind in its own array so
+// that the records of one access lie together. Two reads are kept so that a write can be checked
+// against a read by another thread even when the writer itself read the byte last.
+struct Shadow {
+  std::vector<uint64_t> write;       // the last write
+  std::vector<uint64_t> read;        // the last read
+  std::vector<uint64_t> other_read;  // the last read by a thread other than read's
+
+  size_t size() const { return write.size(); }
+  void resize(size_t bytes) {
+    write.resize(bytes);
+    read.resize(bytes);
+    other_read.resize(bytes);
+  }
+  void clear() {
+    std::fill(write.begin(), write.end(), 0);
+    std::fill(read.begin(), read.end(), 0);
+    std::fill(other_read.begin(), other_read.end(), 0);
+  }
+};
+
+// The records of the bytes [offset, offset + bytes) of a Shadow.
+struct ShadowSpan {
+  uint64_t* write;
+  uint64_t* read;
+  uint64_t* other_read;
+  size_t bytes;
+
+  ShadowSpan(Shadow& shadow, size_t offset, size_t count)
+      : write(shadow.write.data() + offset),
+        read(shadow.read.data() + offset),
+        other_read(shadow.other_read.data() + offset),
+        bytes(count) {}
+
+  // Whether every byte holds the same three records.
+  bool uniform() const {
+    for (size_t i = 1; i < bytes; ++i) {
+      if (write[i] != write[0] || read[i] != read[0] || other_read[i] != other_read[0]) {
+        return false;
+      }
+    }
+    return true;
+  }
+};
+
+enum class Kind : uint8_t { kRead, kWrite, kAtomic, kAsyncIssue };
+
+const char* verb(Kind kind) {
+  switch (kind) {
+    case Kind::kRead:
+      return "read";
+    case Kind::kWrite:
+      return "wrote";
+    case Kind::kAtomic:
+      return "atomically updated";
+    case Kind::kAsyncIssue:
+      return "issued a cp.async to";
+  }
+  return "accessed";
+}
+
+// The __syncwarps one warp completed in the running block: how many, and the masks of the latest.
+struct WarpSyncs {
+  static constexpr uint32_t kHistory = 8;
+  uint32_t count;
+  uint32_t count_at_full;  // count after the latest __syncwarp of the whole warp
+  unsigned masks[kHistory];
+
+  void reset() { count = count_at_full = 0; }
+
+  void add(unsigned mask) {
+    masks[count++ % kHistory] = mask;
+    if (mask == kAllLanes) {
+      count_at_full = count;
+    }
+  }
+
+  // Whether a __syncwarp naming lanes a and b completed since the warp's count was `since`
+  // (modulo 2^kSyncBits). Beyond the kept history it answers yes: a missed race is better than
+  // a false one.
+  CUATTN_MEMCHECK_INLINE bool orders(uint32_t since, unsigned lane_a, unsigned lane_b) const {
+    const uint32_t completed = (count - since) & kSyncMask;
+    if (completed > ((count - count_at_full) & kSyncMask)) {
+      return true;  // a whole-warp __syncwarp since: the usual case, answered at once
+    }
+    const unsigned both = 1u << lane_a | 1u << lane_b;
+    for (uint32_t i = 0; i < std::min(completed, kHistory); ++i) {
+      if ((masks[(count - 1 - i) % kHistory] & both) == both) {
+        return true;
+      }
+    }
+    return completed > kHistory;
+  }
+};
+
+struct Range {
+  uintptr_t begin = 0;
+  uintptr_t end = 0;
+
+  bool contains(uintptr_t addr, size_t bytes) const {
+    return addr >= begin && addr <= end && bytes <= end - addr;
+  }
+};
+
+// Appends printf-style text to `out`.
+__attribute__((format(printf, 2, 3))) void append(std::string& out, const char* format, ...) {
+  va_list args;
+  va_start(args, format);
+  va_list sizing_args;
+  va_copy(sizing_args, args);
+  const int length = std::vsnprintf(nullptr, 0, format, sizing_args);
+  va_end(sizing_args);
+  if (length > 0) {
+    const size_t start = out.size();
+    out.resize(start + static_cast<size_t>(length));
+    std::vsnprintf(out.data() + start, static_cast<size_t>(length) + 1, format, args);
+  }
+  va_end(args);
+}
+
+void append_thread(std::string& out, unsigned tid) {
+  append(out, "thread %u (warp %u, lane %u)", tid, tid / kWarpSize, tid % kWarpSize);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The registry of emulated device allocations, shared by every thread.
+// ---------------------------------------------------------------------------------------------
+
+struct Allocation {
+  uintptr_t begin;
+  uint64_t bytes;
+  std::string label;
+  uint64_t serial;  // registration order, to evict the oldest freed allocations
+
+  uintptr_t end() const { return begin + bytes; }
+};
+
+void append_allocation(std::string& out, const Allocation& a) {
+  if (a.label.empty()) {
+    out += "an unlabeled allocation";
+  } else {
+    append(out, "allocation \"%s\"", a.label.c_str());
+  }
+  append(out, " (%" PRIu64 " bytes at 0x%" PRIxPTR ")", a.bytes, a.begin);
+}
+
+class Registry {
+ public:
+  cuattn_status add(const void* ptr, uint64_t bytes, const char* label) {
+    const auto begin = reinterpret_cast<uintptr_t>(ptr);
+    if (ptr == nullptr || bytes > UINTPTR_MAX - begin) {
+      return fail(CUATTN_ERROR_INVALID_ARGUMENT,
+                  "cuattn_emu_register_allocation: ptr %p, bytes = %" PRIu64
+                  ": ptr must be non-null and the range must fit the address space",
+                  ptr, bytes);
+    }
+    const uintptr_t end = begin + bytes;
+    std::unique_lock<std::shared_mutex> lock(mutex_);
+    const auto next = live_.lower_bound(begin);
+    const Allocation* clash = nullptr;
+    if (next != live_.end() && (next->first == begin || next->first < end)) {
+      clash = &next->second;
+    } else if (next != live_.begin() && std::prev(next)->second.end() > begin) {
+      clash = &std::prev(next)->second;
+    }
+    if (clash != nullptr) {
+      std::string existing;
+      append_allocation(existing, *clash);
+      return fail(CUATTN_ERROR_INVALID_ARGUMENT,
+                  "cuattn_emu_register_allocation: %" PRIu64
+                  " bytes at %p overlap %s, which is still registered",
+                  bytes, ptr, existing.c_str());
+    }
+    // The memory is in use again: forget the freed allocations it overlapped.
+    auto freed = freed_.upper_bound(begin);
+    if (freed != freed_.begin() && std::prev(freed)->second.end() > begin) {
+      --freed;
+    }
+    while (freed != freed_.end() && freed->first < std::max(end, begin + 1)) {
+      freed = freed_.erase(freed);
+    }
+    live_.emplace(begin, Allocation{begin, bytes, label != nullptr ? label : "", next_serial_++});
+    generation_.fetch_add(1, std::memory_order_release);
+    return CUATTN_OK;
+  }
+
+  cuattn_status remove(const void* ptr) {
+    const auto begin = reinterpret_cast<uintptr_t>(ptr);
+    std::unique_lock<std::shared_mutex> lock(mutex_);
+    const auto it = live_.find(begin);
+    if (it == live_.end()) {
+      const auto freed = freed_.find(begin);
+      if (freed == freed_.end()) {
+        return fail(CUATTN_ERROR_INVALID_ARGUMENT,
+                    "cuattn_emu_unregister_allocation: %p is not the start of a registered "
+                    "allocation",
+                    ptr);
+      }
+      std::string previous;
+      append_allocation(previous, freed->second);
+      return fail(CUATTN_ERROR_INVALID_ARGUMENT,
+                  "cuattn_emu_unregister_allocation: %p was already unregistered: freed %s", ptr,
+                  previous.c_str());
+    }
+    const uint64_t serial = it->second.serial;
+    freed_.insert(live_.extract(it));
+    freed_order_.emplace_back(begin, serial);
+    while (freed_order_.size() > kMaxFreedAllocations) {
+      const auto [oldest, oldest_serial] = freed_order_.front();
+      freed_order_.pop_front();
+      const auto stale = freed_.find(oldest);
+      if (stale != freed_.end() && stale->second.serial == oldest_serial) {
+        freed_.erase(stale);
+      }
+    }
+    generation_.fetch_add(1, std::memory_order_release);
+    return CUATTN_OK;
+  }
+
+  // The live allocation holding all of [addr, addr + bytes), if there is one.
+  bool find(uintptr_t addr, size_t bytes, Range* found) const {
+    std::shared_lock<std::shared_mutex> lock(mutex_);
+    auto it = live_.upper_bound(addr);
+    if (it == live_.begin()) {
+      return false;
+    }
+    --it;
+    const Range range{it->second.begin, it->second.end()};
+    if (!range.contains(addr, bytes)) {
+      return false;
+    }
+    *found = range;
+    return true;
+  }
+
+  // Appends where [addr, addr + bytes) lies: inside a freed allocation, straddling the end of a
+  // live one, or how far it is from the nearest live one.
+  void describe(uintptr_t addr, size_t bytes, std::string& out) const {
+    std::shared_lock<std::shared_mutex> lock(mutex_);
+    auto freed = freed_.upper_bound(addr);
+    if (freed != freed_.begin() && addr < std::prev(freed)->second.end()) {
+      const Allocation& a = std::prev(freed)->second;
+      out += "inside freed ";
+      append_allocation(out, a);
+      append(out, ", at offset %" PRIuPTR, addr - a.begin);
+      return;
+    }
+    const auto next = live_.upper_bound(addr);
+    const Allocation* before = next == live_.begin() ? nullptr : &std::prev(next)->second;
+    const Allocation* after = next == live_.end() ? nullptr : &next->second;
+    if (before != nullptr && addr < before->end()) {
+      append(out, "of which the last %" PRIuPTR " bytes lie past the end of ",
+             addr + bytes - before->end());
+      append_allocation(out, *before);
+      return;
+    }
+    out += "outside every allocation: ";
+    const uintptr_t past_end = before != nullptr ? addr - before->end() : UINTPTR_MAX;
+    const uintptr_t short_of = after != nullptr ? after->begin - addr : UINTPTR_MAX;
+    if (before == nullptr && after == nullptr) {
+      out += "none is registered";
+    } else if (past_end <= short_of) {
+      append(out, "%" PRIuPTR " bytes past the end of ", past_end);
+      append_allocation(out, *before);
+    } else {
+      append(out, "%" PRIuPTR " bytes before ", short_of);
+      append_allocation(out, *after);
+    }
+  }
+
+  uint64_t generation() const { return generation_.load(std::memory_order_acquire); }
+
+ private:
+  mutable std::shared_mutex mutex_;
+  std::map<uintptr_t, Allocation> live_;   // pairwise disjoint
+  std::map<uintptr_t, Allocation> freed_;  // disjoint from each other and from live_
+  std::deque<std::pair<uintptr_t, uint64_t>> freed_order_;  // (begin, serial), oldest first
+  uint64_t next_serial_ = 0;
+  std::atomic<uint64_t> generation_{0};  // bumped by every change, for the threads' caches
+};
+
+// Leaked on purpose: allocations may be dropped after static destructors ran.
+Registry& registry() {
+  static Registry* instance = new Registry();
+  return *instance;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Memory that belongs to no allocation but that kernel code may touch: the loaded modules'
+// segments (constants, string literals, __constant__ and __device__ variables).
+// ---------------------------------------------------------------------------------------------
+
+std::vector<Range> collect_module_segments() {
+  std::vector<Range> segments;
+  dl_iterate_phdr(
+      [](dl_phdr_info* info, size_t, void* data) {
+        for (int i = 0; i < info->dlpi_phnum; ++i) {
+          const ElfW(Phdr)& segment = info->dlpi_phdr[i];
+          if (segment.p_type == PT_LOAD) {
+            const uintptr_t begin = info->dlpi_addr + segment.p_vaddr;
+            static_cast<std::vector<Range>*>(data)->push_back(
+                Range{begin, begin + segment.p_memsz});
+          }
+        }
+        return 0;
+      },
+      &segments);
+  std::sort(segments.begin(), segments.end(),
+            [](const Range& a, const Range& b) { return a.begin < b.begin; });
+  return segments;
+}
+
+// The module segment holding all of [addr, addr + bytes), if any.
+bool find_module_segment(uintptr_t addr, size_t bytes, Range* found) {
+  static const std::vector<Range> segments = collect_module_segments();
+  auto it = std::upper_bound(segments.begin(), segments.end(), addr,
+                             [](uintptr_t a, const Range& r) { return a < r.begin; });
+  if (it == segments.begin() || !std::prev(it)->contains(addr, bytes)) {
+    return false;
+  }
+  *found = *std::prev(it);
+  return true;
+}
+
+// Names the thread_local symbol of the ELF file at `path` that covers `offset` of its TLS segment
+// ("(anonymous namespace)::k(int*)::tile+12"); empty when the file has no symbol table (stripped).
+std::string tls_symbol_at(const char* path, uint64_t offset) {
+  const int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    return "";
+  }
+  struct stat st;
+  void* map = MAP_FAILED;
+  if (fstat(fd, &st) == 0 && static_cast<size_t>(st.st_size) >= sizeof(ElfW(Ehdr))) {
+    map = mmap(nullptr, static_cast<size_t>(st.st_size), PROT_READ, MAP_PRIVATE, fd, 0);
+  }
+  close(fd);
+  if (map == MAP_FAILED) {
+    return "";
+  }
+  const auto* file = static_cast<const unsigned char*>(map);
+  const auto size = static_cast<size_t>(st.st_size);
+  const auto* header = reinterpret_cast<const ElfW(Ehdr)*>(file);
+  const auto in_file = [size](size_t at, size_t bytes) { return at <= size && bytes <= size - at; };
+  std::string name;
+  const bool valid = std::memcmp(header->e_ident, ELFMAG, SELFMAG) == 0 &&
+                     header->e_shentsize == sizeof(ElfW(Shdr)) &&
+                     in_file(header->e_shoff, size_t{header->e_shnum} * sizeof(ElfW(Shdr)));
+  const auto* sections = reinterpret_cast<const ElfW(Shdr)*>(file + (valid ? header->e_shoff : 0));
+  for (unsigned s = 0; valid && name.empty() && s < header->e_shnum; ++s) {
+    const ElfW(Shdr)& symtab = sections[s];
+    if (symtab.sh_type != SHT_SYMTAB || symtab.sh_link >= header->e_shnum ||
+        !in_file(symtab.sh_offset, symtab.sh_size)) {
+      continue;
+    }
+    const ElfW(Shdr)& strtab = sections[symtab.sh_link];
+    if (!in_file(strtab.sh_offset, strtab.sh_size)) {
+      continue;
+    }
+    const auto* symbols = reinterpret_cast<const ElfW(Sym)*>(file + symtab.sh_offset);
+    for (size_t i = 0; i < symtab.sh_size / sizeof(ElfW(Sym)); ++i) {
+      const ElfW(Sym)& sym = symbols[i];
+      // In a linked file the value of a TLS symbol is its offset in the TLS segment.
+      if (ELF64_ST_TYPE(sym.st_info) != STT_TLS || offset < sym.st_value ||
+          offset - sym.st_value >= std::max<uint64_t>(sym.st_size, 1) ||
+          sym.st_name >= strtab.sh_size) {
+        continue;
+      }
+      const char* mangled = reinterpret_cast<const char*>(file + strtab.sh_offset + sym.st_name);
+      if (strnlen(mangled, strtab.sh_size - sym.st_name) == strtab.sh_size - sym.st_name) {
+        continue;  // not terminated inside the string table
+      }
+      int status = 0;
+      char* demangled = abi::__cxa_demangle(mangled, nullptr, nullptr, &status);
+      name = demangled != nullptr ? demangled : mangled;
+      std::free(demangled);
+      append(name, "+%" PRIu64, offset - sym.st_value);
+      break;
+    }
+  }
+  munmap(map, size);
+  return name;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The checker of one OS thread: the block it runs, its shared-memory shadow and its caches.
+// ---------------------------------------------------------------------------------------------
+
+class Checker;
+
+// What the callbacks read on every access: the running block, when it is checked.
+struct Fast {
+  bool active;
+  unsigned tid;     // the running CUDA thread
+  uintptr_t stack;  // its fiber stack: [stack, stack + stack_bytes)
+  size_t stack_bytes;
+  uintptr_t arena;  // the runner's dynamic shared memory arena
+  size_t arena_bytes;
+  uintptr_t tls;  // this module's TLS block, static __shared__ arrays included
+  size_t tls_bytes;
+  Checker* checker;
+};
+
+__thread Fast fast;
+
+// Allocations and segments this thread found recently, valid while the registry is unchanged.
+struct RangeCache {
+  static constexpr unsigned kEntries = 4;
+  uint64_t generation = ~uint64_t{0};
+  Range entries[kEntries];
+  unsigned next = 0;
+
+  CUATTN_MEMCHECK_INLINE bool hit(uintptr_t addr, size_t bytes, uint64_t current) {
+    if (generation != current) {
+      std::fill(std::begin(entries), std::end(entries), Range{});
+      generation = current;
+      return false;
+    }
+    for (const Range& r : entries) {
+      if (r.contains(addr, bytes)) {
+        return true;
+      }
+    }
+    return false;
+  }
+
+  void insert(const Range& range) { entries[next++ % kEntries] = range; }
+};
+
+class Checker {
+ public:
+  Checker() {
+    struct Scan {
+      uintptr_t marker;
+      Range own;
+      std::string own_path;
+      std::vector<Range> others;
+    } scan{reinterpret_cast<uintptr_t>(&fast), {}, {}, {}};
+    dl_iterate_phdr(
+        [](dl_phdr_info* info, size_t, void* data) {
+          Scan& s = *static_cast<Scan*>(data);
+          const auto tls = reinterpret_cast<uintptr_t>(info->dlpi_tls_data);
+          for (int i = 0; tls != 0 && i < info->dlpi_phnum; ++i) {
+            const ElfW(Phdr)& segment = info->dlpi_phdr[i];
+            if (segment.p_type != PT_TLS) {
+              continue;
+            }
+            const Range range{tls, tls + segment.p_memsz};
+            if (range.contains(s.marker, sizeof(Fast))) {
+              s.own = range;
+              // The main program has an empty name.
+              s.own_path = info->dlpi_name[0] != '\0' ? info->dlpi_name : "/proc/self/exe";
+            } else {
+              s.others.push_back(range);
+            }
+          }
+          return 0;
+        },
+        &scan);
+    tls_ = scan.own;
+    module_path_ = std::move(scan.own_path);
+    foreign_tls_ = std::move(scan.others);
+    static_shadow_.resize(tls_.end - tls_.begin);
+  }
+
+  void begin_block(const char* kernel_name, const unsigned char* arena, size_t arena_bytes,
+                   size_t dynamic_smem_bytes) {
+    if (epoch_ >= kEpochRenumberLimit) {
+      dynamic_shadow_.clear();
+      static_shadow_.clear();
+      epoch_ = 0;
+    }
+    // Records of earlier blocks have smaller epochs: every byte starts unwritten, unraced.
+    block_epoch_ = ++epoch_;
+    kernel_name_ = kernel_name;
+    dynamic_bytes_ = dynamic_smem_bytes;
+    if (dynamic_shadow_.size() < dynamic_smem_bytes) {
+      dynamic_shadow_.resize(dynamic_smem_bytes);
+    }
+    for (WarpSyncs& w : warps_) {
+      w.reset();
+    }
+    fast.arena = reinterpret_cast<uintptr_t>(arena);
+    fast.arena_bytes = arena_bytes;
+    fast.tls = tls_.begin;
+    fast.tls_bytes = tls_.end - tls_.begin;
+    fast.checker = this;
+  }
+
+  void barrier() { ++epoch_; }
+  void syncwarp(unsigned warp, unsigned mask) { warps_[warp].add(mask); }
+
+  // Checks an access by thread `tid` outside its own stack.
+  CUATTN_MEMCHECK_INLINE void check(uintptr_t addr, size_t bytes, Kind kind, unsigned tid) {
+    if (addr - fast.arena < fast.arena_bytes) {
+      const size_t offset = addr - fast.arena;
+      if (offset + bytes > dynamic_bytes_) {
+        dynamic_smem_bounds_fault(addr, bytes, kind, tid);
+      }
+      check_shared(ShadowSpan(dynamic_shadow_, offset, bytes), addr, kind, tid, /*dynamic=*/true);
+    } else if (addr - fast.tls < fast.tls_bytes) {
+      check_shared(ShadowSpan(static_shadow_, addr - fast.tls, bytes), addr, kind, tid,
+                   /*dynamic=*/false);
+    } else if (kind == Kind::kAsyncIssue) {
+      not_shared_fault(addr, bytes, kind, tid);
+    } else if (!cache_.hit(addr, bytes, registry_.generation())) {
+      check_global(addr, bytes, kind, tid);
+    }
+  }
+
+  // cp.async data landed: thread `tid` writes the bytes now.
+  void land(uintptr_t addr, size_t bytes, unsigned tid) {
+    uint64_t* write = nullptr;
+    if (addr - fast.arena < fast.arena_bytes && addr - fast.arena + bytes <= dynamic_bytes_) {
+      write = &dynamic_shadow_.write[addr - fast.arena];
+    } else if (addr - fast.tls < fast.tls_bytes) {
+      write = &static_shadow_.write[addr - fast.tls];
+    } else {
+      return;  // not shared: the issue already faulted
+    }
+    std::fill(write, write + bytes, make_record(tid, Kind::kWrite));
+  }
+
+ private:
+  uint64_t make_record(unsigned tid, Kind kind) const {
+    uint64_t record = epoch_ | uint64_t{tid} << kTidShift |
+                      uint64_t{warps_[tid / kWarpSize].count & kSyncMask} << kSyncShift;
+    if (kind == Kind::kAtomic) {
+      record |= uint64_t{1} << kAtomicBit;
+    } else if (kind == Kind::kAsyncIssue) {
+      record |= uint64_t{1} << kInFlightBit;
+    }
+    return record;
+  }
+
+  // Whether the access `record` describes is ordered before an access by thread `tid` now: a
+  // __syncthreads completed between them (a later epoch), or they are the same thread, or two
+  // lanes of one warp that a __syncwarp naming both ordered. (CUDA orders shared memory between
+  // threads only through barriers and memory fences; shuffles and votes order nothing.)
+  CUATTN_MEMCHECK_INLINE bool ordered(uint64_t record, unsigned tid) const {
+    if (epoch_of(record) != epoch_) {
+      return true;
+    }
+    const unsigned other = tid_of(record);
+    if (other == tid) {
+      return true;
+    }
+    if (other / kWarpSize != tid / kWarpSize) {
+      return false;
+    }
+    return warps_[tid / kWarpSize].orders(syncs_of(record), other % kWarpSize, tid % kWarpSize);
+  }
+
+  // Judges the write record of byte `byte` of an access (the in-flight, initialization and
+  // write-then-access checks); faults or returns.
+  CUATTN_MEMCHECK_INLINE void judge_write(uint64_t write, uint64_t now, uintptr_t addr, size_t bytes, size_t byte,
+                   Kind kind, unsigned tid, bool dynamic) {
+    if (is_in_flight(write) && epoch_of(write) >= block_epoch_) {
+      in_flight_fault(addr, bytes, kind, tid, tid_of(write));
+    }
+    if (dynamic && kind != Kind::kWrite && kind != Kind::kAsyncIssue &&
+        epoch_of(write) < block_epoch_) {
+      unwritten_fault(addr, bytes, byte, kind, tid);
+    }
+    // A read or write after another thread's unordered write. Two atomics do not race.
+    if (!ordered(write, tid) && !(is_atomic(now) && is_atomic(write))) {
+      race_fault(addr, bytes, byte, kind, tid, write, /*other_wrote=*/true);
+    }
+  }
+
+  // Judges, for a write, the reads of byte `byte` (read-then-write); faults or returns the read
+  // that was judged.
+  CUATTN_MEMCHECK_INLINE uint64_t judge_reads(uint64_t read, uint64_t other_read, uintptr_t addr, size_t bytes,
+                       size_t byte, Kind kind, unsigned tid) {
+    const uint64_t other = tid_of(read) != tid ? read : other_read;
+    if (!ordered(other, tid)) {
+      race_fault(addr, bytes, byte, kind, tid, other, /*other_wrote=*/false);
+    }
+    return other;
+  }
+
+  // Records a read by `now`'s thread in byte i of `span`.
+  static CUATTN_MEMCHECK_INLINE void note_read(const ShadowSpan& span, size_t i, uint64_t now) {
+    const uint64_t read = span.read[i];
+    if (tid_of(read) != tid_of(now)) {
+      span.other_read[i] = read;
+    }
+    span.read[i] = now;
+  }
+
+  CUATTN_MEMCHECK_INLINE void check_shared(const ShadowSpan& span, uintptr_t addr, Kind kind, unsigned tid,
+                    bool dynamic) {
+    const uint64_t now = make_record(tid, kind);
+    const size_t bytes = span.bytes;
+    // The usual access: its bytes were last touched together, and are judged once.
+    if (span.uniform()) {
+      judge_write(span.write[0], now, addr, bytes, 0, kind, tid, dynamic);
+      if (kind == Kind::kRead) {
+        if (span.read[0] != now) {
+          const uint64_t read = span.read[0];
+          if (tid_of(read) != tid) {
+            std::fill(span.other_read, span.other_read + bytes, read);
+          }
+          std::fill(span.read, span.read + bytes, now);
+        }
+        return;
+      }
+      judge_reads(span.read[0], span.other_read[0], addr, bytes, 0, kind, tid);
+      std::fill(span.write, span.write + bytes, now);
+      return;
+    }
+    // Byte by byte, judging each distinct record once.
+    uint64_t judged_write = kNoRecord;
+    uint64_t judged_read = kNoRecord;
+    for (size_t i = 0; i < bytes; ++i) {
+      if (span.write[i] != judged_write) {
+        judge_write(span.write[i], now, addr, bytes, i, kind, tid, dynamic);
+        judged_write = span.write[i];
+      }
+      if (kind == Kind::kRead) {
+        note_read(span, i, now);
+        continue;
+      }
+      const uint64_t other = tid_of(span.read[i]) != tid ? span.read[i] : span.other_read[i];
+      if (other != judged_read) {
+        judged_read = judge_reads(span.read[i], span.other_read[i], addr, bytes, i, kind, tid);
+      }
+      span.write[i] = now;
+    }
+  }
+
+  // A global access that missed the cache: looks up the registry and the modules.
+  __attribute__((noinline)) void check_global(uintptr_t addr, size_t bytes, Kind kind,
+                                              unsigned tid) {
+    Range found;
+    if (registry_.find(addr, bytes, &found) || find_module_segment(addr, bytes, &found)) {
+      cache_.insert(found);
+      return;
+    }
+    for (const Range& r : foreign_tls_) {
+      if (r.contains(addr, bytes)) {
+        return;
+      }
+    }
+    begin_message(addr, bytes, kind, tid);
+    message_ += ", ";
+    registry_.describe(addr, bytes, message_);
+    stop();
+  }
+
+  // "thread T (warp W, lane L) read 4 bytes at 0x..."
+  void begin_message(uintptr_t addr, size_t bytes, Kind kind, unsigned tid) {
+    message_.clear();
+    append_thread(message_, tid);
+    append(message_, " %s %zu bytes at 0x%" PRIxPTR, verb(kind), bytes, addr);
+  }
+
+  // Names a shared-memory byte: "<kernel>::dynamic_smem+56", "<static __shared__ variable>+12".
+  void append_shared(std::string& out, uintptr_t addr) const {
+    if (addr - fast.arena < fast.arena_bytes) {
+      append(out, "%s::dynamic_smem+%" PRIuPTR, kernel_name_, addr - fast.arena);
+      return;
+    }
+    const uint64_t offset = addr - fast.tls;
+    const std::string name = tls_symbol_at(module_path_.c_str(), offset);
+    if (name.empty()) {
+      append(out, "static shared memory at offset %" PRIu64 " of the thread_local segment", offset);
+    } else {
+      out += name;
+    }
+  }
+
+  // "thread T ... read 4 bytes of shared memory at X" and, when the byte at fault is not the
+  // first, "; its byte Y".
+  void begin_shared_message(uintptr_t addr, size_t bytes, size_t byte, Kind kind, unsigned tid,
+                            const char* space) {
+    message_.clear();
+    append_thread(message_, tid);
+    append(message_, " %s %zu bytes of %s at ", verb(kind), bytes, space);
+    append_shared(message_, addr);
+    if (byte != 0) {
+      message_ += ", whose byte ";
+      append_shared(message_, addr + byte);
+    }
+  }
+
+  [[noreturn]] __attribute__((noinline, cold)) void not_shared_fault(uintptr_t addr, size_t bytes,
+                                                                     Kind kind, unsigned tid) {
+    begin_message(addr, bytes, kind, tid);
+    message_ += ", which is not shared memory";
+    stop();
+  }
+
+  [[noreturn]] __attribute__((noinline, cold)) void race_fault(uintptr_t addr, size_t bytes,
+                                                               size_t byte, Kind kind, unsigned tid,
+                                                               uint64_t other, bool other_wrote) {
+    begin_shared_message(addr, bytes, byte, kind, tid, "shared memory");
+    message_ += byte != 0 ? " " : ", which ";
+    append_thread(message_, tid_of(other));
+    append(message_, " %s in the same barrier interval (%s)",
+           other_wrote ? (is_atomic(other) ? "atomically updated" : "wrote") : "read",
+           tid_of(other) / kWarpSize == tid / kWarpSize
+               ? "no __syncthreads, nor a __syncwarp naming both lanes, between them"
+               : "no __syncthreads between them");
+    stop();
+  }
+
+  [[noreturn]] __attribute__((noinline, cold)) void unwritten_fault(uintptr_t addr, size_t bytes,
+                                                                    size_t byte, Kind kind,
+                                                                    unsigned tid) {
+    begin_shared_message(addr, bytes, byte, kind, tid, "dynamic shared memory");
+    message_ += byte != 0 ? " " : ", which ";
+    message_ += "no thread of the block has written";
+    stop();
+  }
+
+  [[noreturn]] __attribute__((noinline, cold)) void in_flight_fault(uintptr_t addr, size_t bytes,
+                                                                    Kind kind, unsigned tid,
+                                                                    unsigned issuer) {
+    begin_shared_message(addr, bytes, 0, kind, tid, "shared memory");
+    append(message_,
+           ", written by an in-flight cp.async (issued by thread %u) before cp.async.wait_group",
+           issuer);
+    stop();
+  }
+
+  [[noreturn]] __attribute__((noinline, cold)) void dynamic_smem_bounds_fault(uintptr_t addr,
+                                                                              size_t bytes,
+                                                                              Kind kind,
+                                                                              unsigned tid) {
+    begin_shared_message(addr, bytes, 0, kind, tid, "shared memory");
+    append(message_, ", past the end of the launch's %zu bytes of dynamic shared memory",
+           dynamic_bytes_);
+    stop();
+  }
+
+  [[noreturn]] void stop() { memcheck_stop_block(message_); }
+
+  uint32_t epoch_ = 0;        // the running barrier interval
+  uint32_t block_epoch_ = 0;  // the running block's first interval
+  const char* kernel_name_ = "";
+  size_t dynamic_bytes_ = 0;
+  Range tls_;
+  std::string module_path_;
+  std::vector<Range> foreign_tls_;  // other modules' TLS on this thread: allowed, unchecked
+  Shadow dynamic_shadow_;
+  Shadow static_shadow_;  // one byte per byte of tls_
+  WarpSyncs warps_[kMaxWarpsPerBlock] = {};
+  Registry& registry_ = registry();
+  RangeCache cache_;
+  // Built here, not on the fiber stack that a fault abandons.
+  std::string message_;
+};
+
+Checker& this_thread_checker() {
+  thread_local std::unique_ptr<Checker> checker = std::make_unique<Checker>();
+  return *checker;
+}
+
+// -1: follow CUATTN_EMU_MEMCHECK; 0 or 1: cuattn_emu_set_memcheck on this thread.
+thread_local int memcheck_setting = -1;
+
+bool memcheck_default() {
+  static const bool enabled = [] {
+    const char* value = std::getenv("CUATTN_EMU_MEMCHECK");
+    return value == nullptr || std::strcmp(value, "0") != 0;
+  }();
+  return enabled;
+}
+
+// Every check's common path: thread `tid` accesses [addr, addr + bytes).
+CUATTN_MEMCHECK_INLINE void on_access(uintptr_t addr, size_t bytes, Kind kind, unsigned tid) {
+  if (!fast.active || addr - fast.stack < fast.stack_bytes || bytes == 0) {
+    return;  // no checked block, or the running thread's own stack
+  }
+  fast.checker->check(addr, bytes, kind, tid);
+}
+
+// The callbacks' path: kernel code of the running thread accesses [addr, addr + bytes).
+CUATTN_MEMCHECK_INLINE void on_access(uintptr_t addr, size_t bytes, Kind kind) {
+  on_access(addr, bytes, kind, fast.tid);
+}
+
+}  // namespace
+
+void memcheck_access(const void* addr, size_t bytes, bool is_write, int linear_tid) {
+  on_access(reinterpret_cast<uintptr_t>(addr), bytes, is_write ? Kind::kWrite : Kind::kRead,
+            static_cast<unsigned>(linear_tid));
+}
+
+void memcheck_async_issue(void* smem_dst, size_t bytes, int linear_tid) {
+  on_access(reinterpret_cast<uintptr_t>(smem_dst), bytes, Kind::kAsyncIssue,
+            static_cast<unsigned>(linear_tid));
+}
+
+void memcheck_async_land(void* smem_dst, size_t bytes, int linear_tid) {
+  if (fast.active) {
+    fast.checker->land(reinterpret_cast<uintptr_t>(smem_dst), bytes,
+                       static_cast<unsigned>(linear_tid));
+  }
+}
+
+bool memcheck_enabled_for_launch() {
+  return memcheck_setting < 0 ? memcheck_default() : memcheck_setting != 0;
+}
+
+void memcheck_block_begin(const char* kernel_name, const unsigned char* arena, size_t arena_bytes,
+                          size_t dynamic_smem_bytes, bool enabled) {
+  fast.active = false;
+  if (enabled) {
+    this_thread_checker().begin_block(kernel_name, arena, arena_bytes, dynamic_smem_bytes);
+    fast.active = true;
+  }
+}
+
+void memcheck_block_end() { fast.active = false; }
+
+void memcheck_switch_to(const void* stack_lo, size_t stack_bytes, unsigned linear_tid) {
+  fast.stack = reinterpret_cast<uintptr_t>(stack_lo);
+  fast.stack_bytes = stack_bytes;
+  fast.tid = linear_tid;
+}
+
+void memcheck_barrier() {
+  if (fast.active) {
+    fast.checker->barrier();
+  }
+}
+
+void memcheck_syncwarp(unsigned warp, unsigned mask) {
+  if (fast.active) {
+    fast.checker->syncwarp(warp, mask);
+  }
+}
+
+MemcheckPause::MemcheckPause() : was_active_(fast.active) { fast.active = false; }
+
+MemcheckPause::~MemcheckPause() { fast.active = was_active_; }
+
+}  // namespace cuattn::emu
+
+// ---------------------------------------------------------------------------------------------
+// The callbacks GCC and Clang emit under -fsanitize=thread (ThreadSanitizer's instrumentation,
+// without its runtime): one before each load and store of kernel code, and one in place of each
+// atomic.
+// ---------------------------------------------------------------------------------------------
+
+using cuattn::emu::Kind;
+using cuattn::emu::on_access;
+
+#define CUATTN_MEMCHECK_CALLBACK extern "C" __attribute__((visibility("hidden")))
+
+// Plain loads and stores, aligned or not, of 1 to 16 bytes, and of ranges (struct copies).
+#define CUATTN_MEMCHECK_ACCESS(bytes)                                            \
+  CUATTN_MEMCHECK_CALLBACK void __tsan_read##bytes(void* addr) {                 \
+    on_access(reinterpret_cast<uintptr_t>(addr), bytes, Kind::kRead);            \
+  }                                                                              \
+  CUATTN_MEMCHECK_CALLBACK void __tsan_write##bytes(void* addr) {                \
+    on_access(reinterpret_cast<uintptr_t>(addr), bytes, Kind::kWrite);           \
+  }                                                                              \
+  CUATTN_MEMCHECK_CALLBACK void __tsan_unaligned_read##bytes(const void* addr) { \
+    on_access(reinterpret_cast<uintptr_t>(addr), bytes, Kind::kRead);            \
+  }                                                                              \
+  CUATTN_MEMCHECK_CALLBACK void __tsan_unaligned_write##bytes(void* addr) {      \
+    on_access(reinterpret_cast<uintptr_t>(addr), bytes, Kind::kWrite);           \
+  }
+CUATTN_MEMCHECK_ACCESS(1)
+CUATTN_MEMCHECK_ACCESS(2)
+CUATTN_MEMCHECK_ACCESS(4)
+CUATTN_MEMCHECK_ACCESS(8)
+CUATTN_MEMCHECK_ACCESS(16)
+
+CUATTN_MEMCHECK_CALLBACK void __tsan_read_range(void* addr, unsigned long bytes) {
+  on_access(reinterpret_cast<uintptr_t>(addr), bytes, Kind::kRead);
+}
+CUATTN_MEMCHECK_CALLBACK void __tsan_write_range(void* addr, unsigned long bytes) {
+  on_access(reinterpret_cast<uintptr_t>(addr), bytes, Kind::kWrite);
+}
+
+// Atomics: checked as atomics (which do not race with one another), then performed. The memory
+// order arguments follow the __ATOMIC_* numbering; the strongest order serves for every one.
+#define CUATTN_MEMCHECK_ATOMIC(bits)                                                               \
+  using Atomic##bits = uint##bits##_t;                                                             \
+  CUATTN_MEMCHECK_CALLBACK Atomic##bits __tsan_atomic##bits##_load(const volatile Atomic##bits* a, \
+                                                                   int) {                          \
+    on_access(reinterpret_cast<uintptr_t>(a), sizeof(*a), Kind::kAtomic);                          \
+    return __atomic_load_n(a, __ATOMIC_SEQ_CST);                                                   \
+  }                                                                                                \
+  CUATTN_MEMCHECK_CALLBACK void __tsan_atomic##bits##_store(volatile Atomic##bits* a,              \
+                                                            Atomic##bits v, int) {                 \
+    on_access(reinterpret_cast<uintptr_t>(a), sizeof(*a), Kind::kAtomic);                          \
+    __atomic_store_n(a, v, __ATOMIC_SEQ_CST);                                                      \
+  }                                                                                                \
+  CUATTN_MEMCHECK_ATOMIC_RMW(bits, exchange, __atomic_exchange_n)                                  \
+  CUATTN_MEMCHECK_ATOMIC_RMW(bits, fetch_add, __atomic_fetch_add)                                  \
+  CUATTN_MEMCHECK_ATOMIC_RMW(bits, fetch_sub, __atomic_fetch_sub)                                  \
+  CUATTN_MEMCHECK_ATOMIC_RMW(bits, fetch_and, __atomic_fetch_and)                                  \
+  CUATTN_MEMCHECK_ATOMIC_RMW(bits, fetch_or, __atomic_fetch_or)                                    \
+  CUATTN_MEMCHECK_ATOMIC_RMW(bits, fetch_xor, __atomic_fetch_xor)                                  \
+  CUATTN_MEMCHECK_ATOMIC_RMW(bits, fetch_nand, __atomic_fetch_nand)                                \
+  CUATTN_MEMCHECK_ATOMIC_CAS(bits, strong, false)                                                  \
+  CUATTN_MEMCHECK_ATOMIC_CAS(bits, weak, true)                                                     \
+  CUATTN_MEMCHECK_CALLBACK Atomic##bits __tsan_atomic##bits##_compare_exchange_val(                \
+      volatile Atomic##bits* a, Atomic##bits expected, Atomic##bits desired, int, int) {           \
+    on_access(reinterpret_cast<uintptr_t>(a), sizeof(*a), Kind::kAtomic);                          \
+    __atomic_compare_exchange_n(a, &expected, desired, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST); \
+    return expected;                                                                               \
+  }
+#define CUATTN_MEMCHECK_ATOMIC_RMW(bits, name, builtin)                                        \
+  CUATTN_MEMCHECK_CALLBACK Atomic##bits __tsan_atomic##bits##_##name(volatile Atomic##bits* a, \
+                                                                     Atomic##bits v, int) {    \
+    on_access(reinterpret_cast<uintptr_t>(a), sizeof(*a), Kind::kAtomic);                      \
+    return builtin(a, v, __ATOMIC_SEQ_CST);                                                    \
+  }
+#define CUATTN_MEMCHECK_ATOMIC_CAS(bits, strength, weak)                                  \
+  CUATTN_MEMCHECK_CALLBACK int __tsan_atomic##bits##_compare_exchange_##strength(         \
+      volatile Atomic##bits* a, Atomic##bits* expected, Atomic##bits desired, int, int) { \
+    on_access(reinterpret_cast<uintptr_t>(a), sizeof(*a), Kind::kAtomic);                 \
+    return __atomic_compare_exchange_n(a, expected, desired, weak, __ATOMIC_SEQ_CST,      \
+                                       __ATOMIC_SEQ_CST);                                 \
+  }
+CUATTN_MEMCHECK_ATOMIC(8)
+CUATTN_MEMCHECK_ATOMIC(16)
+CUATTN_MEMCHECK_ATOMIC(32)
+CUATTN_MEMCHECK_ATOMIC(64)
+
+CUATTN_MEMCHECK_CALLBACK void __tsan_atomic_thread_fence(int) {
+  __atomic_thread_fence(__ATOMIC_SEQ_CST);
+}
+CUATTN_MEMCHECK_CALLBACK void __tsan_atomic_signal_fence(int) {
+  __atomic_signal_fence(__ATOMIC_SEQ_CST);
+}
+
+// Each instrumented module's constructor calls it to start ThreadSanitizer's runtime; the checker
+// has nothing to start.
+CUATTN_MEMCHECK_CALLBACK void __tsan_init() {}
+
+// ---------------------------------------------------------------------------------------------
+// C API (cuattn.h, "Emulator memory registry").
+// ---------------------------------------------------------------------------------------------
+
+extern "C" cuattn_status cuattn_emu_register_allocation(const void* ptr, uint64_t bytes,
+                                                        const char* label) {
+  return cuattn::emu::registry().add(ptr, bytes, label);
+}
+
+extern "C" cuattn_status cuattn_emu_unregister_allocation(const void* ptr) {
+  return cuattn::emu::registry().remove(ptr);
+}
+
+extern "C" void cuattn_emu_set_memcheck(int32_t enabled) {
+  cuattn::emu::memcheck_setting = enabled < 0 ? -1 : enabled != 0;
+}
+
+extern "C" int32_t cuattn_emu_memcheck_enabled(void) {
+  return cuattn::emu::memcheck_enabled_for_launch() ? 1 : 0;
+}

@@ -1,0 +1,84 @@
+// memcheck.h: the emulator's memory checker (compute-sanitizer's memcheck, racecheck and initcheck
+// on the CPU): hooks for the emulated primitives, and the runtime's side of the checker.
+//
+// Kernel translation units are compiled with ThreadSanitizer's instrumentation (build.rs), so the
+// compiler calls the checker before every load, store and atomic of kernel code, each marked as a
+// read or a write. It stops the block with CUATTN_ERROR_KERNEL_FAULT on:
+//   - a global access outside every registered allocation (cuattn_emu_register_allocation), or
+//     into a freed one;
+//   - a shared-memory access racing with another thread's write (or a write racing with another
+//     thread's read) in the same barrier interval: no __syncthreads between them, nor, for two
+//     lanes of one warp, a __syncwarp naming both;
+//   - a read of dynamic shared memory no thread of the block has written, or an access past the
+//     launch's dynamic shared memory;
+//   - any access to shared memory an in-flight cp.async is still to write.
+#ifndef CUATTN_EMU_MEMCHECK_H_
+#define CUATTN_EMU_MEMCHECK_H_
+
+#include <cstddef>
+#include <string>
+
+// Marks a function of an emulator header whose own loads and stores the checker must not see:
+// runtime code compiled into kernel translation units that touches runtime state, such as the
+// launch path reading the launcher's arguments on the launching thread's stack.
+#define CUATTN_EMU_UNCHECKED __attribute__((no_sanitize("thread")))
+
+namespace cuattn::emu {
+
+// ---------------------------------------------------------------------------------------------
+// Hooks for emulated primitives: accesses they perform on behalf of a lane. Each is a no-op
+// outside a checked block. Code that calls them performs the access itself unchecked (in
+// runtime.cpp, or in a warp exchange's compute, which the runtime runs with checks paused).
+// ---------------------------------------------------------------------------------------------
+
+// Thread `linear_tid` of the running block reads (or writes) [addr, addr + bytes): checked like
+// a load or store of kernel code by that thread (an ldmatrix row, a cp.async source).
+void memcheck_access(const void* addr, size_t bytes, bool is_write, int linear_tid);
+// Thread `linear_tid` issued a cp.async into shared [smem_dst, smem_dst + bytes): the bytes are
+// in flight, and any access to them before memcheck_async_land faults.
+void memcheck_async_issue(void* smem_dst, size_t bytes, int linear_tid);
+// That copy landed (cp.async.wait_group): thread `linear_tid` has written the bytes now.
+void memcheck_async_land(void* smem_dst, size_t bytes, int linear_tid);
+
+// ---------------------------------------------------------------------------------------------
+// The runtime's side (runtime.cpp).
+// ---------------------------------------------------------------------------------------------
+
+// Whether launches made now from the calling thread are checked (cuattn_emu_set_memcheck, else
+// CUATTN_EMU_MEMCHECK, else on).
+bool memcheck_enabled_for_launch();
+
+// This OS thread starts a block of `kernel_name` whose dynamic shared memory is the first
+// `dynamic_smem_bytes` of the arena [arena, arena + arena_bytes). Every shared byte starts
+// unwritten. With `enabled` false the block runs unchecked.
+void memcheck_block_begin(const char* kernel_name, const unsigned char* arena, size_t arena_bytes,
+                          size_t dynamic_smem_bytes, bool enabled);
+// The block finished or faulted: code that runs next on this OS thread is not kernel code.
+void memcheck_block_end();
+// The fiber of thread `linear_tid`, whose stack is [stack_lo, stack_lo + stack_bytes), runs now.
+void memcheck_switch_to(const void* stack_lo, size_t stack_bytes, unsigned linear_tid);
+// A __syncthreads completed: every access before it is ordered before every access after it.
+void memcheck_barrier();
+// A __syncwarp(mask) completed in warp `warp`: it orders the accesses of the lanes of `mask`.
+void memcheck_syncwarp(unsigned warp, unsigned mask);
+
+// Checks are off on this OS thread while one lives: the runtime holds one around a warp
+// exchange's compute, which works on every lane's operands (their fiber stacks) on behalf of
+// lanes that reported their own accesses.
+class MemcheckPause {
+ public:
+  MemcheckPause();
+  ~MemcheckPause();
+  MemcheckPause(const MemcheckPause&) = delete;
+  MemcheckPause& operator=(const MemcheckPause&) = delete;
+
+ private:
+  bool was_active_;
+};
+
+// Defined by the runtime: stops the running block with CUATTN_ERROR_KERNEL_FAULT and `message`.
+[[noreturn]] void memcheck_stop_block(const std::string& message);
+
+}  // namespace cuattn::emu
+
+#endif  // CUATTN_EMU_MEMCHECK_H_

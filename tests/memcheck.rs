@@ -1,0 +1,478 @@
+//! The emulator's memory checker, through the planted bugs of csrc/kernels/memcheck_test.cu: each
+//! must stop its launch with CUATTN_ERROR_KERNEL_FAULT and a message that points at the bug (the
+//! kernel, block, thread, address or shared-memory offset, and the allocation or the other
+//! thread), and each correct twin must run clean and compute the right values.
+
+use std::ffi::{c_void, CStr};
+
+use cuattn::ffi::{self, cuattn_memcheck_test_case as Case, cuattn_status as Status};
+
+const LABEL: &CStr = c"memcheck test buffer";
+const THREADS: usize = 64;
+/// Unregistered elements after each buffer, so that a planted access one past the end stays in
+/// memory the test owns even if the checker let it through.
+const SLACK: usize = 16;
+const SLACK_VALUE: i32 = -7;
+
+fn last_error() -> String {
+    // SAFETY: cuattn_last_error returns a valid NUL-terminated thread-local string.
+    unsafe { CStr::from_ptr(ffi::cuattn_last_error()) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn register(ptr: *const c_void, bytes: usize, label: &CStr) -> (Status, String) {
+    // SAFETY: the registry only records the range; the label is copied.
+    let status = unsafe { ffi::cuattn_emu_register_allocation(ptr, bytes as u64, label.as_ptr()) };
+    (status, last_error())
+}
+
+fn unregister(ptr: *const c_void) -> (Status, String) {
+    // SAFETY: the registry only forgets the range.
+    let status = unsafe { ffi::cuattn_emu_unregister_allocation(ptr) };
+    (status, last_error())
+}
+
+/// Sets whether this thread's launches are checked, and restores the default when dropped.
+struct MemcheckSetting;
+
+impl MemcheckSetting {
+    fn new(enabled: bool) -> MemcheckSetting {
+        // SAFETY: a plain setting of the calling thread.
+        unsafe { ffi::cuattn_emu_set_memcheck(i32::from(enabled)) };
+        MemcheckSetting
+    }
+}
+
+impl Drop for MemcheckSetting {
+    fn drop(&mut self) {
+        // SAFETY: as in `new`; -1 restores the default.
+        unsafe { ffi::cuattn_emu_set_memcheck(-1) };
+    }
+}
+
+/// An int32 buffer whose first `len` elements are registered as an emulated device allocation
+/// named LABEL, followed by SLACK unregistered ones.
+struct Buffer {
+    data: Vec<i32>,
+    len: usize,
+    registered: bool,
+}
+
+impl Buffer {
+    fn new(values: &[i32]) -> Buffer {
+        let mut data = values.to_vec();
+        data.resize(values.len() + SLACK, SLACK_VALUE);
+        let (status, message) = register(data.as_ptr().cast(), 4 * values.len(), LABEL);
+        assert_eq!(status, Status::CUATTN_OK, "{message}");
+        Buffer {
+            data,
+            len: values.len(),
+            registered: true,
+        }
+    }
+
+    fn base(&self) -> usize {
+        self.data.as_ptr() as usize
+    }
+
+    /// Unregisters the buffer as freeing it would, keeping the memory.
+    fn unregister(&mut self) {
+        let (status, message) = unregister(self.data.as_ptr().cast());
+        assert_eq!(status, Status::CUATTN_OK, "{message}");
+        self.registered = false;
+    }
+
+    /// Runs `case` over the buffer with `n`; returns the status and the message.
+    fn launch(&mut self, case: Case, n: usize) -> (Status, String) {
+        // SAFETY: the buffer holds the case's elements for `n` plus SLACK more, and outlives
+        // this synchronous call; the stream is ignored by the emulator.
+        let status = unsafe {
+            ffi::cuattn_emu_launch_memcheck_test(
+                case.0 as i32,
+                self.data.as_mut_ptr().cast(),
+                n as i64,
+                std::ptr::null_mut(),
+            )
+        };
+        (status, last_error())
+    }
+
+    fn values(&self) -> &[i32] {
+        &self.data[..self.len]
+    }
+}
+
+impl Drop for Buffer {
+    fn drop(&mut self) {
+        if self.registered {
+            unregister(self.data.as_ptr().cast());
+        }
+    }
+}
+
+/// Runs a correct twin over `values`; asserts it ran clean and left the slack alone.
+fn run_clean(case: Case, values: &[i32], n: usize) -> Vec<i32> {
+    let mut buf = Buffer::new(values);
+    let (status, message) = buf.launch(case, n);
+    assert_eq!(status, Status::CUATTN_OK, "{case:?}: {message}");
+    assert!(buf.data[buf.len..].iter().all(|&x| x == SLACK_VALUE));
+    buf.values().to_vec()
+}
+
+/// Runs a planted bug over `values`; asserts it faulted and returns the message and the buffer's
+/// address.
+fn run_faulting(case: Case, values: &[i32], n: usize) -> (String, usize) {
+    let _checked = MemcheckSetting::new(true);
+    let mut buf = Buffer::new(values);
+    let (status, message) = buf.launch(case, n);
+    println!("{case:?}: {message}");
+    assert_eq!(
+        status,
+        Status::CUATTN_ERROR_KERNEL_FAULT,
+        "{case:?}: {message}"
+    );
+    (message, buf.base())
+}
+
+/// Distinct values, some negative.
+fn values(n: usize) -> Vec<i32> {
+    (0..n as i32).map(|i| 7 * i - 100).collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Global memory.
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn reading_one_element_past_a_buffer_faults_naming_the_thread_and_the_allocation() {
+    const N: usize = 100;
+    let x = values(N);
+    let mut input = vec![0; N];
+    input.extend(&x);
+    let out = run_clean(Case::CUATTN_MEMCHECK_TEST_NEIGHBOR_SUM, &input, N);
+    let want: Vec<i32> = (0..N).map(|i| x[i] + x[(i + 1).min(N - 1)]).collect();
+    assert_eq!(&out[..N], &want[..], "y[i] = x[i] + x[min(i + 1, n - 1)]");
+
+    // Thread i = n - 1 = 99, block 1 thread 35, reads x[n] = buf[2n].
+    let (message, base) = run_faulting(Case::CUATTN_MEMCHECK_TEST_NEIGHBOR_SUM_PAST_END, &input, N);
+    assert_eq!(
+        message,
+        format!(
+            "kernel memcheck_test_neighbor_sum_past_end block (1,0,0): thread 35 (warp 1, lane 3) \
+             read 4 bytes at {:#x}, outside every allocation: 0 bytes past the end of \
+             allocation \"memcheck test buffer\" (800 bytes at {base:#x})",
+            base + 4 * 2 * N
+        )
+    );
+}
+
+#[test]
+fn writing_one_element_past_a_buffer_faults_naming_the_thread_and_the_allocation() {
+    const N: usize = 100;
+    let out = run_clean(Case::CUATTN_MEMCHECK_TEST_IOTA, &vec![-1; N], N);
+    assert_eq!(out, (0..N as i32).collect::<Vec<_>>());
+
+    // Thread i = n = 100, block 1 thread 36, writes buf[n].
+    let (message, base) = run_faulting(Case::CUATTN_MEMCHECK_TEST_IOTA_PAST_END, &vec![-1; N], N);
+    assert_eq!(
+        message,
+        format!(
+            "kernel memcheck_test_iota_past_end block (1,0,0): thread 36 (warp 1, lane 4) wrote 4 \
+             bytes at {:#x}, outside every allocation: 0 bytes past the end of allocation \
+             \"memcheck test buffer\" (400 bytes at {base:#x})",
+            base + 4 * N
+        )
+    );
+}
+
+#[test]
+fn a_kernel_writing_a_freed_buffer_faults_naming_the_freed_allocation() {
+    const N: usize = 100;
+    let _checked = MemcheckSetting::new(true);
+    let mut buf = Buffer::new(&vec![-1; N]);
+    buf.unregister();
+    let (status, message) = buf.launch(Case::CUATTN_MEMCHECK_TEST_IOTA, N);
+    println!("{message}");
+    assert_eq!(status, Status::CUATTN_ERROR_KERNEL_FAULT, "{message}");
+    let base = buf.base();
+    assert_eq!(
+        message,
+        format!(
+            "kernel memcheck_test_iota block (0,0,0): thread 0 (warp 0, lane 0) wrote 4 bytes at \
+             {base:#x}, inside freed allocation \"memcheck test buffer\" (400 bytes at \
+             {base:#x}), at offset 0"
+        )
+    );
+    assert_eq!(
+        buf.values(),
+        &vec![-1; N][..],
+        "the checker stops before the store"
+    );
+}
+
+#[test]
+fn a_kernel_writing_memory_never_registered_faults() {
+    let _checked = MemcheckSetting::new(true);
+    let mut data = vec![-1i32; THREADS + SLACK];
+    // SAFETY: the buffer holds n + 1 elements, outliving this synchronous call.
+    let status = unsafe {
+        ffi::cuattn_emu_launch_memcheck_test(
+            Case::CUATTN_MEMCHECK_TEST_IOTA.0 as i32,
+            data.as_mut_ptr().cast(),
+            THREADS as i64,
+            std::ptr::null_mut(),
+        )
+    };
+    let message = last_error();
+    println!("{message}");
+    assert_eq!(status, Status::CUATTN_ERROR_KERNEL_FAULT, "{message}");
+    // The nearest allocation is whichever another test holds: only the start is certain.
+    let start = format!(
+        "kernel memcheck_test_iota block (0,0,0): thread 0 (warp 0, lane 0) wrote 4 bytes at \
+         {:#x}, outside every allocation",
+        data.as_ptr() as usize
+    );
+    assert!(message.starts_with(&start), "{message}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shared-memory races: a planted fault first, then the correct twin on the same thread.
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn static_shared_memory_read_by_other_threads_needs_a_syncthreads() {
+    let v = values(THREADS);
+    // Thread 31 reads tile[32] before thread 32, in the other warp, writes it.
+    let (message, _) = run_faulting(
+        Case::CUATTN_MEMCHECK_TEST_REVERSE_STATIC_NO_SYNCTHREADS,
+        &v,
+        THREADS,
+    );
+    assert_eq!(
+        message,
+        "kernel memcheck_test_reverse_static_no_syncthreads block (0,0,0): thread 32 (warp 1, \
+         lane 0) wrote 4 bytes of shared memory at (anonymous \
+         namespace)::reverse_static_kernel(int*, bool)::tile+128, which thread 31 (warp 0, lane \
+         31) read in the same barrier interval (no __syncthreads between them)"
+    );
+    let out = run_clean(Case::CUATTN_MEMCHECK_TEST_REVERSE_STATIC, &v, THREADS);
+    assert_eq!(out, v.iter().rev().copied().collect::<Vec<_>>());
+}
+
+#[test]
+fn dynamic_shared_memory_rewritten_while_another_warp_reads_it_needs_a_syncthreads() {
+    let v = values(THREADS);
+    // Thread 63, the last at the first barrier, runs on first and reads d[31]; then thread 31
+    // doubles it with no barrier between.
+    let (message, _) = run_faulting(
+        Case::CUATTN_MEMCHECK_TEST_SHIFT_DYNAMIC_NO_SYNCTHREADS,
+        &v,
+        THREADS,
+    );
+    assert_eq!(
+        message,
+        "kernel memcheck_test_shift_dynamic_no_syncthreads block (0,0,0): thread 31 (warp 0, \
+         lane 31) wrote 4 bytes of shared memory at \
+         memcheck_test_shift_dynamic_no_syncthreads::dynamic_smem+124, which thread 63 (warp 1, \
+         lane 31) read in the same barrier interval (no __syncthreads between them)"
+    );
+    let out = run_clean(Case::CUATTN_MEMCHECK_TEST_SHIFT_DYNAMIC, &v, THREADS);
+    let want: Vec<i32> = (0..THREADS)
+        .map(|t| 2 * v[t] + if t >= 32 { 2 * v[t - 32] } else { 0 })
+        .collect();
+    assert_eq!(out, want);
+}
+
+#[test]
+fn lanes_of_a_warp_exchanging_through_shared_memory_need_a_syncwarp() {
+    let v = values(THREADS);
+    let (message, _) = run_faulting(
+        Case::CUATTN_MEMCHECK_TEST_ROTATE_WARP_NO_SYNCWARP,
+        &v,
+        THREADS,
+    );
+    assert_eq!(
+        message,
+        "kernel memcheck_test_rotate_warp_no_syncwarp block (0,0,0): thread 1 (warp 0, lane 1) \
+         read 4 bytes of shared memory at (anonymous namespace)::rotate_kernel(int*, bool, \
+         bool)::ring+0, which thread 0 (warp 0, lane 0) wrote in the same barrier interval (no \
+         __syncthreads, nor a __syncwarp naming both lanes, between them)"
+    );
+    let out = run_clean(Case::CUATTN_MEMCHECK_TEST_ROTATE_WARP, &v, THREADS);
+    let want: Vec<i32> = (0..THREADS)
+        .map(|t| v[t - t % 32 + (t % 32 + 31) % 32])
+        .collect();
+    assert_eq!(out, want);
+}
+
+#[test]
+fn a_syncwarp_orders_nothing_between_warps() {
+    let (message, _) = run_faulting(
+        Case::CUATTN_MEMCHECK_TEST_ROTATE_ACROSS_WARPS_SYNCWARP,
+        &values(THREADS),
+        THREADS,
+    );
+    assert_eq!(
+        message,
+        "kernel memcheck_test_rotate_across_warps_syncwarp block (0,0,0): thread 63 (warp 1, \
+         lane 31) wrote 4 bytes of shared memory at (anonymous namespace)::rotate_kernel(int*, \
+         bool, bool)::ring+252, which thread 31 (warp 0, lane 31) read in the same barrier \
+         interval (no __syncthreads between them)"
+    );
+}
+
+#[test]
+fn atomics_of_many_threads_on_one_shared_word_do_not_race() {
+    let v = values(THREADS);
+    let out = run_clean(Case::CUATTN_MEMCHECK_TEST_HISTOGRAM_ATOMICS, &v, THREADS);
+    let mut bins = [0; 8];
+    for x in &v {
+        bins[(x & 7) as usize] += 1;
+    }
+    assert_eq!(&out[..8], &bins, "bins of v & 7");
+    assert_eq!(&out[8..], &v[8..]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dynamic shared memory: reads of unwritten bytes and accesses past the launch's size.
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn reading_dynamic_shared_memory_no_thread_wrote_faults() {
+    const N: usize = THREADS + 1;
+    let v = values(N);
+    // The copy loop stops at 64; thread 63 runs on first after the barrier and reads d[64].
+    let (message, _) = run_faulting(Case::CUATTN_MEMCHECK_TEST_PAIR_SUM_DYNAMIC_UNWRITTEN, &v, N);
+    assert_eq!(
+        message,
+        "kernel memcheck_test_pair_sum_dynamic_unwritten block (0,0,0): thread 63 (warp 1, lane \
+         31) read 4 bytes of dynamic shared memory at \
+         memcheck_test_pair_sum_dynamic_unwritten::dynamic_smem+256, which no thread of the \
+         block has written"
+    );
+    let out = run_clean(Case::CUATTN_MEMCHECK_TEST_PAIR_SUM_DYNAMIC, &v, N);
+    let want: Vec<i32> = (0..THREADS).map(|t| v[t] + v[t + 1]).collect();
+    assert_eq!(&out[..THREADS], &want[..]);
+    assert_eq!(out[THREADS], v[THREADS]);
+}
+
+#[test]
+fn writing_past_the_dynamic_shared_memory_of_a_launch_faults() {
+    const N: usize = THREADS + 1;
+    let (message, _) = run_faulting(
+        Case::CUATTN_MEMCHECK_TEST_PAIR_SUM_DYNAMIC_TOO_SMALL,
+        &values(N),
+        N,
+    );
+    assert_eq!(
+        message,
+        "kernel memcheck_test_pair_sum_dynamic_too_small block (0,0,0): thread 0 (warp 0, lane 0) \
+         wrote 4 bytes of shared memory at \
+         memcheck_test_pair_sum_dynamic_too_small::dynamic_smem+256, past the end of the \
+         launch's 256 bytes of dynamic shared memory"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The switch and the registry.
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn checks_switched_off_on_a_thread_let_a_racy_kernel_run() {
+    let off = MemcheckSetting::new(false);
+    // SAFETY: reads this thread's setting.
+    assert_eq!(unsafe { ffi::cuattn_emu_memcheck_enabled() }, 0);
+    let mut buf = Buffer::new(&values(THREADS));
+    let (status, message) = buf.launch(
+        Case::CUATTN_MEMCHECK_TEST_REVERSE_STATIC_NO_SYNCTHREADS,
+        THREADS,
+    );
+    assert_eq!(status, Status::CUATTN_OK, "{message}");
+    drop(off);
+    let on = MemcheckSetting::new(true);
+    // SAFETY: as above.
+    assert_eq!(unsafe { ffi::cuattn_emu_memcheck_enabled() }, 1);
+    let (status, message) = buf.launch(
+        Case::CUATTN_MEMCHECK_TEST_REVERSE_STATIC_NO_SYNCTHREADS,
+        THREADS,
+    );
+    assert_eq!(status, Status::CUATTN_ERROR_KERNEL_FAULT, "{message}");
+    drop(on);
+    let default_on = std::env::var("CUATTN_EMU_MEMCHECK").map_or(true, |v| v != "0");
+    // SAFETY: as above.
+    assert_eq!(
+        unsafe { ffi::cuattn_emu_memcheck_enabled() },
+        i32::from(default_on),
+        "-1 restores CUATTN_EMU_MEMCHECK's default"
+    );
+}
+
+#[test]
+fn the_registry_refuses_null_overlaps_and_unknown_or_repeated_unregistrations() {
+    let data = vec![0u8; 256];
+    let base = data.as_ptr();
+    let (status, message) = register(std::ptr::null(), 16, LABEL);
+    assert_eq!(status, Status::CUATTN_ERROR_INVALID_ARGUMENT);
+    assert!(message.contains("ptr must be non-null"), "{message}");
+
+    let (status, message) = register(base.cast(), 128, c"first half");
+    assert_eq!(status, Status::CUATTN_OK, "{message}");
+    // SAFETY: 64 bytes into the vector.
+    let inside = unsafe { base.add(64) };
+    let (status, message) = register(inside.cast(), 128, c"overlap");
+    assert_eq!(status, Status::CUATTN_ERROR_INVALID_ARGUMENT);
+    assert_eq!(
+        message,
+        format!(
+            "cuattn_emu_register_allocation: 128 bytes at {inside:?} overlap allocation \"first \
+             half\" (128 bytes at {base:?}), which is still registered"
+        )
+    );
+    let (status, message) = unregister(inside.cast());
+    assert_eq!(status, Status::CUATTN_ERROR_INVALID_ARGUMENT);
+    assert_eq!(
+        message,
+        format!(
+            "cuattn_emu_unregister_allocation: {inside:?} is not the start of a registered \
+             allocation"
+        )
+    );
+    assert_eq!(unregister(base.cast()).0, Status::CUATTN_OK);
+    let (status, message) = unregister(base.cast());
+    assert_eq!(status, Status::CUATTN_ERROR_INVALID_ARGUMENT);
+    assert_eq!(
+        message,
+        format!(
+            "cuattn_emu_unregister_allocation: {base:?} was already unregistered: freed \
+             allocation \"first half\" (128 bytes at {base:?})"
+        )
+    );
+    // Freed memory may be registered again, and is no longer "freed".
+    assert_eq!(register(base.cast(), 256, c"again").0, Status::CUATTN_OK);
+    assert_eq!(unregister(base.cast()).0, Status::CUATTN_OK);
+}
+
+#[test]
+fn a_buffer_registered_again_after_being_freed_is_valid_again() {
+    const N: usize = 100;
+    let mut buf = Buffer::new(&vec![-1; N]);
+    buf.unregister();
+    let (status, message) = register(buf.data.as_ptr().cast(), 4 * N, c"reused");
+    assert_eq!(status, Status::CUATTN_OK, "{message}");
+    buf.registered = true;
+    let (status, message) = buf.launch(Case::CUATTN_MEMCHECK_TEST_IOTA, N);
+    assert_eq!(status, Status::CUATTN_OK, "{message}");
+    assert_eq!(buf.values(), &(0..N as i32).collect::<Vec<_>>()[..]);
+}
+
+#[test]
+fn unknown_cases_and_short_buffers_are_invalid_arguments() {
+    let mut buf = Buffer::new(&values(THREADS));
+    let (status, message) = buf.launch(Case(99), THREADS);
+    assert_eq!(status, Status::CUATTN_ERROR_INVALID_ARGUMENT);
+    assert!(message.contains("test_case = 99"), "{message}");
+    let (status, message) = buf.launch(Case::CUATTN_MEMCHECK_TEST_PAIR_SUM_DYNAMIC, THREADS);
+    assert_eq!(status, Status::CUATTN_ERROR_INVALID_ARGUMENT);
+    assert!(message.contains("n in 65..="), "{message}");
+}
