@@ -4,7 +4,7 @@
 
 use std::ffi::CString;
 
-use crate::attention::validate_params;
+use crate::attention::{validate_params, Kernel};
 use crate::error::{check_status, Error, Result};
 use crate::ffi;
 
@@ -27,6 +27,24 @@ fn guarded(f: impl FnOnce() -> Result<()>) -> ffi::cuattn_status {
     }
 }
 
+/// Validates `params` for `kernel` and launches it on `stream`.
+///
+/// # Safety
+/// As for the exported entry points below.
+unsafe fn validated_launch(
+    kernel: Kernel,
+    params: *const ffi::cuattn_attention_params,
+    stream: *mut std::ffi::c_void,
+) -> ffi::cuattn_status {
+    guarded(|| {
+        // SAFETY: the caller guarantees params is null or valid to read.
+        let p =
+            unsafe { params.as_ref() }.ok_or_else(|| Error::invalid("params", "null pointer"))?;
+        validate_params(kernel, p)?;
+        cuda_launch(kernel, p, stream)
+    })
+}
+
 /// `cuattn_attention_naive` from cuattn.h: validates `params`, then launches on `stream`.
 ///
 /// # Safety
@@ -38,27 +56,51 @@ pub unsafe extern "C" fn cuattn_attention_naive(
     params: *const ffi::cuattn_attention_params,
     stream: *mut std::ffi::c_void,
 ) -> ffi::cuattn_status {
-    guarded(|| {
-        // SAFETY: the caller guarantees params is null or valid to read.
-        let p =
-            unsafe { params.as_ref() }.ok_or_else(|| Error::invalid("params", "null pointer"))?;
-        validate_params(p)?;
-        cuda_naive(p, stream)
-    })
+    // SAFETY: forwarded caller contract.
+    unsafe { validated_launch(Kernel::Naive, params, stream) }
+}
+
+/// `cuattn_attention_flash` from cuattn.h: validates `params` (including 16-byte aligned rows),
+/// then launches the flash kernel on `stream`.
+///
+/// # Safety
+/// As for [`cuattn_attention_naive`].
+#[no_mangle]
+pub unsafe extern "C" fn cuattn_attention_flash(
+    params: *const ffi::cuattn_attention_params,
+    stream: *mut std::ffi::c_void,
+) -> ffi::cuattn_status {
+    // SAFETY: forwarded caller contract.
+    unsafe { validated_launch(Kernel::Flash, params, stream) }
 }
 
 #[cfg(cuattn_cuda)]
-fn cuda_naive(p: &ffi::cuattn_attention_params, stream: *mut std::ffi::c_void) -> Result<()> {
+fn cuda_launch(
+    kernel: Kernel,
+    p: &ffi::cuattn_attention_params,
+    stream: *mut std::ffi::c_void,
+) -> Result<()> {
+    let launcher = match kernel {
+        Kernel::Naive => ffi::cuattn_launch_attention_naive,
+        Kernel::MmaSimple => ffi::cuattn_launch_attention_mma_simple,
+        Kernel::Flash => ffi::cuattn_launch_attention_flash,
+    };
     // SAFETY: p was validated field by field; the pointer extents are the caller's contract.
-    check_status(unsafe { ffi::cuattn_launch_attention_naive(p, stream) })
+    check_status(unsafe { launcher(p, stream) })
 }
 
 #[cfg(not(cuattn_cuda))]
-fn cuda_naive(_: &ffi::cuattn_attention_params, _: *mut std::ffi::c_void) -> Result<()> {
+fn cuda_launch(
+    kernel: Kernel,
+    _: &ffi::cuattn_attention_params,
+    _: *mut std::ffi::c_void,
+) -> Result<()> {
     let _ = check_status;
-    Err(Error::Unsupported(
-        "this build of cuattn has no CUDA kernels (nvcc was not found when it was built)".into(),
-    ))
+    Err(Error::Unsupported(format!(
+        "attention {}: this build of cuattn has no CUDA kernels (nvcc was not found when it was \
+         built)",
+        kernel.name()
+    )))
 }
 
 /// `cuattn_has_cuda_kernels` from cuattn.h.

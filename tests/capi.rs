@@ -114,3 +114,20 @@ fn valid_params_without_a_gpu_fail_cleanly() {
     );
     assert!(!msg.is_empty());
 }
+
+#[test]
+fn flash_entry_point_rejects_misaligned_rows() {
+    let mut p = params(); // dangling pointers at address 1: not 16-byte aligned
+                          // SAFETY: p is a live params struct; invalid params never launch.
+    let status = unsafe { cuattn::capi::cuattn_attention_flash(&p, std::ptr::null_mut()) };
+    assert_eq!(status, cuattn_status::CUATTN_ERROR_INVALID_ARGUMENT);
+    assert!(last_error().contains("16-byte aligned"), "{}", last_error());
+
+    let aligned = std::ptr::without_provenance::<std::ffi::c_void>(256);
+    (p.q, p.k, p.v, p.out) = (aligned, aligned, aligned, aligned.cast_mut());
+    p.k_row_stride = 2 * 64 + 4;
+    // SAFETY: as above.
+    let status = unsafe { cuattn::capi::cuattn_attention_flash(&p, std::ptr::null_mut()) };
+    assert_eq!(status, cuattn_status::CUATTN_ERROR_INVALID_ARGUMENT);
+    assert!(last_error().contains("`k_row_stride`"), "{}", last_error());
+}

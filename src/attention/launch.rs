@@ -16,6 +16,8 @@ type Launcher = unsafe extern "C" fn(
 fn emulator_launcher(kernel: Kernel) -> Launcher {
     match kernel {
         Kernel::Naive => ffi::cuattn_emu_launch_attention_naive,
+        Kernel::MmaSimple => ffi::cuattn_emu_launch_attention_mma_simple,
+        Kernel::Flash => ffi::cuattn_emu_launch_attention_flash,
     }
 }
 
@@ -23,6 +25,8 @@ fn emulator_launcher(kernel: Kernel) -> Launcher {
 fn cuda_launcher(kernel: Kernel) -> Result<Launcher> {
     Ok(match kernel {
         Kernel::Naive => ffi::cuattn_launch_attention_naive,
+        Kernel::MmaSimple => ffi::cuattn_launch_attention_mma_simple,
+        Kernel::Flash => ffi::cuattn_launch_attention_flash,
     })
 }
 

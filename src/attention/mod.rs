@@ -16,14 +16,34 @@ pub use validate::{validate_params, MAX_HEAD_DIM};
 pub enum Kernel {
     /// One warp per (query row, head), fp32 CUDA cores: the correctness baseline.
     Naive,
+    /// One warp per 16 query rows on mma.sync tensor cores, no pipelining: the tensor-core
+    /// baseline.
+    MmaSimple,
+    /// FlashAttention-2-style prefill: pipelined cp.async K/V tiles, mma.sync, skipped masked
+    /// tiles. The default.
+    Flash,
 }
 
 impl Kernel {
-    pub const ALL: &'static [Kernel] = &[Kernel::Naive];
+    pub const ALL: &'static [Kernel] = &[Kernel::Naive, Kernel::MmaSimple, Kernel::Flash];
+
+    /// The kernel callers get when they do not choose: the fastest.
+    pub const DEFAULT: Kernel = Kernel::Flash;
 
     pub fn name(self) -> &'static str {
         match self {
             Kernel::Naive => "naive",
+            Kernel::MmaSimple => "mma_simple",
+            Kernel::Flash => "flash",
+        }
+    }
+
+    /// Whether the kernel loads rows with 16-byte vector copies, so q/k/v/out must start on a
+    /// 16-byte boundary and their strides be multiples of 8 elements.
+    pub fn needs_aligned_rows(self) -> bool {
+        match self {
+            Kernel::Naive => false,
+            Kernel::MmaSimple | Kernel::Flash => true,
         }
     }
 }
@@ -176,6 +196,7 @@ pub fn attention_into<T: Element>(
 ) -> Result<()> {
     let lse = lse.map(|t| &*t);
     let params = validate::dense(q, k, v, out, lse, opts)?;
+    validate::alignment(kernel, [q, k, v, out])?;
     launch::run(kernel, q.device(), params, [q, k, v, out], lse, None)
 }
 
@@ -208,7 +229,30 @@ pub fn attention_varlen_into<T: Element>(
 ) -> Result<()> {
     let lse = lse.map(|t| &*t);
     let params = validate::varlen(q, k, v, batch, out, lse, opts)?;
+    validate::alignment(kernel, [q, k, v, out])?;
     launch::run(kernel, q.device(), params, [q, k, v, out], lse, Some(batch))
+}
+
+/// `attention(Kernel::Flash, ...)`: the prefill kernel, for dense q [batch, seqlen_q, heads,
+/// head_dim] and k/v [batch, seqlen_k, kv_heads, head_dim]; rows must be 16-byte aligned.
+pub fn flash_attention<T: Element>(
+    q: &Tensor<T>,
+    k: &Tensor<T>,
+    v: &Tensor<T>,
+    opts: &AttentionOptions,
+) -> Result<AttentionOutput<T>> {
+    attention(Kernel::Flash, q, k, v, opts)
+}
+
+/// `attention_varlen(Kernel::Flash, ...)`: packed variable-length sequences.
+pub fn flash_attention_varlen<T: Element>(
+    q: &Tensor<T>,
+    k: &Tensor<T>,
+    v: &Tensor<T>,
+    batch: &VarlenBatch,
+    opts: &AttentionOptions,
+) -> Result<AttentionOutput<T>> {
+    attention_varlen(Kernel::Flash, q, k, v, batch, opts)
 }
 
 /// `attention(Kernel::Naive, ...)`: the baseline kernel.

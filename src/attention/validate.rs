@@ -5,7 +5,7 @@ use crate::error::{Error, Result};
 use crate::ffi;
 use crate::tensor::{Element, Tensor};
 
-use super::{AttentionOptions, VarlenBatch};
+use super::{AttentionOptions, Kernel, VarlenBatch};
 
 /// Largest head dim any attention kernel accepts; head dims are multiples of 8.
 pub const MAX_HEAD_DIM: usize = 256;
@@ -427,9 +427,87 @@ pub(crate) fn varlen<T: Element>(
     Ok(p)
 }
 
-/// Checks a params struct built by a C caller, field by field (it carries no extents, so
-/// pointer ranges are the caller's duty). Used by the C entry points.
-pub fn validate_params(p: &ffi::cuattn_attention_params) -> Result<()> {
+/// Elements in 16 bytes, the row alignment of kernels that copy rows with 16-byte vectors.
+const ALIGN_ELEMS: usize = 8;
+
+/// Tensor-core kernels copy rows in 16-byte chunks: every view must start on a 16-byte
+/// boundary (emulated and cudaMalloc'd buffers are 256-byte aligned, so the element offset
+/// decides) and its strides must keep every row there.
+pub(crate) fn alignment<T: Element>(kernel: Kernel, tensors: [&Tensor<T>; 4]) -> Result<()> {
+    if !kernel.needs_aligned_rows() {
+        return Ok(());
+    }
+    for (name, t) in ["q", "k", "v", "out"].into_iter().zip(tensors) {
+        let misaligned = !t.offset().is_multiple_of(ALIGN_ELEMS)
+            || t.strides()
+                .iter()
+                .rev()
+                .skip(1)
+                .any(|s| !s.is_multiple_of(ALIGN_ELEMS));
+        if misaligned {
+            return Err(Error::invalid(
+                name,
+                format!(
+                    "offset {} and strides {:?}: kernel {} needs 16-byte aligned rows (offset \
+                     and strides multiples of {ALIGN_ELEMS} elements)",
+                    t.offset(),
+                    t.strides(),
+                    kernel.name()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks a params struct built by a C caller for `kernel`, field by field (it carries no
+/// extents, so pointer ranges are the caller's duty). Used by the C entry points.
+pub fn validate_params(kernel: Kernel, p: &ffi::cuattn_attention_params) -> Result<()> {
+    check_fields(p)?;
+    if kernel.needs_aligned_rows() {
+        let pointers = [
+            ("q", p.q),
+            ("k", p.k),
+            ("v", p.v),
+            ("out", p.out.cast_const()),
+        ];
+        if let Some((name, ptr)) = pointers.iter().find(|(_, ptr)| (*ptr as usize) % 16 != 0) {
+            return Err(Error::invalid(
+                name,
+                format!(
+                    "{ptr:?}: kernel {} needs 16-byte aligned rows",
+                    kernel.name()
+                ),
+            ));
+        }
+        let strides = [
+            ("q_batch_stride", p.q_batch_stride),
+            ("q_row_stride", p.q_row_stride),
+            ("q_head_stride", p.q_head_stride),
+            ("k_batch_stride", p.k_batch_stride),
+            ("k_row_stride", p.k_row_stride),
+            ("k_head_stride", p.k_head_stride),
+            ("v_batch_stride", p.v_batch_stride),
+            ("v_row_stride", p.v_row_stride),
+            ("v_head_stride", p.v_head_stride),
+            ("out_batch_stride", p.out_batch_stride),
+            ("out_row_stride", p.out_row_stride),
+            ("out_head_stride", p.out_head_stride),
+        ];
+        if let Some((name, s)) = strides.iter().find(|(_, s)| s % ALIGN_ELEMS as i64 != 0) {
+            return Err(Error::invalid(
+                name,
+                format!(
+                    "{s}: kernel {} needs strides that are multiples of {ALIGN_ELEMS} elements",
+                    kernel.name()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_fields(p: &ffi::cuattn_attention_params) -> Result<()> {
     for (name, ptr) in [
         ("q", p.q),
         ("k", p.k),
