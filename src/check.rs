@@ -188,7 +188,7 @@ impl fmt::Display for CaseResult {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{:<8} {:<4} {:<56} err {:>9.2e} lse {:>9.2e} tol {:>7.1e}  {}",
+            "{:<10} {:<4} {:<56} err {:>9.2e} lse {:>9.2e} tol {:>7.1e}  {}",
             self.kernel,
             self.device,
             self.case.to_string(),
@@ -308,6 +308,33 @@ pub fn layout_cases() -> Vec<AttentionCase> {
     seeded(cases, 0x5000)
 }
 
+/// Lengths one below, at and one above the tiled kernels' tile sizes (32, 64, 128), and long
+/// windows whose tiles are partly interior (no element mask) and partly on the boundary.
+pub fn tile_edge_cases() -> Vec<AttentionCase> {
+    let mut cases = Vec::new();
+    let lengths = [
+        (63, 65),
+        (64, 64),
+        (65, 63),
+        (127, 129),
+        (128, 128),
+        (129, 127),
+        (31, 33),
+    ];
+    for (i, &(sq, sk)) in lengths.iter().enumerate() {
+        cases.push(AttentionCase::dense(1, sq, sk, 2, 1, 128, alternate(i)).causal());
+        cases.push(AttentionCase::dense(1, sq, sk, 2, 2, 64, alternate(i + 1)));
+    }
+    cases.push(AttentionCase::dense(1, 300, 700, 2, 1, 64, DType::BF16).window(150, 20));
+    cases.push(AttentionCase::dense(1, 513, 513, 2, 1, 96, DType::F16).causal());
+    cases.push(
+        AttentionCase::dense(1, 200, 520, 2, 1, 256, DType::BF16)
+            .causal()
+            .window(130, -1),
+    );
+    seeded(cases, 0x6000)
+}
+
 /// The whole grid `cuattn check` runs; the tests run the same groups.
 pub fn attention_cases() -> Vec<AttentionCase> {
     [
@@ -316,6 +343,7 @@ pub fn attention_cases() -> Vec<AttentionCase> {
         head_dim_cases(),
         mask_cases(),
         layout_cases(),
+        tile_edge_cases(),
     ]
     .concat()
 }
@@ -354,12 +382,25 @@ pub fn run_all(device: &Device, mut on_case: impl FnMut(&CaseResult)) -> Result<
     Ok(report)
 }
 
-/// Runs one case and compares output and LSE with the f64 reference.
-pub fn run_case(device: &Device, kernel: Kernel, case: &AttentionCase) -> CaseResult {
-    let measured = match case.dtype {
+/// Runs one case and returns (out, lse) as f64, in the layouts of the reference.
+pub fn run_outputs(
+    device: &Device,
+    kernel: Kernel,
+    case: &AttentionCase,
+) -> Result<(Vec<f64>, Vec<f64>)> {
+    measure(device, kernel, case).map(|m| (m.out, m.lse))
+}
+
+fn measure(device: &Device, kernel: Kernel, case: &AttentionCase) -> Result<Measured> {
+    match case.dtype {
         DType::F16 => run_typed::<f16>(device, kernel, case),
         _ => run_typed::<bf16>(device, kernel, case),
-    };
+    }
+}
+
+/// Runs one case and compares output and LSE with the f64 reference.
+pub fn run_case(device: &Device, kernel: Kernel, case: &AttentionCase) -> CaseResult {
+    let measured = measure(device, kernel, case);
     let mut result = CaseResult {
         kernel: kernel.name(),
         device: device.kind(),

@@ -18,6 +18,7 @@
 //! ```
 
 pub mod attention;
+pub mod bench;
 pub mod build_info;
 pub mod capi;
 pub mod check;
@@ -33,7 +34,8 @@ pub mod tensor;
 
 pub use attention::{
     attention, attention_into, attention_naive, attention_varlen, attention_varlen_into,
-    AttentionOptions, AttentionOutput, Kernel, VarlenBatch,
+    flash_attention, flash_attention_varlen, AttentionOptions, AttentionOutput, Kernel,
+    VarlenBatch,
 };
 pub use device::{probe_cuda, CudaProbe, Device};
 pub use error::{Error, Result};

@@ -280,3 +280,8 @@ fn gpu_requests_fail_cleanly_without_a_gpu() {
     assert!(matches!(err, Error::Cuda(_)), "{err}");
     assert!(!Device::auto().is_cuda());
 }
+
+#[test]
+fn naive_matches_reference_at_tile_edge_lengths() {
+    assert_cases_pass(Kernel::Naive, &check::tile_edge_cases());
+}

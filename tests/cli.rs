@@ -218,7 +218,9 @@ fn run_case_against_reference(
     );
     print!("{stderr}");
     assert!(
-        stderr.contains("naive") && stderr.contains("emulator") && stderr.contains(dtype.name()),
+        stderr.contains(cuattn::Kernel::DEFAULT.name())
+            && stderr.contains("emulator")
+            && stderr.contains(dtype.name()),
         "{test}: the run line should name kernel, device and dtype: {stderr}"
     );
 

@@ -74,7 +74,7 @@ pub struct AttentionArgs {
         long,
         help = kernel_help(),
         value_parser = parse_kernel,
-        default_value = Kernel::ALL[0].name()
+        default_value = Kernel::DEFAULT.name()
     )]
     kernel: Kernel,
     /// Where the kernel runs.

@@ -1,0 +1,9 @@
+// flash_fwd_f16_hd128.cu: flash_fwd for f16 at head-dim tile 128 (one instantiation per
+// translation unit keeps the CUDA build parallel).
+#include "kernels/flash_fwd.cuh"
+
+namespace cuattn {
+inline namespace CUATTN_BUILD_NAMESPACE {
+template cuattn_status flash_fwd_launch<__half, 128>(const cuattn_attention_params&, void*);
+}  // namespace CUATTN_BUILD_NAMESPACE
+}  // namespace cuattn

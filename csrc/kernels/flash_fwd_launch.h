@@ -1,0 +1,17 @@
+// flash_fwd_launch.h: the per-instantiation launch functions of flash_fwd, one translation unit
+// each (flash_fwd_<dtype>_hd<tile>.cu), called by the dispatcher in flash_fwd.cu.
+#pragma once
+
+#include "common/cuda_compat.cuh"
+#include "cuattn.h"
+
+namespace cuattn {
+inline namespace CUATTN_BUILD_NAMESPACE {
+
+// Launches flash_fwd for element type T at head-dim tile kHeadDim (head_dim <= kHeadDim; the
+// columns past head_dim are zero-filled). Params are validated by the caller.
+template <typename T, int kHeadDim>
+cuattn_status flash_fwd_launch(const cuattn_attention_params& p, void* stream);
+
+}  // namespace CUATTN_BUILD_NAMESPACE
+}  // namespace cuattn

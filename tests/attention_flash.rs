@@ -1,0 +1,67 @@
+//! attention_flash (the pipelined prefill kernel) against the f64 reference over the odd-shape
+//! grid plus tile-edge lengths, on the emulator (bounds and race checks on) and on the GPU when
+//! present; and against attention_naive on the same inputs.
+
+mod common;
+
+use common::{assert_cases_pass, devices};
+use cuattn::check::{self, run_outputs, AttentionCase, Layout};
+use cuattn::reference::compare;
+use cuattn::{DType, Kernel};
+
+#[test]
+fn flash_matches_reference_on_odd_lengths_both_ways_causal_and_not() {
+    assert_cases_pass(Kernel::Flash, &check::length_cases());
+}
+
+#[test]
+fn flash_matches_reference_for_gqa_groups_1_2_4_5_8_and_mqa() {
+    assert_cases_pass(Kernel::Flash, &check::group_cases());
+}
+
+#[test]
+fn flash_matches_reference_for_every_head_dim_tile_and_the_dims_between() {
+    assert_cases_pass(Kernel::Flash, &check::head_dim_cases());
+}
+
+#[test]
+fn flash_matches_reference_for_windows_causal_windows_and_softcap() {
+    assert_cases_pass(Kernel::Flash, &check::mask_cases());
+}
+
+#[test]
+fn flash_matches_reference_for_packed_qkv_and_varlen_batches() {
+    assert_cases_pass(Kernel::Flash, &check::layout_cases());
+}
+
+#[test]
+fn flash_matches_reference_at_tile_edges_and_on_interior_tiles() {
+    assert_cases_pass(Kernel::Flash, &check::tile_edge_cases());
+}
+
+#[test]
+fn flash_agrees_with_naive_on_the_same_inputs() {
+    let cases = [
+        AttentionCase::dense(2, 203, 127, 8, 2, 128, DType::BF16).causal(),
+        AttentionCase::dense(1, 97, 257, 5, 1, 80, DType::F16).window(17, 3),
+        AttentionCase::dense(3, 0, 0, 4, 4, 64, DType::BF16)
+            .layout(Layout::Varlen(vec![(1, 1), (65, 130), (129, 64)]))
+            .causal(),
+    ];
+    for device in devices() {
+        for case in &cases {
+            let (naive_out, naive_lse) = run_outputs(&device, Kernel::Naive, case).unwrap();
+            let (flash_out, flash_lse) = run_outputs(&device, Kernel::Flash, case).unwrap();
+            let tol = case.tolerance();
+            println!("{} {case}: flash vs naive", device.kind());
+            compare(&flash_out, &naive_out, tol, tol).unwrap_or_else(|m| panic!("out: {m}"));
+            compare(
+                &flash_lse,
+                &naive_lse,
+                check::LSE_TOLERANCE,
+                check::LSE_TOLERANCE,
+            )
+            .unwrap_or_else(|m| panic!("lse: {m}"));
+        }
+    }
+}
