@@ -5,11 +5,20 @@
 #                                 with this script in the git-ignored .gpu/ folder.
 #   .gpu/gpu-check.sh device      on the GPU machine (no Rust there), results under $OUT: runs
 #                                 the GPU tests, `cuattn info`, `cuattn check --device gpu`,
-#                                 and ends with a short table. Must finish in under 8 minutes.
+#                                 `cuattn bench --family prefill` and the PyTorch anchors
+#                                 (bench_anchors.py), and ends with a short table (summary.txt).
+#                                 Must finish in under 8 minutes.
 set -euo pipefail
 
 # Test binaries that exercise kernels on every device present (the GPU among them).
-GPU_TESTS=(attention_naive emulator capi)
+GPU_TESTS=(attention_flash attention_mma_simple attention_naive primitives capi emulator)
+# Time limits of the benchmark steps, seconds. `cuattn bench` plans about 150 ms of timed runs per
+# shape (48 shapes, at least 5 runs each); the anchors stop starting FlexAttention compilations
+# after ANCHORS_BUDGET_S. Both rewrite their JSON after every row, so a step cut short still leaves
+# what it measured.
+BENCH_TIMEOUT_S=150
+ANCHORS_BUDGET_S=100
+ANCHORS_TIMEOUT_S=170
 
 build() {
   local root
@@ -35,7 +44,7 @@ for line in sys.stdin:
     cp "$exe" ".gpu/bin/$t"
   done
   strip .gpu/bin/*
-  cp scripts/gpu-check.sh .gpu/
+  cp scripts/gpu-check.sh scripts/bench_anchors.py .gpu/
   git rev-parse --short HEAD > .gpu/commit 2>/dev/null || echo unknown > .gpu/commit
   du -sh .gpu
 }
@@ -63,6 +72,25 @@ device() {
     echo "check: FAILED ($(tail -n 1 "$out/check.txt"))" >> "$summary"
     status=1
   fi
+  local commit
+  commit=$(cat "$here/commit")
+  if CUATTN_COMMIT="$commit" timeout "$BENCH_TIMEOUT_S" "$here/bin/cuattn" bench \
+      --family prefill --device gpu --json "$out/bench.json" > "$out/bench.txt" 2>&1; then
+    echo "bench: ok (bench.txt, bench.json)" >> "$summary"
+  else
+    echo "bench: FAILED ($(tail -n 1 "$out/bench.txt"))" >> "$summary"
+    status=1
+  fi
+  # The anchors are PyTorch's kernels, not cuattn's: their failure is reported, not failed on.
+  if CUATTN_COMMIT="$commit" timeout "$ANCHORS_TIMEOUT_S" python3 "$here/bench_anchors.py" \
+      --json "$out/anchors.json" --budget-s "$ANCHORS_BUDGET_S" > "$out/anchors.txt" 2>&1; then
+    echo "anchors: ok (anchors.txt, anchors.json)" >> "$summary"
+  else
+    echo "anchors: FAILED ($(tail -n 1 "$out/anchors.txt"))" >> "$summary"
+  fi
+  echo >> "$summary"
+  python3 "$here/bench_anchors.py" --table "$out/bench.json" "$out/anchors.json" >> "$summary" \
+    2>&1 || true
   cat "$summary"
   return $status
 }

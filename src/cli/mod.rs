@@ -1,5 +1,6 @@
 //! The `cuattn` command line: `info` (build and devices), `check` (every kernel against the f64
-//! reference over a grid of shapes), `run` (one kernel on .npy tensors).
+//! reference over a grid of shapes), `run` (one kernel on .npy tensors), `bench` (kernel times
+//! against the mma.sync ceiling).
 
 mod run;
 
@@ -7,8 +8,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::attention::Kernel;
+use crate::bench::{table_header, BenchConfig, BenchReport, EMULATOR_NOTE};
 use crate::device::{probe_cuda, CudaProbe, Device};
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 #[derive(Parser)]
 #[command(
@@ -30,6 +33,8 @@ enum Command {
     /// Runs one kernel on tensors from .npy files.
     #[command(subcommand)]
     Run(run::RunCommand),
+    /// Times kernels on benchmark shapes against the card's mma.sync ceiling.
+    Bench(BenchArgs),
 }
 
 /// Which device(s) to use.
@@ -69,6 +74,7 @@ pub fn main() -> ExitCode {
         Command::Info => info(),
         Command::Check(args) => check(&args),
         Command::Run(cmd) => run::run(cmd),
+        Command::Bench(args) => bench(&args),
     };
     match result {
         Ok(code) => code,
@@ -134,6 +140,97 @@ fn check(args: &CheckArgs) -> Result<ExitCode> {
         println!("{}", report.summary_line());
     }
     if report.failed > 0 {
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Benchmark families.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum BenchFamily {
+    /// Exact attention forward on FlashAttention's benchmark shapes (16k tokens, heads *
+    /// head_dim = 2048; seqlen 512..16k; head dims 64, 128, 256; causal and not; GQA 32/8), bf16.
+    Prefill,
+}
+
+#[derive(clap::Args)]
+struct BenchArgs {
+    #[arg(long, value_enum)]
+    family: BenchFamily,
+    /// Kernels to time, comma-separated, or `all`; default: the default kernel (the fastest).
+    #[arg(long, value_name = "K")]
+    kernel: Option<String>,
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    device: DeviceChoice,
+    /// Also write the results as JSON (rewritten after every row, so a cut-off run leaves what
+    /// it measured). Records `CUATTN_COMMIT` from the environment.
+    #[arg(long, value_name = "FILE")]
+    json: Option<std::path::PathBuf>,
+    /// GPU: a few shapes, fewer runs. Emulator (where it is required): one tiny shape once per
+    /// kernel, to exercise the code; its times are no performance numbers.
+    #[arg(long)]
+    quick: bool,
+}
+
+fn bench_kernels(arg: Option<&str>) -> Result<Vec<Kernel>> {
+    match arg {
+        None => Ok(vec![Kernel::DEFAULT]),
+        Some("all") => Ok(Kernel::ALL.to_vec()),
+        Some(names) => names.split(',').map(|name| name.trim().parse()).collect(),
+    }
+}
+
+fn bench(args: &BenchArgs) -> Result<ExitCode> {
+    let config = BenchConfig {
+        kernels: bench_kernels(args.kernel.as_deref())?,
+        quick: args.quick,
+        commit: std::env::var("CUATTN_COMMIT")
+            .ok()
+            .filter(|c| !c.is_empty()),
+    };
+    let device = args.device.open()?;
+    // Prints the heading once the ceiling is known, then each row as it comes, and rewrites the
+    // JSON file each time.
+    let mut printed: Option<usize> = None;
+    let mut write_error = None;
+    let progress = |report: &BenchReport| {
+        let from = *printed.get_or_insert_with(|| {
+            let commit = report.commit.as_deref();
+            let commit = commit.map_or(String::new(), |c| format!(", commit {c}"));
+            println!("bench {} on {}{commit}", report.family, report.device);
+            if report.emulator {
+                println!("{EMULATOR_NOTE}: every time below is the emulator's");
+            }
+            println!("{}", report.ceiling);
+            println!("{}", table_header());
+            0
+        });
+        for row in &report.rows[from..] {
+            if report.emulator {
+                println!("{row}  ({EMULATOR_NOTE})");
+            } else {
+                println!("{row}");
+            }
+        }
+        printed = Some(report.rows.len());
+        if let Some(path) = &args.json {
+            if let Err(e) = std::fs::write(path, report.to_json()) {
+                write_error.get_or_insert(Error::Io {
+                    path: path.display().to_string(),
+                    msg: e.to_string(),
+                });
+            }
+        }
+    };
+    let report = match args.family {
+        BenchFamily::Prefill => crate::bench::run_prefill(&device, &config, progress)?,
+    };
+    if let Some(e) = write_error {
+        return Err(e);
+    }
+    let failed = report.rows.iter().filter(|r| r.error.is_some()).count();
+    if failed > 0 {
+        eprintln!("{failed} row(s) failed");
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)

@@ -1,0 +1,395 @@
+#!/usr/bin/env python3
+"""PyTorch anchors for `cuattn bench --family prefill`: the same shapes, timed the same way, with
+PyTorch's attention kernels, so cuattn's numbers sit next to known ones from the same card and run.
+
+Backends: scaled_dot_product_attention restricted to the flash backend (FlashAttention-2 inside
+PyTorch) and to the cuDNN backend, and FlexAttention compiled with torch.compile (causal through a
+block mask). Timing as in cuattn: CUDA events around each run, the L2 flushed before it (a memset
+of max(2 x L2, 256 MiB)), warm-up, the median of many runs; TFLOP/s count 4 * head_dim flops per
+visible (query, key) pair, so causal is about half of full. A backend that fails on a shape gets a
+row with its error and the run goes on. FlexAttention compiles once per shape, so it runs last,
+most relevant shapes first, within --budget-s; what the budget leaves out is recorded as skipped.
+
+Usage: python3 bench_anchors.py --json anchors.json [--quick] [--budget-s 150]
+       python3 bench_anchors.py --table bench.json anchors.json
+The first needs a CUDA GPU and PyTorch (2.5 or newer for enable_gqa and FlexAttention); the
+second prints cuattn's results (`cuattn bench --json`) next to the anchors, in TFLOP/s per shape.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+TOKENS = 16 * 1024  # batch * seqlen, FlashAttention's benchmark convention
+MODEL_DIM = 2048  # heads * head_dim of the MHA shapes
+SEQLENS = [512, 1024, 2048, 4096, 8192, 16384]
+HEAD_DIMS = [64, 128, 256]
+GQA = (32, 8, 128)  # heads, kv_heads, head_dim
+MIN_FLUSH_BYTES = 256 << 20
+BACKENDS = ["sdpa_flash", "sdpa_cudnn", "flex"]
+
+
+def mha(seqlen, head_dim, causal):
+    heads = MODEL_DIM // head_dim
+    return dict(batch=max(TOKENS // seqlen, 1), seqlen=seqlen, heads=heads, kv_heads=heads,
+                head_dim=head_dim, causal=causal)
+
+
+def gqa(seqlen, causal):
+    heads, kv_heads, head_dim = GQA
+    return dict(batch=max(TOKENS // seqlen, 1), seqlen=seqlen, heads=heads, kv_heads=kv_heads,
+                head_dim=head_dim, causal=causal)
+
+
+def prefill_shapes():
+    """The shapes of `cuattn bench --family prefill`, in its order."""
+    shapes = [mha(s, d, c) for d in HEAD_DIMS for c in (False, True) for s in SEQLENS]
+    shapes += [gqa(s, c) for c in (False, True) for s in SEQLENS]
+    return shapes
+
+
+def quick_shapes():
+    """The shapes of `cuattn bench --family prefill --quick` on a GPU."""
+    return [f(c) for c in (False, True)
+            for f in (lambda c: mha(2048, 64, c), lambda c: mha(2048, 128, c),
+                      lambda c: gqa(2048, c))]
+
+
+def label(shape):
+    return "b{batch} s{seqlen} h{heads}/{kv_heads} d{head_dim}".format(**shape)
+
+
+def visible_pairs(seqlen_q, seqlen_k, causal):
+    """(query, key) pairs of one sequence and head left by the mask; causal is aligned to the
+    bottom-right corner, as in cuattn: query i sees key j iff j <= i + seqlen_k - seqlen_q."""
+    if not causal:
+        return seqlen_q * seqlen_k
+    return sum(min(max(i + seqlen_k - seqlen_q + 1, 0), seqlen_k) for i in range(seqlen_q))
+
+
+def flops(shape):
+    pairs = visible_pairs(shape["seqlen"], shape["seqlen"], shape["causal"])
+    return 4.0 * pairs * shape["batch"] * shape["heads"] * shape["head_dim"]
+
+
+class Timer:
+    """CUDA events around each run, the L2 flushed (outside the events) before every run."""
+
+    def __init__(self, torch):
+        self.torch = torch
+        props = torch.cuda.get_device_properties(torch.cuda.current_device())
+        l2 = getattr(props, "L2_cache_size", 0) or 0
+        self.flush = torch.empty(max(2 * l2, MIN_FLUSH_BYTES), dtype=torch.uint8, device="cuda")
+
+    def time(self, fn, warmup, runs):
+        torch = self.torch
+        for _ in range(warmup):
+            self.flush.zero_()
+            fn()
+        events = []
+        for _ in range(runs):
+            self.flush.zero_()
+            start = torch.cuda.Event(enable_timing=True)
+            end = torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            events.append((start, end))
+        torch.cuda.synchronize()
+        return [start.elapsed_time(end) for start, end in events]
+
+
+class Budget:
+    """How many runs to time, as in cuattn: about target_ms of timed work, within bounds."""
+
+    def __init__(self, quick):
+        self.target_ms, self.min_runs, self.max_runs = (30.0, 3, 10) if quick else (150.0, 5, 100)
+
+    def plan(self, estimate_ms):
+        warmup = 3 if estimate_ms < 1.0 else 1
+        wanted = int(-(-self.target_ms // max(estimate_ms, 1e-3)))
+        return warmup, min(max(wanted, self.min_runs), self.max_runs)
+
+
+def measure(timer, budget, fn):
+    """(median ms, min ms, runs): one untimed run (lazy initialization), one to estimate, then
+    warm-up and timed runs."""
+    estimate = timer.time(fn, 1, 1)[0]
+    warmup, runs = budget.plan(estimate)
+    times = timer.time(fn, warmup, runs)
+    return statistics.median(times), min(times), len(times)
+
+
+class Inputs:
+    """Random bf16 q, k, v for one shape in FlashAttention's layout [batch, seqlen, heads,
+    head_dim], viewed as [batch, heads, seqlen, head_dim] (strided, last dim contiguous) for
+    PyTorch's attention, as an engine holding cuattn's layout would pass them."""
+
+    def __init__(self, torch, shape):
+        b, s, h, kvh, d = (shape[k] for k in ("batch", "seqlen", "heads", "kv_heads", "head_dim"))
+
+        def randn(heads):
+            return torch.randn(b, s, heads, d, dtype=torch.bfloat16, device="cuda").transpose(1, 2)
+
+        self.q, self.k, self.v = randn(h), randn(kvh), randn(kvh)
+        self.gqa = h != kvh
+
+
+def sdpa_fn(inputs, shape):
+    import torch.nn.functional as F
+    kwargs = {"is_causal": shape["causal"]}
+    if inputs.gqa:
+        kwargs["enable_gqa"] = True
+    return lambda: F.scaled_dot_product_attention(inputs.q, inputs.k, inputs.v, **kwargs)
+
+
+def sdpa_backend(name):
+    from torch.nn.attention import SDPBackend
+    return {"sdpa_flash": SDPBackend.FLASH_ATTENTION,
+            "sdpa_cudnn": SDPBackend.CUDNN_ATTENTION}[name]
+
+
+def causal_mask(b, h, q_idx, kv_idx):
+    """FlexAttention's mask_mod for causal attention (seqlen_q == seqlen_k here)."""
+    return q_idx >= kv_idx
+
+
+def raise_recompile_limits(torch):
+    """FlexAttention recompiles for every shape (dynamic=False); past Dynamo's recompile limit it
+    would fall back to eager, which materializes the scores. Raise the limits under every name
+    they have had."""
+    config = torch._dynamo.config
+    for name in ("recompile_limit", "cache_size_limit", "accumulated_recompile_limit",
+                 "accumulated_cache_size_limit"):
+        if hasattr(config, name):
+            try:
+                setattr(config, name, max(getattr(config, name), 1024))
+            except (AttributeError, TypeError, ValueError):
+                pass
+
+
+def flex_priority(shape):
+    """Order of the FlexAttention pass: head dim 128 (MHA, then GQA) first, then 64, then 256;
+    short sequences before long ones."""
+    rank = {(128, False): 0, (128, True): 1, (64, False): 2, (256, False): 3}
+    return rank.get((shape["head_dim"], shape["heads"] != shape["kv_heads"]), 4), shape["seqlen"]
+
+
+def row(backend, shape, **fields):
+    out = dict(backend=backend, shape=label(shape), batch=shape["batch"],
+               seqlen_q=shape["seqlen"], seqlen_k=shape["seqlen"], heads=shape["heads"],
+               kv_heads=shape["kv_heads"], head_dim=shape["head_dim"], causal=shape["causal"],
+               dtype="bf16", flops=flops(shape), ms=None, min_ms=None, runs=0, tflops=None,
+               error=None)
+    out.update(fields)
+    return out
+
+
+def timed_row(backend, shape, result, **extra):
+    ms, min_ms, runs = result
+    return row(backend, shape, ms=ms, min_ms=min_ms, runs=runs,
+               tflops=flops(shape) / (ms * 1e-3) / 1e12, **extra)
+
+
+def write_json(report, path):
+    """Rewrites the whole report (after every row, so a run cut short leaves what it measured)."""
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(report, f, indent=1)
+    os.replace(tmp, path)
+
+
+def error_text(e):
+    text = "{}: {}".format(type(e).__name__, e).strip()
+    return text.splitlines()[0][:300] if text else type(e).__name__
+
+
+def shape_key(r):
+    return (r["batch"], r["seqlen_q"], r["seqlen_k"], r["heads"], r["kv_heads"], r["head_dim"],
+            r["causal"])
+
+
+def cell(r):
+    """A row's TFLOP/s for the table, or why there is none."""
+    if r is None:
+        return "-"
+    if r.get("error"):
+        return "skip" if r["error"].startswith("skipped") else "err"
+    return "{:.1f}".format(r["tflops"])
+
+
+def table(ours_path, anchors_path):
+    """cuattn's rows (one column per kernel, with % of the mma.sync ceiling) next to the anchors
+    (one column per backend), TFLOP/s per shape, in cuattn's shape order."""
+    def load(path):
+        try:
+            with open(path) as f:
+                return json.load(f)
+        except (OSError, ValueError) as e:
+            print("{}: {}".format(path, e))
+            return {"rows": []}
+
+    ours, anchors = load(ours_path), load(anchors_path)
+    kernels = list(dict.fromkeys(r["kernel"] for r in ours["rows"]))
+    backends = [b for b in BACKENDS if any(r["backend"] == b for r in anchors["rows"])]
+    by_kernel = {(r["kernel"], shape_key(r)): r for r in ours["rows"]}
+    by_backend = {(r["backend"], shape_key(r)): r for r in anchors["rows"]}
+    keys = list(dict.fromkeys(shape_key(r) for r in ours["rows"] + anchors["rows"]))
+    labels = {shape_key(r): r["shape"] for r in ours["rows"] + anchors["rows"]}
+    ceiling = (ours.get("mma_ceiling") or {}).get("tflops")
+    lines = ["prefill {}, TFLOP/s; {}, commit {}; mma.sync ceiling {}".format(
+        ours.get("dtype", "bf16"), ours.get("device") or anchors.get("device"),
+        ours.get("commit") or anchors.get("commit") or "unknown",
+        "{:.1f} TFLOP/s".format(ceiling) if ceiling else "not measured")]
+    if ours.get("emulator"):
+        lines.append("cuattn ran on the emulator: its numbers are no performance numbers")
+    header = "{:<24} {:<6}".format("shape", "causal")
+    for k in kernels:
+        header += " {:>11} {:>5}".format(k[:11], "%mma")
+    for b in backends:
+        header += " {:>11}".format(b[:11])
+    lines.append(header)
+    for key in keys:
+        line = "{:<24} {:<6}".format(labels[key], "yes" if key[-1] else "no")
+        for k in kernels:
+            r = by_kernel.get((k, key))
+            pct = r.get("pct_of_mma_ceiling") if r and not r.get("error") else None
+            line += " {:>11} {:>5}".format(cell(r), "{:.0f}".format(pct) if pct else "-")
+        for b in backends:
+            line += " {:>11}".format(cell(by_backend.get((b, key))))
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", help="where to write the results")
+    parser.add_argument("--table", nargs=2, metavar=("BENCH_JSON", "ANCHORS_JSON"),
+                        help="print cuattn's results next to the anchors and exit")
+    parser.add_argument("--quick", action="store_true", help="the shapes of cuattn's --quick")
+    parser.add_argument("--budget-s", type=float, default=150.0,
+                        help="wall-clock seconds for the whole run; the FlexAttention pass "
+                             "stops when they are spent (default 150)")
+    parser.add_argument("--backends", default=",".join(BACKENDS),
+                        help="comma-separated subset of " + ",".join(BACKENDS))
+    args = parser.parse_args()
+    if args.table:
+        print(table(*args.table))
+        return 0
+    if not args.json:
+        parser.error("--json FILE is required to run the anchors")
+    started = time.monotonic()
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    unknown = [b for b in backends if b not in BACKENDS]
+    if unknown:
+        parser.error("unknown backend(s) {}; choose from {}".format(unknown, BACKENDS))
+
+    import torch
+    if not torch.cuda.is_available():
+        print("bench_anchors: no CUDA device", file=sys.stderr)
+        return 2
+    torch.manual_seed(0)
+    try:
+        import triton
+        triton_version = triton.__version__
+    except Exception:  # noqa: BLE001 - the version is informational
+        triton_version = None
+    report = {
+        "family": "prefill",
+        "device": torch.cuda.get_device_name(),
+        "torch": torch.__version__,
+        "triton": triton_version,
+        "cudnn": torch.backends.cudnn.version(),
+        "commit": os.environ.get("CUATTN_COMMIT") or None,
+        "dtype": "bf16",
+        "rows": [],
+    }
+    timer = Timer(torch)
+    report["l2_flush_bytes"] = timer.flush.numel()
+    budget = Budget(args.quick)
+    shapes = quick_shapes() if args.quick else prefill_shapes()
+
+    def add(r):
+        report["rows"].append(r)
+        if r["error"]:
+            print("{:<11} {:<24} {:<6} {}".format(r["backend"], r["shape"],
+                                                  "yes" if r["causal"] else "no", r["error"]))
+        else:
+            print("{:<11} {:<24} {:<6} {:>10.3f} {:>9.1f}".format(
+                r["backend"], r["shape"], "yes" if r["causal"] else "no", r["ms"], r["tflops"]))
+        sys.stdout.flush()
+        write_json(report, args.json)
+
+    print("anchors on {} (torch {}, triton {}, cuDNN {})".format(
+        report["device"], report["torch"], report["triton"], report["cudnn"]))
+    print("{:<11} {:<24} {:<6} {:>10} {:>9}".format("backend", "shape", "causal", "ms",
+                                                    "TFLOP/s"))
+    with torch.no_grad():
+        # SDPA: cheap to set up, every shape.
+        sdpa = [b for b in backends if b.startswith("sdpa_")]
+        if sdpa:
+            from torch.nn.attention import sdpa_kernel
+            for shape in shapes:
+                inputs = Inputs(torch, shape)
+                for name in sdpa:
+                    try:
+                        with sdpa_kernel([sdpa_backend(name)]):
+                            result = measure(timer, budget, sdpa_fn(inputs, shape))
+                        add(timed_row(name, shape, result))
+                    except Exception as e:  # noqa: BLE001 - a backend may refuse a shape
+                        add(row(name, shape, error=error_text(e)))
+                del inputs
+                torch.cuda.empty_cache()
+
+        # FlexAttention: one compilation per shape, so most relevant shapes first, on a budget.
+        if "flex" in backends:
+            flex, flex_error = None, None
+            try:
+                from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+                raise_recompile_limits(torch)
+                flex = torch.compile(flex_attention, dynamic=False)
+            except Exception as e:  # noqa: BLE001 - no FlexAttention in this PyTorch
+                flex_error = error_text(e)
+            for shape in sorted(shapes, key=flex_priority):
+                if flex is None:
+                    add(row("flex", shape, error=flex_error))
+                    continue
+                if time.monotonic() - started > args.budget_s:
+                    add(row("flex", shape, error="skipped: time budget of {:.0f} s spent".format(
+                        args.budget_s)))
+                    continue
+                try:
+                    inputs = Inputs(torch, shape)
+                    block_mask = None
+                    if shape["causal"]:
+                        block_mask = create_block_mask(causal_mask, B=None, H=None,
+                                                       Q_LEN=shape["seqlen"],
+                                                       KV_LEN=shape["seqlen"], device="cuda")
+                    kwargs = {"block_mask": block_mask}
+                    if inputs.gqa:
+                        kwargs["enable_gqa"] = True
+
+                    def run(inputs=inputs, kwargs=kwargs):
+                        return flex(inputs.q, inputs.k, inputs.v, **kwargs)
+
+                    compile_start = time.monotonic()
+                    run()
+                    torch.cuda.synchronize()
+                    compile_s = time.monotonic() - compile_start
+                    add(timed_row("flex", shape, measure(timer, budget, run),
+                                  compile_s=round(compile_s, 2)))
+                except Exception as e:  # noqa: BLE001 - a shape FlexAttention cannot compile
+                    add(row("flex", shape, error=error_text(e)))
+                finally:
+                    inputs = block_mask = None
+                    torch.cuda.empty_cache()
+    report["wall_s"] = round(time.monotonic() - started, 1)
+    write_json(report, args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

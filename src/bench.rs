@@ -1,0 +1,796 @@
+//! Benchmarks of the attention kernels (`cuattn bench`, `cargo bench`): the prefill family on
+//! FlashAttention's benchmark shapes, timed with CUDA events after an L2 flush, reported in
+//! TFLOP/s of unmasked score pairs and as a share of the card's mma.sync ceiling, measured in the
+//! same run by `csrc/kernels/bench_mma.cu`.
+//!
+//! On the emulator nothing is a performance number: only [`BenchConfig::quick`] runs there, one
+//! tiny shape once per kernel, to exercise the code paths.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Instant;
+
+use cudarc::driver::{sys, CudaSlice, CudaStream};
+use half::bf16;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::attention::{attention_into, AttentionOptions, Kernel};
+use crate::device::Device;
+use crate::error::{check_status, Error, Result};
+use crate::ffi;
+use crate::tensor::{contiguous_strides, Tensor};
+
+/// Tokens per benchmark batch: batch * seqlen (FlashAttention's benchmark convention).
+pub const TOKENS: usize = 16 * 1024;
+/// heads * head_dim of the MHA shapes (FlashAttention's convention).
+pub const MODEL_DIM: usize = 2048;
+/// Sequence lengths of the prefill shapes (seqlen_q == seqlen_k).
+pub const SEQLENS: [usize; 6] = [512, 1024, 2048, 4096, 8192, 16384];
+/// Head dims of the MHA shapes.
+pub const HEAD_DIMS: [usize; 3] = [64, 128, 256];
+/// The GQA shapes: (heads, kv_heads, head_dim), Llama-style 32 query heads over 8 KV heads.
+pub const GQA: (usize, usize, usize) = (32, 8, 128);
+/// Flops of one mma.sync m16n8k16: 2 * M * N * K.
+pub const MMA_FLOPS: u64 = 2 * 16 * 8 * 16;
+/// What every emulator time is labelled with.
+pub const EMULATOR_NOTE: &str = "emulator, not a performance number";
+/// The smallest L2 flush, in bytes; larger when twice the card's L2 is larger.
+pub const MIN_FLUSH_BYTES: usize = 256 << 20;
+
+/// bench_mma's iterations per warp on a GPU: a power of two, so the accumulators it writes are
+/// exact; 9e12 flops per launch on 132 SMs, long enough that launch overhead does not count.
+const MMA_GPU_ITERATIONS: i32 = 1 << 16;
+/// Timed runs of bench_mma, after two warm-up runs.
+const MMA_RUNS: usize = 10;
+const MMA_WARMUP: usize = 2;
+/// bench_mma on the emulator (to exercise it): one block, two iterations.
+const MMA_EMU_BLOCKS: i32 = 1;
+const MMA_EMU_ITERATIONS: i32 = 2;
+/// What each mma adds to each accumulator in bench_mma (16 products of 1.5 * 2), so that each
+/// thread writes 4 accumulators * chains * this * iterations (cuattn.h, "Benchmarks").
+const MMA_ADD_PER_MMA: f64 = 48.0;
+/// Seed of the random inputs.
+const INPUT_SEED: u64 = 0x5eed_be4c;
+
+/// One prefill problem: q, k, v of `seqlen` tokens, bf16, no window beyond the causal mask.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PrefillShape {
+    pub batch: usize,
+    pub seqlen: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub causal: bool,
+}
+
+impl PrefillShape {
+    /// FlashAttention's benchmark shape: batch * seqlen = [`TOKENS`], heads * head_dim =
+    /// [`MODEL_DIM`], MHA.
+    pub fn mha(seqlen: usize, head_dim: usize, causal: bool) -> PrefillShape {
+        PrefillShape {
+            batch: (TOKENS / seqlen).max(1),
+            seqlen,
+            heads: MODEL_DIM / head_dim,
+            kv_heads: MODEL_DIM / head_dim,
+            head_dim,
+            causal,
+        }
+    }
+
+    /// The GQA shape ([`GQA`]) with batch * seqlen = [`TOKENS`].
+    pub fn gqa(seqlen: usize, causal: bool) -> PrefillShape {
+        let (heads, kv_heads, head_dim) = GQA;
+        PrefillShape {
+            batch: (TOKENS / seqlen).max(1),
+            seqlen,
+            heads,
+            kv_heads,
+            head_dim,
+            causal,
+        }
+    }
+
+    /// `b8 s2048 h16/16 d128`: batch, sequence length, heads / KV heads, head dim.
+    pub fn label(&self) -> String {
+        format!(
+            "b{} s{} h{}/{} d{}",
+            self.batch, self.seqlen, self.heads, self.kv_heads, self.head_dim
+        )
+    }
+
+    pub fn options(&self) -> AttentionOptions {
+        AttentionOptions {
+            causal: self.causal,
+            ..Default::default()
+        }
+    }
+
+    /// q and out: [batch, seqlen, heads, head_dim].
+    pub fn q_shape(&self) -> [usize; 4] {
+        [self.batch, self.seqlen, self.heads, self.head_dim]
+    }
+
+    /// k and v: [batch, seqlen, kv_heads, head_dim].
+    pub fn kv_shape(&self) -> [usize; 4] {
+        [self.batch, self.seqlen, self.kv_heads, self.head_dim]
+    }
+
+    /// (query, key) pairs the mask leaves visible, over every sequence and head.
+    pub fn visible_pairs(&self) -> u64 {
+        let per_head = visible_pairs(self.seqlen, self.seqlen, self.options().effective_window());
+        per_head * (self.batch * self.heads) as u64
+    }
+
+    /// Flops counted for throughput: 4 * visible pairs * head_dim (2 for S = Q K^T, 2 for
+    /// O = P V); masked pairs count for nothing, so causal is about half of full.
+    pub fn flops(&self) -> f64 {
+        4.0 * self.visible_pairs() as f64 * self.head_dim as f64
+    }
+}
+
+/// (query, key) pairs of one sequence and head that the mask leaves visible, with the kernels'
+/// rule (bottom-right aligned): query i sees key j iff i + seqlen_k - seqlen_q - left <= j <= i +
+/// seqlen_k - seqlen_q + right, a negative bound being unbounded. Exact, one closed-form range
+/// per query row.
+pub fn visible_pairs(seqlen_q: usize, seqlen_k: usize, (left, right): (i32, i32)) -> u64 {
+    let (sq, sk) = (seqlen_q as i64, seqlen_k as i64);
+    (0..sq)
+        .map(|i| {
+            let diagonal = i + sk - sq;
+            let first = if left < 0 {
+                0
+            } else {
+                (diagonal - i64::from(left)).max(0)
+            };
+            let last = if right < 0 {
+                sk - 1
+            } else {
+                (diagonal + i64::from(right)).min(sk - 1)
+            };
+            (last - first + 1).max(0) as u64
+        })
+        .sum()
+}
+
+/// Every prefill shape of a full run: MHA at each head dim, causal and not, each sequence
+/// length; then GQA at each sequence length, causal and not.
+pub fn prefill_shapes() -> Vec<PrefillShape> {
+    let mut shapes = Vec::new();
+    for head_dim in HEAD_DIMS {
+        for causal in [false, true] {
+            for seqlen in SEQLENS {
+                shapes.push(PrefillShape::mha(seqlen, head_dim, causal));
+            }
+        }
+    }
+    for causal in [false, true] {
+        for seqlen in SEQLENS {
+            shapes.push(PrefillShape::gqa(seqlen, causal));
+        }
+    }
+    shapes
+}
+
+/// A GPU smoke run (`--quick`): seqlen 2k at head dims 64 and 128 and GQA, causal and not.
+pub fn quick_gpu_shapes() -> Vec<PrefillShape> {
+    let mut shapes = Vec::new();
+    for causal in [false, true] {
+        shapes.push(PrefillShape::mha(2048, 64, causal));
+        shapes.push(PrefillShape::mha(2048, 128, causal));
+        shapes.push(PrefillShape::gqa(2048, causal));
+    }
+    shapes
+}
+
+/// The one tiny shape the emulator runs: two sequences, GQA group 2, causal.
+pub fn emulator_shape() -> PrefillShape {
+    PrefillShape {
+        batch: 2,
+        seqlen: 128,
+        heads: 2,
+        kv_heads: 1,
+        head_dim: 64,
+        causal: true,
+    }
+}
+
+/// The shapes `run_prefill` times on `device` with or without `quick`.
+pub fn shapes_for(device: &Device, quick: bool) -> Vec<PrefillShape> {
+    match (device.is_cuda(), quick) {
+        (false, _) => vec![emulator_shape()],
+        (true, true) => quick_gpu_shapes(),
+        (true, false) => prefill_shapes(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Timing.
+// ---------------------------------------------------------------------------------------------
+
+/// Times runs on one device: on a GPU each run sits between two CUDA events and follows a flush
+/// of the L2 cache (a memset of a buffer at least twice its size, outside the events), so every
+/// run starts cold, as a layer's attention does in a model; on the emulator, the wall clock.
+pub struct Timer {
+    inner: TimerKind,
+}
+
+enum TimerKind {
+    Cuda {
+        stream: Arc<CudaStream>,
+        flush: CudaSlice<u8>,
+    },
+    Emulator,
+}
+
+impl Timer {
+    pub fn new(device: &Device) -> Result<Timer> {
+        let inner = match device {
+            Device::Cuda(stream) => {
+                let l2 = stream
+                    .context()
+                    .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE)?;
+                let bytes = (2 * l2.max(0) as usize).max(MIN_FLUSH_BYTES);
+                TimerKind::Cuda {
+                    flush: stream.alloc_zeros::<u8>(bytes)?,
+                    stream: stream.clone(),
+                }
+            }
+            Device::Emulator => TimerKind::Emulator,
+        };
+        Ok(Timer { inner })
+    }
+
+    /// Bytes written between runs to flush the L2 (0 on the emulator).
+    pub fn flush_bytes(&self) -> usize {
+        match &self.inner {
+            TimerKind::Cuda { flush, .. } => flush.len(),
+            TimerKind::Emulator => 0,
+        }
+    }
+
+    /// Runs `run` `warmup` times untimed, then `runs` times timed; returns each timed run's
+    /// milliseconds. `run` must only enqueue work on the device's stream.
+    pub fn time(
+        &mut self,
+        warmup: usize,
+        runs: usize,
+        mut run: impl FnMut() -> Result<()>,
+    ) -> Result<Vec<f64>> {
+        match &mut self.inner {
+            TimerKind::Cuda { stream, flush } => {
+                let timing = Some(sys::CUevent_flags::CU_EVENT_DEFAULT);
+                for _ in 0..warmup {
+                    stream.memset_zeros(flush)?;
+                    run()?;
+                }
+                let mut events = Vec::with_capacity(runs);
+                for _ in 0..runs {
+                    stream.memset_zeros(flush)?;
+                    let start = stream.record_event(timing)?;
+                    run()?;
+                    let end = stream.record_event(timing)?;
+                    events.push((start, end));
+                }
+                events
+                    .iter()
+                    .map(|(start, end)| Ok(f64::from(start.elapsed_ms(end)?)))
+                    .collect()
+            }
+            TimerKind::Emulator => {
+                for _ in 0..warmup {
+                    run()?;
+                }
+                (0..runs)
+                    .map(|_| {
+                        let start = Instant::now();
+                        run()?;
+                        Ok(start.elapsed().as_secs_f64() * 1e3)
+                    })
+                    .collect()
+            }
+        }
+    }
+}
+
+/// How many runs to time: enough for about `target_ms` of timed work, within [min, max].
+#[derive(Clone, Copy, Debug)]
+struct RunBudget {
+    target_ms: f64,
+    min_runs: usize,
+    max_runs: usize,
+}
+
+impl RunBudget {
+    fn new(quick: bool) -> RunBudget {
+        if quick {
+            RunBudget {
+                target_ms: 30.0,
+                min_runs: 3,
+                max_runs: 10,
+            }
+        } else {
+            RunBudget {
+                target_ms: 150.0,
+                min_runs: 5,
+                max_runs: 100,
+            }
+        }
+    }
+
+    /// (warm-up runs, timed runs) for a run estimated at `estimate_ms`. Short runs warm up
+    /// longer (clocks, caches of the launch path); long runs are timed fewer times.
+    fn plan(&self, estimate_ms: f64) -> (usize, usize) {
+        let warmup = if estimate_ms < 1.0 { 3 } else { 1 };
+        let wanted = (self.target_ms / estimate_ms.max(1e-3)).ceil() as usize;
+        (warmup, wanted.clamp(self.min_runs, self.max_runs))
+    }
+}
+
+/// The median of `times` (the mean of the two middle ones for an even count).
+pub fn median(times: &[f64]) -> f64 {
+    let mut sorted = times.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let n = sorted.len();
+    match n {
+        0 => f64::NAN,
+        _ if n % 2 == 1 => sorted[n / 2],
+        _ => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The mma.sync ceiling.
+// ---------------------------------------------------------------------------------------------
+
+/// What bench_mma measured: the bf16 mma.sync throughput no kernel built on mma.sync can pass.
+#[derive(Clone, Copy, Debug)]
+pub struct MmaCeiling {
+    pub tflops: f64,
+    /// Median milliseconds of one launch.
+    pub ms: f64,
+    pub blocks: i32,
+    pub iterations: i32,
+    pub flops: f64,
+}
+
+/// Threads per block of bench_mma.
+const MMA_BLOCK_THREADS: usize = ffi::CUATTN_BENCH_MMA_BLOCK_THREADS as usize;
+
+/// Flops of one bench_mma launch of `blocks` blocks and `iterations` iterations.
+pub fn bench_mma_flops(blocks: i32, iterations: i32) -> f64 {
+    let warps = blocks as f64 * (MMA_BLOCK_THREADS / 32) as f64;
+    let mmas = warps * iterations as f64 * f64::from(ffi::CUATTN_BENCH_MMA_CHAINS);
+    mmas * MMA_FLOPS as f64
+}
+
+/// What every thread of bench_mma writes after `iterations` iterations (cuattn.h).
+pub fn bench_mma_expected(iterations: i32) -> f64 {
+    let accumulators = 4.0 * f64::from(ffi::CUATTN_BENCH_MMA_CHAINS);
+    accumulators * MMA_ADD_PER_MMA * f64::from(iterations)
+}
+
+/// Launches bench_mma on `out`'s device (float [blocks * threads per block]); does not wait.
+pub fn launch_bench_mma(out: &Tensor<f32>, blocks: i32, iterations: i32) -> Result<()> {
+    let needed = blocks.max(0) as usize * MMA_BLOCK_THREADS;
+    if out.numel() < needed || out.strides().last().is_some_and(|&s| s != 1) {
+        return Err(Error::invalid(
+            "out",
+            format!(
+                "shape {:?}, strides {:?}: bench_mma with {blocks} blocks needs {needed} \
+                 contiguous floats",
+                out.shape(),
+                out.strides()
+            ),
+        ));
+    }
+    let (ptr, _guard) = out.kernel_ptr();
+    let status = match out.device() {
+        // SAFETY: out is a registered host buffer of at least `needed` floats (checked above),
+        // alive for this synchronous call.
+        Device::Emulator => unsafe {
+            ffi::cuattn_emu_launch_bench_mma(ptr.cast(), blocks, iterations, std::ptr::null_mut())
+        },
+        Device::Cuda(stream) => cuda_launch_bench_mma(stream, ptr.cast(), blocks, iterations)?,
+    };
+    check_status(status)
+}
+
+#[cfg(cuattn_cuda)]
+fn cuda_launch_bench_mma(
+    stream: &Arc<CudaStream>,
+    out: *mut f32,
+    blocks: i32,
+    iterations: i32,
+) -> Result<ffi::cuattn_status> {
+    // The static CUDA runtime behind the launcher uses the current context: make it cudarc's.
+    stream.context().bind_to_thread()?;
+    // SAFETY: out points to a device buffer of at least blocks * threads floats in this context
+    // (checked by the caller), kept alive by the caller's guard until the stream is done with it.
+    Ok(unsafe { ffi::cuattn_launch_bench_mma(out, blocks, iterations, stream.cu_stream().cast()) })
+}
+
+#[cfg(not(cuattn_cuda))]
+fn cuda_launch_bench_mma(
+    _stream: &Arc<CudaStream>,
+    _out: *mut f32,
+    _blocks: i32,
+    _iterations: i32,
+) -> Result<ffi::cuattn_status> {
+    Err(Error::Unsupported(
+        "bench_mma on a GPU: this build of cuattn has no CUDA kernels (nvcc was not found when \
+         it was built; see scripts/install-cuda-toolchain.sh)"
+            .into(),
+    ))
+}
+
+/// Measures the mma.sync ceiling: bench_mma over `blocks per SM` * SMs blocks (one full wave),
+/// median of several launches; then checks every thread wrote the value that proves all its
+/// mmas ran. On the emulator one tiny launch, once.
+pub fn measure_mma_ceiling(device: &Device, timer: &mut Timer) -> Result<MmaCeiling> {
+    let (blocks, iterations, warmup, runs) = match device {
+        Device::Cuda(stream) => {
+            let sms = stream
+                .context()
+                .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?;
+            let blocks = sms * ffi::CUATTN_BENCH_MMA_BLOCKS_PER_SM as i32;
+            (blocks, MMA_GPU_ITERATIONS, MMA_WARMUP, MMA_RUNS)
+        }
+        Device::Emulator => (MMA_EMU_BLOCKS, MMA_EMU_ITERATIONS, 0, 1),
+    };
+    let out = Tensor::<f32>::full(device, &[blocks as usize * MMA_BLOCK_THREADS], f32::NAN)?;
+    let times = timer.time(warmup, runs, || launch_bench_mma(&out, blocks, iterations))?;
+    let expected = bench_mma_expected(iterations);
+    let written = out.to_host()?;
+    if let Some((thread, value)) = written
+        .iter()
+        .enumerate()
+        .find(|(_, &v)| v.is_nan() || (f64::from(v) - expected).abs() > 1e-6 * expected)
+    {
+        return Err(Error::Internal(format!(
+            "bench_mma: thread {thread} wrote {value}, expected {expected}: not every mma ran, \
+             so the ceiling would be wrong"
+        )));
+    }
+    let ms = median(&times);
+    let flops = bench_mma_flops(blocks, iterations);
+    Ok(MmaCeiling {
+        tflops: flops / (ms * 1e-3) / 1e12,
+        ms,
+        blocks,
+        iterations,
+        flops,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Prefill.
+// ---------------------------------------------------------------------------------------------
+
+/// Random bf16 q, k, v and an output buffer, sized for the largest of a set of shapes; each shape
+/// runs on contiguous views of their beginnings, so one upload serves every shape.
+pub struct PrefillInputs {
+    q: Tensor<bf16>,
+    k: Tensor<bf16>,
+    v: Tensor<bf16>,
+    out: Tensor<bf16>,
+}
+
+impl PrefillInputs {
+    pub fn new(device: &Device, shapes: &[PrefillShape]) -> Result<PrefillInputs> {
+        let q_len = shapes.iter().map(|s| s.q_shape().iter().product()).max();
+        let kv_len = shapes.iter().map(|s| s.kv_shape().iter().product()).max();
+        let (q_len, kv_len): (usize, usize) = (q_len.unwrap_or(0), kv_len.unwrap_or(0));
+        let mut rng = StdRng::seed_from_u64(INPUT_SEED);
+        let mut random = |len: usize| -> Result<Tensor<bf16>> {
+            let data: Vec<bf16> = (0..len)
+                .map(|_| bf16::from_f32(rng.random_range(-1.0..1.0)))
+                .collect();
+            Tensor::from_host(device, &data, &[len])
+        };
+        Ok(PrefillInputs {
+            q: random(q_len)?,
+            k: random(kv_len)?,
+            v: random(kv_len)?,
+            out: Tensor::zeros(device, &[q_len])?,
+        })
+    }
+
+    /// q, k, v, out viewed as `shape`.
+    pub fn views(&self, shape: &PrefillShape) -> Result<[Tensor<bf16>; 4]> {
+        let view =
+            |t: &Tensor<bf16>, dims: [usize; 4]| t.view(0, &dims, &contiguous_strides(&dims));
+        Ok([
+            view(&self.q, shape.q_shape())?,
+            view(&self.k, shape.kv_shape())?,
+            view(&self.v, shape.kv_shape())?,
+            view(&self.out, shape.q_shape())?,
+        ])
+    }
+}
+
+/// Launches `kernel` once on views made by [`PrefillInputs::views`]; does not wait.
+pub fn launch_prefill(
+    kernel: Kernel,
+    [q, k, v, out]: &[Tensor<bf16>; 4],
+    shape: &PrefillShape,
+) -> Result<()> {
+    attention_into(kernel, q, k, v, out, None, &shape.options())
+}
+
+/// One kernel on one shape.
+#[derive(Clone, Debug)]
+pub struct BenchRow {
+    pub kernel: &'static str,
+    pub shape: PrefillShape,
+    /// Median milliseconds of the timed runs (NaN after an error).
+    pub ms: f64,
+    pub min_ms: f64,
+    pub runs: usize,
+    pub tflops: f64,
+    /// `tflops` as a percentage of the mma.sync ceiling.
+    pub pct_of_ceiling: f64,
+    /// Why the kernel could not run this shape.
+    pub error: Option<String>,
+}
+
+/// What to benchmark.
+#[derive(Clone, Debug)]
+pub struct BenchConfig {
+    /// Kernels to time, each on every shape.
+    pub kernels: Vec<Kernel>,
+    /// GPU: a few shapes, fewer runs. Emulator: required; one tiny shape once per kernel.
+    pub quick: bool,
+    /// The commit benchmarked, recorded in the report (the CLI takes it from `CUATTN_COMMIT`).
+    pub commit: Option<String>,
+}
+
+/// A whole benchmark run.
+#[derive(Clone, Debug)]
+pub struct BenchReport {
+    pub family: &'static str,
+    pub device: String,
+    pub emulator: bool,
+    pub quick: bool,
+    pub commit: Option<String>,
+    pub ceiling: MmaCeiling,
+    pub l2_flush_bytes: usize,
+    pub rows: Vec<BenchRow>,
+}
+
+/// The prefill benchmark on `device`: the mma ceiling first, then every kernel on every shape of
+/// [`shapes_for`]. Calls `progress` with the report so far after the ceiling and after each row
+/// (for tables printed as they go and files that survive a timeout). A kernel that cannot run a
+/// shape gives a row with its error; the run goes on. On the emulator it refuses to run unless
+/// `config.quick`.
+pub fn run_prefill(
+    device: &Device,
+    config: &BenchConfig,
+    mut progress: impl FnMut(&BenchReport),
+) -> Result<BenchReport> {
+    if !device.is_cuda() && !config.quick {
+        return Err(Error::invalid(
+            "device",
+            "the emulator: its times are no performance numbers, so the prefill benchmark needs \
+             a GPU (--device gpu); with --quick it runs one tiny shape once per kernel on the \
+             emulator, only to exercise the code",
+        ));
+    }
+    if config.kernels.is_empty() {
+        return Err(Error::invalid("kernels", "empty: name at least one kernel"));
+    }
+    let shapes = shapes_for(device, config.quick);
+    let mut timer = Timer::new(device)?;
+    let ceiling = measure_mma_ceiling(device, &mut timer)?;
+    let mut report = BenchReport {
+        family: "prefill",
+        device: device.name(),
+        emulator: !device.is_cuda(),
+        quick: config.quick,
+        commit: config.commit.clone(),
+        ceiling,
+        l2_flush_bytes: timer.flush_bytes(),
+        rows: Vec::new(),
+    };
+    progress(&report);
+    let inputs = PrefillInputs::new(device, &shapes)?;
+    let budget = RunBudget::new(config.quick);
+    for &kernel in &config.kernels {
+        for shape in &shapes {
+            let row = match time_prefill(&mut timer, &inputs, kernel, shape, device, budget) {
+                Ok(times) => BenchRow::new(kernel, *shape, &times, &ceiling),
+                Err(e) => BenchRow::failed(kernel, *shape, e),
+            };
+            report.rows.push(row);
+            progress(&report);
+        }
+    }
+    Ok(report)
+}
+
+/// Milliseconds of each timed run of `kernel` on `shape`. On a GPU an untimed first run (module
+/// loading, shared-memory attributes) and a timed second one, which sets the warm-up and run
+/// counts; on the emulator one run.
+fn time_prefill(
+    timer: &mut Timer,
+    inputs: &PrefillInputs,
+    kernel: Kernel,
+    shape: &PrefillShape,
+    device: &Device,
+    budget: RunBudget,
+) -> Result<Vec<f64>> {
+    let views = inputs.views(shape)?;
+    let mut run = || launch_prefill(kernel, &views, shape);
+    if !device.is_cuda() {
+        return timer.time(0, 1, run);
+    }
+    let estimate = timer.time(1, 1, &mut run)?[0];
+    let (warmup, runs) = budget.plan(estimate);
+    timer.time(warmup, runs, run)
+}
+
+impl BenchRow {
+    fn new(kernel: Kernel, shape: PrefillShape, times: &[f64], ceiling: &MmaCeiling) -> BenchRow {
+        let ms = median(times);
+        let tflops = shape.flops() / (ms * 1e-3) / 1e12;
+        BenchRow {
+            kernel: kernel.name(),
+            shape,
+            ms,
+            min_ms: times.iter().copied().fold(f64::INFINITY, f64::min),
+            runs: times.len(),
+            tflops,
+            pct_of_ceiling: 100.0 * tflops / ceiling.tflops,
+            error: None,
+        }
+    }
+
+    fn failed(kernel: Kernel, shape: PrefillShape, error: Error) -> BenchRow {
+        BenchRow {
+            kernel: kernel.name(),
+            shape,
+            ms: f64::NAN,
+            min_ms: f64::NAN,
+            runs: 0,
+            tflops: f64::NAN,
+            pct_of_ceiling: f64::NAN,
+            error: Some(error.to_string()),
+        }
+    }
+
+    fn to_json(&self) -> String {
+        let s = &self.shape;
+        format!(
+            "{{\"kernel\":{},\"shape\":{},\"batch\":{},\"seqlen_q\":{},\"seqlen_k\":{},\
+             \"heads\":{},\"kv_heads\":{},\"head_dim\":{},\"causal\":{},\"dtype\":\"bf16\",\
+             \"visible_pairs\":{},\"flops\":{},\"ms\":{},\"min_ms\":{},\"runs\":{},\"tflops\":{},\
+             \"pct_of_mma_ceiling\":{},\"error\":{}}}",
+            json_string(self.kernel),
+            json_string(&s.label()),
+            s.batch,
+            s.seqlen,
+            s.seqlen,
+            s.heads,
+            s.kv_heads,
+            s.head_dim,
+            s.causal,
+            s.visible_pairs(),
+            json_number(s.flops()),
+            json_number(self.ms),
+            json_number(self.min_ms),
+            self.runs,
+            json_number(self.tflops),
+            json_number(self.pct_of_ceiling),
+            self.error.as_deref().map_or("null".into(), json_string),
+        )
+    }
+}
+
+/// The table's column titles, aligned with [`BenchRow`]'s `Display`.
+pub fn table_header() -> String {
+    format!(
+        "{:<12} {:<24} {:<6} {:>10} {:>9} {:>7}",
+        "kernel", "shape", "causal", "ms", "TFLOP/s", "% mma"
+    )
+}
+
+impl fmt::Display for BenchRow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let causal = if self.shape.causal { "yes" } else { "no" };
+        write!(
+            f,
+            "{:<12} {:<24} {:<6} ",
+            self.kernel,
+            self.shape.label(),
+            causal
+        )?;
+        match &self.error {
+            Some(e) => write!(f, "error: {e}"),
+            None => write!(
+                f,
+                "{:>10.3} {:>9.1} {:>6.1}%",
+                self.ms, self.tflops, self.pct_of_ceiling
+            ),
+        }
+    }
+}
+
+impl fmt::Display for MmaCeiling {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "mma.sync bf16 ceiling: {:.1} TFLOP/s ({} blocks x {} threads, {} iterations of {} \
+             chains, {:.3} ms)",
+            self.tflops,
+            self.blocks,
+            MMA_BLOCK_THREADS,
+            self.iterations,
+            ffi::CUATTN_BENCH_MMA_CHAINS,
+            self.ms
+        )
+    }
+}
+
+impl BenchReport {
+    /// One JSON object: device, commit, the ceiling, and one object per row.
+    pub fn to_json(&self) -> String {
+        let rows: Vec<String> = self
+            .rows
+            .iter()
+            .map(|r| format!("    {}", r.to_json()))
+            .collect();
+        format!(
+            "{{\n  \"family\": {},\n  \"device\": {},\n  \"emulator\": {},\n  \"note\": {},\n  \
+             \"quick\": {},\n  \"commit\": {},\n  \"dtype\": \"bf16\",\n  \"l2_flush_bytes\": {},\n  \
+             \"mma_ceiling\": {{\"tflops\": {}, \"ms\": {}, \"blocks\": {}, \"threads_per_block\": \
+             {}, \"iterations\": {}, \"chains\": {}, \"flops\": {}}},\n  \"rows\": [\n{}\n  ]\n}}\n",
+            json_string(self.family),
+            json_string(&self.device),
+            self.emulator,
+            if self.emulator {
+                json_string(EMULATOR_NOTE)
+            } else {
+                "null".into()
+            },
+            self.quick,
+            self.commit.as_deref().map_or("null".into(), json_string),
+            self.l2_flush_bytes,
+            json_number(self.ceiling.tflops),
+            json_number(self.ceiling.ms),
+            self.ceiling.blocks,
+            MMA_BLOCK_THREADS,
+            self.ceiling.iterations,
+            ffi::CUATTN_BENCH_MMA_CHAINS,
+            json_number(self.ceiling.flops),
+            rows.join(",\n")
+        )
+    }
+}
+
+/// A JSON string literal.
+fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// A JSON number, or null for NaN and infinities (which JSON cannot hold).
+fn json_number(x: f64) -> String {
+    if x.is_finite() {
+        format!("{x}")
+    } else {
+        "null".into()
+    }
+}
