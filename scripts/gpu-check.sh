@@ -50,23 +50,25 @@ for line in sys.stdin:
 }
 
 device() {
-  local here out status=0
+  local here final out status=0
   here=$(cd "$(dirname "$0")" && pwd)
-  out=${OUT:-$here/out}
-  mkdir -p "$out"
+  # At most 8 files come back from $OUT: logs go to a scratch folder and return as one archive.
+  final=${OUT:-$here/out}
+  out=$(mktemp -d)
+  mkdir -p "$final"
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv > "$out/gpu.txt" 2>&1 || true
   "$here/bin/cuattn" info > "$out/info.txt" 2>&1 || status=1
   local summary="$out/summary.txt"
   echo "commit $(cat "$here/commit")  $(tail -n 1 "$out/gpu.txt")" > "$summary"
   for t in "${GPU_TESTS[@]}"; do
-    if timeout 180 "$here/bin/$t" --nocapture --test-threads=1 > "$out/test-$t.log" 2>&1; then
+    if timeout 120 "$here/bin/$t" --nocapture --test-threads=1 > "$out/test-$t.log" 2>&1; then
       echo "test $t: ok  ($(grep -E '^test result' "$out/test-$t.log" | tail -n 1))" >> "$summary"
     else
       echo "test $t: FAILED (see test-$t.log)" >> "$summary"
       status=1
     fi
   done
-  if timeout 180 "$here/bin/cuattn" check --device gpu > "$out/check.txt" 2>&1; then
+  if timeout 120 "$here/bin/cuattn" check --device gpu > "$out/check.txt" 2>&1; then
     echo "check: $(tail -n 1 "$out/check.txt")" >> "$summary"
   else
     echo "check: FAILED ($(tail -n 1 "$out/check.txt"))" >> "$summary"
@@ -92,6 +94,9 @@ device() {
   python3 "$here/bench_anchors.py" --table "$out/bench.json" "$out/anchors.json" >> "$summary" \
     2>&1 || true
   cat "$summary"
+  cp "$summary" "$out/check.txt" "$final/"
+  cp "$out"/*.json "$final/" 2>/dev/null || true
+  tar czf "$final/logs.tgz" -C "$out" .
   return $status
 }
 
