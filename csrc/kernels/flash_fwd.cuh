@@ -7,8 +7,8 @@
 // ldmatrix.trans; the online softmax stays in registers in base 2 and P is reused from the S
 // accumulators as the A operand. Tiles no row of the CTA can see are never loaded; the element
 // mask runs only on tiles that straddle a mask boundary. O leaves through shared memory in 16-byte
-// stores. Gained over attention_mma_simple: load/compute overlap, bigger CTAs (K/V reused by up
-// to 128 query rows), no masking work on interior tiles, vector stores.
+// stores. Gained over attention_mma_simple: load/compute overlap, fragment loads batched ahead
+// of their mmas, several CTAs per SM, no masking work on interior tiles, vector stores.
 #pragma once
 
 #include "arch/cp_async.cuh"
@@ -30,23 +30,24 @@ namespace flash_fwd {
 constexpr int kWarpSize = 32;
 constexpr int kStages = 2;  // K/V tiles in flight: one being used, one landing
 
-// The traits table: tile shapes per head-dim tile, each row with its reason.
+// The traits table: tile shapes per head-dim tile, each row with its reason. Four warps (64 query
+// rows) per CTA everywhere: at up to 255 registers a lane, two or more CTAs fit on an SM, so one
+// CTA's barrier never idles the whole SM.
 template <int kHeadDim>
 struct Shape;
-// hd64-128: 8 warps x 16 rows = 128 query rows share each K/V tile; S is 16 x 64 per warp.
+// hd64-192: S is 16 x 64 per warp; shared memory 40-120 KiB.
 template <>
 struct Shape<64> {
-  static constexpr int kWarps = 8, kBlockN = 64;
+  static constexpr int kWarps = 4, kBlockN = 64;
 };
 template <>
 struct Shape<96> {
-  static constexpr int kWarps = 8, kBlockN = 64;
+  static constexpr int kWarps = 4, kBlockN = 64;
 };
 template <>
 struct Shape<128> {
-  static constexpr int kWarps = 8, kBlockN = 64;
+  static constexpr int kWarps = 4, kBlockN = 64;
 };
-// hd192: 4 warps keep shared memory at 120 KiB (Q 24 KiB + 2 stages x K,V 24 KiB each).
 template <>
 struct Shape<192> {
   static constexpr int kWarps = 4, kBlockN = 64;
@@ -153,20 +154,23 @@ __global__ void __launch_bounds__(Traits<kHeadDim>::kThreads)
     cp_async_wait_group<kStages - 1>();  // this tile's group has landed; the next may be flying
     __syncthreads();
 
-    // S = Q K^T: [16 x kBlockN] per warp, as kScoreBlocks n8 accumulators.
+    // S = Q K^T: [16 x kBlockN] per warp, as kScoreBlocks n8 accumulators. Each k16 step loads
+    // all its fragments before its mmas, so the loads' latency overlaps.
     float s[Tr::kScoreBlocks][kMmaCRegs] = {};
     for (int k16 = 0; k16 < kHeadDim / kMmaK; ++k16) {
       // A: Q rows warp*16 + lane%16, columns 16*k16 + 8*(lane/16).
       uint32_t a[kMmaARegs];
       ldmatrix_x4(a, QTile::chunk_ptr(sQ, warp * kMmaM + lane % 16, 2 * k16 + lane / 16));
+      // B for two n8 blocks per ldmatrix: key rows 8*n8 + lane%8 (+8 for lanes 16-31), columns
+      // 16*k16 + 8*((lane/8)%2); registers {0,1} feed block n8 and {2,3} block n8+1.
+      uint32_t b[Tr::kScoreBlocks / 2][4];
       for (int n8 = 0; n8 < Tr::kScoreBlocks; n8 += 2) {
-        // B for two n8 blocks at once: key rows 8*n8 + lane%8 (+8 for lanes 16-31), columns
-        // 16*k16 + 8*((lane/8)%2); registers {0,1} feed block n8 and {2,3} block n8+1.
-        uint32_t b[4];
-        ldmatrix_x4(b, KVTile::chunk_ptr(sK(stage), (n8 + lane / 16) * kMmaN + lane % 8,
-                                         2 * k16 + (lane / 8) % 2));
-        const uint32_t b0[kMmaBRegs] = {b[0], b[1]};
-        const uint32_t b1[kMmaBRegs] = {b[2], b[3]};
+        ldmatrix_x4(b[n8 / 2], KVTile::chunk_ptr(sK(stage), (n8 + lane / 16) * kMmaN + lane % 8,
+                                                 2 * k16 + (lane / 8) % 2));
+      }
+      for (int n8 = 0; n8 < Tr::kScoreBlocks; n8 += 2) {
+        const uint32_t b0[kMmaBRegs] = {b[n8 / 2][0], b[n8 / 2][1]};
+        const uint32_t b1[kMmaBRegs] = {b[n8 / 2][2], b[n8 / 2][3]};
         mma_m16n8k16<T>(s[n8], a, b0, s[n8]);
         mma_m16n8k16<T>(s[n8 + 1], a, b1, s[n8 + 1]);
       }
@@ -215,15 +219,22 @@ __global__ void __launch_bounds__(Traits<kHeadDim>::kThreads)
       const float* hi = s[2 * k16 + 1];
       const uint32_t a[kMmaARegs] = {pack2<T>(lo[0], lo[1]), pack2<T>(lo[2], lo[3]),
                                      pack2<T>(hi[0], hi[1]), pack2<T>(hi[2], hi[3])};
-      for (int d8 = 0; d8 < Tr::kOutBlocks; d8 += 2) {
-        // B = V [keys 16*k16 + lane%16][columns 8*(d8 + lane/16)..], stored [key][d]: .trans;
-        // registers {0,1} feed block d8 and {2,3} block d8+1.
-        uint32_t b[4];
-        ldmatrix_x4_trans(b, KVTile::chunk_ptr(sV(stage), k16 * kMmaK + lane % 16, d8 + lane / 16));
-        const uint32_t b0[kMmaBRegs] = {b[0], b[1]};
-        const uint32_t b1[kMmaBRegs] = {b[2], b[3]};
-        mma_m16n8k16<T>(acc[d8], a, b0, acc[d8]);
-        mma_m16n8k16<T>(acc[d8 + 1], a, b1, acc[d8 + 1]);
+      // B = V [keys 16*k16 + lane%16][columns 8*(d8 + lane/16)..], stored [key][d]: .trans;
+      // registers {0,1} feed block d8 and {2,3} block d8+1. Loaded kVBatch pairs at a time.
+      constexpr int kVBatch = Tr::kOutBlocks % 8 == 0 ? 4 : 2;
+      static_assert(Tr::kOutBlocks % (2 * kVBatch) == 0, "V fragments come in whole batches");
+      for (int d8 = 0; d8 < Tr::kOutBlocks; d8 += 2 * kVBatch) {
+        uint32_t b[kVBatch][4];
+        for (int j = 0; j < kVBatch; ++j) {
+          ldmatrix_x4_trans(b[j], KVTile::chunk_ptr(sV(stage), k16 * kMmaK + lane % 16,
+                                                    d8 + 2 * j + lane / 16));
+        }
+        for (int j = 0; j < kVBatch; ++j) {
+          const uint32_t b0[kMmaBRegs] = {b[j][0], b[j][1]};
+          const uint32_t b1[kMmaBRegs] = {b[j][2], b[j][3]};
+          mma_m16n8k16<T>(acc[d8 + 2 * j], a, b0, acc[d8 + 2 * j]);
+          mma_m16n8k16<T>(acc[d8 + 2 * j + 1], a, b1, acc[d8 + 2 * j + 1]);
+        }
       }
     }
     __syncthreads();  // every warp is done with this stage before it is refilled
