@@ -47,6 +47,7 @@ __device__ __forceinline__ void load_tile_async(void* smem, const T* gmem, int64
   using Tile = SmemTile<kRows, kCols>;
   static_assert(sizeof(T) == 2, "tiles hold 16-bit elements");
   constexpr int kChunks = kRows * Tile::kChunksPerRow;
+#pragma unroll
   for (int i = threadIdx.x; i < kChunks; i += kThreads) {
     const int row = i / Tile::kChunksPerRow;
     const int chunk = i % Tile::kChunksPerRow;

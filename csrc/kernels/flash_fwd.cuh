@@ -157,6 +157,7 @@ __global__ void __launch_bounds__(Traits<kHeadDim>::kThreads)
     // S = Q K^T: [16 x kBlockN] per warp, as kScoreBlocks n8 accumulators. Each k16 step loads
     // all its fragments before its mmas, so the loads' latency overlaps.
     float s[Tr::kScoreBlocks][kMmaCRegs] = {};
+    #pragma unroll
     for (int k16 = 0; k16 < kHeadDim / kMmaK; ++k16) {
       // A: Q rows warp*16 + lane%16, columns 16*k16 + 8*(lane/16).
       uint32_t a[kMmaARegs];
@@ -164,10 +165,12 @@ __global__ void __launch_bounds__(Traits<kHeadDim>::kThreads)
       // B for two n8 blocks per ldmatrix: key rows 8*n8 + lane%8 (+8 for lanes 16-31), columns
       // 16*k16 + 8*((lane/8)%2); registers {0,1} feed block n8 and {2,3} block n8+1.
       uint32_t b[Tr::kScoreBlocks / 2][4];
+      #pragma unroll
       for (int n8 = 0; n8 < Tr::kScoreBlocks; n8 += 2) {
         ldmatrix_x4(b[n8 / 2], KVTile::chunk_ptr(sK(stage), (n8 + lane / 16) * kMmaN + lane % 8,
                                                  2 * k16 + (lane / 8) % 2));
       }
+      #pragma unroll
       for (int n8 = 0; n8 < Tr::kScoreBlocks; n8 += 2) {
         const uint32_t b0[kMmaBRegs] = {b[n8 / 2][0], b[n8 / 2][1]};
         const uint32_t b1[kMmaBRegs] = {b[n8 / 2][2], b[n8 / 2][3]};
@@ -181,13 +184,16 @@ __global__ void __launch_bounds__(Traits<kHeadDim>::kThreads)
     // code path for both kinds of tile keeps hd256 under 255 registers).
     const bool interior = n0 >= interior_begin && n0 + kBlockN <= interior_end;
     KeyRange row_keys[2];
+    #pragma unroll
     for (int r = 0; r < 2; ++r) {
       row_keys[r] = interior ? KeyRange{n0, n0 + kBlockN}
                              : visible_keys(query_row(r), seq.len_q, seq.len_k, p.window_left,
                                             p.window_right);
     }
     float tile_max[2] = {-INFINITY, -INFINITY};
+    #pragma unroll
     for (int n8 = 0; n8 < Tr::kScoreBlocks; ++n8) {
+      #pragma unroll
       for (int i = 0; i < kMmaCRegs; ++i) {
         const int r = i / 2;  // c[0], c[1]: row group; c[2], c[3]: row group + 8
         const int key = n0 + n8 * kMmaN + 2 * quad_lane + i % 2;
@@ -197,14 +203,18 @@ __global__ void __launch_bounds__(Traits<kHeadDim>::kThreads)
       }
     }
     // Online softmax: P = 2^(S - max), O and the sums rescaled to the new max.
+    #pragma unroll
     for (int r = 0; r < 2; ++r) {
       const float correction = softmax[r].absorb_max(quad_max(tile_max[r]));
+      #pragma unroll
       for (int d8 = 0; d8 < Tr::kOutBlocks; ++d8) {
         acc[d8][2 * r] *= correction;
         acc[d8][2 * r + 1] *= correction;
       }
     }
+    #pragma unroll
     for (int n8 = 0; n8 < Tr::kScoreBlocks; ++n8) {
+      #pragma unroll
       for (int i = 0; i < kMmaCRegs; ++i) {
         const int r = i / 2;
         s[n8][i] = softmax[r].prob(s[n8][i]);
@@ -214,6 +224,7 @@ __global__ void __launch_bounds__(Traits<kHeadDim>::kThreads)
 
     // O += P V. Two n8 accumulator blocks of S are, element for element, the A fragment of one
     // k16 block of P (rows group/group+8, columns 2q, 2q+1 and 8+2q, 9+2q).
+    #pragma unroll
     for (int k16 = 0; k16 < kBlockN / kMmaK; ++k16) {
       const float* lo = s[2 * k16];
       const float* hi = s[2 * k16 + 1];
@@ -223,12 +234,15 @@ __global__ void __launch_bounds__(Traits<kHeadDim>::kThreads)
       // registers {0,1} feed block d8 and {2,3} block d8+1. Loaded kVBatch pairs at a time.
       constexpr int kVBatch = Tr::kOutBlocks % 8 == 0 ? 4 : 2;
       static_assert(Tr::kOutBlocks % (2 * kVBatch) == 0, "V fragments come in whole batches");
+      #pragma unroll
       for (int d8 = 0; d8 < Tr::kOutBlocks; d8 += 2 * kVBatch) {
         uint32_t b[kVBatch][4];
+        #pragma unroll
         for (int j = 0; j < kVBatch; ++j) {
           ldmatrix_x4_trans(b[j], KVTile::chunk_ptr(sV(stage), k16 * kMmaK + lane % 16,
                                                     d8 + 2 * j + lane / 16));
         }
+        #pragma unroll
         for (int j = 0; j < kVBatch; ++j) {
           const uint32_t b0[kMmaBRegs] = {b[j][0], b[j][1]};
           const uint32_t b1[kMmaBRegs] = {b[j][2], b[j][3]};
@@ -250,10 +264,12 @@ __global__ void __launch_bounds__(Traits<kHeadDim>::kThreads)
 
   // Epilogue: O /= sum into this warp's own rows of sQ (only this warp read them), then 16-byte
   // stores of whole rows; rows past the sequence and columns past head_dim are not written.
+  #pragma unroll
   for (int r = 0; r < 2; ++r) {
     softmax[r].sum = quad_sum(softmax[r].sum);
     const float inv_sum = softmax[r].inv_sum();
     const int tile_row = warp * kMmaM + group + r * 8;
+    #pragma unroll
     for (int d8 = 0; d8 < Tr::kOutBlocks; ++d8) {
       const uint32_t pair = pack2<T>(acc[d8][2 * r] * inv_sum, acc[d8][2 * r + 1] * inv_sum);
       unsigned char* chunk = static_cast<unsigned char*>(QTile::chunk_ptr(sQ, tile_row, d8));
