@@ -35,6 +35,27 @@ struct SmemTile {
   __device__ __forceinline__ static void* chunk_ptr(void* tile, int row, int chunk) {
     return static_cast<unsigned char*>(tile) + offset(row, chunk);
   }
+
+  // A lane's fixed place in the tile, from which the fragments it loads are one XOR and one
+  // constant add away. Valid for rows lane_row + R with R a multiple of 8 (the swizzle repeats
+  // every 8 rows) and chunks lane_chunk + C with lane_chunk in {0, 1} and C even (no carry from
+  // the lane's bit into C's, so the swizzle's XOR distributes): the ldmatrix patterns.
+  struct Cursor {
+    int base;  // offset(lane_row, lane_chunk)
+
+    // Byte offset of (lane_row + rows_add, lane_chunk + chunk_add). Called with constants (in
+    // unrolled loops) it folds to one XOR and an immediate.
+    __device__ __forceinline__ int at(int rows_add, int chunk_add) const {
+      const int x = (chunk_add % kAtomChunks) * kSwizzleChunkBytes;
+      const int add = rows_add * kAtomChunks * kSwizzleChunkBytes +
+                      (chunk_add / kAtomChunks) * (kRows * kAtomChunks * kSwizzleChunkBytes);
+      return (base ^ x) + add;
+    }
+  };
+
+  __device__ __forceinline__ static Cursor cursor(int lane_row, int lane_chunk) {
+    return Cursor{offset(lane_row, lane_chunk)};
+  }
 };
 
 // Issues cp.async copies of rows [0, kRows) x columns [0, kCols) of a global tile whose row r

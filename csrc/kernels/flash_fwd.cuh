@@ -52,11 +52,11 @@ template <>
 struct Shape<192> {
   static constexpr int kWarps = 4, kBlockN = 64;
 };
-// hd256: the O accumulators take 128 registers per lane; 32-key tiles keep S small enough to
-// stay under 255 registers without spills.
+// hd256: the O accumulators take 128 registers per lane; 16-key tiles keep S and the fragments
+// in flight small enough to stay under 255 registers without spills.
 template <>
 struct Shape<256> {
-  static constexpr int kWarps = 4, kBlockN = 32;
+  static constexpr int kWarps = 4, kBlockN = 16;
 };
 
 template <int kHeadDim>
@@ -148,6 +148,14 @@ __global__ void __launch_bounds__(Traits<kHeadDim>::kThreads)
   OnlineSoftmax softmax[2];
   float acc[Tr::kOutBlocks][kMmaCRegs] = {};  // O: 16 x kHeadDim per warp, fp32
 
+  // Each lane's fixed place in the tiles its ldmatrix loads start from (see the loads below).
+  const typename QTile::Cursor q_cursor = QTile::cursor(warp * kMmaM + lane % 16, lane / 16);
+  const typename KVTile::Cursor k_cursor =
+      KVTile::cursor((lane / 16) * kMmaN + lane % 8, (lane / 8) % 2);
+  const typename KVTile::Cursor v_cursor = KVTile::cursor(lane % 16, lane / 16);
+  const float scale_log2 = p.scale_log2;
+  const float softcap = p.softcap;
+
   for (int tile = 0; tile < num_tiles; ++tile) {
     const int stage = tile % kStages;
     const int n0 = keys_begin + tile * kBlockN;
@@ -161,14 +169,13 @@ __global__ void __launch_bounds__(Traits<kHeadDim>::kThreads)
     for (int k16 = 0; k16 < kHeadDim / kMmaK; ++k16) {
       // A: Q rows warp*16 + lane%16, columns 16*k16 + 8*(lane/16).
       uint32_t a[kMmaARegs];
-      ldmatrix_x4(a, QTile::chunk_ptr(sQ, warp * kMmaM + lane % 16, 2 * k16 + lane / 16));
+      ldmatrix_x4(a, sQ + q_cursor.at(0, 2 * k16));
       // B for two n8 blocks per ldmatrix: key rows 8*n8 + lane%8 (+8 for lanes 16-31), columns
       // 16*k16 + 8*((lane/8)%2); registers {0,1} feed block n8 and {2,3} block n8+1.
       uint32_t b[Tr::kScoreBlocks / 2][4];
       #pragma unroll
       for (int n8 = 0; n8 < Tr::kScoreBlocks; n8 += 2) {
-        ldmatrix_x4(b[n8 / 2], KVTile::chunk_ptr(sK(stage), (n8 + lane / 16) * kMmaN + lane % 8,
-                                                 2 * k16 + (lane / 8) % 2));
+        ldmatrix_x4(b[n8 / 2], sK(stage) + k_cursor.at(n8 * kMmaN, 2 * k16));
       }
       #pragma unroll
       for (int n8 = 0; n8 < Tr::kScoreBlocks; n8 += 2) {
@@ -179,27 +186,51 @@ __global__ void __launch_bounds__(Traits<kHeadDim>::kThreads)
       }
     }
 
-    // Scale and cap S in base 2; mask it only if the tile straddles a window boundary (the
-    // rows' windows are recomputed per tile rather than held in registers across the loop; one
-    // code path for both kinds of tile keeps hd256 under 255 registers).
-    const bool interior = n0 >= interior_begin && n0 + kBlockN <= interior_end;
-    KeyRange row_keys[2];
-    #pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      row_keys[r] = interior ? KeyRange{n0, n0 + kBlockN}
-                             : visible_keys(query_row(r), seq.len_q, seq.len_k, p.window_left,
-                                            p.window_right);
+    // Scale (and cap) S in base 2, one branch per tile rather than per element; mask it only
+    // if the tile straddles a window boundary (the rows' windows are recomputed per such tile
+    // rather than held in registers across the loop).
+    if (softcap > 0.0f) {
+#pragma unroll
+      for (int n8 = 0; n8 < Tr::kScoreBlocks; ++n8) {
+#pragma unroll
+        for (int i = 0; i < kMmaCRegs; ++i) {
+          s[n8][i] = score_log2(s[n8][i], p.scale, scale_log2, softcap);
+        }
+      }
+    } else {
+#pragma unroll
+      for (int n8 = 0; n8 < Tr::kScoreBlocks; ++n8) {
+#pragma unroll
+        for (int i = 0; i < kMmaCRegs; ++i) {
+          s[n8][i] *= scale_log2;
+        }
+      }
+    }
+    if (n0 < interior_begin || n0 + kBlockN > interior_end) {
+      KeyRange row_keys[2];
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        row_keys[r] =
+            visible_keys(query_row(r), seq.len_q, seq.len_k, p.window_left, p.window_right);
+      }
+#pragma unroll
+      for (int n8 = 0; n8 < Tr::kScoreBlocks; ++n8) {
+#pragma unroll
+        for (int i = 0; i < kMmaCRegs; ++i) {
+          const int r = i / 2;  // c[0], c[1]: row group; c[2], c[3]: row group + 8
+          const int key = n0 + n8 * kMmaN + 2 * quad_lane + i % 2;
+          if (key < row_keys[r].begin || key >= row_keys[r].end) {
+            s[n8][i] = -INFINITY;
+          }
+        }
+      }
     }
     float tile_max[2] = {-INFINITY, -INFINITY};
-    #pragma unroll
+#pragma unroll
     for (int n8 = 0; n8 < Tr::kScoreBlocks; ++n8) {
-      #pragma unroll
+#pragma unroll
       for (int i = 0; i < kMmaCRegs; ++i) {
-        const int r = i / 2;  // c[0], c[1]: row group; c[2], c[3]: row group + 8
-        const int key = n0 + n8 * kMmaN + 2 * quad_lane + i % 2;
-        const bool visible = key >= row_keys[r].begin && key < row_keys[r].end;
-        s[n8][i] = visible ? score_log2(s[n8][i], p.scale, p.scale_log2, p.softcap) : -INFINITY;
-        tile_max[r] = fmaxf(tile_max[r], s[n8][i]);
+        tile_max[i / 2] = fmaxf(tile_max[i / 2], s[n8][i]);
       }
     }
     // Online softmax: P = 2^(S - max), O and the sums rescaled to the new max.
@@ -239,8 +270,7 @@ __global__ void __launch_bounds__(Traits<kHeadDim>::kThreads)
         uint32_t b[kVBatch][4];
         #pragma unroll
         for (int j = 0; j < kVBatch; ++j) {
-          ldmatrix_x4_trans(b[j], KVTile::chunk_ptr(sV(stage), k16 * kMmaK + lane % 16,
-                                                    d8 + 2 * j + lane / 16));
+          ldmatrix_x4_trans(b[j], sV(stage) + v_cursor.at(k16 * kMmaK, d8 + 2 * j));
         }
         #pragma unroll
         for (int j = 0; j < kVBatch; ++j) {
