@@ -67,15 +67,36 @@ __device__ __forceinline__ void load_tile_async(void* smem, const T* gmem, int64
                                                 int valid_rows, int valid_cols) {
   using Tile = SmemTile<kRows, kCols>;
   static_assert(sizeof(T) == 2, "tiles hold 16-bit elements");
-  constexpr int kChunks = kRows * Tile::kChunksPerRow;
+  constexpr int kRowsPerPass = kThreads / Tile::kChunksPerRow;
+  // When the threads cover whole rows and a pass is a multiple of 8 rows (the swizzle's
+  // period), each thread keeps one column chunk and walks down the rows: its shared offset and
+  // its source then advance by constants, with no per-copy index arithmetic.
+  if constexpr (kThreads % Tile::kChunksPerRow == 0 && kRowsPerPass % 8 == 0 &&
+                kRows % kRowsPerPass == 0) {
+    const int row0 = threadIdx.x / Tile::kChunksPerRow;
+    const int chunk = threadIdx.x % Tile::kChunksPerRow;
+    const bool chunk_valid = chunk * kChunkElems < valid_cols;
+    unsigned char* dst = static_cast<unsigned char*>(smem) + Tile::offset(row0, chunk);
+    const T* src = gmem + row0 * row_stride + chunk * kChunkElems;
+    const int64_t src_step = kRowsPerPass * row_stride;
 #pragma unroll
-  for (int i = threadIdx.x; i < kChunks; i += kThreads) {
-    const int row = i / Tile::kChunksPerRow;
-    const int chunk = i % Tile::kChunksPerRow;
-    const bool valid = row < valid_rows && chunk * kChunkElems < valid_cols;
-    // A zero-filled chunk reads nothing; its source only has to be a valid address.
-    const T* src = valid ? gmem + row * row_stride + chunk * kChunkElems : gmem;
-    cp_async_cg16(Tile::chunk_ptr(smem, row, chunk), src, valid ? kSwizzleChunkBytes : 0);
+    for (int pass = 0; pass < kRows / kRowsPerPass; ++pass) {
+      const bool valid = chunk_valid && row0 + pass * kRowsPerPass < valid_rows;
+      // A zero-filled chunk reads nothing; its source only has to be a valid address.
+      cp_async_cg16(dst + pass * kRowsPerPass * Tile::kAtomChunks * kSwizzleChunkBytes,
+                    valid ? src : gmem, valid ? kSwizzleChunkBytes : 0);
+      src += src_step;
+    }
+  } else {
+    constexpr int kChunks = kRows * Tile::kChunksPerRow;
+#pragma unroll
+    for (int i = threadIdx.x; i < kChunks; i += kThreads) {
+      const int row = i / Tile::kChunksPerRow;
+      const int chunk = i % Tile::kChunksPerRow;
+      const bool valid = row < valid_rows && chunk * kChunkElems < valid_cols;
+      const T* src = valid ? gmem + row * row_stride + chunk * kChunkElems : gmem;
+      cp_async_cg16(Tile::chunk_ptr(smem, row, chunk), src, valid ? kSwizzleChunkBytes : 0);
+    }
   }
 }
 

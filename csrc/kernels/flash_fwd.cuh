@@ -65,6 +65,9 @@ struct Traits {
   static constexpr int kBlockN = Shape<kHeadDim>::kBlockN;  // keys per K/V tile
   static constexpr int kBlockM = kMmaM * kWarps;             // query rows per CTA
   static constexpr int kThreads = kWarps * kWarpSize;
+  // Two CTAs per SM at least: ptxas may use up to 255 registers a lane, and chooses no tighter
+  // budget (left free, it capped hd128 at 168 registers and spilled).
+  static constexpr int kMinBlocksPerSm = 2;
   using QTile = SmemTile<kBlockM, kHeadDim>;   // sQ [kBlockM][kHeadDim], later O
   using KVTile = SmemTile<kBlockN, kHeadDim>;  // sK[stage], sV[stage] [kBlockN][kHeadDim]
   static constexpr int kSmemBytes = QTile::kBytes + 2 * kStages * KVTile::kBytes;
@@ -75,7 +78,7 @@ struct Traits {
 };
 
 template <typename T, int kHeadDim>
-__global__ void __launch_bounds__(Traits<kHeadDim>::kThreads)
+__global__ void __launch_bounds__(Traits<kHeadDim>::kThreads, Traits<kHeadDim>::kMinBlocksPerSm)
     flash_fwd_kernel(const cuattn_attention_params p) {
   using Tr = Traits<kHeadDim>;
   using QTile = typename Tr::QTile;
