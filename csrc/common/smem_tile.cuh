@@ -68,22 +68,29 @@ __device__ __forceinline__ void load_tile_async(void* smem, const T* gmem, int64
   using Tile = SmemTile<kRows, kCols>;
   static_assert(sizeof(T) == 2, "tiles hold 16-bit elements");
   constexpr int kRowsPerPass = kThreads / Tile::kChunksPerRow;
-  // When the threads cover whole rows and a pass is a multiple of 8 rows (the swizzle's
-  // period), each thread keeps one column chunk and walks down the rows: its shared offset and
-  // its source then advance by constants, with no per-copy index arithmetic.
-  if constexpr (kThreads % Tile::kChunksPerRow == 0 && kRowsPerPass % 8 == 0 &&
-                kRows % kRowsPerPass == 0) {
+  // When the threads cover whole rows, each thread keeps one column chunk and walks down the
+  // rows: the swizzle repeats every 8 rows, so its shared offset cycles through kPeriod bases
+  // plus constants and its source advances by a constant, with no per-copy index arithmetic.
+  constexpr bool kWholeRows = kThreads % Tile::kChunksPerRow == 0;
+  constexpr int kPeriod = kRowsPerPass >= 8 ? 1 : 8 / (kRowsPerPass > 0 ? kRowsPerPass : 1);
+  if constexpr (kWholeRows && (kRowsPerPass % 8 == 0 || 8 % kRowsPerPass == 0) && kPeriod <= 2 &&
+                kRows % (kPeriod * kRowsPerPass) == 0) {
+    constexpr int kRowBytes = Tile::kAtomChunks * kSwizzleChunkBytes;  // one row of an atom
     const int row0 = threadIdx.x / Tile::kChunksPerRow;
     const int chunk = threadIdx.x % Tile::kChunksPerRow;
     const bool chunk_valid = chunk * kChunkElems < valid_cols;
-    unsigned char* dst = static_cast<unsigned char*>(smem) + Tile::offset(row0, chunk);
+    unsigned char* dst[kPeriod];
+#pragma unroll
+    for (int j = 0; j < kPeriod; ++j) {
+      dst[j] = static_cast<unsigned char*>(smem) + Tile::offset(row0 + j * kRowsPerPass, chunk);
+    }
     const T* src = gmem + row0 * row_stride + chunk * kChunkElems;
     const int64_t src_step = kRowsPerPass * row_stride;
 #pragma unroll
     for (int pass = 0; pass < kRows / kRowsPerPass; ++pass) {
       const bool valid = chunk_valid && row0 + pass * kRowsPerPass < valid_rows;
       // A zero-filled chunk reads nothing; its source only has to be a valid address.
-      cp_async_cg16(dst + pass * kRowsPerPass * Tile::kAtomChunks * kSwizzleChunkBytes,
+      cp_async_cg16(dst[pass % kPeriod] + (pass / kPeriod) * kPeriod * kRowsPerPass * kRowBytes,
                     valid ? src : gmem, valid ? kSwizzleChunkBytes : 0);
       src += src_step;
     }

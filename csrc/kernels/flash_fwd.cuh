@@ -52,11 +52,11 @@ template <>
 struct Shape<192> {
   static constexpr int kWarps = 4, kBlockN = 64;
 };
-// hd256: the O accumulators take 128 registers per lane; 16-key tiles keep S and the fragments
+// hd256: the O accumulators take 128 registers per lane; 32-key tiles keep S and the fragments
 // in flight small enough to stay under 255 registers without spills.
 template <>
 struct Shape<256> {
-  static constexpr int kWarps = 4, kBlockN = 16;
+  static constexpr int kWarps = 4, kBlockN = 32;
 };
 
 template <int kHeadDim>
