@@ -39,7 +39,8 @@ const EMU_RUNTIME_SOURCES: &[&str] = &[
 
 /// The emulator build of the kernels calls the memory checker (csrc/emu/memcheck.cpp) at every
 /// load, store and atomic: ThreadSanitizer's instrumentation (which tells reads from writes), the
-/// checker standing in for its runtime. Function entry and exit are not reported.
+/// checker standing in for its runtime. Function entry and exit are not reported; Clang must keep
+/// a read that a write to the same place follows (a read of uninitialized memory).
 const MEMCHECK_FLAGS_GCC: &[&str] = &[
     "-fsanitize=thread",
     "--param=tsan-instrument-func-entry-exit=0",
@@ -48,6 +49,8 @@ const MEMCHECK_FLAGS_CLANG: &[&str] = &[
     "-fsanitize=thread",
     "-mllvm",
     "-tsan-instrument-func-entry-exit=0",
+    "-mllvm",
+    "-tsan-instrument-read-before-write=1",
 ];
 
 /// Headers every kernel may include: a change to any of them rebuilds everything.

@@ -104,14 +104,13 @@ struct ShadowSpan {
         other_read(shadow.other_read.data() + offset),
         bytes(count) {}
 
-  // Whether every byte holds the same three records.
-  bool uniform() const {
+  // Whether every byte holds the same three records (without branches: the loop vectorizes).
+  CUATTN_MEMCHECK_INLINE bool uniform() const {
+    uint64_t differ = 0;
     for (size_t i = 1; i < bytes; ++i) {
-      if (write[i] != write[0] || read[i] != read[0] || other_read[i] != other_read[0]) {
-        return false;
-      }
+      differ |= (write[i] ^ write[0]) | (read[i] ^ read[0]) | (other_read[i] ^ other_read[0]);
     }
-    return true;
+    return differ == 0;
   }
 };
 
@@ -152,9 +151,13 @@ struct WarpSyncs {
   // a false one.
   CUATTN_MEMCHECK_INLINE bool orders(uint32_t since, unsigned lane_a, unsigned lane_b) const {
     const uint32_t completed = (count - since) & kSyncMask;
-    if (completed > ((count - count_at_full) & kSyncMask)) {
-      return true;  // a whole-warp __syncwarp since: the usual case, answered at once
-    }
+    // A whole-warp __syncwarp since: the usual case, answered at once.
+    return completed > ((count - count_at_full) & kSyncMask) ||
+           orders_by_history(completed, lane_a, lane_b);
+  }
+
+  __attribute__((noinline)) bool orders_by_history(uint32_t completed, unsigned lane_a,
+                                                   unsigned lane_b) const {
     const unsigned both = 1u << lane_a | 1u << lane_b;
     for (uint32_t i = 0; i < std::min(completed, kHistory); ++i) {
       if ((masks[(count - 1 - i) % kHistory] & both) == both) {
@@ -570,7 +573,7 @@ class Checker {
         dynamic_smem_bounds_fault(addr, bytes, kind, tid);
       }
       check_shared(ShadowSpan(dynamic_shadow_, offset, bytes), addr, kind, tid, /*dynamic=*/true);
-    } else if (addr - fast.tls < fast.tls_bytes) {
+    } else if (in_tls(addr, bytes)) {
       check_shared(ShadowSpan(static_shadow_, addr - fast.tls, bytes), addr, kind, tid,
                    /*dynamic=*/false);
     } else if (kind == Kind::kAsyncIssue) {
@@ -585,7 +588,7 @@ class Checker {
     uint64_t* write = nullptr;
     if (addr - fast.arena < fast.arena_bytes && addr - fast.arena + bytes <= dynamic_bytes_) {
       write = &dynamic_shadow_.write[addr - fast.arena];
-    } else if (addr - fast.tls < fast.tls_bytes) {
+    } else if (in_tls(addr, bytes)) {
       write = &static_shadow_.write[addr - fast.tls];
     } else {
       return;  // not shared: the issue already faulted
@@ -594,6 +597,11 @@ class Checker {
   }
 
  private:
+  // Whether [addr, addr + bytes) lies in this module's TLS block, static __shared__ included.
+  static CUATTN_MEMCHECK_INLINE bool in_tls(uintptr_t addr, size_t bytes) {
+    return bytes <= fast.tls_bytes && addr - fast.tls <= fast.tls_bytes - bytes;
+  }
+
   uint64_t make_record(unsigned tid, Kind kind) const {
     uint64_t record = epoch_ | uint64_t{tid} << kTidShift |
                       uint64_t{warps_[tid / kWarpSize].count & kSyncMask} << kSyncShift;
@@ -625,8 +633,9 @@ class Checker {
 
   // Judges the write record of byte `byte` of an access (the in-flight, initialization and
   // write-then-access checks); faults or returns.
-  CUATTN_MEMCHECK_INLINE void judge_write(uint64_t write, uint64_t now, uintptr_t addr, size_t bytes, size_t byte,
-                   Kind kind, unsigned tid, bool dynamic) {
+  CUATTN_MEMCHECK_INLINE void judge_write(uint64_t write, uint64_t now, uintptr_t addr,
+                                          size_t bytes, size_t byte, Kind kind, unsigned tid,
+                                          bool dynamic) {
     if (is_in_flight(write) && epoch_of(write) >= block_epoch_) {
       in_flight_fault(addr, bytes, kind, tid, tid_of(write));
     }
@@ -642,8 +651,8 @@ class Checker {
 
   // Judges, for a write, the reads of byte `byte` (read-then-write); faults or returns the read
   // that was judged.
-  CUATTN_MEMCHECK_INLINE uint64_t judge_reads(uint64_t read, uint64_t other_read, uintptr_t addr, size_t bytes,
-                       size_t byte, Kind kind, unsigned tid) {
+  CUATTN_MEMCHECK_INLINE uint64_t judge_reads(uint64_t read, uint64_t other_read, uintptr_t addr,
+                                              size_t bytes, size_t byte, Kind kind, unsigned tid) {
     const uint64_t other = tid_of(read) != tid ? read : other_read;
     if (!ordered(other, tid)) {
       race_fault(addr, bytes, byte, kind, tid, other, /*other_wrote=*/false);
@@ -660,8 +669,8 @@ class Checker {
     span.read[i] = now;
   }
 
-  CUATTN_MEMCHECK_INLINE void check_shared(const ShadowSpan& span, uintptr_t addr, Kind kind, unsigned tid,
-                    bool dynamic) {
+  CUATTN_MEMCHECK_INLINE void check_shared(const ShadowSpan& span, uintptr_t addr, Kind kind,
+                                           unsigned tid, bool dynamic) {
     const uint64_t now = make_record(tid, kind);
     const size_t bytes = span.bytes;
     // The usual access: its bytes were last touched together, and are judged once.
@@ -681,7 +690,14 @@ class Checker {
       std::fill(span.write, span.write + bytes, now);
       return;
     }
-    // Byte by byte, judging each distinct record once.
+    check_bytes(span, addr, kind, tid, dynamic);
+  }
+
+  // Byte by byte, judging each distinct record once.
+  __attribute__((noinline)) void check_bytes(const ShadowSpan& span, uintptr_t addr, Kind kind,
+                                             unsigned tid, bool dynamic) {
+    const uint64_t now = make_record(tid, kind);
+    const size_t bytes = span.bytes;
     uint64_t judged_write = kNoRecord;
     uint64_t judged_read = kNoRecord;
     for (size_t i = 0; i < bytes; ++i) {
@@ -743,7 +759,7 @@ class Checker {
   }
 
   // "thread T ... read 4 bytes of shared memory at X" and, when the byte at fault is not the
-  // first, "; its byte Y".
+  // first, ", whose byte Y".
   void begin_shared_message(uintptr_t addr, size_t bytes, size_t byte, Kind kind, unsigned tid,
                             const char* space) {
     message_.clear();

@@ -12,6 +12,10 @@
 //   - a read of dynamic shared memory no thread of the block has written, or an access past the
 //     launch's dynamic shared memory;
 //   - any access to shared memory an in-flight cp.async is still to write.
+// It does not see: memcpy/memset calls (the C library's code is not instrumented); races in
+// global memory; reads of static __shared__ memory no thread wrote (it keeps the previous block's
+// values); an index past one static __shared__ array that lands in another thread_local variable;
+// a write racing with a read older than the byte's two latest distinct readers.
 #ifndef CUATTN_EMU_MEMCHECK_H_
 #define CUATTN_EMU_MEMCHECK_H_
 
