@@ -225,6 +225,8 @@ fn build_emulator(manifest: &Path) {
         .flag("-fno-strict-aliasing")
         .flag("-x")
         .flag("c++")
+        // `#pragma unroll` is nvcc's; the host compiler unrolls (or not) on its own.
+        .flag("-Wno-unknown-pragmas")
         .opt_level(2)
         .warnings(true)
         .extra_warnings(true);

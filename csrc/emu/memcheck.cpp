@@ -743,7 +743,8 @@ class Checker {
     append(message_, " %s %zu bytes at 0x%" PRIxPTR, verb(kind), bytes, addr);
   }
 
-  // Names a shared-memory byte: "<kernel>::dynamic_smem+56", "<static __shared__ variable>+12".
+  // Names a shared-memory byte: "<kernel>::dynamic_smem+56", "<static __shared__ variable>+12"
+  // (or "thread_local+8224" without a symbol table).
   void append_shared(std::string& out, uintptr_t addr) const {
     if (addr - fast.arena < fast.arena_bytes) {
       append(out, "%s::dynamic_smem+%" PRIuPTR, kernel_name_, addr - fast.arena);
@@ -752,7 +753,7 @@ class Checker {
     const uint64_t offset = addr - fast.tls;
     const std::string name = tls_symbol_at(module_path_.c_str(), offset);
     if (name.empty()) {
-      append(out, "static shared memory at offset %" PRIu64 " of the thread_local segment", offset);
+      append(out, "thread_local+%" PRIu64, offset);  // a stripped binary: the segment offset
     } else {
       out += name;
     }

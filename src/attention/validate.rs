@@ -471,7 +471,10 @@ pub fn validate_params(kernel: Kernel, p: &ffi::cuattn_attention_params) -> Resu
             ("v", p.v),
             ("out", p.out.cast_const()),
         ];
-        if let Some((name, ptr)) = pointers.iter().find(|(_, ptr)| (*ptr as usize) % 16 != 0) {
+        if let Some((name, ptr)) = pointers
+            .iter()
+            .find(|(_, ptr)| !(*ptr as usize).is_multiple_of(16))
+        {
             return Err(Error::invalid(
                 name,
                 format!(
