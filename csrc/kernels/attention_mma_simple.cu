@@ -12,6 +12,7 @@
 #include "common/mask.cuh"
 #include "common/smem_tile.cuh"
 #include "common/softmax.cuh"
+#include "common/attention_launch.h"
 #include "common/status.h"
 #include "cuattn.h"
 
@@ -23,7 +24,6 @@ using cuattn::kMmaM;
 using cuattn::kMmaN;
 
 constexpr int kWarpSize = 32;
-constexpr int kMaxHeadDim = 256;
 
 // Tile shapes for one head-dim tile.
 template <int kHeadDim>
@@ -212,33 +212,9 @@ cuattn_status dispatch_head_dim(const cuattn_attention_params& p, void* stream) 
 
 }  // namespace
 
-extern "C" cuattn_status CUATTN_LAUNCHER(attention_mma_simple)(
-    const cuattn_attention_params* params, void* stream) {
-  if (params == nullptr) {
-    return cuattn::fail(CUATTN_ERROR_INVALID_ARGUMENT, "attention_mma_simple: params is null");
-  }
-  const cuattn_attention_params& p = *params;
-  if (p.head_dim <= 0 || p.head_dim % 8 != 0 || p.head_dim > kMaxHeadDim) {
-    return cuattn::fail(CUATTN_ERROR_INVALID_ARGUMENT,
-                        "attention_mma_simple: head_dim = %d, must be a multiple of 8 in 8..=%d",
-                        p.head_dim, kMaxHeadDim);
-  }
-  if (p.heads <= 0 || p.kv_heads <= 0 || p.heads % p.kv_heads != 0) {
-    return cuattn::fail(CUATTN_ERROR_INVALID_ARGUMENT,
-                        "attention_mma_simple: heads = %d, kv_heads = %d: kv_heads must divide "
-                        "heads",
-                        p.heads, p.kv_heads);
-  }
-  if (p.seqlen_q <= 0 || p.batch <= 0) {
-    return CUATTN_OK;  // nothing to compute
-  }
-  switch (p.dtype) {
-    case CUATTN_DTYPE_F16:
-      return dispatch_head_dim<__half>(p, stream);
-    case CUATTN_DTYPE_BF16:
-      return dispatch_head_dim<__nv_bfloat16>(p, stream);
-  }
-  return cuattn::fail(CUATTN_ERROR_INVALID_ARGUMENT,
-                      "attention_mma_simple: dtype = %d is not f16 (0) or bf16 (1)",
-                      static_cast<int>(p.dtype));
+extern "C" cuattn_status CUATTN_LAUNCHER(attention_mma_simple)(const cuattn_attention_params* params,
+                                                          void* stream) {
+  return cuattn::checked_attention_launch("attention_mma_simple", params, [&](auto element) {
+    return dispatch_head_dim<decltype(element)>(*params, stream);
+  });
 }

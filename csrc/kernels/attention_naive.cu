@@ -8,6 +8,7 @@
 #include "common/cuda_compat.cuh"
 #include "common/launch.cuh"
 #include "common/mask.cuh"
+#include "common/attention_launch.h"
 #include "common/status.h"
 #include "cuattn.h"
 
@@ -16,7 +17,7 @@ namespace {
 constexpr int kWarpSize = 32;
 // Four warps, four query rows, per block: enough threads per SM for a baseline, small blocks.
 constexpr int kWarpsPerBlock = 4;
-constexpr int kMaxHeadDim = 256;
+constexpr int kMaxHeadDim = cuattn::kMaxAttentionHeadDim;
 // Output columns one lane owns: d = lane + kWarpSize * c for c < kColsPerLane.
 constexpr int kColsPerLane = kMaxHeadDim / kWarpSize;
 constexpr unsigned kFullMask = 0xffffffffu;
@@ -139,30 +140,7 @@ cuattn_status launch(const cuattn_attention_params& p, void* stream) {
 
 extern "C" cuattn_status CUATTN_LAUNCHER(attention_naive)(const cuattn_attention_params* params,
                                                           void* stream) {
-  if (params == nullptr) {
-    return cuattn::fail(CUATTN_ERROR_INVALID_ARGUMENT, "attention_naive: params is null");
-  }
-  const cuattn_attention_params& p = *params;
-  // The register tile holds kMaxHeadDim columns; everything else was validated by the caller.
-  if (p.head_dim <= 0 || p.head_dim % 8 != 0 || p.head_dim > kMaxHeadDim) {
-    return cuattn::fail(CUATTN_ERROR_INVALID_ARGUMENT,
-                        "attention_naive: head_dim = %d, must be a multiple of 8 in 8..=%d",
-                        p.head_dim, kMaxHeadDim);
-  }
-  if (p.heads <= 0 || p.kv_heads <= 0 || p.heads % p.kv_heads != 0) {
-    return cuattn::fail(CUATTN_ERROR_INVALID_ARGUMENT,
-                        "attention_naive: heads = %d, kv_heads = %d: kv_heads must divide heads",
-                        p.heads, p.kv_heads);
-  }
-  if (p.seqlen_q <= 0 || p.batch <= 0) {
-    return CUATTN_OK;  // nothing to compute
-  }
-  switch (p.dtype) {
-    case CUATTN_DTYPE_F16:
-      return launch<__half>(p, stream);
-    case CUATTN_DTYPE_BF16:
-      return launch<__nv_bfloat16>(p, stream);
-  }
-  return cuattn::fail(CUATTN_ERROR_INVALID_ARGUMENT, "attention_naive: dtype = %d is not f16 (0) or bf16 (1)",
-                      static_cast<int>(p.dtype));
+  return cuattn::checked_attention_launch("attention_naive", params, [&](auto element) {
+    return launch<decltype(element)>(*params, stream);
+  });
 }

@@ -460,6 +460,29 @@ pub(crate) fn alignment<T: Element>(kernel: Kernel, tensors: [&Tensor<T>; 4]) ->
     Ok(())
 }
 
+/// How many of `named_strides` belong to q, k, v and out (the rest are the LSE's).
+const TENSOR_STRIDES: usize = 12;
+
+/// Every stride of a params struct with its field name, q/k/v/out first.
+fn named_strides(p: &ffi::cuattn_attention_params) -> [(&'static str, i64); 14] {
+    [
+        ("q_batch_stride", p.q_batch_stride),
+        ("q_row_stride", p.q_row_stride),
+        ("q_head_stride", p.q_head_stride),
+        ("k_batch_stride", p.k_batch_stride),
+        ("k_row_stride", p.k_row_stride),
+        ("k_head_stride", p.k_head_stride),
+        ("v_batch_stride", p.v_batch_stride),
+        ("v_row_stride", p.v_row_stride),
+        ("v_head_stride", p.v_head_stride),
+        ("out_batch_stride", p.out_batch_stride),
+        ("out_row_stride", p.out_row_stride),
+        ("out_head_stride", p.out_head_stride),
+        ("lse_batch_stride", p.lse_batch_stride),
+        ("lse_head_stride", p.lse_head_stride),
+    ]
+}
+
 /// Checks a params struct built by a C caller for `kernel`, field by field (it carries no
 /// extents, so pointer ranges are the caller's duty). Used by the C entry points.
 pub fn validate_params(kernel: Kernel, p: &ffi::cuattn_attention_params) -> Result<()> {
@@ -483,20 +506,8 @@ pub fn validate_params(kernel: Kernel, p: &ffi::cuattn_attention_params) -> Resu
                 ),
             ));
         }
-        let strides = [
-            ("q_batch_stride", p.q_batch_stride),
-            ("q_row_stride", p.q_row_stride),
-            ("q_head_stride", p.q_head_stride),
-            ("k_batch_stride", p.k_batch_stride),
-            ("k_row_stride", p.k_row_stride),
-            ("k_head_stride", p.k_head_stride),
-            ("v_batch_stride", p.v_batch_stride),
-            ("v_row_stride", p.v_row_stride),
-            ("v_head_stride", p.v_head_stride),
-            ("out_batch_stride", p.out_batch_stride),
-            ("out_row_stride", p.out_row_stride),
-            ("out_head_stride", p.out_head_stride),
-        ];
+        // The LSE is written one float at a time: only the 16-bit tensors' strides matter.
+        let strides = &named_strides(p)[..TENSOR_STRIDES];
         if let Some((name, s)) = strides.iter().find(|(_, s)| s % ALIGN_ELEMS as i64 != 0) {
             return Err(Error::invalid(
                 name,
@@ -554,22 +565,7 @@ fn check_fields(p: &ffi::cuattn_attention_params) -> Result<()> {
             return Err(Error::invalid(name, format!("{n}: must be >= {min_len}")));
         }
     }
-    let strides = [
-        ("q_batch_stride", p.q_batch_stride),
-        ("q_row_stride", p.q_row_stride),
-        ("q_head_stride", p.q_head_stride),
-        ("k_batch_stride", p.k_batch_stride),
-        ("k_row_stride", p.k_row_stride),
-        ("k_head_stride", p.k_head_stride),
-        ("v_batch_stride", p.v_batch_stride),
-        ("v_row_stride", p.v_row_stride),
-        ("v_head_stride", p.v_head_stride),
-        ("out_batch_stride", p.out_batch_stride),
-        ("out_row_stride", p.out_row_stride),
-        ("out_head_stride", p.out_head_stride),
-        ("lse_batch_stride", p.lse_batch_stride),
-        ("lse_head_stride", p.lse_head_stride),
-    ];
+    let strides = named_strides(p);
     if let Some((name, s)) = strides.iter().find(|(_, s)| *s < 0) {
         return Err(Error::invalid(name, format!("{s}: strides must be >= 0")));
     }
