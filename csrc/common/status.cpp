@@ -21,25 +21,41 @@ extern "C" void cuattn_set_last_error(const char* message) {
 }
 
 namespace cuattn {
+namespace {
 
-cuattn_status fail(cuattn_status status, const char* format, ...) {
-  va_list args;
-  va_start(args, format);
+// Appends the formatted text to `out`; an encoding error appends the format itself.
+void vappend_format(std::string& out, const char* format, va_list args) {
   va_list sizing_args;
   va_copy(sizing_args, args);
   const int length = std::vsnprintf(nullptr, 0, format, sizing_args);
   va_end(sizing_args);
+  if (length < 0) {
+    out += format;
+    return;
+  }
+  // vsnprintf writes the terminating NUL into the string's own terminator slot.
+  const size_t start = out.size();
+  out.resize(start + static_cast<size_t>(length));
+  std::vsnprintf(out.data() + start, static_cast<size_t>(length) + 1, format, args);
+}
+
+}  // namespace
+
+void append_format(std::string& out, const char* format, ...) {
+  va_list args;
+  va_start(args, format);
+  vappend_format(out, format, args);
+  va_end(args);
+}
+
+cuattn_status fail(cuattn_status status, const char* format, ...) {
+  va_list args;
+  va_start(args, format);
   // Formatted into a fresh string: an argument may be the current message itself.
   std::string message;
-  if (length < 0) {
-    message = format;  // an encoding error: keep the unformatted text
-  } else {
-    // vsnprintf writes the terminating NUL into the string's own terminator slot.
-    message.resize(static_cast<size_t>(length));
-    std::vsnprintf(message.data(), static_cast<size_t>(length) + 1, format, args);
-  }
-  last_error = std::move(message);
+  vappend_format(message, format, args);
   va_end(args);
+  last_error = std::move(message);
   return status;
 }
 

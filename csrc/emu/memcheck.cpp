@@ -177,24 +177,8 @@ struct Range {
   }
 };
 
-// Appends printf-style text to `out`.
-__attribute__((format(printf, 2, 3))) void append(std::string& out, const char* format, ...) {
-  va_list args;
-  va_start(args, format);
-  va_list sizing_args;
-  va_copy(sizing_args, args);
-  const int length = std::vsnprintf(nullptr, 0, format, sizing_args);
-  va_end(sizing_args);
-  if (length > 0) {
-    const size_t start = out.size();
-    out.resize(start + static_cast<size_t>(length));
-    std::vsnprintf(out.data() + start, static_cast<size_t>(length) + 1, format, args);
-  }
-  va_end(args);
-}
-
 void append_thread(std::string& out, unsigned tid) {
-  append(out, "thread %u (warp %u, lane %u)", tid, tid / kWarpSize, tid % kWarpSize);
+  append_format(out, "thread %u (warp %u, lane %u)", tid, tid / kWarpSize, tid % kWarpSize);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -214,9 +198,9 @@ void append_allocation(std::string& out, const Allocation& a) {
   if (a.label.empty()) {
     out += "an unlabeled allocation";
   } else {
-    append(out, "allocation \"%s\"", a.label.c_str());
+    append_format(out, "allocation \"%s\"", a.label.c_str());
   }
-  append(out, " (%" PRIu64 " bytes at 0x%" PRIxPTR ")", a.bytes, a.begin);
+  append_format(out, " (%" PRIu64 " bytes at 0x%" PRIxPTR ")", a.bytes, a.begin);
 }
 
 class Registry {
@@ -317,14 +301,14 @@ class Registry {
       const Allocation& a = std::prev(freed)->second;
       out += "inside freed ";
       append_allocation(out, a);
-      append(out, ", at offset %" PRIuPTR, addr - a.begin);
+      append_format(out, ", at offset %" PRIuPTR, addr - a.begin);
       return;
     }
     const auto next = live_.upper_bound(addr);
     const Allocation* before = next == live_.begin() ? nullptr : &std::prev(next)->second;
     const Allocation* after = next == live_.end() ? nullptr : &next->second;
     if (before != nullptr && addr < before->end()) {
-      append(out, "of which the last %" PRIuPTR " bytes lie past the end of ",
+      append_format(out, "of which the last %" PRIuPTR " bytes lie past the end of ",
              addr + bytes - before->end());
       append_allocation(out, *before);
       return;
@@ -335,10 +319,10 @@ class Registry {
     if (before == nullptr && after == nullptr) {
       out += "none is registered";
     } else if (past_end <= short_of) {
-      append(out, "%" PRIuPTR " bytes past the end of ", past_end);
+      append_format(out, "%" PRIuPTR " bytes past the end of ", past_end);
       append_allocation(out, *before);
     } else {
-      append(out, "%" PRIuPTR " bytes before ", short_of);
+      append_format(out, "%" PRIuPTR " bytes before ", short_of);
       append_allocation(out, *after);
     }
   }
@@ -449,7 +433,7 @@ std::string tls_symbol_at(const char* path, uint64_t offset) {
       char* demangled = abi::__cxa_demangle(mangled, nullptr, nullptr, &status);
       name = demangled != nullptr ? demangled : mangled;
       std::free(demangled);
-      append(name, "+%" PRIu64, offset - sym.st_value);
+      append_format(name, "+%" PRIu64, offset - sym.st_value);
       break;
     }
   }
@@ -740,20 +724,20 @@ class Checker {
   void begin_message(uintptr_t addr, size_t bytes, Kind kind, unsigned tid) {
     message_.clear();
     append_thread(message_, tid);
-    append(message_, " %s %zu bytes at 0x%" PRIxPTR, verb(kind), bytes, addr);
+    append_format(message_, " %s %zu bytes at 0x%" PRIxPTR, verb(kind), bytes, addr);
   }
 
   // Names a shared-memory byte: "<kernel>::dynamic_smem+56", "<static __shared__ variable>+12"
   // (or "thread_local+8224" without a symbol table).
   void append_shared(std::string& out, uintptr_t addr) const {
     if (addr - fast.arena < fast.arena_bytes) {
-      append(out, "%s::dynamic_smem+%" PRIuPTR, kernel_name_, addr - fast.arena);
+      append_format(out, "%s::dynamic_smem+%" PRIuPTR, kernel_name_, addr - fast.arena);
       return;
     }
     const uint64_t offset = addr - fast.tls;
     const std::string name = tls_symbol_at(module_path_.c_str(), offset);
     if (name.empty()) {
-      append(out, "thread_local+%" PRIu64, offset);  // a stripped binary: the segment offset
+      append_format(out, "thread_local+%" PRIu64, offset);  // a stripped binary: the segment offset
     } else {
       out += name;
     }
@@ -765,7 +749,7 @@ class Checker {
                             const char* space) {
     message_.clear();
     append_thread(message_, tid);
-    append(message_, " %s %zu bytes of %s at ", verb(kind), bytes, space);
+    append_format(message_, " %s %zu bytes of %s at ", verb(kind), bytes, space);
     append_shared(message_, addr);
     if (byte != 0) {
       message_ += ", whose byte ";
@@ -786,7 +770,7 @@ class Checker {
     begin_shared_message(addr, bytes, byte, kind, tid, "shared memory");
     message_ += byte != 0 ? " " : ", which ";
     append_thread(message_, tid_of(other));
-    append(message_, " %s in the same barrier interval (%s)",
+    append_format(message_, " %s in the same barrier interval (%s)",
            other_wrote ? (is_atomic(other) ? "atomically updated" : "wrote") : "read",
            tid_of(other) / kWarpSize == tid / kWarpSize
                ? "no __syncthreads, nor a __syncwarp naming both lanes, between them"
@@ -807,7 +791,7 @@ class Checker {
                                                                     Kind kind, unsigned tid,
                                                                     unsigned issuer) {
     begin_shared_message(addr, bytes, 0, kind, tid, "shared memory");
-    append(message_,
+    append_format(message_,
            ", written by an in-flight cp.async (issued by thread %u) before cp.async.wait_group",
            issuer);
     stop();
@@ -818,7 +802,7 @@ class Checker {
                                                                               Kind kind,
                                                                               unsigned tid) {
     begin_shared_message(addr, bytes, 0, kind, tid, "shared memory");
-    append(message_, ", past the end of the launch's %zu bytes of dynamic shared memory",
+    append_format(message_, ", past the end of the launch's %zu bytes of dynamic shared memory",
            dynamic_bytes_);
     stop();
   }

@@ -282,27 +282,11 @@ const char* collective_name(Collective kind) {
   return "an unknown collective";
 }
 
-// Appends printf-style text to `out`.
-__attribute__((format(printf, 2, 3))) void append(std::string& out, const char* format, ...) {
-  va_list args;
-  va_start(args, format);
-  va_list sizing_args;
-  va_copy(sizing_args, args);
-  const int length = std::vsnprintf(nullptr, 0, format, sizing_args);
-  va_end(sizing_args);
-  if (length > 0) {
-    const size_t start = out.size();
-    out.resize(start + static_cast<size_t>(length));
-    std::vsnprintf(out.data() + start, static_cast<size_t>(length) + 1, format, args);
-  }
-  va_end(args);
-}
-
 void append_collective(std::string& out, Collective kind, unsigned mask, int width,
                        unsigned value_bytes, const WarpExchange* exchange) {
-  append(out, "%s(mask 0x%08x", exchange != nullptr ? exchange->name : collective_name(kind), mask);
+  append_format(out, "%s(mask 0x%08x", exchange != nullptr ? exchange->name : collective_name(kind), mask);
   if (is_shuffle(kind)) {
-    append(out, ", width %d, %u-byte value", width, value_bytes);
+    append_format(out, ", width %d, %u-byte value", width, value_bytes);
   }
   out += ')';
 }
@@ -314,9 +298,9 @@ void append_ranges(std::string& out, const std::vector<unsigned>& ids) {
     while (j + 1 < ids.size() && ids[j + 1] == ids[j] + 1) {
       ++j;
     }
-    append(out, "%s%u", i == 0 ? "" : ", ", ids[i]);
+    append_format(out, "%s%u", i == 0 ? "" : ", ", ids[i]);
     if (j > i) {
-      append(out, "-%u", ids[j]);
+      append_format(out, "-%u", ids[j]);
     }
     i = j + 1;
   }
@@ -332,9 +316,9 @@ void append_lanes(std::string& out, unsigned lanes, unsigned warp_index) {
     const unsigned gaps = ~lanes & above;
     const unsigned end = gaps == 0 ? kLanes : static_cast<unsigned>(__builtin_ctz(gaps));
     const unsigned base = warp_index * kLanes;
-    append(out, "%s%u", first ? "" : ", ", base + begin);
+    append_format(out, "%s%u", first ? "" : ", ", base + begin);
     if (end - 1 > begin) {
-      append(out, "-%u", base + end - 1);
+      append_format(out, "-%u", base + end - 1);
     }
     first = false;
     lanes &= end == kLanes ? 0 : ~((1u << end) - 1);
@@ -682,7 +666,7 @@ void Runner::collective_fault(const CollectiveGroup& call, const CollectiveGroup
   const ThreadState& current = *current_thread;
   const unsigned warp_index = current.linear / kLanes;
   const WarpState& warp = warps_[warp_index];
-  append(fault_message_, "thread %u (warp %u, lane %u) called ", current.linear, warp_index,
+  append_format(fault_message_, "thread %u (warp %u, lane %u) called ", current.linear, warp_index,
          current.linear % kLanes);
   append_collective(fault_message_, call.kind, call.mask, call.width, call.value_bytes,
                     call.exchange);
@@ -697,7 +681,7 @@ void Runner::collective_fault(const CollectiveGroup& call, const CollectiveGroup
   } else if ((call.mask & ~warp.exists) != 0) {
     fault_message_ += ", naming threads ";
     append_lanes(fault_message_, call.mask & ~warp.exists, warp_index);
-    append(fault_message_, " that do not exist: the block has %u threads", num_threads_);
+    append_format(fault_message_, " that do not exist: the block has %u threads", num_threads_);
   } else {
     fault_message_ += "; width must be a power of two in 1..32";
   }
@@ -844,7 +828,7 @@ void Runner::describe_threads(std::string& out, const std::vector<unsigned>& ids
       out += ", ";
     }
     append_ranges(out, run);
-    append(out, " (%s)", label.c_str());
+    append_format(out, " (%s)", label.c_str());
     i = j;
   }
 }
@@ -866,7 +850,7 @@ void Runner::diagnose_stall(std::string& message) const {
       }
     }
     append_collective(message, g.kind, g.mask, g.width, g.value_bytes, g.exchange);
-    append(message, " in warp %u reached by threads ", w);
+    append_format(message, " in warp %u reached by threads ", w);
     append_ranges(message, arrived);
     message += " but not ";
     describe_threads(message, missing);
@@ -912,7 +896,7 @@ void run_blocks(Launch& launch, Runner& runner) {
       launch.failed_block = b;
       launch.failure = status;
       launch.failure_message.clear();
-      append(launch.failure_message, "kernel %s block (%u,%u,%u): %s", launch.kernel_name, index.x,
+      append_format(launch.failure_message, "kernel %s block (%u,%u,%u): %s", launch.kernel_name, index.x,
              index.y, index.z, message.c_str());
     }
   }
@@ -1149,7 +1133,7 @@ void memcheck_stop_block(const std::string& message) { current_runner->memory_fa
 
 void Runner::thread_fault(const char* what) {
   const ThreadState& current = *current_thread;
-  append(fault_message_, "thread %u (warp %u, lane %u): %s", current.linear,
+  append_format(fault_message_, "thread %u (warp %u, lane %u): %s", current.linear,
          current.linear / kLanes, current.linear % kLanes, what);
   fault();
 }
