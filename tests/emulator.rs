@@ -2,6 +2,9 @@
 //! result is recomputed here from CUDA's documented semantics, and planted faults must come back
 //! as CUATTN_ERROR_KERNEL_FAULT with a message naming the kernel, the block and the threads.
 
+#[allow(dead_code)] // only MemcheckSetting is used here
+mod common;
+
 use std::ffi::{c_void, CStr};
 
 use cuattn::ffi::{self, cuattn_selftest_case as Case, cuattn_status as Status};
@@ -40,24 +43,6 @@ impl Drop for Registered {
         // SAFETY: self.0 starts the allocation registered in `new`.
         let status = unsafe { ffi::cuattn_emu_unregister_allocation(self.0) };
         assert_eq!(status, Status::CUATTN_OK, "{}", last_error());
-    }
-}
-
-/// Sets whether this thread's launches are checked, and restores the default when dropped.
-struct MemcheckSetting;
-
-impl MemcheckSetting {
-    fn new(enabled: bool) -> MemcheckSetting {
-        // SAFETY: a plain setting of the calling thread.
-        unsafe { ffi::cuattn_emu_set_memcheck(i32::from(enabled)) };
-        MemcheckSetting
-    }
-}
-
-impl Drop for MemcheckSetting {
-    fn drop(&mut self) {
-        // SAFETY: as in `new`; -1 restores the default.
-        unsafe { ffi::cuattn_emu_set_memcheck(-1) };
     }
 }
 
@@ -317,7 +302,7 @@ fn dynamic_shared_memory_is_poisoned_at_every_block_start() {
     const BLOCKS: usize = 8;
     const THREADS: usize = 64;
     // The memory checker stops the read of a byte no thread wrote (tests/memcheck.rs)...
-    let checked = MemcheckSetting::new(true);
+    let checked = common::MemcheckSetting::new(true);
     let message = run_failing(
         Case::CUATTN_SELFTEST_SMEM_POISON,
         4 * BLOCKS * THREADS,
@@ -331,7 +316,7 @@ fn dynamic_shared_memory_is_poisoned_at_every_block_start() {
     );
     drop(checked);
     // ...and without it the poison shows.
-    let _unchecked = MemcheckSetting::new(false);
+    let _unchecked = common::MemcheckSetting::new(false);
     let out = u32s(&run_ok(
         Case::CUATTN_SELFTEST_SMEM_POISON,
         4 * BLOCKS * THREADS,

@@ -3,6 +3,9 @@
 //! kernel, block, thread, address or shared-memory offset, and the allocation or the other
 //! thread), and each correct twin must run clean and compute the right values.
 
+#[allow(dead_code)] // only MemcheckSetting is used here
+mod common;
+
 use std::ffi::{c_void, CStr};
 
 use cuattn::ffi::{self, cuattn_memcheck_test_case as Case, cuattn_status as Status};
@@ -31,24 +34,6 @@ fn unregister(ptr: *const c_void) -> (Status, String) {
     // SAFETY: the registry only forgets the range.
     let status = unsafe { ffi::cuattn_emu_unregister_allocation(ptr) };
     (status, last_error())
-}
-
-/// Sets whether this thread's launches are checked, and restores the default when dropped.
-struct MemcheckSetting;
-
-impl MemcheckSetting {
-    fn new(enabled: bool) -> MemcheckSetting {
-        // SAFETY: a plain setting of the calling thread.
-        unsafe { ffi::cuattn_emu_set_memcheck(i32::from(enabled)) };
-        MemcheckSetting
-    }
-}
-
-impl Drop for MemcheckSetting {
-    fn drop(&mut self) {
-        // SAFETY: as in `new`; -1 restores the default.
-        unsafe { ffi::cuattn_emu_set_memcheck(-1) };
-    }
 }
 
 /// An int32 buffer whose first `len` elements are registered as an emulated device allocation
@@ -123,7 +108,7 @@ fn run_clean(case: Case, values: &[i32], n: usize) -> Vec<i32> {
 /// Runs a planted bug over `values`; asserts it faulted and returns the message and the buffer's
 /// address.
 fn run_faulting(case: Case, values: &[i32], n: usize) -> (String, usize) {
-    let _checked = MemcheckSetting::new(true);
+    let _checked = common::MemcheckSetting::new(true);
     let mut buf = Buffer::new(values);
     let (status, message) = buf.launch(case, n);
     println!("{case:?}: {message}");
@@ -189,7 +174,7 @@ fn writing_one_element_past_a_buffer_faults_naming_the_thread_and_the_allocation
 #[test]
 fn a_kernel_writing_a_freed_buffer_faults_naming_the_freed_allocation() {
     const N: usize = 100;
-    let _checked = MemcheckSetting::new(true);
+    let _checked = common::MemcheckSetting::new(true);
     let mut buf = Buffer::new(&vec![-1; N]);
     buf.unregister();
     let (status, message) = buf.launch(Case::CUATTN_MEMCHECK_TEST_IOTA, N);
@@ -213,7 +198,7 @@ fn a_kernel_writing_a_freed_buffer_faults_naming_the_freed_allocation() {
 
 #[test]
 fn a_kernel_writing_memory_never_registered_faults() {
-    let _checked = MemcheckSetting::new(true);
+    let _checked = common::MemcheckSetting::new(true);
     let mut data = vec![-1i32; THREADS + SLACK];
     // SAFETY: the buffer holds n + 1 elements, outliving this synchronous call.
     let status = unsafe {
@@ -381,7 +366,7 @@ fn writing_past_the_dynamic_shared_memory_of_a_launch_faults() {
 
 #[test]
 fn checks_switched_off_on_a_thread_let_a_racy_kernel_run() {
-    let off = MemcheckSetting::new(false);
+    let off = common::MemcheckSetting::new(false);
     // SAFETY: reads this thread's setting.
     assert_eq!(unsafe { ffi::cuattn_emu_memcheck_enabled() }, 0);
     let mut buf = Buffer::new(&values(THREADS));
@@ -391,7 +376,7 @@ fn checks_switched_off_on_a_thread_let_a_racy_kernel_run() {
     );
     assert_eq!(status, Status::CUATTN_OK, "{message}");
     drop(off);
-    let on = MemcheckSetting::new(true);
+    let on = common::MemcheckSetting::new(true);
     // SAFETY: as above.
     assert_eq!(unsafe { ffi::cuattn_emu_memcheck_enabled() }, 1);
     let (status, message) = buf.launch(

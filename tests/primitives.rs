@@ -180,24 +180,6 @@ fn run_ok(device: &Device, case: Case, input: &[u8], out_bytes: usize) -> Vec<u8
     })
 }
 
-/// Turns the emulator's memory checker on or off for launches from this thread while it lives.
-struct MemcheckSetting;
-
-impl MemcheckSetting {
-    fn set(enabled: bool) -> MemcheckSetting {
-        // SAFETY: a per-thread setting; no preconditions.
-        unsafe { ffi::cuattn_emu_set_memcheck(i32::from(enabled)) };
-        MemcheckSetting
-    }
-}
-
-impl Drop for MemcheckSetting {
-    fn drop(&mut self) {
-        // SAFETY: as above; -1 restores the default.
-        unsafe { ffi::cuattn_emu_set_memcheck(-1) };
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Bytes, 16-bit floats and comparisons.
 // ---------------------------------------------------------------------------------------------
@@ -717,7 +699,7 @@ fn cp_async_wait_group_n_lands_all_but_the_n_newest_groups_and_never_uncommitted
     let case = Case::CUATTN_PRIMITIVE_TEST_CP_ASYNC_GROUPS;
     on_every_device("cp.async groups", |device| {
         // The kernel reads chunks in flight on purpose: the emulator's checker stays off.
-        let _checker = (!device.is_cuda()).then(|| MemcheckSetting::set(false));
+        let _checker = (!device.is_cuda()).then(|| common::MemcheckSetting::new(false));
         let out = run_ok(device, case, &input, bytes);
         check_groups(&out, &input, !device.is_cuda())
     });
@@ -736,7 +718,7 @@ fn reading_cp_async_data_before_wait_group_reads_nan_poison_on_the_emulator() {
     let values: Vec<f64> = data.iter().map(|&b| Half16::Bf16.value(b)).collect();
     let case = Case::CUATTN_PRIMITIVE_TEST_CP_ASYNC_READ_BEFORE_WAIT;
     on_every_device("read before wait", |device| {
-        let _checker = (!device.is_cuda()).then(|| MemcheckSetting::set(false));
+        let _checker = (!device.is_cuda()).then(|| common::MemcheckSetting::new(false));
         let out = f32s(&run_ok(device, case, &input, 2 * 4 * WARP * ROW));
         let (before, after) = out.split_at(WARP * ROW);
         let exact = vec![0.0; values.len()];
@@ -764,7 +746,7 @@ fn reading_cp_async_data_before_wait_group_reads_nan_poison_on_the_emulator() {
 /// With the memory checker on, the same reads stop the emulator, naming the cp.async.
 #[test]
 fn memory_checker_stops_reads_of_cp_async_data_still_in_flight() {
-    let _checker = MemcheckSetting::set(true);
+    let _checker = common::MemcheckSetting::new(true);
     let input = group_input();
     for (case, out_bytes) in [
         (

@@ -5,6 +5,7 @@
 // row (staged in shared memory as fp32), the warp reduces max and sum with shuffles, and then
 // each lane owns head-dim columns d = lane, lane + 32, ... of the output and accumulates
 // sum_j p_j * V[j, d] from the chunk's probabilities, shared through shared memory.
+#include "arch/math.cuh"
 #include "common/cuda_compat.cuh"
 #include "common/launch.cuh"
 #include "common/mask.cuh"
@@ -20,22 +21,7 @@ constexpr int kWarpsPerBlock = 4;
 constexpr int kMaxHeadDim = cuattn::kMaxAttentionHeadDim;
 // Output columns one lane owns: d = lane + kWarpSize * c for c < kColsPerLane.
 constexpr int kColsPerLane = kMaxHeadDim / kWarpSize;
-constexpr unsigned kFullMask = 0xffffffffu;
 static_assert(kMaxHeadDim % kWarpSize == 0, "head-dim columns split evenly over a warp's lanes");
-
-__device__ __forceinline__ float warp_max(float x) {
-  for (int offset = kWarpSize / 2; offset > 0; offset /= 2) {
-    x = fmaxf(x, __shfl_xor_sync(kFullMask, x, offset));
-  }
-  return x;
-}
-
-__device__ __forceinline__ float warp_sum(float x) {
-  for (int offset = kWarpSize / 2; offset > 0; offset /= 2) {
-    x += __shfl_xor_sync(kFullMask, x, offset);
-  }
-  return x;
-}
 
 template <typename T>
 __global__ void attention_naive_kernel(const cuattn_attention_params p) {
@@ -90,10 +76,10 @@ __global__ void attention_naive_kernel(const cuattn_attention_params p) {
       score = cuattn::score_log2(dot, p.scale, p.scale_log2, p.softcap);
     }
     // Online softmax: rescale what was accumulated so far to the new running max.
-    const float new_max = fmaxf(row_max, warp_max(score));
+    const float new_max = fmaxf(row_max, cuattn::warp_max(score));
     const float correction = exp2f(row_max - new_max);
     const float prob = key < keys.end ? exp2f(score - new_max) : 0.0f;
-    row_sum = row_sum * correction + warp_sum(prob);
+    row_sum = row_sum * correction + cuattn::warp_sum(prob);
     row_max = new_max;
 
     // O += P V over the chunk's keys, each lane on its own columns.

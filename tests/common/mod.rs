@@ -1,5 +1,5 @@
-//! Helpers shared by the integration tests: the devices to run on, and running a group of
-//! check cases with a printed row per case.
+//! Helpers shared by the integration tests: the devices to run on, running a group of check
+//! cases with a printed row per case, and switching the emulator's memory checker.
 
 use cuattn::check::{run_case, AttentionCase};
 use cuattn::{probe_cuda, CudaProbe, Device, Kernel};
@@ -35,4 +35,24 @@ pub fn assert_cases_pass(kernel: Kernel, cases: &[AttentionCase]) {
         failures.len(),
         failures.join("\n")
     );
+}
+
+/// Turns the emulator's memory checker on or off for launches from this thread while it lives.
+#[allow(dead_code)] // used by the emulator, memcheck and primitives tests
+pub struct MemcheckSetting;
+
+#[allow(dead_code)]
+impl MemcheckSetting {
+    pub fn new(enabled: bool) -> MemcheckSetting {
+        // SAFETY: a per-thread setting; no preconditions.
+        unsafe { cuattn::ffi::cuattn_emu_set_memcheck(i32::from(enabled)) };
+        MemcheckSetting
+    }
+}
+
+impl Drop for MemcheckSetting {
+    fn drop(&mut self) {
+        // SAFETY: as in `new`; -1 restores the default.
+        unsafe { cuattn::ffi::cuattn_emu_set_memcheck(-1) };
+    }
 }
