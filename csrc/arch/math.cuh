@@ -35,6 +35,29 @@ __device__ __forceinline__ float fast_exp2(float x) {
 #endif
 }
 
+// 1/x. PTX ISA, "Floating Point Instructions: rcp": rcp.approx.ftz.f32 is within 1 ulp; .ftz
+// flushes subnormal inputs and results. The emulator divides (correctly rounded).
+__device__ __forceinline__ float fast_rcp(float x) {
+#ifdef CUATTN_EMU
+  return 1.0f / x;
+#else
+  float y;
+  asm("rcp.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+#endif
+}
+
+// tanh(x) = 1 - 2 / (2^(2 x log2(e)) + 1) on fast_exp2 and fast_rcp: a handful of instructions and
+// registers, against tanhf's polynomial. Its error is absolute, within about 2^-22 (the two
+// approximations' relative errors on the subtracted term, which is at most 2): not relative near
+// x = 0, which a softcapped score, cap * tanh(s / cap), does not need: the softmax sees its
+// absolute error, cap * 2^-22. Saturates to +-1 for large |x| (2^(+inf) = inf, 1/inf = 0); NaN
+// stays NaN.
+__device__ __forceinline__ float fast_tanh(float x) {
+  constexpr float kTwoLog2e = 2.0f * 1.4426950408889634f;
+  return 1.0f - 2.0f * fast_rcp(fast_exp2(x * kTwoLog2e) + 1.0f);
+}
+
 // Butterfly reductions over __shfl_xor_sync: every lane ends with the same value, computed in a
 // fixed order (lane offsets 1 then 2 for a quad; 16, 8, 4, 2, 1 for the warp), so a sum is
 // reproducible bit for bit. Every lane of the warp must call them together.

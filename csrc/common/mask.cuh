@@ -2,6 +2,7 @@
 // which keys a query row sees under a causal/sliding-window mask, scores and LSE in base 2.
 #pragma once
 
+#include "arch/math.cuh"
 #include "common/cuda_compat.cuh"
 #include "cuattn.h"
 
@@ -77,14 +78,26 @@ __device__ __forceinline__ KeyRange visible_keys(int row, int len_q, int len_k, 
   return KeyRange{static_cast<int>(begin), static_cast<int>(end)};
 }
 
-// The score of q . k in base 2: scale * dot, optionally soft-capped (cap * tanh(s / cap)).
-__device__ __forceinline__ float score_log2(float dot, float scale, float scale_log2,
-                                            float softcap) {
-  if (softcap > 0.0f) {
-    return softcap * tanhf(dot * scale / softcap) * kLog2e;
+// How a dot product q . k becomes a score in base 2: scale * dot * log2(e), or soft-capped,
+// cap * tanh(scale * dot / cap) * log2(e). Built once per kernel (or per tile, to keep it out of
+// registers) from the params: the division happens here, not per score.
+struct ScoreMap {
+  float scale_log2;  // scale * log2(e), precomputed in the params
+  float cap_scale;   // scale / cap; unused without softcap
+  float cap_log2;    // cap * log2(e); 0 without softcap
+
+  __device__ __forceinline__ static ScoreMap of(const cuattn_attention_params& p) {
+    const bool capped = p.softcap > 0.0f;
+    return ScoreMap{p.scale_log2, capped ? p.scale / p.softcap : 0.0f,
+                    capped ? p.softcap * kLog2e : 0.0f};
   }
-  return dot * scale_log2;
-}
+
+  __device__ __forceinline__ bool capped() const { return cap_log2 > 0.0f; }
+
+  __device__ __forceinline__ float operator()(float dot) const {
+    return capped() ? cap_log2 * fast_tanh(dot * cap_scale) : dot * scale_log2;
+  }
+};
 
 // Natural-log LSE from a base-2 running max and sum of 2^(s - max); -inf for an empty row.
 __device__ __forceinline__ float lse_from_log2(float row_max_log2, float row_sum) {

@@ -58,53 +58,72 @@ struct SmemTile {
   }
 };
 
-// Issues cp.async copies of rows [0, kRows) x columns [0, kCols) of a global tile whose row r
-// starts at gmem + r * row_stride (elements of T), by kThreads threads. Rows >= valid_rows and
-// columns >= valid_cols (a multiple of 8) are zero-filled without reading global memory.
-// The caller commits and waits.
+// Loads [kRows x kCols] global tiles into SmemTile<kRows, kCols> with cp.async, by kThreads
+// threads. Each loading thread keeps one column chunk and walks down the rows, kRowsPerPass rows
+// apart: the swizzle repeats every 8 rows, so its shared offset cycles through kPeriod bases plus
+// constants and its source advances by a constant, with no per-copy index arithmetic. A power of
+// two rows per pass keeps that cycle short; the threads past kLoadThreads (a whole number of
+// warps at head dims 96 and 192) issue no copies. Building one is a few integer operations on
+// threadIdx: kernels build it where they load, rather than hold its registers through a loop.
+template <typename T, int kRows, int kCols, int kThreads>
+struct TileLoader {
+  using Tile = SmemTile<kRows, kCols>;
+  static_assert(sizeof(T) == 2, "tiles hold 16-bit elements");
+  static_assert(Tile::kChunksPerRow <= kThreads, "one pass covers at least one row");
+  static constexpr int kRowsPerPass = [] {
+    int rows = 1;
+    while (2 * rows * Tile::kChunksPerRow <= kThreads) rows *= 2;
+    return rows;
+  }();
+  static constexpr int kLoadThreads = kRowsPerPass * Tile::kChunksPerRow;
+  static constexpr int kPasses = kRows / kRowsPerPass;
+  static constexpr int kPeriod = kRowsPerPass >= 8 ? 1 : 8 / kRowsPerPass;  // distinct bases
+  static constexpr int kRowBytes = Tile::kAtomChunks * kSwizzleChunkBytes;  // one row of an atom
+  static_assert(kRows % (kPeriod * kRowsPerPass) == 0, "tile rows are whole swizzle periods");
+
+  int row;    // first row this thread copies
+  int chunk;  // the column chunk it copies
+  int dst[kPeriod];  // shared offsets of rows row, row + kRowsPerPass, ... (one swizzle period)
+
+  __device__ __forceinline__ TileLoader() {
+    row = threadIdx.x / Tile::kChunksPerRow;
+    chunk = threadIdx.x % Tile::kChunksPerRow;
+#pragma unroll
+    for (int j = 0; j < kPeriod; ++j) {
+      dst[j] = Tile::offset(row + j * kRowsPerPass, chunk);
+    }
+  }
+
+  // Issues the copies of rows [0, kRows) x columns [0, kCols) of the global tile whose row r
+  // starts at gmem + r * row_stride (elements of T). Rows >= valid_rows and columns >=
+  // valid_cols (a multiple of 8) are zero-filled without reading global memory. The caller
+  // commits and waits.
+  __device__ __forceinline__ void load(void* smem, const T* gmem, int64_t row_stride,
+                                       int valid_rows, int valid_cols) const {
+    if (kLoadThreads < kThreads && threadIdx.x >= kLoadThreads) {
+      return;
+    }
+    const bool chunk_valid = chunk * kChunkElems < valid_cols;
+    unsigned char* tile = static_cast<unsigned char*>(smem);
+    const T* src = gmem + row * row_stride + chunk * kChunkElems;
+    const int64_t src_step = kRowsPerPass * row_stride;
+#pragma unroll
+    for (int pass = 0; pass < kPasses; ++pass) {
+      const bool valid = chunk_valid && row + pass * kRowsPerPass < valid_rows;
+      const int period_offset = (pass / kPeriod) * kPeriod * kRowsPerPass * kRowBytes;
+      // A zero-filled chunk reads nothing; its source only has to be a valid address.
+      cp_async_cg16(tile + dst[pass % kPeriod] + period_offset, valid ? src : gmem,
+                    valid ? kSwizzleChunkBytes : 0);
+      src += src_step;
+    }
+  }
+};
+
+// One-off load of a tile (see TileLoader::load).
 template <typename T, int kRows, int kCols, int kThreads>
 __device__ __forceinline__ void load_tile_async(void* smem, const T* gmem, int64_t row_stride,
                                                 int valid_rows, int valid_cols) {
-  using Tile = SmemTile<kRows, kCols>;
-  static_assert(sizeof(T) == 2, "tiles hold 16-bit elements");
-  constexpr int kRowsPerPass = kThreads / Tile::kChunksPerRow;
-  // When the threads cover whole rows, each thread keeps one column chunk and walks down the
-  // rows: the swizzle repeats every 8 rows, so its shared offset cycles through kPeriod bases
-  // plus constants and its source advances by a constant, with no per-copy index arithmetic.
-  constexpr bool kWholeRows = kThreads % Tile::kChunksPerRow == 0;
-  constexpr int kPeriod = kRowsPerPass >= 8 ? 1 : 8 / (kRowsPerPass > 0 ? kRowsPerPass : 1);
-  if constexpr (kWholeRows && (kRowsPerPass % 8 == 0 || 8 % kRowsPerPass == 0) && kPeriod <= 2 &&
-                kRows % (kPeriod * kRowsPerPass) == 0) {
-    constexpr int kRowBytes = Tile::kAtomChunks * kSwizzleChunkBytes;  // one row of an atom
-    const int row0 = threadIdx.x / Tile::kChunksPerRow;
-    const int chunk = threadIdx.x % Tile::kChunksPerRow;
-    const bool chunk_valid = chunk * kChunkElems < valid_cols;
-    unsigned char* dst[kPeriod];
-#pragma unroll
-    for (int j = 0; j < kPeriod; ++j) {
-      dst[j] = static_cast<unsigned char*>(smem) + Tile::offset(row0 + j * kRowsPerPass, chunk);
-    }
-    const T* src = gmem + row0 * row_stride + chunk * kChunkElems;
-    const int64_t src_step = kRowsPerPass * row_stride;
-#pragma unroll
-    for (int pass = 0; pass < kRows / kRowsPerPass; ++pass) {
-      const bool valid = chunk_valid && row0 + pass * kRowsPerPass < valid_rows;
-      // A zero-filled chunk reads nothing; its source only has to be a valid address.
-      cp_async_cg16(dst[pass % kPeriod] + (pass / kPeriod) * kPeriod * kRowsPerPass * kRowBytes,
-                    valid ? src : gmem, valid ? kSwizzleChunkBytes : 0);
-      src += src_step;
-    }
-  } else {
-    constexpr int kChunks = kRows * Tile::kChunksPerRow;
-#pragma unroll
-    for (int i = threadIdx.x; i < kChunks; i += kThreads) {
-      const int row = i / Tile::kChunksPerRow;
-      const int chunk = i % Tile::kChunksPerRow;
-      const bool valid = row < valid_rows && chunk * kChunkElems < valid_cols;
-      const T* src = valid ? gmem + row * row_stride + chunk * kChunkElems : gmem;
-      cp_async_cg16(Tile::chunk_ptr(smem, row, chunk), src, valid ? kSwizzleChunkBytes : 0);
-    }
-  }
+  TileLoader<T, kRows, kCols, kThreads>().load(smem, gmem, row_stride, valid_rows, valid_cols);
 }
 
 }  // namespace cuattn

@@ -12,6 +12,18 @@ struct OnlineSoftmax {
   float max = -INFINITY;  // running max of the row's base-2 scores
   float sum = 0.0f;       // running sum of 2^(s - max) (in mma kernels, this lane's share)
 
+  // How far (base 2) a kernel may let the running max trail the row's true max: probabilities
+  // then reach at most 2^kMaxLag, far inside the fp32, fp16 and bf16 ranges, and O, the sum and
+  // the LSE all use the same max, so the result does not change. Skipping the move skips the
+  // rescale of O, a multiply per accumulator.
+  static constexpr float kMaxLag = 8.0f;
+
+  // Whether this tile's max (reduced over the row's lanes) exceeds the running max by more than
+  // kMaxLag; always true for the first tile with a visible score.
+  __device__ __forceinline__ bool outgrown_by(float tile_max) const {
+    return tile_max > max + kMaxLag;
+  }
+
   // Moves the running max to include `tile_max` (already reduced over the row's lanes) and
   // rescales the sum; returns the factor the row's output accumulators must be scaled by.
   __device__ __forceinline__ float absorb_max(float tile_max) {

@@ -99,6 +99,7 @@ __global__ void __launch_bounds__(MmaSimpleTraits<kHeadDim>::kThreads)
   cuattn::OnlineSoftmax softmax[2];
   float acc[Traits::kOutBlocks][kMmaCRegs] = {};  // O: 16 x kHeadDim per warp, fp32
 
+  const cuattn::ScoreMap score_map = cuattn::ScoreMap::of(p);
   for (int n0 = keys_begin; n0 < keys_end; n0 += kBlockN) {
     cuattn::load_tile_async<T, kBlockN, kHeadDim, Traits::kThreads>(
         sK, k + n0 * p.k_row_stride, p.k_row_stride, seq.len_k - n0, p.head_dim);
@@ -129,8 +130,7 @@ __global__ void __launch_bounds__(MmaSimpleTraits<kHeadDim>::kThreads)
         const int r = i / 2;  // c[0], c[1]: row group; c[2], c[3]: row group + 8
         const int key = n0 + n8 * kMmaN + 2 * quad_lane + i % 2;
         const bool visible = key >= row_keys[r].begin && key < row_keys[r].end;
-        s[n8][i] = visible ? cuattn::score_log2(s[n8][i], p.scale, p.scale_log2, p.softcap)
-                           : -INFINITY;
+        s[n8][i] = visible ? score_map(s[n8][i]) : -INFINITY;
         tile_max[r] = fmaxf(tile_max[r], s[n8][i]);
       }
     }

@@ -63,6 +63,7 @@ __global__ void attention_naive_kernel(const cuattn_attention_params p) {
     acc[c] = 0.0f;
   }
 
+  const cuattn::ScoreMap score_map = cuattn::ScoreMap::of(p);
   for (int chunk = keys.begin; chunk < keys.end; chunk += kWarpSize) {
     // S = scale * Q K^T for this lane's key, in base 2.
     const int key = chunk + lane;
@@ -73,7 +74,7 @@ __global__ void attention_naive_kernel(const cuattn_attention_params p) {
       for (int d = 0; d < p.head_dim; ++d) {
         dot += sQ[d] * static_cast<float>(k_row[d]);
       }
-      score = cuattn::score_log2(dot, p.scale, p.scale_log2, p.softcap);
+      score = score_map(dot);
     }
     // Online softmax: rescale what was accumulated so far to the new running max.
     const float new_max = fmaxf(row_max, cuattn::warp_max(score));
