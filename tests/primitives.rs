@@ -923,11 +923,71 @@ fn fast_exp2_is_within_2_ulp_of_2_to_the_x_and_flushes_subnormal_results() {
             device,
             Case::CUATTN_PRIMITIVE_TEST_EXP2,
             &input,
-            4 * EXP2_COUNT,
+            8 * EXP2_COUNT,
         ));
         let wrong: Vec<String> = (0..EXP2_COUNT)
             .filter(|&i| !want[i].accepts(got[i]))
             .map(|i| format!("fast_exp2({}) = {}, expected {:?}", xs[i], got[i], want[i]))
+            .collect();
+        match wrong.is_empty() {
+            true => Ok(()),
+            false => Err(format!(
+                "{} wrong; {}",
+                wrong.len(),
+                wrong[..wrong.len().min(8)].join("; ")
+            )),
+        }
+    });
+}
+
+#[test]
+fn fast_tanh_is_within_2_to_the_minus_20_of_tanh_and_saturates() {
+    let mut rng = StdRng::seed_from_u64(62);
+    let mut xs = vec![
+        0.0,
+        -0.0,
+        1e-6,
+        -1e-3,
+        0.5,
+        -0.5,
+        1.0,
+        3.0,
+        -9.0,
+        30.0,
+        -45.0,
+        100.0,
+        -1e4,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NAN,
+    ];
+    while xs.len() < EXP2_COUNT {
+        // Mostly where tanh bends, some far out where it has saturated.
+        let wide = xs.len() % 8 == 0;
+        xs.push(rng.random_range(if wide { -60.0f32..60.0 } else { -4.0..4.0 }));
+    }
+    let mut input = Vec::new();
+    push_f32s(&mut input, &xs);
+    // The error is absolute (see fast_tanh): about 2^-22 from each of ex2 and rcp, 2^-24 from
+    // each rounding; 2^-20 bounds their sum.
+    let tolerance = 2f64.powi(-20);
+    on_every_device("fast_tanh", |device| {
+        let out = f32s(&run_ok(
+            device,
+            Case::CUATTN_PRIMITIVE_TEST_EXP2,
+            &input,
+            8 * EXP2_COUNT,
+        ));
+        let got = &out[EXP2_COUNT..];
+        let wrong: Vec<String> = (0..EXP2_COUNT)
+            .filter(|&i| {
+                let want = f64::from(xs[i]).tanh();
+                match xs[i].is_nan() {
+                    true => !got[i].is_nan(),
+                    false => !within(got[i], want, tolerance),
+                }
+            })
+            .map(|i| format!("fast_tanh({}) = {}, want {}", xs[i], got[i], xs[i].tanh()))
             .collect();
         match wrong.is_empty() {
             true => Ok(()),
