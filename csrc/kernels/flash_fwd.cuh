@@ -123,7 +123,10 @@ __global__ void __launch_bounds__(Traits<kHeadDim>::kThreads, Traits<kHeadDim>::
   const int quad_lane = lane % 4;
   const int head = blockIdx.y;
   const int batch = blockIdx.z;
-  const int row0 = blockIdx.x * kBlockM;  // first query row of the CTA
+  // First query row of the CTA. The last query tile comes first: under a causal mask later rows
+  // see more keys, and CTAs start in blockIdx.x order, so the longest ones start first and the
+  // grid ends on short ones rather than on a tail of long ones.
+  const int row0 = static_cast<int>(gridDim.x - 1 - blockIdx.x) * kBlockM;
 
   const SequenceSpan seq = sequence_span(p, batch);
   if (row0 >= seq.len_q) {
