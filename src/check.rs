@@ -280,7 +280,8 @@ pub fn head_dim_cases() -> Vec<AttentionCase> {
 /// Sliding windows (0,0), (17,-1), (-1,3), (64,64), causal with a window, softcap; with
 /// seqlen_q < seqlen_k and seqlen_q > seqlen_k. Then scores spread wide (a large scale): a row's
 /// running max then jumps mid-row by more than the lag the tiled kernels allow it, so O is
-/// rescaled after it holds values (with 1/sqrt(d) on these inputs it never is).
+/// rescaled after it holds values (with 1/sqrt(d) on these inputs it never is). Last, a negative
+/// and a zero scale.
 pub fn mask_cases() -> Vec<AttentionCase> {
     let mut cases = Vec::new();
     for (sq, sk) in [(47, 130), (130, 47), (97, 97)] {
@@ -311,6 +312,13 @@ pub fn mask_cases() -> Vec<AttentionCase> {
             .scale(3.0)
             .softcap(20.0),
     );
+    // A negative and a zero scale: the max of the raw scores is not the max of the scaled ones.
+    cases.push(
+        AttentionCase::dense(1, 90, 170, 2, 1, 64, DType::F16)
+            .scale(-0.4)
+            .causal(),
+    );
+    cases.push(AttentionCase::dense(1, 70, 100, 2, 2, 128, DType::BF16).scale(0.0));
     seeded(cases, 0x4000)
 }
 

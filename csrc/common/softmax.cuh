@@ -35,9 +35,10 @@ struct OnlineSoftmax {
     return correction;
   }
 
-  // 2^(s - max) for a score of this row after absorb_max (0 for a masked score).
-  __device__ __forceinline__ float prob(float score_log2) const {
-    return fast_exp2(score_log2 - safe(max));
+  // 2^(s - max) for a score s = score * score_scale of this row after absorb_max, in one FFMA
+  // and an exp2 (0 for a masked score, -inf). score_scale must be positive.
+  __device__ __forceinline__ float prob(float score, float score_scale = 1.0f) const {
+    return fast_exp2(fmaf(score, score_scale, -safe(max)));
   }
 
   // Natural-log LSE of the row once `sum` holds the whole row's total (-inf for an empty row).

@@ -234,12 +234,15 @@ __global__ void __launch_bounds__(Traits<kHeadDim>::kThreads, Traits<kHeadDim>::
       }
     }
 
-    // Scale (and cap) S in base 2, one branch per tile rather than per element; mask it only
-    // if the tile straddles a window boundary (the rows' windows are recomputed per such tile
-    // rather than held in registers across the loop). Lane row r of the accumulators is s[r/2]
-    // elements 2*(r%2) and 2*(r%2) + 1.
+    // S in base 2 is s * exp_scale. With a positive scale and no cap that product is left to the
+    // softmax's one FFMA per score (2^(s * exp_scale - max)), the raw tile max scaled being the
+    // scaled tile max; otherwise S is mapped here and exp_scale is 1. One branch per tile, not
+    // per score. The element mask (-inf) comes after and means the same in either unit. Lane row
+    // r of the accumulators is s[r/2] elements 2*(r%2) and 2*(r%2) + 1.
     const ScoreMap score_map = ScoreMap::of(p);  // per tile: nothing held through the loop
-    if (score_map.capped()) {
+    const bool scaled_by_softmax = !score_map.capped() && score_map.scale_log2 > 0.0f;
+    const float exp_scale = scaled_by_softmax ? score_map.scale_log2 : 1.0f;
+    if (!scaled_by_softmax) {
       #pragma unroll
       for (int m = 0; m < kMTiles; ++m) {
         #pragma unroll
@@ -247,17 +250,6 @@ __global__ void __launch_bounds__(Traits<kHeadDim>::kThreads, Traits<kHeadDim>::
           #pragma unroll
           for (int i = 0; i < kMmaCRegs; ++i) {
             s[m][n8][i] = score_map(s[m][n8][i]);
-          }
-        }
-      }
-    } else {
-      #pragma unroll
-      for (int m = 0; m < kMTiles; ++m) {
-        #pragma unroll
-        for (int n8 = 0; n8 < Tr::kScoreBlocks; ++n8) {
-          #pragma unroll
-          for (int i = 0; i < kMmaCRegs; ++i) {
-            s[m][n8][i] *= score_map.scale_log2;
           }
         }
       }
@@ -294,7 +286,7 @@ __global__ void __launch_bounds__(Traits<kHeadDim>::kThreads, Traits<kHeadDim>::
       for (int n8 = 0; n8 < Tr::kScoreBlocks; ++n8) {
         tile_max[r] = fmaxf(tile_max[r], fmaxf(row_s[n8 * kMmaCRegs], row_s[n8 * kMmaCRegs + 1]));
       }
-      tile_max[r] = quad_max(tile_max[r]);
+      tile_max[r] = quad_max(tile_max[r]) * exp_scale;  // exp_scale > 0 keeps it the max
       outgrown |= softmax[r].outgrown_by(tile_max[r]);
     }
     if (__any_sync(kMathFullMask, outgrown)) {
@@ -316,7 +308,7 @@ __global__ void __launch_bounds__(Traits<kHeadDim>::kThreads, Traits<kHeadDim>::
         #pragma unroll
         for (int j = 0; j < 2; ++j) {
           float& score = s[r / 2][n8][2 * (r % 2) + j];
-          score = softmax[r].prob(score);
+          score = softmax[r].prob(score, exp_scale);
           partial[j] += score;
         }
       }
