@@ -2,15 +2,16 @@
 // one translation unit per (dtype, head-dim tile), so the CUDA build compiles them in parallel.
 //
 // One CTA per (query tile, query head, batch); each warp owns 16 or 32 query rows (traits table),
-// every K and V fragment it loads serving all of them. K/V tiles stream through a two-stage
-// cp.async pipeline into swizzled shared memory (tile j+2 loads while j and j+1 are in use);
-// S = Q K^T and O += P V on mma.sync, Q and K through ldmatrix, V through ldmatrix.trans; the
-// online softmax stays in registers in base 2, P is reused from the S accumulators as the A
-// operand, and O is rescaled only when a row's max outgrows the running one by 2^8. Tiles no row
-// of the CTA can see are never loaded; the element mask runs only on tiles that straddle a mask
-// boundary. O leaves through shared memory in 16-byte stores. Gained over attention_mma_simple:
-// load/compute overlap, fragment loads batched ahead of their mmas and shared by two m16 tiles,
-// several CTAs per SM, no masking work on interior tiles, rare rescales, vector stores.
+// every K and V fragment it loads serving all of them. K/V tiles stream through a 2- or 3-stage
+// cp.async pipeline into swizzled shared memory, one barrier per tile (tile j + stages - 1 loads
+// while j is in use); S = Q K^T and O += P V on mma.sync, Q and K through ldmatrix, V through
+// ldmatrix.trans; the online softmax stays in registers in base 2, P is reused from the S
+// accumulators as the A operand, and O is rescaled only when a row's max outgrows the running one
+// by 2^8. Tiles no row of the CTA can see are never loaded; the element mask runs only on tiles
+// that straddle a mask boundary. O leaves through shared memory in 16-byte stores. Gained over
+// attention_mma_simple: load/compute overlap, fragment loads batched ahead of their mmas and shared
+// by two m16 tiles, several CTAs per SM, no masking work on interior tiles, rare rescales, vector
+// stores.
 #pragma once
 
 #include "arch/cp_async.cuh"
@@ -30,7 +31,6 @@ namespace cuattn {
 namespace flash_fwd {
 
 constexpr int kWarpSize = 32;
-constexpr int kStages = 2;  // K/V tiles in flight: one being used, one landing
 
 // The traits table: tile shapes per head-dim tile, each row with its reason. Four warps per CTA
 // everywhere: at up to 255 registers a lane, two CTAs fit on an SM, so one CTA's barrier never
@@ -39,32 +39,34 @@ constexpr int kStages = 2;  // K/V tiles in flight: one being used, one landing
 // (hd128: 72 ldmatrix.x4 per 128 mmas at 16 rows a warp, 48 at 32).
 template <int kHeadDim>
 struct Shape;
-// hd64, hd96: 32 rows a warp (O: 64 or 96 registers, S: 64); 48 and 72 KiB of shared memory.
+// kStages K/V tiles are in shared memory at once: one in use, kStages - 1 landing. Three where
+// two CTAs still fit on an SM (<= 113 KiB each), so a load has two tiles of compute to land in.
+// hd64, hd96: 32 rows a warp (O: 64 or 96 registers, S: 64); 64 and 96 KiB of shared memory.
 template <>
 struct Shape<64> {
-  static constexpr int kWarps = 4, kMTiles = 2, kBlockN = 64;
+  static constexpr int kWarps = 4, kMTiles = 2, kBlockN = 64, kStages = 3;
 };
 template <>
 struct Shape<96> {
-  static constexpr int kWarps = 4, kMTiles = 2, kBlockN = 64;
+  static constexpr int kWarps = 4, kMTiles = 2, kBlockN = 64, kStages = 3;
 };
 // hd128: 32 rows a warp with 32-key tiles: O takes 128 registers, and with 64 keys S's 64 more
-// spill; 64 KiB.
+// spill; 80 KiB.
 template <>
 struct Shape<128> {
-  static constexpr int kWarps = 4, kMTiles = 2, kBlockN = 32;
+  static constexpr int kWarps = 4, kMTiles = 2, kBlockN = 32, kStages = 3;
 };
 // hd192: O takes 96 registers per m16 tile, so a warp keeps 16 rows; 32-key tiles keep shared
-// memory at 72 KiB so that two CTAs fit on an SM (64-key tiles need 120 KiB: one CTA, 4 warps).
+// memory at 96 KiB so that two CTAs fit on an SM (64-key tiles would need 168 KiB).
 template <>
 struct Shape<192> {
-  static constexpr int kWarps = 4, kMTiles = 1, kBlockN = 32;
+  static constexpr int kWarps = 4, kMTiles = 1, kBlockN = 32, kStages = 3;
 };
 // hd256: 16 rows a warp, O takes 128 registers; 32-key tiles keep S and the fragments in flight
-// under 255 registers without spills; 96 KiB.
+// under 255 registers without spills; two stages, 96 KiB (three would need 128 KiB).
 template <>
 struct Shape<256> {
-  static constexpr int kWarps = 4, kMTiles = 1, kBlockN = 32;
+  static constexpr int kWarps = 4, kMTiles = 1, kBlockN = 32, kStages = 2;
 };
 
 template <int kHeadDim>
@@ -72,6 +74,7 @@ struct Traits {
   static constexpr int kWarps = Shape<kHeadDim>::kWarps;
   static constexpr int kMTiles = Shape<kHeadDim>::kMTiles;   // m16 tiles of query rows per warp
   static constexpr int kBlockN = Shape<kHeadDim>::kBlockN;   // keys per K/V tile
+  static constexpr int kStages = Shape<kHeadDim>::kStages;   // K/V tiles in shared memory
   static constexpr int kWarpRows = kMmaM * kMTiles;          // query rows per warp
   static constexpr int kBlockM = kWarpRows * kWarps;         // query rows per CTA
   static constexpr int kLaneRows = 2 * kMTiles;  // accumulator rows per lane: group, group + 8
@@ -87,6 +90,7 @@ struct Traits {
   static_assert(kHeadDim % kMmaK == 0, "head-dim tiles are whole k16 steps");
   static_assert(kBlockN % kMmaK == 0, "P V consumes a key tile in k16 steps");
   static_assert(kBlockM % 8 == 0 && kBlockN % 8 == 0, "tiles are whole swizzle periods");
+  static_assert(kStages >= 2, "a tile loads while another is in use");
 };
 
 // Where a CTA's rows live, worked out once and parked in shared memory: the key loop needs every
@@ -177,10 +181,12 @@ __global__ void __launch_bounds__(Traits<kHeadDim>::kThreads, Traits<kHeadDim>::
                    valid_rows, p.head_dim);
   };
 
-  // Prologue: Q and tile 0 in group 0, tile 1 in group 1 (groups may be empty).
+  // Prologue: Q and tile 0 in group 0, tiles 1 .. kStages - 2 in one group each (groups may be
+  // empty). Tile t always goes to stage t % kStages.
+  constexpr int kStages = Tr::kStages;
   load_tile_async<T, kBlockM, kHeadDim, Tr::kThreads>(sQ, q, p.q_row_stride, seq.len_q - row0,
                                                       p.head_dim);
-  for (int tile = 0; tile < kStages; ++tile) {
+  for (int tile = 0; tile < kStages - 1; ++tile) {
     if (tile < num_tiles) {
       load_kv(tile, tile);
     }
@@ -200,8 +206,15 @@ __global__ void __launch_bounds__(Traits<kHeadDim>::kThreads, Traits<kHeadDim>::
   for (int tile = 0; tile < num_tiles; ++tile) {
     const int stage = tile % kStages;
     const int n0 = keys_begin + tile * kBlockN;
-    cp_async_wait_group<kStages - 1>();  // this tile's group has landed; the next may be flying
+    // This tile has landed (the kStages - 2 younger groups may still be in flight), and past the
+    // barrier every warp is done with the previous tile, whose stage takes tile + kStages - 1:
+    // one barrier per tile.
+    cp_async_wait_group<kStages - 2>();
     __syncthreads();
+    if (tile + kStages - 1 < num_tiles) {
+      load_kv(tile + kStages - 1, (tile + kStages - 1) % kStages);
+    }
+    cp_async_commit_group();
 
     // S = Q K^T: [kWarpRows x kBlockN] per warp, kScoreBlocks n8 accumulators per m16 tile. Each
     // k16 step loads all its fragments before its mmas, so the loads' latency overlaps, and each
@@ -353,11 +366,6 @@ __global__ void __launch_bounds__(Traits<kHeadDim>::kThreads, Traits<kHeadDim>::
         }
       }
     }
-    __syncthreads();  // every warp is done with this stage before it is refilled
-    if (tile + kStages < num_tiles) {
-      load_kv(tile + kStages, stage);
-    }
-    cp_async_commit_group();
   }
   // Nothing may still land in shared memory while O is staged there, and with no key tile the
   // loop's barriers never ordered the Q copies of other warps before this warp's writes.
