@@ -349,6 +349,40 @@ Registry& registry() {
 // segments (constants, string literals, __constant__ and __device__ variables).
 // ---------------------------------------------------------------------------------------------
 
+}  // namespace
+
+TlsBlocks scan_tls_blocks(const void* own_marker) {
+  struct Scan {
+    uintptr_t marker;
+    TlsBlocks blocks;
+  } scan{reinterpret_cast<uintptr_t>(own_marker), {}};
+  dl_iterate_phdr(
+      [](dl_phdr_info* info, size_t, void* data) {
+        Scan& s = *static_cast<Scan*>(data);
+        const auto tls = reinterpret_cast<uintptr_t>(info->dlpi_tls_data);
+        for (int i = 0; tls != 0 && i < info->dlpi_phnum; ++i) {
+          const ElfW(Phdr)& segment = info->dlpi_phdr[i];
+          if (segment.p_type != PT_TLS) {
+            continue;
+          }
+          const uintptr_t end = tls + segment.p_memsz;
+          if (tls <= s.marker && s.marker < end) {
+            s.blocks.own_begin = tls;
+            s.blocks.own_end = end;
+            // The main program has an empty name.
+            s.blocks.own_path = info->dlpi_name[0] != '\0' ? info->dlpi_name : "/proc/self/exe";
+          } else {
+            s.blocks.others.emplace_back(tls, end);
+          }
+        }
+        return 0;
+      },
+      &scan);
+  return scan.blocks;
+}
+
+namespace {
+
 std::vector<Range> collect_module_segments() {
   std::vector<Range> segments;
   dl_iterate_phdr(
@@ -489,36 +523,12 @@ struct RangeCache {
 class Checker {
  public:
   Checker() {
-    struct Scan {
-      uintptr_t marker;
-      Range own;
-      std::string own_path;
-      std::vector<Range> others;
-    } scan{reinterpret_cast<uintptr_t>(&fast), {}, {}, {}};
-    dl_iterate_phdr(
-        [](dl_phdr_info* info, size_t, void* data) {
-          Scan& s = *static_cast<Scan*>(data);
-          const auto tls = reinterpret_cast<uintptr_t>(info->dlpi_tls_data);
-          for (int i = 0; tls != 0 && i < info->dlpi_phnum; ++i) {
-            const ElfW(Phdr)& segment = info->dlpi_phdr[i];
-            if (segment.p_type != PT_TLS) {
-              continue;
-            }
-            const Range range{tls, tls + segment.p_memsz};
-            if (range.contains(s.marker, sizeof(Fast))) {
-              s.own = range;
-              // The main program has an empty name.
-              s.own_path = info->dlpi_name[0] != '\0' ? info->dlpi_name : "/proc/self/exe";
-            } else {
-              s.others.push_back(range);
-            }
-          }
-          return 0;
-        },
-        &scan);
-    tls_ = scan.own;
-    module_path_ = std::move(scan.own_path);
-    foreign_tls_ = std::move(scan.others);
+    TlsBlocks blocks = scan_tls_blocks(&fast);
+    tls_ = Range{blocks.own_begin, blocks.own_end};
+    module_path_ = std::move(blocks.own_path);
+    for (const auto& [begin, end] : blocks.others) {
+      foreign_tls_.push_back(Range{begin, end});
+    }
     static_shadow_.resize(tls_.end - tls_.begin);
   }
 

@@ -20,7 +20,10 @@
 #define CUATTN_EMU_MEMCHECK_H_
 
 #include <cstddef>
+#include <cstdint>
 #include <string>
+#include <utility>
+#include <vector>
 
 // Marks a function of an emulator header whose own loads and stores the checker must not see:
 // runtime code compiled into kernel translation units that touches runtime state, such as the
@@ -47,6 +50,18 @@ void memcheck_async_land(void* smem_dst, size_t bytes, int linear_tid);
 // ---------------------------------------------------------------------------------------------
 // The runtime's side (runtime.cpp).
 // ---------------------------------------------------------------------------------------------
+
+// The thread_local storage blocks this OS thread sees: that of the module holding `own_marker`
+// (a thread_local variable of the emulator; the kernels' static __shared__ arrays live in the
+// same block), with the module's file ("/proc/self/exe" for the main program), and every other
+// module's. One scan of the loaded modules (dl_iterate_phdr).
+struct TlsBlocks {
+  uintptr_t own_begin = 0;
+  uintptr_t own_end = 0;
+  std::string own_path;
+  std::vector<std::pair<uintptr_t, uintptr_t>> others;  // [begin, end) each
+};
+TlsBlocks scan_tls_blocks(const void* own_marker);
 
 // Whether launches made now from the calling thread are checked (cuattn_emu_set_memcheck, else
 // CUATTN_EMU_MEMCHECK, else on).

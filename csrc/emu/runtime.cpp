@@ -2,7 +2,6 @@
 // spread over the caller and a worker pool; barriers, warp collectives and fault diagnoses.
 #include "emu/runtime.h"
 
-#include <link.h>
 #include <sched.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -1086,32 +1085,6 @@ namespace {
 // it must not allocate.
 constexpr size_t kFaultTextBytes = 512;
 
-// This OS thread's instance of the thread_local storage of the module that holds the emulator,
-// and with it the kernels' static __shared__ arrays: [begin, end).
-struct TlsBlock {
-  uintptr_t begin = 0;
-  uintptr_t end = 0;
-};
-
-TlsBlock find_tls_block() {
-  TlsBlock block;
-  dl_iterate_phdr(
-      [](dl_phdr_info* info, size_t, void* data) {
-        const auto marker = reinterpret_cast<uintptr_t>(&dynamic_smem);
-        const auto tls = reinterpret_cast<uintptr_t>(info->dlpi_tls_data);
-        for (int i = 0; tls != 0 && i < info->dlpi_phnum; ++i) {
-          const ElfW(Phdr)& segment = info->dlpi_phdr[i];
-          if (segment.p_type == PT_TLS && tls <= marker && marker < tls + segment.p_memsz) {
-            *static_cast<TlsBlock*>(data) = TlsBlock{tls, tls + segment.p_memsz};
-            return 1;
-          }
-        }
-        return 0;
-      },
-      &block);
-  return block;
-}
-
 // Lands one copy: reads its source (nothing when src_bytes is 0) and zero-fills the rest.
 void land(const AsyncCopy& copy, int linear_tid) {
   if (copy.src_bytes > 0) {
@@ -1151,8 +1124,13 @@ bool is_shared_address(const void* address, size_t bytes) {
   if (arena <= begin && end <= arena + kMaxDynamicSmemBytes) {
     return true;
   }
-  thread_local const TlsBlock tls = find_tls_block();
-  return tls.begin <= begin && end <= tls.end;
+  // This OS thread's instance of the thread_local storage of the module holding the emulator,
+  // and with it the kernels' static __shared__ arrays.
+  thread_local const std::pair<uintptr_t, uintptr_t> tls = [] {
+    const TlsBlocks blocks = scan_tls_blocks(&dynamic_smem);
+    return std::pair{blocks.own_begin, blocks.own_end};
+  }();
+  return tls.first <= begin && end <= tls.second;
 }
 
 void kernel_fault(const char* format, ...) {
