@@ -230,6 +230,10 @@ typedef enum cuattn_memcheck_test_case {
    * __syncthreads, every thread does atomicAdd(&bins[buf[t] & 7], 1), __syncthreads, and
    * buf[t] = bins[t] for t < 8. Atomics of different threads do not race. */
   CUATTN_MEMCHECK_TEST_HISTOGRAM_ATOMICS = 14,
+  /* Planted: the bins are never zeroed, so the first atomicAdd on each reads a shared int no
+   * thread of the block wrote (on a GPU, whatever an earlier block left; in the emulator, the
+   * 0xFFFFFFFF poison: -1). */
+  CUATTN_MEMCHECK_TEST_HISTOGRAM_ATOMICS_UNZEROED = 15,
 } cuattn_memcheck_test_case;
 
 /* Runs memcheck test `test_case` (a cuattn_memcheck_test_case) over `buf`, a device buffer of the

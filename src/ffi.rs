@@ -231,6 +231,8 @@ impl cuattn_memcheck_test_case {
         cuattn_memcheck_test_case(13);
     pub const CUATTN_MEMCHECK_TEST_HISTOGRAM_ATOMICS: cuattn_memcheck_test_case =
         cuattn_memcheck_test_case(14);
+    pub const CUATTN_MEMCHECK_TEST_HISTOGRAM_ATOMICS_UNZEROED: cuattn_memcheck_test_case =
+        cuattn_memcheck_test_case(15);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]

@@ -228,7 +228,8 @@ fn a_kernel_writing_memory_never_registered_faults() {
 #[test]
 fn static_shared_memory_read_by_other_threads_needs_a_syncthreads() {
     let v = values(THREADS);
-    // Thread 31 reads tile[32] before thread 32, in the other warp, writes it.
+    // Thread 0 reads tile[63] before thread 63, in the other warp, writes it: with static shared
+    // memory poisoned at block start, that is a read of memory no thread of the block wrote.
     let (message, _) = run_faulting(
         Case::CUATTN_MEMCHECK_TEST_REVERSE_STATIC_NO_SYNCTHREADS,
         &v,
@@ -236,10 +237,10 @@ fn static_shared_memory_read_by_other_threads_needs_a_syncthreads() {
     );
     assert_eq!(
         message,
-        "kernel memcheck_test_reverse_static_no_syncthreads block (0,0,0): thread 32 (warp 1, \
-         lane 0) wrote 4 bytes of shared memory at (anonymous \
-         namespace)::reverse_static_kernel(int*, bool)::tile+128, which thread 31 (warp 0, lane \
-         31) read in the same barrier interval (no __syncthreads between them)"
+        "kernel memcheck_test_reverse_static_no_syncthreads block (0,0,0): thread 0 (warp 0, \
+         lane 0) read 4 bytes of shared memory at (anonymous \
+         namespace)::reverse_static_kernel(int*, bool)::tile+252, which no thread of the block \
+         has written"
     );
     let out = run_clean(Case::CUATTN_MEMCHECK_TEST_REVERSE_STATIC, &v, THREADS);
     assert_eq!(out, v.iter().rev().copied().collect::<Vec<_>>());
@@ -277,12 +278,12 @@ fn lanes_of_a_warp_exchanging_through_shared_memory_need_a_syncwarp() {
         &v,
         THREADS,
     );
+    // Lane 0 reads lane 31's slot before lane 31 wrote it.
     assert_eq!(
         message,
-        "kernel memcheck_test_rotate_warp_no_syncwarp block (0,0,0): thread 1 (warp 0, lane 1) \
+        "kernel memcheck_test_rotate_warp_no_syncwarp block (0,0,0): thread 0 (warp 0, lane 0) \
          read 4 bytes of shared memory at (anonymous namespace)::rotate_kernel(int*, bool, \
-         bool)::ring+0, which thread 0 (warp 0, lane 0) wrote in the same barrier interval (no \
-         __syncthreads, nor a __syncwarp naming both lanes, between them)"
+         bool)::ring+124, which no thread of the block has written"
     );
     let out = run_clean(Case::CUATTN_MEMCHECK_TEST_ROTATE_WARP, &v, THREADS);
     let want: Vec<i32> = (0..THREADS)
@@ -298,12 +299,12 @@ fn a_syncwarp_orders_nothing_between_warps() {
         &values(THREADS),
         THREADS,
     );
+    // Warp 0 runs past its __syncwarp first and reads warp 1's slots before warp 1 wrote them.
     assert_eq!(
         message,
-        "kernel memcheck_test_rotate_across_warps_syncwarp block (0,0,0): thread 63 (warp 1, \
-         lane 31) wrote 4 bytes of shared memory at (anonymous namespace)::rotate_kernel(int*, \
-         bool, bool)::ring+252, which thread 31 (warp 0, lane 31) read in the same barrier \
-         interval (no __syncthreads between them)"
+        "kernel memcheck_test_rotate_across_warps_syncwarp block (0,0,0): thread 31 (warp 0, \
+         lane 31) read 4 bytes of shared memory at (anonymous namespace)::rotate_kernel(int*, \
+         bool, bool)::ring+252, which no thread of the block has written"
     );
 }
 
@@ -317,6 +318,39 @@ fn atomics_of_many_threads_on_one_shared_word_do_not_race() {
     }
     assert_eq!(&out[..8], &bins, "bins of v & 7");
     assert_eq!(&out[8..], &v[8..]);
+}
+
+#[test]
+fn atomics_on_static_shared_memory_no_thread_zeroed_fault_and_see_the_poison() {
+    let v = values(THREADS);
+    let (message, _) = run_faulting(
+        Case::CUATTN_MEMCHECK_TEST_HISTOGRAM_ATOMICS_UNZEROED,
+        &v,
+        THREADS,
+    );
+    // Thread 63, the last at the barrier, runs on first and adds to its bin.
+    let bin = (v[63] & 7) as usize;
+    assert_eq!(
+        message,
+        format!(
+            "kernel memcheck_test_histogram_atomics_unzeroed block (0,0,0): thread 63 (warp 1, \
+             lane 31) atomically updated 4 bytes of shared memory at (anonymous \
+             namespace)::histogram_kernel(int*, bool)::bins+{}, which no thread of the block has \
+             written",
+            4 * bin
+        )
+    );
+    // Unchecked, the block still starts with its static shared memory poisoned (0xFFFFFFFF =
+    // -1), not with what the previous block on this thread left: every bin is one short.
+    let _unchecked = common::MemcheckSetting::new(false);
+    let out = run_clean(Case::CUATTN_MEMCHECK_TEST_HISTOGRAM_ATOMICS, &v, THREADS);
+    let out_unzeroed = run_clean(
+        Case::CUATTN_MEMCHECK_TEST_HISTOGRAM_ATOMICS_UNZEROED,
+        &v,
+        THREADS,
+    );
+    let one_short: Vec<i32> = out[..8].iter().map(|&count| count - 1).collect();
+    assert_eq!(&out_unzeroed[..8], &one_short[..], "bins from -1");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -415,12 +415,14 @@ bool find_module_segment(uintptr_t addr, size_t bytes, Range* found) {
   return true;
 }
 
-// Names the thread_local symbol of the ELF file at `path` that covers `offset` of its TLS segment
-// ("(anonymous namespace)::k(int*)::tile+12"); empty when the file has no symbol table (stripped).
-std::string tls_symbol_at(const char* path, uint64_t offset) {
+// Calls on_symbol(name, offset, size) for each thread_local symbol of the ELF file at `path`,
+// name demangled, offset in the file's TLS segment, until it returns true. Calls nothing for a
+// file without a symbol table (stripped).
+template <typename OnSymbol>
+void for_each_tls_symbol(const char* path, OnSymbol&& on_symbol) {
   const int fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
-    return "";
+    return;
   }
   struct stat st;
   void* map = MAP_FAILED;
@@ -429,18 +431,18 @@ std::string tls_symbol_at(const char* path, uint64_t offset) {
   }
   close(fd);
   if (map == MAP_FAILED) {
-    return "";
+    return;
   }
   const auto* file = static_cast<const unsigned char*>(map);
   const auto size = static_cast<size_t>(st.st_size);
   const auto* header = reinterpret_cast<const ElfW(Ehdr)*>(file);
   const auto in_file = [size](size_t at, size_t bytes) { return at <= size && bytes <= size - at; };
-  std::string name;
   const bool valid = std::memcmp(header->e_ident, ELFMAG, SELFMAG) == 0 &&
                      header->e_shentsize == sizeof(ElfW(Shdr)) &&
                      in_file(header->e_shoff, size_t{header->e_shnum} * sizeof(ElfW(Shdr)));
   const auto* sections = reinterpret_cast<const ElfW(Shdr)*>(file + (valid ? header->e_shoff : 0));
-  for (unsigned s = 0; valid && name.empty() && s < header->e_shnum; ++s) {
+  bool done = false;
+  for (unsigned s = 0; valid && !done && s < header->e_shnum; ++s) {
     const ElfW(Shdr)& symtab = sections[s];
     if (symtab.sh_type != SHT_SYMTAB || symtab.sh_link >= header->e_shnum ||
         !in_file(symtab.sh_offset, symtab.sh_size)) {
@@ -451,12 +453,9 @@ std::string tls_symbol_at(const char* path, uint64_t offset) {
       continue;
     }
     const auto* symbols = reinterpret_cast<const ElfW(Sym)*>(file + symtab.sh_offset);
-    for (size_t i = 0; i < symtab.sh_size / sizeof(ElfW(Sym)); ++i) {
+    for (size_t i = 0; !done && i < symtab.sh_size / sizeof(ElfW(Sym)); ++i) {
       const ElfW(Sym)& sym = symbols[i];
-      // In a linked file the value of a TLS symbol is its offset in the TLS segment.
-      if (ELF64_ST_TYPE(sym.st_info) != STT_TLS || offset < sym.st_value ||
-          offset - sym.st_value >= std::max<uint64_t>(sym.st_size, 1) ||
-          sym.st_name >= strtab.sh_size) {
+      if (ELF64_ST_TYPE(sym.st_info) != STT_TLS || sym.st_name >= strtab.sh_size) {
         continue;
       }
       const char* mangled = reinterpret_cast<const char*>(file + strtab.sh_offset + sym.st_name);
@@ -465,14 +464,28 @@ std::string tls_symbol_at(const char* path, uint64_t offset) {
       }
       int status = 0;
       char* demangled = abi::__cxa_demangle(mangled, nullptr, nullptr, &status);
-      name = demangled != nullptr ? demangled : mangled;
+      const std::string name = demangled != nullptr ? demangled : mangled;
       std::free(demangled);
-      append_format(name, "+%" PRIu64, offset - sym.st_value);
-      break;
+      // In a linked file the value of a TLS symbol is its offset in the TLS segment.
+      done = on_symbol(name, uint64_t{sym.st_value}, uint64_t{sym.st_size});
     }
   }
   munmap(map, size);
-  return name;
+}
+
+// Names the thread_local symbol of the ELF file at `path` that covers `offset` of its TLS segment
+// ("(anonymous namespace)::k(int*)::tile+12"); empty when the file has no symbol table (stripped).
+std::string tls_symbol_at(const char* path, uint64_t offset) {
+  std::string found;
+  for_each_tls_symbol(path, [&](const std::string& name, uint64_t begin, uint64_t bytes) {
+    if (offset < begin || offset - begin >= std::max<uint64_t>(bytes, 1)) {
+      return false;
+    }
+    found = name;
+    append_format(found, "+%" PRIu64, offset - begin);
+    return true;
+  });
+  return found;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -495,6 +508,43 @@ struct Fast {
 };
 
 __thread Fast fast;
+
+// Whether a demangled name is that of a function-local variable: "f(int*)::x", not
+// "(anonymous namespace)::x".
+bool is_function_local(std::string name) {
+  const std::string anonymous = "(anonymous namespace)";
+  for (size_t at = name.find(anonymous); at != std::string::npos; at = name.find(anonymous)) {
+    name.erase(at, anonymous.size());
+  }
+  return name.find(")::") != std::string::npos;
+}
+
+// Whether a demangled name is that of a function of cuattn::emu or one of its variables: the name
+// up to its first template or parameter list ("void ns::f" of "void ns::f<T>(int)::x") is in that
+// namespace. Template arguments may be (the emulator's __nv_bfloat16) without the name being.
+bool in_emulator(const std::string& name) {
+  return name.substr(0, name.find_first_of("<(")).find("cuattn::emu::") != std::string::npos;
+}
+
+// The offsets [begin, end) in this module's TLS segment of the kernels' static __shared__
+// variables: the function-local thread_locals (what __shared__ becomes, runtime.h) of functions
+// outside cuattn::emu. Found once, in the symbol table; empty for a stripped binary, where static
+// shared memory is then neither poisoned nor checked for unwritten reads.
+const std::vector<Range>& static_shared_offsets() {
+  static const std::vector<Range> offsets = [] {
+    std::vector<Range> found;
+    const TlsBlocks blocks = scan_tls_blocks(&fast);
+    for_each_tls_symbol(blocks.own_path.c_str(), [&](const std::string& name, uint64_t begin,
+                                                     uint64_t bytes) {
+      if (bytes > 0 && is_function_local(name) && !in_emulator(name)) {
+        found.push_back(Range{begin, begin + bytes});
+      }
+      return false;
+    });
+    return found;
+  }();
+  return offsets;
+}
 
 // Allocations and segments this thread found recently, valid while the registry is unchanged.
 struct RangeCache {
@@ -530,6 +580,12 @@ class Checker {
       foreign_tls_.push_back(Range{begin, end});
     }
     static_shadow_.resize(tls_.end - tls_.begin);
+    static_shared_.resize(tls_.end - tls_.begin);
+    for (const Range& r : static_shared_offsets()) {
+      if (r.end <= static_shared_.size()) {
+        std::fill(static_shared_.begin() + r.begin, static_shared_.begin() + r.end, 1);
+      }
+    }
   }
 
   void begin_block(const char* kernel_name, const unsigned char* arena, size_t arena_bytes,
@@ -566,10 +622,12 @@ class Checker {
       if (offset + bytes > dynamic_bytes_) {
         dynamic_smem_bounds_fault(addr, bytes, kind, tid);
       }
-      check_shared(ShadowSpan(dynamic_shadow_, offset, bytes), addr, kind, tid, /*dynamic=*/true);
+      check_shared(ShadowSpan(dynamic_shadow_, offset, bytes), addr, kind, tid,
+                   /*check_init=*/true);
     } else if (in_tls(addr, bytes)) {
-      check_shared(ShadowSpan(static_shadow_, addr - fast.tls, bytes), addr, kind, tid,
-                   /*dynamic=*/false);
+      const size_t offset = addr - fast.tls;
+      check_shared(ShadowSpan(static_shadow_, offset, bytes), addr, kind, tid,
+                   /*check_init=*/static_shared_[offset] != 0);
     } else if (kind == Kind::kAsyncIssue) {
       not_shared_fault(addr, bytes, kind, tid);
     } else if (!cache_.hit(addr, bytes, registry_.generation())) {
@@ -629,11 +687,11 @@ class Checker {
   // write-then-access checks); faults or returns.
   CUATTN_MEMCHECK_INLINE void judge_write(uint64_t write, uint64_t now, uintptr_t addr,
                                           size_t bytes, size_t byte, Kind kind, unsigned tid,
-                                          bool dynamic) {
+                                          bool check_init) {
     if (is_in_flight(write) && epoch_of(write) >= block_epoch_) {
       in_flight_fault(addr, bytes, kind, tid, tid_of(write));
     }
-    if (dynamic && kind != Kind::kWrite && kind != Kind::kAsyncIssue &&
+    if (check_init && kind != Kind::kWrite && kind != Kind::kAsyncIssue &&
         epoch_of(write) < block_epoch_) {
       unwritten_fault(addr, bytes, byte, kind, tid);
     }
@@ -664,12 +722,12 @@ class Checker {
   }
 
   CUATTN_MEMCHECK_INLINE void check_shared(const ShadowSpan& span, uintptr_t addr, Kind kind,
-                                           unsigned tid, bool dynamic) {
+                                           unsigned tid, bool check_init) {
     const uint64_t now = make_record(tid, kind);
     const size_t bytes = span.bytes;
     // The usual access: its bytes were last touched together, and are judged once.
     if (span.uniform()) {
-      judge_write(span.write[0], now, addr, bytes, 0, kind, tid, dynamic);
+      judge_write(span.write[0], now, addr, bytes, 0, kind, tid, check_init);
       if (kind == Kind::kRead) {
         if (span.read[0] != now) {
           const uint64_t read = span.read[0];
@@ -684,19 +742,19 @@ class Checker {
       std::fill(span.write, span.write + bytes, now);
       return;
     }
-    check_bytes(span, addr, kind, tid, dynamic);
+    check_bytes(span, addr, kind, tid, check_init);
   }
 
   // Byte by byte, judging each distinct record once.
   __attribute__((noinline)) void check_bytes(const ShadowSpan& span, uintptr_t addr, Kind kind,
-                                             unsigned tid, bool dynamic) {
+                                             unsigned tid, bool check_init) {
     const uint64_t now = make_record(tid, kind);
     const size_t bytes = span.bytes;
     uint64_t judged_write = kNoRecord;
     uint64_t judged_read = kNoRecord;
     for (size_t i = 0; i < bytes; ++i) {
       if (span.write[i] != judged_write) {
-        judge_write(span.write[i], now, addr, bytes, i, kind, tid, dynamic);
+        judge_write(span.write[i], now, addr, bytes, i, kind, tid, check_init);
         judged_write = span.write[i];
       }
       if (kind == Kind::kRead) {
@@ -791,7 +849,9 @@ class Checker {
   [[noreturn]] __attribute__((noinline, cold)) void unwritten_fault(uintptr_t addr, size_t bytes,
                                                                     size_t byte, Kind kind,
                                                                     unsigned tid) {
-    begin_shared_message(addr, bytes, byte, kind, tid, "dynamic shared memory");
+    const bool dynamic = addr - fast.arena < fast.arena_bytes;
+    begin_shared_message(addr, bytes, byte, kind, tid,
+                         dynamic ? "dynamic shared memory" : "shared memory");
     message_ += byte != 0 ? " " : ", which ";
     message_ += "no thread of the block has written";
     stop();
@@ -826,6 +886,7 @@ class Checker {
   Range tls_;
   std::string module_path_;
   std::vector<Range> foreign_tls_;  // other modules' TLS on this thread: allowed, unchecked
+  std::vector<uint8_t> static_shared_;  // per byte of tls_: 1 in a static __shared__ variable
   Shadow dynamic_shadow_;
   Shadow static_shadow_;  // one byte per byte of tls_
   WarpSyncs warps_[kMaxWarpsPerBlock] = {};
@@ -897,6 +958,13 @@ void memcheck_block_begin(const char* kernel_name, const unsigned char* arena, s
 }
 
 void memcheck_block_end() { fast.active = false; }
+
+void poison_static_shared(unsigned char byte) {
+  thread_local const uintptr_t tls = scan_tls_blocks(&fast).own_begin;
+  for (const Range& r : static_shared_offsets()) {
+    std::memset(reinterpret_cast<void*>(tls + r.begin), byte, r.end - r.begin);
+  }
+}
 
 void memcheck_switch_to(const void* stack_lo, size_t stack_bytes, unsigned linear_tid) {
   fast.stack = reinterpret_cast<uintptr_t>(stack_lo);

@@ -9,12 +9,12 @@
 //   - a shared-memory access racing with another thread's write (or a write racing with another
 //     thread's read) in the same barrier interval: no __syncthreads between them, nor, for two
 //     lanes of one warp, a __syncwarp naming both;
-//   - a read of dynamic shared memory no thread of the block has written, or an access past the
-//     launch's dynamic shared memory;
+//   - a read of shared memory no thread of the block has written (static __shared__ only where
+//     the binary has its symbol table), or an access past the launch's dynamic shared memory;
 //   - any access to shared memory an in-flight cp.async is still to write.
 // It does not see: memcpy/memset calls (the C library's code is not instrumented); races in
-// global memory; reads of static __shared__ memory no thread wrote (it keeps the previous block's
-// values); an index past one static __shared__ array that lands in another thread_local variable;
+// global memory; reads of unwritten static __shared__ memory in a stripped binary; an index past
+// one static __shared__ array that lands in another thread_local variable;
 // a write racing with a read older than the byte's two latest distinct readers.
 #ifndef CUATTN_EMU_MEMCHECK_H_
 #define CUATTN_EMU_MEMCHECK_H_
@@ -62,6 +62,11 @@ struct TlsBlocks {
   std::vector<std::pair<uintptr_t, uintptr_t>> others;  // [begin, end) each
 };
 TlsBlocks scan_tls_blocks(const void* own_marker);
+
+// Fills this OS thread's instances of the kernels' static __shared__ variables with `byte`, so that
+// a block starts with them unwritten, as on a GPU (where they hold whatever an earlier block
+// left). Does nothing in a stripped binary (the variables are found in the symbol table).
+void poison_static_shared(unsigned char byte);
 
 // Whether launches made now from the calling thread are checked (cuattn_emu_set_memcheck, else
 // CUATTN_EMU_MEMCHECK, else on).

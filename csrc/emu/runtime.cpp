@@ -471,6 +471,7 @@ cuattn_status Runner::run_block(const Launch& launch, uint3 block_index, std::st
     smem_ = smem_storage_.get() + (-address & (kDynamicSmemAlignment - 1));
   }
   std::memset(smem_, kSmemPoisonByte, launch.dynamic_smem_bytes);
+  poison_static_shared(kSmemPoisonByte);
   blockIdx = block_index;
   blockDim = block;
   gridDim = launch.grid;

@@ -25,8 +25,9 @@
 #define __forceinline__ __attribute__((always_inline)) inline
 #define __align__(n) __attribute__((aligned(n)))
 #define __launch_bounds__(...)
-// One OS thread runs one block at a time, so a thread_local is exactly one block's copy. Static
-// shared memory is not poisoned between blocks: it keeps the previous block's values.
+// One OS thread runs one block at a time, so a thread_local is exactly one block's copy. Each
+// block starts with it poisoned (0xFF bytes; poison_static_shared, memcheck.h), as it starts with
+// whatever an earlier block left on a GPU; a stripped binary keeps the previous block's values.
 #define __shared__ static thread_local
 
 namespace cuattn::emu {

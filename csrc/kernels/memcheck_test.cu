@@ -89,11 +89,12 @@ __global__ void pair_sum_kernel(int* buf, int copied) {
   buf[t] = d[t] + d[t + 1];
 }
 
-// HISTOGRAM_ATOMICS: counts of buf[t] & (kHistogramBins - 1) in shared memory.
-__global__ void histogram_kernel(int* buf) {
+// HISTOGRAM_ATOMICS: counts of buf[t] & (kHistogramBins - 1) in shared memory; the bins are
+// zeroed first unless `zero_bins` is false (planted).
+__global__ void histogram_kernel(int* buf, bool zero_bins) {
   __shared__ int bins[kHistogramBins];
   const int t = threadIdx.x;
-  if (t < kHistogramBins) {
+  if (t < kHistogramBins && zero_bins) {
     bins[t] = 0;
   }
   __syncthreads();
@@ -120,6 +121,7 @@ int64_t min_elements(int32_t test_case) {
     case CUATTN_MEMCHECK_TEST_ROTATE_WARP_NO_SYNCWARP:
     case CUATTN_MEMCHECK_TEST_ROTATE_ACROSS_WARPS_SYNCWARP:
     case CUATTN_MEMCHECK_TEST_HISTOGRAM_ATOMICS:
+    case CUATTN_MEMCHECK_TEST_HISTOGRAM_ATOMICS_UNZEROED:
       return kThreads;
     case CUATTN_MEMCHECK_TEST_PAIR_SUM_DYNAMIC:
     case CUATTN_MEMCHECK_TEST_PAIR_SUM_DYNAMIC_UNWRITTEN:
@@ -202,7 +204,10 @@ extern "C" cuattn_status CUATTN_LAUNCHER(memcheck_test)(int32_t test_case, void*
                                    kPairElements);
     case CUATTN_MEMCHECK_TEST_HISTOGRAM_ATOMICS:
       return cuattn::launch_kernel("memcheck_test_histogram_atomics", histogram_kernel, one_block,
-                                   block, 0, stream, ints);
+                                   block, 0, stream, ints, true);
+    case CUATTN_MEMCHECK_TEST_HISTOGRAM_ATOMICS_UNZEROED:
+      return cuattn::launch_kernel("memcheck_test_histogram_atomics_unzeroed", histogram_kernel,
+                                   one_block, block, 0, stream, ints, false);
   }
   return cuattn::fail(CUATTN_ERROR_INTERNAL, "memcheck_test: case %d has no launch", test_case);
 }
