@@ -215,6 +215,9 @@ __global__ void __launch_bounds__(Traits<kHeadDim>::kThreads, Traits<kHeadDim>::
       load_kv(tile + kStages - 1, (tile + kStages - 1) % kStages);
     }
     cp_async_commit_group();
+    if (row0 + warp * Tr::kWarpRows >= seq.len_q) {
+      continue;  // all this warp's rows are past the sequence (a short one): it only loads
+    }
 
     // S = Q K^T: [kWarpRows x kBlockN] per warp, kScoreBlocks n8 accumulators per m16 tile. Each
     // k16 step loads all its fragments before its mmas, so the loads' latency overlaps, and each
