@@ -57,6 +57,32 @@ __device__ __forceinline__ SequenceSpan sequence_span(const cuattn_attention_par
   return s;
 }
 
+// Where query head `head` of a sequence lives: q and out at query row `row`, k and v at the
+// sequence's first key, in the KV head that serves the head's group (heads / kv_heads query heads
+// share one; it is never replicated).
+template <typename T>
+struct HeadSlices {
+  const T* q;
+  const T* k;
+  const T* v;
+  T* out;
+};
+
+template <typename T>
+__device__ __forceinline__ HeadSlices<T> head_slices(const cuattn_attention_params& p,
+                                                     const SequenceSpan& seq, int head, int row) {
+  const int kv_head = head / (p.heads / p.kv_heads);
+  return HeadSlices<T>{
+      static_cast<const T*>(p.q) + seq.q_offset(p.q_batch_stride, p.q_row_stride, row) +
+          head * p.q_head_stride,
+      static_cast<const T*>(p.k) + seq.k_offset(p.k_batch_stride, p.k_row_stride) +
+          kv_head * p.k_head_stride,
+      static_cast<const T*>(p.v) + seq.k_offset(p.v_batch_stride, p.v_row_stride) +
+          kv_head * p.v_head_stride,
+      static_cast<T*>(p.out) + seq.q_offset(p.out_batch_stride, p.out_row_stride, row) +
+          head * p.out_head_stride};
+}
+
 // Keys [begin, end) visible to query `row`; empty when end <= begin.
 struct KeyRange {
   int begin;

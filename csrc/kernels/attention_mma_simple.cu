@@ -66,13 +66,10 @@ __global__ void __launch_bounds__(MmaSimpleTraits<kHeadDim>::kThreads)
   if (row0 >= seq.len_q) {
     return;  // the whole CTA leaves before any barrier
   }
-  const int kv_head = head / (p.heads / p.kv_heads);
-  const T* q = static_cast<const T*>(p.q) + seq.q_offset(p.q_batch_stride, p.q_row_stride, row0) +
-               head * p.q_head_stride;
-  const T* k = static_cast<const T*>(p.k) + seq.k_offset(p.k_batch_stride, p.k_row_stride) +
-               kv_head * p.k_head_stride;
-  const T* v = static_cast<const T*>(p.v) + seq.k_offset(p.v_batch_stride, p.v_row_stride) +
-               kv_head * p.v_head_stride;
+  const cuattn::HeadSlices<T> slices = cuattn::head_slices<T>(p, seq, head, row0);
+  const T* q = slices.q;
+  const T* k = slices.k;
+  const T* v = slices.v;
 
   // Keys the CTA needs: the union of its rows' windows (both bounds grow with the row).
   const int last_row = min(row0 + kBlockM, seq.len_q) - 1;
@@ -169,8 +166,7 @@ __global__ void __launch_bounds__(MmaSimpleTraits<kHeadDim>::kThreads)
   }
 
   // O /= sum, written as pairs; rows past the sequence and columns past head_dim are not.
-  T* out = static_cast<T*>(p.out) + seq.q_offset(p.out_batch_stride, p.out_row_stride, row0) +
-           head * p.out_head_stride;
+  T* out = slices.out;
   for (int r = 0; r < 2; ++r) {
     softmax[r].sum = cuattn::quad_sum(softmax[r].sum);
     const int row = rows[r] - row0;

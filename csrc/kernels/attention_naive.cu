@@ -39,15 +39,11 @@ __global__ void attention_naive_kernel(const cuattn_attention_params p) {
   if (row >= seq.len_q) {
     return;  // Uniform per warp: the whole warp leaves together and no block barrier follows.
   }
-  const int kv_head = head / (p.heads / p.kv_heads);
-  const T* q = static_cast<const T*>(p.q) + seq.q_offset(p.q_batch_stride, p.q_row_stride, row) +
-               head * p.q_head_stride;
-  const T* k = static_cast<const T*>(p.k) + seq.k_offset(p.k_batch_stride, p.k_row_stride) +
-               kv_head * p.k_head_stride;
-  const T* v = static_cast<const T*>(p.v) + seq.k_offset(p.v_batch_stride, p.v_row_stride) +
-               kv_head * p.v_head_stride;
-  T* out = static_cast<T*>(p.out) + seq.q_offset(p.out_batch_stride, p.out_row_stride, row) +
-           head * p.out_head_stride;
+  const cuattn::HeadSlices<T> slices = cuattn::head_slices<T>(p, seq, head, row);
+  const T* q = slices.q;
+  const T* k = slices.k;
+  const T* v = slices.v;
+  T* out = slices.out;
 
   for (int d = lane; d < p.head_dim; d += kWarpSize) {
     sQ[d] = static_cast<float>(q[d]);

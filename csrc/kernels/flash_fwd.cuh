@@ -151,18 +151,14 @@ __global__ void __launch_bounds__(Traits<kHeadDim>::kThreads, Traits<kHeadDim>::
 
   __shared__ CtaRows cta;
   if (threadIdx.x == 0) {
-    const int kv_head = head / (p.heads / p.kv_heads);
-    cta.k = static_cast<const T*>(p.k) + seq.k_offset(p.k_batch_stride, p.k_row_stride) +
-            kv_head * p.k_head_stride + keys_begin * p.k_row_stride;
-    cta.v = static_cast<const T*>(p.v) + seq.k_offset(p.v_batch_stride, p.v_row_stride) +
-            kv_head * p.v_head_stride + keys_begin * p.v_row_stride;
-    cta.out = static_cast<T*>(p.out) +
-              seq.q_offset(p.out_batch_stride, p.out_row_stride, row0) + head * p.out_head_stride;
+    const HeadSlices<T> slices = head_slices<T>(p, seq, head, row0);
+    cta.k = slices.k + keys_begin * p.k_row_stride;
+    cta.v = slices.v + keys_begin * p.v_row_stride;
+    cta.out = slices.out;
     cta.lse = p.maybe_lse == nullptr ? nullptr : p.maybe_lse + seq.lse_offset(p, head, row0);
     cta.out_rows = min(seq.len_q - row0, kBlockM);
   }
-  const T* q = static_cast<const T*>(p.q) + seq.q_offset(p.q_batch_stride, p.q_row_stride, row0) +
-               head * p.q_head_stride;
+  const T* q = head_slices<T>(p, seq, head, row0).q;
   __syncthreads();  // cta is written
 
   // CTA tile row of this lane's accumulator row r: m16 tile r / 2, row group (+ 8 for odd r).
