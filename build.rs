@@ -29,6 +29,11 @@ const KERNEL_SOURCES: &[&str] = &[
     "csrc/kernels/selftest.cu",
 ];
 
+/// The flash kernels' head-dim tiles. Each is behind the cargo feature `hd<N>` (all on by
+/// default): a build without it drops the tile's two translation units (bf16, f16) from both
+/// builds, and head dims it would have served run in the next tile up that is built, if any.
+const FLASH_HEAD_DIM_TILES: &[u32] = &[64, 96, 128, 192, 256];
+
 /// The emulator's runtime and the host-only support code, compiled once by the host compiler.
 const EMU_RUNTIME_SOURCES: &[&str] = &[
     "csrc/common/status.cpp",
@@ -62,6 +67,33 @@ const GENCODE: &[&str] = &[
     "-gencode=arch=compute_90a,code=sm_90a",
     "-gencode=arch=compute_80,code=[sm_80,compute_80]",
 ];
+
+/// Whether the cargo feature of flash head-dim tile `tile` is on.
+fn flash_tile_enabled(tile: u32) -> bool {
+    env::var_os(format!("CARGO_FEATURE_HD{tile}")).is_some()
+}
+
+/// The kernel sources this build compiles: all but the flash tiles whose feature is off.
+fn kernel_sources() -> Vec<&'static str> {
+    KERNEL_SOURCES
+        .iter()
+        .copied()
+        .filter(|src| {
+            FLASH_HEAD_DIM_TILES
+                .iter()
+                .all(|&tile| flash_tile_enabled(tile) || !src.ends_with(&format!("_hd{tile}.cu")))
+        })
+        .collect()
+}
+
+/// -D definitions for every kernel translation unit: CUATTN_FLASH_HD<N> for each tile built.
+fn kernel_defines() -> Vec<String> {
+    FLASH_HEAD_DIM_TILES
+        .iter()
+        .filter(|&&tile| flash_tile_enabled(tile))
+        .map(|tile| format!("CUATTN_FLASH_HD{tile}"))
+        .collect()
+}
 
 fn main() {
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
@@ -153,8 +185,8 @@ fn build_cuda(manifest: &Path, nvcc: &Path) -> String {
         .and_then(Path::parent)
         .expect("nvcc lives in <toolkit>/bin");
     let reports: Vec<String> = std::thread::scope(|scope| {
-        let jobs: Vec<_> = KERNEL_SOURCES
-            .iter()
+        let jobs: Vec<_> = kernel_sources()
+            .into_iter()
             .map(|src| scope.spawn(move || compile_cuda_file(manifest, src)))
             .collect();
         jobs.into_iter()
@@ -162,7 +194,7 @@ fn build_cuda(manifest: &Path, nvcc: &Path) -> String {
             .collect()
     });
     // Link order: the kernels, then the runtime they call.
-    for src in KERNEL_SOURCES {
+    for src in kernel_sources() {
         println!("cargo::rustc-link-lib=static={}", cuda_lib_name(src));
     }
     let cudart_dir = ["lib", "lib64", "targets/x86_64-linux/lib"]
@@ -202,6 +234,9 @@ fn compile_cuda_file(manifest: &Path, src: &str) -> String {
     for gencode in GENCODE {
         build.flag(gencode);
     }
+    for define in kernel_defines() {
+        build.define(&define, None);
+    }
     build.compile(&cuda_lib_name(src));
     let lines = lines.0.lock().unwrap();
     let mut report = String::new();
@@ -238,7 +273,10 @@ fn build_emulator(manifest: &Path) {
     for flag in memcheck_flags {
         kernels.flag(flag);
     }
-    for src in KERNEL_SOURCES {
+    for define in kernel_defines() {
+        kernels.define(&define, None);
+    }
+    for src in kernel_sources() {
         kernels.file(manifest.join(src));
     }
     kernels.compile("cuattn_emu_kernels");
