@@ -11,7 +11,8 @@
 set -euo pipefail
 
 # Test binaries that exercise kernels on every device present (the GPU among them).
-GPU_TESTS=(attention_flash attention_mma_simple attention_naive primitives capi emulator)
+GPU_TESTS=(attention_flash flash_head_dim_features attention_mma_simple attention_naive primitives capi
+  emulator)
 # Time limits of the benchmark steps, seconds. `cuattn bench` plans about 150 ms of timed runs per
 # shape (48 shapes, at least 5 runs each); the anchors stop starting FlexAttention compilations
 # after ANCHORS_BUDGET_S. Both rewrite their JSON after every row, so a step cut short still leaves
