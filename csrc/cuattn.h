@@ -122,10 +122,12 @@ cuattn_status cuattn_launch_attention_naive(const cuattn_attention_params* param
 cuattn_status cuattn_launch_attention_mma_simple(const cuattn_attention_params* params,
                                                  void* stream);
 
-/* attention_flash: FlashAttention-2-style prefill: CTAs of 64-128 query rows, two-stage cp.async
- * K/V pipeline in swizzled shared memory, mma.sync, skipped masked tiles, element masks only on
- * boundary tiles. Head-dim tiles 64, 96, 128, 192, 256 (other multiples of 8 run in the next
- * tile up). Needs 16-byte aligned rows, like attention_mma_simple. The default kernel. */
+/* attention_flash: FlashAttention-2-style prefill: CTAs of 64-128 query rows (16 or 32 a warp),
+ * a 2- or 3-stage cp.async K/V pipeline in swizzled shared memory, mma.sync, skipped masked
+ * tiles, element masks only on boundary tiles. Head-dim tiles 64, 96, 128, 192, 256 (cargo
+ * features hd64 ... hd256; other multiples of 8 run in the next tile up that is built, and one
+ * with none is CUATTN_ERROR_UNSUPPORTED). Needs 16-byte aligned rows, like attention_mma_simple.
+ * The default kernel. */
 cuattn_status cuattn_launch_attention_flash(const cuattn_attention_params* params, void* stream);
 
 /* Validated entry point for C and C++ engines: checks every field of params (shapes, strides,
