@@ -236,6 +236,16 @@ typedef enum cuattn_memcheck_test_case {
    * thread of the block wrote (on a GPU, whatever an earlier block left; in the emulator, the
    * 0xFFFFFFFF poison: -1). */
   CUATTN_MEMCHECK_TEST_HISTOGRAM_ATOMICS_UNZEROED = 15,
+  /* Planted: IOTA's grid (n >= 128: three blocks or more), but each block indexes by t alone:
+   * buf[t] = t for t < n. Block (1,0,0) stores to the elements block (0,0,0) stored to, and the
+   * blocks of a launch are unordered. */
+  CUATTN_MEMCHECK_TEST_IOTA_BLOCKS_OVERLAP = 16,
+  /* One block, n >= 32: the even threads store buf[t / 2] = t, __syncthreads, then the odd ones
+   * do: buf[j] = 2 j + 1 for j < 32. Two threads store to one word, in order. */
+  CUATTN_MEMCHECK_TEST_STORE_PAIRS = 17,
+  /* Planted: without the __syncthreads: thread 1 stores to buf[0] in the interval in which
+   * thread 0 did. */
+  CUATTN_MEMCHECK_TEST_STORE_PAIRS_NO_SYNCTHREADS = 18,
 } cuattn_memcheck_test_case;
 
 /* Runs memcheck test `test_case` (a cuattn_memcheck_test_case) over `buf`, a device buffer of the

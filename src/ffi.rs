@@ -233,6 +233,12 @@ impl cuattn_memcheck_test_case {
         cuattn_memcheck_test_case(14);
     pub const CUATTN_MEMCHECK_TEST_HISTOGRAM_ATOMICS_UNZEROED: cuattn_memcheck_test_case =
         cuattn_memcheck_test_case(15);
+    pub const CUATTN_MEMCHECK_TEST_IOTA_BLOCKS_OVERLAP: cuattn_memcheck_test_case =
+        cuattn_memcheck_test_case(16);
+    pub const CUATTN_MEMCHECK_TEST_STORE_PAIRS: cuattn_memcheck_test_case =
+        cuattn_memcheck_test_case(17);
+    pub const CUATTN_MEMCHECK_TEST_STORE_PAIRS_NO_SYNCTHREADS: cuattn_memcheck_test_case =
+        cuattn_memcheck_test_case(18);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]

@@ -354,6 +354,65 @@ fn atomics_on_static_shared_memory_no_thread_zeroed_fault_and_see_the_poison() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Global stores: two blocks of a launch, or two threads of a block in one barrier interval.
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn two_blocks_of_a_launch_storing_to_one_element_fault_naming_both_blocks() {
+    const N: usize = 2 * THREADS;
+    let (message, base) = run_faulting(
+        Case::CUATTN_MEMCHECK_TEST_IOTA_BLOCKS_OVERLAP,
+        &values(N),
+        N,
+    );
+    // Whichever block stores second faults (blocks run on several OS threads); its thread t
+    // stores buf[t], and names the block that stored it first.
+    let prefix = "kernel memcheck_test_iota_blocks_overlap block (";
+    assert!(message.starts_with(prefix), "{message}");
+    let t: usize = message
+        .split("): thread ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("no thread in: {message}"));
+    let tail = format!(
+        "wrote 4 bytes at {:#x} (offset {} of allocation \"memcheck test buffer\" ({} bytes at \
+         {base:#x})), which block (",
+        base + 4 * t,
+        4 * t,
+        4 * N
+    );
+    assert!(message.contains(&tail), "{message}\nwants: {tail}");
+    assert!(
+        message.ends_with(") also wrote in this launch (the blocks of a launch are unordered)"),
+        "{message}"
+    );
+    // The twin, blocks on their own elements:
+    let out = run_clean(Case::CUATTN_MEMCHECK_TEST_IOTA, &values(N), N);
+    assert_eq!(out, (0..N as i32).collect::<Vec<_>>());
+}
+
+#[test]
+fn two_threads_storing_to_one_element_need_a_syncthreads_between() {
+    const N: usize = THREADS / 2;
+    let v = values(N);
+    let out = run_clean(Case::CUATTN_MEMCHECK_TEST_STORE_PAIRS, &v, N);
+    assert_eq!(out, (0..N as i32).map(|j| 2 * j + 1).collect::<Vec<_>>());
+    let (message, base) =
+        run_faulting(Case::CUATTN_MEMCHECK_TEST_STORE_PAIRS_NO_SYNCTHREADS, &v, N);
+    assert_eq!(
+        message,
+        format!(
+            "kernel memcheck_test_store_pairs_no_syncthreads block (0,0,0): thread 1 (warp 0, \
+             lane 1) wrote 4 bytes at {base:#x} (offset 0 of allocation \"memcheck test buffer\" \
+             ({} bytes at {base:#x})), which thread 0 (warp 0, lane 0) wrote in the same barrier \
+             interval (no __syncthreads, nor a __syncwarp naming both lanes, between them)",
+            4 * N
+        )
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
 // Dynamic shared memory: reads of unwritten bytes and accesses past the launch's size.
 // ---------------------------------------------------------------------------------------------
 

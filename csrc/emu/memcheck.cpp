@@ -23,6 +23,7 @@
 #include <memory>
 #include <mutex>
 #include <shared_mutex>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -327,6 +328,20 @@ class Registry {
     }
   }
 
+  // Appends "offset N of allocation ..." for an address inside a live allocation, or "a
+  // module's data" (a __device__ variable, a constant).
+  void describe_inside(uintptr_t addr, std::string& out) const {
+    std::shared_lock<std::shared_mutex> lock(mutex_);
+    auto it = live_.upper_bound(addr);
+    if (it == live_.begin() || addr >= std::prev(it)->second.end()) {
+      out += "a module's data";
+      return;
+    }
+    const Allocation& a = std::prev(it)->second;
+    append_format(out, "offset %" PRIuPTR " of ", addr - a.begin);
+    append_allocation(out, a);
+  }
+
   uint64_t generation() const { return generation_.load(std::memory_order_acquire); }
 
  private:
@@ -494,6 +509,50 @@ std::string tls_symbol_at(const char* path, uint64_t offset) {
 
 class Checker;
 
+}  // namespace
+
+// The global bytes a launch's blocks stored to: per byte, the block and the checker's record of
+// the store (epoch, thread, syncwarp count) on the OS thread that ran that block.
+class LaunchWrites {
+ public:
+  struct Store {
+    uint64_t block;
+    uint64_t record;
+  };
+
+  LaunchWrites(unsigned grid_x, unsigned grid_y) : grid_x_(grid_x), grid_y_(grid_y) {}
+
+  // Records a store of byte `addr` by block `block` as `record`; returns the earlier store of the
+  // byte, or nullopt-like {kNoBlock, 0} when it had none. Thread-safe.
+  Store exchange(uintptr_t addr, Store now) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto [it, inserted] = bytes_.try_emplace(addr, now);
+    if (inserted) {
+      return Store{kNoBlock, 0};
+    }
+    const Store earlier = it->second;
+    it->second = now;
+    return earlier;
+  }
+
+  // "(x,y,z)" of a linear block index.
+  void append_block(std::string& out, uint64_t block) const {
+    const uint64_t plane = uint64_t{grid_x_} * grid_y_;
+    append_format(out, "(%" PRIu64 ",%" PRIu64 ",%" PRIu64 ")", block % grid_x_,
+                  block % plane / grid_x_, block / plane);
+  }
+
+  static constexpr uint64_t kNoBlock = ~uint64_t{0};
+
+ private:
+  const unsigned grid_x_;
+  const unsigned grid_y_;
+  std::mutex mutex_;
+  std::unordered_map<uintptr_t, Store> bytes_;
+};
+
+namespace {
+
 // What the callbacks read on every access: the running block, when it is checked.
 struct Fast {
   bool active;
@@ -589,7 +648,9 @@ class Checker {
   }
 
   void begin_block(const char* kernel_name, const unsigned char* arena, size_t arena_bytes,
-                   size_t dynamic_smem_bytes) {
+                   size_t dynamic_smem_bytes, LaunchWrites* writes, uint64_t block) {
+    writes_ = writes;
+    block_ = block;
     if (epoch_ >= kEpochRenumberLimit) {
       dynamic_shadow_.clear();
       static_shadow_.clear();
@@ -630,8 +691,13 @@ class Checker {
                    /*check_init=*/static_shared_[offset] != 0);
     } else if (kind == Kind::kAsyncIssue) {
       not_shared_fault(addr, bytes, kind, tid);
-    } else if (!cache_.hit(addr, bytes, registry_.generation())) {
-      check_global(addr, bytes, kind, tid);
+    } else {
+      if (!cache_.hit(addr, bytes, registry_.generation())) {
+        check_global(addr, bytes, kind, tid);
+      }
+      if (kind == Kind::kWrite) {
+        note_global_store(addr, bytes, tid);
+      }
     }
   }
 
@@ -770,6 +836,45 @@ class Checker {
   }
 
   // A global access that missed the cache: looks up the registry and the modules.
+  // Records a plain store to global [addr, addr + bytes) in the launch's writes; faults if another
+  // block stored to one of its bytes, or another thread of this block did in this barrier
+  // interval (unordered by a __syncthreads or a __syncwarp naming both).
+  __attribute__((noinline)) void note_global_store(uintptr_t addr, size_t bytes, unsigned tid) {
+    const LaunchWrites::Store now{block_, make_record(tid, Kind::kWrite)};
+    for (size_t i = 0; i < bytes; ++i) {
+      const LaunchWrites::Store earlier = writes_->exchange(addr + i, now);
+      if (earlier.block == LaunchWrites::kNoBlock) {
+        continue;
+      }
+      if (earlier.block != block_ || !ordered(earlier.record, tid)) {
+        global_store_race_fault(addr, bytes, i, tid, earlier);
+      }
+    }
+  }
+
+  [[noreturn]] __attribute__((noinline, cold)) void global_store_race_fault(
+      uintptr_t addr, size_t bytes, size_t byte, unsigned tid, LaunchWrites::Store earlier) {
+    begin_message(addr, bytes, Kind::kWrite, tid);
+    message_ += " (";
+    registry_.describe_inside(addr, message_);
+    message_ += byte != 0 ? "), whose byte " : "), which ";
+    if (byte != 0) {
+      append_format(message_, "+%zu ", byte);
+    }
+    if (earlier.block != block_) {
+      message_ += "block ";
+      writes_->append_block(message_, earlier.block);
+      message_ += " also wrote in this launch (the blocks of a launch are unordered)";
+    } else {
+      append_thread(message_, tid_of(earlier.record));
+      message_ += tid_of(earlier.record) / kWarpSize == tid / kWarpSize
+                      ? " wrote in the same barrier interval (no __syncthreads, nor a __syncwarp "
+                        "naming both lanes, between them)"
+                      : " wrote in the same barrier interval (no __syncthreads between them)";
+    }
+    stop();
+  }
+
   __attribute__((noinline)) void check_global(uintptr_t addr, size_t bytes, Kind kind,
                                               unsigned tid) {
     Range found;
@@ -879,6 +984,8 @@ class Checker {
 
   [[noreturn]] void stop() { memcheck_stop_block(message_); }
 
+  LaunchWrites* writes_ = nullptr;  // the running block's launch
+  uint64_t block_ = 0;              // its linear index in the grid
   uint32_t epoch_ = 0;        // the running barrier interval
   uint32_t block_epoch_ = 0;  // the running block's first interval
   const char* kernel_name_ = "";
@@ -948,11 +1055,18 @@ bool memcheck_enabled_for_launch() {
   return memcheck_setting < 0 ? memcheck_default() : memcheck_setting != 0;
 }
 
+LaunchWrites* memcheck_launch_begin(unsigned grid_x, unsigned grid_y) {
+  return new LaunchWrites(grid_x, grid_y);
+}
+
+void memcheck_launch_end(LaunchWrites* writes) { delete writes; }
+
 void memcheck_block_begin(const char* kernel_name, const unsigned char* arena, size_t arena_bytes,
-                          size_t dynamic_smem_bytes, bool enabled) {
+                          size_t dynamic_smem_bytes, LaunchWrites* writes, uint64_t block_linear) {
   fast.active = false;
-  if (enabled) {
-    this_thread_checker().begin_block(kernel_name, arena, arena_bytes, dynamic_smem_bytes);
+  if (writes != nullptr) {
+    this_thread_checker().begin_block(kernel_name, arena, arena_bytes, dynamic_smem_bytes, writes,
+                                      block_linear);
     fast.active = true;
   }
 }

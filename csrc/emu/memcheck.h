@@ -11,11 +11,14 @@
 //     lanes of one warp, a __syncwarp naming both;
 //   - a read of shared memory no thread of the block has written (static __shared__ only where
 //     the binary has its symbol table), or an access past the launch's dynamic shared memory;
-//   - any access to shared memory an in-flight cp.async is still to write.
-// It does not see: memcpy/memset calls (the C library's code is not instrumented); races in
-// global memory; reads of unwritten static __shared__ memory in a stripped binary; an index past
-// one static __shared__ array that lands in another thread_local variable;
-// a write racing with a read older than the byte's two latest distinct readers.
+//   - any access to shared memory an in-flight cp.async is still to write;
+//   - a plain store to a global byte that another block of the launch also stores to, or that
+//     another thread of the block stored to in the same barrier interval.
+// It does not see: memcpy/memset calls (the C library's code is not instrumented); global-memory
+// races that involve a read (global reads are not recorded); reads of unwritten static __shared__
+// memory in a stripped binary; an index past one static __shared__ array that lands in another
+// thread_local variable; a write racing with a read older than the byte's two latest distinct
+// readers.
 #ifndef CUATTN_EMU_MEMCHECK_H_
 #define CUATTN_EMU_MEMCHECK_H_
 
@@ -72,11 +75,19 @@ void poison_static_shared(unsigned char byte);
 // CUATTN_EMU_MEMCHECK, else on).
 bool memcheck_enabled_for_launch();
 
-// This OS thread starts a block of `kernel_name` whose dynamic shared memory is the first
-// `dynamic_smem_bytes` of the arena [arena, arena + arena_bytes). Every shared byte starts
-// unwritten. With `enabled` false the block runs unchecked.
+// The global bytes one checked launch has written with plain stores, shared by the OS threads
+// that run its blocks: the blocks of a launch are unordered, so a byte two of them write is a
+// race, as is one two threads of a block write in one barrier interval.
+class LaunchWrites;
+// A launch over a grid of grid_x * grid_y * (any) blocks starts; memcheck_launch_end frees it.
+LaunchWrites* memcheck_launch_begin(unsigned grid_x, unsigned grid_y);
+void memcheck_launch_end(LaunchWrites* writes);
+
+// This OS thread starts block `block_linear` (x + grid_x * (y + grid_y * z)) of `kernel_name`,
+// whose dynamic shared memory is the first `dynamic_smem_bytes` of the arena [arena, arena +
+// arena_bytes). Every shared byte starts unwritten. With `writes` null the block runs unchecked.
 void memcheck_block_begin(const char* kernel_name, const unsigned char* arena, size_t arena_bytes,
-                          size_t dynamic_smem_bytes, bool enabled);
+                          size_t dynamic_smem_bytes, LaunchWrites* writes, uint64_t block_linear);
 // The block finished or faulted: code that runs next on this OS thread is not kernel code.
 void memcheck_block_end();
 // The fiber of thread `linear_tid`, whose stack is [stack_lo, stack_lo + stack_bytes), runs now.

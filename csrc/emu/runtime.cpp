@@ -443,7 +443,9 @@ struct Launch {
   ThreadBody body;
   const void* context;
   uint64_t total_blocks;
-  bool memcheck;  // the memory checker's setting on the launching thread
+  // The memory checker's record of the launch's global stores; null when the launching thread
+  // has the checker off.
+  LaunchWrites* writes = nullptr;
 
   std::atomic<uint64_t> next_block{0};
   std::atomic<bool> stopped{false};  // a block failed: start no more
@@ -517,8 +519,11 @@ cuattn_status Runner::run_block(const Launch& launch, uint3 block_index, std::st
   --queue_size_;
   current_thread = &first;
   threadIdx = first.index;
+  const uint64_t block_linear =
+      block_index.x + uint64_t{launch.grid.x} * (block_index.y + uint64_t{launch.grid.y} *
+                                                                     block_index.z);
   memcheck_block_begin(launch.kernel_name, smem_, kMaxDynamicSmemBytes, launch.dynamic_smem_bytes,
-                       launch.memcheck);
+                       launch.writes, block_linear);
   memcheck_switch_to(stacks_[first.linear].bottom, stacks_[first.linear].bytes, first.linear);
   switch_context(scheduler_, first.context);
   memcheck_block_end();
@@ -1059,7 +1064,10 @@ cuattn_status launch_erased(const char* kernel_name, dim3 grid, dim3 block,
   launch.body = body;
   launch.context = context;
   launch.total_blocks = uint64_t{grid.x} * grid.y * grid.z;
-  launch.memcheck = memcheck_enabled_for_launch();
+  const std::unique_ptr<LaunchWrites, void (*)(LaunchWrites*)> writes(
+      memcheck_enabled_for_launch() ? memcheck_launch_begin(grid.x, grid.y) : nullptr,
+      memcheck_launch_end);
+  launch.writes = writes.get();
 
   std::unique_ptr<Runner> runner = runner_cache().acquire();
   if (launch.total_blocks == 1) {

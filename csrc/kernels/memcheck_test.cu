@@ -30,11 +30,27 @@ __global__ void neighbor_sum_kernel(int* y, const int* x, int n, bool clamp) {
   y[i] = x[i] + x[next];
 }
 
-// IOTA: buf[i] = i below `bound` (n, or n + 1 for the planted i <= n).
-__global__ void iota_kernel(int* buf, int bound) {
-  const int i = global_index();
+// IOTA: buf[i] = i below `bound` (n, or n + 1 for the planted i <= n); i is the thread's index in
+// the block alone when `per_block` is false (planted).
+__global__ void iota_kernel(int* buf, int bound, bool per_block) {
+  const int i = per_block ? global_index() : static_cast<int>(threadIdx.x);
   if (i < bound) {
     buf[i] = i;
+  }
+}
+
+// STORE_PAIRS: threads 2j and 2j + 1 store to buf[j], the even one first; a barrier between the
+// two stores unless `sync` is false (planted).
+__global__ void store_pairs_kernel(int* buf, bool sync) {
+  const int t = threadIdx.x;
+  if (t % 2 == 0) {
+    buf[t / 2] = t;
+  }
+  if (sync) {
+    __syncthreads();
+  }
+  if (t % 2 == 1) {
+    buf[t / 2] = t;
   }
 }
 
@@ -127,6 +143,11 @@ int64_t min_elements(int32_t test_case) {
     case CUATTN_MEMCHECK_TEST_PAIR_SUM_DYNAMIC_UNWRITTEN:
     case CUATTN_MEMCHECK_TEST_PAIR_SUM_DYNAMIC_TOO_SMALL:
       return kPairElements;
+    case CUATTN_MEMCHECK_TEST_IOTA_BLOCKS_OVERLAP:
+      return 2 * kThreads;  // at least three blocks
+    case CUATTN_MEMCHECK_TEST_STORE_PAIRS:
+    case CUATTN_MEMCHECK_TEST_STORE_PAIRS_NO_SYNCTHREADS:
+      return kThreads / 2;
     default:
       return -1;
   }
@@ -165,11 +186,21 @@ extern "C" cuattn_status CUATTN_LAUNCHER(memcheck_test)(int32_t test_case, void*
     }
     case CUATTN_MEMCHECK_TEST_IOTA:
       return cuattn::launch_kernel("memcheck_test_iota", iota_kernel, dim3(elements / kThreads + 1),
-                                   block, 0, stream, ints, elements);
+                                   block, 0, stream, ints, elements, true);
     case CUATTN_MEMCHECK_TEST_IOTA_PAST_END:
       return cuattn::launch_kernel("memcheck_test_iota_past_end", iota_kernel,
                                    dim3(elements / kThreads + 1), block, 0, stream, ints,
-                                   elements + 1);
+                                   elements + 1, true);
+    case CUATTN_MEMCHECK_TEST_IOTA_BLOCKS_OVERLAP:
+      return cuattn::launch_kernel("memcheck_test_iota_blocks_overlap", iota_kernel,
+                                   dim3(elements / kThreads + 1), block, 0, stream, ints,
+                                   elements, false);
+    case CUATTN_MEMCHECK_TEST_STORE_PAIRS:
+      return cuattn::launch_kernel("memcheck_test_store_pairs", store_pairs_kernel, one_block,
+                                   block, 0, stream, ints, true);
+    case CUATTN_MEMCHECK_TEST_STORE_PAIRS_NO_SYNCTHREADS:
+      return cuattn::launch_kernel("memcheck_test_store_pairs_no_syncthreads", store_pairs_kernel,
+                                   one_block, block, 0, stream, ints, false);
     case CUATTN_MEMCHECK_TEST_REVERSE_STATIC:
       return cuattn::launch_kernel("memcheck_test_reverse_static", reverse_static_kernel, one_block,
                                    block, 0, stream, ints, true);
