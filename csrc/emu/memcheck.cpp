@@ -522,8 +522,8 @@ class LaunchWrites {
 
   LaunchWrites(unsigned grid_x, unsigned grid_y) : grid_x_(grid_x), grid_y_(grid_y) {}
 
-  // Records a store of byte `addr` by block `block` as `record`; returns the earlier store of the
-  // byte, or nullopt-like {kNoBlock, 0} when it had none. Thread-safe.
+  // Records `now` as the latest store to byte `addr`; returns the earlier one, whose block is
+  // kNoBlock when the byte had none. Thread-safe.
   Store exchange(uintptr_t addr, Store now) {
     std::lock_guard<std::mutex> lock(mutex_);
     auto [it, inserted] = bytes_.try_emplace(addr, now);
@@ -835,7 +835,6 @@ class Checker {
     }
   }
 
-  // A global access that missed the cache: looks up the registry and the modules.
   // Records a plain store to global [addr, addr + bytes) in the launch's writes; faults if another
   // block stored to one of its bytes, or another thread of this block did in this barrier
   // interval (unordered by a __syncthreads or a __syncwarp naming both).
@@ -875,6 +874,7 @@ class Checker {
     stop();
   }
 
+  // A global access that missed the cache: looks up the registry and the modules.
   __attribute__((noinline)) void check_global(uintptr_t addr, size_t bytes, Kind kind,
                                               unsigned tid) {
     Range found;
