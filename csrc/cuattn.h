@@ -353,8 +353,7 @@ typedef enum cuattn_selftest_case {
 
 /* Runs self-test `test_case` (a cuattn_selftest_case) on `stream`, writing `out`, a device buffer
  * of out_bytes bytes (CUATTN_ERROR_INVALID_ARGUMENT if too small for the case). */
-cuattn_status cuattn_launch_selftest(int32_t test_case, void* out, int64_t out_bytes,
-                                     void* stream);
+cuattn_status cuattn_launch_selftest(int32_t test_case, void* out, int64_t out_bytes, void* stream);
 /* The same on the emulator: `out` is host memory, `stream` is ignored. */
 cuattn_status cuattn_emu_launch_selftest(int32_t test_case, void* out, int64_t out_bytes,
                                          void* stream);
@@ -474,8 +473,7 @@ cuattn_status cuattn_emu_launch_primitive_test(int32_t test_case, const void* in
 
 /* CUATTN_ERROR_INVALID_ARGUMENT if out is null, blocks < 1 or iterations < 0. Launches on
  * `stream` without synchronizing. */
-cuattn_status cuattn_launch_bench_mma(float* out, int32_t blocks, int32_t iterations,
-                                      void* stream);
+cuattn_status cuattn_launch_bench_mma(float* out, int32_t blocks, int32_t iterations, void* stream);
 /* The same on the emulator: `out` is host memory, `stream` is ignored. */
 cuattn_status cuattn_emu_launch_bench_mma(float* out, int32_t blocks, int32_t iterations,
                                           void* stream);

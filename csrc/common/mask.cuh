@@ -38,8 +38,7 @@ struct SequenceSpan {
   }
 };
 
-__device__ __forceinline__ SequenceSpan sequence_span(const cuattn_attention_params& p,
-                                                      int batch) {
+__device__ __forceinline__ SequenceSpan sequence_span(const cuattn_attention_params& p, int batch) {
   SequenceSpan s;
   s.batch = batch;
   s.varlen = p.maybe_cu_seqlens_q != nullptr;

@@ -81,8 +81,8 @@ struct TileLoader {
   static constexpr int kRowBytes = Tile::kAtomChunks * kSwizzleChunkBytes;  // one row of an atom
   static_assert(kRows % (kPeriod * kRowsPerPass) == 0, "tile rows are whole swizzle periods");
 
-  int row;    // first row this thread copies
-  int chunk;  // the column chunk it copies
+  int row;           // first row this thread copies
+  int chunk;         // the column chunk it copies
   int dst[kPeriod];  // shared offsets of rows row, row + kRowsPerPass, ... (one swizzle period)
 
   __device__ __forceinline__ TileLoader() {

@@ -14,8 +14,7 @@ cuattn_status fail(cuattn_status status, const char* format, ...)
     __attribute__((format(printf, 2, 3)));
 
 // Appends printf-style text to `out` (how the emulator builds its fault messages).
-void append_format(std::string& out, const char* format, ...)
-    __attribute__((format(printf, 2, 3)));
+void append_format(std::string& out, const char* format, ...) __attribute__((format(printf, 2, 3)));
 
 }  // namespace cuattn
 

@@ -310,7 +310,7 @@ class Registry {
     const Allocation* after = next == live_.end() ? nullptr : &next->second;
     if (before != nullptr && addr < before->end()) {
       append_format(out, "of which the last %" PRIuPTR " bytes lie past the end of ",
-             addr + bytes - before->end());
+                    addr + bytes - before->end());
       append_allocation(out, *before);
       return;
     }
@@ -593,13 +593,13 @@ const std::vector<Range>& static_shared_offsets() {
   static const std::vector<Range> offsets = [] {
     std::vector<Range> found;
     const TlsBlocks blocks = scan_tls_blocks(&fast);
-    for_each_tls_symbol(blocks.own_path.c_str(), [&](const std::string& name, uint64_t begin,
-                                                     uint64_t bytes) {
-      if (bytes > 0 && is_function_local(name) && !in_emulator(name)) {
-        found.push_back(Range{begin, begin + bytes});
-      }
-      return false;
-    });
+    for_each_tls_symbol(blocks.own_path.c_str(),
+                        [&](const std::string& name, uint64_t begin, uint64_t bytes) {
+                          if (bytes > 0 && is_function_local(name) && !in_emulator(name)) {
+                            found.push_back(Range{begin, begin + bytes});
+                          }
+                          return false;
+                        });
     return found;
   }();
   return offsets;
@@ -944,10 +944,10 @@ class Checker {
     message_ += byte != 0 ? " " : ", which ";
     append_thread(message_, tid_of(other));
     append_format(message_, " %s in the same barrier interval (%s)",
-           other_wrote ? (is_atomic(other) ? "atomically updated" : "wrote") : "read",
-           tid_of(other) / kWarpSize == tid / kWarpSize
-               ? "no __syncthreads, nor a __syncwarp naming both lanes, between them"
-               : "no __syncthreads between them");
+                  other_wrote ? (is_atomic(other) ? "atomically updated" : "wrote") : "read",
+                  tid_of(other) / kWarpSize == tid / kWarpSize
+                      ? "no __syncthreads, nor a __syncwarp naming both lanes, between them"
+                      : "no __syncthreads between them");
     stop();
   }
 
@@ -966,9 +966,10 @@ class Checker {
                                                                     Kind kind, unsigned tid,
                                                                     unsigned issuer) {
     begin_shared_message(addr, bytes, 0, kind, tid, "shared memory");
-    append_format(message_,
-           ", written by an in-flight cp.async (issued by thread %u) before cp.async.wait_group",
-           issuer);
+    append_format(
+        message_,
+        ", written by an in-flight cp.async (issued by thread %u) before cp.async.wait_group",
+        issuer);
     stop();
   }
 
@@ -978,7 +979,7 @@ class Checker {
                                                                               unsigned tid) {
     begin_shared_message(addr, bytes, 0, kind, tid, "shared memory");
     append_format(message_, ", past the end of the launch's %zu bytes of dynamic shared memory",
-           dynamic_bytes_);
+                  dynamic_bytes_);
     stop();
   }
 
@@ -986,13 +987,13 @@ class Checker {
 
   LaunchWrites* writes_ = nullptr;  // the running block's launch
   uint64_t block_ = 0;              // its linear index in the grid
-  uint32_t epoch_ = 0;        // the running barrier interval
-  uint32_t block_epoch_ = 0;  // the running block's first interval
+  uint32_t epoch_ = 0;              // the running barrier interval
+  uint32_t block_epoch_ = 0;        // the running block's first interval
   const char* kernel_name_ = "";
   size_t dynamic_bytes_ = 0;
   Range tls_;
   std::string module_path_;
-  std::vector<Range> foreign_tls_;  // other modules' TLS on this thread: allowed, unchecked
+  std::vector<Range> foreign_tls_;      // other modules' TLS on this thread: allowed, unchecked
   std::vector<uint8_t> static_shared_;  // per byte of tls_: 1 in a static __shared__ variable
   Shadow dynamic_shadow_;
   Shadow static_shadow_;  // one byte per byte of tls_

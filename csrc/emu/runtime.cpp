@@ -283,7 +283,8 @@ const char* collective_name(Collective kind) {
 
 void append_collective(std::string& out, Collective kind, unsigned mask, int width,
                        unsigned value_bytes, const WarpExchange* exchange) {
-  append_format(out, "%s(mask 0x%08x", exchange != nullptr ? exchange->name : collective_name(kind), mask);
+  append_format(out, "%s(mask 0x%08x", exchange != nullptr ? exchange->name : collective_name(kind),
+                mask);
   if (is_shuffle(kind)) {
     append_format(out, ", width %d, %u-byte value", width, value_bytes);
   }
@@ -520,8 +521,8 @@ cuattn_status Runner::run_block(const Launch& launch, uint3 block_index, std::st
   current_thread = &first;
   threadIdx = first.index;
   const uint64_t block_linear =
-      block_index.x + uint64_t{launch.grid.x} * (block_index.y + uint64_t{launch.grid.y} *
-                                                                     block_index.z);
+      block_index.x +
+      uint64_t{launch.grid.x} * (block_index.y + uint64_t{launch.grid.y} * block_index.z);
   memcheck_block_begin(launch.kernel_name, smem_, kMaxDynamicSmemBytes, launch.dynamic_smem_bytes,
                        launch.writes, block_linear);
   memcheck_switch_to(stacks_[first.linear].bottom, stacks_[first.linear].bytes, first.linear);
@@ -672,7 +673,7 @@ void Runner::collective_fault(const CollectiveGroup& call, const CollectiveGroup
   const unsigned warp_index = current.linear / kLanes;
   const WarpState& warp = warps_[warp_index];
   append_format(fault_message_, "thread %u (warp %u, lane %u) called ", current.linear, warp_index,
-         current.linear % kLanes);
+                current.linear % kLanes);
   append_collective(fault_message_, call.kind, call.mask, call.width, call.value_bytes,
                     call.exchange);
   if (pending != nullptr) {
@@ -901,8 +902,8 @@ void run_blocks(Launch& launch, Runner& runner) {
       launch.failed_block = b;
       launch.failure = status;
       launch.failure_message.clear();
-      append_format(launch.failure_message, "kernel %s block (%u,%u,%u): %s", launch.kernel_name, index.x,
-             index.y, index.z, message.c_str());
+      append_format(launch.failure_message, "kernel %s block (%u,%u,%u): %s", launch.kernel_name,
+                    index.x, index.y, index.z, message.c_str());
     }
   }
 }
@@ -1116,7 +1117,7 @@ void memcheck_stop_block(const std::string& message) { current_runner->memory_fa
 void Runner::thread_fault(const char* what) {
   const ThreadState& current = *current_thread;
   append_format(fault_message_, "thread %u (warp %u, lane %u): %s", current.linear,
-         current.linear / kLanes, current.linear % kLanes, what);
+                current.linear / kLanes, current.linear % kLanes, what);
   fault();
 }
 

@@ -7,12 +7,12 @@
 #include "arch/math.cuh"
 #include "arch/mma.cuh"
 #include "arch/vec.cuh"
+#include "common/attention_launch.h"
 #include "common/cuda_compat.cuh"
 #include "common/launch.cuh"
 #include "common/mask.cuh"
 #include "common/smem_tile.cuh"
 #include "common/softmax.cuh"
-#include "common/attention_launch.h"
 #include "common/status.h"
 #include "cuattn.h"
 
@@ -28,12 +28,12 @@ constexpr int kWarpSize = 32;
 // Tile shapes for one head-dim tile.
 template <int kHeadDim>
 struct MmaSimpleTraits {
-  static constexpr int kWarps = 4;                   // 4 warps: 128 threads, a common CTA size
-  static constexpr int kBlockM = kMmaM * kWarps;     // query rows per CTA, one m16 tile per warp
-  static constexpr int kBlockN = 32;                 // keys per K/V tile: 4 n8 blocks of S
+  static constexpr int kWarps = 4;                // 4 warps: 128 threads, a common CTA size
+  static constexpr int kBlockM = kMmaM * kWarps;  // query rows per CTA, one m16 tile per warp
+  static constexpr int kBlockN = 32;              // keys per K/V tile: 4 n8 blocks of S
   static constexpr int kThreads = kWarps * kWarpSize;
-  using QTile = cuattn::SmemTile<kBlockM, kHeadDim>;  // sQ [kBlockM][kHeadDim]
-  using KVTile = cuattn::SmemTile<kBlockN, kHeadDim>; // sK, sV [kBlockN][kHeadDim]
+  using QTile = cuattn::SmemTile<kBlockM, kHeadDim>;   // sQ [kBlockM][kHeadDim]
+  using KVTile = cuattn::SmemTile<kBlockN, kHeadDim>;  // sK, sV [kBlockN][kHeadDim]
   static constexpr int kSmemBytes = QTile::kBytes + 2 * KVTile::kBytes;
   static constexpr int kScoreBlocks = kBlockN / kMmaN;  // n8 blocks of S per warp
   static constexpr int kOutBlocks = kHeadDim / kMmaN;   // n8 blocks of O per warp
@@ -85,12 +85,12 @@ __global__ void __launch_bounds__(MmaSimpleTraits<kHeadDim>::kThreads)
   cuattn::KeyRange row_keys[2];
   for (int r = 0; r < 2; ++r) {
     rows[r] = row0 + warp * kMmaM + group + r * 8;
-    row_keys[r] = cuattn::visible_keys(rows[r], seq.len_q, seq.len_k, p.window_left,
-                                       p.window_right);
+    row_keys[r] =
+        cuattn::visible_keys(rows[r], seq.len_q, seq.len_k, p.window_left, p.window_right);
   }
 
-  cuattn::load_tile_async<T, kBlockM, kHeadDim, Traits::kThreads>(
-      sQ, q, p.q_row_stride, seq.len_q - row0, p.head_dim);
+  cuattn::load_tile_async<T, kBlockM, kHeadDim, Traits::kThreads>(sQ, q, p.q_row_stride,
+                                                                  seq.len_q - row0, p.head_dim);
   cuattn::cp_async_commit_group();
 
   cuattn::OnlineSoftmax softmax[2];
@@ -115,7 +115,8 @@ __global__ void __launch_bounds__(MmaSimpleTraits<kHeadDim>::kThreads)
       for (int n8 = 0; n8 < Traits::kScoreBlocks; ++n8) {
         // B = K^T: key rows n8*8 + lane%8, columns 16*k16 + 8*((lane/8)%2).
         uint32_t b[cuattn::kMmaBRegs];
-        cuattn::ldmatrix_x2(b, KVTile::chunk_ptr(sK, n8 * kMmaN + lane % 8, 2 * k16 + (lane / 8) % 2));
+        cuattn::ldmatrix_x2(b,
+                            KVTile::chunk_ptr(sK, n8 * kMmaN + lane % 8, 2 * k16 + (lane / 8) % 2));
         cuattn::mma_m16n8k16<T>(s[n8], a, b, s[n8]);
       }
     }
@@ -208,8 +209,8 @@ cuattn_status dispatch_head_dim(const cuattn_attention_params& p, void* stream) 
 
 }  // namespace
 
-extern "C" cuattn_status CUATTN_LAUNCHER(attention_mma_simple)(const cuattn_attention_params* params,
-                                                          void* stream) {
+extern "C" cuattn_status CUATTN_LAUNCHER(attention_mma_simple)(
+    const cuattn_attention_params* params, void* stream) {
   return cuattn::checked_attention_launch("attention_mma_simple", params, [&](auto element) {
     return dispatch_head_dim<decltype(element)>(*params, stream);
   });

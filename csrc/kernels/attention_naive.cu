@@ -6,10 +6,10 @@
 // each lane owns head-dim columns d = lane, lane + 32, ... of the output and accumulates
 // sum_j p_j * V[j, d] from the chunk's probabilities, shared through shared memory.
 #include "arch/math.cuh"
+#include "common/attention_launch.h"
 #include "common/cuda_compat.cuh"
 #include "common/launch.cuh"
 #include "common/mask.cuh"
-#include "common/attention_launch.h"
 #include "common/status.h"
 #include "cuattn.h"
 
@@ -50,8 +50,8 @@ __global__ void attention_naive_kernel(const cuattn_attention_params p) {
   }
   __syncwarp();
 
-  const cuattn::KeyRange keys = cuattn::visible_keys(row, seq.len_q, seq.len_k, p.window_left,
-                                                      p.window_right);
+  const cuattn::KeyRange keys =
+      cuattn::visible_keys(row, seq.len_q, seq.len_k, p.window_left, p.window_right);
   float row_max = -INFINITY;  // running max of the base-2 scores
   float row_sum = 0.0f;       // running sum of 2^(score - row_max)
   float acc[kColsPerLane];    // this lane's output columns, unnormalized

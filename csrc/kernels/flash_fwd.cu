@@ -1,8 +1,8 @@
 // flash_fwd.cu: the C launcher of the flash attention forward: checks what the kernel relies on
 // and dispatches on dtype and head-dim tile to the instantiations in flash_fwd_<dtype>_hd<tile>.cu.
+#include "common/attention_launch.h"
 #include "common/cuda_compat.cuh"
 #include "common/launch.cuh"
-#include "common/attention_launch.h"
 #include "common/status.h"
 #include "cuattn.h"
 #include "kernels/flash_fwd_launch.h"

@@ -72,11 +72,11 @@ struct Shape<256> {
 template <int kHeadDim>
 struct Traits {
   static constexpr int kWarps = Shape<kHeadDim>::kWarps;
-  static constexpr int kMTiles = Shape<kHeadDim>::kMTiles;   // m16 tiles of query rows per warp
-  static constexpr int kBlockN = Shape<kHeadDim>::kBlockN;   // keys per K/V tile
-  static constexpr int kStages = Shape<kHeadDim>::kStages;   // K/V tiles in shared memory
-  static constexpr int kWarpRows = kMmaM * kMTiles;          // query rows per warp
-  static constexpr int kBlockM = kWarpRows * kWarps;         // query rows per CTA
+  static constexpr int kMTiles = Shape<kHeadDim>::kMTiles;  // m16 tiles of query rows per warp
+  static constexpr int kBlockN = Shape<kHeadDim>::kBlockN;  // keys per K/V tile
+  static constexpr int kStages = Shape<kHeadDim>::kStages;  // K/V tiles in shared memory
+  static constexpr int kWarpRows = kMmaM * kMTiles;         // query rows per warp
+  static constexpr int kBlockM = kWarpRows * kWarps;        // query rows per CTA
   static constexpr int kLaneRows = 2 * kMTiles;  // accumulator rows per lane: group, group + 8
   static constexpr int kThreads = kWarps * kWarpSize;
   // Two CTAs per SM at least: ptxas may use up to 255 registers a lane, and chooses no tighter
@@ -139,10 +139,10 @@ __global__ void __launch_bounds__(Traits<kHeadDim>::kThreads, Traits<kHeadDim>::
   // Keys any row of the CTA sees, and keys every row sees (both window bounds grow with the
   // row): tiles outside the first are skipped, tiles inside the second need no element mask.
   const int last_row = min(row0 + kBlockM, seq.len_q) - 1;
-  const KeyRange first_keys = visible_keys(row0, seq.len_q, seq.len_k, p.window_left,
-                                           p.window_right);
-  const KeyRange last_keys = visible_keys(last_row, seq.len_q, seq.len_k, p.window_left,
-                                          p.window_right);
+  const KeyRange first_keys =
+      visible_keys(row0, seq.len_q, seq.len_k, p.window_left, p.window_right);
+  const KeyRange last_keys =
+      visible_keys(last_row, seq.len_q, seq.len_k, p.window_left, p.window_right);
   const int keys_begin = first_keys.begin;
   const int keys_end = last_keys.end;
   const int interior_begin = last_keys.begin;
@@ -219,26 +219,26 @@ __global__ void __launch_bounds__(Traits<kHeadDim>::kThreads, Traits<kHeadDim>::
     // k16 step loads all its fragments before its mmas, so the loads' latency overlaps, and each
     // K fragment serves every m16 tile of the warp.
     float s[kMTiles][Tr::kScoreBlocks][kMmaCRegs] = {};
-    #pragma unroll
+#pragma unroll
     for (int k16 = 0; k16 < kHeadDim / kMmaK; ++k16) {
       // A: Q rows warp*kWarpRows + 16*m + lane%16, columns 16*k16 + 8*(lane/16).
       uint32_t a[kMTiles][kMmaARegs];
-      #pragma unroll
+#pragma unroll
       for (int m = 0; m < kMTiles; ++m) {
         ldmatrix_x4(a[m], sQ + q_cursor.at(m * kMmaM, 2 * k16));
       }
       // B for two n8 blocks per ldmatrix: key rows 8*n8 + lane%8 (+8 for lanes 16-31), columns
       // 16*k16 + 8*((lane/8)%2); registers {0,1} feed block n8 and {2,3} block n8+1.
       uint32_t b[Tr::kScoreBlocks / 2][4];
-      #pragma unroll
+#pragma unroll
       for (int n8 = 0; n8 < Tr::kScoreBlocks; n8 += 2) {
         ldmatrix_x4(b[n8 / 2], sK(stage) + k_cursor.at(n8 * kMmaN, 2 * k16));
       }
-      #pragma unroll
+#pragma unroll
       for (int n8 = 0; n8 < Tr::kScoreBlocks; n8 += 2) {
         const uint32_t b0[kMmaBRegs] = {b[n8 / 2][0], b[n8 / 2][1]};
         const uint32_t b1[kMmaBRegs] = {b[n8 / 2][2], b[n8 / 2][3]};
-        #pragma unroll
+#pragma unroll
         for (int m = 0; m < kMTiles; ++m) {
           mma_m16n8k16<T>(s[m][n8], a[m], b0, s[m][n8]);
           mma_m16n8k16<T>(s[m][n8 + 1], a[m], b1, s[m][n8 + 1]);
@@ -255,11 +255,11 @@ __global__ void __launch_bounds__(Traits<kHeadDim>::kThreads, Traits<kHeadDim>::
     const bool scaled_by_softmax = !score_map.capped() && score_map.scale_log2 > 0.0f;
     const float exp_scale = scaled_by_softmax ? score_map.scale_log2 : 1.0f;
     if (!scaled_by_softmax) {
-      #pragma unroll
+#pragma unroll
       for (int m = 0; m < kMTiles; ++m) {
-        #pragma unroll
+#pragma unroll
         for (int n8 = 0; n8 < Tr::kScoreBlocks; ++n8) {
-          #pragma unroll
+#pragma unroll
           for (int i = 0; i < kMmaCRegs; ++i) {
             s[m][n8][i] = score_map(s[m][n8][i]);
           }
@@ -267,16 +267,16 @@ __global__ void __launch_bounds__(Traits<kHeadDim>::kThreads, Traits<kHeadDim>::
       }
     }
     if (n0 < interior_begin || n0 + kBlockN > interior_end) {
-      #pragma unroll
+#pragma unroll
       for (int r = 0; r < kLaneRows; ++r) {
         // The row's visible keys as columns of this tile: [lo, hi), small ints.
-        const KeyRange keys = visible_keys(row0 + tile_row(r), seq.len_q, seq.len_k,
-                                           p.window_left, p.window_right);
+        const KeyRange keys =
+            visible_keys(row0 + tile_row(r), seq.len_q, seq.len_k, p.window_left, p.window_right);
         const int lo = max(keys.begin - n0, 0) - 2 * quad_lane;
         const int hi = min(keys.end - n0, kBlockN) - 2 * quad_lane;
-        #pragma unroll
+#pragma unroll
         for (int n8 = 0; n8 < Tr::kScoreBlocks; ++n8) {
-          #pragma unroll
+#pragma unroll
           for (int j = 0; j < 2; ++j) {
             const int col = n8 * kMmaN + j;  // this lane's column, less 2 * quad_lane
             if (col < lo || col >= hi) {
@@ -290,11 +290,11 @@ __global__ void __launch_bounds__(Traits<kHeadDim>::kThreads, Traits<kHeadDim>::
     // only when some row of the warp outgrew it by more than OnlineSoftmax::kMaxLag.
     float tile_max[kLaneRows];
     bool outgrown = false;
-    #pragma unroll
+#pragma unroll
     for (int r = 0; r < kLaneRows; ++r) {
       const float* row_s = &s[r / 2][0][2 * (r % 2)];
       tile_max[r] = -INFINITY;
-      #pragma unroll
+#pragma unroll
       for (int n8 = 0; n8 < Tr::kScoreBlocks; ++n8) {
         tile_max[r] = fmaxf(tile_max[r], fmaxf(row_s[n8 * kMmaCRegs], row_s[n8 * kMmaCRegs + 1]));
       }
@@ -302,22 +302,22 @@ __global__ void __launch_bounds__(Traits<kHeadDim>::kThreads, Traits<kHeadDim>::
       outgrown |= softmax[r].outgrown_by(tile_max[r]);
     }
     if (__any_sync(kMathFullMask, outgrown)) {
-      #pragma unroll
+#pragma unroll
       for (int r = 0; r < kLaneRows; ++r) {
         const float correction = softmax[r].absorb_max(tile_max[r]);
-        #pragma unroll
+#pragma unroll
         for (int d8 = 0; d8 < Tr::kOutBlocks; ++d8) {
           acc[r / 2][d8][2 * (r % 2)] *= correction;
           acc[r / 2][d8][2 * (r % 2) + 1] *= correction;
         }
       }
     }
-    #pragma unroll
+#pragma unroll
     for (int r = 0; r < kLaneRows; ++r) {
       float partial[2] = {0.0f, 0.0f};  // two short addition chains rather than one long one
-      #pragma unroll
+#pragma unroll
       for (int n8 = 0; n8 < Tr::kScoreBlocks; ++n8) {
-        #pragma unroll
+#pragma unroll
         for (int j = 0; j < 2; ++j) {
           float& score = s[r / 2][n8][2 * (r % 2) + j];
           score = softmax[r].prob(score, exp_scale);
@@ -327,13 +327,13 @@ __global__ void __launch_bounds__(Traits<kHeadDim>::kThreads, Traits<kHeadDim>::
       softmax[r].sum += partial[0] + partial[1];
     }
 
-    // O += P V. Two n8 accumulator blocks of S are, element for element, the A fragment of one
-    // k16 block of P (rows group/group+8, columns 2q, 2q+1 and 8+2q, 9+2q). Each V fragment
-    // serves every m16 tile of the warp.
-    #pragma unroll
+// O += P V. Two n8 accumulator blocks of S are, element for element, the A fragment of one
+// k16 block of P (rows group/group+8, columns 2q, 2q+1 and 8+2q, 9+2q). Each V fragment
+// serves every m16 tile of the warp.
+#pragma unroll
     for (int k16 = 0; k16 < kBlockN / kMmaK; ++k16) {
       uint32_t a[kMTiles][kMmaARegs];
-      #pragma unroll
+#pragma unroll
       for (int m = 0; m < kMTiles; ++m) {
         const float* lo = s[m][2 * k16];
         const float* hi = s[m][2 * k16 + 1];
@@ -346,18 +346,18 @@ __global__ void __launch_bounds__(Traits<kHeadDim>::kThreads, Traits<kHeadDim>::
       // registers {0,1} feed block d8 and {2,3} block d8+1. Loaded kVBatch pairs at a time.
       constexpr int kVBatch = Tr::kOutBlocks % 8 == 0 ? 4 : 2;
       static_assert(Tr::kOutBlocks % (2 * kVBatch) == 0, "V fragments come in whole batches");
-      #pragma unroll
+#pragma unroll
       for (int d8 = 0; d8 < Tr::kOutBlocks; d8 += 2 * kVBatch) {
         uint32_t b[kVBatch][4];
-        #pragma unroll
+#pragma unroll
         for (int j = 0; j < kVBatch; ++j) {
           ldmatrix_x4_trans(b[j], sV(stage) + v_cursor.at(k16 * kMmaK, d8 + 2 * j));
         }
-        #pragma unroll
+#pragma unroll
         for (int j = 0; j < kVBatch; ++j) {
           const uint32_t b0[kMmaBRegs] = {b[j][0], b[j][1]};
           const uint32_t b1[kMmaBRegs] = {b[j][2], b[j][3]};
-          #pragma unroll
+#pragma unroll
           for (int m = 0; m < kMTiles; ++m) {
             mma_m16n8k16<T>(acc[m][d8 + 2 * j], a[m], b0, acc[m][d8 + 2 * j]);
             mma_m16n8k16<T>(acc[m][d8 + 2 * j + 1], a[m], b1, acc[m][d8 + 2 * j + 1]);
@@ -374,11 +374,11 @@ __global__ void __launch_bounds__(Traits<kHeadDim>::kThreads, Traits<kHeadDim>::
   // Epilogue: O /= sum into this warp's own rows of sQ (only this warp read them), then 16-byte
   // stores of whole rows; rows past the sequence and columns past head_dim are not written.
   const int valid_rows = cta.out_rows;
-  #pragma unroll
+#pragma unroll
   for (int r = 0; r < kLaneRows; ++r) {
     softmax[r].sum = quad_sum(softmax[r].sum);
     const float inv_sum = softmax[r].inv_sum();
-    #pragma unroll
+#pragma unroll
     for (int d8 = 0; d8 < Tr::kOutBlocks; ++d8) {
       const float* o = &acc[r / 2][d8][2 * (r % 2)];
       const uint32_t pair = pack2<T>(o[0] * inv_sum, o[1] * inv_sum);

@@ -193,8 +193,8 @@ extern "C" cuattn_status CUATTN_LAUNCHER(memcheck_test)(int32_t test_case, void*
                                    elements + 1, true);
     case CUATTN_MEMCHECK_TEST_IOTA_BLOCKS_OVERLAP:
       return cuattn::launch_kernel("memcheck_test_iota_blocks_overlap", iota_kernel,
-                                   dim3(elements / kThreads + 1), block, 0, stream, ints,
-                                   elements, false);
+                                   dim3(elements / kThreads + 1), block, 0, stream, ints, elements,
+                                   false);
     case CUATTN_MEMCHECK_TEST_STORE_PAIRS:
       return cuattn::launch_kernel("memcheck_test_store_pairs", store_pairs_kernel, one_block,
                                    block, 0, stream, ints, true);
