@@ -523,11 +523,16 @@ class LaunchWrites {
   LaunchWrites(unsigned grid_x, unsigned grid_y) : grid_x_(grid_x), grid_y_(grid_y) {}
 
   // Records `now` as the latest store to byte `addr`; returns the earlier one, whose block is
-  // kNoBlock when the byte had none. Thread-safe.
+  // kNoBlock when the byte had none. Past kMaxTrackedBytes distinct bytes a launch's further
+  // bytes go untracked (each costs about 50 bytes here), so that big launches on the emulator
+  // stay within memory; every test-sized launch is tracked whole. Thread-safe.
   Store exchange(uintptr_t addr, Store now) {
     std::lock_guard<std::mutex> lock(mutex_);
-    auto [it, inserted] = bytes_.try_emplace(addr, now);
-    if (inserted) {
+    auto it = bytes_.find(addr);
+    if (it == bytes_.end()) {
+      if (bytes_.size() < kMaxTrackedBytes) {
+        bytes_.emplace(addr, now);
+      }
       return Store{kNoBlock, 0};
     }
     const Store earlier = it->second;
@@ -543,6 +548,7 @@ class LaunchWrites {
   }
 
   static constexpr uint64_t kNoBlock = ~uint64_t{0};
+  static constexpr size_t kMaxTrackedBytes = size_t{1} << 20;
 
  private:
   const unsigned grid_x_;

@@ -13,7 +13,8 @@
 //     the binary has its symbol table), or an access past the launch's dynamic shared memory;
 //   - any access to shared memory an in-flight cp.async is still to write;
 //   - a plain store to a global byte that another block of the launch also stores to, or that
-//     another thread of the block stored to in the same barrier interval.
+//     another thread of the block stored to in the same barrier interval (the first 1 MiB of
+//     distinct bytes a launch stores to).
 // It does not see: memcpy/memset calls (the C library's code is not instrumented); global-memory
 // races that involve a read (global reads are not recorded); reads of unwritten static __shared__
 // memory in a stripped binary; an index past one static __shared__ array that lands in another
