@@ -28,7 +28,13 @@ fn each_head_dim_runs_in_the_smallest_built_tile_or_is_unsupported() {
             let case = AttentionCase::dense(1, 37, 45, 2, 1, head_dim, DType::BF16).causal();
             let result = run_case(&device, Kernel::Flash, &case);
             println!("{result}");
-            match built.iter().find(|&&tile| tile >= head_dim) {
+            let tile = built.iter().find(|&&tile| tile >= head_dim);
+            assert_eq!(
+                cuattn::flash_head_dim_tile(head_dim),
+                tile.copied(),
+                "the library's tile for head_dim {head_dim}"
+            );
+            match tile {
                 Some(tile) => assert!(
                     result.passed(),
                     "head_dim {head_dim} should run in tile {tile}: {result}"

@@ -48,6 +48,25 @@ impl Kernel {
     }
 }
 
+/// The flash kernel's head-dim tiles and whether this build has each (the cargo features `hd64`
+/// ... `hd256`, which build.rs turns into the translation units it compiles).
+const FLASH_TILES: [(usize, bool); 5] = [
+    (64, cfg!(feature = "hd64")),
+    (96, cfg!(feature = "hd96")),
+    (128, cfg!(feature = "hd128")),
+    (192, cfg!(feature = "hd192")),
+    (256, cfg!(feature = "hd256")),
+];
+
+/// The head-dim tile the flash kernel runs `head_dim` in: the smallest this build has that holds
+/// it; `None` when there is none (flash then returns `Error::Unsupported`).
+pub fn flash_head_dim_tile(head_dim: usize) -> Option<usize> {
+    FLASH_TILES
+        .iter()
+        .find(|&&(tile, built)| built && tile >= head_dim)
+        .map(|&(tile, _)| tile)
+}
+
 impl std::str::FromStr for Kernel {
     type Err = Error;
     fn from_str(s: &str) -> Result<Kernel> {
