@@ -522,22 +522,29 @@ class LaunchWrites {
 
   LaunchWrites(unsigned grid_x, unsigned grid_y) : grid_x_(grid_x), grid_y_(grid_y) {}
 
-  // Records `now` as the latest store to byte `addr`; returns the earlier one, whose block is
-  // kNoBlock when the byte had none. Past kMaxTrackedBytes distinct bytes a launch's further
-  // bytes go untracked (each costs about 50 bytes here), so that big launches on the emulator
-  // stay within memory; every test-sized launch is tracked whole. Thread-safe.
-  Store exchange(uintptr_t addr, Store now) {
+  // Records `now` as the latest store to each byte of [addr, addr + bytes), under one lock, up
+  // to the first byte whose earlier store `conflicts(earlier)` says races with it: returns that
+  // byte's index and sets `*conflict`, or returns `bytes`. Past kMaxTrackedBytes distinct bytes a
+  // launch's further bytes go untracked (each costs about 50 bytes here), so that big launches on
+  // the emulator stay within memory; every test-sized launch is tracked whole. Thread-safe.
+  template <typename Conflicts>
+  size_t exchange(uintptr_t addr, size_t bytes, Store now, Conflicts&& conflicts, Store* conflict) {
     std::lock_guard<std::mutex> lock(mutex_);
-    auto it = bytes_.find(addr);
-    if (it == bytes_.end()) {
-      if (bytes_.size() < kMaxTrackedBytes) {
-        bytes_.emplace(addr, now);
+    for (size_t i = 0; i < bytes; ++i) {
+      auto it = bytes_.find(addr + i);
+      if (it == bytes_.end()) {
+        if (bytes_.size() < kMaxTrackedBytes) {
+          bytes_.emplace(addr + i, now);
+        }
+        continue;
       }
-      return Store{kNoBlock, 0};
+      if (conflicts(it->second)) {
+        *conflict = it->second;
+        return i;
+      }
+      it->second = now;
     }
-    const Store earlier = it->second;
-    it->second = now;
-    return earlier;
+    return bytes;
   }
 
   // "(x,y,z)" of a linear block index.
@@ -547,7 +554,6 @@ class LaunchWrites {
                   block % plane / grid_x_, block / plane);
   }
 
-  static constexpr uint64_t kNoBlock = ~uint64_t{0};
   static constexpr size_t kMaxTrackedBytes = size_t{1} << 20;
 
  private:
@@ -846,14 +852,13 @@ class Checker {
   // interval (unordered by a __syncthreads or a __syncwarp naming both).
   __attribute__((noinline)) void note_global_store(uintptr_t addr, size_t bytes, unsigned tid) {
     const LaunchWrites::Store now{block_, make_record(tid, Kind::kWrite)};
-    for (size_t i = 0; i < bytes; ++i) {
-      const LaunchWrites::Store earlier = writes_->exchange(addr + i, now);
-      if (earlier.block == LaunchWrites::kNoBlock) {
-        continue;
-      }
-      if (earlier.block != block_ || !ordered(earlier.record, tid)) {
-        global_store_race_fault(addr, bytes, i, tid, earlier);
-      }
+    LaunchWrites::Store earlier;
+    const size_t byte = writes_->exchange(
+        addr, bytes, now,
+        [&](const LaunchWrites::Store& e) { return e.block != block_ || !ordered(e.record, tid); },
+        &earlier);
+    if (byte < bytes) {
+      global_store_race_fault(addr, bytes, byte, tid, earlier);
     }
   }
 
