@@ -701,9 +701,8 @@ class Checker {
       const size_t offset = addr - fast.tls;
       check_shared(ShadowSpan(static_shadow_, offset, bytes), addr, kind, tid,
                    /*check_init=*/static_shared_[offset] != 0);
-    } else if (kind == Kind::kAsyncIssue) {
-      not_shared_fault(addr, bytes, kind, tid);
     } else {
+      // (Not a cp.async destination: async_copy_issue faults on any outside shared memory.)
       if (!cache_.hit(addr, bytes, registry_.generation())) {
         check_global(addr, bytes, kind, tid);
       }
@@ -939,13 +938,6 @@ class Checker {
       message_ += ", whose byte ";
       append_shared(message_, addr + byte);
     }
-  }
-
-  [[noreturn]] __attribute__((noinline, cold)) void not_shared_fault(uintptr_t addr, size_t bytes,
-                                                                     Kind kind, unsigned tid) {
-    begin_message(addr, bytes, kind, tid);
-    message_ += ", which is not shared memory";
-    stop();
   }
 
   [[noreturn]] __attribute__((noinline, cold)) void race_fault(uintptr_t addr, size_t bytes,
