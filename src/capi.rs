@@ -4,7 +4,7 @@
 
 use std::ffi::CString;
 
-use crate::attention::{validate_params, Kernel};
+use crate::attention::{cuda_launcher, validate_params, Kernel};
 use crate::error::{check_status, Error, Result};
 use crate::ffi;
 
@@ -41,7 +41,9 @@ unsafe fn validated_launch(
         let p =
             unsafe { params.as_ref() }.ok_or_else(|| Error::invalid("params", "null pointer"))?;
         validate_params(kernel, p)?;
-        cuda_launch(kernel, p, stream)
+        let launcher = cuda_launcher(kernel)?;
+        // SAFETY: p was validated field by field; the pointer extents are the caller's contract.
+        check_status(unsafe { launcher(p, stream) })
     })
 }
 
@@ -72,35 +74,6 @@ pub unsafe extern "C" fn cuattn_attention_flash(
 ) -> ffi::cuattn_status {
     // SAFETY: forwarded caller contract.
     unsafe { validated_launch(Kernel::Flash, params, stream) }
-}
-
-#[cfg(cuattn_cuda)]
-fn cuda_launch(
-    kernel: Kernel,
-    p: &ffi::cuattn_attention_params,
-    stream: *mut std::ffi::c_void,
-) -> Result<()> {
-    let launcher = match kernel {
-        Kernel::Naive => ffi::cuattn_launch_attention_naive,
-        Kernel::MmaSimple => ffi::cuattn_launch_attention_mma_simple,
-        Kernel::Flash => ffi::cuattn_launch_attention_flash,
-    };
-    // SAFETY: p was validated field by field; the pointer extents are the caller's contract.
-    check_status(unsafe { launcher(p, stream) })
-}
-
-#[cfg(not(cuattn_cuda))]
-fn cuda_launch(
-    kernel: Kernel,
-    _: &ffi::cuattn_attention_params,
-    _: *mut std::ffi::c_void,
-) -> Result<()> {
-    let _ = check_status;
-    Err(Error::Unsupported(format!(
-        "attention {}: this build of cuattn has no CUDA kernels (nvcc was not found when it was \
-         built)",
-        kernel.name()
-    )))
 }
 
 /// `cuattn_has_cuda_kernels` from cuattn.h.

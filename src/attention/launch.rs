@@ -8,7 +8,7 @@ use crate::tensor::{Element, Tensor};
 
 use super::{Kernel, VarlenBatch};
 
-type Launcher = unsafe extern "C" fn(
+pub(crate) type Launcher = unsafe extern "C" fn(
     *const ffi::cuattn_attention_params,
     *mut std::ffi::c_void,
 ) -> ffi::cuattn_status;
@@ -22,7 +22,7 @@ fn emulator_launcher(kernel: Kernel) -> Launcher {
 }
 
 #[cfg(cuattn_cuda)]
-fn cuda_launcher(kernel: Kernel) -> Result<Launcher> {
+pub(crate) fn cuda_launcher(kernel: Kernel) -> Result<Launcher> {
     Ok(match kernel {
         Kernel::Naive => ffi::cuattn_launch_attention_naive,
         Kernel::MmaSimple => ffi::cuattn_launch_attention_mma_simple,
@@ -31,7 +31,7 @@ fn cuda_launcher(kernel: Kernel) -> Result<Launcher> {
 }
 
 #[cfg(not(cuattn_cuda))]
-fn cuda_launcher(kernel: Kernel) -> Result<Launcher> {
+pub(crate) fn cuda_launcher(kernel: Kernel) -> Result<Launcher> {
     Err(crate::error::Error::Unsupported(format!(
         "attention {} on a GPU: this build of cuattn has no CUDA kernels (nvcc was not found \
          when it was built; see scripts/install-cuda-toolchain.sh)",

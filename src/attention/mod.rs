@@ -9,6 +9,7 @@ use crate::error::{Error, Result};
 use crate::ffi;
 use crate::tensor::{Element, Tensor};
 
+pub(crate) use launch::cuda_launcher;
 pub use validate::{validate_params, MAX_HEAD_DIM};
 
 /// The attention kernels, from the baseline up.
