@@ -19,6 +19,7 @@ use crate::attention::{attention_into, AttentionOptions, Kernel};
 use crate::device::Device;
 use crate::error::{check_status, Error, Result};
 use crate::ffi;
+use crate::json::{json_number, json_string};
 use crate::tensor::{contiguous_strides, Tensor};
 
 /// Tokens per benchmark batch: batch * seqlen (FlashAttention's benchmark convention).
@@ -764,33 +765,5 @@ impl BenchReport {
             json_number(self.ceiling.flops),
             rows.join(",\n")
         )
-    }
-}
-
-/// A JSON string literal.
-fn json_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
-/// A JSON number, or null for NaN and infinities (which JSON cannot hold).
-fn json_number(x: f64) -> String {
-    if x.is_finite() {
-        format!("{x}")
-    } else {
-        "null".into()
     }
 }

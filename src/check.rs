@@ -13,6 +13,7 @@ use crate::attention::{
 };
 use crate::device::Device;
 use crate::error::Result;
+use crate::json::{json_number, json_string};
 use crate::reference::{self, AttentionProblem, Varlen};
 use crate::tensor::{DType, Element, Tensor};
 
@@ -176,21 +177,19 @@ impl CaseResult {
         self.failure.is_none()
     }
 
+    /// One JSON object (NaN errors of a case that did not run become null).
     pub fn to_json(&self) -> String {
         format!(
-            "{{\"kernel\":\"{}\",\"device\":\"{}\",\"case\":\"{}\",\"max_abs_err\":{:e},\
-             \"lse_max_abs_err\":{:e},\"tolerance\":{:e},\"pass\":{},\"failure\":{}}}",
-            self.kernel,
-            self.device,
-            self.case,
-            self.max_abs_err,
-            self.lse_max_abs_err,
-            self.tolerance,
+            "{{\"kernel\":{},\"device\":{},\"case\":{},\"max_abs_err\":{},\
+             \"lse_max_abs_err\":{},\"tolerance\":{},\"pass\":{},\"failure\":{}}}",
+            json_string(self.kernel),
+            json_string(self.device),
+            json_string(&self.case.to_string()),
+            json_number(self.max_abs_err),
+            json_number(self.lse_max_abs_err),
+            json_number(self.tolerance),
             self.passed(),
-            match &self.failure {
-                Some(f) => format!("{f:?}"),
-                None => "null".into(),
-            }
+            self.failure.as_deref().map_or("null".into(), json_string)
         )
     }
 }

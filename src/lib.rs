@@ -28,6 +28,7 @@ pub mod error;
 #[rustfmt::skip]
 #[allow(non_camel_case_types, non_upper_case_globals, non_snake_case, dead_code, clippy::all)]
 pub mod ffi;
+mod json;
 pub mod npy;
 pub mod reference;
 pub mod tensor;
