@@ -170,18 +170,27 @@ pub struct CaseResult {
     pub tolerance: f64,
     /// Why the case failed; `None` when it passed.
     pub failure: Option<String>,
+    /// Why the case did not run (a head dim this build has no tile for); it neither passed nor
+    /// failed.
+    pub skipped: Option<&'static str>,
 }
 
 impl CaseResult {
+    /// Ran and matched the reference.
     pub fn passed(&self) -> bool {
-        self.failure.is_none()
+        self.failure.is_none() && self.skipped.is_none()
+    }
+
+    /// Ran (or tried to) and did not match.
+    pub fn failed(&self) -> bool {
+        self.failure.is_some()
     }
 
     /// One JSON object (NaN errors of a case that did not run become null).
     pub fn to_json(&self) -> String {
         format!(
             "{{\"kernel\":{},\"device\":{},\"case\":{},\"max_abs_err\":{},\
-             \"lse_max_abs_err\":{},\"tolerance\":{},\"pass\":{},\"failure\":{}}}",
+             \"lse_max_abs_err\":{},\"tolerance\":{},\"pass\":{},\"failure\":{},\"skipped\":{}}}",
             json_string(self.kernel),
             json_string(self.device),
             json_string(&self.case.to_string()),
@@ -189,7 +198,8 @@ impl CaseResult {
             json_number(self.lse_max_abs_err),
             json_number(self.tolerance),
             self.passed(),
-            self.failure.as_deref().map_or("null".into(), json_string)
+            self.failure.as_deref().map_or("null".into(), json_string),
+            self.skipped.map_or("null".into(), json_string)
         )
     }
 }
@@ -205,9 +215,10 @@ impl fmt::Display for CaseResult {
             self.max_abs_err,
             self.lse_max_abs_err,
             self.tolerance,
-            match &self.failure {
-                None => "PASS".to_string(),
-                Some(why) => format!("FAIL: {why}"),
+            match (&self.failure, self.skipped) {
+                (Some(why), _) => format!("FAIL: {why}"),
+                (None, Some(why)) => format!("SKIP: {why}"),
+                (None, None) => "PASS".to_string(),
             }
         )
     }
@@ -405,20 +416,26 @@ fn seeded(mut cases: Vec<AttentionCase>, base: u64) -> Vec<AttentionCase> {
     cases
 }
 
-/// Runs every kernel on every case on `device`, reporting each result to `on_case`.
+/// Runs every kernel on every case on `device`, reporting each result to `on_case`. Each case's
+/// inputs and f64 reference are made once, for all the kernels.
 pub fn run_all(device: &Device, mut on_case: impl FnMut(&CaseResult)) -> Result<CheckReport> {
     let mut report = CheckReport::default();
+    let cases: Vec<(AttentionCase, Prepared)> = attention_cases()
+        .into_iter()
+        .map(|case| {
+            let prepared = Prepared::new(&case);
+            (case, prepared)
+        })
+        .collect();
     for &kernel in Kernel::ALL {
-        for case in attention_cases() {
-            if kernel == Kernel::Flash && crate::flash_head_dim_tile(case.head_dim).is_none() {
-                report.skipped += 1;
-                continue;
-            }
-            let result = run_case(device, kernel, &case);
-            if result.passed() {
+        for (case, prepared) in &cases {
+            let result = run_prepared(device, kernel, case, prepared);
+            if result.failed() {
+                report.failed += 1;
+            } else if result.passed() {
                 report.passed += 1;
             } else {
-                report.failed += 1;
+                report.skipped += 1;
             }
             on_case(&result);
         }
@@ -432,19 +449,33 @@ pub fn run_outputs(
     kernel: Kernel,
     case: &AttentionCase,
 ) -> Result<(Vec<f64>, Vec<f64>)> {
-    measure(device, kernel, case).map(|m| (m.out, m.lse))
+    measure(device, kernel, case, &Prepared::new(case))
 }
 
-fn measure(device: &Device, kernel: Kernel, case: &AttentionCase) -> Result<Measured> {
+fn measure(
+    device: &Device,
+    kernel: Kernel,
+    case: &AttentionCase,
+    prepared: &Prepared,
+) -> Result<(Vec<f64>, Vec<f64>)> {
     match case.dtype {
-        DType::F16 => run_typed::<f16>(device, kernel, case),
-        _ => run_typed::<bf16>(device, kernel, case),
+        DType::F16 => run_typed::<f16>(device, kernel, case, prepared),
+        _ => run_typed::<bf16>(device, kernel, case, prepared),
     }
 }
 
-/// Runs one case and compares output and LSE with the f64 reference.
+/// Runs one case and compares output and LSE with the f64 reference. A flash case whose head
+/// dim has no tile in this build (cargo features) is skipped, not failed.
 pub fn run_case(device: &Device, kernel: Kernel, case: &AttentionCase) -> CaseResult {
-    let measured = measure(device, kernel, case);
+    run_prepared(device, kernel, case, &Prepared::new(case))
+}
+
+fn run_prepared(
+    device: &Device,
+    kernel: Kernel,
+    case: &AttentionCase,
+    prepared: &Prepared,
+) -> CaseResult {
     let mut result = CaseResult {
         kernel: kernel.name(),
         device: device.kind(),
@@ -453,17 +484,23 @@ pub fn run_case(device: &Device, kernel: Kernel, case: &AttentionCase) -> CaseRe
         lse_max_abs_err: f64::NAN,
         tolerance: case.tolerance(),
         failure: None,
+        skipped: None,
     };
-    match measured {
+    if kernel == Kernel::Flash && crate::flash_head_dim_tile(case.head_dim).is_none() {
+        result.skipped = Some("no flash head-dim tile in this build's cargo features");
+        return result;
+    }
+    let want = &prepared.want;
+    match measure(device, kernel, case, prepared) {
         Err(e) => result.failure = Some(e.to_string()),
-        Ok(m) => {
-            result.max_abs_err = max_abs_diff(&m.out, &m.want.out);
-            result.lse_max_abs_err = max_abs_diff(&m.lse, &m.want.lse);
+        Ok((out, lse)) => {
+            result.max_abs_err = max_abs_diff(&out, &want.out);
+            result.lse_max_abs_err = max_abs_diff(&lse, &want.lse);
             let tol = case.tolerance();
-            if let Err(mismatch) = reference::compare(&m.out, &m.want.out, tol, tol) {
+            if let Err(mismatch) = reference::compare(&out, &want.out, tol, tol) {
                 result.failure = Some(format!("out: {mismatch}"));
             } else if let Err(mismatch) =
-                reference::compare(&m.lse, &m.want.lse, LSE_TOLERANCE, LSE_TOLERANCE)
+                reference::compare(&lse, &want.lse, LSE_TOLERANCE, LSE_TOLERANCE)
             {
                 result.failure = Some(format!("lse: {mismatch}"));
             }
@@ -488,10 +525,73 @@ fn max_abs_diff(a: &[f64], b: &[f64]) -> f64 {
         .fold(0.0, f64::max)
 }
 
-struct Measured {
-    out: Vec<f64>,
-    lse: Vec<f64>,
+/// A case's inputs (random, rounded to the case's dtype and widened back: exactly what the
+/// kernels get) and the f64 reference on them.
+struct Prepared {
+    q: Vec<f64>,
+    k: Vec<f64>,
+    v: Vec<f64>,
+    rows_q: usize,
+    rows_k: usize,
+    varlen: Option<Varlen>,
     want: reference::AttentionReference,
+}
+
+impl Prepared {
+    fn new(case: &AttentionCase) -> Prepared {
+        match case.dtype {
+            DType::F16 => Prepared::typed::<f16>(case),
+            _ => Prepared::typed::<bf16>(case),
+        }
+    }
+
+    fn typed<T: Element>(case: &AttentionCase) -> Prepared {
+        let mut rng = StdRng::seed_from_u64(case.seed);
+        let (h, hk, d) = (case.heads, case.kv_heads, case.head_dim);
+        let (rows_q, rows_k, varlen) = match &case.layout {
+            Layout::Varlen(lens) => {
+                let mut cu_q = vec![0i32];
+                let mut cu_k = vec![0i32];
+                for &(lq, lk) in lens {
+                    cu_q.push(cu_q.last().unwrap() + lq as i32);
+                    cu_k.push(cu_k.last().unwrap() + lk as i32);
+                }
+                let total_q = *cu_q.last().unwrap() as usize;
+                let total_k = *cu_k.last().unwrap() as usize;
+                (
+                    total_q,
+                    total_k,
+                    Some(Varlen {
+                        cu_seqlens_q: cu_q,
+                        cu_seqlens_k: cu_k,
+                    }),
+                )
+            }
+            _ => (case.batch * case.seqlen_q, case.batch * case.seqlen_k, None),
+        };
+        let q = random_rounded::<T>(&mut rng, rows_q * h * d);
+        let k = random_rounded::<T>(&mut rng, rows_k * hk * d);
+        let v = random_rounded::<T>(&mut rng, rows_k * hk * d);
+        let (window_left, window_right) = case.options().effective_window();
+        let problem = AttentionProblem {
+            softcap: f64::from(case.softcap.unwrap_or(0.0)),
+            scale: case.scale.map_or(1.0 / (d as f64).sqrt(), f64::from),
+            window_left: i64::from(window_left),
+            window_right: i64::from(window_right),
+            varlen: varlen.clone(),
+            ..AttentionProblem::new(case.batch, case.seqlen_q, case.seqlen_k, h, hk, d)
+        };
+        let want = reference::attention(&problem, &q, &k, &v);
+        Prepared {
+            q,
+            k,
+            v,
+            rows_q,
+            rows_k,
+            varlen,
+            want,
+        }
+    }
 }
 
 /// `n` values uniform in [-1, 1), rounded to `T` and widened back: the exact kernel inputs.
@@ -505,56 +605,33 @@ fn to_elements<T: Element>(xs: &[f64]) -> Vec<T> {
     xs.iter().map(|&x| T::from_f64(x)).collect()
 }
 
+/// Runs `kernel` on the prepared inputs in the case's layout (outputs NaN-poisoned first);
+/// returns (out, lse) as f64 in the reference's layouts.
 fn run_typed<T: Element>(
     device: &Device,
     kernel: Kernel,
     case: &AttentionCase,
-) -> Result<Measured> {
-    let mut rng = StdRng::seed_from_u64(case.seed);
+    prepared: &Prepared,
+) -> Result<(Vec<f64>, Vec<f64>)> {
     let (h, hk, d) = (case.heads, case.kv_heads, case.head_dim);
-    let (rows_q, rows_k, varlen) = match &case.layout {
-        Layout::Varlen(lens) => {
-            let mut cu_q = vec![0i32];
-            let mut cu_k = vec![0i32];
-            for &(lq, lk) in lens {
-                cu_q.push(cu_q.last().unwrap() + lq as i32);
-                cu_k.push(cu_k.last().unwrap() + lk as i32);
-            }
-            let total_q = *cu_q.last().unwrap() as usize;
-            let total_k = *cu_k.last().unwrap() as usize;
-            (
-                total_q,
-                total_k,
-                Some(Varlen {
-                    cu_seqlens_q: cu_q,
-                    cu_seqlens_k: cu_k,
-                }),
-            )
-        }
-        _ => (case.batch * case.seqlen_q, case.batch * case.seqlen_k, None),
-    };
-    let q = random_rounded::<T>(&mut rng, rows_q * h * d);
-    let k = random_rounded::<T>(&mut rng, rows_k * hk * d);
-    let v = random_rounded::<T>(&mut rng, rows_k * hk * d);
+    let Prepared {
+        q,
+        k,
+        v,
+        rows_q,
+        rows_k,
+        varlen,
+        ..
+    } = prepared;
+    let (rows_q, rows_k) = (*rows_q, *rows_k);
     let opts = case.options();
-    let (window_left, window_right) = opts.effective_window();
-    let problem = AttentionProblem {
-        softcap: f64::from(case.softcap.unwrap_or(0.0)),
-        scale: case.scale.map_or(1.0 / (d as f64).sqrt(), f64::from),
-        window_left: i64::from(window_left),
-        window_right: i64::from(window_right),
-        varlen: varlen.clone(),
-        ..AttentionProblem::new(case.batch, case.seqlen_q, case.seqlen_k, h, hk, d)
-    };
-    let want = reference::attention(&problem, &q, &k, &v);
-
     let poison = T::from_f64(f64::NAN);
     let (out, lse) = match (&case.layout, &varlen) {
         (Layout::Varlen(_), Some(vl)) => {
             let batch = VarlenBatch::new(device, &vl.cu_seqlens_q, &vl.cu_seqlens_k)?;
-            let qt = Tensor::from_host(device, &to_elements::<T>(&q), &[rows_q, h, d])?;
-            let kt = Tensor::from_host(device, &to_elements::<T>(&k), &[rows_k, hk, d])?;
-            let vt = Tensor::from_host(device, &to_elements::<T>(&v), &[rows_k, hk, d])?;
+            let qt = Tensor::from_host(device, &to_elements::<T>(q), &[rows_q, h, d])?;
+            let kt = Tensor::from_host(device, &to_elements::<T>(k), &[rows_k, hk, d])?;
+            let vt = Tensor::from_host(device, &to_elements::<T>(v), &[rows_k, hk, d])?;
             let out = Tensor::full(device, &[rows_q, h, d], poison)?;
             let mut lse = Tensor::full(device, &[h, rows_q], f32::NAN)?;
             attention_varlen_into(kernel, &qt, &kt, &vt, &batch, &out, Some(&mut lse), &opts)?;
@@ -584,18 +661,17 @@ fn run_typed<T: Element>(
         }
         _ => {
             let (b, sq, sk) = (case.batch, case.seqlen_q, case.seqlen_k);
-            let qt = Tensor::from_host(device, &to_elements::<T>(&q), &[b, sq, h, d])?;
-            let kt = Tensor::from_host(device, &to_elements::<T>(&k), &[b, sk, hk, d])?;
-            let vt = Tensor::from_host(device, &to_elements::<T>(&v), &[b, sk, hk, d])?;
+            let qt = Tensor::from_host(device, &to_elements::<T>(q), &[b, sq, h, d])?;
+            let kt = Tensor::from_host(device, &to_elements::<T>(k), &[b, sk, hk, d])?;
+            let vt = Tensor::from_host(device, &to_elements::<T>(v), &[b, sk, hk, d])?;
             let out = Tensor::full(device, &[b, sq, h, d], poison)?;
             let mut lse = Tensor::full(device, &[b, h, sq], f32::NAN)?;
             attention_into(kernel, &qt, &kt, &vt, &out, Some(&mut lse), &opts)?;
             (out, lse)
         }
     };
-    Ok(Measured {
-        out: out.to_host()?.into_iter().map(Element::to_f64).collect(),
-        lse: lse.to_host()?.into_iter().map(Element::to_f64).collect(),
-        want,
-    })
+    Ok((
+        out.to_host()?.into_iter().map(Element::to_f64).collect(),
+        lse.to_host()?.into_iter().map(Element::to_f64).collect(),
+    ))
 }

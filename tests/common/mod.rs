@@ -17,14 +17,15 @@ pub fn devices() -> Vec<Device> {
     devices
 }
 
-/// Runs `cases` with `kernel` on every device, printing each row; fails listing every failure.
+/// Runs `cases` with `kernel` on every device, printing each row; fails listing every failure
+/// (a case this build skips, a head dim without its flash tile, is printed, not failed).
 pub fn assert_cases_pass(kernel: Kernel, cases: &[AttentionCase]) {
     let mut failures = Vec::new();
     for device in devices() {
         for case in cases {
             let result = run_case(&device, kernel, case);
             println!("{result}");
-            if !result.passed() {
+            if result.failed() {
                 failures.push(result.to_string());
             }
         }
