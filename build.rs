@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 
-/// Kernel translation units, compiled by both builds. One file per family (and later one per
-/// instantiation) so the CUDA build parallelizes.
+/// Kernel translation units, compiled by both builds. One file per family, and one per flash
+/// instantiation, so the CUDA build parallelizes.
 const KERNEL_SOURCES: &[&str] = &[
     "csrc/kernels/attention_naive.cu",
     "csrc/kernels/attention_mma_simple.cu",
@@ -61,8 +61,8 @@ const MEMCHECK_FLAGS_CLANG: &[&str] = &[
 /// Headers every kernel may include: a change to any of them rebuilds everything.
 const HEADER_DIRS: &[&str] = &["csrc/arch", "csrc/common", "csrc/emu", "csrc/kernels"];
 
-/// GPU targets: sm_90a for Hopper's wgmma/TMA paths, sm_80 SASS plus compute_80 PTX for Ampere
-/// and anything newer. `-gencode`, not `-arch=sm_90a`, which would add a plain sm_90 pass.
+/// GPU targets: sm_90a SASS for Hopper (and its wgmma/TMA paths to come), sm_80 SASS plus
+/// compute_80 PTX for Ampere and anything newer. `-gencode`, not `-arch=sm_90a`, which would add a plain sm_90 pass.
 const GENCODE: &[&str] = &[
     "-gencode=arch=compute_90a,code=sm_90a",
     "-gencode=arch=compute_80,code=[sm_80,compute_80]",

@@ -22,7 +22,6 @@ struct SmemTile {
   static_assert(kCols % (4 * kChunkElems) == 0, "tile columns come in 32-element atoms");
   static constexpr int kChunksPerRow = kCols / kChunkElems;
   static constexpr int kAtomChunks = kCols % (8 * kChunkElems) == 0 ? 8 : 4;
-  static constexpr int kAtoms = kChunksPerRow / kAtomChunks;
   static constexpr int kBytes = kRows * kCols * 2;
 
   // Byte offset of chunk `chunk` (columns 8 * chunk .. + 7) of row `row`.

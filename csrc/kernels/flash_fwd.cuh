@@ -9,9 +9,9 @@
 // accumulators as the A operand, and O is rescaled only when a row's max outgrows the running one
 // by 2^8. Tiles no row of the CTA can see are never loaded; the element mask runs only on tiles
 // that straddle a mask boundary. O leaves through shared memory in 16-byte stores. Gained over
-// attention_mma_simple: load/compute overlap, fragment loads batched ahead of their mmas and shared
-// by two m16 tiles, several CTAs per SM, no masking work on interior tiles, rare rescales, vector
-// stores.
+// attention_mma_simple: load/compute overlap, fragment loads batched ahead of their mmas (and, up
+// to hd128, shared by two m16 tiles), several CTAs per SM, no masking work on interior tiles, rare
+// rescales, vector stores.
 #pragma once
 
 #include "arch/cp_async.cuh"
@@ -36,7 +36,7 @@ constexpr int kWarpSize = 32;
 // everywhere: at up to 255 registers a lane, two CTAs fit on an SM, so one CTA's barrier never
 // idles the whole SM. A warp owning 32 query rows (two m16 tiles) loads each K and V fragment once
 // for two mmas: at 16 rows a warp, shared-memory reads, not the tensor cores, bound the loop
-// (hd128: 72 ldmatrix.x4 per 128 mmas at 16 rows a warp, 48 at 32).
+// (hd128, 32-key tiles: 80 ldmatrix.x4 per 128 mmas at 16 rows a warp, 48 at 32).
 template <int kHeadDim>
 struct Shape;
 // kStages K/V tiles are in shared memory at once: one in use, kStages - 1 landing. Three where
@@ -158,6 +158,8 @@ __global__ void __launch_bounds__(Traits<kHeadDim>::kThreads, Traits<kHeadDim>::
     cta.lse = p.maybe_lse == nullptr ? nullptr : p.maybe_lse + seq.lse_offset(p, head, row0);
     cta.out_rows = min(seq.len_q - row0, kBlockM);
   }
+  // Every thread needs only q; computed apart from thread 0's slices (one call before the branch
+  // kept the other pointers live and spilled at hd96).
   const T* q = head_slices<T>(p, seq, head, row0).q;
   __syncthreads();  // cta is written
 
