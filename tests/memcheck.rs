@@ -96,8 +96,16 @@ impl Drop for Buffer {
     }
 }
 
-/// Runs a correct twin over `values`; asserts it ran clean and left the slack alone.
+/// Runs a correct twin over `values` with the checker on (whatever CUATTN_EMU_MEMCHECK says);
+/// asserts it ran clean and left the slack alone.
 fn run_clean(case: Case, values: &[i32], n: usize) -> Vec<i32> {
+    let _checked = common::MemcheckSetting::new(true);
+    run_ok(case, values, n)
+}
+
+/// Runs `case` over `values` with the checker as set; asserts it succeeded and left the slack
+/// alone.
+fn run_ok(case: Case, values: &[i32], n: usize) -> Vec<i32> {
     let mut buf = Buffer::new(values);
     let (status, message) = buf.launch(case, n);
     assert_eq!(status, Status::CUATTN_OK, "{case:?}: {message}");
@@ -343,8 +351,8 @@ fn atomics_on_static_shared_memory_no_thread_zeroed_fault_and_see_the_poison() {
     // Unchecked, the block still starts with its static shared memory poisoned (0xFFFFFFFF =
     // -1), not with what the previous block on this thread left: every bin is one short.
     let _unchecked = common::MemcheckSetting::new(false);
-    let out = run_clean(Case::CUATTN_MEMCHECK_TEST_HISTOGRAM_ATOMICS, &v, THREADS);
-    let out_unzeroed = run_clean(
+    let out = run_ok(Case::CUATTN_MEMCHECK_TEST_HISTOGRAM_ATOMICS, &v, THREADS);
+    let out_unzeroed = run_ok(
         Case::CUATTN_MEMCHECK_TEST_HISTOGRAM_ATOMICS_UNZEROED,
         &v,
         THREADS,
