@@ -103,6 +103,22 @@ __device__ __forceinline__ KeyRange visible_keys(int row, int len_q, int len_k, 
   return KeyRange{static_cast<int>(begin), static_cast<int>(end)};
 }
 
+// The keys of a CTA's query rows [row0, row0 + rows) (clipped to the sequence): both window bounds
+// grow with the row, so the first and last rows bound them. `any` holds every key some row sees
+// (tiles outside it are skipped); `every` the keys all rows see (tiles inside it need no mask).
+struct CtaKeys {
+  KeyRange any;
+  KeyRange every;
+};
+
+__device__ __forceinline__ CtaKeys cta_keys(const cuattn_attention_params& p,
+                                            const SequenceSpan& seq, int row0, int rows) {
+  const int last_row = min(row0 + rows, seq.len_q) - 1;
+  const KeyRange first = visible_keys(row0, seq.len_q, seq.len_k, p.window_left, p.window_right);
+  const KeyRange last = visible_keys(last_row, seq.len_q, seq.len_k, p.window_left, p.window_right);
+  return CtaKeys{KeyRange{first.begin, last.end}, KeyRange{last.begin, first.end}};
+}
+
 // How a dot product q . k becomes a score in base 2: scale * dot * log2(e), or soft-capped,
 // cap * tanh(scale * dot / cap) * log2(e). Built once per kernel (or per tile, to keep it out of
 // registers) from the params: the division happens here, not per score.

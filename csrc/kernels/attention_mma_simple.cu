@@ -71,14 +71,10 @@ __global__ void __launch_bounds__(MmaSimpleTraits<kHeadDim>::kThreads)
   const T* k = slices.k;
   const T* v = slices.v;
 
-  // Keys the CTA needs: the union of its rows' windows (both bounds grow with the row).
-  const int last_row = min(row0 + kBlockM, seq.len_q) - 1;
-  const cuattn::KeyRange first_keys =
-      cuattn::visible_keys(row0, seq.len_q, seq.len_k, p.window_left, p.window_right);
-  const cuattn::KeyRange last_keys =
-      cuattn::visible_keys(last_row, seq.len_q, seq.len_k, p.window_left, p.window_right);
-  const int keys_begin = first_keys.begin;
-  const int keys_end = last_keys.end;
+  // Keys the CTA needs: the union of its rows' windows.
+  const cuattn::KeyRange cta = cuattn::cta_keys(p, seq, row0, kBlockM).any;
+  const int keys_begin = cta.begin;
+  const int keys_end = cta.end;
 
   // This lane's two accumulator rows (group, group + 8 of the warp's tile) and their windows.
   int rows[2];

@@ -136,17 +136,12 @@ __global__ void __launch_bounds__(Traits<kHeadDim>::kThreads, Traits<kHeadDim>::
   if (row0 >= seq.len_q) {
     return;  // the whole CTA leaves before any barrier (varlen: a shorter sequence)
   }
-  // Keys any row of the CTA sees, and keys every row sees (both window bounds grow with the
-  // row): tiles outside the first are skipped, tiles inside the second need no element mask.
-  const int last_row = min(row0 + kBlockM, seq.len_q) - 1;
-  const KeyRange first_keys =
-      visible_keys(row0, seq.len_q, seq.len_k, p.window_left, p.window_right);
-  const KeyRange last_keys =
-      visible_keys(last_row, seq.len_q, seq.len_k, p.window_left, p.window_right);
-  const int keys_begin = first_keys.begin;
-  const int keys_end = last_keys.end;
-  const int interior_begin = last_keys.begin;
-  const int interior_end = first_keys.end;
+  // Tiles outside the keys any row sees are skipped; inside those every row sees, unmasked.
+  const CtaKeys cta_range = cta_keys(p, seq, row0, kBlockM);
+  const int keys_begin = cta_range.any.begin;
+  const int keys_end = cta_range.any.end;
+  const int interior_begin = cta_range.every.begin;
+  const int interior_end = cta_range.every.end;
   const int num_tiles = keys_end > keys_begin ? (keys_end - keys_begin + kBlockN - 1) / kBlockN : 0;
 
   __shared__ CtaRows cta;
