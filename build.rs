@@ -86,20 +86,65 @@ fn kernel_sources() -> Vec<&'static str> {
         .collect()
 }
 
-/// -D definitions for every kernel translation unit: CUATTN_FLASH_HD<N> for each tile built.
+/// -D definitions for every kernel translation unit: CUATTN_FLASH_HD<N> for each tile built, and
+/// the tuning override, if any (`flash_tune_defines`).
 fn kernel_defines() -> Vec<String> {
-    FLASH_HEAD_DIM_TILES
+    let mut defines: Vec<String> = FLASH_HEAD_DIM_TILES
         .iter()
         .filter(|&&tile| flash_tile_enabled(tile))
         .map(|tile| format!("CUATTN_FLASH_HD{tile}"))
-        .collect()
+        .collect();
+    defines.extend(flash_tune_defines());
+    defines
+}
+
+/// For tuning runs only: `CUATTN_FLASH_TUNE=<tile>:<m tiles>,<key tile>,<stages>[,<warps>]` (for
+/// example `128:2,64,2`; 4 warps unless given) replaces one row of flash's traits table
+/// (csrc/kernels/flash_fwd.cuh) in this build. One macro per value, since nvcc splits -D values at
+/// commas.
+fn flash_tune_defines() -> Vec<String> {
+    let Ok(spec) = env::var("CUATTN_FLASH_TUNE") else {
+        return Vec::new();
+    };
+    let parsed = spec.split_once(':').and_then(|(tile, row)| {
+        let tile: u32 = tile.trim().parse().ok()?;
+        let row: Vec<u32> = row
+            .split(',')
+            .map(|v| v.trim().parse().ok())
+            .collect::<Option<_>>()?;
+        (FLASH_HEAD_DIM_TILES.contains(&tile) && (3..=4).contains(&row.len()))
+            .then_some((tile, row))
+    });
+    let Some((tile, row)) = parsed else {
+        panic!(
+            "CUATTN_FLASH_TUNE={spec:?}: expected <tile>:<m tiles>,<key tile>,<stages>[,<warps>] \
+             with a tile of {FLASH_HEAD_DIM_TILES:?}"
+        );
+    };
+    println!(
+        "cargo::warning=CUATTN_FLASH_TUNE: flash hd{tile} tuned to {row:?} (m tiles, key tile, \
+         stages, warps)"
+    );
+    vec![
+        format!("CUATTN_FLASH_TUNE_HD={tile}"),
+        format!("CUATTN_FLASH_TUNE_MTILES={}", row[0]),
+        format!("CUATTN_FLASH_TUNE_BLOCKN={}", row[1]),
+        format!("CUATTN_FLASH_TUNE_STAGES={}", row[2]),
+        format!("CUATTN_FLASH_TUNE_WARPS={}", row.get(3).unwrap_or(&4)),
+    ]
 }
 
 fn main() {
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
     let out_dir = PathBuf::from(env::var("OUT_DIR").unwrap());
     println!("cargo::rustc-check-cfg=cfg(cuattn_cuda)");
-    for var in ["NVCC", "CUDA_HOME", "CUDA_PATH", "CUATTN_REQUIRE_CUDA"] {
+    for var in [
+        "NVCC",
+        "CUDA_HOME",
+        "CUDA_PATH",
+        "CUATTN_REQUIRE_CUDA",
+        "CUATTN_FLASH_TUNE",
+    ] {
         println!("cargo::rerun-if-env-changed={var}");
     }
     println!("cargo::rerun-if-changed=csrc/cuattn.h");

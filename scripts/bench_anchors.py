@@ -221,18 +221,22 @@ def cell(r):
     return "{:.1f}".format(r["tflops"])
 
 
-def table(ours_path, anchors_path):
-    """cuattn's rows (one column per kernel, with % of the mma.sync ceiling) next to the anchors
-    (one column per backend), TFLOP/s per shape, in cuattn's shape order."""
-    def load(path):
-        try:
-            with open(path) as f:
-                return json.load(f)
-        except (OSError, ValueError) as e:
-            print("{}: {}".format(path, e))
-            return {"rows": []}
+def load_report(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        print("{}: {}".format(path, e))
+        return {"rows": []}
 
-    ours, anchors = load(ours_path), load(anchors_path)
+
+def table(ours_path, anchors_path, tuned=()):
+    """cuattn's rows (one column per kernel, with % of the mma.sync ceiling) next to the anchors
+    (one column per backend), TFLOP/s per shape, in cuattn's shape order. With `tuned` (pairs of
+    a label and a `cuattn bench --json` file of a tuning build), one more column per build, and
+    only the shapes those builds ran."""
+    ours, anchors = load_report(ours_path), load_report(anchors_path)
+    tuned = [(label, load_report(path)) for label, path in tuned]
     kernels = list(dict.fromkeys(r["kernel"] for r in ours["rows"]))
     backends = [b for b in BACKENDS if any(r["backend"] == b for r in anchors["rows"])]
     by_kernel = {(r["kernel"], shape_key(r)): r for r in ours["rows"]}
@@ -251,6 +255,13 @@ def table(ours_path, anchors_path):
         header += " {:>11} {:>5}".format(k[:11], "%mma")
     for b in backends:
         header += " {:>11}".format(b[:11])
+    by_tuned = {(label, shape_key(r)): r for label, report in tuned for r in report["rows"]}
+    if tuned:
+        lines.append("tuning builds (CUATTN_FLASH_TUNE, hd<tile>-<m tiles>-<key tile>-<stages>"
+                     "[-<warps>]), flash, same shapes:")
+        keys = [k for k in keys if any((label, k) in by_tuned for label, _ in tuned)]
+        for label, _ in tuned:
+            header += " {:>14}".format(label[:14])
     lines.append(header)
     for key in keys:
         line = "{:<24} {:<6}".format(labels[key], "yes" if key[-1] else "no")
@@ -260,6 +271,8 @@ def table(ours_path, anchors_path):
             line += " {:>11} {:>5}".format(cell(r), "{:.0f}".format(pct) if pct else "-")
         for b in backends:
             line += " {:>11}".format(cell(by_backend.get((b, key))))
+        for label, _ in tuned:
+            line += " {:>14}".format(cell(by_tuned.get((label, key))))
         lines.append(line)
     return "\n".join(lines)
 
@@ -269,6 +282,9 @@ def main():
     parser.add_argument("--json", help="where to write the results")
     parser.add_argument("--table", nargs=2, metavar=("BENCH_JSON", "ANCHORS_JSON"),
                         help="print cuattn's results next to the anchors and exit")
+    parser.add_argument("--tuned", action="append", default=[], metavar="LABEL=BENCH_JSON",
+                        help="with --table: a tuning build's results as one more column "
+                             "(repeatable); the table keeps only the shapes they ran")
     parser.add_argument("--quick", action="store_true", help="the shapes of cuattn's --quick")
     parser.add_argument("--budget-s", type=float, default=150.0,
                         help="wall-clock seconds for the whole run; the FlexAttention pass "
@@ -277,7 +293,10 @@ def main():
                         help="comma-separated subset of " + ",".join(BACKENDS))
     args = parser.parse_args()
     if args.table:
-        print(table(*args.table))
+        tuned = [t.split("=", 1) for t in args.tuned]
+        if any(len(t) != 2 for t in tuned):
+            parser.error("--tuned takes LABEL=BENCH_JSON")
+        print(table(*args.table, tuned=tuned))
         return 0
     if not args.json:
         parser.error("--json FILE is required to run the anchors")

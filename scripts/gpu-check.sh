@@ -1,26 +1,33 @@
 #!/usr/bin/env bash
 # The one prepared GPU check. Two halves:
 #   scripts/gpu-check.sh build    on the CPU machine: builds the test binaries and the cuattn CLI
-#                                 with nvcc (CUDA build required), strips them and stages them
-#                                 with this script in the git-ignored .gpu/ folder.
+#                                 with nvcc (CUDA build required), and the tuning variants (below,
+#                                 each checked on the emulator), strips them and stages them with
+#                                 this script in the git-ignored .gpu/ folder.
 #   .gpu/gpu-check.sh device      on the GPU machine (no Rust there), results under $OUT: runs
 #                                 the GPU tests, `cuattn info`, `cuattn check --device gpu`,
-#                                 `cuattn bench --family prefill` and the PyTorch anchors
-#                                 (bench_anchors.py), and ends with a short table (summary.txt).
-#                                 Meant to finish in under 8 minutes (the tests take seconds each
-#                                 on a GPU); the per-step timeouts below only stop a hung step,
-#                                 and all together allow about 21.
+#                                 `cuattn bench --family prefill`, the PyTorch anchors
+#                                 (bench_anchors.py), Nsight Compute on one hd128 launch and the
+#                                 tuning variants' benches, and ends with two short tables
+#                                 (summary.txt, written as it goes). Meant to finish in about 6
+#                                 minutes; the per-step timeouts below only stop a hung step.
 set -euo pipefail
 
 # Test binaries that exercise kernels on every device present (the GPU among them).
 GPU_TESTS=(attention_flash flash_head_dim_features attention_mma_simple attention_naive primitives capi
   emulator)
+# Tuning variants (build.rs's CUATTN_FLASH_TUNE: <tile>:<m tiles>,<key tile>,<stages>[,<warps>]),
+# each built here in a binary with only that head-dim tile, checked on the emulator here, and timed
+# on the GPU next to the table's row on the shapes of its head dim. Set GPU_CHECK_TUNE to a
+# space-separated list to replace them, or to "" for none.
+TUNE_VARIANTS=(${GPU_CHECK_TUNE-"128:2,64,2 128:2,32,2 128:1,64,3 128:1,64,3,8 128:2,64,2,8 64:2,128,2 64:2,64,2 64:1,128,2,8 256:1,64,2,8 256:1,32,3"})
+TUNE_TIMEOUT_S=40
 # Time limits of the benchmark steps, seconds. `cuattn bench` plans about 150 ms of timed runs per
 # shape (48 shapes, at least 5 runs each); the anchors stop starting FlexAttention compilations
 # after ANCHORS_BUDGET_S. Both rewrite their JSON after every row, so a step cut short still leaves
 # what it measured.
 BENCH_TIMEOUT_S=150
-ANCHORS_BUDGET_S=100
+ANCHORS_BUDGET_S=60
 ANCHORS_TIMEOUT_S=170
 
 build() {
@@ -47,6 +54,21 @@ for line in sys.stdin:
     cp "$exe" ".gpu/bin/$t"
   done
   strip .gpu/bin/*
+  # Tuning variants: gzipped (the working tree that travels is limited to 64 MiB).
+  mkdir -p .gpu/tune
+  for v in "${TUNE_VARIANTS[@]}"; do
+    local name="hd${v/:/-}" tile=${v%%:*}
+    name=${name//,/-}
+    CUATTN_FLASH_TUNE=$v CARGO_TARGET_DIR=target/tune cargo build --release --bin cuattn \
+      --no-default-features --features "hd$tile"
+    target/tune/release/cuattn check --device emu > ".gpu/tune/$name.check.txt" 2>&1 || {
+      echo "tuning variant $v fails on the emulator:" >&2
+      tail -n 5 ".gpu/tune/$name.check.txt" >&2
+      exit 1
+    }
+    strip -o ".gpu/tune/$name" target/tune/release/cuattn
+    gzip -9 ".gpu/tune/$name"
+  done
   cp scripts/gpu-check.sh scripts/bench_anchors.py .gpu/
   git rev-parse --short HEAD > .gpu/commit 2>/dev/null || echo unknown > .gpu/commit
   du -sh .gpu
@@ -61,7 +83,8 @@ device() {
   mkdir -p "$final"
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv > "$out/gpu.txt" 2>&1 || true
   "$here/bin/cuattn" info > "$out/info.txt" 2>&1 || status=1
-  local summary="$out/summary.txt"
+  # The summary goes straight to $OUT, so that a run cut short still returns what it got to.
+  local summary="$final/summary.txt"
   echo "commit $(cat "$here/commit")  $(tail -n 1 "$out/gpu.txt")" > "$summary"
   for t in "${GPU_TESTS[@]}"; do
     if timeout 120 "$here/bin/$t" --nocapture --test-threads=1 > "$out/test-$t.log" 2>&1; then
@@ -93,11 +116,47 @@ device() {
   else
     echo "anchors: FAILED ($(tail -n 1 "$out/anchors.txt"))" >> "$summary"
   fi
+  # Hardware counters of one hd128 launch of the table's kernel (pipes, stalls, shared memory),
+  # where Nsight Compute is there; clocks left alone.
+  if command -v ncu > /dev/null; then
+    timeout 90 ncu --clock-control none --kernel-name regex:flash_fwd_kernel --launch-skip 1 \
+      --launch-count 1 --section SpeedOfLight --section ComputeWorkloadAnalysis \
+      --section WarpStateStats --section MemoryWorkloadAnalysis_Tables --section Occupancy \
+      "$here/bin/cuattn" bench --family prefill --device gpu --quick --head-dim 128 \
+      > "$out/ncu.txt" 2>&1 && echo "ncu: ok (ncu.txt in logs.tgz)" >> "$summary" \
+      || echo "ncu: FAILED ($(tail -n 1 "$out/ncu.txt"))" >> "$summary"
+  fi
+  # Tuning variants: each on the shapes of its head dim, as a column next to the table's row.
+  local tuned=()
+  for packed in "$here"/tune/*.gz; do
+    [ -e "$packed" ] || continue
+    local name exe
+    name=$(basename "$packed" .gz)
+    exe="$out/$name"
+    gzip -dc "$packed" > "$exe" && chmod +x "$exe"
+    local tile=${name#hd}
+    tile=${tile%%-*}
+    if CUATTN_COMMIT="$commit" timeout "$TUNE_TIMEOUT_S" "$exe" bench --family prefill \
+        --device gpu --head-dim "$tile" --json "$out/tune-$name.json" > "$out/tune-$name.txt" 2>&1
+    then
+      tuned+=(--tuned "$name=$out/tune-$name.json")
+    else
+      echo "tune $name: FAILED ($(tail -n 1 "$out/tune-$name.txt"))" >> "$summary"
+      [ -s "$out/tune-$name.json" ] && tuned+=(--tuned "$name=$out/tune-$name.json")
+    fi
+    rm -f "$exe"
+  done
   echo >> "$summary"
   python3 "$here/bench_anchors.py" --table "$out/bench.json" "$out/anchors.json" >> "$summary" \
     2>&1 || true
+  if [ ${#tuned[@]} -gt 0 ]; then
+    echo >> "$summary"
+    python3 "$here/bench_anchors.py" --table "$out/bench.json" "$out/anchors.json" "${tuned[@]}" \
+      > "$out/tune.txt" 2>&1 || true
+    cat "$out/tune.txt" >> "$summary"
+  fi
   cat "$summary"
-  cp "$summary" "$out/check.txt" "$final/"
+  cp "$out/check.txt" "$final/"
   cp "$out"/*.json "$final/" 2>/dev/null || true
   tar czf "$final/logs.tgz" -C "$out" .
   return $status

@@ -544,6 +544,8 @@ pub struct BenchConfig {
     pub quick: bool,
     /// The commit benchmarked, recorded in the report (the CLI takes it from `CUATTN_COMMIT`).
     pub commit: Option<String>,
+    /// Only the shapes of these head dims; empty: every shape.
+    pub head_dims: Vec<usize>,
 }
 
 /// A whole benchmark run.
@@ -580,7 +582,23 @@ pub fn run_prefill(
     if config.kernels.is_empty() {
         return Err(Error::invalid("kernels", "empty: name at least one kernel"));
     }
-    let shapes = shapes_for(device, config.quick);
+    let mut shapes = shapes_for(device, config.quick);
+    if !config.head_dims.is_empty() {
+        shapes.retain(|shape| config.head_dims.contains(&shape.head_dim));
+        if shapes.is_empty() {
+            return Err(Error::invalid(
+                "head_dims",
+                format!(
+                    "{:?} selects none of this run's shapes (head dims {:?})",
+                    config.head_dims,
+                    shapes_for(device, config.quick)
+                        .iter()
+                        .map(|shape| shape.head_dim)
+                        .collect::<std::collections::BTreeSet<_>>()
+                ),
+            ));
+        }
+    }
     let mut timer = Timer::new(device)?;
     let ceiling = measure_mma_ceiling(device, &mut timer)?;
     let mut report = BenchReport {

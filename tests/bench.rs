@@ -171,10 +171,40 @@ fn run_prefill_refuses_the_emulator_without_quick() {
         kernels: vec![Kernel::DEFAULT],
         quick: false,
         commit: None,
+        head_dims: Vec::new(),
     };
     let err = bench::run_prefill(&Device::emulator(), &config, |_| {}).unwrap_err();
     let msg = err.to_string();
     assert!(msg.contains("emulator") && msg.contains("--quick"), "{msg}");
+}
+
+#[test]
+fn run_prefill_keeps_only_the_shapes_of_the_head_dims_asked_for() {
+    let device = Device::emulator();
+    let only = |head_dims: Vec<usize>| BenchConfig {
+        kernels: vec![Kernel::DEFAULT],
+        quick: true,
+        commit: None,
+        head_dims,
+    };
+    let shape_dim = bench::emulator_shape().head_dim;
+    let report = bench::run_prefill(&device, &only(vec![shape_dim, 256]), |_| {}).unwrap();
+    assert_eq!(report.rows.len(), 1);
+    assert_eq!(report.rows[0].shape.head_dim, shape_dim);
+
+    let other = shape_dim + 8;
+    let mut progressed = false;
+    let err = bench::run_prefill(&device, &only(vec![other]), |_| progressed = true).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("head_dims") && msg.contains(&format!("[{other}]")),
+        "{msg}"
+    );
+    assert!(
+        msg.contains(&format!("{{{shape_dim}}}")),
+        "names the run's head dims: {msg}"
+    );
+    assert!(!progressed, "refused before measuring anything");
 }
 
 // ---------------------------------------------------------------------------------------------

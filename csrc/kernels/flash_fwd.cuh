@@ -69,19 +69,38 @@ struct Shape<256> {
   static constexpr int kWarps = 4, kMTiles = 1, kBlockN = 32, kStages = 2;
 };
 
+// Tuning builds: build.rs turns `CUATTN_FLASH_TUNE=<tile>:<m tiles>,<key tile>,<stages>[,<warps>]`
+// from its environment into the macros below, and that row replaces the table's for the build, so
+// one GPU call can time several shapes from the same source (scripts/gpu-check.sh does). Never set
+// in a release build; tests/ptxas.rs holds the table's rows to no spills.
+template <int kHeadDim>
+struct TunedShape {
+  using type = Shape<kHeadDim>;
+};
+#ifdef CUATTN_FLASH_TUNE_HD
+template <>
+struct TunedShape<CUATTN_FLASH_TUNE_HD> {
+  struct type {
+    static constexpr int kWarps = CUATTN_FLASH_TUNE_WARPS, kMTiles = CUATTN_FLASH_TUNE_MTILES,
+                         kBlockN = CUATTN_FLASH_TUNE_BLOCKN, kStages = CUATTN_FLASH_TUNE_STAGES;
+  };
+};
+#endif
+
 template <int kHeadDim>
 struct Traits {
-  static constexpr int kWarps = Shape<kHeadDim>::kWarps;
-  static constexpr int kMTiles = Shape<kHeadDim>::kMTiles;  // m16 tiles of query rows per warp
-  static constexpr int kBlockN = Shape<kHeadDim>::kBlockN;  // keys per K/V tile
-  static constexpr int kStages = Shape<kHeadDim>::kStages;  // K/V tiles in shared memory
+  using Row = typename TunedShape<kHeadDim>::type;
+  static constexpr int kWarps = Row::kWarps;
+  static constexpr int kMTiles = Row::kMTiles;  // m16 tiles of query rows per warp
+  static constexpr int kBlockN = Row::kBlockN;  // keys per K/V tile
+  static constexpr int kStages = Row::kStages;  // K/V tiles in shared memory
   static constexpr int kWarpRows = kMmaM * kMTiles;         // query rows per warp
   static constexpr int kBlockM = kWarpRows * kWarps;        // query rows per CTA
   static constexpr int kLaneRows = 2 * kMTiles;  // accumulator rows per lane: group, group + 8
   static constexpr int kThreads = kWarps * kWarpSize;
-  // Two CTAs per SM at least: ptxas may use up to 255 registers a lane, and chooses no tighter
-  // budget (left free, it capped hd128 at 168 registers and spilled).
-  static constexpr int kMinBlocksPerSm = 2;
+  // Eight warps per SM at least (two 4-warp CTAs): ptxas may use up to 255 registers a lane, and
+  // chooses no tighter budget (left free, it capped hd128 at 168 registers and spilled).
+  static constexpr int kMinBlocksPerSm = kWarps >= 8 ? 1 : 8 / kWarps;
   using QTile = SmemTile<kBlockM, kHeadDim>;   // sQ [kBlockM][kHeadDim], later O
   using KVTile = SmemTile<kBlockN, kHeadDim>;  // sK[stage], sV[stage] [kBlockN][kHeadDim]
   static constexpr int kSmemBytes = QTile::kBytes + 2 * kStages * KVTile::kBytes;

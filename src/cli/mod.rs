@@ -170,6 +170,9 @@ struct BenchArgs {
     /// kernel, to exercise the code; its times are no performance numbers.
     #[arg(long)]
     quick: bool,
+    /// Only the shapes of these head dims, comma-separated (default: every shape).
+    #[arg(long, value_name = "D", value_delimiter = ',')]
+    head_dim: Vec<usize>,
 }
 
 fn bench_kernels(arg: Option<&str>) -> Result<Vec<Kernel>> {
@@ -187,6 +190,7 @@ fn bench(args: &BenchArgs) -> Result<ExitCode> {
         commit: std::env::var("CUATTN_COMMIT")
             .ok()
             .filter(|c| !c.is_empty()),
+        head_dims: args.head_dim.clone(),
     };
     let device = args.device.open()?;
     // Prints the heading once the ceiling is known, then each row as it comes, and rewrites the
