@@ -20,7 +20,8 @@ GPU_TESTS=(attention_flash flash_head_dim_features attention_mma_simple attentio
 # each built here in a binary with only that head-dim tile, checked on the emulator here, and timed
 # on the GPU next to the table's row on the shapes of its head dim. Set GPU_CHECK_TUNE to a
 # space-separated list to replace them, or to "" for none.
-TUNE_VARIANTS=(${GPU_CHECK_TUNE-"128:2,64,2 128:2,32,2 128:1,64,3 128:1,64,3,8 128:2,64,2,8 64:2,128,2 64:2,64,2 64:1,128,2,8 256:1,64,2,8 256:1,32,3"})
+read -r -a TUNE_VARIANTS <<< "${GPU_CHECK_TUNE-128:2,64,2 128:2,32,2 128:1,64,3 128:1,64,3,8 \
+128:2,64,2,8 64:2,128,2 64:2,64,2 64:1,128,2,8 256:1,64,2,8 256:1,32,3}"
 TUNE_TIMEOUT_S=40
 # Time limits of the benchmark steps, seconds. `cuattn bench` plans about 150 ms of timed runs per
 # shape (48 shapes, at least 5 runs each); the anchors stop starting FlexAttention compilations
