@@ -28,7 +28,7 @@ TUNE_TIMEOUT_S=40
 # after ANCHORS_BUDGET_S. Both rewrite their JSON after every row, so a step cut short still leaves
 # what it measured.
 BENCH_TIMEOUT_S=150
-ANCHORS_BUDGET_S=60
+ANCHORS_BUDGET_S=${GPU_CHECK_FLEX_BUDGET_S:-60}
 ANCHORS_TIMEOUT_S=170
 
 build() {
