@@ -50,9 +50,6 @@ cuattn_status launch_kernel(const char* name, void (*kernel)(P...), dim3 grid, d
 namespace cuattn {
 inline namespace cuda_build {
 
-// Shared memory a block may use without opting in (cudaFuncAttributeMaxDynamicSharedMemorySize).
-constexpr size_t kDefaultDynamicSmemLimit = 48 * 1024;
-
 // Launches on `stream` (a cudaStream_t, or null for the default stream) without synchronizing.
 // Returns CUATTN_ERROR_LAUNCH_FAILED, naming the kernel, the configuration and the CUDA error,
 // when the runtime refuses it.
@@ -60,7 +57,10 @@ template <typename... P, typename... A>
 cuattn_status launch_kernel(const char* name, void (*kernel)(P...), dim3 grid, dim3 block,
                             size_t dynamic_smem_bytes, void* stream, A... args) {
   static_assert(sizeof...(P) == sizeof...(A), "one argument per kernel parameter");
-  if (dynamic_smem_bytes > kDefaultDynamicSmemLimit) {
+  // Without opting in, a block gets 48 KiB of shared memory, static and dynamic together: a
+  // kernel with any static __shared__ fails to launch with exactly 48 KiB of dynamic memory. So
+  // every launch that asks for dynamic memory opts in to what it asks for.
+  if (dynamic_smem_bytes > 0) {
     const cudaError_t error = cudaFuncSetAttribute(
         kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(dynamic_smem_bytes));
     if (error != cudaSuccess) {

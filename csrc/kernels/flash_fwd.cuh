@@ -32,41 +32,47 @@ namespace flash_fwd {
 
 constexpr int kWarpSize = 32;
 
-// The traits table: tile shapes per head-dim tile, each row with its reason. Four warps per CTA
-// everywhere: at up to 255 registers a lane, two CTAs fit on an SM, so one CTA's barrier never
-// idles the whole SM. A warp owning 32 query rows (two m16 tiles) loads each K and V fragment once
-// for two mmas: at 16 rows a warp, shared-memory reads, not the tensor cores, bound the loop
-// (hd128, 32-key tiles: 80 ldmatrix.x4 per 128 mmas at 16 rows a warp, 48 at 32).
+// The traits table: tile shapes per head-dim tile, each row with its reason, chosen on an H200
+// (BENCHMARKS.md has the timings of the rows and of the alternatives tried). Shared-memory reads
+// bound the key loop (an ldmatrix.x4 moves 512 bytes at 128 bytes a clock; an mma.sync takes about
+// 1.5 SM clocks), so the shapes are the ones that read least per mma:
+// - a warp owning 32 query rows (two m16 tiles) loads each K and V fragment once for two mmas
+//   (hd128, 64-key tiles: 80 ldmatrix.x4 per 256 mmas, against 144 at 16 rows a warp);
+// - eight warps per CTA where they fit in shared memory: a K/V tile is copied in once for twice
+//   the rows, and the CTA still holds the eight warps an SM can keep at 255 registers a lane;
+// - 64-key tiles: at 16 rows a warp, S then holds 8 independent mma chains, enough to cover the
+//   mma latency (32-key tiles left 4 and ran 15% slower at hd256).
 template <int kHeadDim>
 struct Shape;
-// kStages K/V tiles are in shared memory at once: one in use, kStages - 1 landing. Three where
-// two CTAs still fit on an SM (<= 113 KiB each), so a load has two tiles of compute to land in.
-// hd64, hd96: 32 rows a warp (O: 64 or 96 registers, S: 64); 64 and 96 KiB of shared memory.
+// kStages K/V tiles are in shared memory at once: one in use, kStages - 1 landing (a load has
+// kStages - 1 tiles of compute to land in).
+// hd64: 32 rows a warp (O: 64 registers, S: 64), four warps and three stages, 64 KiB, two CTAs
+// an SM: ahead of eight warps and of 128-key tiles on the H200.
 template <>
 struct Shape<64> {
   static constexpr int kWarps = 4, kMTiles = 2, kBlockN = 64, kStages = 3;
 };
+// hd96: as hd128 (not timed on its own; the benchmark's shapes have no hd96), 96 KiB.
 template <>
 struct Shape<96> {
-  static constexpr int kWarps = 4, kMTiles = 2, kBlockN = 64, kStages = 3;
+  static constexpr int kWarps = 8, kMTiles = 2, kBlockN = 64, kStages = 2;
 };
-// hd128: 32 rows a warp with 32-key tiles: O takes 128 registers, and with 64 keys S's 64 more
-// spill; 80 KiB.
+// hd128: 32 rows a warp, 64-key tiles (O: 128 registers, S: 64; 255 in all, no spills), eight
+// warps, 256-row CTAs, two stages: 128 KiB. Three stages spill; 32-key tiles and four warps
+// were slower at every long shape.
 template <>
 struct Shape<128> {
-  static constexpr int kWarps = 4, kMTiles = 2, kBlockN = 32, kStages = 3;
+  static constexpr int kWarps = 8, kMTiles = 2, kBlockN = 64, kStages = 2;
 };
-// hd192: O takes 96 registers per m16 tile, so a warp keeps 16 rows; 32-key tiles keep shared
-// memory at 96 KiB so that two CTAs fit on an SM (64-key tiles would need 168 KiB).
+// hd192, hd256: O takes 96 or 128 registers per m16 tile, so a warp keeps 16 rows; eight warps,
+// 64-key tiles, two stages: 144 and 192 KiB, one CTA an SM (hd192 by analogy with hd256).
 template <>
 struct Shape<192> {
-  static constexpr int kWarps = 4, kMTiles = 1, kBlockN = 32, kStages = 3;
+  static constexpr int kWarps = 8, kMTiles = 1, kBlockN = 64, kStages = 2;
 };
-// hd256: 16 rows a warp, O takes 128 registers; 32-key tiles keep S and the fragments in flight
-// under 255 registers without spills; two stages, 96 KiB (three would need 128 KiB).
 template <>
 struct Shape<256> {
-  static constexpr int kWarps = 4, kMTiles = 1, kBlockN = 32, kStages = 2;
+  static constexpr int kWarps = 8, kMTiles = 1, kBlockN = 64, kStages = 2;
 };
 
 // Tuning builds: build.rs turns `CUATTN_FLASH_TUNE=<tile>:<m tiles>,<key tile>,<stages>[,<warps>]`
@@ -159,8 +165,6 @@ __global__ void __launch_bounds__(Traits<kHeadDim>::kThreads, Traits<kHeadDim>::
   const CtaKeys cta_range = cta_keys(p, seq, row0, kBlockM);
   const int keys_begin = cta_range.any.begin;
   const int keys_end = cta_range.any.end;
-  const int interior_begin = cta_range.every.begin;
-  const int interior_end = cta_range.every.end;
   const int num_tiles = keys_end > keys_begin ? (keys_end - keys_begin + kBlockN - 1) / kBlockN : 0;
 
   __shared__ CtaRows cta;
@@ -227,8 +231,13 @@ __global__ void __launch_bounds__(Traits<kHeadDim>::kThreads, Traits<kHeadDim>::
       load_kv(tile + kStages - 1, (tile + kStages - 1) % kStages);
     }
     cp_async_commit_group();
-    if (row0 + warp * Tr::kWarpRows >= seq.len_q) {
-      continue;  // all this warp's rows are past the sequence (a short one): it only loads
+    // The same for this warp's rows alone: a tile none of them sees is skipped (the warp only
+    // loads), and a tile all of them see whole needs no mask. Under a causal mask or a window a
+    // CTA's boundary tiles are mostly such tiles for most of its warps.
+    const CtaKeys warp_range = cta_keys(p, seq, row0 + warp * Tr::kWarpRows, Tr::kWarpRows);
+    if (row0 + warp * Tr::kWarpRows >= seq.len_q || n0 >= warp_range.any.end ||
+        n0 + kBlockN <= warp_range.any.begin) {
+      continue;  // past the sequence (a short one), or no visible key in the tile
     }
 
     // S = Q K^T: [kWarpRows x kBlockN] per warp, kScoreBlocks n8 accumulators per m16 tile. Each
@@ -282,7 +291,7 @@ __global__ void __launch_bounds__(Traits<kHeadDim>::kThreads, Traits<kHeadDim>::
         }
       }
     }
-    if (n0 < interior_begin || n0 + kBlockN > interior_end) {
+    if (n0 < warp_range.every.begin || n0 + kBlockN > warp_range.every.end) {
 #pragma unroll
       for (int r = 0; r < kLaneRows; ++r) {
         // The row's visible keys as columns of this tile: [lo, hi), small ints.
