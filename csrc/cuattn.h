@@ -122,13 +122,34 @@ cuattn_status cuattn_launch_attention_naive(const cuattn_attention_params* param
 cuattn_status cuattn_launch_attention_mma_simple(const cuattn_attention_params* params,
                                                  void* stream);
 
-/* attention_flash: FlashAttention-2-style prefill: CTAs of 64-128 query rows (16 or 32 a warp),
+/* attention_flash: FlashAttention-2-style prefill: CTAs of 64-256 query rows (16 or 32 a warp),
  * a 2- or 3-stage cp.async K/V pipeline in swizzled shared memory, mma.sync, skipped masked
  * tiles, element masks only on boundary tiles. Head-dim tiles 64, 96, 128, 192, 256 (cargo
  * features hd64 ... hd256; other multiples of 8 run in the next tile up that is built, and one
  * with none is CUATTN_ERROR_UNSUPPORTED). Needs 16-byte aligned rows, like attention_mma_simple.
- * The default kernel. */
+ * The default kernel. Two tile tables (cuattn_set_flash_tiles): compact on every GPU, and wide on
+ * sm_90, where each launch picks the faster for its shape. */
 cuattn_status cuattn_launch_attention_flash(const cuattn_attention_params* params, void* stream);
+
+/* attention_flash's tile tables. COMPACT: four-warp CTAs in at most 96 KiB of shared memory, for
+ * every GPU. WIDE: eight-warp CTAs in up to 192 KiB, 64-key tiles, sm_90 only (H100, H200; they
+ * move fewer shared-memory bytes per mma). AUTO, the default: on sm_90 wide tiles for head dims
+ * over 128, and for 65-128 when the queries are long (seqlen_q >= 1024, or >= 8192 under a mask
+ * or window: shorter runs have too few 256-row CTAs to fill the GPU); compact tiles elsewhere. */
+typedef enum cuattn_flash_tiles {
+  CUATTN_FLASH_TILES_AUTO = 0,
+  CUATTN_FLASH_TILES_COMPACT = 1,
+  CUATTN_FLASH_TILES_WIDE = 2
+} cuattn_flash_tiles;
+
+/* Sets the tile table of the attention_flash launches made from the calling thread from now on
+ * (both builds; benchmarks and tests compare the two with it). A WIDE launch on a GPU other than
+ * sm_90 fails with CUATTN_ERROR_UNSUPPORTED; head-dim tile 64 has one table, used by all three.
+ * CUATTN_ERROR_INVALID_ARGUMENT for any other value. */
+cuattn_status cuattn_set_flash_tiles(int32_t tiles);
+
+/* The calling thread's attention_flash tile setting (CUATTN_FLASH_TILES_*). */
+int32_t cuattn_get_flash_tiles(void);
 
 /* Validated entry point for C and C++ engines: checks every field of params (shapes, strides,
  * heads % kv_heads, head_dim, window, dtype, null pointers) and then launches attention_naive on

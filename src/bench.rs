@@ -15,7 +15,9 @@ use half::bf16;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::attention::{attention_into, AttentionOptions, Kernel};
+use crate::attention::{
+    attention_into, flash_tiles, set_flash_tiles, AttentionOptions, FlashTiles, Kernel,
+};
 use crate::device::Device;
 use crate::error::{check_status, Error, Result};
 use crate::ffi;
@@ -546,6 +548,8 @@ pub struct BenchConfig {
     pub commit: Option<String>,
     /// Only the shapes of these head dims; empty: every shape.
     pub head_dims: Vec<usize>,
+    /// The flash kernel's tile table for the run (set on the calling thread, restored after).
+    pub flash_tiles: FlashTiles,
 }
 
 /// A whole benchmark run.
@@ -556,6 +560,7 @@ pub struct BenchReport {
     pub emulator: bool,
     pub quick: bool,
     pub commit: Option<String>,
+    pub flash_tiles: FlashTiles,
     pub ceiling: MmaCeiling,
     pub l2_flush_bytes: usize,
     pub rows: Vec<BenchRow>,
@@ -607,6 +612,7 @@ pub fn run_prefill(
         emulator: !device.is_cuda(),
         quick: config.quick,
         commit: config.commit.clone(),
+        flash_tiles: config.flash_tiles,
         ceiling,
         l2_flush_bytes: timer.flush_bytes(),
         rows: Vec::new(),
@@ -614,6 +620,9 @@ pub fn run_prefill(
     progress(&report);
     let inputs = PrefillInputs::new(device, &shapes)?;
     let budget = RunBudget::new(config.quick);
+    let previous_tiles = flash_tiles();
+    set_flash_tiles(config.flash_tiles);
+    let _restore = RestoreFlashTiles(previous_tiles);
     for &kernel in &config.kernels {
         for shape in &shapes {
             let row = match time_prefill(&mut timer, &inputs, kernel, shape, device, budget) {
@@ -625,6 +634,15 @@ pub fn run_prefill(
         }
     }
     Ok(report)
+}
+
+/// Puts the thread's flash tile setting back when a run ends, early returns included.
+struct RestoreFlashTiles(FlashTiles);
+
+impl Drop for RestoreFlashTiles {
+    fn drop(&mut self) {
+        set_flash_tiles(self.0);
+    }
 }
 
 /// Milliseconds of each timed run of `kernel` on `shape`. On a GPU an untimed first run (module
@@ -760,7 +778,8 @@ impl BenchReport {
             .collect();
         format!(
             "{{\n  \"family\": {},\n  \"device\": {},\n  \"emulator\": {},\n  \"note\": {},\n  \
-             \"quick\": {},\n  \"commit\": {},\n  \"dtype\": \"bf16\",\n  \"l2_flush_bytes\": {},\n  \
+             \"quick\": {},\n  \"commit\": {},\n  \"flash_tiles\": {},\n  \"dtype\": \"bf16\",\n  \
+             \"l2_flush_bytes\": {},\n  \
              \"mma_ceiling\": {{\"tflops\": {}, \"ms\": {}, \"blocks\": {}, \"threads_per_block\": \
              {}, \"iterations\": {}, \"chains\": {}, \"flops\": {}}},\n  \"rows\": [\n{}\n  ]\n}}\n",
             json_string(self.family),
@@ -773,6 +792,7 @@ impl BenchReport {
             },
             self.quick,
             self.commit.as_deref().map_or("null".into(), json_string),
+            json_string(self.flash_tiles.name()),
             self.l2_flush_bytes,
             json_number(self.ceiling.tflops),
             json_number(self.ceiling.ms),

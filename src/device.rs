@@ -118,6 +118,15 @@ impl Device {
         }
     }
 
+    /// The GPU's compute capability (major, minor); `None` on the emulator, which stands in for
+    /// sm_90 where a kernel asks.
+    pub fn compute_capability(&self) -> Option<(i32, i32)> {
+        match self {
+            Device::Emulator => None,
+            Device::Cuda(stream) => stream.context().compute_capability().ok(),
+        }
+    }
+
     /// `emu` or `gpu`, for tables.
     pub fn kind(&self) -> &'static str {
         match self {

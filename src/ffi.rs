@@ -155,6 +155,20 @@ unsafe extern "C" {
         stream: *mut ::std::os::raw::c_void,
     ) -> cuattn_status;
 }
+impl cuattn_flash_tiles {
+    pub const CUATTN_FLASH_TILES_AUTO: cuattn_flash_tiles = cuattn_flash_tiles(0);
+    pub const CUATTN_FLASH_TILES_COMPACT: cuattn_flash_tiles = cuattn_flash_tiles(1);
+    pub const CUATTN_FLASH_TILES_WIDE: cuattn_flash_tiles = cuattn_flash_tiles(2);
+}
+#[repr(transparent)]
+#[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
+pub struct cuattn_flash_tiles(pub ::std::os::raw::c_uint);
+unsafe extern "C" {
+    pub fn cuattn_set_flash_tiles(tiles: i32) -> cuattn_status;
+}
+unsafe extern "C" {
+    pub fn cuattn_get_flash_tiles() -> i32;
+}
 unsafe extern "C" {
     pub fn cuattn_attention_naive(
         params: *const cuattn_attention_params,

@@ -35,8 +35,8 @@ pub mod tensor;
 
 pub use attention::{
     attention, attention_into, attention_naive, attention_varlen, attention_varlen_into,
-    flash_attention, flash_attention_varlen, flash_head_dim_tile, AttentionOptions,
-    AttentionOutput, Kernel, VarlenBatch,
+    flash_attention, flash_attention_varlen, flash_head_dim_tile, flash_tiles, set_flash_tiles,
+    AttentionOptions, AttentionOutput, FlashTiles, Kernel, VarlenBatch,
 };
 pub use device::{probe_cuda, CudaProbe, Device};
 pub use error::{Error, Result};

@@ -4,10 +4,10 @@
 
 mod common;
 
-use common::{assert_cases_pass, devices};
+use common::{assert_cases_pass, assert_cases_pass_on, devices, FlashTilesSetting};
 use cuattn::check::{self, run_outputs, AttentionCase, Layout};
 use cuattn::reference::compare;
-use cuattn::{DType, Kernel};
+use cuattn::{DType, Device, FlashTiles, Kernel};
 
 #[test]
 fn flash_matches_reference_on_odd_lengths_both_ways_causal_and_not() {
@@ -37,6 +37,72 @@ fn flash_matches_reference_for_packed_qkv_and_varlen_batches() {
 #[test]
 fn flash_matches_reference_at_tile_edges_and_on_interior_tiles() {
     assert_cases_pass(Kernel::Flash, &check::tile_edge_cases());
+}
+
+/// Every shape group at once, for the runs that force one tile table.
+fn every_case_group() -> Vec<AttentionCase> {
+    [
+        check::length_cases(),
+        check::group_cases(),
+        check::head_dim_cases(),
+        check::mask_cases(),
+        check::layout_cases(),
+        check::tile_edge_cases(),
+    ]
+    .concat()
+}
+
+/// The tables `Auto` does not pick for the small shapes above: compact tiles at hd192-256, and
+/// wide ones at hd96-128 (which need 1024 queries, 8192 under a mask, to be picked).
+#[test]
+fn flash_compact_tiles_match_reference_on_every_shape_group() {
+    let _tiles = FlashTilesSetting::new(FlashTiles::Compact);
+    assert_cases_pass(Kernel::Flash, &every_case_group());
+}
+
+#[test]
+fn flash_wide_tiles_match_reference_on_every_shape_group() {
+    let _tiles = FlashTilesSetting::new(FlashTiles::Wide);
+    // Wide tiles are built for sm_90 only; the emulator stands in for it.
+    let devices: Vec<Device> = devices()
+        .into_iter()
+        .filter(|d| d.compute_capability().is_none_or(|cc| cc == (9, 0)))
+        .collect();
+    assert_cases_pass_on(&devices, Kernel::Flash, &every_case_group());
+}
+
+#[test]
+fn flash_tiles_setting_is_per_thread_and_rejects_unknown_values() {
+    assert_eq!(cuattn::flash_tiles(), FlashTiles::Auto);
+    cuattn::set_flash_tiles(FlashTiles::Wide);
+    assert_eq!(cuattn::flash_tiles(), FlashTiles::Wide);
+    let other_thread = std::thread::spawn(cuattn::flash_tiles).join().unwrap();
+    assert_eq!(
+        other_thread,
+        FlashTiles::Auto,
+        "another thread keeps its own setting"
+    );
+    cuattn::set_flash_tiles(FlashTiles::Auto);
+
+    // SAFETY: a per-thread setting; no preconditions.
+    let status = unsafe { cuattn::ffi::cuattn_set_flash_tiles(7) };
+    assert_eq!(
+        status,
+        cuattn::ffi::cuattn_status::CUATTN_ERROR_INVALID_ARGUMENT
+    );
+    let message = common::last_error();
+    assert!(message.contains("tiles = 7"), "{message}");
+    assert_eq!(
+        cuattn::flash_tiles(),
+        FlashTiles::Auto,
+        "a refused value changes nothing"
+    );
+
+    let err = "big".parse::<FlashTiles>().unwrap_err().to_string();
+    assert!(err.contains("`big`") && err.contains("compact"), "{err}");
+    for tiles in FlashTiles::ALL {
+        assert_eq!(tiles.name().parse::<FlashTiles>().unwrap(), tiles);
+    }
 }
 
 #[test]

@@ -3,7 +3,6 @@
 //! the closed-form value that proves every mma ran, and `cuattn bench` runs its quick emulator
 //! path end to end (table and JSON) and refuses a full run on the emulator.
 
-#[allow(dead_code)] // only devices() is used here
 mod common;
 
 use std::path::PathBuf;
@@ -14,7 +13,7 @@ use cuattn::bench::{
     visible_pairs, BenchConfig, PrefillShape, EMULATOR_NOTE, MODEL_DIM, TOKENS,
 };
 use cuattn::reference::key_visible;
-use cuattn::{AttentionOptions, Device, Kernel, Tensor};
+use cuattn::{AttentionOptions, Device, FlashTiles, Kernel, Tensor};
 
 /// (seqlen_q, seqlen_k) pairs: DESIGN.md's odd lengths, unequal both ways.
 const LENGTHS: [(usize, usize); 10] = [
@@ -172,6 +171,7 @@ fn run_prefill_refuses_the_emulator_without_quick() {
         quick: false,
         commit: None,
         head_dims: Vec::new(),
+        flash_tiles: FlashTiles::Auto,
     };
     let err = bench::run_prefill(&Device::emulator(), &config, |_| {}).unwrap_err();
     let msg = err.to_string();
@@ -186,6 +186,7 @@ fn run_prefill_keeps_only_the_shapes_of_the_head_dims_asked_for() {
         quick: true,
         commit: None,
         head_dims,
+        flash_tiles: FlashTiles::Auto,
     };
     let shape_dim = bench::emulator_shape().head_dim;
     let report = bench::run_prefill(&device, &only(vec![shape_dim, 256]), |_| {}).unwrap();
@@ -333,6 +334,58 @@ fn bench_defaults_to_the_default_kernel() {
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0]["kernel"], Kernel::DEFAULT.name());
     assert!(v["commit"].is_null());
+}
+
+#[test]
+fn bench_records_the_flash_tiles_it_ran_and_refuses_unknown_ones() {
+    let json = temp_json("tiles");
+    let out = cuattn(
+        &[
+            "bench",
+            "--family",
+            "prefill",
+            "--device",
+            "emu",
+            "--quick",
+            "--flash-tiles",
+            "wide",
+            "--json",
+            json.to_str().unwrap(),
+        ],
+        None,
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("flash tiles wide"), "{stdout}");
+    let text = std::fs::read_to_string(&json).unwrap();
+    let _ = std::fs::remove_file(&json);
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["flash_tiles"], "wide");
+    assert!(v["rows"][0]["error"].is_null(), "{}", v["rows"][0]);
+
+    let out = cuattn(
+        &[
+            "bench",
+            "--family",
+            "prefill",
+            "--device",
+            "emu",
+            "--quick",
+            "--flash-tiles",
+            "big",
+        ],
+        None,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("`big`") && stderr.contains("compact"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -1,16 +1,11 @@
 //! The C entry points: validation errors come back as status codes with a message in
 //! cuattn_last_error(), never as a panic or a launch.
 
-use std::ffi::CStr;
-
 use cuattn::ffi::{self, cuattn_attention_params, cuattn_status};
 
-fn last_error() -> String {
-    // SAFETY: cuattn_last_error returns a valid NUL-terminated thread-local string.
-    unsafe { CStr::from_ptr(ffi::cuattn_last_error()) }
-        .to_string_lossy()
-        .into_owned()
-}
+mod common;
+
+use common::last_error;
 
 /// A well-formed params struct over (dangling but non-null) pointers: validation only.
 fn params() -> cuattn_attention_params {

@@ -2,10 +2,11 @@
 //! result is recomputed here from CUDA's documented semantics, and planted faults must come back
 //! as CUATTN_ERROR_KERNEL_FAULT with a message naming the kernel, the block and the threads.
 
-#[allow(dead_code)] // only MemcheckSetting is used here
 mod common;
 
-use std::ffi::{c_void, CStr};
+use common::last_error;
+
+use std::ffi::c_void;
 
 use cuattn::ffi::{self, cuattn_selftest_case as Case, cuattn_status as Status};
 use half::{bf16, f16};
@@ -15,13 +16,6 @@ use rand::{Rng, SeedableRng};
 const WARP: usize = 32;
 /// What `out` holds before a case runs, so that anything left unwritten shows up.
 const POISON: u8 = 0xa5;
-
-fn last_error() -> String {
-    // SAFETY: cuattn_last_error returns a valid NUL-terminated thread-local string.
-    unsafe { CStr::from_ptr(ffi::cuattn_last_error()) }
-        .to_string_lossy()
-        .into_owned()
-}
 
 /// Host memory registered with the emulator's memory checker while this lives, as the memory a
 /// kernel touches must be.

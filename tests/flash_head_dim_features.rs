@@ -3,7 +3,6 @@
 //! `Unsupported` error naming the head dim and the features, before anything is launched on it.
 //! CI runs this file a second time in a build with only `hd128`, where both outcomes occur.
 
-#[allow(dead_code)] // only devices() is used here
 mod common;
 
 use common::devices;

@@ -3,8 +3,9 @@
 //! kernel, block, thread, address or shared-memory offset, and the allocation or the other
 //! thread), and each correct twin must run clean and compute the right values.
 
-#[allow(dead_code)] // only MemcheckSetting is used here
 mod common;
+
+use common::last_error;
 
 use std::ffi::{c_void, CStr};
 
@@ -16,13 +17,6 @@ const THREADS: usize = 64;
 /// memory the test owns even if the checker let it through.
 const SLACK: usize = 16;
 const SLACK_VALUE: i32 = -7;
-
-fn last_error() -> String {
-    // SAFETY: cuattn_last_error returns a valid NUL-terminated thread-local string.
-    unsafe { CStr::from_ptr(ffi::cuattn_last_error()) }
-        .to_string_lossy()
-        .into_owned()
-}
 
 fn register(ptr: *const c_void, bytes: usize, label: &CStr) -> (Status, String) {
     // SAFETY: the registry only records the range; the label is copied.

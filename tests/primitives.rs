@@ -7,11 +7,12 @@
 //! .trans named by lane and register, a read before cp.async.wait_group reading poison) and
 //! planted faults must stop the emulator with a message naming the thread.
 
-#[allow(dead_code)] // only devices() is used here
 mod common;
 
+use common::last_error;
+
 use std::alloc::Layout;
-use std::ffi::{c_void, CStr, CString};
+use std::ffi::{c_void, CString};
 
 use cuattn::ffi::{self, cuattn_primitive_test_case as Case, cuattn_status as Status};
 use cuattn::Device;
@@ -32,13 +33,6 @@ const DEVICE_ALIGN: usize = 256;
 // ---------------------------------------------------------------------------------------------
 // Running a case.
 // ---------------------------------------------------------------------------------------------
-
-fn last_error() -> String {
-    // SAFETY: cuattn_last_error returns a valid NUL-terminated thread-local string.
-    unsafe { CStr::from_ptr(ffi::cuattn_last_error()) }
-        .to_string_lossy()
-        .into_owned()
-}
 
 /// Host memory for the emulator's kernels: aligned like a device allocation and registered with
 /// the emulator's memory checker for its life.

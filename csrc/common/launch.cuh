@@ -36,6 +36,13 @@ cuattn_status launch_kernel(const char* name, void (*kernel)(P...), dim3 grid, d
                      [&]() CUATTN_EMU_UNCHECKED { kernel(args...); });
 }
 
+// The compute capability (major * 10 + minor) launches run on: the emulator stands in for an
+// sm_90 GPU (it models no limit that sets GPUs apart but the shared memory, and has sm_90's).
+inline cuattn_status current_device_arch(int* arch) {
+  *arch = 90;
+  return CUATTN_OK;
+}
+
 }  // namespace emu_build
 }  // namespace cuattn
 
@@ -80,6 +87,25 @@ cuattn_status launch_kernel(const char* name, void (*kernel)(P...), dim3 grid, d
                 name, grid.x, grid.y, grid.z, block.x, block.y, block.z, dynamic_smem_bytes,
                 cudaGetErrorName(error), cudaGetErrorString(error));
   }
+  return CUATTN_OK;
+}
+
+// The compute capability (major * 10 + minor) of the calling thread's current device, which
+// launches from this thread run on.
+inline cuattn_status current_device_arch(int* arch) {
+  int device = 0, major = 0, minor = 0;
+  cudaError_t error = cudaGetDevice(&device);
+  if (error == cudaSuccess) {
+    error = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
+  }
+  if (error == cudaSuccess) {
+    error = cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device);
+  }
+  if (error != cudaSuccess) {
+    return fail(CUATTN_ERROR_LAUNCH_FAILED, "cannot read the device's compute capability: %s (%s)",
+                cudaGetErrorName(error), cudaGetErrorString(error));
+  }
+  *arch = 10 * major + minor;
   return CUATTN_OK;
 }
 

@@ -32,60 +32,90 @@ namespace flash_fwd {
 
 constexpr int kWarpSize = 32;
 
-// The traits table: tile shapes per head-dim tile, each row with its reason, chosen on an H200
-// (BENCHMARKS.md has the timings of the rows and of the alternatives tried). Shared-memory reads
-// bound the key loop (an ldmatrix.x4 moves 512 bytes at 128 bytes a clock; an mma.sync takes about
-// 1.5 SM clocks), so the shapes are the ones that read least per mma:
+// The traits tables: tile shapes per head-dim tile, each row with its reason, timed on an H200
+// (BENCHMARKS.md has the rows and the alternatives tried). Shared-memory reads bound the key loop
+// (an ldmatrix.x4 moves 512 bytes at 128 bytes a clock; an mma.sync takes about 1.5 SM clocks),
+// so the rows are the ones that read least per mma:
 // - a warp owning 32 query rows (two m16 tiles) loads each K and V fragment once for two mmas
 //   (hd128, 64-key tiles: 80 ldmatrix.x4 per 256 mmas, against 144 at 16 rows a warp);
-// - eight warps per CTA where they fit in shared memory: a K/V tile is copied in once for twice
-//   the rows, and the CTA still holds the eight warps an SM can keep at 255 registers a lane;
+// - eight warps per CTA where shared memory allows: a K/V tile is copied in once for twice the
+//   rows, and the one CTA still holds the eight warps an SM keeps at 255 registers a lane;
 // - 64-key tiles: at 16 rows a warp, S then holds 8 independent mma chains, enough to cover the
-//   mma latency (32-key tiles left 4 and ran 15% slower at hd256).
-template <int kHeadDim>
+//   mma latency (32-key tiles leave 4).
+// Two tables (cuattn_set_flash_tiles). Compact: four warps, at most 96 KiB, for every GPU (A100
+// allows 163 KiB a block, sm_86/89 99 KiB). Wide: eight warps, up to 192 KiB, built for sm_90
+// only. The launcher picks per shape (flash_fwd_launch).
+enum class Tiles { kCompact, kWide };
+
+template <int kHeadDim, Tiles kTiles>
 struct Shape;
 // kStages K/V tiles are in shared memory at once: one in use, kStages - 1 landing (a load has
-// kStages - 1 tiles of compute to land in).
-// hd64: 32 rows a warp (O: 64 registers, S: 64), four warps and three stages, 64 KiB, two CTAs
-// an SM: ahead of eight warps and of 128-key tiles on the H200.
+// kStages - 1 tiles of compute to land in). Three where two CTAs still fit on an SM.
+// hd64: 32 rows a warp (O: 64 registers, S: 64), 64 KiB. One table: on the H200 this row ran
+// ahead of eight warps and of 128-key tiles at every length.
 template <>
-struct Shape<64> {
+struct Shape<64, Tiles::kCompact> {
   static constexpr int kWarps = 4, kMTiles = 2, kBlockN = 64, kStages = 3;
 };
-// hd96: as hd128 (not timed on its own; the benchmark's shapes have no hd96), 96 KiB.
+// hd96: 32 rows a warp (O: 96 registers, S: 64), 96 KiB compact; wide as hd128 (untimed: the
+// benchmark has no hd96 shape).
 template <>
-struct Shape<96> {
+struct Shape<96, Tiles::kCompact> {
+  static constexpr int kWarps = 4, kMTiles = 2, kBlockN = 64, kStages = 3;
+};
+template <>
+struct Shape<96, Tiles::kWide> {
   static constexpr int kWarps = 8, kMTiles = 2, kBlockN = 64, kStages = 2;
 };
-// hd128: 32 rows a warp, 64-key tiles (O: 128 registers, S: 64; 255 in all, no spills), eight
-// warps, 256-row CTAs, two stages: 128 KiB. Three stages spill; 32-key tiles and four warps
-// were slower at every long shape.
+// hd128: 32 rows a warp. Compact: 32-key tiles (O takes 128 registers, and S's 64 more for 64
+// keys spill beside 3 stages), 80 KiB. Wide: 64-key tiles with 2 stages (255 registers, no
+// spills; 3 stages spill), 128 KiB: 4-11% faster than compact from 2k queries up, slower on
+// short or masked runs (fewer, longer CTAs).
 template <>
-struct Shape<128> {
+struct Shape<128, Tiles::kCompact> {
+  static constexpr int kWarps = 4, kMTiles = 2, kBlockN = 32, kStages = 3;
+};
+template <>
+struct Shape<128, Tiles::kWide> {
   static constexpr int kWarps = 8, kMTiles = 2, kBlockN = 64, kStages = 2;
 };
-// hd192, hd256: O takes 96 or 128 registers per m16 tile, so a warp keeps 16 rows; eight warps,
-// 64-key tiles, two stages: 144 and 192 KiB, one CTA an SM (hd192 by analogy with hd256).
+// hd192, hd256: O takes 96 or 128 registers per m16 tile, so a warp keeps 16 rows. Compact:
+// 32-key tiles, 96 KiB. Wide: 64-key tiles, 2 stages, 144 and 192 KiB, one CTA an SM: at hd256
+// 12-18% faster than compact at every length (hd192 by analogy).
 template <>
-struct Shape<192> {
+struct Shape<192, Tiles::kCompact> {
+  static constexpr int kWarps = 4, kMTiles = 1, kBlockN = 32, kStages = 3;
+};
+template <>
+struct Shape<192, Tiles::kWide> {
   static constexpr int kWarps = 8, kMTiles = 1, kBlockN = 64, kStages = 2;
 };
 template <>
-struct Shape<256> {
+struct Shape<256, Tiles::kCompact> {
+  static constexpr int kWarps = 4, kMTiles = 1, kBlockN = 32, kStages = 2;
+};
+template <>
+struct Shape<256, Tiles::kWide> {
   static constexpr int kWarps = 8, kMTiles = 1, kBlockN = 64, kStages = 2;
 };
 
-// Tuning builds: build.rs turns `CUATTN_FLASH_TUNE=<tile>:<m tiles>,<key tile>,<stages>[,<warps>]`
-// from its environment into the macros below, and that row replaces the table's for the build, so
-// one GPU call can time several shapes from the same source (scripts/gpu-check.sh does). Never set
-// in a release build; tests/ptxas.rs holds the table's rows to no spills.
+// Whether head-dim tile kHeadDim has a wide row (hd64 has one table).
 template <int kHeadDim>
+constexpr bool kHasWideTiles = kHeadDim > 64;
+
+// Tuning builds: build.rs turns `CUATTN_FLASH_TUNE=<tile>:<m tiles>,<key tile>,<stages>[,<warps>]`
+// from its environment into the macros below, and that row replaces the tile's wide row (its
+// compact one at hd64) for the build, so one GPU call can time several rows from the same source
+// (scripts/gpu-check.sh does). Never set in a release build; tests/ptxas.rs holds the tables'
+// rows to no spills.
+template <int kHeadDim, Tiles kTiles>
 struct TunedShape {
-  using type = Shape<kHeadDim>;
+  using type = Shape<kHeadDim, kTiles>;
 };
 #ifdef CUATTN_FLASH_TUNE_HD
 template <>
-struct TunedShape<CUATTN_FLASH_TUNE_HD> {
+struct TunedShape<CUATTN_FLASH_TUNE_HD,
+                  kHasWideTiles<CUATTN_FLASH_TUNE_HD> ? Tiles::kWide : Tiles::kCompact> {
   struct type {
     static constexpr int kWarps = CUATTN_FLASH_TUNE_WARPS, kMTiles = CUATTN_FLASH_TUNE_MTILES,
                          kBlockN = CUATTN_FLASH_TUNE_BLOCKN, kStages = CUATTN_FLASH_TUNE_STAGES;
@@ -93,16 +123,16 @@ struct TunedShape<CUATTN_FLASH_TUNE_HD> {
 };
 #endif
 
-template <int kHeadDim>
+template <int kHeadDim, Tiles kTiles>
 struct Traits {
-  using Row = typename TunedShape<kHeadDim>::type;
+  using Row = typename TunedShape<kHeadDim, kTiles>::type;
   static constexpr int kWarps = Row::kWarps;
-  static constexpr int kMTiles = Row::kMTiles;  // m16 tiles of query rows per warp
-  static constexpr int kBlockN = Row::kBlockN;  // keys per K/V tile
-  static constexpr int kStages = Row::kStages;  // K/V tiles in shared memory
-  static constexpr int kWarpRows = kMmaM * kMTiles;         // query rows per warp
-  static constexpr int kBlockM = kWarpRows * kWarps;        // query rows per CTA
-  static constexpr int kLaneRows = 2 * kMTiles;  // accumulator rows per lane: group, group + 8
+  static constexpr int kMTiles = Row::kMTiles;        // m16 tiles of query rows per warp
+  static constexpr int kBlockN = Row::kBlockN;        // keys per K/V tile
+  static constexpr int kStages = Row::kStages;        // K/V tiles in shared memory
+  static constexpr int kWarpRows = kMmaM * kMTiles;   // query rows per warp
+  static constexpr int kBlockM = kWarpRows * kWarps;  // query rows per CTA
+  static constexpr int kLaneRows = 2 * kMTiles;       // accumulator rows per lane: group, group + 8
   static constexpr int kThreads = kWarps * kWarpSize;
   // Eight warps per SM at least (two 4-warp CTAs): ptxas may use up to 255 registers a lane, and
   // chooses no tighter budget (left free, it capped hd128 at 168 registers and spilled).
@@ -130,10 +160,18 @@ struct CtaRows {
   int out_rows;
 };
 
-template <typename T, int kHeadDim>
-__global__ void __launch_bounds__(Traits<kHeadDim>::kThreads, Traits<kHeadDim>::kMinBlocksPerSm)
+template <typename T, int kHeadDim, Tiles kTiles>
+__global__ void __launch_bounds__(Traits<kHeadDim, kTiles>::kThreads,
+                                  Traits<kHeadDim, kTiles>::kMinBlocksPerSm)
     flash_fwd_kernel(const cuattn_attention_params p) {
-  using Tr = Traits<kHeadDim>;
+#ifdef __CUDA_ARCH__
+  // Wide tiles are built for sm_90 only; the launcher never runs them elsewhere.
+  if (kTiles == Tiles::kWide && __CUDA_ARCH__ != 900) {
+    __trap();
+    return;
+  }
+#endif
+  using Tr = Traits<kHeadDim, kTiles>;
   using QTile = typename Tr::QTile;
   using KVTile = typename Tr::KVTile;
   constexpr int kBlockM = Tr::kBlockM;
@@ -431,12 +469,58 @@ __global__ void __launch_bounds__(Traits<kHeadDim>::kThreads, Traits<kHeadDim>::
 
 inline namespace CUATTN_BUILD_NAMESPACE {
 
+template <typename T, int kHeadDim, flash_fwd::Tiles kTiles>
+cuattn_status flash_fwd_launch_tiles(const cuattn_attention_params& p, void* stream) {
+  using Tr = flash_fwd::Traits<kHeadDim, kTiles>;
+  const dim3 grid((p.seqlen_q + Tr::kBlockM - 1) / Tr::kBlockM, p.heads, p.batch);
+  return launch_kernel("attention_flash", flash_fwd::flash_fwd_kernel<T, kHeadDim, kTiles>, grid,
+                       dim3(Tr::kThreads), Tr::kSmemBytes, stream, p);
+}
+
+// The tile table of a launch: the thread's setting (cuattn_set_flash_tiles), else on sm_90 the
+// faster one for the shape as timed on an H200 (cuattn.h states the rule), else compact.
+template <int kHeadDim>
+cuattn_status flash_fwd_wide_tiles(const cuattn_attention_params& p, bool* wide) {
+  int arch = 0;
+  const cuattn_status status = current_device_arch(&arch);
+  if (status != CUATTN_OK) {
+    return status;
+  }
+  switch (cuattn_get_flash_tiles()) {
+    case CUATTN_FLASH_TILES_COMPACT:
+      *wide = false;
+      return CUATTN_OK;
+    case CUATTN_FLASH_TILES_WIDE:
+      if (arch != 90) {
+        return fail(CUATTN_ERROR_UNSUPPORTED,
+                    "attention_flash: wide tiles (cuattn_set_flash_tiles) are built for sm_90 "
+                    "only; this GPU is sm_%d",
+                    arch);
+      }
+      *wide = true;
+      return CUATTN_OK;
+    default: {
+      const bool masked = p.window_left >= 0 || p.window_right >= 0;
+      *wide = arch == 90 && (kHeadDim > 128 || p.seqlen_q >= (masked ? 8192 : 1024));
+      return CUATTN_OK;
+    }
+  }
+}
+
 template <typename T, int kHeadDim>
 cuattn_status flash_fwd_launch(const cuattn_attention_params& p, void* stream) {
-  using Tr = flash_fwd::Traits<kHeadDim>;
-  const dim3 grid((p.seqlen_q + Tr::kBlockM - 1) / Tr::kBlockM, p.heads, p.batch);
-  return launch_kernel("attention_flash", flash_fwd::flash_fwd_kernel<T, kHeadDim>, grid,
-                       dim3(Tr::kThreads), Tr::kSmemBytes, stream, p);
+  using flash_fwd::Tiles;
+  bool wide = false;
+  const cuattn_status status = flash_fwd_wide_tiles<kHeadDim>(p, &wide);
+  if (status != CUATTN_OK) {
+    return status;
+  }
+  if constexpr (flash_fwd::kHasWideTiles<kHeadDim>) {
+    if (wide) {
+      return flash_fwd_launch_tiles<T, kHeadDim, Tiles::kWide>(p, stream);
+    }
+  }
+  return flash_fwd_launch_tiles<T, kHeadDim, Tiles::kCompact>(p, stream);
 }
 
 }  // namespace CUATTN_BUILD_NAMESPACE

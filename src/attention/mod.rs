@@ -68,6 +68,77 @@ pub fn flash_head_dim_tile(head_dim: usize) -> Option<usize> {
         .map(|&(tile, _)| tile)
 }
 
+/// The flash kernel's tile tables. On sm_90 (H100, H200) it has two: compact (four-warp CTAs in
+/// at most 96 KiB of shared memory, the only one elsewhere) and wide (eight-warp CTAs, 64-key
+/// tiles, up to 192 KiB), and by default each launch picks the one that was faster for its shape
+/// on an H200 (the rule is in csrc/cuattn.h). Set with [`set_flash_tiles`], for benchmarks and
+/// tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FlashTiles {
+    /// Per launch: wide on sm_90 for head dims over 128, and for 65-128 from 1024 queries (8192
+    /// under a mask or window); compact otherwise.
+    #[default]
+    Auto,
+    /// Four-warp CTAs on every GPU.
+    Compact,
+    /// Eight-warp CTAs: sm_90 only (elsewhere flash returns `Error::Unsupported`); head-dim tile
+    /// 64 has no wide row and runs its one table.
+    Wide,
+}
+
+impl FlashTiles {
+    pub const ALL: [FlashTiles; 3] = [FlashTiles::Auto, FlashTiles::Compact, FlashTiles::Wide];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            FlashTiles::Auto => "auto",
+            FlashTiles::Compact => "compact",
+            FlashTiles::Wide => "wide",
+        }
+    }
+
+    fn code(self) -> ffi::cuattn_flash_tiles {
+        match self {
+            FlashTiles::Auto => ffi::cuattn_flash_tiles::CUATTN_FLASH_TILES_AUTO,
+            FlashTiles::Compact => ffi::cuattn_flash_tiles::CUATTN_FLASH_TILES_COMPACT,
+            FlashTiles::Wide => ffi::cuattn_flash_tiles::CUATTN_FLASH_TILES_WIDE,
+        }
+    }
+}
+
+impl std::str::FromStr for FlashTiles {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<FlashTiles> {
+        FlashTiles::ALL
+            .into_iter()
+            .find(|t| t.name() == s)
+            .ok_or_else(|| {
+                Error::invalid(
+                    "flash_tiles",
+                    format!("`{s}`: expected auto, compact or wide"),
+                )
+            })
+    }
+}
+
+/// Sets the tile table of the flash launches made from the calling thread from now on (a
+/// per-thread setting, like CUDA's current device; the default is `Auto`).
+pub fn set_flash_tiles(tiles: FlashTiles) {
+    // SAFETY: a per-thread setting; every FlashTiles code is one the C side accepts.
+    let status = unsafe { ffi::cuattn_set_flash_tiles(tiles.code().0 as i32) };
+    debug_assert_eq!(status, ffi::cuattn_status::CUATTN_OK);
+}
+
+/// The calling thread's flash tile setting.
+pub fn flash_tiles() -> FlashTiles {
+    // SAFETY: reads a per-thread setting; no preconditions.
+    let code = unsafe { ffi::cuattn_get_flash_tiles() };
+    FlashTiles::ALL
+        .into_iter()
+        .find(|t| t.code().0 as i32 == code)
+        .unwrap_or_default()
+}
+
 impl std::str::FromStr for Kernel {
     type Err = Error;
     fn from_str(s: &str) -> Result<Kernel> {

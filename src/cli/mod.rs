@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::attention::Kernel;
+use crate::attention::{FlashTiles, Kernel};
 use crate::bench::{table_header, BenchConfig, BenchReport, EMULATOR_NOTE};
 use crate::device::{probe_cuda, CudaProbe, Device};
 use crate::error::{Error, Result};
@@ -173,6 +173,9 @@ struct BenchArgs {
     /// Only the shapes of these head dims, comma-separated (default: every shape).
     #[arg(long, value_name = "D", value_delimiter = ',')]
     head_dim: Vec<usize>,
+    /// The flash kernel's tile table: auto (per shape), compact, or wide (sm_90 only).
+    #[arg(long, value_name = "TILES", default_value = "auto")]
+    flash_tiles: FlashTiles,
 }
 
 fn bench_kernels(arg: Option<&str>) -> Result<Vec<Kernel>> {
@@ -191,6 +194,7 @@ fn bench(args: &BenchArgs) -> Result<ExitCode> {
             .ok()
             .filter(|c| !c.is_empty()),
         head_dims: args.head_dim.clone(),
+        flash_tiles: args.flash_tiles,
     };
     let device = args.device.open()?;
     // Prints the heading once the ceiling is known, then each row as it comes, and rewrites the
@@ -201,7 +205,12 @@ fn bench(args: &BenchArgs) -> Result<ExitCode> {
         let from = *printed.get_or_insert_with(|| {
             let commit = report.commit.as_deref();
             let commit = commit.map_or(String::new(), |c| format!(", commit {c}"));
-            println!("bench {} on {}{commit}", report.family, report.device);
+            println!(
+                "bench {} on {}{commit}, flash tiles {}",
+                report.family,
+                report.device,
+                report.flash_tiles.name()
+            );
             if report.emulator {
                 println!("{EMULATOR_NOTE}: every time below is the emulator's");
             }

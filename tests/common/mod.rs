@@ -1,6 +1,9 @@
 //! Helpers shared by the integration tests: the devices to run on, running a group of check
 //! cases with a printed row per case, and switching the emulator's memory checker.
 
+// Each test binary uses its own part of these.
+#![allow(dead_code)]
+
 use cuattn::check::{run_case, AttentionCase};
 use cuattn::{probe_cuda, CudaProbe, Device, Kernel};
 
@@ -20,10 +23,15 @@ pub fn devices() -> Vec<Device> {
 /// Runs `cases` with `kernel` on every device, printing each row; fails listing every failure
 /// (a case this build skips, a head dim without its flash tile, is printed, not failed).
 pub fn assert_cases_pass(kernel: Kernel, cases: &[AttentionCase]) {
+    assert_cases_pass_on(&devices(), kernel, cases);
+}
+
+/// `assert_cases_pass` on the given devices only.
+pub fn assert_cases_pass_on(devices: &[Device], kernel: Kernel, cases: &[AttentionCase]) {
     let mut failures = Vec::new();
-    for device in devices() {
+    for device in devices {
         for case in cases {
-            let result = run_case(&device, kernel, case);
+            let result = run_case(device, kernel, case);
             println!("{result}");
             if result.failed() {
                 failures.push(result.to_string());
@@ -39,10 +47,8 @@ pub fn assert_cases_pass(kernel: Kernel, cases: &[AttentionCase]) {
 }
 
 /// Turns the emulator's memory checker on or off for launches from this thread while it lives.
-#[allow(dead_code)] // used by the emulator, memcheck and primitives tests
 pub struct MemcheckSetting;
 
-#[allow(dead_code)]
 impl MemcheckSetting {
     pub fn new(enabled: bool) -> MemcheckSetting {
         // SAFETY: a per-thread setting; no preconditions.
@@ -56,4 +62,28 @@ impl Drop for MemcheckSetting {
         // SAFETY: as in `new`; -1 restores the default.
         unsafe { cuattn::ffi::cuattn_emu_set_memcheck(-1) };
     }
+}
+
+/// Sets the flash kernel's tile table for launches from this thread while it lives.
+pub struct FlashTilesSetting;
+
+impl FlashTilesSetting {
+    pub fn new(tiles: cuattn::FlashTiles) -> FlashTilesSetting {
+        cuattn::set_flash_tiles(tiles);
+        FlashTilesSetting
+    }
+}
+
+impl Drop for FlashTilesSetting {
+    fn drop(&mut self) {
+        cuattn::set_flash_tiles(cuattn::FlashTiles::Auto);
+    }
+}
+
+/// The message the last failing cuattn call on this thread left in `cuattn_last_error()`.
+pub fn last_error() -> String {
+    // SAFETY: cuattn_last_error returns a valid NUL-terminated thread-local string.
+    unsafe { std::ffi::CStr::from_ptr(cuattn::ffi::cuattn_last_error()) }
+        .to_string_lossy()
+        .into_owned()
 }
