@@ -49,7 +49,7 @@ inline void compute(void* const* lanes, unsigned) {
       std::memcpy(m[j][row], source.row, kLdmatrixRowBytes);
     }
   }
-  for (int lane = 0; lane < emu::kWarpSize; ++lane) {
+  for (int lane = 0; lane < kWarpSize; ++lane) {
     const auto& dest = *static_cast<const LaneOperands*>(lanes[lane]);
     const int group = lane / 4;
     const int q = lane % 4;
@@ -83,7 +83,7 @@ inline constexpr emu::WarpExchange kExchange{instruction_name<kMatrices, kTrans>
 template <int kMatrices, bool kTrans>
 inline void ldmatrix(uint32_t* r, const void* row) {
   const int tid = emu::linear_thread_id();
-  if (tid % emu::kWarpSize < kMatrices * kLdmatrixDim) {
+  if (tid % kWarpSize < kMatrices * kLdmatrixDim) {
     constexpr const char* kName = instruction_name<kMatrices, kTrans>();
     if (reinterpret_cast<uintptr_t>(row) % kLdmatrixRowBytes != 0) {
       emu::kernel_fault("%s: misaligned address: row address %p is not 16-byte aligned", kName,

@@ -8,7 +8,7 @@
 namespace cuattn {
 
 constexpr unsigned kMathFullMask = 0xffffffffu;
-constexpr int kMathWarpSize = 32;
+constexpr float kLog2e = 1.4426950408889634f;  // log2(e): exp(x) = exp2(x * kLog2e)
 // The lanes of a quad, 4q..4q+3, hold the same accumulator rows of an mma tile.
 constexpr int kQuadSize = 4;
 
@@ -54,7 +54,7 @@ __device__ __forceinline__ float fast_rcp(float x) {
 // absolute error, cap * 2^-22. Saturates to +-1 for large |x| (2^(+inf) = inf, 1/inf = 0); NaN
 // stays NaN.
 __device__ __forceinline__ float fast_tanh(float x) {
-  constexpr float kTwoLog2e = 2.0f * 1.4426950408889634f;
+  constexpr float kTwoLog2e = 2.0f * kLog2e;
   return 1.0f - 2.0f * fast_rcp(fast_exp2(x * kTwoLog2e) + 1.0f);
 }
 
@@ -76,14 +76,14 @@ __device__ __forceinline__ float quad_sum(float x) {
 }
 
 __device__ __forceinline__ float warp_max(float x) {
-  for (int offset = kMathWarpSize / 2; offset > 0; offset /= 2) {
+  for (int offset = kWarpSize / 2; offset > 0; offset /= 2) {
     x = fmaxf(x, __shfl_xor_sync(kMathFullMask, x, offset));
   }
   return x;
 }
 
 __device__ __forceinline__ float warp_sum(float x) {
-  for (int offset = kMathWarpSize / 2; offset > 0; offset /= 2) {
+  for (int offset = kWarpSize / 2; offset > 0; offset /= 2) {
     x += __shfl_xor_sync(kMathFullMask, x, offset);
   }
   return x;

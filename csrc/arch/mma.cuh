@@ -67,7 +67,7 @@ inline void compute(void* const* lanes, unsigned) {
   float a[kMmaM][kMmaK];  // A, row-major
   float b[kMmaK][kMmaN];  // B, indexed [k][n]
   float c[kMmaM][kMmaN];
-  for (int lane = 0; lane < emu::kWarpSize; ++lane) {
+  for (int lane = 0; lane < kWarpSize; ++lane) {
     const LaneFragments& f = *static_cast<const LaneFragments*>(lanes[lane]);
     const int group = lane / 4;
     const int q = lane % 4;
@@ -83,7 +83,7 @@ inline void compute(void* const* lanes, unsigned) {
       c[group + 8][col] = f.c[2 + half];
     }
   }
-  for (int lane = 0; lane < emu::kWarpSize; ++lane) {
+  for (int lane = 0; lane < kWarpSize; ++lane) {
     const LaneFragments& f = *static_cast<const LaneFragments*>(lanes[lane]);
     for (int i = 0; i < kMmaCRegs; ++i) {
       const int row = lane / 4 + (i / 2) * 8;

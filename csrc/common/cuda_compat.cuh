@@ -8,6 +8,8 @@
 #ifndef CUATTN_COMMON_CUDA_COMPAT_CUH_
 #define CUATTN_COMMON_CUDA_COMPAT_CUH_
 
+#include "common/warp.h"  // kWarpSize
+
 #ifdef CUATTN_EMU
 #include "arch/fp16.cuh"
 #include "emu/runtime.h"

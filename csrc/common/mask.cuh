@@ -8,8 +8,7 @@
 
 namespace cuattn {
 
-constexpr float kLog2e = 1.4426950408889634f;  // log2(e): exp(x) = exp2(x * kLog2e)
-constexpr float kLn2 = 0.6931471805599453f;    // ln(2): log(x) = log2(x) * kLn2
+constexpr float kLn2 = 0.6931471805599453f;  // ln(2): log(x) = log2(x) * kLn2
 
 // One batch entry's sequences: dense [batch, seqlen, ...] or packed varlen rows.
 struct SequenceSpan {

@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "common/warp.h"
 #include "cuattn.h"
 
 // The per-access path, inlined into each callback; faults and lookups stay out of line.
@@ -36,9 +37,9 @@
 namespace cuattn::emu {
 namespace {
 
-constexpr unsigned kWarpSize = 32;
+constexpr unsigned kWarpLanes = kWarpSize;  // unsigned, like the thread ids it divides
 constexpr unsigned kAllLanes = 0xffffffffu;
-constexpr unsigned kMaxWarpsPerBlock = 1024 / kWarpSize;
+constexpr unsigned kMaxWarpsPerBlock = 1024 / kWarpLanes;
 // Freed allocations remembered, so that a use after free says so. The oldest are forgotten.
 constexpr size_t kMaxFreedAllocations = 4096;
 // Block starts renumber the barrier epochs from 1 once they pass this; no block runs 2^31
@@ -179,7 +180,7 @@ struct Range {
 };
 
 void append_thread(std::string& out, unsigned tid) {
-  append_format(out, "thread %u (warp %u, lane %u)", tid, tid / kWarpSize, tid % kWarpSize);
+  append_format(out, "thread %u (warp %u, lane %u)", tid, tid / kWarpLanes, tid % kWarpLanes);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -733,7 +734,7 @@ class Checker {
 
   uint64_t make_record(unsigned tid, Kind kind) const {
     uint64_t record = epoch_ | uint64_t{tid} << kTidShift |
-                      uint64_t{warps_[tid / kWarpSize].count & kSyncMask} << kSyncShift;
+                      uint64_t{warps_[tid / kWarpLanes].count & kSyncMask} << kSyncShift;
     if (kind == Kind::kAtomic) {
       record |= uint64_t{1} << kAtomicBit;
     } else if (kind == Kind::kAsyncIssue) {
@@ -754,10 +755,10 @@ class Checker {
     if (other == tid) {
       return true;
     }
-    if (other / kWarpSize != tid / kWarpSize) {
+    if (other / kWarpLanes != tid / kWarpLanes) {
       return false;
     }
-    return warps_[tid / kWarpSize].orders(syncs_of(record), other % kWarpSize, tid % kWarpSize);
+    return warps_[tid / kWarpLanes].orders(syncs_of(record), other % kWarpLanes, tid % kWarpLanes);
   }
 
   // Judges the write record of byte `byte` of an access (the in-flight, initialization and
@@ -876,7 +877,7 @@ class Checker {
       message_ += " also wrote in this launch (the blocks of a launch are unordered)";
     } else {
       append_thread(message_, tid_of(earlier.record));
-      message_ += tid_of(earlier.record) / kWarpSize == tid / kWarpSize
+      message_ += tid_of(earlier.record) / kWarpLanes == tid / kWarpLanes
                       ? " wrote in the same barrier interval (no __syncthreads, nor a __syncwarp "
                         "naming both lanes, between them)"
                       : " wrote in the same barrier interval (no __syncthreads between them)";
@@ -948,7 +949,7 @@ class Checker {
     append_thread(message_, tid_of(other));
     append_format(message_, " %s in the same barrier interval (%s)",
                   other_wrote ? (is_atomic(other) ? "atomically updated" : "wrote") : "read",
-                  tid_of(other) / kWarpSize == tid / kWarpSize
+                  tid_of(other) / kWarpLanes == tid / kWarpLanes
                       ? "no __syncthreads, nor a __syncwarp naming both lanes, between them"
                       : "no __syncthreads between them");
     stop();

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <type_traits>
 
+#include "common/warp.h"
 #include "cuattn.h"
 #include "emu/memcheck.h"
 
@@ -32,7 +33,6 @@
 
 namespace cuattn::emu {
 
-constexpr int kWarpSize = 32;
 constexpr unsigned kFullWarpMask = 0xffffffffu;
 
 // ---------------------------------------------------------------------------------------------

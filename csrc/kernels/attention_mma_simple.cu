@@ -18,12 +18,12 @@
 
 namespace {
 
+using cuattn::kWarpSize;
+
 using cuattn::kMmaCRegs;
 using cuattn::kMmaK;
 using cuattn::kMmaM;
 using cuattn::kMmaN;
-
-constexpr int kWarpSize = 32;
 
 // Tile shapes for one head-dim tile.
 template <int kHeadDim>

@@ -15,7 +15,8 @@
 
 namespace {
 
-constexpr int kWarpSize = 32;
+using cuattn::kWarpSize;
+
 // Four warps, four query rows, per block: enough threads per SM for a baseline, small blocks.
 constexpr int kWarpsPerBlock = 4;
 constexpr int kMaxHeadDim = cuattn::kMaxAttentionHeadDim;

@@ -30,8 +30,6 @@
 namespace cuattn {
 namespace flash_fwd {
 
-constexpr int kWarpSize = 32;
-
 // The traits tables: tile shapes per head-dim tile, each row with its reason, timed on an H200
 // (BENCHMARKS.md has the rows and the alternatives tried). Shared-memory reads bound the key loop
 // (an ldmatrix.x4 moves 512 bytes at 128 bytes a clock; an mma.sync takes about 1.5 SM clocks),

@@ -7,7 +7,8 @@
 
 namespace {
 
-constexpr int kWarpSize = 32;
+using cuattn::kWarpSize;
+
 constexpr int kThreads = 2 * kWarpSize;
 // PAIR_SUM copies one element more than the block has threads, so its copy loop has a tail.
 constexpr int kPairElements = kThreads + 1;

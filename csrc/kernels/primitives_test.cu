@@ -16,11 +16,12 @@
 
 namespace {
 
+using cuattn::kWarpSize;
+
 using cuattn::kMmaARegs;
 using cuattn::kMmaBRegs;
 using cuattn::kMmaCRegs;
 
-constexpr int kWarpSize = 32;
 constexpr int kChunkBytes = 16;  // one ldmatrix row, one cp.async.cg, one vector access
 
 // ---------------------------------------------------------------------------------------------

@@ -11,7 +11,8 @@
 
 namespace {
 
-constexpr int kWarpSize = 32;
+using cuattn::kWarpSize;
+
 constexpr unsigned kFullMask = 0xffffffffu;
 constexpr unsigned kLowHalfMask = 0x0000ffffu;
 constexpr unsigned kHighHalfMask = 0xffff0000u;

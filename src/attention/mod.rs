@@ -199,6 +199,8 @@ pub struct VarlenBatch {
     cu_seqlens_q: Tensor<i32>,
     cu_seqlens_k: Tensor<i32>,
     seqlens: Vec<(usize, usize)>,
+    total_q: usize,
+    total_k: usize,
     max_seqlen_q: usize,
     max_seqlen_k: usize,
 }
@@ -227,6 +229,8 @@ impl VarlenBatch {
         Ok(VarlenBatch {
             cu_seqlens_q: Tensor::from_host(device, cu_seqlens_q, &[cu_seqlens_q.len()])?,
             cu_seqlens_k: Tensor::from_host(device, cu_seqlens_k, &[cu_seqlens_k.len()])?,
+            total_q: seqlens.iter().map(|s| s.0).sum(),
+            total_k: seqlens.iter().map(|s| s.1).sum(),
             max_seqlen_q: seqlens.iter().map(|s| s.0).max().unwrap_or(0),
             max_seqlen_k: seqlens.iter().map(|s| s.1).max().unwrap_or(0),
             seqlens,
@@ -243,11 +247,11 @@ impl VarlenBatch {
     }
 
     pub fn total_q(&self) -> usize {
-        self.seqlens.iter().map(|s| s.0).sum()
+        self.total_q
     }
 
     pub fn total_k(&self) -> usize {
-        self.seqlens.iter().map(|s| s.1).sum()
+        self.total_k
     }
 
     pub fn max_seqlen_q(&self) -> usize {

@@ -93,26 +93,30 @@ fn check_seqlen(arg: &'static str, n: usize, min: usize) -> Result<()> {
     Ok(())
 }
 
-fn check_options(opts: &AttentionOptions, head_dim: usize) -> Result<(f32, f32)> {
-    if let Some((left, right)) = opts.window {
-        if left < -1 || right < -1 {
-            return Err(Error::invalid(
-                "window",
-                format!("({left}, {right}): each side must be >= 0, or -1 for unbounded"),
-            ));
-        }
+/// The window, scale and softcap rules, one place for the options and the raw params.
+fn check_masking_and_scores((left, right): (i32, i32), scale: f32, softcap: f32) -> Result<()> {
+    if left < -1 || right < -1 {
+        return Err(Error::invalid(
+            "window",
+            format!("({left}, {right}): each side must be >= 0, or -1 for unbounded"),
+        ));
     }
-    let scale = opts.scale.unwrap_or(1.0 / (head_dim as f32).sqrt());
     if !scale.is_finite() {
         return Err(Error::invalid("scale", format!("{scale}: must be finite")));
     }
-    let softcap = opts.softcap.unwrap_or(0.0);
     if !softcap.is_finite() || softcap < 0.0 {
         return Err(Error::invalid(
             "softcap",
             format!("{softcap}: must be finite and >= 0"),
         ));
     }
+    Ok(())
+}
+
+fn check_options(opts: &AttentionOptions, head_dim: usize) -> Result<(f32, f32)> {
+    let scale = opts.scale.unwrap_or(1.0 / (head_dim as f32).sqrt());
+    let softcap = opts.softcap.unwrap_or(0.0);
+    check_masking_and_scores(opts.window.unwrap_or((-1, -1)), scale, softcap)?;
     Ok((scale, softcap))
 }
 
@@ -569,32 +573,12 @@ fn check_fields(p: &ffi::cuattn_attention_params) -> Result<()> {
     if let Some((name, s)) = strides.iter().find(|(_, s)| *s < 0) {
         return Err(Error::invalid(name, format!("{s}: strides must be >= 0")));
     }
-    if p.window_left < -1 || p.window_right < -1 {
-        return Err(Error::invalid(
-            "window",
-            format!(
-                "({}, {}): each side must be >= 0, or -1 for unbounded",
-                p.window_left, p.window_right
-            ),
-        ));
-    }
-    if !p.scale.is_finite() {
-        return Err(Error::invalid(
-            "scale",
-            format!("{}: must be finite", p.scale),
-        ));
-    }
+    check_masking_and_scores((p.window_left, p.window_right), p.scale, p.softcap)?;
     let want_log2 = f64::from(p.scale) * LOG2E;
     if (f64::from(p.scale_log2) - want_log2).abs() > 1e-6 * want_log2.abs().max(1e-30) {
         return Err(Error::invalid(
             "scale_log2",
             format!("{}: must equal scale * log2(e) = {want_log2}", p.scale_log2),
-        ));
-    }
-    if !p.softcap.is_finite() || p.softcap < 0.0 {
-        return Err(Error::invalid(
-            "softcap",
-            format!("{}: must be finite and >= 0", p.softcap),
         ));
     }
     if p.dtype != ffi::cuattn_dtype::CUATTN_DTYPE_F16

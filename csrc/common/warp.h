@@ -1,0 +1,12 @@
+// warp.h: the warp width, for kernels in both builds and for the emulator's runtime.
+#ifndef CUATTN_COMMON_WARP_H_
+#define CUATTN_COMMON_WARP_H_
+
+namespace cuattn {
+
+// Threads of a warp, on every NVIDIA GPU and in the emulator.
+constexpr int kWarpSize = 32;
+
+}  // namespace cuattn
+
+#endif  // CUATTN_COMMON_WARP_H_
