@@ -63,9 +63,9 @@ for line in sys.stdin:
     name=${name//,/-}
     CUATTN_FLASH_TUNE=$v CARGO_TARGET_DIR=target/tune cargo build --release --bin cuattn \
       --no-default-features --features "hd$tile"
-    target/tune/release/cuattn check --device emu > ".gpu/tune/$name.check.txt" 2>&1 || {
+    target/tune/release/cuattn check --device emu > "target/tune/$name.check.txt" 2>&1 || {
       echo "tuning variant $v fails on the emulator:" >&2
-      tail -n 5 ".gpu/tune/$name.check.txt" >&2
+      tail -n 5 "target/tune/$name.check.txt" >&2
       exit 1
     }
     strip -o ".gpu/tune/$name" target/tune/release/cuattn
