@@ -133,9 +133,11 @@ cuattn_status cuattn_launch_attention_flash(const cuattn_attention_params* param
 
 /* attention_flash's tile tables. COMPACT: four-warp CTAs in at most 96 KiB of shared memory, for
  * every GPU. WIDE: eight-warp CTAs in up to 192 KiB, 64-key tiles, sm_90 only (H100, H200; they
- * move fewer shared-memory bytes per mma). AUTO, the default: on sm_90 wide tiles for head dims
- * over 128, and for 65-128 when the queries are long (seqlen_q >= 1024, or >= 8192 under a mask
- * or window: shorter runs have too few 256-row CTAs to fill the GPU); compact tiles elsewhere. */
+ * move fewer shared-memory bytes per mma). Head-dim tile 64 has only the compact table. AUTO, the
+ * default: on sm_90, wide tiles for head-dim tiles 192 and 256, and for tiles 96 and 128 when the
+ * queries are long (seqlen_q >= 1024, or >= 8192 under a mask or window: shorter runs have too
+ * few 256-row CTAs to fill the GPU); compact tiles elsewhere. The rows and the rule come from
+ * H200 timings of tiles 64, 128 and 256 (BENCHMARKS.md); tiles 96 and 192 follow 128 and 256. */
 typedef enum cuattn_flash_tiles {
   CUATTN_FLASH_TILES_AUTO = 0,
   CUATTN_FLASH_TILES_COMPACT = 1,
@@ -143,9 +145,9 @@ typedef enum cuattn_flash_tiles {
 } cuattn_flash_tiles;
 
 /* Sets the tile table of the attention_flash launches made from the calling thread from now on
- * (both builds; benchmarks and tests compare the two with it). A WIDE launch on a GPU other than
- * sm_90 fails with CUATTN_ERROR_UNSUPPORTED; head-dim tile 64 has one table, used by all three.
- * CUATTN_ERROR_INVALID_ARGUMENT for any other value. */
+ * (both builds; benchmarks and tests compare the two with it). A WIDE launch at a head-dim tile
+ * over 64 on a GPU other than sm_90 fails with CUATTN_ERROR_UNSUPPORTED; tile 64 runs its one
+ * table under all three settings. CUATTN_ERROR_INVALID_ARGUMENT for any other value. */
 cuattn_status cuattn_set_flash_tiles(int32_t tiles);
 
 /* The calling thread's attention_flash tile setting (CUATTN_FLASH_TILES_*). */

@@ -241,8 +241,9 @@ def table(ours_path, anchors_path, tuned=()):
     backends = [b for b in BACKENDS if any(r["backend"] == b for r in anchors["rows"])]
     by_kernel = {(r["kernel"], shape_key(r)): r for r in ours["rows"]}
     by_backend = {(r["backend"], shape_key(r)): r for r in anchors["rows"]}
-    keys = list(dict.fromkeys(shape_key(r) for r in ours["rows"] + anchors["rows"]))
-    labels = {shape_key(r): r["shape"] for r in ours["rows"] + anchors["rows"]}
+    every_row = ours["rows"] + anchors["rows"] + [r for _, rep in tuned for r in rep["rows"]]
+    keys = list(dict.fromkeys(shape_key(r) for r in every_row))
+    labels = {shape_key(r): r["shape"] for r in every_row}
     ceiling = (ours.get("mma_ceiling") or {}).get("tflops")
     lines = ["prefill {}, TFLOP/s; {}, commit {}; mma.sync ceiling {}".format(
         ours.get("dtype", "bf16"), ours.get("device") or anchors.get("device"),
@@ -257,11 +258,12 @@ def table(ours_path, anchors_path, tuned=()):
         header += " {:>11}".format(b[:11])
     by_tuned = {(label, shape_key(r)): r for label, report in tuned for r in report["rows"]}
     if tuned:
-        lines.append("tuning builds (CUATTN_FLASH_TUNE, hd<tile>-<m tiles>-<key tile>-<stages>"
-                     "[-<warps>]), flash, same shapes:")
+        lines.append("extra columns, flash on the same shapes: a tile table forced (compact, "
+                     "wide) or a tuning build (CUATTN_FLASH_TUNE, hd<tile>-<m tiles>-<key tile>-"
+                     "<stages>[-<warps>])")
         keys = [k for k in keys if any((label, k) in by_tuned for label, _ in tuned)]
         for label, _ in tuned:
-            header += " {:>14}".format(label[:14])
+            header += " {:>16}".format(label[:16])
     lines.append(header)
     for key in keys:
         line = "{:<24} {:<6}".format(labels[key], "yes" if key[-1] else "no")
@@ -272,7 +274,7 @@ def table(ours_path, anchors_path, tuned=()):
         for b in backends:
             line += " {:>11}".format(cell(by_backend.get((b, key))))
         for label, _ in tuned:
-            line += " {:>14}".format(cell(by_tuned.get((label, key))))
+            line += " {:>16}".format(cell(by_tuned.get((label, key))))
         lines.append(line)
     return "\n".join(lines)
 

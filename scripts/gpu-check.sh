@@ -9,9 +9,11 @@
 #                                 `cuattn bench --family prefill`, the PyTorch anchors
 #                                 (bench_anchors.py), Nsight Compute on one hd128 launch, both
 #                                 flash tile tables forced and the tuning variants' benches, and
-#                                 ends with two short tables
-#                                 (summary.txt, written as it goes). Meant to finish in about 6
-#                                 minutes; the per-step timeouts below only stop a hung step.
+#                                 ends with two short tables (summary.txt and the results, written
+#                                 to $OUT as each step ends). Meant to finish in about 3 minutes
+#                                 (the run of 2026-11-28 took 102 s); the per-step timeouts below
+#                                 only stop a hung step, and all of them together allow about 30
+#                                 minutes, more than one device call: give the call a timeout.
 set -euo pipefail
 
 # Test binaries that exercise kernels on every device present (the GPU among them).
@@ -63,7 +65,11 @@ for line in sys.stdin:
     name=${name//,/-}
     CUATTN_FLASH_TUNE=$v CARGO_TARGET_DIR=target/tune cargo build --release --bin cuattn \
       --no-default-features --features "hd$tile"
-    target/tune/release/cuattn check --device emu > "target/tune/$name.check.txt" 2>&1 || {
+    # The tuned row is the wide one (compact at tile 64): forced, every case runs it.
+    local tiles=wide
+    [ "$tile" -gt 64 ] || tiles=compact
+    target/tune/release/cuattn check --device emu --flash-tiles "$tiles" \
+      > "target/tune/$name.check.txt" 2>&1 || {
       echo "tuning variant $v fails on the emulator:" >&2
       tail -n 5 "target/tune/$name.check.txt" >&2
       exit 1
@@ -102,6 +108,8 @@ device() {
     echo "check: FAILED ($(tail -n 1 "$out/check.txt"))" >> "$summary"
     status=1
   fi
+  # Results go to $OUT as each step ends, so that a run cut short returns what it got to.
+  cp "$out/check.txt" "$final/"
   local commit
   commit=$(cat "$here/commit")
   if CUATTN_COMMIT="$commit" timeout "$BENCH_TIMEOUT_S" "$here/bin/cuattn" bench \
@@ -111,6 +119,7 @@ device() {
     echo "bench: FAILED ($(tail -n 1 "$out/bench.txt"))" >> "$summary"
     status=1
   fi
+  cp "$out/bench.json" "$final/" 2>/dev/null || true
   # The anchors are PyTorch's kernels, not cuattn's: their failure is reported, not failed on.
   if CUATTN_COMMIT="$commit" timeout "$ANCHORS_TIMEOUT_S" python3 "$here/bench_anchors.py" \
       --json "$out/anchors.json" --budget-s "$ANCHORS_BUDGET_S" > "$out/anchors.txt" 2>&1; then
@@ -118,6 +127,7 @@ device() {
   else
     echo "anchors: FAILED ($(tail -n 1 "$out/anchors.txt"))" >> "$summary"
   fi
+  cp "$out/anchors.json" "$final/" 2>/dev/null || true
   # Hardware counters of one hd128 launch of the table's kernel (pipes, stalls, shared memory),
   # where Nsight Compute is there; clocks left alone.
   if command -v ncu > /dev/null; then
@@ -147,10 +157,12 @@ device() {
     name=$(basename "$packed" .gz)
     exe="$out/$name"
     gzip -dc "$packed" > "$exe" && chmod +x "$exe"
-    local tile=${name#hd}
+    local tile=${name#hd} tiles=wide
     tile=${tile%%-*}
+    [ "$tile" -gt 64 ] || tiles=compact  # the table the tuned row replaced, forced on every shape
     if CUATTN_COMMIT="$commit" timeout "$TUNE_TIMEOUT_S" "$exe" bench --family prefill \
-        --device gpu --head-dim "$tile" --json "$out/tune-$name.json" > "$out/tune-$name.txt" 2>&1
+        --device gpu --head-dim "$tile" --flash-tiles "$tiles" --json "$out/tune-$name.json" \
+        > "$out/tune-$name.txt" 2>&1
     then
       tuned+=(--tuned "$name=$out/tune-$name.json")
     else
@@ -169,8 +181,6 @@ device() {
     cat "$out/tune.txt" >> "$summary"
   fi
   cat "$summary"
-  cp "$out/check.txt" "$final/"
-  cp "$out/bench.json" "$out/anchors.json" "$final/" 2>/dev/null || true
   tar czf "$final/logs.tgz" -C "$out" .
   return $status
 }

@@ -386,6 +386,43 @@ pub fn tile_edge_cases() -> Vec<AttentionCase> {
     seeded(cases, 0x6000)
 }
 
+/// The head-dim tiles that have two flash tile tables (96-256), on shapes that span several of
+/// the wide table's 256-row CTAs and 64-key tiles: causal with rows that see no key, windows
+/// bounded on either side or both, and varlen batches with length-1 and key-less sequences.
+pub fn table_cases() -> Vec<AttentionCase> {
+    let mut cases = Vec::new();
+    for (i, head_dim) in [96, 128, 192, 256].into_iter().enumerate() {
+        cases.push(AttentionCase::dense(1, 700, 300, 2, 1, head_dim, alternate(i)).causal());
+    }
+    for (i, (left, right)) in [(0, 0), (5, 7), (40, 90), (70, -1)].into_iter().enumerate() {
+        let head_dim = if i % 2 == 0 { 128 } else { 256 };
+        cases.push(
+            AttentionCase::dense(1, 300, 333, 2, 1, head_dim, alternate(i)).window(left, right),
+        );
+    }
+    cases.push(
+        AttentionCase::dense(4, 0, 0, 4, 2, 128, DType::BF16)
+            .layout(Layout::Varlen(vec![
+                (1, 1),
+                (300, 260),
+                (17, 0),
+                (260, 300),
+            ]))
+            .causal(),
+    );
+    cases.push(
+        AttentionCase::dense(3, 0, 0, 2, 1, 256, DType::F16)
+            .layout(Layout::Varlen(vec![(1, 5), (280, 280), (40, 0)]))
+            .causal(),
+    );
+    cases.push(
+        AttentionCase::dense(2, 0, 0, 3, 1, 192, DType::BF16)
+            .layout(Layout::Varlen(vec![(270, 300), (9, 1)]))
+            .window(30, 10),
+    );
+    seeded(cases, 0x7000)
+}
+
 /// The whole grid `cuattn check` runs; the tests run the same groups.
 pub fn attention_cases() -> Vec<AttentionCase> {
     [
@@ -395,6 +432,7 @@ pub fn attention_cases() -> Vec<AttentionCase> {
         mask_cases(),
         layout_cases(),
         tile_edge_cases(),
+        table_cases(),
     ]
     .concat()
 }

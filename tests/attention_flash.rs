@@ -48,8 +48,14 @@ fn every_case_group() -> Vec<AttentionCase> {
         check::mask_cases(),
         check::layout_cases(),
         check::tile_edge_cases(),
+        check::table_cases(),
     ]
     .concat()
+}
+
+#[test]
+fn flash_matches_reference_where_the_two_tile_tables_differ() {
+    assert_cases_pass(Kernel::Flash, &check::table_cases());
 }
 
 /// The tables `Auto` does not pick for the small shapes above: compact tiles at hd192-256, and

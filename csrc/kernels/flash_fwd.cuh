@@ -7,11 +7,13 @@
 // while j is in use); S = Q K^T and O += P V on mma.sync, Q and K through ldmatrix, V through
 // ldmatrix.trans; the online softmax stays in registers in base 2, P is reused from the S
 // accumulators as the A operand, and O is rescaled only when a row's max outgrows the running one
-// by 2^8. Tiles no row of the CTA can see are never loaded; the element mask runs only on tiles
-// that straddle a mask boundary. O leaves through shared memory in 16-byte stores. Gained over
-// attention_mma_simple: load/compute overlap, fragment loads batched ahead of their mmas (and, up
-// to hd128, shared by two m16 tiles), several CTAs per SM, no masking work on interior tiles, rare
-// rescales, vector stores.
+// by 2^8. Tiles no row of the CTA can see are never loaded, a warp skips the math of tiles none of
+// its rows can see, and the element mask runs only on tiles that straddle a mask boundary for the
+// warp's rows. O leaves through shared memory in 16-byte stores. Two tile tables: compact (four
+// warps, two CTAs an SM) and wide (eight warps, sm_90). Gained over attention_mma_simple:
+// load/compute overlap, fragment loads batched ahead of their mmas (and, up to hd128, shared by
+// two m16 tiles), eight warps an SM, no masking work on interior tiles, rare rescales, vector
+// stores.
 #pragma once
 
 #include "arch/cp_async.cuh"
@@ -48,7 +50,8 @@ enum class Tiles { kCompact, kWide };
 template <int kHeadDim, Tiles kTiles>
 struct Shape;
 // kStages K/V tiles are in shared memory at once: one in use, kStages - 1 landing (a load has
-// kStages - 1 tiles of compute to land in). Three where two CTAs still fit on an SM.
+// kStages - 1 tiles of compute to land in). Three where two compact CTAs still fit on an sm_90
+// SM (A100 fits one of 96 KiB and two of 80 KiB).
 // hd64: 32 rows a warp (O: 64 registers, S: 64), 64 KiB. One table: on the H200 this row ran
 // ahead of eight warps and of 128-key tiles at every length.
 template <>
@@ -102,10 +105,11 @@ template <int kHeadDim>
 constexpr bool kHasWideTiles = kHeadDim > 64;
 
 // Tuning builds: build.rs turns `CUATTN_FLASH_TUNE=<tile>:<m tiles>,<key tile>,<stages>[,<warps>]`
-// from its environment into the macros below, and that row replaces the tile's wide row (its
-// compact one at hd64) for the build, so one GPU call can time several rows from the same source
-// (scripts/gpu-check.sh does). Never set in a release build; tests/ptxas.rs holds the tables'
-// rows to no spills.
+// (four warps unless given, whatever the row it replaces has) from its environment into the
+// macros below, and that row replaces the tile's wide row (its compact one at hd64) for the build,
+// so one GPU call can time several rows from the same source (scripts/gpu-check.sh does, with the
+// table forced so that every shape runs the tuned row). Never set in a release build;
+// tests/ptxas.rs holds the tables' rows to no spills.
 template <int kHeadDim, Tiles kTiles>
 struct TunedShape {
   using type = Shape<kHeadDim, kTiles>;
@@ -138,6 +142,10 @@ struct Traits {
   using QTile = SmemTile<kBlockM, kHeadDim>;   // sQ [kBlockM][kHeadDim], later O
   using KVTile = SmemTile<kBlockN, kHeadDim>;  // sK[stage], sV[stage] [kBlockN][kHeadDim]
   static constexpr int kSmemBytes = QTile::kBytes + 2 * kStages * KVTile::kBytes;
+  // Compact rows fit every GPU's opt-in limit (sm_86/89: 99 KiB a block); wide ones sm_90's
+  // (227 KiB), with room for the static CtaRows.
+  static_assert(kTiles == Tiles::kWide || kSmemBytes <= 96 * 1024, "a compact row fits 96 KiB");
+  static_assert(kSmemBytes <= 226 * 1024, "a wide row fits sm_90's 227 KiB a block");
   static constexpr int kScoreBlocks = kBlockN / kMmaN;  // n8 blocks of S per m16 tile
   static constexpr int kOutBlocks = kHeadDim / kMmaN;   // n8 blocks of O per m16 tile
   static_assert(kHeadDim % kMmaK == 0, "head-dim tiles are whole k16 steps");
@@ -197,7 +205,8 @@ __global__ void __launch_bounds__(Traits<kHeadDim, kTiles>::kThreads,
   if (row0 >= seq.len_q) {
     return;  // the whole CTA leaves before any barrier (varlen: a shorter sequence)
   }
-  // Tiles outside the keys any row sees are skipped; inside those every row sees, unmasked.
+  // Tiles outside the keys any row of the CTA sees are never loaded (each warp narrows this to its
+  // own rows in the loop).
   const CtaKeys cta_range = cta_keys(p, seq, row0, kBlockM);
   const int keys_begin = cta_range.any.begin;
   const int keys_end = cta_range.any.end;
@@ -476,18 +485,21 @@ cuattn_status flash_fwd_launch_tiles(const cuattn_attention_params& p, void* str
 }
 
 // The tile table of a launch: the thread's setting (cuattn_set_flash_tiles), else on sm_90 the
-// faster one for the shape as timed on an H200 (cuattn.h states the rule), else compact.
+// faster one for the shape as timed on an H200 (cuattn.h states the rule), else compact. Tile 64
+// has one table and asks nothing of the device.
 template <int kHeadDim>
 cuattn_status flash_fwd_wide_tiles(const cuattn_attention_params& p, bool* wide) {
+  const int32_t setting = cuattn_get_flash_tiles();
+  *wide = false;
+  if (!flash_fwd::kHasWideTiles<kHeadDim> || setting == CUATTN_FLASH_TILES_COMPACT) {
+    return CUATTN_OK;
+  }
   int arch = 0;
   const cuattn_status status = current_device_arch(&arch);
   if (status != CUATTN_OK) {
     return status;
   }
-  switch (cuattn_get_flash_tiles()) {
-    case CUATTN_FLASH_TILES_COMPACT:
-      *wide = false;
-      return CUATTN_OK;
+  switch (setting) {
     case CUATTN_FLASH_TILES_WIDE:
       if (arch != 90) {
         return fail(CUATTN_ERROR_UNSUPPORTED,

@@ -75,14 +75,14 @@ pub fn flash_head_dim_tile(head_dim: usize) -> Option<usize> {
 /// tests.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum FlashTiles {
-    /// Per launch: wide on sm_90 for head dims over 128, and for 65-128 from 1024 queries (8192
-    /// under a mask or window); compact otherwise.
+    /// Per launch: on sm_90 wide for head-dim tiles 192 and 256, and for tiles 96 and 128 from
+    /// 1024 queries (8192 under a mask or window); compact otherwise.
     #[default]
     Auto,
     /// Four-warp CTAs on every GPU.
     Compact,
-    /// Eight-warp CTAs: sm_90 only (elsewhere flash returns `Error::Unsupported`); head-dim tile
-    /// 64 has no wide row and runs its one table.
+    /// Eight-warp CTAs: sm_90 only (elsewhere flash returns `Error::Unsupported` for head-dim
+    /// tiles over 64); tile 64 has no wide row and runs its one table.
     Wide,
 }
 

@@ -65,6 +65,10 @@ struct CheckArgs {
     /// Print one JSON object per case instead of a table.
     #[arg(long)]
     json: bool,
+    /// The flash kernel's tile table: auto (per shape), compact, or wide (sm_90 and the
+    /// emulator); forcing one checks it on every shape.
+    #[arg(long, value_name = "TILES", default_value = "auto")]
+    flash_tiles: FlashTiles,
 }
 
 /// Entry point of the `cuattn` binary.
@@ -129,6 +133,8 @@ fn info() -> Result<ExitCode> {
 
 fn check(args: &CheckArgs) -> Result<ExitCode> {
     let device = args.device.open()?;
+    // The cases run on this thread, which is what the setting applies to.
+    crate::attention::set_flash_tiles(args.flash_tiles);
     let report = crate::check::run_all(&device, |case| {
         if args.json {
             println!("{}", case.to_json());
