@@ -70,8 +70,8 @@ struct Shape<96, Tiles::kWide> {
 };
 // hd128: 32 rows a warp. Compact: 32-key tiles (O takes 128 registers, and S's 64 more for 64
 // keys spill beside 3 stages), 80 KiB. Wide: 64-key tiles with 2 stages (255 registers, no
-// spills; 3 stages spill), 128 KiB: 4-11% faster than compact from 2k queries up, slower on
-// short or masked runs (fewer, longer CTAs).
+// spills; 3 stages spill), 128 KiB: on the H200 up to 11% faster than compact from 1024 queries
+// unmasked, and up to 13% slower on short causal runs (fewer, longer CTAs).
 template <>
 struct Shape<128, Tiles::kCompact> {
   static constexpr int kWarps = 4, kMTiles = 2, kBlockN = 32, kStages = 3;
@@ -82,7 +82,7 @@ struct Shape<128, Tiles::kWide> {
 };
 // hd192, hd256: O takes 96 or 128 registers per m16 tile, so a warp keeps 16 rows. Compact:
 // 32-key tiles, 96 KiB. Wide: 64-key tiles, 2 stages, 144 and 192 KiB, one CTA an SM: at hd256
-// 12-18% faster than compact at every length (hd192 by analogy).
+// 3-20% faster than compact at every length on the H200 (hd192 by analogy).
 template <>
 struct Shape<192, Tiles::kCompact> {
   static constexpr int kWarps = 4, kMTiles = 1, kBlockN = 32, kStages = 3;
