@@ -153,6 +153,26 @@ cuattn_status cuattn_set_flash_tiles(int32_t tiles);
 /* The calling thread's attention_flash tile setting (CUATTN_FLASH_TILES_*). */
 int32_t cuattn_get_flash_tiles(void);
 
+/* What an attention_flash launch with given params runs: the tile table and its row. */
+typedef struct cuattn_flash_plan {
+  int32_t tiles;         /* CUATTN_FLASH_TILES_COMPACT or CUATTN_FLASH_TILES_WIDE */
+  int32_t head_dim_tile; /* 64, 96, 128, 192 or 256: the tile that runs params.head_dim */
+  int32_t block_rows;    /* query rows per CTA */
+  int32_t block_keys;    /* keys per K/V tile */
+  int32_t stages;        /* K/V tiles in shared memory at once */
+  int32_t threads;       /* threads per CTA */
+  int32_t smem_bytes;    /* dynamic shared memory per CTA */
+  int32_t grid_x;        /* CTAs along the queries; the grid is (grid_x, heads, batch) */
+} cuattn_flash_plan;
+
+/* Fills *plan with what cuattn_launch_attention_flash would run for params on the calling
+ * thread's current device under its tile setting (cuattn_set_flash_tiles): for engines that size
+ * or log their launches, and for tests. Checks what the launcher checks (head_dim, heads,
+ * dtype); CUATTN_ERROR_UNSUPPORTED where the launch would be (no tile for head_dim in this
+ * build, wide tiles forced off sm_90). */
+cuattn_status cuattn_plan_attention_flash(const cuattn_attention_params* params,
+                                          cuattn_flash_plan* plan);
+
 /* Validated entry point for C and C++ engines: checks every field of params (shapes, strides,
  * heads % kv_heads, head_dim, window, dtype, null pointers) and then launches attention_naive on
  * `stream` (a cudaStream_t, or NULL for the default stream). */
@@ -172,6 +192,9 @@ cuattn_status cuattn_emu_launch_attention_mma_simple(const cuattn_attention_para
                                                      void* stream);
 cuattn_status cuattn_emu_launch_attention_flash(const cuattn_attention_params* params,
                                                 void* stream);
+/* cuattn_plan_attention_flash for the emulator's launches (which run as on sm_90). */
+cuattn_status cuattn_emu_plan_attention_flash(const cuattn_attention_params* params,
+                                              cuattn_flash_plan* plan);
 
 /* ---------------------------------------------------------------------------------------------
  * Emulator memory registry.

@@ -169,6 +169,45 @@ unsafe extern "C" {
 unsafe extern "C" {
     pub fn cuattn_get_flash_tiles() -> i32;
 }
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct cuattn_flash_plan {
+    pub tiles: i32,
+    pub head_dim_tile: i32,
+    pub block_rows: i32,
+    pub block_keys: i32,
+    pub stages: i32,
+    pub threads: i32,
+    pub smem_bytes: i32,
+    pub grid_x: i32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of cuattn_flash_plan"][::std::mem::size_of::<cuattn_flash_plan>() - 32usize];
+    ["Alignment of cuattn_flash_plan"][::std::mem::align_of::<cuattn_flash_plan>() - 4usize];
+    ["Offset of field: cuattn_flash_plan::tiles"]
+        [::std::mem::offset_of!(cuattn_flash_plan, tiles) - 0usize];
+    ["Offset of field: cuattn_flash_plan::head_dim_tile"]
+        [::std::mem::offset_of!(cuattn_flash_plan, head_dim_tile) - 4usize];
+    ["Offset of field: cuattn_flash_plan::block_rows"]
+        [::std::mem::offset_of!(cuattn_flash_plan, block_rows) - 8usize];
+    ["Offset of field: cuattn_flash_plan::block_keys"]
+        [::std::mem::offset_of!(cuattn_flash_plan, block_keys) - 12usize];
+    ["Offset of field: cuattn_flash_plan::stages"]
+        [::std::mem::offset_of!(cuattn_flash_plan, stages) - 16usize];
+    ["Offset of field: cuattn_flash_plan::threads"]
+        [::std::mem::offset_of!(cuattn_flash_plan, threads) - 20usize];
+    ["Offset of field: cuattn_flash_plan::smem_bytes"]
+        [::std::mem::offset_of!(cuattn_flash_plan, smem_bytes) - 24usize];
+    ["Offset of field: cuattn_flash_plan::grid_x"]
+        [::std::mem::offset_of!(cuattn_flash_plan, grid_x) - 28usize];
+};
+unsafe extern "C" {
+    pub fn cuattn_plan_attention_flash(
+        params: *const cuattn_attention_params,
+        plan: *mut cuattn_flash_plan,
+    ) -> cuattn_status;
+}
 unsafe extern "C" {
     pub fn cuattn_attention_naive(
         params: *const cuattn_attention_params,
@@ -197,6 +236,12 @@ unsafe extern "C" {
     pub fn cuattn_emu_launch_attention_flash(
         params: *const cuattn_attention_params,
         stream: *mut ::std::os::raw::c_void,
+    ) -> cuattn_status;
+}
+unsafe extern "C" {
+    pub fn cuattn_emu_plan_attention_flash(
+        params: *const cuattn_attention_params,
+        plan: *mut cuattn_flash_plan,
     ) -> cuattn_status;
 }
 unsafe extern "C" {

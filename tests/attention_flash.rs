@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{assert_cases_pass, assert_cases_pass_on, devices, FlashTilesSetting};
+use common::{assert_cases_pass, assert_cases_pass_on, devices, shape_params, FlashTilesSetting};
 use cuattn::check::{self, run_outputs, AttentionCase, Layout};
 use cuattn::reference::compare;
 use cuattn::{DType, Device, FlashTiles, Kernel};
@@ -63,18 +63,139 @@ fn flash_matches_reference_where_the_two_tile_tables_differ() {
 #[test]
 fn flash_compact_tiles_match_reference_on_every_shape_group() {
     let _tiles = FlashTilesSetting::new(FlashTiles::Compact);
+    let plan = cuattn::flash_plan(&Device::emulator(), &shape_params(100, 256, (-1, 0))).unwrap();
+    assert_eq!(
+        plan.tiles,
+        FlashTiles::Compact,
+        "the setting reaches the launches"
+    );
     assert_cases_pass(Kernel::Flash, &every_case_group());
 }
 
 #[test]
 fn flash_wide_tiles_match_reference_on_every_shape_group() {
     let _tiles = FlashTilesSetting::new(FlashTiles::Wide);
+    let plan = cuattn::flash_plan(&Device::emulator(), &shape_params(100, 96, (-1, 0))).unwrap();
+    assert_eq!(
+        plan.tiles,
+        FlashTiles::Wide,
+        "the setting reaches the launches"
+    );
     // Wide tiles are built for sm_90 only; the emulator stands in for it.
     let devices: Vec<Device> = devices()
         .into_iter()
         .filter(|d| d.compute_capability().is_none_or(|cc| cc == (9, 0)))
         .collect();
     assert_cases_pass_on(&devices, Kernel::Flash, &every_case_group());
+}
+
+/// The table and row each launch runs, on the emulator (which plans as sm_90): AUTO's rule as
+/// csrc/cuattn.h states it, the forced settings, and the rows' sizes.
+#[test]
+fn flash_plan_follows_the_tile_rule_and_the_thread_setting() {
+    if cuattn::flash_head_dim_tile(64) != Some(64) || cuattn::flash_head_dim_tile(256) != Some(256)
+    {
+        println!("skipped: this build lacks some head-dim tiles");
+        return;
+    }
+    let emu = Device::emulator();
+    let plan = |seqlen_q: i32, head_dim: i32, window: (i32, i32)| {
+        cuattn::flash_plan(&emu, &shape_params(seqlen_q, head_dim, window)).unwrap()
+    };
+    let (none, causal) = ((-1, -1), (-1, 0));
+    let compact_128 = plan(1023, 128, none);
+    assert_eq!(
+        (
+            compact_128.tiles,
+            compact_128.head_dim_tile,
+            compact_128.block_rows
+        ),
+        (FlashTiles::Compact, 128, 128)
+    );
+    assert_eq!(
+        (
+            compact_128.block_keys,
+            compact_128.stages,
+            compact_128.threads
+        ),
+        (32, 3, 128)
+    );
+    assert_eq!((compact_128.smem_bytes, compact_128.grid_x), (80 * 1024, 8));
+    let wide_128 = plan(1024, 128, none);
+    assert_eq!(
+        (wide_128.tiles, wide_128.block_rows, wide_128.block_keys),
+        (FlashTiles::Wide, 256, 64)
+    );
+    assert_eq!(
+        (
+            wide_128.stages,
+            wide_128.threads,
+            wide_128.smem_bytes,
+            wide_128.grid_x
+        ),
+        (2, 256, 128 * 1024, 4)
+    );
+    // Masked: wide from 8192 queries; a window counts as a mask.
+    assert_eq!(plan(8191, 96, causal).tiles, FlashTiles::Compact);
+    assert_eq!(plan(8192, 96, causal).tiles, FlashTiles::Wide);
+    assert_eq!(plan(8191, 128, (5, 7)).tiles, FlashTiles::Compact);
+    assert_eq!(plan(4096, 128, (64, -1)).tiles, FlashTiles::Compact);
+    // Tiles 192 and 256: wide at any length; 64: one table.
+    let wide_256 = plan(1, 256, causal);
+    assert_eq!(
+        (wide_256.tiles, wide_256.smem_bytes),
+        (FlashTiles::Wide, 192 * 1024)
+    );
+    assert_eq!(plan(100, 136, none).head_dim_tile, 192);
+    assert_eq!(plan(100, 136, none).tiles, FlashTiles::Wide);
+    let one_table = plan(16384, 40, none);
+    assert_eq!(
+        (
+            one_table.tiles,
+            one_table.head_dim_tile,
+            one_table.smem_bytes
+        ),
+        (FlashTiles::Compact, 64, 64 * 1024)
+    );
+    assert_eq!(
+        plan(0, 128, none).grid_x,
+        0,
+        "an empty problem is planned, with no CTAs"
+    );
+
+    {
+        let _tiles = FlashTilesSetting::new(FlashTiles::Compact);
+        let forced = plan(16384, 256, none);
+        assert_eq!(
+            (forced.tiles, forced.smem_bytes),
+            (FlashTiles::Compact, 96 * 1024)
+        );
+    }
+    {
+        let _tiles = FlashTilesSetting::new(FlashTiles::Wide);
+        assert_eq!(plan(100, 96, causal).tiles, FlashTiles::Wide);
+        assert_eq!(
+            plan(100, 64, causal).tiles,
+            FlashTiles::Compact,
+            "tile 64: one table"
+        );
+    }
+
+    let err = cuattn::flash_plan(&emu, &shape_params(100, 12, none))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("head_dim = 12"), "{err}");
+    // SAFETY: params is valid; a null plan is what the call must refuse.
+    let status = unsafe {
+        cuattn::ffi::cuattn_emu_plan_attention_flash(
+            &shape_params(100, 64, none),
+            std::ptr::null_mut(),
+        )
+    };
+    assert_eq!(
+        status,
+        cuattn::ffi::cuattn_status::CUATTN_ERROR_INVALID_ARGUMENT
+    );
 }
 
 #[test]

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::devices;
+use common::{devices, shape_params};
 use cuattn::check::{run_case, run_outputs, AttentionCase};
 use cuattn::{DType, Kernel};
 
@@ -33,6 +33,12 @@ fn each_head_dim_runs_in_the_smallest_built_tile_or_is_unsupported() {
                 tile.copied(),
                 "the library's tile for head_dim {head_dim}"
             );
+            let plan = cuattn::flash_plan(&device, &shape_params(37, head_dim as i32, (-1, 0)));
+            match (tile, &plan) {
+                (Some(&tile), Ok(plan)) => assert_eq!(plan.head_dim_tile, tile, "{plan:?}"),
+                (None, Err(e)) => assert!(e.to_string().starts_with("unsupported: "), "{e}"),
+                _ => panic!("head_dim {head_dim}: tile {tile:?}, but flash_plan gave {plan:?}"),
+            }
             match tile {
                 Some(tile) => assert!(
                     result.passed(),

@@ -1,5 +1,7 @@
 // flash_fwd.cu: the C launcher of the flash attention forward: checks what the kernel relies on
 // and dispatches on dtype and head-dim tile to the instantiations in flash_fwd_<dtype>_hd<tile>.cu.
+#include <type_traits>  // std::integral_constant
+
 #include "common/attention_launch.h"
 #include "common/cuda_compat.cuh"
 #include "common/launch.cuh"
@@ -11,24 +13,25 @@ namespace {
 
 // The compiled head-dim tiles (build.rs defines CUATTN_FLASH_HD<N> for each whose cargo feature
 // is on); a head dim runs in the smallest built tile that holds it.
-template <typename T>
-cuattn_status dispatch_head_dim(const cuattn_attention_params& p, void* stream) {
+// run(std::integral_constant<int, kTile>{}) for the tile kTile of p.head_dim.
+template <typename Run>
+cuattn_status dispatch_head_dim(const cuattn_attention_params& p, Run&& run) {
 #ifdef CUATTN_FLASH_HD64
-  if (p.head_dim <= 64) return cuattn::flash_fwd_launch<T, 64>(p, stream);
+  if (p.head_dim <= 64) return run(std::integral_constant<int, 64>{});
 #endif
 #ifdef CUATTN_FLASH_HD96
-  if (p.head_dim <= 96) return cuattn::flash_fwd_launch<T, 96>(p, stream);
+  if (p.head_dim <= 96) return run(std::integral_constant<int, 96>{});
 #endif
 #ifdef CUATTN_FLASH_HD128
-  if (p.head_dim <= 128) return cuattn::flash_fwd_launch<T, 128>(p, stream);
+  if (p.head_dim <= 128) return run(std::integral_constant<int, 128>{});
 #endif
 #ifdef CUATTN_FLASH_HD192
-  if (p.head_dim <= 192) return cuattn::flash_fwd_launch<T, 192>(p, stream);
+  if (p.head_dim <= 192) return run(std::integral_constant<int, 192>{});
 #endif
 #ifdef CUATTN_FLASH_HD256
-  if (p.head_dim <= 256) return cuattn::flash_fwd_launch<T, 256>(p, stream);
+  if (p.head_dim <= 256) return run(std::integral_constant<int, 256>{});
 #endif
-  (void)stream;
+  (void)run;
   return cuattn::fail(CUATTN_ERROR_UNSUPPORTED,
                       "attention_flash: head_dim %d: this build has no head-dim tile that holds "
                       "it (tiles 64, 96, 128, 192, 256 come with the cargo features hd64 ... "
@@ -41,6 +44,35 @@ cuattn_status dispatch_head_dim(const cuattn_attention_params& p, void* stream) 
 extern "C" cuattn_status CUATTN_LAUNCHER(attention_flash)(const cuattn_attention_params* params,
                                                           void* stream) {
   return cuattn::checked_attention_launch("attention_flash", params, [&](auto element) {
-    return dispatch_head_dim<decltype(element)>(*params, stream);
+    using T = decltype(element);
+    return dispatch_head_dim(*params, [&](auto tile) {
+      return cuattn::flash_fwd_launch<T, decltype(tile)::value>(*params, stream);
+    });
+  });
+}
+
+#ifdef CUATTN_EMU
+#define CUATTN_FLASH_PLANNER cuattn_emu_plan_attention_flash
+#else
+#define CUATTN_FLASH_PLANNER cuattn_plan_attention_flash
+#endif
+
+extern "C" cuattn_status CUATTN_FLASH_PLANNER(const cuattn_attention_params* params,
+                                              cuattn_flash_plan* plan) {
+  if (plan == nullptr) {
+    return cuattn::fail(CUATTN_ERROR_INVALID_ARGUMENT, "attention_flash plan: plan is null");
+  }
+  *plan = cuattn_flash_plan{};
+  // The launcher's checks; an empty problem (no query rows or no batch) still gets its plan.
+  cuattn_attention_params checked = params != nullptr ? *params : cuattn_attention_params{};
+  checked.seqlen_q = checked.batch = 1;
+  const cuattn_status status = cuattn::checked_attention_launch(
+      "attention_flash plan", params != nullptr ? &checked : nullptr,
+      [](auto) { return CUATTN_OK; });
+  if (status != CUATTN_OK) {
+    return status;
+  }
+  return dispatch_head_dim(*params, [&](auto tile) {
+    return cuattn::flash_fwd_plan<decltype(tile)::value>(*params, plan);
   });
 }

@@ -517,6 +517,37 @@ cuattn_status flash_fwd_wide_tiles(const cuattn_attention_params& p, bool* wide)
   }
 }
 
+template <int kHeadDim, flash_fwd::Tiles kTiles>
+void flash_fwd_fill_plan(const cuattn_attention_params& p, cuattn_flash_plan* plan) {
+  using Tr = flash_fwd::Traits<kHeadDim, kTiles>;
+  plan->tiles =
+      kTiles == flash_fwd::Tiles::kWide ? CUATTN_FLASH_TILES_WIDE : CUATTN_FLASH_TILES_COMPACT;
+  plan->head_dim_tile = kHeadDim;
+  plan->block_rows = Tr::kBlockM;
+  plan->block_keys = Tr::kBlockN;
+  plan->stages = Tr::kStages;
+  plan->threads = Tr::kThreads;
+  plan->smem_bytes = Tr::kSmemBytes;
+  plan->grid_x = p.seqlen_q > 0 ? (p.seqlen_q + Tr::kBlockM - 1) / Tr::kBlockM : 0;
+}
+
+template <int kHeadDim>
+cuattn_status flash_fwd_plan(const cuattn_attention_params& p, cuattn_flash_plan* plan) {
+  bool wide = false;
+  const cuattn_status status = flash_fwd_wide_tiles<kHeadDim>(p, &wide);
+  if (status != CUATTN_OK) {
+    return status;
+  }
+  if constexpr (flash_fwd::kHasWideTiles<kHeadDim>) {
+    if (wide) {
+      flash_fwd_fill_plan<kHeadDim, flash_fwd::Tiles::kWide>(p, plan);
+      return CUATTN_OK;
+    }
+  }
+  flash_fwd_fill_plan<kHeadDim, flash_fwd::Tiles::kCompact>(p, plan);
+  return CUATTN_OK;
+}
+
 template <typename T, int kHeadDim>
 cuattn_status flash_fwd_launch(const cuattn_attention_params& p, void* stream) {
   using flash_fwd::Tiles;

@@ -13,5 +13,9 @@ inline namespace CUATTN_BUILD_NAMESPACE {
 template <typename T, int kHeadDim>
 cuattn_status flash_fwd_launch(const cuattn_attention_params& p, void* stream);
 
+// What flash_fwd_launch<T, kHeadDim> runs for p (any T: the tiles do not depend on it).
+template <int kHeadDim>
+cuattn_status flash_fwd_plan(const cuattn_attention_params& p, cuattn_flash_plan* plan);
+
 }  // namespace CUATTN_BUILD_NAMESPACE
 }  // namespace cuattn

@@ -379,3 +379,87 @@ fn alloc_outputs<T: Element>(
 
 /// The C-ABI view of the problem, for callers that build params themselves.
 pub type AttentionParams = ffi::cuattn_attention_params;
+
+/// What a flash launch runs: the tile table and its row ([`flash_plan`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlashPlan {
+    /// `Compact` or `Wide`.
+    pub tiles: FlashTiles,
+    /// The head-dim tile that runs the problem's head dim (64, 96, 128, 192 or 256).
+    pub head_dim_tile: usize,
+    /// Query rows per CTA.
+    pub block_rows: usize,
+    /// Keys per K/V tile.
+    pub block_keys: usize,
+    /// K/V tiles in shared memory at once.
+    pub stages: usize,
+    /// Threads per CTA.
+    pub threads: usize,
+    /// Dynamic shared memory per CTA.
+    pub smem_bytes: usize,
+    /// CTAs along the queries; the grid is (grid_x, heads, batch).
+    pub grid_x: usize,
+}
+
+/// What a flash launch with `params` runs on `device` under the calling thread's tile setting
+/// ([`set_flash_tiles`]): for engines that size or log their launches. Only the shape fields of
+/// `params` are read (head_dim, heads, kv_heads, dtype, seqlen_q, the window); the pointers may be
+/// null. The emulator plans as an sm_90 GPU, which it stands in for.
+pub fn flash_plan(device: &Device, params: &AttentionParams) -> Result<FlashPlan> {
+    let mut plan = ffi::cuattn_flash_plan {
+        tiles: 0,
+        head_dim_tile: 0,
+        block_rows: 0,
+        block_keys: 0,
+        stages: 0,
+        threads: 0,
+        smem_bytes: 0,
+        grid_x: 0,
+    };
+    let status = match device {
+        // SAFETY: both pointers are valid for the call; the planner only reads params.
+        Device::Emulator => unsafe { ffi::cuattn_emu_plan_attention_flash(params, &mut plan) },
+        Device::Cuda(stream) => cuda_flash_plan(stream, params, &mut plan)?,
+    };
+    crate::error::check_status(status)?;
+    let count = |v: i32| usize::try_from(v).unwrap_or(0);
+    Ok(FlashPlan {
+        tiles: if plan.tiles == ffi::cuattn_flash_tiles::CUATTN_FLASH_TILES_WIDE.0 as i32 {
+            FlashTiles::Wide
+        } else {
+            FlashTiles::Compact
+        },
+        head_dim_tile: count(plan.head_dim_tile),
+        block_rows: count(plan.block_rows),
+        block_keys: count(plan.block_keys),
+        stages: count(plan.stages),
+        threads: count(plan.threads),
+        smem_bytes: count(plan.smem_bytes),
+        grid_x: count(plan.grid_x),
+    })
+}
+
+#[cfg(cuattn_cuda)]
+fn cuda_flash_plan(
+    stream: &std::sync::Arc<cudarc::driver::CudaStream>,
+    params: &AttentionParams,
+    plan: &mut ffi::cuattn_flash_plan,
+) -> Result<ffi::cuattn_status> {
+    // The planner asks the runtime's current device: make it the stream's.
+    stream.context().bind_to_thread()?;
+    // SAFETY: both pointers are valid for the call; the planner only reads params.
+    Ok(unsafe { ffi::cuattn_plan_attention_flash(params, plan) })
+}
+
+#[cfg(not(cuattn_cuda))]
+fn cuda_flash_plan(
+    _stream: &std::sync::Arc<cudarc::driver::CudaStream>,
+    _params: &AttentionParams,
+    _plan: &mut ffi::cuattn_flash_plan,
+) -> Result<ffi::cuattn_status> {
+    Err(Error::Unsupported(
+        "flash_plan on a GPU: this build of cuattn has no CUDA kernels (nvcc was not found when \
+         it was built; see scripts/install-cuda-toolchain.sh)"
+            .into(),
+    ))
+}

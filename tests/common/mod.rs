@@ -87,3 +87,20 @@ pub fn last_error() -> String {
         .to_string_lossy()
         .into_owned()
 }
+
+/// Flash params of a problem's shape, with null pointers: enough for `flash_plan`.
+pub fn shape_params(seqlen_q: i32, head_dim: i32, window: (i32, i32)) -> cuattn::AttentionParams {
+    // SAFETY: the params struct is plain data (pointers, integers, floats, a u32 newtype), for
+    // which all-zero bytes are a valid value.
+    let mut p: cuattn::AttentionParams = unsafe { std::mem::zeroed() };
+    p.batch = 2;
+    p.seqlen_q = seqlen_q;
+    p.seqlen_k = seqlen_q;
+    p.heads = 4;
+    p.kv_heads = 2;
+    p.head_dim = head_dim;
+    p.window_left = window.0;
+    p.window_right = window.1;
+    p.dtype = cuattn::ffi::cuattn_dtype::CUATTN_DTYPE_BF16;
+    p
+}
