@@ -1,5 +1,5 @@
 //! The one place attention kernels are called across the FFI: fills the pointers into validated
-//! params and picks the CUDA or emulator launcher.
+//! params and picks the CUDA or emulator launcher; and flash's tile setting and plan.
 
 use crate::device::Device;
 use crate::error::{check_status, Result};
@@ -87,4 +87,66 @@ pub(super) fn run<T: Element>(
         }
     };
     check_status(status)
+}
+
+/// Sets the calling thread's flash tile setting (cuattn_set_flash_tiles).
+pub(super) fn set_flash_tiles_code(code: ffi::cuattn_flash_tiles) {
+    // SAFETY: a per-thread setting; `code` is one of the header's constants, which it accepts.
+    let status = unsafe { ffi::cuattn_set_flash_tiles(code.0 as i32) };
+    debug_assert_eq!(status, ffi::cuattn_status::CUATTN_OK);
+}
+
+/// The calling thread's flash tile setting (cuattn_get_flash_tiles).
+pub(super) fn flash_tiles_code() -> i32 {
+    // SAFETY: reads a per-thread setting; no preconditions.
+    unsafe { ffi::cuattn_get_flash_tiles() }
+}
+
+/// What a flash launch with `params` runs on `device` (cuattn_plan_attention_flash).
+pub(super) fn flash_plan(
+    device: &Device,
+    params: &ffi::cuattn_attention_params,
+) -> Result<ffi::cuattn_flash_plan> {
+    let mut plan = ffi::cuattn_flash_plan {
+        tiles: 0,
+        head_dim_tile: 0,
+        block_rows: 0,
+        block_keys: 0,
+        stages: 0,
+        threads: 0,
+        smem_bytes: 0,
+        grid_x: 0,
+    };
+    let status = match device {
+        // SAFETY: both pointers are valid for the call; the planner only reads params.
+        Device::Emulator => unsafe { ffi::cuattn_emu_plan_attention_flash(params, &mut plan) },
+        Device::Cuda(stream) => cuda_flash_plan(stream, params, &mut plan)?,
+    };
+    check_status(status)?;
+    Ok(plan)
+}
+
+#[cfg(cuattn_cuda)]
+fn cuda_flash_plan(
+    stream: &std::sync::Arc<cudarc::driver::CudaStream>,
+    params: &ffi::cuattn_attention_params,
+    plan: &mut ffi::cuattn_flash_plan,
+) -> Result<ffi::cuattn_status> {
+    // The planner asks the runtime's current device: make it the stream's.
+    stream.context().bind_to_thread()?;
+    // SAFETY: both pointers are valid for the call; the planner only reads params.
+    Ok(unsafe { ffi::cuattn_plan_attention_flash(params, plan) })
+}
+
+#[cfg(not(cuattn_cuda))]
+fn cuda_flash_plan(
+    _stream: &std::sync::Arc<cudarc::driver::CudaStream>,
+    _params: &ffi::cuattn_attention_params,
+    _plan: &mut ffi::cuattn_flash_plan,
+) -> Result<ffi::cuattn_status> {
+    Err(crate::error::Error::Unsupported(
+        "flash_plan on a GPU: this build of cuattn has no CUDA kernels (nvcc was not found when \
+         it was built; see scripts/install-cuda-toolchain.sh)"
+            .into(),
+    ))
 }

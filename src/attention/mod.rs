@@ -124,15 +124,12 @@ impl std::str::FromStr for FlashTiles {
 /// Sets the tile table of the flash launches made from the calling thread from now on (a
 /// per-thread setting, like CUDA's current device; the default is `Auto`).
 pub fn set_flash_tiles(tiles: FlashTiles) {
-    // SAFETY: a per-thread setting; every FlashTiles code is one the C side accepts.
-    let status = unsafe { ffi::cuattn_set_flash_tiles(tiles.code().0 as i32) };
-    debug_assert_eq!(status, ffi::cuattn_status::CUATTN_OK);
+    launch::set_flash_tiles_code(tiles.code());
 }
 
 /// The calling thread's flash tile setting.
 pub fn flash_tiles() -> FlashTiles {
-    // SAFETY: reads a per-thread setting; no preconditions.
-    let code = unsafe { ffi::cuattn_get_flash_tiles() };
+    let code = launch::flash_tiles_code();
     FlashTiles::ALL
         .into_iter()
         .find(|t| t.code().0 as i32 == code)
@@ -406,22 +403,7 @@ pub struct FlashPlan {
 /// `params` are read (head_dim, heads, kv_heads, dtype, seqlen_q, the window); the pointers may be
 /// null. The emulator plans as an sm_90 GPU, which it stands in for.
 pub fn flash_plan(device: &Device, params: &AttentionParams) -> Result<FlashPlan> {
-    let mut plan = ffi::cuattn_flash_plan {
-        tiles: 0,
-        head_dim_tile: 0,
-        block_rows: 0,
-        block_keys: 0,
-        stages: 0,
-        threads: 0,
-        smem_bytes: 0,
-        grid_x: 0,
-    };
-    let status = match device {
-        // SAFETY: both pointers are valid for the call; the planner only reads params.
-        Device::Emulator => unsafe { ffi::cuattn_emu_plan_attention_flash(params, &mut plan) },
-        Device::Cuda(stream) => cuda_flash_plan(stream, params, &mut plan)?,
-    };
-    crate::error::check_status(status)?;
+    let plan = launch::flash_plan(device, params)?;
     let count = |v: i32| usize::try_from(v).unwrap_or(0);
     Ok(FlashPlan {
         tiles: if plan.tiles == ffi::cuattn_flash_tiles::CUATTN_FLASH_TILES_WIDE.0 as i32 {
@@ -437,29 +419,4 @@ pub fn flash_plan(device: &Device, params: &AttentionParams) -> Result<FlashPlan
         smem_bytes: count(plan.smem_bytes),
         grid_x: count(plan.grid_x),
     })
-}
-
-#[cfg(cuattn_cuda)]
-fn cuda_flash_plan(
-    stream: &std::sync::Arc<cudarc::driver::CudaStream>,
-    params: &AttentionParams,
-    plan: &mut ffi::cuattn_flash_plan,
-) -> Result<ffi::cuattn_status> {
-    // The planner asks the runtime's current device: make it the stream's.
-    stream.context().bind_to_thread()?;
-    // SAFETY: both pointers are valid for the call; the planner only reads params.
-    Ok(unsafe { ffi::cuattn_plan_attention_flash(params, plan) })
-}
-
-#[cfg(not(cuattn_cuda))]
-fn cuda_flash_plan(
-    _stream: &std::sync::Arc<cudarc::driver::CudaStream>,
-    _params: &AttentionParams,
-    _plan: &mut ffi::cuattn_flash_plan,
-) -> Result<ffi::cuattn_status> {
-    Err(Error::Unsupported(
-        "flash_plan on a GPU: this build of cuattn has no CUDA kernels (nvcc was not found when \
-         it was built; see scripts/install-cuda-toolchain.sh)"
-            .into(),
-    ))
 }
