@@ -55,7 +55,7 @@ def quick_shapes():
     """The shapes of `cuattn bench --family prefill --quick` on a GPU."""
     return [f(c) for c in (False, True)
             for f in (lambda c: mha(2048, 64, c), lambda c: mha(2048, 128, c),
-                      lambda c: gqa(2048, c))]
+                      lambda c: mha(2048, 256, c), lambda c: gqa(2048, c))]
 
 
 def label(shape):

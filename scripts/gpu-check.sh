@@ -128,15 +128,19 @@ device() {
     echo "anchors: FAILED ($(tail -n 1 "$out/anchors.txt"))" >> "$summary"
   fi
   cp "$out/anchors.json" "$final/" 2>/dev/null || true
-  # Hardware counters of one hd128 launch of the table's kernel (pipes, stalls, shared memory),
+  # Hardware counters of one launch of the default kernel at hd128 and at hd256, 2k queries
+  # unmasked, both on wide tiles (pipes, stalls, shared-memory wavefronts and bank conflicts),
   # where Nsight Compute is there; clocks left alone.
   if command -v ncu > /dev/null; then
-    timeout 90 ncu --clock-control none --kernel-name regex:flash_fwd_kernel --launch-skip 1 \
-      --launch-count 1 --section SpeedOfLight --section ComputeWorkloadAnalysis \
-      --section WarpStateStats --section MemoryWorkloadAnalysis_Tables --section Occupancy \
-      "$here/bin/cuattn" bench --family prefill --device gpu --quick --head-dim 128 \
-      > "$out/ncu.txt" 2>&1 && echo "ncu: ok (ncu.txt in logs.tgz)" >> "$summary" \
-      || echo "ncu: FAILED ($(tail -n 1 "$out/ncu.txt"))" >> "$summary"
+    for hd in 128 256; do
+      timeout 90 ncu --clock-control none --kernel-name regex:flash_fwd_kernel --launch-skip 1 \
+        --launch-count 1 --section SpeedOfLight --section ComputeWorkloadAnalysis \
+        --section WarpStateStats --section SchedulerStats --section MemoryWorkloadAnalysis_Tables \
+        --section Occupancy --print-details all \
+        "$here/bin/cuattn" bench --family prefill --device gpu --quick --head-dim "$hd" \
+        > "$out/ncu-hd$hd.txt" 2>&1 && echo "ncu hd$hd: ok (ncu-hd$hd.txt in logs.tgz)" \
+        >> "$summary" || echo "ncu hd$hd: FAILED ($(tail -n 1 "$out/ncu-hd$hd.txt"))" >> "$summary"
+    done
   fi
   # Both tile tables forced, as columns next to the default (auto) ones; hd64 has one table.
   local tuned=()

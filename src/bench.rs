@@ -175,12 +175,13 @@ pub fn prefill_shapes() -> Vec<PrefillShape> {
     shapes
 }
 
-/// A GPU smoke run (`--quick`): seqlen 2k at head dims 64 and 128 and GQA, causal and not.
+/// A GPU smoke run (`--quick`): seqlen 2k at head dims 64, 128 and 256 and GQA, causal and not.
 pub fn quick_gpu_shapes() -> Vec<PrefillShape> {
     let mut shapes = Vec::new();
     for causal in [false, true] {
         shapes.push(PrefillShape::mha(2048, 64, causal));
         shapes.push(PrefillShape::mha(2048, 128, causal));
+        shapes.push(PrefillShape::mha(2048, 256, causal));
         shapes.push(PrefillShape::gqa(2048, causal));
     }
     shapes
