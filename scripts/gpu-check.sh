@@ -7,7 +7,7 @@
 #   .gpu/gpu-check.sh device      on the GPU machine (no Rust there), results under $OUT: runs
 #                                 the GPU tests, `cuattn info`, `cuattn check --device gpu`,
 #                                 `cuattn bench --family prefill`, the PyTorch anchors
-#                                 (bench_anchors.py), Nsight Compute on one hd128 launch, both
+#                                 (bench_anchors.py), Nsight Compute at hd128 and hd256, both
 #                                 flash tile tables forced and the tuning variants' benches, and
 #                                 ends with two short tables (summary.txt and the results, written
 #                                 to $OUT as each step ends). Meant to finish in about 3 minutes
@@ -26,6 +26,12 @@ GPU_TESTS=(attention_flash flash_head_dim_features attention_mma_simple attentio
 # (BENCHMARKS.md has those that were).
 read -r -a TUNE_VARIANTS <<< "${GPU_CHECK_TUNE-128:2,64,3,8 128:2,32,3,8 64:2,64,3,8}"
 TUNE_TIMEOUT_S=40
+
+# The table a tuning build's row replaced (build.rs), forced when it is checked and timed so that
+# every shape runs the tuned row: the wide one, the compact one at tile 64 (its only table).
+tuned_table() {
+  if [ "$1" -gt 64 ]; then echo wide; else echo compact; fi
+}
 # Time limits of the benchmark steps, seconds. `cuattn bench` plans about 150 ms of timed runs per
 # shape (48 shapes, at least 5 runs each); the anchors stop starting FlexAttention compilations
 # after ANCHORS_BUDGET_S. Both rewrite their JSON after every row, so a step cut short still leaves
@@ -65,10 +71,7 @@ for line in sys.stdin:
     name=${name//,/-}
     CUATTN_FLASH_TUNE=$v CARGO_TARGET_DIR=target/tune cargo build --release --bin cuattn \
       --no-default-features --features "hd$tile"
-    # The tuned row is the wide one (compact at tile 64): forced, every case runs it.
-    local tiles=wide
-    [ "$tile" -gt 64 ] || tiles=compact
-    target/tune/release/cuattn check --device emu --flash-tiles "$tiles" \
+    target/tune/release/cuattn check --device emu --flash-tiles "$(tuned_table "$tile")" \
       > "target/tune/$name.check.txt" 2>&1 || {
       echo "tuning variant $v fails on the emulator:" >&2
       tail -n 5 "target/tune/$name.check.txt" >&2
@@ -161,11 +164,11 @@ device() {
     name=$(basename "$packed" .gz)
     exe="$out/$name"
     gzip -dc "$packed" > "$exe" && chmod +x "$exe"
-    local tile=${name#hd} tiles=wide
+    local tile=${name#hd}
     tile=${tile%%-*}
-    [ "$tile" -gt 64 ] || tiles=compact  # the table the tuned row replaced, forced on every shape
     if CUATTN_COMMIT="$commit" timeout "$TUNE_TIMEOUT_S" "$exe" bench --family prefill \
-        --device gpu --head-dim "$tile" --flash-tiles "$tiles" --json "$out/tune-$name.json" \
+        --device gpu --head-dim "$tile" --flash-tiles "$(tuned_table "$tile")" \
+        --json "$out/tune-$name.json" \
         > "$out/tune-$name.txt" 2>&1
     then
       tuned+=(--tuned "$name=$out/tune-$name.json")
