@@ -39,25 +39,6 @@ fn flash_matches_reference_at_tile_edges_and_on_interior_tiles() {
     assert_cases_pass(Kernel::Flash, &check::tile_edge_cases());
 }
 
-/// Every shape group at once, for the runs that force one tile table.
-fn every_case_group() -> Vec<AttentionCase> {
-    [
-        check::length_cases(),
-        check::group_cases(),
-        check::head_dim_cases(),
-        check::mask_cases(),
-        check::layout_cases(),
-        check::tile_edge_cases(),
-        check::table_cases(),
-    ]
-    .concat()
-}
-
-#[test]
-fn flash_matches_reference_where_the_two_tile_tables_differ() {
-    assert_cases_pass(Kernel::Flash, &check::table_cases());
-}
-
 /// The tables `Auto` does not pick for the small shapes above: compact tiles at hd192-256, and
 /// wide ones at hd96-128 (which need 1024 queries, 8192 under a mask, to be picked).
 #[test]
@@ -69,7 +50,7 @@ fn flash_compact_tiles_match_reference_on_every_shape_group() {
         FlashTiles::Compact,
         "the setting reaches the launches"
     );
-    assert_cases_pass(Kernel::Flash, &every_case_group());
+    assert_cases_pass(Kernel::Flash, &check::attention_cases());
 }
 
 #[test]
@@ -86,7 +67,7 @@ fn flash_wide_tiles_match_reference_on_every_shape_group() {
         .into_iter()
         .filter(|d| d.compute_capability().is_none_or(|cc| cc == (9, 0)))
         .collect();
-    assert_cases_pass_on(&devices, Kernel::Flash, &every_case_group());
+    assert_cases_pass_on(&devices, Kernel::Flash, &check::attention_cases());
 }
 
 /// The table and row each launch runs, on the emulator (which plans as sm_90): AUTO's rule as
