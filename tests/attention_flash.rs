@@ -39,6 +39,11 @@ fn flash_matches_reference_at_tile_edges_and_on_interior_tiles() {
     assert_cases_pass(Kernel::Flash, &check::tile_edge_cases());
 }
 
+#[test]
+fn flash_matches_reference_where_the_two_tile_tables_differ() {
+    assert_cases_pass(Kernel::Flash, &check::table_cases());
+}
+
 /// The tables `Auto` does not pick for the small shapes above: compact tiles at hd192-256, and
 /// wide ones at hd96-128 (which need 1024 queries, 8192 under a mask, to be picked).
 #[test]
