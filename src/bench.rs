@@ -15,9 +15,7 @@ use half::bf16;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::attention::{
-    attention_into, flash_tiles, set_flash_tiles, AttentionOptions, FlashTiles, Kernel,
-};
+use crate::attention::{attention_into, AttentionOptions, FlashTiles, FlashTilesScope, Kernel};
 use crate::device::Device;
 use crate::error::{check_status, Error, Result};
 use crate::ffi;
@@ -590,17 +588,15 @@ pub fn run_prefill(
     }
     let mut shapes = shapes_for(device, config.quick);
     if !config.head_dims.is_empty() {
+        let run_dims: std::collections::BTreeSet<usize> =
+            shapes.iter().map(|shape| shape.head_dim).collect();
         shapes.retain(|shape| config.head_dims.contains(&shape.head_dim));
         if shapes.is_empty() {
             return Err(Error::invalid(
                 "head_dims",
                 format!(
-                    "{:?} selects none of this run's shapes (head dims {:?})",
-                    config.head_dims,
-                    shapes_for(device, config.quick)
-                        .iter()
-                        .map(|shape| shape.head_dim)
-                        .collect::<std::collections::BTreeSet<_>>()
+                    "{:?} selects none of this run's shapes (head dims {run_dims:?})",
+                    config.head_dims
                 ),
             ));
         }
@@ -621,9 +617,7 @@ pub fn run_prefill(
     progress(&report);
     let inputs = PrefillInputs::new(device, &shapes)?;
     let budget = RunBudget::new(config.quick);
-    let previous_tiles = flash_tiles();
-    set_flash_tiles(config.flash_tiles);
-    let _restore = RestoreFlashTiles(previous_tiles);
+    let _tiles = FlashTilesScope::new(config.flash_tiles);
     for &kernel in &config.kernels {
         for shape in &shapes {
             let row = match time_prefill(&mut timer, &inputs, kernel, shape, device, budget) {
@@ -635,15 +629,6 @@ pub fn run_prefill(
         }
     }
     Ok(report)
-}
-
-/// Puts the thread's flash tile setting back when a run ends, early returns included.
-struct RestoreFlashTiles(FlashTiles);
-
-impl Drop for RestoreFlashTiles {
-    fn drop(&mut self) {
-        set_flash_tiles(self.0);
-    }
 }
 
 /// Milliseconds of each timed run of `kernel` on `shape`. On a GPU an untimed first run (module

@@ -505,7 +505,29 @@ fn measure(
 /// Runs one case and compares output and LSE with the f64 reference. A flash case whose head
 /// dim has no tile in this build (cargo features) is skipped, not failed.
 pub fn run_case(device: &Device, kernel: Kernel, case: &AttentionCase) -> CaseResult {
+    let result = CaseResult::unmeasured(device, kernel, case);
+    if result.skipped.is_some() {
+        return result; // no inputs or reference made for a case that does not run
+    }
     run_prepared(device, kernel, case, &Prepared::new(case))
+}
+
+impl CaseResult {
+    /// The result before the run: errors unknown, and skipped if this build cannot run it.
+    fn unmeasured(device: &Device, kernel: Kernel, case: &AttentionCase) -> CaseResult {
+        let no_tile =
+            kernel == Kernel::Flash && crate::flash_head_dim_tile(case.head_dim).is_none();
+        CaseResult {
+            kernel: kernel.name(),
+            device: device.kind(),
+            case: case.clone(),
+            max_abs_err: f64::NAN,
+            lse_max_abs_err: f64::NAN,
+            tolerance: case.tolerance(),
+            failure: None,
+            skipped: no_tile.then_some("no flash head-dim tile in this build's cargo features"),
+        }
+    }
 }
 
 fn run_prepared(
@@ -514,18 +536,8 @@ fn run_prepared(
     case: &AttentionCase,
     prepared: &Prepared,
 ) -> CaseResult {
-    let mut result = CaseResult {
-        kernel: kernel.name(),
-        device: device.kind(),
-        case: case.clone(),
-        max_abs_err: f64::NAN,
-        lse_max_abs_err: f64::NAN,
-        tolerance: case.tolerance(),
-        failure: None,
-        skipped: None,
-    };
-    if kernel == Kernel::Flash && crate::flash_head_dim_tile(case.head_dim).is_none() {
-        result.skipped = Some("no flash head-dim tile in this build's cargo features");
+    let mut result = CaseResult::unmeasured(device, kernel, case);
+    if result.skipped.is_some() {
         return result;
     }
     let want = &prepared.want;

@@ -4,10 +4,10 @@
 
 mod common;
 
-use common::{assert_cases_pass, assert_cases_pass_on, devices, shape_params, FlashTilesSetting};
+use common::{assert_cases_pass, assert_cases_pass_on, devices, shape_params};
 use cuattn::check::{self, run_outputs, AttentionCase, Layout};
 use cuattn::reference::compare;
-use cuattn::{DType, Device, FlashTiles, Kernel};
+use cuattn::{DType, Device, FlashTiles, FlashTilesScope, Kernel};
 
 #[test]
 fn flash_matches_reference_on_odd_lengths_both_ways_causal_and_not() {
@@ -48,7 +48,7 @@ fn flash_matches_reference_where_the_two_tile_tables_differ() {
 /// wide ones at hd96-128 (which need 1024 queries, 8192 under a mask, to be picked).
 #[test]
 fn flash_compact_tiles_match_reference_on_every_shape_group() {
-    let _tiles = FlashTilesSetting::new(FlashTiles::Compact);
+    let _tiles = FlashTilesScope::new(FlashTiles::Compact);
     let plan = cuattn::flash_plan(&Device::emulator(), &shape_params(100, 256, (-1, 0))).unwrap();
     assert_eq!(
         plan.tiles,
@@ -60,7 +60,7 @@ fn flash_compact_tiles_match_reference_on_every_shape_group() {
 
 #[test]
 fn flash_wide_tiles_match_reference_on_every_shape_group() {
-    let _tiles = FlashTilesSetting::new(FlashTiles::Wide);
+    let _tiles = FlashTilesScope::new(FlashTiles::Wide);
     let plan = cuattn::flash_plan(&Device::emulator(), &shape_params(100, 96, (-1, 0))).unwrap();
     assert_eq!(
         plan.tiles,
@@ -150,7 +150,7 @@ fn flash_plan_follows_the_tile_rule_and_the_thread_setting() {
     );
 
     {
-        let _tiles = FlashTilesSetting::new(FlashTiles::Compact);
+        let _tiles = FlashTilesScope::new(FlashTiles::Compact);
         let forced = plan(16384, 256, none);
         assert_eq!(
             (forced.tiles, forced.smem_bytes),
@@ -158,7 +158,7 @@ fn flash_plan_follows_the_tile_rule_and_the_thread_setting() {
         );
     }
     {
-        let _tiles = FlashTilesSetting::new(FlashTiles::Wide);
+        let _tiles = FlashTilesScope::new(FlashTiles::Wide);
         assert_eq!(plan(100, 96, causal).tiles, FlashTiles::Wide);
         assert_eq!(
             plan(100, 64, causal).tiles,

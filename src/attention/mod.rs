@@ -127,6 +127,31 @@ pub fn set_flash_tiles(tiles: FlashTiles) {
     launch::set_flash_tiles_code(tiles.code());
 }
 
+/// Sets the calling thread's flash tile table while it lives, then puts the previous one back
+/// (early returns and panics included). Bound to its thread, like the setting.
+#[must_use = "the setting is undone when the scope is dropped"]
+pub struct FlashTilesScope {
+    previous: FlashTiles,
+    _this_thread: std::marker::PhantomData<*const ()>,
+}
+
+impl FlashTilesScope {
+    pub fn new(tiles: FlashTiles) -> FlashTilesScope {
+        let previous = flash_tiles();
+        set_flash_tiles(tiles);
+        FlashTilesScope {
+            previous,
+            _this_thread: std::marker::PhantomData,
+        }
+    }
+}
+
+impl Drop for FlashTilesScope {
+    fn drop(&mut self) {
+        set_flash_tiles(self.previous);
+    }
+}
+
 /// The calling thread's flash tile setting.
 pub fn flash_tiles() -> FlashTiles {
     let code = launch::flash_tiles_code();

@@ -64,22 +64,6 @@ impl Drop for MemcheckSetting {
     }
 }
 
-/// Sets the flash kernel's tile table for launches from this thread while it lives.
-pub struct FlashTilesSetting;
-
-impl FlashTilesSetting {
-    pub fn new(tiles: cuattn::FlashTiles) -> FlashTilesSetting {
-        cuattn::set_flash_tiles(tiles);
-        FlashTilesSetting
-    }
-}
-
-impl Drop for FlashTilesSetting {
-    fn drop(&mut self) {
-        cuattn::set_flash_tiles(cuattn::FlashTiles::Auto);
-    }
-}
-
 /// The message the last failing cuattn call on this thread left in `cuattn_last_error()`.
 pub fn last_error() -> String {
     // SAFETY: cuattn_last_error returns a valid NUL-terminated thread-local string.
