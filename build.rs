@@ -134,8 +134,19 @@ fn flash_tune_defines() -> Vec<String> {
     ]
 }
 
+/// What every kernel build of this run shares, worked out once: the sources and the -D
+/// definitions (whose tuning override warns once).
+struct Kernels {
+    sources: Vec<&'static str>,
+    defines: Vec<String>,
+}
+
 fn main() {
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
+    let kernels = Kernels {
+        sources: kernel_sources(),
+        defines: kernel_defines(),
+    };
     let out_dir = PathBuf::from(env::var("OUT_DIR").unwrap());
     println!("cargo::rustc-check-cfg=cfg(cuattn_cuda)");
     for var in [
@@ -158,7 +169,7 @@ fn main() {
 
     let report = match find_nvcc(&manifest) {
         Some(nvcc) => {
-            let report = build_cuda(&manifest, &nvcc);
+            let report = build_cuda(&manifest, &nvcc, &kernels);
             println!("cargo::rustc-cfg=cuattn_cuda");
             report
         }
@@ -179,7 +190,7 @@ fn main() {
     };
     std::fs::write(out_dir.join("ptxas_report.txt"), report).unwrap();
 
-    build_emulator(&manifest);
+    build_emulator(&manifest, &kernels);
 }
 
 /// The nvcc to use: `NVCC`, then `CUDA_HOME`/`CUDA_PATH`, then `PATH`, then the toolkit that
@@ -222,7 +233,7 @@ impl cc::BuildMessageLogger for StderrLines {
 /// Compiles each kernel file with nvcc into its own static library (one file per library keeps
 /// nvcc out of relocatable-device-code mode) and links the static CUDA runtime. Returns the
 /// ptxas report, kernel names demangled.
-fn build_cuda(manifest: &Path, nvcc: &Path) -> String {
+fn build_cuda(manifest: &Path, nvcc: &Path, kernels: &Kernels) -> String {
     // cc finds nvcc through this variable; build scripts run single-threaded here.
     env::set_var("NVCC", nvcc);
     let toolkit = nvcc
@@ -230,16 +241,17 @@ fn build_cuda(manifest: &Path, nvcc: &Path) -> String {
         .and_then(Path::parent)
         .expect("nvcc lives in <toolkit>/bin");
     let reports: Vec<String> = std::thread::scope(|scope| {
-        let jobs: Vec<_> = kernel_sources()
-            .into_iter()
-            .map(|src| scope.spawn(move || compile_cuda_file(manifest, src)))
+        let jobs: Vec<_> = kernels
+            .sources
+            .iter()
+            .map(|&src| scope.spawn(move || compile_cuda_file(manifest, src, &kernels.defines)))
             .collect();
         jobs.into_iter()
             .map(|j| j.join().expect("nvcc job panicked"))
             .collect()
     });
     // Link order: the kernels, then the runtime they call.
-    for src in kernel_sources() {
+    for src in &kernels.sources {
         println!("cargo::rustc-link-lib=static={}", cuda_lib_name(src));
     }
     let cudart_dir = ["lib", "lib64", "targets/x86_64-linux/lib"]
@@ -260,7 +272,7 @@ fn cuda_lib_name(src: &str) -> String {
     format!("cuattn_cuda_{stem}")
 }
 
-fn compile_cuda_file(manifest: &Path, src: &str) -> String {
+fn compile_cuda_file(manifest: &Path, src: &str, defines: &[String]) -> String {
     let lines = Arc::new(StderrLines::default());
     let mut build = cc::Build::new();
     build
@@ -279,8 +291,8 @@ fn compile_cuda_file(manifest: &Path, src: &str) -> String {
     for gencode in GENCODE {
         build.flag(gencode);
     }
-    for define in kernel_defines() {
-        build.define(&define, None);
+    for define in defines {
+        build.define(define, None);
     }
     build.compile(&cuda_lib_name(src));
     let lines = lines.0.lock().unwrap();
@@ -295,9 +307,9 @@ fn compile_cuda_file(manifest: &Path, src: &str) -> String {
 }
 
 /// The same kernel sources as host C++ with -DCUATTN_EMU, plus the emulator runtime.
-fn build_emulator(manifest: &Path) {
-    let mut kernels = cc::Build::new();
-    kernels
+fn build_emulator(manifest: &Path, kernels: &Kernels) {
+    let mut build = cc::Build::new();
+    build
         .cpp(true)
         .include(manifest.join("csrc"))
         .define("CUATTN_EMU", None)
@@ -310,21 +322,21 @@ fn build_emulator(manifest: &Path) {
         .opt_level(2)
         .warnings(true)
         .extra_warnings(true);
-    let memcheck_flags = if kernels.get_compiler().is_like_clang() {
+    let memcheck_flags = if build.get_compiler().is_like_clang() {
         MEMCHECK_FLAGS_CLANG
     } else {
         MEMCHECK_FLAGS_GCC
     };
     for flag in memcheck_flags {
-        kernels.flag(flag);
+        build.flag(flag);
     }
-    for define in kernel_defines() {
-        kernels.define(&define, None);
+    for define in &kernels.defines {
+        build.define(define, None);
     }
-    for src in kernel_sources() {
-        kernels.file(manifest.join(src));
+    for src in &kernels.sources {
+        build.file(manifest.join(src));
     }
-    kernels.compile("cuattn_emu_kernels");
+    build.compile("cuattn_emu_kernels");
 
     let mut runtime = cc::Build::new();
     runtime

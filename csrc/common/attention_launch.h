@@ -13,11 +13,9 @@ inline namespace CUATTN_BUILD_NAMESPACE {
 constexpr int kMaxAttentionHeadDim = 256;
 constexpr int kAttentionHeadDimMultiple = 8;
 
-// Checks params for launcher `kernel` and calls launch(T{}) with T = __half or __nv_bfloat16.
-// A problem with no query rows or no batch launches nothing.
-template <typename Launch>
-cuattn_status checked_attention_launch(const char* kernel, const cuattn_attention_params* params,
-                                       Launch&& launch) {
+// Checks what launcher `kernel`'s indexing relies on: params set, head_dim, heads, dtype.
+inline cuattn_status check_attention_params(const char* kernel,
+                                            const cuattn_attention_params* params) {
   if (params == nullptr) {
     return fail(CUATTN_ERROR_INVALID_ARGUMENT, "%s: params is null", kernel);
   }
@@ -33,17 +31,29 @@ cuattn_status checked_attention_launch(const char* kernel, const cuattn_attentio
                 "%s: heads = %d, kv_heads = %d: kv_heads must divide heads", kernel, p.heads,
                 p.kv_heads);
   }
-  if (p.seqlen_q <= 0 || p.batch <= 0) {
+  if (p.dtype != CUATTN_DTYPE_F16 && p.dtype != CUATTN_DTYPE_BF16) {
+    return fail(CUATTN_ERROR_INVALID_ARGUMENT, "%s: dtype = %d is not f16 (0) or bf16 (1)", kernel,
+                static_cast<int>(p.dtype));
+  }
+  return CUATTN_OK;
+}
+
+// Checks params (check_attention_params) and calls launch(T{}) with T = __half or
+// __nv_bfloat16. A problem with no query rows or no batch launches nothing.
+template <typename Launch>
+cuattn_status checked_attention_launch(const char* kernel, const cuattn_attention_params* params,
+                                       Launch&& launch) {
+  const cuattn_status status = check_attention_params(kernel, params);
+  if (status != CUATTN_OK) {
+    return status;
+  }
+  if (params->seqlen_q <= 0 || params->batch <= 0) {
     return CUATTN_OK;  // nothing to compute
   }
-  switch (p.dtype) {
-    case CUATTN_DTYPE_F16:
-      return launch(__half{});
-    case CUATTN_DTYPE_BF16:
-      return launch(__nv_bfloat16{});
+  if (params->dtype == CUATTN_DTYPE_F16) {
+    return launch(__half{});
   }
-  return fail(CUATTN_ERROR_INVALID_ARGUMENT, "%s: dtype = %d is not f16 (0) or bf16 (1)", kernel,
-              static_cast<int>(p.dtype));
+  return launch(__nv_bfloat16{});
 }
 
 }  // namespace CUATTN_BUILD_NAMESPACE

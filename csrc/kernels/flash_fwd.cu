@@ -63,12 +63,7 @@ extern "C" cuattn_status CUATTN_FLASH_PLANNER(const cuattn_attention_params* par
     return cuattn::fail(CUATTN_ERROR_INVALID_ARGUMENT, "attention_flash plan: plan is null");
   }
   *plan = cuattn_flash_plan{};
-  // The launcher's checks; an empty problem (no query rows or no batch) still gets its plan.
-  cuattn_attention_params checked = params != nullptr ? *params : cuattn_attention_params{};
-  checked.seqlen_q = checked.batch = 1;
-  const cuattn_status status = cuattn::checked_attention_launch(
-      "attention_flash plan", params != nullptr ? &checked : nullptr,
-      [](auto) { return CUATTN_OK; });
+  const cuattn_status status = cuattn::check_attention_params("attention_flash plan", params);
   if (status != CUATTN_OK) {
     return status;
   }

@@ -16,6 +16,8 @@
 // stores.
 #pragma once
 
+#include <type_traits>  // std::integral_constant
+
 #include "arch/cp_async.cuh"
 #include "arch/ldmatrix.cuh"
 #include "arch/math.cuh"
@@ -142,6 +144,10 @@ struct Traits {
   using QTile = SmemTile<kBlockM, kHeadDim>;   // sQ [kBlockM][kHeadDim], later O
   using KVTile = SmemTile<kBlockN, kHeadDim>;  // sK[stage], sV[stage] [kBlockN][kHeadDim]
   static constexpr int kSmemBytes = QTile::kBytes + 2 * kStages * KVTile::kBytes;
+  // CTAs along the queries: the grid is (grid_x, heads, batch).
+  static constexpr int grid_x(int seqlen_q) {
+    return seqlen_q > 0 ? (seqlen_q + kBlockM - 1) / kBlockM : 0;
+  }
   // Compact rows fit every GPU's opt-in limit (sm_86/89: 99 KiB a block); wide ones sm_90's
   // (227 KiB), with room for the static CtaRows.
   static_assert(kTiles == Tiles::kWide || kSmemBytes <= 96 * 1024, "a compact row fits 96 KiB");
@@ -321,7 +327,8 @@ __global__ void __launch_bounds__(Traits<kHeadDim, kTiles>::kThreads,
     // scaled tile max; otherwise S is mapped here and exp_scale is 1. One branch per tile, not
     // per score. The element mask (-inf) comes after and means the same in either unit. Lane row
     // r of the accumulators is s[r/2] elements 2*(r%2) and 2*(r%2) + 1.
-    const ScoreMap score_map = ScoreMap::of(p);  // per tile: nothing held through the loop
+    // Written here, ptxas computes it before the loop anyway; written there, it cost registers.
+    const ScoreMap score_map = ScoreMap::of(p);
     const bool scaled_by_softmax = !score_map.capped() && score_map.scale_log2 > 0.0f;
     const float exp_scale = scaled_by_softmax ? score_map.scale_log2 : 1.0f;
     if (!scaled_by_softmax) {
@@ -479,7 +486,7 @@ inline namespace CUATTN_BUILD_NAMESPACE {
 template <typename T, int kHeadDim, flash_fwd::Tiles kTiles>
 cuattn_status flash_fwd_launch_tiles(const cuattn_attention_params& p, void* stream) {
   using Tr = flash_fwd::Traits<kHeadDim, kTiles>;
-  const dim3 grid((p.seqlen_q + Tr::kBlockM - 1) / Tr::kBlockM, p.heads, p.batch);
+  const dim3 grid(Tr::grid_x(p.seqlen_q), p.heads, p.batch);
   return launch_kernel("attention_flash", flash_fwd::flash_fwd_kernel<T, kHeadDim, kTiles>, grid,
                        dim3(Tr::kThreads), Tr::kSmemBytes, stream, p);
 }
@@ -528,28 +535,13 @@ void flash_fwd_fill_plan(const cuattn_attention_params& p, cuattn_flash_plan* pl
   plan->stages = Tr::kStages;
   plan->threads = Tr::kThreads;
   plan->smem_bytes = Tr::kSmemBytes;
-  plan->grid_x = p.seqlen_q > 0 ? (p.seqlen_q + Tr::kBlockM - 1) / Tr::kBlockM : 0;
+  plan->grid_x = Tr::grid_x(p.seqlen_q);
 }
 
-template <int kHeadDim>
-cuattn_status flash_fwd_plan(const cuattn_attention_params& p, cuattn_flash_plan* plan) {
-  bool wide = false;
-  const cuattn_status status = flash_fwd_wide_tiles<kHeadDim>(p, &wide);
-  if (status != CUATTN_OK) {
-    return status;
-  }
-  if constexpr (flash_fwd::kHasWideTiles<kHeadDim>) {
-    if (wide) {
-      flash_fwd_fill_plan<kHeadDim, flash_fwd::Tiles::kWide>(p, plan);
-      return CUATTN_OK;
-    }
-  }
-  flash_fwd_fill_plan<kHeadDim, flash_fwd::Tiles::kCompact>(p, plan);
-  return CUATTN_OK;
-}
-
-template <typename T, int kHeadDim>
-cuattn_status flash_fwd_launch(const cuattn_attention_params& p, void* stream) {
+// f(std::integral_constant<Tiles, table>{}) for the table a launch with p runs
+// (flash_fwd_wide_tiles): the one choice behind both the launch and its plan.
+template <int kHeadDim, typename F>
+cuattn_status with_flash_tiles(const cuattn_attention_params& p, F&& f) {
   using flash_fwd::Tiles;
   bool wide = false;
   const cuattn_status status = flash_fwd_wide_tiles<kHeadDim>(p, &wide);
@@ -558,10 +550,25 @@ cuattn_status flash_fwd_launch(const cuattn_attention_params& p, void* stream) {
   }
   if constexpr (flash_fwd::kHasWideTiles<kHeadDim>) {
     if (wide) {
-      return flash_fwd_launch_tiles<T, kHeadDim, Tiles::kWide>(p, stream);
+      return f(std::integral_constant<Tiles, Tiles::kWide>{});
     }
   }
-  return flash_fwd_launch_tiles<T, kHeadDim, Tiles::kCompact>(p, stream);
+  return f(std::integral_constant<Tiles, Tiles::kCompact>{});
+}
+
+template <int kHeadDim>
+cuattn_status flash_fwd_plan(const cuattn_attention_params& p, cuattn_flash_plan* plan) {
+  return with_flash_tiles<kHeadDim>(p, [&](auto tiles) {
+    flash_fwd_fill_plan<kHeadDim, decltype(tiles)::value>(p, plan);
+    return CUATTN_OK;
+  });
+}
+
+template <typename T, int kHeadDim>
+cuattn_status flash_fwd_launch(const cuattn_attention_params& p, void* stream) {
+  return with_flash_tiles<kHeadDim>(p, [&](auto tiles) {
+    return flash_fwd_launch_tiles<T, kHeadDim, decltype(tiles)::value>(p, stream);
+  });
 }
 
 }  // namespace CUATTN_BUILD_NAMESPACE
