@@ -108,11 +108,11 @@ impl Device {
             Device::Cuda(stream) => {
                 let ctx = stream.context();
                 let name = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
-                match ctx.compute_capability() {
-                    Ok((major, minor)) => {
+                match self.compute_capability() {
+                    Some((major, minor)) => {
                         format!("gpu{} ({name}, sm_{major}{minor})", ctx.ordinal())
                     }
-                    Err(_) => format!("gpu{} ({name})", ctx.ordinal()),
+                    None => format!("gpu{} ({name})", ctx.ordinal()),
                 }
             }
         }

@@ -32,11 +32,16 @@ pub(crate) fn cuda_launcher(kernel: Kernel) -> Result<Launcher> {
 
 #[cfg(not(cuattn_cuda))]
 pub(crate) fn cuda_launcher(kernel: Kernel) -> Result<Launcher> {
-    Err(crate::error::Error::Unsupported(format!(
-        "attention {} on a GPU: this build of cuattn has no CUDA kernels (nvcc was not found \
-         when it was built; see scripts/install-cuda-toolchain.sh)",
-        kernel.name()
-    )))
+    Err(no_cuda_kernels(&format!("attention {}", kernel.name())))
+}
+
+/// `what` on a GPU, in a build without CUDA kernels.
+#[cfg(not(cuattn_cuda))]
+fn no_cuda_kernels(what: &str) -> crate::error::Error {
+    crate::error::Error::Unsupported(format!(
+        "{what} on a GPU: this build of cuattn has no CUDA kernels (nvcc was not found when it \
+         was built; see scripts/install-cuda-toolchain.sh)"
+    ))
 }
 
 /// Launches `kernel` with `params` (validated, pointers unset) on the tensors' device.
@@ -144,9 +149,5 @@ fn cuda_flash_plan(
     _params: &ffi::cuattn_attention_params,
     _plan: &mut ffi::cuattn_flash_plan,
 ) -> Result<ffi::cuattn_status> {
-    Err(crate::error::Error::Unsupported(
-        "flash_plan on a GPU: this build of cuattn has no CUDA kernels (nvcc was not found when \
-         it was built; see scripts/install-cuda-toolchain.sh)"
-            .into(),
-    ))
+    Err(no_cuda_kernels("flash_plan"))
 }

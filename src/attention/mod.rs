@@ -97,6 +97,13 @@ impl FlashTiles {
         }
     }
 
+    /// The setting a C code stands for (CUATTN_FLASH_TILES_*), if any.
+    fn from_code(code: i32) -> Option<FlashTiles> {
+        FlashTiles::ALL
+            .into_iter()
+            .find(|t| t.code().0 as i32 == code)
+    }
+
     fn code(self) -> ffi::cuattn_flash_tiles {
         match self {
             FlashTiles::Auto => ffi::cuattn_flash_tiles::CUATTN_FLASH_TILES_AUTO,
@@ -154,11 +161,7 @@ impl Drop for FlashTilesScope {
 
 /// The calling thread's flash tile setting.
 pub fn flash_tiles() -> FlashTiles {
-    let code = launch::flash_tiles_code();
-    FlashTiles::ALL
-        .into_iter()
-        .find(|t| t.code().0 as i32 == code)
-        .unwrap_or_default()
+    FlashTiles::from_code(launch::flash_tiles_code()).unwrap_or_default()
 }
 
 impl std::str::FromStr for Kernel {
@@ -431,11 +434,7 @@ pub fn flash_plan(device: &Device, params: &AttentionParams) -> Result<FlashPlan
     let plan = launch::flash_plan(device, params)?;
     let count = |v: i32| usize::try_from(v).unwrap_or(0);
     Ok(FlashPlan {
-        tiles: if plan.tiles == ffi::cuattn_flash_tiles::CUATTN_FLASH_TILES_WIDE.0 as i32 {
-            FlashTiles::Wide
-        } else {
-            FlashTiles::Compact
-        },
+        tiles: FlashTiles::from_code(plan.tiles).unwrap_or(FlashTiles::Compact),
         head_dim_tile: count(plan.head_dim_tile),
         block_rows: count(plan.block_rows),
         block_keys: count(plan.block_keys),
