@@ -367,6 +367,8 @@ Registry& registry() {
 
 }  // namespace
 
+namespace {
+// The scan behind this_thread_tls_blocks: `own_marker` is one of the emulator's thread_locals.
 TlsBlocks scan_tls_blocks(const void* own_marker) {
   struct Scan {
     uintptr_t marker;
@@ -396,6 +398,7 @@ TlsBlocks scan_tls_blocks(const void* own_marker) {
       &scan);
   return scan.blocks;
 }
+}  // namespace
 
 namespace {
 
@@ -605,7 +608,7 @@ bool in_emulator(const std::string& name) {
 const std::vector<Range>& static_shared_offsets() {
   static const std::vector<Range> offsets = [] {
     std::vector<Range> found;
-    const TlsBlocks blocks = scan_tls_blocks(&fast);
+    const TlsBlocks& blocks = this_thread_tls_blocks();
     for_each_tls_symbol(blocks.own_path.c_str(),
                         [&](const std::string& name, uint64_t begin, uint64_t bytes) {
                           if (bytes > 0 && is_function_local(name) && !in_emulator(name)) {
@@ -645,9 +648,9 @@ struct RangeCache {
 class Checker {
  public:
   Checker() {
-    TlsBlocks blocks = scan_tls_blocks(&fast);
+    const TlsBlocks& blocks = this_thread_tls_blocks();
     tls_ = Range{blocks.own_begin, blocks.own_end};
-    module_path_ = std::move(blocks.own_path);
+    module_path_ = blocks.own_path;
     for (const auto& [begin, end] : blocks.others) {
       foreign_tls_.push_back(Range{begin, end});
     }
@@ -1039,6 +1042,11 @@ CUATTN_MEMCHECK_INLINE void on_access(uintptr_t addr, size_t bytes, Kind kind) {
 
 }  // namespace
 
+const TlsBlocks& this_thread_tls_blocks() {
+  thread_local const TlsBlocks blocks = scan_tls_blocks(&fast);
+  return blocks;
+}
+
 void memcheck_access(const void* addr, size_t bytes, bool is_write, int linear_tid) {
   on_access(reinterpret_cast<uintptr_t>(addr), bytes, is_write ? Kind::kWrite : Kind::kRead,
             static_cast<unsigned>(linear_tid));
@@ -1079,7 +1087,7 @@ void memcheck_block_begin(const char* kernel_name, const unsigned char* arena, s
 void memcheck_block_end() { fast.active = false; }
 
 void poison_static_shared(unsigned char byte) {
-  thread_local const uintptr_t tls = scan_tls_blocks(&fast).own_begin;
+  const uintptr_t tls = this_thread_tls_blocks().own_begin;
   for (const Range& r : static_shared_offsets()) {
     std::memset(reinterpret_cast<void*>(tls + r.begin), byte, r.end - r.begin);
   }

@@ -55,17 +55,17 @@ void memcheck_async_land(void* smem_dst, size_t bytes, int linear_tid);
 // The runtime's side (runtime.cpp).
 // ---------------------------------------------------------------------------------------------
 
-// The thread_local storage blocks this OS thread sees: that of the module holding `own_marker`
-// (a thread_local variable of the emulator; the kernels' static __shared__ arrays live in the
+// The thread_local storage blocks this OS thread sees: that of the module holding the emulator
+// (its thread_local variables; the kernels' static __shared__ arrays live in the
 // same block), with the module's file ("/proc/self/exe" for the main program), and every other
-// module's. One scan of the loaded modules (dl_iterate_phdr).
+// module's. One scan of the loaded modules (dl_iterate_phdr) per OS thread, on first use.
 struct TlsBlocks {
   uintptr_t own_begin = 0;
   uintptr_t own_end = 0;
   std::string own_path;
   std::vector<std::pair<uintptr_t, uintptr_t>> others;  // [begin, end) each
 };
-TlsBlocks scan_tls_blocks(const void* own_marker);
+const TlsBlocks& this_thread_tls_blocks();
 
 // Fills this OS thread's instances of the kernels' static __shared__ variables with `byte`, so that
 // a block starts with them unwritten, as on a GPU (where they hold whatever an earlier block

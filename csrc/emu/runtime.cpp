@@ -1136,11 +1136,8 @@ bool is_shared_address(const void* address, size_t bytes) {
   }
   // This OS thread's instance of the thread_local storage of the module holding the emulator,
   // and with it the kernels' static __shared__ arrays.
-  thread_local const std::pair<uintptr_t, uintptr_t> tls = [] {
-    const TlsBlocks blocks = scan_tls_blocks(&dynamic_smem);
-    return std::pair{blocks.own_begin, blocks.own_end};
-  }();
-  return tls.first <= begin && end <= tls.second;
+  const TlsBlocks& tls = this_thread_tls_blocks();
+  return tls.own_begin <= begin && end <= tls.own_end;
 }
 
 void kernel_fault(const char* format, ...) {
