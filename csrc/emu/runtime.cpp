@@ -383,7 +383,8 @@ class Runner {
  public:
   // Runs one block to completion. On a fault returns CUATTN_ERROR_KERNEL_FAULT and sets
   // `message` (without the kernel and block prefix).
-  cuattn_status run_block(const Launch& launch, uint3 block_index, std::string& message);
+  cuattn_status run_block(const Launch& launch, uint3 block_index, uint64_t block_linear,
+                          std::string& message);
 
   void sync_threads();
   uint64_t collective(Collective kind, unsigned mask, uint64_t value, unsigned value_bytes,
@@ -461,7 +462,8 @@ struct Launch {
   std::condition_variable workers_done;
 };
 
-cuattn_status Runner::run_block(const Launch& launch, uint3 block_index, std::string& message) {
+cuattn_status Runner::run_block(const Launch& launch, uint3 block_index, uint64_t block_linear,
+                                std::string& message) {
   const dim3 block = launch.block;
   num_threads_ = block.x * block.y * block.z;
   if (!stacks_.reserve(num_threads_)) {
@@ -520,9 +522,6 @@ cuattn_status Runner::run_block(const Launch& launch, uint3 block_index, std::st
   --queue_size_;
   current_thread = &first;
   threadIdx = first.index;
-  const uint64_t block_linear =
-      block_index.x +
-      uint64_t{launch.grid.x} * (block_index.y + uint64_t{launch.grid.y} * block_index.z);
   memcheck_block_begin(launch.kernel_name, smem_, kMaxDynamicSmemBytes, launch.dynamic_smem_bytes,
                        launch.writes, block_linear);
   memcheck_switch_to(stacks_[first.linear].bottom, stacks_[first.linear].bytes, first.linear);
@@ -892,7 +891,7 @@ void run_blocks(Launch& launch, Runner& runner) {
       return;
     }
     const uint3 index = block_index_of(b, launch.grid);
-    const cuattn_status status = runner.run_block(launch, index, message);
+    const cuattn_status status = runner.run_block(launch, index, b, message);
     if (status == CUATTN_OK) {
       continue;
     }
