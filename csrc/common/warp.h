@@ -6,6 +6,8 @@ namespace cuattn {
 
 // Threads of a warp, on every NVIDIA GPU and in the emulator.
 constexpr int kWarpSize = 32;
+// The same, unsigned, for arithmetic on thread ids and lane masks (the emulator's).
+constexpr unsigned kWarpLanes = kWarpSize;
 
 }  // namespace cuattn
 

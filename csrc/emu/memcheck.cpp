@@ -37,7 +37,6 @@
 namespace cuattn::emu {
 namespace {
 
-constexpr unsigned kWarpLanes = kWarpSize;  // unsigned, like the thread ids it divides
 constexpr unsigned kAllLanes = 0xffffffffu;
 constexpr unsigned kMaxWarpsPerBlock = 1024 / kWarpLanes;
 // Freed allocations remembered, so that a use after free says so. The oldest are forgotten.

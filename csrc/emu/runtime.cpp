@@ -55,7 +55,6 @@ constexpr size_t kDynamicSmemAlignment = 16;
 // 0xFFFF is a NaN in fp16 and bf16 and 0xFFFFFFFF one in fp32: reads before writes show up.
 constexpr unsigned char kSmemPoisonByte = 0xff;
 constexpr unsigned kMaxPoolWorkers = 8;
-constexpr unsigned kLanes = static_cast<unsigned>(kWarpSize);
 
 // ---------------------------------------------------------------------------------------------
 // Fibers: a saved context and a stack. switch_context is the one place control moves between
@@ -248,8 +247,8 @@ struct WarpState {
   unsigned activemask_waiting;
   unsigned num_groups;
   // Pending collectives, masks pairwise distinct. Each has at least one waiting lane, so there
-  // are at most kLanes.
-  CollectiveGroup groups[kLanes];
+  // are at most kWarpLanes.
+  CollectiveGroup groups[kWarpLanes];
 };
 
 bool is_shuffle(Collective kind) {
@@ -314,14 +313,14 @@ void append_lanes(std::string& out, unsigned lanes, unsigned warp_index) {
     const unsigned begin = static_cast<unsigned>(__builtin_ctz(lanes));
     const unsigned above = ~((1u << begin) - 1);
     const unsigned gaps = ~lanes & above;
-    const unsigned end = gaps == 0 ? kLanes : static_cast<unsigned>(__builtin_ctz(gaps));
-    const unsigned base = warp_index * kLanes;
+    const unsigned end = gaps == 0 ? kWarpLanes : static_cast<unsigned>(__builtin_ctz(gaps));
+    const unsigned base = warp_index * kWarpLanes;
     append_format(out, "%s%u", first ? "" : ", ", base + begin);
     if (end - 1 > begin) {
       append_format(out, "-%u", base + end - 1);
     }
     first = false;
-    lanes &= end == kLanes ? 0 : ~((1u << end) - 1);
+    lanes &= end == kWarpLanes ? 0 : ~((1u << end) - 1);
   }
 }
 
@@ -412,8 +411,8 @@ class Runner {
   void describe_threads(std::string& out, const std::vector<unsigned>& ids) const;
   const CollectiveGroup* group_of(unsigned linear) const;
 
-  WarpState& warp_of(const ThreadState& thread) { return warps_[thread.linear / kLanes]; }
-  static unsigned lane_bit(const ThreadState& thread) { return 1u << (thread.linear % kLanes); }
+  WarpState& warp_of(const ThreadState& thread) { return warps_[thread.linear / kWarpLanes]; }
+  static unsigned lane_bit(const ThreadState& thread) { return 1u << (thread.linear % kWarpLanes); }
 
   StackPool stacks_;
   std::unique_ptr<unsigned char[]> smem_storage_;
@@ -490,12 +489,12 @@ cuattn_status Runner::run_block(const Launch& launch, uint3 block_index, uint64_
     t.linear = i;
     t.wait = Wait::kRunnable;
   }
-  const unsigned num_warps = (num_threads_ + kLanes - 1) / kLanes;
+  const unsigned num_warps = (num_threads_ + kWarpLanes - 1) / kWarpLanes;
   warps_.resize(num_warps);
   for (unsigned w = 0; w < num_warps; ++w) {
-    const unsigned lanes = std::min(kLanes, num_threads_ - w * kLanes);
+    const unsigned lanes = std::min(kWarpLanes, num_threads_ - w * kWarpLanes);
     WarpState& warp = warps_[w];
-    warp.exists = lanes == kLanes ? kFullWarpMask : (1u << lanes) - 1;
+    warp.exists = lanes == kWarpLanes ? kFullWarpMask : (1u << lanes) - 1;
     warp.exited = 0;
     warp.blocked = 0;
     warp.activemask_waiting = 0;
@@ -554,7 +553,7 @@ void Runner::exit_current() {
   warp.exited |= lane_bit(t);
   --live_;
   if (warp.activemask_waiting != 0) {
-    settle_activemask(warp, t.linear / kLanes, t);
+    settle_activemask(warp, t.linear / kWarpLanes, t);
   }
   resume_next(t);
   __builtin_unreachable();  // nothing resumes an exited fiber
@@ -586,7 +585,7 @@ void Runner::block_current(ThreadState& current) {
   WarpState& warp = warp_of(current);
   warp.blocked |= lane_bit(current);
   if (warp.activemask_waiting != 0) {
-    settle_activemask(warp, current.linear / kLanes, current);
+    settle_activemask(warp, current.linear / kWarpLanes, current);
     if (current.wait == Wait::kRunnable) {
       return;  // the settled __activemask was this thread's own
     }
@@ -621,7 +620,7 @@ void Runner::sync_threads() {
 uint64_t Runner::collective(Collective kind, unsigned mask, uint64_t value, unsigned value_bytes,
                             int lane_arg, int width, const WarpExchange* exchange) {
   ThreadState& current = *current_thread;
-  const unsigned warp_index = current.linear / kLanes;
+  const unsigned warp_index = current.linear / kWarpLanes;
   const unsigned bit = lane_bit(current);
   WarpState& warp = warps_[warp_index];
   const CollectiveGroup call{kind, mask, value_bytes, width, 0, exchange};
@@ -669,10 +668,10 @@ uint64_t Runner::collective(Collective kind, unsigned mask, uint64_t value, unsi
 
 void Runner::collective_fault(const CollectiveGroup& call, const CollectiveGroup* pending) {
   const ThreadState& current = *current_thread;
-  const unsigned warp_index = current.linear / kLanes;
+  const unsigned warp_index = current.linear / kWarpLanes;
   const WarpState& warp = warps_[warp_index];
   append_format(fault_message_, "thread %u (warp %u, lane %u) called ", current.linear, warp_index,
-                current.linear % kLanes);
+                current.linear % kWarpLanes);
   append_collective(fault_message_, call.kind, call.mask, call.width, call.value_bytes,
                     call.exchange);
   if (pending != nullptr) {
@@ -695,11 +694,11 @@ void Runner::collective_fault(const CollectiveGroup& call, const CollectiveGroup
 
 // Runs on the last lane to arrive: computes every lane's result and wakes the others.
 void Runner::complete(unsigned warp_index, const CollectiveGroup& group, ThreadState& current) {
-  ThreadState* lanes = &threads_[warp_index * kLanes];
+  ThreadState* lanes = &threads_[warp_index * kWarpLanes];
   const unsigned mask = group.mask;
   if (group.kind == Collective::kWarpExchange) {
     // Each lane's operand is the address of its own operands.
-    void* lane_data[kLanes] = {};
+    void* lane_data[kWarpLanes] = {};
     for (unsigned m = mask; m != 0; m &= m - 1) {
       const unsigned l = static_cast<unsigned>(__builtin_ctz(m));
       lane_data[l] = reinterpret_cast<void*>(static_cast<uintptr_t>(lanes[l].operand));
@@ -759,17 +758,17 @@ void Runner::settle_activemask(WarpState& warp, unsigned warp_index, ThreadState
   if (((warp.blocked | warp.exited) & warp.exists) != warp.exists) {
     return;
   }
-  ThreadState* lanes = &threads_[warp_index * kLanes];
+  ThreadState* lanes = &threads_[warp_index * kWarpLanes];
   while (warp.activemask_waiting != 0) {
     const ThreadState& first = lanes[__builtin_ctz(warp.activemask_waiting)];
     unsigned at_site = 0;
-    for (unsigned l = 0; l < kLanes; ++l) {
+    for (unsigned l = 0; l < kWarpLanes; ++l) {
       if ((warp.activemask_waiting >> l & 1) && same_site(lanes[l], first)) {
         at_site |= 1u << l;
       }
     }
     warp.activemask_waiting &= ~at_site;
-    for (unsigned l = 0; l < kLanes; ++l) {
+    for (unsigned l = 0; l < kWarpLanes; ++l) {
       if ((at_site >> l & 1) == 0) {
         continue;
       }
@@ -785,9 +784,9 @@ void Runner::settle_activemask(WarpState& warp, unsigned warp_index, ThreadState
 }
 
 const CollectiveGroup* Runner::group_of(unsigned linear) const {
-  const WarpState& warp = warps_[linear / kLanes];
+  const WarpState& warp = warps_[linear / kWarpLanes];
   for (unsigned g = 0; g < warp.num_groups; ++g) {
-    if (warp.groups[g].arrived >> (linear % kLanes) & 1) {
+    if (warp.groups[g].arrived >> (linear % kWarpLanes) & 1) {
       return &warp.groups[g];
     }
   }
@@ -849,9 +848,9 @@ void Runner::diagnose_stall(std::string& message) const {
     const CollectiveGroup& g = warp.groups[0];
     std::vector<unsigned> arrived;
     std::vector<unsigned> missing;
-    for (unsigned l = 0; l < kLanes; ++l) {
+    for (unsigned l = 0; l < kWarpLanes; ++l) {
       if (g.mask >> l & 1) {
-        ((g.arrived >> l & 1) ? arrived : missing).push_back(w * kLanes + l);
+        ((g.arrived >> l & 1) ? arrived : missing).push_back(w * kWarpLanes + l);
       }
     }
     append_collective(message, g.kind, g.mask, g.width, g.value_bytes, g.exchange);
@@ -1116,7 +1115,7 @@ void memcheck_stop_block(const std::string& message) { current_runner->memory_fa
 void Runner::thread_fault(const char* what) {
   const ThreadState& current = *current_thread;
   append_format(fault_message_, "thread %u (warp %u, lane %u): %s", current.linear,
-                current.linear / kLanes, current.linear % kLanes, what);
+                current.linear / kWarpLanes, current.linear % kWarpLanes, what);
   fault();
 }
 
