@@ -145,9 +145,11 @@ typedef enum cuattn_flash_tiles {
 } cuattn_flash_tiles;
 
 /* Sets the tile table of the attention_flash launches made from the calling thread from now on
- * (both builds; benchmarks and tests compare the two with it). A WIDE launch at a head-dim tile
- * over 64 on a GPU other than sm_90 fails with CUATTN_ERROR_UNSUPPORTED; tile 64 runs its one
- * table under all three settings. CUATTN_ERROR_INVALID_ARGUMENT for any other value. */
+ * (both builds; benchmarks and tests compare the two with it). Wide tiles run where the GPU
+ * runs cuattn's sm_90a code: a WIDE launch at a head-dim tile over 64 fails with
+ * CUATTN_ERROR_UNSUPPORTED on a GPU other than sm_90, and on an sm_90 GPU given the compute_80
+ * PTX instead (CUDA_FORCE_PTX_JIT=1), where AUTO picks compact; tile 64 runs its one table under
+ * all three settings. CUATTN_ERROR_INVALID_ARGUMENT for any other value. */
 cuattn_status cuattn_set_flash_tiles(int32_t tiles);
 
 /* The calling thread's attention_flash tile setting (CUATTN_FLASH_TILES_*). */

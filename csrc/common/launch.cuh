@@ -3,6 +3,7 @@
 #ifndef CUATTN_COMMON_LAUNCH_CUH_
 #define CUATTN_COMMON_LAUNCH_CUH_
 
+#include <atomic>
 #include <cstddef>
 
 #include "common/cuda_compat.cuh"
@@ -36,9 +37,12 @@ cuattn_status launch_kernel(const char* name, void (*kernel)(P...), dim3 grid, d
                      [&]() CUATTN_EMU_UNCHECKED { kernel(args...); });
 }
 
-// The compute capability (major * 10 + minor) launches run on: the emulator stands in for an
-// sm_90 GPU (it models no limit that sets GPUs apart but the shared memory, and has sm_90's).
-inline cuattn_status current_device_arch(int* arch) {
+// The virtual architecture `kernel`'s code was compiled for (CUDA build: below): the emulator
+// stands in for an sm_90 GPU running the sm_90a code (it models no limit that sets GPUs apart but
+// the shared memory, and has sm_90's).
+template <typename... P>
+cuattn_status kernel_virtual_arch(void (*kernel)(P...), int* arch) {
+  (void)kernel;
   *arch = 90;
   return CUATTN_OK;
 }
@@ -71,6 +75,7 @@ cuattn_status launch_kernel(const char* name, void (*kernel)(P...), dim3 grid, d
     const cudaError_t error = cudaFuncSetAttribute(
         kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(dynamic_smem_bytes));
     if (error != cudaSuccess) {
+      (void)cudaGetLastError();  // not left behind for the thread's next launch to report
       return fail(CUATTN_ERROR_LAUNCH_FAILED,
                   "kernel %s: cannot allow %zu bytes of dynamic shared memory: %s (%s)", name,
                   dynamic_smem_bytes, cudaGetErrorName(error), cudaGetErrorString(error));
@@ -90,22 +95,37 @@ cuattn_status launch_kernel(const char* name, void (*kernel)(P...), dim3 grid, d
   return CUATTN_OK;
 }
 
-// The compute capability (major * 10 + minor) of the calling thread's current device, which
-// launches from this thread run on.
-inline cuattn_status current_device_arch(int* arch) {
-  int device = 0, major = 0, minor = 0;
+// The virtual architecture (compute_XX as major * 10 + minor: __CUDA_ARCH__ / 10 in the code) of
+// the code `kernel` runs on the calling thread's current device. 90 where it runs the sm_90a pass;
+// 80 on sm_80 and wherever the driver compiles the compute_80 PTX instead (GPUs newer than sm_90,
+// or any GPU under CUDA_FORCE_PTX_JIT=1). What a kernel may do on a GPU follows from this, not
+// from the GPU's compute capability. Asked once per kernel and device: the driver's choice holds
+// for the process.
+template <typename... P>
+cuattn_status kernel_virtual_arch(void (*kernel)(P...), int* arch) {
+  constexpr int kCachedDevices = 64;
+  static std::atomic<int> cached[kCachedDevices];  // 0 until asked
+  int device = 0;
   cudaError_t error = cudaGetDevice(&device);
-  if (error == cudaSuccess) {
-    error = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
+  const bool cacheable = error == cudaSuccess && device >= 0 && device < kCachedDevices;
+  if (cacheable && cached[device].load(std::memory_order_relaxed) > 0) {
+    *arch = cached[device].load(std::memory_order_relaxed);
+    return CUATTN_OK;
   }
+  cudaFuncAttributes attributes{};
   if (error == cudaSuccess) {
-    error = cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device);
+    error = cudaFuncGetAttributes(&attributes, kernel);
   }
   if (error != cudaSuccess) {
-    return fail(CUATTN_ERROR_LAUNCH_FAILED, "cannot read the device's compute capability: %s (%s)",
+    (void)cudaGetLastError();  // not left behind for the thread's next launch to report
+    return fail(CUATTN_ERROR_LAUNCH_FAILED,
+                "cannot read which architecture a kernel was compiled for: %s (%s)",
                 cudaGetErrorName(error), cudaGetErrorString(error));
   }
-  *arch = 10 * major + minor;
+  *arch = attributes.ptxVersion;
+  if (cacheable) {
+    cached[device].store(attributes.ptxVersion, std::memory_order_relaxed);
+  }
   return CUATTN_OK;
 }
 

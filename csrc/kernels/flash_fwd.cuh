@@ -492,36 +492,39 @@ cuattn_status flash_fwd_launch_tiles(const cuattn_attention_params& p, void* str
 }
 
 // The tile table of a launch: the thread's setting (cuattn_set_flash_tiles), else on sm_90 the
-// faster one for the shape as timed on an H200 (cuattn.h states the rule), else compact. Tile 64
-// has one table and asks nothing of the device.
-template <int kHeadDim>
+// faster one for the shape as timed on an H200 (cuattn.h states the rule), else compact. Wide
+// kernels hold code only in the sm_90a pass (a trap elsewhere), so they run only where the GPU
+// runs that pass: an sm_90 GPU that the driver gives the compute_80 PTX instead
+// (CUDA_FORCE_PTX_JIT=1) gets compact tiles. Tile 64 has one table and asks nothing of the device.
+template <typename T, int kHeadDim>
 cuattn_status flash_fwd_wide_tiles(const cuattn_attention_params& p, bool* wide) {
-  const int32_t setting = cuattn_get_flash_tiles();
   *wide = false;
-  if (!flash_fwd::kHasWideTiles<kHeadDim> || setting == CUATTN_FLASH_TILES_COMPACT) {
-    return CUATTN_OK;
-  }
-  int arch = 0;
-  const cuattn_status status = current_device_arch(&arch);
-  if (status != CUATTN_OK) {
-    return status;
-  }
-  switch (setting) {
-    case CUATTN_FLASH_TILES_WIDE:
+  if constexpr (flash_fwd::kHasWideTiles<kHeadDim>) {
+    const int32_t setting = cuattn_get_flash_tiles();
+    if (setting == CUATTN_FLASH_TILES_COMPACT) {
+      return CUATTN_OK;
+    }
+    int arch = 0;
+    const cuattn_status status = kernel_virtual_arch(
+        flash_fwd::flash_fwd_kernel<T, kHeadDim, flash_fwd::Tiles::kWide>, &arch);
+    if (status != CUATTN_OK) {
+      return status;
+    }
+    if (setting == CUATTN_FLASH_TILES_WIDE) {
       if (arch != 90) {
         return fail(CUATTN_ERROR_UNSUPPORTED,
-                    "attention_flash: wide tiles (cuattn_set_flash_tiles) are built for sm_90 "
-                    "only; this GPU is sm_%d",
+                    "attention_flash: wide tiles (cuattn_set_flash_tiles) run only where the GPU "
+                    "runs cuattn's sm_90a code (H100, H200); this one runs its compute_%d code",
                     arch);
       }
       *wide = true;
       return CUATTN_OK;
-    default: {
-      const bool masked = p.window_left >= 0 || p.window_right >= 0;
-      *wide = arch == 90 && (kHeadDim > 128 || p.seqlen_q >= (masked ? 8192 : 1024));
-      return CUATTN_OK;
     }
+    const bool masked = p.window_left >= 0 || p.window_right >= 0;
+    *wide = arch == 90 && (kHeadDim > 128 || p.seqlen_q >= (masked ? 8192 : 1024));
   }
+  (void)p;
+  return CUATTN_OK;
 }
 
 template <int kHeadDim, flash_fwd::Tiles kTiles>
@@ -538,13 +541,13 @@ void flash_fwd_fill_plan(const cuattn_attention_params& p, cuattn_flash_plan* pl
   plan->grid_x = Tr::grid_x(p.seqlen_q);
 }
 
-// f(std::integral_constant<Tiles, table>{}) for the table a launch with p runs
+// f(std::integral_constant<Tiles, table>{}) for the table a launch of T with p runs
 // (flash_fwd_wide_tiles): the one choice behind both the launch and its plan.
-template <int kHeadDim, typename F>
+template <typename T, int kHeadDim, typename F>
 cuattn_status with_flash_tiles(const cuattn_attention_params& p, F&& f) {
   using flash_fwd::Tiles;
   bool wide = false;
-  const cuattn_status status = flash_fwd_wide_tiles<kHeadDim>(p, &wide);
+  const cuattn_status status = flash_fwd_wide_tiles<T, kHeadDim>(p, &wide);
   if (status != CUATTN_OK) {
     return status;
   }
@@ -558,7 +561,9 @@ cuattn_status with_flash_tiles(const cuattn_attention_params& p, F&& f) {
 
 template <int kHeadDim>
 cuattn_status flash_fwd_plan(const cuattn_attention_params& p, cuattn_flash_plan* plan) {
-  return with_flash_tiles<kHeadDim>(p, [&](auto tiles) {
+  // Both dtypes' kernels come from the same passes; the bf16 ones are in the plan's translation
+  // unit (flash_fwd_bf16_hd<tile>.cu).
+  return with_flash_tiles<__nv_bfloat16, kHeadDim>(p, [&](auto tiles) {
     flash_fwd_fill_plan<kHeadDim, decltype(tiles)::value>(p, plan);
     return CUATTN_OK;
   });
@@ -566,7 +571,7 @@ cuattn_status flash_fwd_plan(const cuattn_attention_params& p, cuattn_flash_plan
 
 template <typename T, int kHeadDim>
 cuattn_status flash_fwd_launch(const cuattn_attention_params& p, void* stream) {
-  return with_flash_tiles<kHeadDim>(p, [&](auto tiles) {
+  return with_flash_tiles<T, kHeadDim>(p, [&](auto tiles) {
     return flash_fwd_launch_tiles<T, kHeadDim, decltype(tiles)::value>(p, stream);
   });
 }

@@ -81,8 +81,9 @@ pub enum FlashTiles {
     Auto,
     /// Four-warp CTAs on every GPU.
     Compact,
-    /// Eight-warp CTAs: sm_90 only (elsewhere flash returns `Error::Unsupported` for head-dim
-    /// tiles over 64); tile 64 has no wide row and runs its one table.
+    /// Eight-warp CTAs: sm_90 only, where the GPU runs cuattn's sm_90a code (elsewhere, and
+    /// under `CUDA_FORCE_PTX_JIT=1`, flash returns `Error::Unsupported` for head-dim tiles over
+    /// 64, and `Auto` picks compact); tile 64 has no wide row and runs its one table.
     Wide,
 }
 
