@@ -123,12 +123,12 @@ cuattn_status cuattn_launch_attention_mma_simple(const cuattn_attention_params* 
                                                  void* stream);
 
 /* attention_flash: FlashAttention-2-style prefill: CTAs of 64-256 query rows (16 or 32 a warp),
- * a 2- or 3-stage cp.async K/V pipeline in swizzled shared memory, mma.sync, skipped masked
- * tiles, element masks only on boundary tiles. Head-dim tiles 64, 96, 128, 192, 256 (cargo
- * features hd64 ... hd256; other multiples of 8 run in the next tile up that is built, and one
- * with none is CUATTN_ERROR_UNSUPPORTED). Needs 16-byte aligned rows, like attention_mma_simple.
- * The default kernel. Two tile tables (cuattn_set_flash_tiles): compact on every GPU, and wide on
- * sm_90, where each launch picks the faster for its shape. */
+ * a cp.async K/V pipeline (2 or 3 stages, or K and V in turns) in swizzled shared memory,
+ * mma.sync, skipped masked tiles, element masks only on boundary tiles. Head-dim tiles 64, 96,
+ * 128, 192, 256 (cargo features hd64 ... hd256; other multiples of 8 run in the next tile up that
+ * is built, and one with none is CUATTN_ERROR_UNSUPPORTED). Needs 16-byte aligned rows, like
+ * attention_mma_simple. The default kernel. Two tile tables (cuattn_set_flash_tiles): compact on
+ * every GPU, and wide on sm_90, where each launch picks the faster for its shape. */
 cuattn_status cuattn_launch_attention_flash(const cuattn_attention_params* params, void* stream);
 
 /* attention_flash's tile tables. COMPACT: four-warp CTAs in at most 96 KiB of shared memory, for
@@ -161,7 +161,8 @@ typedef struct cuattn_flash_plan {
   int32_t head_dim_tile; /* 64, 96, 128, 192 or 256: the tile that runs params.head_dim */
   int32_t block_rows;    /* query rows per CTA */
   int32_t block_keys;    /* keys per K/V tile */
-  int32_t stages;        /* K/V tiles in shared memory at once */
+  int32_t stages;        /* K/V tiles in shared memory at once; 1: one K and one V tile, each
+                            loading while the other is in use */
   int32_t threads;       /* threads per CTA */
   int32_t smem_bytes;    /* dynamic shared memory per CTA */
   int32_t grid_x;        /* CTAs along the queries; the grid is (grid_x, heads, batch) */

@@ -24,7 +24,7 @@ GPU_TESTS=(attention_flash flash_head_dim_features attention_mma_simple attentio
 # on the GPU next to the table's row on the shapes of its head dim. Set GPU_CHECK_TUNE to a
 # space-separated list to replace them, or to "" for none. The default: rows not timed yet
 # (BENCHMARKS.md has those that were).
-read -r -a TUNE_VARIANTS <<< "${GPU_CHECK_TUNE-128:2,64,3,8 128:2,32,3,8 64:2,64,3,8}"
+read -r -a TUNE_VARIANTS <<< "${GPU_CHECK_TUNE-128:2,64,1 256:1,64,1,8 128:2,32,3,8}"
 TUNE_TIMEOUT_S=40
 
 # The table a tuning build's row replaced (build.rs), forced when it is checked and timed so that

@@ -151,10 +151,20 @@ fn flash_plan_follows_the_tile_rule_and_the_thread_setting() {
 
     {
         let _tiles = FlashTilesScope::new(FlashTiles::Compact);
+        // Tiles 192 and 256: 64-key tiles with K and V split (one of each in shared memory).
         let forced = plan(16384, 256, none);
         assert_eq!(
-            (forced.tiles, forced.smem_bytes),
-            (FlashTiles::Compact, 96 * 1024)
+            (forced.tiles, forced.block_rows, forced.block_keys),
+            (FlashTiles::Compact, 64, 64)
+        );
+        assert_eq!(
+            (forced.stages, forced.threads, forced.smem_bytes),
+            (1, 128, 96 * 1024)
+        );
+        let forced = plan(16384, 192, none);
+        assert_eq!(
+            (forced.block_keys, forced.stages, forced.smem_bytes),
+            (64, 1, 72 * 1024)
         );
     }
     {

@@ -4,8 +4,9 @@
 // One CTA per (query tile, query head, batch); each warp owns 16 or 32 query rows (traits table),
 // every K and V fragment it loads serving all of them. K/V tiles stream through a 2- or 3-stage
 // cp.async pipeline into swizzled shared memory, one barrier per tile (tile j + stages - 1 loads
-// while j is in use); S = Q K^T and O += P V on mma.sync, Q and K through ldmatrix, V through
-// ldmatrix.trans; the online softmax stays in registers in base 2, P is reused from the S
+// while j is in use), or, where shared memory is short, K and V load in turns (V of tile j during
+// S, K of tile j + 1 during P V); S = Q K^T and O += P V on mma.sync, Q and K through ldmatrix, V
+// through ldmatrix.trans; the online softmax stays in registers in base 2, P is reused from the S
 // accumulators as the A operand, and O is rescaled only when a row's max outgrows the running one
 // by 2^8. Tiles no row of the CTA can see are never loaded, a warp skips the math of tiles none of
 // its rows can see, and the element mask runs only on tiles that straddle a mask boundary for the
@@ -53,7 +54,10 @@ template <int kHeadDim, Tiles kTiles>
 struct Shape;
 // kStages K/V tiles are in shared memory at once: one in use, kStages - 1 landing (a load has
 // kStages - 1 tiles of compute to land in). Three where two compact CTAs still fit on an sm_90
-// SM (A100 fits one of 96 KiB and two of 80 KiB).
+// SM (A100 fits one of 96 KiB and two of 80 KiB). kStages = 1 splits K from V (FlashAttention-2's
+// pipeline): one K and one V tile, V loading while S = Q K^T is computed and the next K while
+// O += P V is, two barriers a tile. It gives 64-key tiles in the shared memory of 32-key ones
+// with two stages.
 // hd64: 32 rows a warp (O: 64 registers, S: 64), 64 KiB. One table: on the H200 this row ran
 // ahead of eight warps and of 128-key tiles at every length.
 template <>
@@ -82,12 +86,14 @@ template <>
 struct Shape<128, Tiles::kWide> {
   static constexpr int kWarps = 8, kMTiles = 2, kBlockN = 64, kStages = 2;
 };
-// hd192, hd256: O takes 96 or 128 registers per m16 tile, so a warp keeps 16 rows. Compact:
-// 32-key tiles, 96 KiB. Wide: 64-key tiles, 2 stages, 144 and 192 KiB, one CTA an SM: at hd256
-// 3-20% faster than compact at every length on the H200 (hd192 by analogy).
+// hd192, hd256: O takes 96 or 128 registers per m16 tile, so a warp keeps 16 rows, and 64-key
+// tiles: 32-key ones (three or two stages in 96 KiB) ran 3-20% slower than the wide row at hd256
+// on the H200. Compact: K and V split (kStages = 1), 72 and 96 KiB, two CTAs an SM (the shape
+// FlashAttention-2 runs on the H100 and on sm_86/89 at hd256). Wide: 2 stages, 144 and 192 KiB,
+// one CTA an SM. hd192 follows hd256.
 template <>
 struct Shape<192, Tiles::kCompact> {
-  static constexpr int kWarps = 4, kMTiles = 1, kBlockN = 32, kStages = 3;
+  static constexpr int kWarps = 4, kMTiles = 1, kBlockN = 64, kStages = 1;
 };
 template <>
 struct Shape<192, Tiles::kWide> {
@@ -95,7 +101,7 @@ struct Shape<192, Tiles::kWide> {
 };
 template <>
 struct Shape<256, Tiles::kCompact> {
-  static constexpr int kWarps = 4, kMTiles = 1, kBlockN = 32, kStages = 2;
+  static constexpr int kWarps = 4, kMTiles = 1, kBlockN = 64, kStages = 1;
 };
 template <>
 struct Shape<256, Tiles::kWide> {
@@ -134,6 +140,7 @@ struct Traits {
   static constexpr int kMTiles = Row::kMTiles;        // m16 tiles of query rows per warp
   static constexpr int kBlockN = Row::kBlockN;        // keys per K/V tile
   static constexpr int kStages = Row::kStages;        // K/V tiles in shared memory
+  static constexpr bool kSplitKV = kStages == 1;      // K and V load in turns (see Shape)
   static constexpr int kWarpRows = kMmaM * kMTiles;   // query rows per warp
   static constexpr int kBlockM = kWarpRows * kWarps;  // query rows per CTA
   static constexpr int kLaneRows = 2 * kMTiles;       // accumulator rows per lane: group, group + 8
@@ -157,7 +164,7 @@ struct Traits {
   static_assert(kHeadDim % kMmaK == 0, "head-dim tiles are whole k16 steps");
   static_assert(kBlockN % kMmaK == 0, "P V consumes a key tile in k16 steps");
   static_assert(kBlockM % 8 == 0 && kBlockN % 8 == 0, "tiles are whole swizzle periods");
-  static_assert(kStages >= 2, "a tile loads while another is in use");
+  static_assert(kStages >= 1, "kStages K/V tiles, or a split K and V (1)");
 };
 
 // Where a CTA's rows live, worked out once and parked in shared memory: the key loop needs every
@@ -237,27 +244,41 @@ __global__ void __launch_bounds__(Traits<kHeadDim, kTiles>::kThreads,
     return warp * Tr::kWarpRows + (r / 2) * kMmaM + group + (r % 2) * 8;
   };
 
-  // Issues the loads of K/V tile `tile` into `stage`; rows past the sequence are zero-filled.
-  auto load_kv = [&](int tile, int stage) {
+  // Issues the loads of tile `tile`'s K rows into sK(stage) and/or its V rows into sV(stage)
+  // (`parts`: kLoadK | kLoadV); rows past the sequence are zero-filled.
+  constexpr unsigned kLoadK = 1, kLoadV = 2;
+  auto load_kv = [&](int tile, int stage, unsigned parts) {
     const int j0 = tile * kBlockN;  // first key row of the tile in the CTA's range
     const int valid_rows = seq.len_k - keys_begin - j0;
     const TileLoader<T, kBlockN, kHeadDim, Tr::kThreads> kv_loader;
-    kv_loader.load(sK(stage), static_cast<const T*>(cta.k) + j0 * p.k_row_stride, p.k_row_stride,
-                   valid_rows, p.head_dim);
-    kv_loader.load(sV(stage), static_cast<const T*>(cta.v) + j0 * p.v_row_stride, p.v_row_stride,
-                   valid_rows, p.head_dim);
+    if (parts & kLoadK) {
+      kv_loader.load(sK(stage), static_cast<const T*>(cta.k) + j0 * p.k_row_stride, p.k_row_stride,
+                     valid_rows, p.head_dim);
+    }
+    if (parts & kLoadV) {
+      kv_loader.load(sV(stage), static_cast<const T*>(cta.v) + j0 * p.v_row_stride, p.v_row_stride,
+                     valid_rows, p.head_dim);
+    }
   };
 
-  // Prologue: Q and tile 0 in group 0, tiles 1 .. kStages - 2 in one group each (groups may be
-  // empty). Tile t always goes to stage t % kStages.
+  // Prologue. Staged rows: Q and tile 0 in group 0, tiles 1 .. kStages - 2 in one group each
+  // (groups may be empty); tile t always goes to stage t % kStages. Split rows: Q and tile 0's K.
   constexpr int kStages = Tr::kStages;
+  constexpr bool kSplitKV = Tr::kSplitKV;
   load_tile_async<T, kBlockM, kHeadDim, Tr::kThreads>(sQ, q, p.q_row_stride, seq.len_q - row0,
                                                       p.head_dim);
-  for (int tile = 0; tile < kStages - 1; ++tile) {
-    if (tile < num_tiles) {
-      load_kv(tile, tile);
+  if constexpr (kSplitKV) {
+    if (num_tiles > 0) {
+      load_kv(0, 0, kLoadK);
     }
     cp_async_commit_group();
+  } else {
+    for (int tile = 0; tile < kStages - 1; ++tile) {
+      if (tile < num_tiles) {
+        load_kv(tile, tile, kLoadK | kLoadV);
+      }
+      cp_async_commit_group();
+    }
   }
 
   OnlineSoftmax softmax[kLaneRows];
@@ -273,135 +294,159 @@ __global__ void __launch_bounds__(Traits<kHeadDim, kTiles>::kThreads,
   for (int tile = 0; tile < num_tiles; ++tile) {
     const int stage = tile % kStages;
     const int n0 = keys_begin + tile * kBlockN;
-    // This tile has landed (the kStages - 2 younger groups may still be in flight), and past the
-    // barrier every warp is done with the previous tile, whose stage takes tile + kStages - 1:
-    // one barrier per tile.
-    cp_async_wait_group<kStages - 2>();
-    __syncthreads();
-    if (tile + kStages - 1 < num_tiles) {
-      load_kv(tile + kStages - 1, (tile + kStages - 1) % kStages);
+    if constexpr (kSplitKV) {
+      // This tile's K has landed (the one group in flight), and past the barrier every warp is
+      // done with the previous tile's V: this tile's V loads while S is computed.
+      cp_async_wait_group<0>();
+      __syncthreads();
+      load_kv(tile, stage, kLoadV);
+      cp_async_commit_group();
+    } else {
+      // This tile has landed (the kStages - 2 younger groups may still be in flight), and past
+      // the barrier every warp is done with the previous tile, whose stage takes tile + kStages -
+      // 1: one barrier per tile.
+      cp_async_wait_group<kStages - 2>();
+      __syncthreads();
+      if (tile + kStages - 1 < num_tiles) {
+        load_kv(tile + kStages - 1, (tile + kStages - 1) % kStages, kLoadK | kLoadV);
+      }
+      cp_async_commit_group();
     }
-    cp_async_commit_group();
     // The same for this warp's rows alone: a tile none of them sees is skipped (the warp only
     // loads), and a tile all of them see whole needs no mask. Under a causal mask or a window a
-    // CTA's boundary tiles are mostly such tiles for most of its warps.
+    // CTA's boundary tiles are mostly such tiles for most of its warps. A warp is past the
+    // sequence when it is short.
     const CtaKeys warp_range = cta_keys(p, seq, row0 + warp * Tr::kWarpRows, Tr::kWarpRows);
-    if (row0 + warp * Tr::kWarpRows >= seq.len_q || n0 >= warp_range.any.end ||
-        n0 + kBlockN <= warp_range.any.begin) {
-      continue;  // past the sequence (a short one), or no visible key in the tile
-    }
+    const bool warp_sees_tile = row0 + warp * Tr::kWarpRows < seq.len_q &&
+                                n0 < warp_range.any.end && n0 + kBlockN > warp_range.any.begin;
+    float s[kMTiles][Tr::kScoreBlocks][kMmaCRegs] = {};  // S, then P
 
-    // S = Q K^T: [kWarpRows x kBlockN] per warp, kScoreBlocks n8 accumulators per m16 tile. Each
-    // k16 step loads all its fragments before its mmas, so the loads' latency overlaps, and each
-    // K fragment serves every m16 tile of the warp.
-    float s[kMTiles][Tr::kScoreBlocks][kMmaCRegs] = {};
+    if (warp_sees_tile) {
+      // S = Q K^T: [kWarpRows x kBlockN] per warp, kScoreBlocks n8 accumulators per m16 tile. Each
+      // k16 step loads all its fragments before its mmas, so the loads' latency overlaps, and each
+      // K fragment serves every m16 tile of the warp.
 #pragma unroll
-    for (int k16 = 0; k16 < kHeadDim / kMmaK; ++k16) {
-      // A: Q rows warp*kWarpRows + 16*m + lane%16, columns 16*k16 + 8*(lane/16).
-      uint32_t a[kMTiles][kMmaARegs];
-#pragma unroll
-      for (int m = 0; m < kMTiles; ++m) {
-        ldmatrix_x4(a[m], sQ + q_cursor.at(m * kMmaM, 2 * k16));
-      }
-      // B for two n8 blocks per ldmatrix: key rows 8*n8 + lane%8 (+8 for lanes 16-31), columns
-      // 16*k16 + 8*((lane/8)%2); registers {0,1} feed block n8 and {2,3} block n8+1.
-      uint32_t b[Tr::kScoreBlocks / 2][4];
-#pragma unroll
-      for (int n8 = 0; n8 < Tr::kScoreBlocks; n8 += 2) {
-        ldmatrix_x4(b[n8 / 2], sK(stage) + k_cursor.at(n8 * kMmaN, 2 * k16));
-      }
-#pragma unroll
-      for (int n8 = 0; n8 < Tr::kScoreBlocks; n8 += 2) {
-        const uint32_t b0[kMmaBRegs] = {b[n8 / 2][0], b[n8 / 2][1]};
-        const uint32_t b1[kMmaBRegs] = {b[n8 / 2][2], b[n8 / 2][3]};
+      for (int k16 = 0; k16 < kHeadDim / kMmaK; ++k16) {
+        // A: Q rows warp*kWarpRows + 16*m + lane%16, columns 16*k16 + 8*(lane/16).
+        uint32_t a[kMTiles][kMmaARegs];
 #pragma unroll
         for (int m = 0; m < kMTiles; ++m) {
-          mma_m16n8k16<T>(s[m][n8], a[m], b0, s[m][n8]);
-          mma_m16n8k16<T>(s[m][n8 + 1], a[m], b1, s[m][n8 + 1]);
+          ldmatrix_x4(a[m], sQ + q_cursor.at(m * kMmaM, 2 * k16));
         }
-      }
-    }
-
-    // S in base 2 is s * exp_scale. With a positive scale and no cap that product is left to the
-    // softmax's one FFMA per score (2^(s * exp_scale - max)), the raw tile max scaled being the
-    // scaled tile max; otherwise S is mapped here and exp_scale is 1. One branch per tile, not
-    // per score. The element mask (-inf) comes after and means the same in either unit. Lane row
-    // r of the accumulators is s[r/2] elements 2*(r%2) and 2*(r%2) + 1.
-    // Written here, ptxas computes it before the loop anyway; written there, it cost registers.
-    const ScoreMap score_map = ScoreMap::of(p);
-    const bool scaled_by_softmax = !score_map.capped() && score_map.scale_log2 > 0.0f;
-    const float exp_scale = scaled_by_softmax ? score_map.scale_log2 : 1.0f;
-    if (!scaled_by_softmax) {
+        // B for two n8 blocks per ldmatrix: key rows 8*n8 + lane%8 (+8 for lanes 16-31), columns
+        // 16*k16 + 8*((lane/8)%2); registers {0,1} feed block n8 and {2,3} block n8+1.
+        uint32_t b[Tr::kScoreBlocks / 2][4];
 #pragma unroll
-      for (int m = 0; m < kMTiles; ++m) {
+        for (int n8 = 0; n8 < Tr::kScoreBlocks; n8 += 2) {
+          ldmatrix_x4(b[n8 / 2], sK(stage) + k_cursor.at(n8 * kMmaN, 2 * k16));
+        }
 #pragma unroll
-        for (int n8 = 0; n8 < Tr::kScoreBlocks; ++n8) {
+        for (int n8 = 0; n8 < Tr::kScoreBlocks; n8 += 2) {
+          const uint32_t b0[kMmaBRegs] = {b[n8 / 2][0], b[n8 / 2][1]};
+          const uint32_t b1[kMmaBRegs] = {b[n8 / 2][2], b[n8 / 2][3]};
 #pragma unroll
-          for (int i = 0; i < kMmaCRegs; ++i) {
-            s[m][n8][i] = score_map(s[m][n8][i]);
+          for (int m = 0; m < kMTiles; ++m) {
+            mma_m16n8k16<T>(s[m][n8], a[m], b0, s[m][n8]);
+            mma_m16n8k16<T>(s[m][n8 + 1], a[m], b1, s[m][n8 + 1]);
           }
         }
       }
-    }
-    if (n0 < warp_range.every.begin || n0 + kBlockN > warp_range.every.end) {
+
+      // S in base 2 is s * exp_scale. With a positive scale and no cap that product is left to the
+      // softmax's one FFMA per score (2^(s * exp_scale - max)), the raw tile max scaled being the
+      // scaled tile max; otherwise S is mapped here and exp_scale is 1. One branch per tile, not
+      // per score. The element mask (-inf) comes after and means the same in either unit. Lane row
+      // r of the accumulators is s[r/2] elements 2*(r%2) and 2*(r%2) + 1.
+      // Written here, ptxas computes it before the loop anyway; written there, it cost registers.
+      const ScoreMap score_map = ScoreMap::of(p);
+      const bool scaled_by_softmax = !score_map.capped() && score_map.scale_log2 > 0.0f;
+      const float exp_scale = scaled_by_softmax ? score_map.scale_log2 : 1.0f;
+      if (!scaled_by_softmax) {
 #pragma unroll
-      for (int r = 0; r < kLaneRows; ++r) {
-        // The row's visible keys as columns of this tile: [lo, hi), small ints.
-        const KeyRange keys =
-            visible_keys(row0 + tile_row(r), seq.len_q, seq.len_k, p.window_left, p.window_right);
-        const int lo = max(keys.begin - n0, 0) - 2 * quad_lane;
-        const int hi = min(keys.end - n0, kBlockN) - 2 * quad_lane;
+        for (int m = 0; m < kMTiles; ++m) {
 #pragma unroll
-        for (int n8 = 0; n8 < Tr::kScoreBlocks; ++n8) {
+          for (int n8 = 0; n8 < Tr::kScoreBlocks; ++n8) {
 #pragma unroll
-          for (int j = 0; j < 2; ++j) {
-            const int col = n8 * kMmaN + j;  // this lane's column, less 2 * quad_lane
-            if (col < lo || col >= hi) {
-              s[r / 2][n8][2 * (r % 2) + j] = -INFINITY;
+            for (int i = 0; i < kMmaCRegs; ++i) {
+              s[m][n8][i] = score_map(s[m][n8][i]);
             }
           }
         }
       }
-    }
-    // Online softmax: P = 2^(S - max). The running max moves (and O and the sums are rescaled)
-    // only when some row of the warp outgrew it by more than OnlineSoftmax::kMaxLag.
-    float tile_max[kLaneRows];
-    bool outgrown = false;
+      if (n0 < warp_range.every.begin || n0 + kBlockN > warp_range.every.end) {
 #pragma unroll
-    for (int r = 0; r < kLaneRows; ++r) {
-      const float* row_s = &s[r / 2][0][2 * (r % 2)];
-      tile_max[r] = -INFINITY;
+        for (int r = 0; r < kLaneRows; ++r) {
+          // The row's visible keys as columns of this tile: [lo, hi), small ints.
+          const KeyRange keys =
+              visible_keys(row0 + tile_row(r), seq.len_q, seq.len_k, p.window_left, p.window_right);
+          const int lo = max(keys.begin - n0, 0) - 2 * quad_lane;
+          const int hi = min(keys.end - n0, kBlockN) - 2 * quad_lane;
 #pragma unroll
-      for (int n8 = 0; n8 < Tr::kScoreBlocks; ++n8) {
-        tile_max[r] = fmaxf(tile_max[r], fmaxf(row_s[n8 * kMmaCRegs], row_s[n8 * kMmaCRegs + 1]));
+          for (int n8 = 0; n8 < Tr::kScoreBlocks; ++n8) {
+#pragma unroll
+            for (int j = 0; j < 2; ++j) {
+              const int col = n8 * kMmaN + j;  // this lane's column, less 2 * quad_lane
+              if (col < lo || col >= hi) {
+                s[r / 2][n8][2 * (r % 2) + j] = -INFINITY;
+              }
+            }
+          }
+        }
       }
-      tile_max[r] = quad_max(tile_max[r]) * exp_scale;  // exp_scale > 0 keeps it the max
-      outgrown |= softmax[r].outgrown_by(tile_max[r]);
-    }
-    if (__any_sync(kMathFullMask, outgrown)) {
+      // Online softmax: P = 2^(S - max). The running max moves (and O and the sums are rescaled)
+      // only when some row of the warp outgrew it by more than OnlineSoftmax::kMaxLag.
+      float tile_max[kLaneRows];
+      bool outgrown = false;
 #pragma unroll
       for (int r = 0; r < kLaneRows; ++r) {
-        const float correction = softmax[r].absorb_max(tile_max[r]);
+        const float* row_s = &s[r / 2][0][2 * (r % 2)];
+        tile_max[r] = -INFINITY;
 #pragma unroll
-        for (int d8 = 0; d8 < Tr::kOutBlocks; ++d8) {
-          acc[r / 2][d8][2 * (r % 2)] *= correction;
-          acc[r / 2][d8][2 * (r % 2) + 1] *= correction;
+        for (int n8 = 0; n8 < Tr::kScoreBlocks; ++n8) {
+          tile_max[r] = fmaxf(tile_max[r], fmaxf(row_s[n8 * kMmaCRegs], row_s[n8 * kMmaCRegs + 1]));
+        }
+        tile_max[r] = quad_max(tile_max[r]) * exp_scale;  // exp_scale > 0 keeps it the max
+        outgrown |= softmax[r].outgrown_by(tile_max[r]);
+      }
+      if (__any_sync(kMathFullMask, outgrown)) {
+#pragma unroll
+        for (int r = 0; r < kLaneRows; ++r) {
+          const float correction = softmax[r].absorb_max(tile_max[r]);
+#pragma unroll
+          for (int d8 = 0; d8 < Tr::kOutBlocks; ++d8) {
+            acc[r / 2][d8][2 * (r % 2)] *= correction;
+            acc[r / 2][d8][2 * (r % 2) + 1] *= correction;
+          }
         }
       }
+#pragma unroll
+      for (int r = 0; r < kLaneRows; ++r) {
+        float partial[2] = {0.0f, 0.0f};  // two short addition chains rather than one long one
+#pragma unroll
+        for (int n8 = 0; n8 < Tr::kScoreBlocks; ++n8) {
+#pragma unroll
+          for (int j = 0; j < 2; ++j) {
+            float& score = s[r / 2][n8][2 * (r % 2) + j];
+            score = softmax[r].prob(score, exp_scale);
+            partial[j] += score;
+          }
+        }
+        softmax[r].sum += partial[0] + partial[1];
+      }
+    }  // warp_sees_tile
+
+    if constexpr (kSplitKV) {
+      // V has landed, and past the barrier every warp is done with K: the next tile's K loads
+      // while P V runs.
+      cp_async_wait_group<0>();
+      __syncthreads();
+      if (tile + 1 < num_tiles) {
+        load_kv(tile + 1, stage, kLoadK);
+      }
+      cp_async_commit_group();
     }
-#pragma unroll
-    for (int r = 0; r < kLaneRows; ++r) {
-      float partial[2] = {0.0f, 0.0f};  // two short addition chains rather than one long one
-#pragma unroll
-      for (int n8 = 0; n8 < Tr::kScoreBlocks; ++n8) {
-#pragma unroll
-        for (int j = 0; j < 2; ++j) {
-          float& score = s[r / 2][n8][2 * (r % 2) + j];
-          score = softmax[r].prob(score, exp_scale);
-          partial[j] += score;
-        }
-      }
-      softmax[r].sum += partial[0] + partial[1];
+    if (!warp_sees_tile) {
+      continue;
     }
 
 // O += P V. Two n8 accumulator blocks of S are, element for element, the A fragment of one

@@ -417,7 +417,8 @@ pub struct FlashPlan {
     pub block_rows: usize,
     /// Keys per K/V tile.
     pub block_keys: usize,
-    /// K/V tiles in shared memory at once.
+    /// K/V tiles in shared memory at once; 1: one K and one V tile, each loading while the
+    /// other is in use (FlashAttention-2's pipeline).
     pub stages: usize,
     /// Threads per CTA.
     pub threads: usize,
