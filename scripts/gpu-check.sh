@@ -5,8 +5,8 @@
 #                                 each checked on the emulator), strips them and stages them with
 #                                 this script in the git-ignored .gpu/ folder.
 #   .gpu/gpu-check.sh device      on the GPU machine (no Rust there), results under $OUT: runs
-#                                 the GPU tests, `cuattn info`, `cuattn check --device gpu`,
-#                                 `cuattn bench --family prefill`, the PyTorch anchors
+#                                 the GPU tests, `cuattn info`, `cuattn check --device gpu` (also
+#                                 on the compute_80 PTX), `cuattn bench --family prefill`, the PyTorch anchors
 #                                 (bench_anchors.py), Nsight Compute at hd128 and hd256, both
 #                                 flash tile tables forced and the tuning variants' benches, and
 #                                 ends with two short tables (summary.txt and the results, written
@@ -113,6 +113,16 @@ device() {
   fi
   # Results go to $OUT as each step ends, so that a run cut short returns what it got to.
   cp "$out/check.txt" "$final/"
+  # The same on the compute_80 PTX, which the driver JIT-compiles here as it does on GPUs newer
+  # than sm_90: flash must see that its wide kernels (sm_90a code only, a trap in that PTX) are
+  # out, and run compact tiles.
+  if CUDA_FORCE_PTX_JIT=1 timeout 150 "$here/bin/cuattn" check --device gpu > "$out/check-jit.txt" \
+      2>&1; then
+    echo "check on the compute_80 PTX: $(tail -n 1 "$out/check-jit.txt")" >> "$summary"
+  else
+    echo "check on the compute_80 PTX: FAILED ($(tail -n 1 "$out/check-jit.txt"))" >> "$summary"
+    status=1
+  fi
   local commit
   commit=$(cat "$here/commit")
   if CUATTN_COMMIT="$commit" timeout "$BENCH_TIMEOUT_S" "$here/bin/cuattn" bench \
