@@ -134,7 +134,7 @@ cuattn_status cuattn_launch_attention_flash(const cuattn_attention_params* param
 /* attention_flash's tile tables. COMPACT: four-warp CTAs in at most 96 KiB of shared memory, for
  * every GPU. WIDE: eight-warp CTAs in up to 192 KiB, 64-key tiles, sm_90 only (H100, H200; they
  * move fewer shared-memory bytes per mma). Head-dim tile 64 has only the compact table. AUTO, the
- * default: on sm_90, wide tiles for head-dim tiles 192 and 256, and for tiles 96 and 128 when the
+ * default: where the GPU runs the sm_90a code, wide tiles for head-dim tiles 192 and 256, and for tiles 96 and 128 when the
  * queries are long (seqlen_q >= 1024, or >= 8192 under a mask or window: shorter runs have too
  * few 256-row CTAs to fill the GPU); compact tiles elsewhere. The rows and the rule come from
  * H200 timings of tiles 64, 128 and 256 (BENCHMARKS.md); tiles 96 and 192 follow 128 and 256. */
@@ -172,7 +172,7 @@ typedef struct cuattn_flash_plan {
  * thread's current device under its tile setting (cuattn_set_flash_tiles): for engines that size
  * or log their launches, and for tests. Checks what the launcher checks (head_dim, heads,
  * dtype); CUATTN_ERROR_UNSUPPORTED where the launch would be (no tile for head_dim in this
- * build, wide tiles forced off sm_90). */
+ * build, wide tiles forced where the GPU does not run the sm_90a code). */
 cuattn_status cuattn_plan_attention_flash(const cuattn_attention_params* params,
                                           cuattn_flash_plan* plan);
 

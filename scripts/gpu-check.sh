@@ -10,8 +10,9 @@
 #                                 (bench_anchors.py), Nsight Compute at hd128 and hd256, both
 #                                 flash tile tables forced and the tuning variants' benches, and
 #                                 ends with two short tables (summary.txt and the results, written
-#                                 to $OUT as each step ends). Meant to finish in about 3 minutes
-#                                 (the run of 2026-11-28 took 102 s); the per-step timeouts below
+#                                 to $OUT as each step ends). Meant to finish in about 4 minutes
+#                                 (the run of 2026-11-28 took 102 s, before the compute_80 PTX
+#                                 check and four tuning rows); the per-step timeouts below
 #                                 only stop a hung step, and all of them together allow about 30
 #                                 minutes, more than one device call: give the call a timeout.
 set -euo pipefail
@@ -118,8 +119,8 @@ device() {
   # The same on the compute_80 PTX, which the driver JIT-compiles here as it does on GPUs newer
   # than sm_90: flash must see that its wide kernels (sm_90a code only, a trap in that PTX) are
   # out, and run compact tiles.
-  if CUDA_FORCE_PTX_JIT=1 timeout 150 "$here/bin/cuattn" check --device gpu > "$out/check-jit.txt" \
-      2>&1; then
+  if CUDA_FORCE_PTX_JIT=1 timeout 150 "$here/bin/cuattn" check --device gpu \
+      > "$out/check-jit.txt" 2>&1; then
     echo "check on the compute_80 PTX: $(tail -n 1 "$out/check-jit.txt")" >> "$summary"
   else
     echo "check on the compute_80 PTX: FAILED ($(tail -n 1 "$out/check-jit.txt"))" >> "$summary"

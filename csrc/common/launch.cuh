@@ -37,12 +37,11 @@ cuattn_status launch_kernel(const char* name, void (*kernel)(P...), dim3 grid, d
                      [&]() CUATTN_EMU_UNCHECKED { kernel(args...); });
 }
 
-// The virtual architecture `kernel`'s code was compiled for (CUDA build: below): the emulator
+// The virtual architecture kKernel's code was compiled for (CUDA build: below): the emulator
 // stands in for an sm_90 GPU running the sm_90a code (it models no limit that sets GPUs apart but
 // the shared memory, and has sm_90's).
-template <typename... P>
-cuattn_status kernel_virtual_arch(void (*kernel)(P...), int* arch) {
-  (void)kernel;
+template <auto kKernel>
+cuattn_status kernel_virtual_arch(int* arch) {
   *arch = 90;
   return CUATTN_OK;
 }
@@ -96,13 +95,13 @@ cuattn_status launch_kernel(const char* name, void (*kernel)(P...), dim3 grid, d
 }
 
 // The virtual architecture (compute_XX as major * 10 + minor: __CUDA_ARCH__ / 10 in the code) of
-// the code `kernel` runs on the calling thread's current device. 90 where it runs the sm_90a pass;
-// 80 on sm_80 and wherever the driver compiles the compute_80 PTX instead (GPUs newer than sm_90,
-// or any GPU under CUDA_FORCE_PTX_JIT=1). What a kernel may do on a GPU follows from this, not
-// from the GPU's compute capability. Asked once per kernel and device: the driver's choice holds
-// for the process.
-template <typename... P>
-cuattn_status kernel_virtual_arch(void (*kernel)(P...), int* arch) {
+// the code of kernel kKernel that runs on the calling thread's current device. 90 where it runs the
+// sm_90a pass; 80 on sm_8x and wherever the driver compiles the compute_80 PTX instead (GPUs newer
+// than sm_90, or any GPU under CUDA_FORCE_PTX_JIT=1). What a kernel may do on a GPU follows from
+// this, not from the GPU's compute capability. Asked once per kernel and device (one cache per
+// template instance, that is per kernel): the driver's choice holds for the process.
+template <auto kKernel>
+cuattn_status kernel_virtual_arch(int* arch) {
   constexpr int kCachedDevices = 64;
   static std::atomic<int> cached[kCachedDevices];  // 0 until asked
   int device = 0;
@@ -114,7 +113,7 @@ cuattn_status kernel_virtual_arch(void (*kernel)(P...), int* arch) {
   }
   cudaFuncAttributes attributes{};
   if (error == cudaSuccess) {
-    error = cudaFuncGetAttributes(&attributes, kernel);
+    error = cudaFuncGetAttributes(&attributes, kKernel);
   }
   if (error != cudaSuccess) {
     (void)cudaGetLastError();  // not left behind for the thread's next launch to report

@@ -54,10 +54,10 @@ template <int kHeadDim, Tiles kTiles>
 struct Shape;
 // kStages K/V tiles are in shared memory at once: one in use, kStages - 1 landing (a load has
 // kStages - 1 tiles of compute to land in). Three where two compact CTAs still fit on an sm_90
-// SM (A100 fits one of 96 KiB and two of 80 KiB). kStages = 1 splits K from V (FlashAttention-2's
-// pipeline): one K and one V tile, V loading while S = Q K^T is computed and the next K while
-// O += P V is, two barriers a tile. It gives 64-key tiles in the shared memory of 32-key ones
-// with two stages.
+// SM (A100 fits one of 96 KiB and two of 80 KiB). kStages = 1 splits K from V, as FlashAttention-2
+// does: one K and one V tile, V loading while S = Q K^T and the softmax run and the next K while
+// O += P V does (FlashAttention-2 switches before the softmax), two barriers a tile. It gives
+// 64-key tiles in the shared memory of 32-key ones with two stages.
 // hd64: 32 rows a warp (O: 64 registers, S: 64), 64 KiB. One table: on the H200 this row ran
 // ahead of eight warps and of 128-key tiles at every length.
 template <>
@@ -87,10 +87,11 @@ struct Shape<128, Tiles::kWide> {
   static constexpr int kWarps = 8, kMTiles = 2, kBlockN = 64, kStages = 2;
 };
 // hd192, hd256: O takes 96 or 128 registers per m16 tile, so a warp keeps 16 rows, and 64-key
-// tiles: 32-key ones (three or two stages in 96 KiB) ran 3-20% slower than the wide row at hd256
-// on the H200. Compact: K and V split (kStages = 1), 72 and 96 KiB, two CTAs an SM (the shape
-// FlashAttention-2 runs on the H100 and on sm_86/89 at hd256). Wide: 2 stages, 144 and 192 KiB,
-// one CTA an SM. hd192 follows hd256.
+// tiles: at hd256 on the H200 the former compact row (32-key tiles, two stages) ran 3-20% behind
+// the wide one (64-key tiles, but also eight warps), and at 16 rows a warp 32 keys leave 4 mma
+// chains. Compact: K and V in turns (kStages = 1), 72 and 96 KiB, two CTAs an sm_90 SM (at hd256
+// the shape FlashAttention-2 runs on the H100 and on sm_86/89); untimed. Wide: 2 stages, 144 and
+// 192 KiB, one CTA an SM. hd192 follows hd256.
 template <>
 struct Shape<192, Tiles::kCompact> {
   static constexpr int kWarps = 4, kMTiles = 1, kBlockN = 64, kStages = 1;
@@ -550,8 +551,9 @@ cuattn_status flash_fwd_wide_tiles(const cuattn_attention_params& p, bool* wide)
       return CUATTN_OK;
     }
     int arch = 0;
-    const cuattn_status status = kernel_virtual_arch(
-        flash_fwd::flash_fwd_kernel<T, kHeadDim, flash_fwd::Tiles::kWide>, &arch);
+    const cuattn_status status =
+        kernel_virtual_arch<flash_fwd::flash_fwd_kernel<T, kHeadDim, flash_fwd::Tiles::kWide>>(
+            &arch);
     if (status != CUATTN_OK) {
       return status;
     }

@@ -75,8 +75,8 @@ pub fn flash_head_dim_tile(head_dim: usize) -> Option<usize> {
 /// tests.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum FlashTiles {
-    /// Per launch: on sm_90 wide for head-dim tiles 192 and 256, and for tiles 96 and 128 from
-    /// 1024 queries (8192 under a mask or window); compact otherwise.
+    /// Per launch: where the GPU runs the sm_90a code, wide for head-dim tiles 192 and 256, and
+    /// for tiles 96 and 128 from 1024 queries (8192 under a mask or window); compact otherwise.
     #[default]
     Auto,
     /// Four-warp CTAs on every GPU.

@@ -65,8 +65,8 @@ struct CheckArgs {
     /// Print one JSON object per case instead of a table.
     #[arg(long)]
     json: bool,
-    /// The flash kernel's tile table: auto (per shape), compact, or wide (sm_90 and the
-    /// emulator); forcing one checks it on every shape.
+    /// The flash kernel's tile table: auto (per shape), compact, or wide (sm_90 running the sm_90a
+    /// code, and the emulator); forcing one checks it on every shape.
     #[arg(long, value_name = "TILES", default_value = "auto")]
     flash_tiles: FlashTiles,
 }
@@ -179,7 +179,8 @@ struct BenchArgs {
     /// Only the shapes of these head dims, comma-separated (default: every shape).
     #[arg(long, value_name = "D", value_delimiter = ',')]
     head_dim: Vec<usize>,
-    /// The flash kernel's tile table: auto (per shape), compact, or wide (sm_90 only).
+    /// The flash kernel's tile table: auto (per shape), compact, or wide (sm_90 running the sm_90a
+    /// code only).
     #[arg(long, value_name = "TILES", default_value = "auto")]
     flash_tiles: FlashTiles,
 }
