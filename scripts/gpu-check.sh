@@ -19,7 +19,7 @@ set -euo pipefail
 
 # Test binaries that exercise kernels on every device present (the GPU among them).
 GPU_TESTS=(attention_flash flash_head_dim_features attention_mma_simple attention_naive primitives capi
-  emulator)
+  emulator streams)
 # Tuning variants (build.rs's CUATTN_FLASH_TUNE: <tile>:<m tiles>,<key tile>,<stages>[,<warps>]),
 # each built here in a binary with only that head-dim tile, checked on the emulator here, and timed
 # on the GPU next to the table's row on the shapes of its head dim. Set GPU_CHECK_TUNE to a

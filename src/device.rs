@@ -7,6 +7,54 @@ use cudarc::driver::{CudaContext, CudaStream};
 
 use crate::error::{Error, Result};
 
+/// The streams, other than a launch's own, that the tensors of the launch live on. Tensors of one
+/// CUDA context may live on different streams (`Device::from_stream`): a launch must come after
+/// the work already queued on those streams (one may still be writing an input, or reading the
+/// output buffer), and the work queued on them later must come after the launch (a read of its
+/// output, a write or free of its inputs). cudarc's per-buffer events cover only part of this, and
+/// only while its event tracking is on; these joins cover it whatever the setting. Nothing to do
+/// when every tensor lives on the launch stream, and on the emulator, which runs launches to the
+/// end.
+pub(crate) struct ForeignStreams {
+    launch: Option<Arc<CudaStream>>,
+    others: Vec<Arc<CudaStream>>,
+}
+
+impl ForeignStreams {
+    /// Makes the stream of `launch` wait for the work queued so far on each of `homes` (the
+    /// tensors' devices) that is another stream.
+    pub(crate) fn join(launch: &Device, homes: &[&Device]) -> Result<ForeignStreams> {
+        let mut others: Vec<Arc<CudaStream>> = Vec::new();
+        if let Device::Cuda(stream) = launch {
+            for home in homes {
+                if let Device::Cuda(other) = home {
+                    if !home.same_stream(launch)
+                        && !others.iter().any(|o| o.cu_stream() == other.cu_stream())
+                    {
+                        stream.join(other)?;
+                        others.push(Arc::clone(other));
+                    }
+                }
+            }
+        }
+        Ok(ForeignStreams {
+            launch: launch.stream().cloned(),
+            others,
+        })
+    }
+
+    /// Makes each of those streams wait for the work queued so far on the launch stream: call it
+    /// once the launch is queued.
+    pub(crate) fn rejoin(self) -> Result<()> {
+        if let Some(launch) = &self.launch {
+            for other in &self.others {
+                other.join(launch)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A place to run kernels. Cheap to clone; clones share the CUDA stream.
 #[derive(Clone)]
 pub enum Device {
@@ -79,6 +127,11 @@ impl Device {
     }
 
     /// Launch on a caller's own stream (for engines that already manage CUDA with cudarc).
+    /// Tensors on other streams of the same context may be mixed in one call: it runs on its
+    /// first tensor's stream (q), after the work already queued on the others, and the work
+    /// queued on them afterwards runs after it (an event each way, only for streams that differ).
+    /// In a CUDA graph capture that forks the capture onto those streams; keep such a call's
+    /// tensors on the capturing stream, or join the streams back before the capture ends.
     pub fn from_stream(stream: Arc<CudaStream>) -> Device {
         Device::Cuda(stream)
     }
@@ -140,6 +193,17 @@ impl Device {
         match (self, other) {
             (Device::Emulator, Device::Emulator) => true,
             (Device::Cuda(a), Device::Cuda(b)) => Arc::ptr_eq(a.context(), b.context()),
+            _ => false,
+        }
+    }
+
+    /// Whether both are the same CUDA stream, or both the emulator.
+    pub fn same_stream(&self, other: &Device) -> bool {
+        match (self, other) {
+            (Device::Emulator, Device::Emulator) => true,
+            (Device::Cuda(a), Device::Cuda(b)) => {
+                Arc::ptr_eq(a, b) || a.cu_stream() == b.cu_stream()
+            }
             _ => false,
         }
     }

@@ -445,9 +445,15 @@ impl<T: Element> Tensor<T> {
     }
 
     /// The address of the view's first element as the kernels see it, and the guard that must
-    /// outlive the launch that uses it (cudarc records the stream's use of the buffer on drop).
-    pub(crate) fn kernel_ptr(&self) -> (*mut std::ffi::c_void, Option<impl Drop + '_>) {
-        match (&*self.storage, &self.device) {
+    /// outlive a launch on `launch` that uses it: the launch stream first waits for the buffer's
+    /// last write that cudarc recorded, and the guard records the launch's use on drop. (A launch
+    /// on another stream than the tensor's also orders itself with that stream:
+    /// `ForeignStreams`.)
+    pub(crate) fn kernel_ptr<'a>(
+        &'a self,
+        launch: &'a Device,
+    ) -> (*mut std::ffi::c_void, Option<impl Drop + 'a>) {
+        match (&*self.storage, launch) {
             (Storage::Cuda(slice), Device::Cuda(stream)) => {
                 let (ptr, guard) = slice.device_ptr(stream);
                 let addr = ptr + (self.offset * std::mem::size_of::<T>()) as u64;

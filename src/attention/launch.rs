@@ -1,7 +1,7 @@
 //! The one place attention kernels are called across the FFI: fills the pointers into validated
 //! params and picks the CUDA or emulator launcher; and flash's tile setting and plan.
 
-use crate::device::Device;
+use crate::device::{Device, ForeignStreams};
 use crate::error::{check_status, Result};
 use crate::ffi;
 use crate::tensor::{Element, Tensor};
@@ -53,14 +53,20 @@ pub(super) fn run<T: Element>(
     lse: Option<&Tensor<f32>>,
     varlen: Option<&VarlenBatch>,
 ) -> Result<()> {
+    let mut homes = vec![q.device(), k.device(), v.device(), out.device()];
+    homes.extend(lse.map(|t| t.device()));
+    if let Some(batch) = varlen {
+        homes.extend([batch.cu_seqlens_q.device(), batch.cu_seqlens_k.device()]);
+    }
+    let streams = ForeignStreams::join(device, &homes)?;
     // The guards keep cudarc's record of each buffer's use alive across the launch.
-    let (q_ptr, _q_guard) = q.kernel_ptr();
-    let (k_ptr, _k_guard) = k.kernel_ptr();
-    let (v_ptr, _v_guard) = v.kernel_ptr();
-    let (out_ptr, _out_guard) = out.kernel_ptr();
-    let lse_ptr = lse.map(|t| t.kernel_ptr());
-    let cu_q = varlen.map(|b| b.cu_seqlens_q.kernel_ptr());
-    let cu_k = varlen.map(|b| b.cu_seqlens_k.kernel_ptr());
+    let (q_ptr, _q_guard) = q.kernel_ptr(device);
+    let (k_ptr, _k_guard) = k.kernel_ptr(device);
+    let (v_ptr, _v_guard) = v.kernel_ptr(device);
+    let (out_ptr, _out_guard) = out.kernel_ptr(device);
+    let lse_ptr = lse.map(|t| t.kernel_ptr(device));
+    let cu_q = varlen.map(|b| b.cu_seqlens_q.kernel_ptr(device));
+    let cu_k = varlen.map(|b| b.cu_seqlens_k.kernel_ptr(device));
     params.q = q_ptr;
     params.k = k_ptr;
     params.v = v_ptr;
@@ -91,7 +97,8 @@ pub(super) fn run<T: Element>(
             unsafe { launcher(&params, stream.cu_stream().cast()) }
         }
     };
-    check_status(status)
+    check_status(status)?;
+    streams.rejoin()
 }
 
 /// Sets the calling thread's flash tile setting (cuattn_set_flash_tiles).
