@@ -134,10 +134,11 @@ cuattn_status cuattn_launch_attention_flash(const cuattn_attention_params* param
 /* attention_flash's tile tables. COMPACT: four-warp CTAs in at most 96 KiB of shared memory, for
  * every GPU. WIDE: eight-warp CTAs in up to 192 KiB, 64-key tiles, sm_90 only (H100, H200; they
  * move fewer shared-memory bytes per mma). Head-dim tile 64 has only the compact table. AUTO, the
- * default: where the GPU runs the sm_90a code, wide tiles for head-dim tiles 192 and 256, and for tiles 96 and 128 when the
- * queries are long (seqlen_q >= 1024, or >= 8192 under a mask or window: shorter runs have too
- * few 256-row CTAs to fill the GPU); compact tiles elsewhere. The rows and the rule come from
- * H200 timings of tiles 64, 128 and 256 (BENCHMARKS.md); tiles 96 and 192 follow 128 and 256. */
+ * default: where the GPU runs the sm_90a code, wide tiles for head-dim tiles 192 and 256, and for
+ * tiles 96 and 128 when the queries are long (seqlen_q >= 1024, or >= 8192 under a mask or window:
+ * shorter runs have too few 256-row CTAs to fill the GPU); compact tiles elsewhere. The rows and
+ * the rule come from H200 timings of tiles 64, 128 and 256 (BENCHMARKS.md); tiles 96 and 192 follow
+ * 128 and 256. */
 typedef enum cuattn_flash_tiles {
   CUATTN_FLASH_TILES_AUTO = 0,
   CUATTN_FLASH_TILES_COMPACT = 1,
