@@ -126,6 +126,8 @@ device() {
     echo "check on the compute_80 PTX: FAILED ($(tail -n 1 "$out/check-jit.txt"))" >> "$summary"
     status=1
   fi
+  CUDA_FORCE_PTX_JIT=1 timeout 60 "$here/bin/cuattn" info 2>&1 | grep -m 1 'flash tile tables' |
+    sed 's/^ */on the compute_80 PTX: /' >> "$summary" || true
   local commit
   commit=$(cat "$here/commit")
   if CUATTN_COMMIT="$commit" timeout "$BENCH_TIMEOUT_S" "$here/bin/cuattn" bench \

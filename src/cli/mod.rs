@@ -95,7 +95,16 @@ fn info() -> Result<ExitCode> {
         CudaProbe::Available(n) => {
             for ordinal in 0..n {
                 match Device::cuda(ordinal) {
-                    Ok(d) => println!("device: {}", d.name()),
+                    Ok(d) => {
+                        println!("device: {}", d.name());
+                        match wide_flash_tiles(&d) {
+                            Ok(()) => println!(
+                                "  flash tile tables: compact and wide (the GPU runs the sm_90a \
+                                 code)"
+                            ),
+                            Err(why) => println!("  flash tile tables: compact ({why})"),
+                        }
+                    }
                     Err(e) => println!("device: gpu{ordinal} unusable: {e}"),
                 }
             }
@@ -129,6 +138,29 @@ fn info() -> Result<ExitCode> {
         println!("GPU kernels: not built (nvcc was not found when cuattn was built)");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Whether flash launches on `device` can run the wide tile table, or why not: it needs a
+/// head-dim tile over 64 in the build and a GPU that runs the sm_90a code (csrc/cuattn.h).
+fn wide_flash_tiles(device: &Device) -> std::result::Result<(), String> {
+    let Some(tile) = [128, 96, 192, 256]
+        .into_iter()
+        .find_map(crate::attention::flash_head_dim_tile)
+        .filter(|&tile| tile > 64)
+    else {
+        return Err("this build has no head-dim tile over 64, the tiles with a wide table".into());
+    };
+    // SAFETY: the params struct is plain data (pointers, integers, floats), for which all-zero
+    // bytes are a valid value; the planner reads the shape fields set below and no pointer.
+    let mut params: crate::attention::AttentionParams = unsafe { std::mem::zeroed() };
+    (params.batch, params.seqlen_q, params.seqlen_k) = (1, 1, 1);
+    (params.heads, params.kv_heads, params.head_dim) = (1, 1, tile as i32);
+    (params.window_left, params.window_right) = (-1, -1);
+    params.dtype = crate::ffi::cuattn_dtype::CUATTN_DTYPE_BF16;
+    let _wide = crate::attention::FlashTilesScope::new(FlashTiles::Wide);
+    crate::attention::flash_plan(device, &params)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 fn check(args: &CheckArgs) -> Result<ExitCode> {
@@ -254,4 +286,24 @@ fn bench(args: &BenchArgs) -> Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn info_plans_a_wide_launch_that_the_planner_accepts() {
+        // The emulator runs as an sm_90 GPU running the sm_90a code: the wide table is there
+        // whenever the build has a tile over 64, so a refusal here is a malformed problem.
+        let built = [96, 128, 192, 256]
+            .into_iter()
+            .any(|d| crate::attention::flash_head_dim_tile(d).is_some_and(|t| t > 64));
+        let wide = wide_flash_tiles(&Device::emulator());
+        if built {
+            assert_eq!(wide, Ok(()));
+        } else {
+            assert!(wide.unwrap_err().contains("no head-dim tile over 64"));
+        }
+    }
 }
