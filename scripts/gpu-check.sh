@@ -146,18 +146,22 @@ device() {
     echo "anchors: FAILED ($(tail -n 1 "$out/anchors.txt"))" >> "$summary"
   fi
   cp "$out/anchors.json" "$final/" 2>/dev/null || true
-  # Hardware counters of one launch of the default kernel at hd128 and at hd256, 2k queries
-  # unmasked, both on wide tiles (pipes, stalls, shared-memory wavefronts and bank conflicts),
-  # where Nsight Compute is there; clocks left alone.
+  # Hardware counters of one launch of the default kernel at hd128 and at hd256 (wide tiles), and
+  # of the compact hd256 row (K and V in turns), 2k queries unmasked (pipes, stalls and the
+  # instructions they sample, shared-memory wavefronts and bank conflicts), where Nsight Compute
+  # is there; clocks left alone.
   if command -v ncu > /dev/null; then
-    for hd in 128 256; do
+    for run in 128:auto 256:auto 256:compact; do
+      local hd=${run%%:*} tiles=${run#*:}
+      local name="ncu-hd$hd-$tiles"
       timeout 90 ncu --clock-control none --kernel-name regex:flash_fwd_kernel --launch-skip 1 \
         --launch-count 1 --section SpeedOfLight --section ComputeWorkloadAnalysis \
         --section WarpStateStats --section SchedulerStats --section MemoryWorkloadAnalysis_Tables \
-        --section Occupancy --print-details all \
+        --section Occupancy --section SourceCounters --print-details all \
         "$here/bin/cuattn" bench --family prefill --device gpu --quick --head-dim "$hd" \
-        > "$out/ncu-hd$hd.txt" 2>&1 && echo "ncu hd$hd: ok (ncu-hd$hd.txt in logs.tgz)" \
-        >> "$summary" || echo "ncu hd$hd: FAILED ($(tail -n 1 "$out/ncu-hd$hd.txt"))" >> "$summary"
+        --flash-tiles "$tiles" > "$out/$name.txt" 2>&1 &&
+        echo "$name: ok ($name.txt in logs.tgz)" >> "$summary" ||
+        echo "$name: FAILED ($(tail -n 1 "$out/$name.txt"))" >> "$summary"
     done
   fi
   # Both tile tables forced, as columns next to the default (auto) ones; hd64 has one table.
