@@ -376,6 +376,13 @@ typedef enum cuattn_selftest_case {
    * conversion from float, the low and the high half of __floats2half2_rn(x, -x)
    * (__floats2bfloat162_rn). */
   CUATTN_SELFTEST_FLOAT_TO_HALF = 9,
+  /* One block of 256 threads: warps 0-3 (group 0) and 4-7 (group 1) take 5 turns each through
+   * named barriers 1 and 2, as flash's ping-pong schedule does: before its turn a group bar.syncs
+   * its own barrier (1 + group), after it bar.arrives at the other's, except after the last turn;
+   * group 1 first arrives once at barrier 1. In its turn, thread 0 of the group takes a ticket
+   * from a counter the launcher resets (atomicAdd 1): uint32 [5][2] tickets by round and group,
+   * then the counter. Turn order: tickets 0, 1, 2, ... alternate from group 0. */
+  CUATTN_SELFTEST_NAMED_BARRIERS = 16,
 
   /* Planted faults. On a GPU these kernels are undefined behavior (a hang or garbage): only the
    * emulator's launcher should run them. */
@@ -399,6 +406,12 @@ typedef enum cuattn_selftest_case {
   CUATTN_SELFTEST_BAD_LAUNCH_BLOCK = 14,
   /* A launch with 228 KiB of dynamic shared memory. Expect CUATTN_ERROR_LAUNCH_FAILED. */
   CUATTN_SELFTEST_BAD_LAUNCH_SMEM = 15,
+  /* One block of 64: warp 0 runs bar.sync 1, 64; warp 1 returns. Expect CUATTN_ERROR_KERNEL_FAULT
+   * naming barrier 1, threads 0-31 waiting and 32-63 exited. No output. */
+  CUATTN_SELFTEST_FAULT_NAMED_BARRIER_STALL = 17,
+  /* One block of 64: warp 0 runs bar.arrive 1, 64; warp 1 returns. Expect
+   * CUATTN_ERROR_KERNEL_FAULT: the block ended with 32 of 64 arrivals pending. No output. */
+  CUATTN_SELFTEST_FAULT_NAMED_BARRIER_PENDING = 18,
 } cuattn_selftest_case;
 
 /* Runs self-test `test_case` (a cuattn_selftest_case) on `stream`, writing `out`, a device buffer

@@ -329,6 +329,7 @@ impl cuattn_selftest_case {
     pub const CUATTN_SELFTEST_INDEXING: cuattn_selftest_case = cuattn_selftest_case(7);
     pub const CUATTN_SELFTEST_HALF_TO_FLOAT: cuattn_selftest_case = cuattn_selftest_case(8);
     pub const CUATTN_SELFTEST_FLOAT_TO_HALF: cuattn_selftest_case = cuattn_selftest_case(9);
+    pub const CUATTN_SELFTEST_NAMED_BARRIERS: cuattn_selftest_case = cuattn_selftest_case(16);
     pub const CUATTN_SELFTEST_FAULT_DIVERGENT_SYNCTHREADS: cuattn_selftest_case =
         cuattn_selftest_case(10);
     pub const CUATTN_SELFTEST_FAULT_SHUFFLE_OMITS_LANE: cuattn_selftest_case =
@@ -339,6 +340,10 @@ impl cuattn_selftest_case {
         cuattn_selftest_case(13);
     pub const CUATTN_SELFTEST_BAD_LAUNCH_BLOCK: cuattn_selftest_case = cuattn_selftest_case(14);
     pub const CUATTN_SELFTEST_BAD_LAUNCH_SMEM: cuattn_selftest_case = cuattn_selftest_case(15);
+    pub const CUATTN_SELFTEST_FAULT_NAMED_BARRIER_STALL: cuattn_selftest_case =
+        cuattn_selftest_case(17);
+    pub const CUATTN_SELFTEST_FAULT_NAMED_BARRIER_PENDING: cuattn_selftest_case =
+        cuattn_selftest_case(18);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]

@@ -501,6 +501,46 @@ fn float_to_half_and_bfloat16_round_like_the_half_crate() {
 // ---------------------------------------------------------------------------------------------
 
 #[test]
+fn named_barriers_let_two_warp_groups_take_turns() {
+    const ROUNDS: usize = 5;
+    let out = u32s(&run_ok(
+        Case::CUATTN_SELFTEST_NAMED_BARRIERS,
+        4 * (2 * ROUNDS + 1),
+    ));
+    // Tickets by round and group: the turns alternate from group 0, and all ten were taken.
+    let want: Vec<u32> = (0..2 * ROUNDS as u32 + 1).collect();
+    assert_all_eq("tickets, then the counter", &out, &want);
+}
+
+#[test]
+fn named_barrier_that_cannot_complete_faults_naming_waiters_and_the_rest() {
+    let message = run_failing(
+        Case::CUATTN_SELFTEST_FAULT_NAMED_BARRIER_STALL,
+        0,
+        Status::CUATTN_ERROR_KERNEL_FAULT,
+    );
+    assert_eq!(
+        message,
+        "kernel selftest_named_barrier_stall block (0,0,0): bar.sync 1 (64 threads, 32 arrived) \
+         waited in by threads 0-31; the others 32-63 (exited)"
+    );
+}
+
+#[test]
+fn block_that_ends_with_named_barrier_arrivals_pending_faults() {
+    let message = run_failing(
+        Case::CUATTN_SELFTEST_FAULT_NAMED_BARRIER_PENDING,
+        0,
+        Status::CUATTN_ERROR_KERNEL_FAULT,
+    );
+    assert_eq!(
+        message,
+        "kernel selftest_named_barrier_pending block (0,0,0): the block ended with 32 of the 64 \
+         arrivals at named barrier 1"
+    );
+}
+
+#[test]
 fn divergent_syncthreads_faults_naming_the_block_and_stops_the_launch() {
     const BLOCKS: u32 = 16 * 16;
     let mut out = vec![POISON; 4];

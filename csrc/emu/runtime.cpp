@@ -209,10 +209,11 @@ struct AsyncCopyQueue {
 // ---------------------------------------------------------------------------------------------
 
 enum class Wait : uint8_t {
-  kRunnable,    // running, or in the run queue
-  kBarrier,     // in __syncthreads
-  kCollective,  // in a warp collective, waiting for the rest of its mask
-  kActiveMask,  // in __activemask, waiting for its warp to settle
+  kRunnable,      // running, or in the run queue
+  kBarrier,       // in __syncthreads
+  kNamedBarrier,  // in bar.sync of ThreadState::named_barrier
+  kCollective,    // in a warp collective, waiting for the rest of its mask
+  kActiveMask,    // in __activemask, waiting for its warp to settle
   kExited,
 };
 
@@ -221,9 +222,10 @@ struct ThreadState {
   uint3 index;
   unsigned linear;  // x + y * blockDim.x + z * blockDim.x * blockDim.y
   Wait wait;
-  int lane_arg;      // shuffle source lane, delta or lane mask
-  uint64_t operand;  // the value this lane brings to a collective
-  uint64_t result;   // written by the lane that completes the collective
+  unsigned named_barrier;  // the named barrier waited in (Wait::kNamedBarrier)
+  int lane_arg;            // shuffle source lane, delta or lane mask
+  uint64_t operand;        // the value this lane brings to a collective
+  uint64_t result;         // written by the lane that completes the collective
   // The __activemask call site this lane waits at.
   const char* site_file;
   int site_line;
@@ -386,6 +388,7 @@ class Runner {
                           std::string& message);
 
   void sync_threads();
+  void named_barrier(unsigned id, unsigned threads, bool wait);
   uint64_t collective(Collective kind, unsigned mask, uint64_t value, unsigned value_bytes,
                       int lane_arg, int width, const WarpExchange* exchange = nullptr);
   // Stops the block with "thread T (warp W, lane L): <what>" for the running thread.
@@ -425,6 +428,13 @@ class Runner {
   unsigned num_threads_ = 0;
   unsigned live_ = 0;
   unsigned barrier_arrived_ = 0;
+  // Named barriers 1-15: the count their pending arrivals name, and how many have arrived.
+  static constexpr unsigned kNamedBarriers = 16;
+  struct NamedBarrier {
+    unsigned threads;
+    unsigned arrived;
+  };
+  NamedBarrier named_[kNamedBarriers] = {};
   ThreadBody body_ = nullptr;
   const void* context_ = nullptr;
   FiberContext scheduler_;
@@ -508,6 +518,9 @@ cuattn_status Runner::run_block(const Launch& launch, uint3 block_index, uint64_
   queue_size_ = num_threads_;
   live_ = num_threads_;
   barrier_arrived_ = 0;
+  for (NamedBarrier& b : named_) {
+    b = NamedBarrier{};
+  }
   body_ = launch.body;
   context_ = launch.context;
   faulted_ = false;
@@ -535,6 +548,14 @@ cuattn_status Runner::run_block(const Launch& launch, uint3 block_index, uint64_
     message.clear();
     diagnose_stall(message);
     return CUATTN_ERROR_KERNEL_FAULT;
+  }
+  for (unsigned id = 1; id < kNamedBarriers; ++id) {
+    if (named_[id].arrived > 0) {
+      message.clear();
+      append_format(message, "the block ended with %u of the %u arrivals at named barrier %u",
+                    named_[id].arrived, named_[id].threads, id);
+      return CUATTN_ERROR_KERNEL_FAULT;
+    }
   }
   return CUATTN_OK;
 }
@@ -615,6 +636,42 @@ void Runner::sync_threads() {
   }
   current.wait = Wait::kBarrier;
   block_current(current);
+}
+
+void Runner::named_barrier(unsigned id, unsigned threads, bool wait) {
+  ThreadState& current = *current_thread;
+  const char* op = wait ? "bar.sync" : "bar.arrive";
+  if (id == 0 || id >= kNamedBarriers || threads == 0 || threads % kWarpLanes != 0 ||
+      threads > num_threads_) {
+    std::string what;
+    append_format(what,
+                  "%s %u, %u: the id must be 1-15 and the count a multiple of 32 up to the "
+                  "block's %u threads",
+                  op, id, threads, num_threads_);
+    thread_fault(what.c_str());
+  }
+  NamedBarrier& barrier = named_[id];
+  if (barrier.arrived > 0 && barrier.threads != threads) {
+    std::string what;
+    append_format(what, "%s %u, %u: the %u arrivals pending there named %u threads", op, id,
+                  threads, barrier.arrived, barrier.threads);
+    thread_fault(what.c_str());
+  }
+  barrier.threads = threads;
+  if (++barrier.arrived == threads) {
+    barrier.arrived = 0;
+    for (ThreadState& t : threads_) {
+      if (t.wait == Wait::kNamedBarrier && t.named_barrier == id) {
+        wake(t);
+      }
+    }
+    return;  // the last to arrive goes on without a switch
+  }
+  if (wait) {
+    current.wait = Wait::kNamedBarrier;
+    current.named_barrier = id;
+    block_current(current);
+  }
 }
 
 uint64_t Runner::collective(Collective kind, unsigned mask, uint64_t value, unsigned value_bytes,
@@ -805,6 +862,9 @@ void Runner::describe_threads(std::string& out, const std::vector<unsigned>& ids
       case Wait::kBarrier:
         s = "waiting at __syncthreads";
         break;
+      case Wait::kNamedBarrier:
+        append_format(s, "waiting at bar.sync %u", t.named_barrier);
+        break;
       case Wait::kCollective: {
         const CollectiveGroup* g = group_of(id);
         s = "waiting in ";
@@ -858,6 +918,23 @@ void Runner::diagnose_stall(std::string& message) const {
     append_ranges(message, arrived);
     message += " but not ";
     describe_threads(message, missing);
+    return;
+  }
+  for (unsigned id = 1; id < kNamedBarriers; ++id) {
+    std::vector<unsigned> waiting;
+    std::vector<unsigned> others;
+    for (const ThreadState& t : threads_) {
+      const bool here = t.wait == Wait::kNamedBarrier && t.named_barrier == id;
+      (here ? waiting : others).push_back(t.linear);
+    }
+    if (waiting.empty()) {
+      continue;
+    }
+    append_format(message, "bar.sync %u (%u threads, %u arrived) waited in by threads ", id,
+                  named_[id].threads, named_[id].arrived);
+    append_ranges(message, waiting);
+    message += "; the others ";
+    describe_threads(message, others);
     return;
   }
   std::vector<unsigned> arrived;
@@ -1041,6 +1118,10 @@ cuattn_status validate(const char* name, dim3 grid, dim3 block, size_t dynamic_s
 }  // namespace
 
 void sync_threads() { current_runner->sync_threads(); }
+
+void named_barrier(unsigned id, unsigned threads, bool wait) {
+  current_runner->named_barrier(id, threads, wait);
+}
 
 uint64_t warp_collective(Collective kind, unsigned mask, uint64_t value, unsigned value_bytes,
                          int lane_arg, int width) {

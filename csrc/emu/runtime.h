@@ -108,6 +108,14 @@ enum class Collective : uint8_t {
 
 void sync_threads();
 
+// Named barrier `id` (1-15; 0 is __syncthreads') over `threads` threads, a multiple of 32 (PTX
+// ISA, "bar, barrier": bar.sync id, threads / bar.arrive id, threads): the barrier completes when
+// that many threads have reached it; `wait` (bar.sync) blocks this thread until then, bar.arrive
+// does not. Every arrival at one pending barrier must name the same count, and a block must not
+// end with arrivals pending. Scheduling only: the memory checker keeps ordering shared memory by
+// __syncthreads alone.
+void named_barrier(unsigned id, unsigned threads, bool wait);
+
 // Waits until every lane of `mask` reaches a collective of the same kind with the same mask
 // (and width, and value size); returns this lane's result. `value` holds `value_bytes` bytes.
 uint64_t warp_collective(Collective kind, unsigned mask, uint64_t value, unsigned value_bytes,

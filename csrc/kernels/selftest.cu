@@ -1,5 +1,6 @@
 // selftest: kernels that exercise the runtime in both builds (layouts: cuattn_selftest_case in
 // cuattn.h) and planted faults the emulator must report.
+#include "arch/barrier.cuh"
 #include "common/cuda_compat.cuh"
 #include "common/launch.cuh"
 #include "common/status.h"
@@ -388,6 +389,34 @@ __global__ void float_to_half_kernel(float* inout, int64_t n) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// CUATTN_SELFTEST_NAMED_BARRIERS: two groups of four warps taking turns.
+// ---------------------------------------------------------------------------------------------
+
+constexpr int kTurnThreads = 256;
+constexpr int kTurnGroupThreads = kTurnThreads / 2;
+constexpr int kTurnRounds = 5;
+
+// tickets[2 * round + group], then the counter (reset by the launcher).
+__global__ void named_barriers_kernel(unsigned* tickets) {
+  const unsigned t = linear_thread();
+  const unsigned group = t / kTurnGroupThreads;
+  const unsigned own = 1 + group;
+  const unsigned other = 2 - group;
+  if (group == 1) {
+    cuattn::named_barrier_arrive(1, kTurnThreads);  // group 0 takes the first turn
+  }
+  for (int round = 0; round < kTurnRounds; ++round) {
+    cuattn::named_barrier_sync(own, kTurnThreads);
+    if (t % kTurnGroupThreads == 0) {
+      tickets[2 * round + group] = atomicAdd(tickets + 2 * kTurnRounds, 1u);
+    }
+    if (group == 0 || round + 1 < kTurnRounds) {
+      cuattn::named_barrier_arrive(other, kTurnThreads);  // the last turn hands over to nobody
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Planted faults and refused launches.
 // ---------------------------------------------------------------------------------------------
 
@@ -433,6 +462,20 @@ __global__ void collective_mismatch_kernel() {
   }
 }
 
+__global__ void named_barrier_stall_kernel() {
+  if (linear_thread() >= kWarpSize) {
+    return;
+  }
+  cuattn::named_barrier_sync(1, kFaultThreads);
+}
+
+__global__ void named_barrier_pending_kernel() {
+  if (linear_thread() >= kWarpSize) {
+    return;
+  }
+  cuattn::named_barrier_arrive(1, kFaultThreads);
+}
+
 __global__ void empty_kernel() {}
 
 // Output bytes a case needs (at least), or -1 for an unknown case.
@@ -458,8 +501,12 @@ int64_t required_bytes(int32_t test_case) {
       return 4LL * kConvertRows * kHalfPatterns;
     case CUATTN_SELFTEST_FLOAT_TO_HALF:
       return kFloatToHalfBytesPerValue;
+    case CUATTN_SELFTEST_NAMED_BARRIERS:
+      return 4LL * (2 * kTurnRounds + 1);
     case CUATTN_SELFTEST_FAULT_DIVERGENT_SYNCTHREADS:
       return 4;
+    case CUATTN_SELFTEST_FAULT_NAMED_BARRIER_STALL:
+    case CUATTN_SELFTEST_FAULT_NAMED_BARRIER_PENDING:
     case CUATTN_SELFTEST_FAULT_SHUFFLE_OMITS_LANE:
     case CUATTN_SELFTEST_FAULT_SHUFFLE_EXITED_LANE:
     case CUATTN_SELFTEST_FAULT_COLLECTIVE_MISMATCH:
@@ -537,6 +584,23 @@ extern "C" cuattn_status CUATTN_LAUNCHER(selftest)(int32_t test_case, void* out,
                                    dim3(blocks_for(n)), dim3(kConvertThreads), 0, stream,
                                    static_cast<float*>(out), n);
     }
+    case CUATTN_SELFTEST_NAMED_BARRIERS: {
+      auto* tickets = static_cast<unsigned*>(out);
+      const cuattn_status reset =
+          cuattn::launch_kernel("selftest_counter_reset", counter_reset_kernel, dim3(1), dim3(1), 0,
+                                stream, tickets + 2 * kTurnRounds);
+      if (reset != CUATTN_OK) {
+        return reset;
+      }
+      return cuattn::launch_kernel("selftest_named_barriers", named_barriers_kernel, dim3(1),
+                                   dim3(kTurnThreads), 0, stream, tickets);
+    }
+    case CUATTN_SELFTEST_FAULT_NAMED_BARRIER_STALL:
+      return cuattn::launch_kernel("selftest_named_barrier_stall", named_barrier_stall_kernel,
+                                   dim3(1), dim3(kFaultThreads), 0, stream);
+    case CUATTN_SELFTEST_FAULT_NAMED_BARRIER_PENDING:
+      return cuattn::launch_kernel("selftest_named_barrier_pending", named_barrier_pending_kernel,
+                                   dim3(1), dim3(kFaultThreads), 0, stream);
     case CUATTN_SELFTEST_FAULT_DIVERGENT_SYNCTHREADS: {
       auto* counter = static_cast<unsigned*>(out);
       const cuattn_status reset = cuattn::launch_kernel(
