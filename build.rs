@@ -98,9 +98,10 @@ fn kernel_defines() -> Vec<String> {
     defines
 }
 
-/// For tuning runs only: `CUATTN_FLASH_TUNE=<tile>:<m tiles>,<key tile>,<stages>[,<warps>]` (for
-/// example `128:2,64,2`; 4 warps unless given) replaces one row of flash's traits table
-/// (csrc/kernels/flash_fwd.cuh) in this build. One macro per value, since nvcc splits -D values at
+/// For tuning runs only:
+/// `CUATTN_FLASH_TUNE=<tile>:<m tiles>,<key tile>,<stages>[,<warps>[,<ping-pong>]]` (for example
+/// `128:2,64,2`; 4 warps and no ping-pong unless given, ping-pong 1 to turn it on) replaces one
+/// row of flash's traits table (csrc/kernels/flash_fwd.cuh) in this build. One macro per value, since nvcc splits -D values at
 /// commas.
 fn flash_tune_defines() -> Vec<String> {
     let Ok(spec) = env::var("CUATTN_FLASH_TUNE") else {
@@ -112,18 +113,19 @@ fn flash_tune_defines() -> Vec<String> {
             .split(',')
             .map(|v| v.trim().parse().ok())
             .collect::<Option<_>>()?;
-        (FLASH_HEAD_DIM_TILES.contains(&tile) && (3..=4).contains(&row.len()))
+        (FLASH_HEAD_DIM_TILES.contains(&tile) && (3..=5).contains(&row.len()))
             .then_some((tile, row))
     });
     let Some((tile, row)) = parsed else {
         panic!(
-            "CUATTN_FLASH_TUNE={spec:?}: expected <tile>:<m tiles>,<key tile>,<stages>[,<warps>] \
-             with a tile of {FLASH_HEAD_DIM_TILES:?}"
+            "CUATTN_FLASH_TUNE={spec:?}: expected \
+             <tile>:<m tiles>,<key tile>,<stages>[,<warps>[,<ping-pong>]] with a tile of \
+             {FLASH_HEAD_DIM_TILES:?}"
         );
     };
     println!(
         "cargo::warning=CUATTN_FLASH_TUNE: flash hd{tile} tuned to {row:?} (m tiles, key tile, \
-         stages, warps)"
+         stages, warps, ping-pong)"
     );
     vec![
         format!("CUATTN_FLASH_TUNE_HD={tile}"),
@@ -131,6 +133,7 @@ fn flash_tune_defines() -> Vec<String> {
         format!("CUATTN_FLASH_TUNE_BLOCKN={}", row[1]),
         format!("CUATTN_FLASH_TUNE_STAGES={}", row[2]),
         format!("CUATTN_FLASH_TUNE_WARPS={}", row.get(3).unwrap_or(&4)),
+        format!("CUATTN_FLASH_TUNE_PINGPONG={}", row.get(4).unwrap_or(&0)),
     ]
 }
 

@@ -20,14 +20,16 @@ set -euo pipefail
 # Test binaries that exercise kernels on every device present (the GPU among them).
 GPU_TESTS=(attention_flash flash_head_dim_features attention_mma_simple attention_naive primitives capi
   emulator streams)
-# Tuning variants (build.rs's CUATTN_FLASH_TUNE: <tile>:<m tiles>,<key tile>,<stages>[,<warps>]),
+# Tuning variants (build.rs's CUATTN_FLASH_TUNE:
+# <tile>:<m tiles>,<key tile>,<stages>[,<warps>[,<ping-pong>]]),
 # each built here in a binary with only that head-dim tile, checked on the emulator here, and timed
 # on the GPU next to the table's row on the shapes of its head dim. Set GPU_CHECK_TUNE to a
 # space-separated list to replace them, or to "" for none. The default: rows not timed yet
 # (BENCHMARKS.md has those that were): FlashAttention-2's hd128 shape (four warps, 128x64, K and V
-# in turns), its A100 hd256 shape (eight warps, 128x64, in turns), and the former compact hd256
-# row, which ran 22% slower at 173fc33 than at f525db3 (BENCHMARKS.md).
-read -r -a TUNE_VARIANTS <<< "${GPU_CHECK_TUNE-128:2,64,1 256:1,64,1,8 256:1,32,2 128:2,32,3,8}"
+# in turns), its A100 hd256 shape (eight warps, 128x64, in turns), the former compact hd256 row,
+# which ran 22% slower at 173fc33 than at f525db3 (BENCHMARKS.md), and the ping-pong schedule at
+# hd128 (next to the same row without it) and at hd256 (next to the wide row).
+read -r -a TUNE_VARIANTS <<< "${GPU_CHECK_TUNE-128:2,64,1 256:1,64,1,8 256:1,32,2 128:2,32,3,8 128:2,32,3,8,1 256:1,64,2,8,1}"
 TUNE_TIMEOUT_S=40
 
 # The table a tuning build's row replaced (build.rs), forced when it is checked and timed so that

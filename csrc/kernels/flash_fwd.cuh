@@ -19,6 +19,7 @@
 
 #include <type_traits>  // std::integral_constant
 
+#include "arch/barrier.cuh"
 #include "arch/cp_async.cuh"
 #include "arch/ldmatrix.cuh"
 #include "arch/math.cuh"
@@ -113,8 +114,9 @@ struct Shape<256, Tiles::kWide> {
 template <int kHeadDim>
 constexpr bool kHasWideTiles = kHeadDim > 64;
 
-// Tuning builds: build.rs turns `CUATTN_FLASH_TUNE=<tile>:<m tiles>,<key tile>,<stages>[,<warps>]`
-// (four warps unless given, whatever the row it replaces has) from its environment into the
+// Tuning builds: build.rs turns
+// `CUATTN_FLASH_TUNE=<tile>:<m tiles>,<key tile>,<stages>[,<warps>[,<ping-pong>]]` (four warps and
+// no ping-pong unless given, whatever the row it replaces has) from its environment into the
 // macros below, and that row replaces the tile's wide row (its compact one at hd64) for the build,
 // so one GPU call can time several rows from the same source (scripts/gpu-check.sh does, with the
 // table forced so that every shape runs the tuned row). Never set in a release build;
@@ -130,21 +132,30 @@ struct TunedShape<CUATTN_FLASH_TUNE_HD,
   struct type {
     static constexpr int kWarps = CUATTN_FLASH_TUNE_WARPS, kMTiles = CUATTN_FLASH_TUNE_MTILES,
                          kBlockN = CUATTN_FLASH_TUNE_BLOCKN, kStages = CUATTN_FLASH_TUNE_STAGES;
+    static constexpr bool kPingPong = CUATTN_FLASH_TUNE_PINGPONG != 0;
   };
 };
 #endif
+
+// A row's kPingPong (see PingPong), false where the row has none.
+template <typename Row, typename = void>
+struct RowPingPong : std::false_type {};
+template <typename Row>
+struct RowPingPong<Row, std::void_t<decltype(Row::kPingPong)>>
+    : std::bool_constant<Row::kPingPong> {};
 
 template <int kHeadDim, Tiles kTiles>
 struct Traits {
   using Row = typename TunedShape<kHeadDim, kTiles>::type;
   static constexpr int kWarps = Row::kWarps;
-  static constexpr int kMTiles = Row::kMTiles;        // m16 tiles of query rows per warp
-  static constexpr int kBlockN = Row::kBlockN;        // keys per K/V tile
-  static constexpr int kStages = Row::kStages;        // K/V tiles in shared memory
-  static constexpr bool kSplitKV = kStages == 1;      // K and V load in turns (see Shape)
-  static constexpr int kWarpRows = kMmaM * kMTiles;   // query rows per warp
-  static constexpr int kBlockM = kWarpRows * kWarps;  // query rows per CTA
-  static constexpr int kLaneRows = 2 * kMTiles;       // accumulator rows per lane: group, group + 8
+  static constexpr int kMTiles = Row::kMTiles;                // m16 tiles of query rows per warp
+  static constexpr int kBlockN = Row::kBlockN;                // keys per K/V tile
+  static constexpr int kStages = Row::kStages;                // K/V tiles in shared memory
+  static constexpr bool kSplitKV = kStages == 1;              // K and V load in turns (see Shape)
+  static constexpr bool kPingPong = RowPingPong<Row>::value;  // halves take turns (PingPong)
+  static constexpr int kWarpRows = kMmaM * kMTiles;           // query rows per warp
+  static constexpr int kBlockM = kWarpRows * kWarps;          // query rows per CTA
+  static constexpr int kLaneRows = 2 * kMTiles;  // accumulator rows per lane: group, group + 8
   static constexpr int kThreads = kWarps * kWarpSize;
   // Eight warps per SM at least (two 4-warp CTAs): ptxas may use up to 255 registers a lane, and
   // chooses no tighter budget (left free, it capped hd128 at 168 registers and spilled).
@@ -166,6 +177,54 @@ struct Traits {
   static_assert(kBlockN % kMmaK == 0, "P V consumes a key tile in k16 steps");
   static_assert(kBlockM % 8 == 0 && kBlockN % 8 == 0, "tiles are whole swizzle periods");
   static_assert(kStages >= 1, "kStages K/V tiles, or a split K and V (1)");
+  static_assert(!kPingPong || (kWarps == 8 && !kSplitKV),
+                "ping-pong: two halves of four warps (one on each SM sub-partition) and staged "
+                "K/V tiles (a split row's mid-tile barrier would line the halves up again)");
+};
+
+// Ping-pong (Traits::kPingPong): the two halves of the CTA's warps take turns on the tensor
+// cores, so that one half's softmax runs while the other half's mmas do (FlashAttention-3's
+// schedule for wgmma, here for mma.sync). Each half waits at its own named barrier before each of
+// its two mma phases of a tile (S = Q K^T, then O += P V) and arrives at the other half's once the
+// phase is issued. Barrier 1 is the first half's, 2 the second's; the second half arrives once
+// at the start so that the first goes first, and skips its very last hand-over. Tuning rows only
+// (untimed); without kEnabled every call is empty.
+template <bool kEnabled, int kThreads>
+class PingPong {
+ public:
+  __device__ explicit PingPong(bool second_half) : second_half_(second_half) {}
+  // Gives the first half the first turn (in a CTA that has key tiles).
+  __device__ void start(int num_tiles) const {
+    if constexpr (kEnabled) {
+      if (second_half_ && num_tiles > 0) {
+        named_barrier_arrive(kFirstHalf, kThreads);
+      }
+    }
+  }
+  // Waits for this half's turn.
+  __device__ void take_turn() const {
+    if constexpr (kEnabled) {
+      if (second_half_) {  // constant barrier ids: ptxas reserves only the two
+        named_barrier_sync(kSecondHalf, kThreads);
+      } else {
+        named_barrier_sync(kFirstHalf, kThreads);
+      }
+    }
+  }
+  // Hands the turn to the other half; `another_turn` false on the second half's last turn.
+  __device__ void hand_over(bool another_turn = true) const {
+    if constexpr (kEnabled) {
+      if (!second_half_) {
+        named_barrier_arrive(kSecondHalf, kThreads);
+      } else if (another_turn) {
+        named_barrier_arrive(kFirstHalf, kThreads);
+      }
+    }
+  }
+
+ private:
+  static constexpr unsigned kFirstHalf = 1, kSecondHalf = 2;
+  bool second_half_;
 };
 
 // Where a CTA's rows live, worked out once and parked in shared memory: the key loop needs every
@@ -292,6 +351,8 @@ __global__ void __launch_bounds__(Traits<kHeadDim, kTiles>::kThreads,
       KVTile::cursor((lane / 16) * kMmaN + lane % 8, (lane / 8) % 2);
   const typename KVTile::Cursor v_cursor = KVTile::cursor(lane % 16, lane / 16);
 
+  const PingPong<Tr::kPingPong, Tr::kThreads> turns(warp >= Tr::kWarps / 2);
+  turns.start(num_tiles);
   for (int tile = 0; tile < num_tiles; ++tile) {
     const int stage = tile % kStages;
     const int n0 = keys_begin + tile * kBlockN;
@@ -322,6 +383,7 @@ __global__ void __launch_bounds__(Traits<kHeadDim, kTiles>::kThreads,
                                 n0 < warp_range.any.end && n0 + kBlockN > warp_range.any.begin;
     float s[kMTiles][Tr::kScoreBlocks][kMmaCRegs] = {};  // S, then P
 
+    turns.take_turn();
     if (warp_sees_tile) {
       // S = Q K^T: [kWarpRows x kBlockN] per warp, kScoreBlocks n8 accumulators per m16 tile. Each
       // k16 step loads all its fragments before its mmas, so the loads' latency overlaps, and each
@@ -352,7 +414,11 @@ __global__ void __launch_bounds__(Traits<kHeadDim, kTiles>::kThreads,
           }
         }
       }
+    }
+    // This group's S is issued: the other half of the CTA takes the tensor cores.
+    turns.hand_over();
 
+    if (warp_sees_tile) {
       // S in base 2 is s * exp_scale. With a positive scale and no cap that product is left to the
       // softmax's one FFMA per score (2^(s * exp_scale - max)), the raw tile max scaled being the
       // scaled tile max; otherwise S is mapped here and exp_scale is 1. One branch per tile, not
@@ -446,48 +512,50 @@ __global__ void __launch_bounds__(Traits<kHeadDim, kTiles>::kThreads,
       }
       cp_async_commit_group();
     }
-    if (!warp_sees_tile) {
-      continue;
-    }
-
-// O += P V. Two n8 accumulator blocks of S are, element for element, the A fragment of one
-// k16 block of P (rows group/group+8, columns 2q, 2q+1 and 8+2q, 9+2q). Each V fragment
-// serves every m16 tile of the warp.
+    // O += P V. Two n8 accumulator blocks of S are, element for element, the A fragment of one
+    // k16 block of P (rows group/group+8, columns 2q, 2q+1 and 8+2q, 9+2q). Each V fragment
+    // serves every m16 tile of the warp.
+    turns.take_turn();
+    if (warp_sees_tile) {
 #pragma unroll
-    for (int k16 = 0; k16 < kBlockN / kMmaK; ++k16) {
-      uint32_t a[kMTiles][kMmaARegs];
+      for (int k16 = 0; k16 < kBlockN / kMmaK; ++k16) {
+        uint32_t a[kMTiles][kMmaARegs];
 #pragma unroll
-      for (int m = 0; m < kMTiles; ++m) {
-        const float* lo = s[m][2 * k16];
-        const float* hi = s[m][2 * k16 + 1];
-        a[m][0] = pack2<T>(lo[0], lo[1]);
-        a[m][1] = pack2<T>(lo[2], lo[3]);
-        a[m][2] = pack2<T>(hi[0], hi[1]);
-        a[m][3] = pack2<T>(hi[2], hi[3]);
-      }
-      // B = V [keys 16*k16 + lane%16][columns 8*(d8 + lane/16)..], stored [key][d]: .trans;
-      // registers {0,1} feed block d8 and {2,3} block d8+1. Loaded kVBatch pairs at a time.
-      constexpr int kVBatch = Tr::kOutBlocks % 8 == 0 ? 4 : 2;
-      static_assert(Tr::kOutBlocks % (2 * kVBatch) == 0, "V fragments come in whole batches");
-#pragma unroll
-      for (int d8 = 0; d8 < Tr::kOutBlocks; d8 += 2 * kVBatch) {
-        uint32_t b[kVBatch][4];
-#pragma unroll
-        for (int j = 0; j < kVBatch; ++j) {
-          ldmatrix_x4_trans(b[j], sV(stage) + v_cursor.at(k16 * kMmaK, d8 + 2 * j));
+        for (int m = 0; m < kMTiles; ++m) {
+          const float* lo = s[m][2 * k16];
+          const float* hi = s[m][2 * k16 + 1];
+          a[m][0] = pack2<T>(lo[0], lo[1]);
+          a[m][1] = pack2<T>(lo[2], lo[3]);
+          a[m][2] = pack2<T>(hi[0], hi[1]);
+          a[m][3] = pack2<T>(hi[2], hi[3]);
         }
+        // B = V [keys 16*k16 + lane%16][columns 8*(d8 + lane/16)..], stored [key][d]: .trans;
+        // registers {0,1} feed block d8 and {2,3} block d8+1. Loaded kVBatch pairs at a time.
+        constexpr int kVBatch = Tr::kOutBlocks % 8 == 0 ? 4 : 2;
+        static_assert(Tr::kOutBlocks % (2 * kVBatch) == 0, "V fragments come in whole batches");
 #pragma unroll
-        for (int j = 0; j < kVBatch; ++j) {
-          const uint32_t b0[kMmaBRegs] = {b[j][0], b[j][1]};
-          const uint32_t b1[kMmaBRegs] = {b[j][2], b[j][3]};
+        for (int d8 = 0; d8 < Tr::kOutBlocks; d8 += 2 * kVBatch) {
+          uint32_t b[kVBatch][4];
 #pragma unroll
-          for (int m = 0; m < kMTiles; ++m) {
-            mma_m16n8k16<T>(acc[m][d8 + 2 * j], a[m], b0, acc[m][d8 + 2 * j]);
-            mma_m16n8k16<T>(acc[m][d8 + 2 * j + 1], a[m], b1, acc[m][d8 + 2 * j + 1]);
+          for (int j = 0; j < kVBatch; ++j) {
+            ldmatrix_x4_trans(b[j], sV(stage) + v_cursor.at(k16 * kMmaK, d8 + 2 * j));
+          }
+#pragma unroll
+          for (int j = 0; j < kVBatch; ++j) {
+            const uint32_t b0[kMmaBRegs] = {b[j][0], b[j][1]};
+            const uint32_t b1[kMmaBRegs] = {b[j][2], b[j][3]};
+#pragma unroll
+            for (int m = 0; m < kMTiles; ++m) {
+              mma_m16n8k16<T>(acc[m][d8 + 2 * j], a[m], b0, acc[m][d8 + 2 * j]);
+              mma_m16n8k16<T>(acc[m][d8 + 2 * j + 1], a[m], b1, acc[m][d8 + 2 * j + 1]);
+            }
           }
         }
       }
     }
+    // The last turn of the second half hands over to nobody (no barrier may end the kernel half
+    // complete).
+    turns.hand_over(tile + 1 < num_tiles);
   }
   // Nothing may still land in shared memory while O is staged there, and with no key tile the
   // loop's barriers never ordered the Q copies of other warps before this warp's writes.
