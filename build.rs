@@ -100,8 +100,9 @@ fn kernel_defines() -> Vec<String> {
 
 /// For tuning runs only:
 /// `CUATTN_FLASH_TUNE=<tile>:<m tiles>,<key tile>,<stages>[,<warps>[,<ping-pong>]]` (for example
-/// `128:2,64,2`; 4 warps and no ping-pong unless given, ping-pong 1 to turn it on) replaces one
-/// row of flash's traits table (csrc/kernels/flash_fwd.cuh) in this build. One macro per value, since nvcc splits -D values at
+/// `128:2,64,2`; 4 warps and no ping-pong unless given; ping-pong is 0 or 1, and 1 needs 8 warps
+/// and at least 2 stages) replaces one row of flash's traits table (csrc/kernels/flash_fwd.cuh)
+/// in this build. One macro per value, since nvcc splits -D values at
 /// commas.
 fn flash_tune_defines() -> Vec<String> {
     let Ok(spec) = env::var("CUATTN_FLASH_TUNE") else {
@@ -113,8 +114,10 @@ fn flash_tune_defines() -> Vec<String> {
             .split(',')
             .map(|v| v.trim().parse().ok())
             .collect::<Option<_>>()?;
-        (FLASH_HEAD_DIM_TILES.contains(&tile) && (3..=5).contains(&row.len()))
-            .then_some((tile, row))
+        (FLASH_HEAD_DIM_TILES.contains(&tile)
+            && (3..=5).contains(&row.len())
+            && row.get(4).is_none_or(|&p| p <= 1))
+        .then_some((tile, row))
     });
     let Some((tile, row)) = parsed else {
         panic!(

@@ -378,7 +378,8 @@ typedef enum cuattn_selftest_case {
   CUATTN_SELFTEST_FLOAT_TO_HALF = 9,
   /* One block of 256 threads: warps 0-3 (group 0) and 4-7 (group 1) take 5 turns each through
    * named barriers 1 and 2, as flash's ping-pong schedule does: before its turn a group bar.syncs
-   * its own barrier (1 + group), after it bar.arrives at the other's, except after the last turn;
+   * its own barrier (1 + group), after it bar.arrives at the other's, except group 1 after its
+   * last turn;
    * group 1 first arrives once at barrier 1. In its turn, thread 0 of the group takes a ticket
    * from a counter the launcher resets (atomicAdd 1): uint32 [5][2] tickets by round and group,
    * then the counter. Turn order: tickets 0, 1, 2, ... alternate from group 0. */
@@ -412,6 +413,10 @@ typedef enum cuattn_selftest_case {
   /* One block of 64: warp 0 runs bar.arrive 1, 64; warp 1 returns. Expect
    * CUATTN_ERROR_KERNEL_FAULT: the block ended with 32 of 64 arrivals pending. No output. */
   CUATTN_SELFTEST_FAULT_NAMED_BARRIER_PENDING = 18,
+  /* One block of 64: warp 0 runs bar.arrive 1, 64, then warp 1 bar.sync 1, 32. Expect
+   * CUATTN_ERROR_KERNEL_FAULT naming thread 32 and the 64 threads the pending arrivals named. No
+   * output. */
+  CUATTN_SELFTEST_FAULT_NAMED_BARRIER_COUNT = 19,
 } cuattn_selftest_case;
 
 /* Runs self-test `test_case` (a cuattn_selftest_case) on `stream`, writing `out`, a device buffer

@@ -6,15 +6,17 @@
 #                                 this script in the git-ignored .gpu/ folder.
 #   .gpu/gpu-check.sh device      on the GPU machine (no Rust there), results under $OUT: runs
 #                                 the GPU tests, `cuattn info`, `cuattn check --device gpu` (also
-#                                 on the compute_80 PTX), `cuattn bench --family prefill`, the PyTorch anchors
-#                                 (bench_anchors.py), Nsight Compute at hd128 and hd256, both
-#                                 flash tile tables forced and the tuning variants' benches, and
-#                                 ends with two short tables (summary.txt and the results, written
-#                                 to $OUT as each step ends). Meant to finish in about 4 minutes
-#                                 (the run of 2026-11-28 took 102 s, before the compute_80 PTX
-#                                 check and four tuning rows); the per-step timeouts below
-#                                 only stop a hung step, and all of them together allow about 30
-#                                 minutes, more than one device call: give the call a timeout.
+#                                 on the compute_80 PTX), `cuattn bench --family prefill`, the
+#                                 PyTorch anchors (bench_anchors.py), Nsight Compute at hd128 and
+#                                 hd256, both flash tile tables forced and the tuning variants
+#                                 (checked, then timed), and ends with two short tables
+#                                 (summary.txt and the results, written to $OUT as each step
+#                                 ends). Meant to finish in about 5 minutes (the run of 2026-11-28
+#                                 took 102 s, before the compute_80 PTX check, the third profile
+#                                 and six tuning rows checked on the GPU); the per-step timeouts
+#                                 below only stop a hung step, and all of them together allow
+#                                 about 30 minutes, more than one device call: give the call a
+#                                 timeout.
 set -euo pipefail
 
 # Test binaries that exercise kernels on every device present (the GPU among them).
@@ -29,7 +31,8 @@ GPU_TESTS=(attention_flash flash_head_dim_features attention_mma_simple attentio
 # in turns), its A100 hd256 shape (eight warps, 128x64, in turns), the former compact hd256 row,
 # which ran 22% slower at 173fc33 than at f525db3 (BENCHMARKS.md), and the ping-pong schedule at
 # hd128 (next to the same row without it) and at hd256 (next to the wide row).
-read -r -a TUNE_VARIANTS <<< "${GPU_CHECK_TUNE-128:2,64,1 256:1,64,1,8 256:1,32,2 128:2,32,3,8 128:2,32,3,8,1 256:1,64,2,8,1}"
+DEFAULT_TUNE="128:2,64,1 256:1,64,1,8 256:1,32,2 128:2,32,3,8 128:2,32,3,8,1 256:1,64,2,8,1"
+read -r -a TUNE_VARIANTS <<< "${GPU_CHECK_TUNE-$DEFAULT_TUNE}"
 TUNE_TIMEOUT_S=40
 
 # The table a tuning build's row replaced (build.rs), forced when it is checked and timed so that
@@ -187,6 +190,17 @@ device() {
     gzip -dc "$packed" > "$exe" && chmod +x "$exe"
     local tile=${name#hd}
     tile=${tile%%-*}
+    # Checked on this GPU before it is timed: a tuning row is new code here too (the ping-pong
+    # rows' named barriers run nowhere else).
+    if timeout 60 "$exe" check --device gpu --flash-tiles "$(tuned_table "$tile")" \
+        > "$out/tune-$name.check.txt" 2>&1; then
+      echo "tune $name check: $(tail -n 1 "$out/tune-$name.check.txt")" >> "$summary"
+    else
+      echo "tune $name check: FAILED ($(tail -n 1 "$out/tune-$name.check.txt"))" >> "$summary"
+      status=1
+      rm -f "$exe"
+      continue
+    fi
     if CUATTN_COMMIT="$commit" timeout "$TUNE_TIMEOUT_S" "$exe" bench --family prefill \
         --device gpu --head-dim "$tile" --flash-tiles "$(tuned_table "$tile")" \
         --json "$out/tune-$name.json" \

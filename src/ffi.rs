@@ -344,6 +344,8 @@ impl cuattn_selftest_case {
         cuattn_selftest_case(17);
     pub const CUATTN_SELFTEST_FAULT_NAMED_BARRIER_PENDING: cuattn_selftest_case =
         cuattn_selftest_case(18);
+    pub const CUATTN_SELFTEST_FAULT_NAMED_BARRIER_COUNT: cuattn_selftest_case =
+        cuattn_selftest_case(19);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]

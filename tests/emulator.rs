@@ -496,10 +496,6 @@ fn float_to_half_and_bfloat16_round_like_the_half_crate() {
     assert_all_eq("__floats2bfloat162_rn high", row(7), &bf_neg);
 }
 
-// ---------------------------------------------------------------------------------------------
-// Planted faults: reported, never hung on, and the runtime keeps working afterwards.
-// ---------------------------------------------------------------------------------------------
-
 #[test]
 fn named_barriers_let_two_warp_groups_take_turns() {
     const ROUNDS: usize = 5;
@@ -511,6 +507,10 @@ fn named_barriers_let_two_warp_groups_take_turns() {
     let want: Vec<u32> = (0..2 * ROUNDS as u32 + 1).collect();
     assert_all_eq("tickets, then the counter", &out, &want);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Planted faults: reported, never hung on, and the runtime keeps working afterwards.
+// ---------------------------------------------------------------------------------------------
 
 #[test]
 fn named_barrier_that_cannot_complete_faults_naming_waiters_and_the_rest() {
@@ -537,6 +537,20 @@ fn block_that_ends_with_named_barrier_arrivals_pending_faults() {
         message,
         "kernel selftest_named_barrier_pending block (0,0,0): the block ended with 32 of the 64 \
          arrivals at named barrier 1"
+    );
+}
+
+#[test]
+fn named_barrier_arrivals_that_disagree_on_the_count_fault() {
+    let message = run_failing(
+        Case::CUATTN_SELFTEST_FAULT_NAMED_BARRIER_COUNT,
+        0,
+        Status::CUATTN_ERROR_KERNEL_FAULT,
+    );
+    assert_eq!(
+        message,
+        "kernel selftest_named_barrier_count block (0,0,0): thread 32 (warp 1, lane 0): bar.sync \
+         1, 32: the 32 arrivals pending there named 64 threads"
     );
 }
 

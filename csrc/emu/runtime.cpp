@@ -428,11 +428,21 @@ class Runner {
   unsigned num_threads_ = 0;
   unsigned live_ = 0;
   unsigned barrier_arrived_ = 0;
-  // Named barriers 1-15: the count their pending arrivals name, and how many have arrived.
+  // Named barriers 1-15: the count their pending arrivals name, the threads counted so far (a
+  // warp at a time, as on a GPU), and per warp the lanes that arrived before the rest of it.
   static constexpr unsigned kNamedBarriers = 16;
   struct NamedBarrier {
     unsigned threads;
     unsigned arrived;
+    unsigned lanes[kMaxThreadsPerBlock / kWarpLanes];
+    // Threads that arrived and are not yet part of a completion.
+    unsigned pending() const {
+      unsigned n = arrived;
+      for (unsigned l : lanes) {
+        n += static_cast<unsigned>(__builtin_popcount(l));
+      }
+      return n;
+    }
   };
   NamedBarrier named_[kNamedBarriers] = {};
   ThreadBody body_ = nullptr;
@@ -550,10 +560,11 @@ cuattn_status Runner::run_block(const Launch& launch, uint3 block_index, uint64_
     return CUATTN_ERROR_KERNEL_FAULT;
   }
   for (unsigned id = 1; id < kNamedBarriers; ++id) {
-    if (named_[id].arrived > 0) {
+    const unsigned pending = named_[id].pending();
+    if (pending > 0) {
       message.clear();
       append_format(message, "the block ended with %u of the %u arrivals at named barrier %u",
-                    named_[id].arrived, named_[id].threads, id);
+                    pending, named_[id].threads, id);
       return CUATTN_ERROR_KERNEL_FAULT;
     }
   }
@@ -651,14 +662,30 @@ void Runner::named_barrier(unsigned id, unsigned threads, bool wait) {
     thread_fault(what.c_str());
   }
   NamedBarrier& barrier = named_[id];
-  if (barrier.arrived > 0 && barrier.threads != threads) {
+  if (barrier.pending() > 0 && barrier.threads != threads) {
     std::string what;
     append_format(what, "%s %u, %u: the %u arrivals pending there named %u threads", op, id,
-                  threads, barrier.arrived, barrier.threads);
+                  threads, barrier.pending(), barrier.threads);
     thread_fault(what.c_str());
   }
+  // PTX counts a warp at a time, once all its lanes have executed the (aligned) instruction.
+  const unsigned warp_index = current.linear / kWarpLanes;
+  unsigned& lanes = barrier.lanes[warp_index];
+  if ((lanes & lane_bit(current)) != 0) {
+    std::string what;
+    append_format(what, "%s %u, %u: arrives again before the rest of its warp arrived once", op, id,
+                  threads);
+    thread_fault(what.c_str());
+  }
+  lanes |= lane_bit(current);
   barrier.threads = threads;
-  if (++barrier.arrived == threads) {
+  const WarpState& warp = warps_[warp_index];
+  const unsigned live = warp.exists & ~warp.exited;
+  if ((lanes & live) == live) {
+    lanes = 0;
+    barrier.arrived += kWarpLanes;
+  }
+  if (barrier.arrived == threads) {
     barrier.arrived = 0;
     for (ThreadState& t : threads_) {
       if (t.wait == Wait::kNamedBarrier && t.named_barrier == id) {
@@ -931,7 +958,7 @@ void Runner::diagnose_stall(std::string& message) const {
       continue;
     }
     append_format(message, "bar.sync %u (%u threads, %u arrived) waited in by threads ", id,
-                  named_[id].threads, named_[id].arrived);
+                  named_[id].threads, named_[id].pending());
     append_ranges(message, waiting);
     message += "; the others ";
     describe_threads(message, others);

@@ -183,12 +183,13 @@ struct Traits {
 };
 
 // Ping-pong (Traits::kPingPong): the two halves of the CTA's warps take turns on the tensor
-// cores, so that one half's softmax runs while the other half's mmas do (FlashAttention-3's
-// schedule for wgmma, here for mma.sync). Each half waits at its own named barrier before each of
-// its two mma phases of a tile (S = Q K^T, then O += P V) and arrives at the other half's once the
-// phase is issued. Barrier 1 is the first half's, 2 the second's; the second half arrives once
-// at the start so that the first goes first, and skips its very last hand-over. Tuning rows only
-// (untimed); without kEnabled every call is empty.
+// cores, so that one half's softmax runs while the other half's mmas do (after FlashAttention-3's
+// ping-pong, which turns once an iteration with S(j) and P V(j - 1) issued together on wgmma; here
+// twice a tile, so each softmax hides under one mma phase of the other half). Each half waits at
+// its own named barrier before each of its two mma phases of a tile (S = Q K^T, then O += P V) and
+// arrives at the other half's once the phase is issued. Barrier 1 is the first half's, 2 the
+// second's; the second half arrives once at the start so that the first goes first, and skips its
+// very last hand-over. Tuning rows only (untimed); without kEnabled every call is empty.
 template <bool kEnabled, int kThreads>
 class PingPong {
  public:

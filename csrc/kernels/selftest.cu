@@ -476,6 +476,14 @@ __global__ void named_barrier_pending_kernel() {
   cuattn::named_barrier_arrive(1, kFaultThreads);
 }
 
+__global__ void named_barrier_count_kernel() {
+  if (linear_thread() < kWarpSize) {
+    cuattn::named_barrier_arrive(1, kFaultThreads);
+  } else {
+    cuattn::named_barrier_sync(1, kWarpSize);
+  }
+}
+
 __global__ void empty_kernel() {}
 
 // Output bytes a case needs (at least), or -1 for an unknown case.
@@ -507,6 +515,7 @@ int64_t required_bytes(int32_t test_case) {
       return 4;
     case CUATTN_SELFTEST_FAULT_NAMED_BARRIER_STALL:
     case CUATTN_SELFTEST_FAULT_NAMED_BARRIER_PENDING:
+    case CUATTN_SELFTEST_FAULT_NAMED_BARRIER_COUNT:
     case CUATTN_SELFTEST_FAULT_SHUFFLE_OMITS_LANE:
     case CUATTN_SELFTEST_FAULT_SHUFFLE_EXITED_LANE:
     case CUATTN_SELFTEST_FAULT_COLLECTIVE_MISMATCH:
@@ -600,6 +609,9 @@ extern "C" cuattn_status CUATTN_LAUNCHER(selftest)(int32_t test_case, void* out,
                                    dim3(1), dim3(kFaultThreads), 0, stream);
     case CUATTN_SELFTEST_FAULT_NAMED_BARRIER_PENDING:
       return cuattn::launch_kernel("selftest_named_barrier_pending", named_barrier_pending_kernel,
+                                   dim3(1), dim3(kFaultThreads), 0, stream);
+    case CUATTN_SELFTEST_FAULT_NAMED_BARRIER_COUNT:
+      return cuattn::launch_kernel("selftest_named_barrier_count", named_barrier_count_kernel,
                                    dim3(1), dim3(kFaultThreads), 0, stream);
     case CUATTN_SELFTEST_FAULT_DIVERGENT_SYNCTHREADS: {
       auto* counter = static_cast<unsigned*>(out);
