@@ -30,8 +30,9 @@ GPU_TESTS=(attention_flash flash_head_dim_features attention_mma_simple attentio
 # (BENCHMARKS.md has those that were): FlashAttention-2's hd128 shape (four warps, 128x64, K and V
 # in turns), its A100 hd256 shape (eight warps, 128x64, in turns), the former compact hd256 row,
 # which ran 22% slower at 173fc33 than at f525db3 (BENCHMARKS.md), and the ping-pong schedule at
-# hd128 (next to the same row without it) and at hd256 (next to the wide row).
-DEFAULT_TUNE="128:2,64,1 256:1,64,1,8 256:1,32,2 128:2,32,3,8 128:2,32,3,8,1 256:1,64,2,8,1"
+# hd128 and hd64 (each next to the same row without it) and at hd256 (next to the wide row).
+DEFAULT_TUNE="128:2,64,1 256:1,64,1,8 256:1,32,2 128:2,32,3,8"
+DEFAULT_TUNE+=" 128:2,32,3,8,1 256:1,64,2,8,1 64:2,64,3,8 64:2,64,3,8,1"
 read -r -a TUNE_VARIANTS <<< "${GPU_CHECK_TUNE-$DEFAULT_TUNE}"
 TUNE_TIMEOUT_S=40
 
