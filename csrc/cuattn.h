@@ -385,8 +385,8 @@ typedef enum cuattn_selftest_case {
    * then the counter. Turn order: tickets 0, 1, 2, ... alternate from group 0. */
   CUATTN_SELFTEST_NAMED_BARRIERS = 16,
 
-  /* Planted faults. On a GPU these kernels are undefined behavior (a hang or garbage): only the
-   * emulator's launcher should run them. */
+  /* Planted faults. On a GPU these kernels are undefined behavior (a hang, garbage, or nothing
+   * visible): only the emulator's launcher should run them. */
 
   /* Grid (16, 1, 16), block 64. Thread 0 of each block that starts adds 1 to uint32 out[0]
    * (reset first); in block (1,0,1) threads 32-63 return before a __syncthreads. Expect
