@@ -15,40 +15,36 @@ use crate::error::{Error, Result};
 /// only while its event tracking is on; these joins cover it whatever the setting. Nothing to do
 /// when every tensor lives on the launch stream, and on the emulator, which runs launches to the
 /// end.
-pub(crate) struct ForeignStreams {
-    launch: Option<Arc<CudaStream>>,
-    others: Vec<Arc<CudaStream>>,
+pub(crate) struct ForeignStreams<'a> {
+    launch: &'a Device,
+    others: Vec<&'a Device>, // empty (no allocation) in the usual one-stream call
 }
 
-impl ForeignStreams {
+impl<'a> ForeignStreams<'a> {
     /// Makes the stream of `launch` wait for the work queued so far on each of `homes` (the
     /// tensors' devices) that is another stream.
-    pub(crate) fn join(launch: &Device, homes: &[&Device]) -> Result<ForeignStreams> {
-        let mut others: Vec<Arc<CudaStream>> = Vec::new();
-        if let Device::Cuda(stream) = launch {
-            for home in homes {
-                if let Device::Cuda(other) = home {
-                    if !home.same_stream(launch)
-                        && !others.iter().any(|o| o.cu_stream() == other.cu_stream())
-                    {
-                        stream.join(other)?;
-                        others.push(Arc::clone(other));
-                    }
+    pub(crate) fn join(
+        launch: &'a Device,
+        homes: impl IntoIterator<Item = &'a Device>,
+    ) -> Result<ForeignStreams<'a>> {
+        let mut others: Vec<&'a Device> = Vec::new();
+        for home in homes {
+            if let (Device::Cuda(stream), Device::Cuda(other)) = (launch, home) {
+                if !home.same_stream(launch) && !others.iter().any(|o| o.same_stream(home)) {
+                    stream.join(other)?;
+                    others.push(home);
                 }
             }
         }
-        Ok(ForeignStreams {
-            launch: launch.stream().cloned(),
-            others,
-        })
+        Ok(ForeignStreams { launch, others })
     }
 
     /// Makes each of those streams wait for the work queued so far on the launch stream: call it
     /// once the launch is queued.
     pub(crate) fn rejoin(self) -> Result<()> {
-        if let Some(launch) = &self.launch {
-            for other in &self.others {
-                other.join(launch)?;
+        for other in &self.others {
+            if let (Device::Cuda(stream), Device::Cuda(launch)) = (other, self.launch) {
+                stream.join(launch)?;
             }
         }
         Ok(())

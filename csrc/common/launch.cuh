@@ -107,8 +107,9 @@ cuattn_status kernel_virtual_arch(int* arch) {
   int device = 0;
   cudaError_t error = cudaGetDevice(&device);
   const bool cacheable = error == cudaSuccess && device >= 0 && device < kCachedDevices;
-  if (cacheable && cached[device].load(std::memory_order_relaxed) > 0) {
-    *arch = cached[device].load(std::memory_order_relaxed);
+  const int known = cacheable ? cached[device].load(std::memory_order_relaxed) : 0;
+  if (known > 0) {
+    *arch = known;
     return CUATTN_OK;
   }
   cudaFuncAttributes attributes{};

@@ -53,12 +53,12 @@ pub(super) fn run<T: Element>(
     lse: Option<&Tensor<f32>>,
     varlen: Option<&VarlenBatch>,
 ) -> Result<()> {
-    let mut homes = vec![q.device(), k.device(), v.device(), out.device()];
-    homes.extend(lse.map(|t| t.device()));
-    if let Some(batch) = varlen {
-        homes.extend([batch.cu_seqlens_q.device(), batch.cu_seqlens_k.device()]);
-    }
-    let streams = ForeignStreams::join(device, &homes)?;
+    let homes = [q.device(), k.device(), v.device(), out.device()]
+        .into_iter()
+        .chain(lse.map(|t| t.device()))
+        .chain(varlen.map(|b| b.cu_seqlens_q.device()))
+        .chain(varlen.map(|b| b.cu_seqlens_k.device()));
+    let streams = ForeignStreams::join(device, homes)?;
     // The guards keep cudarc's record of each buffer's use alive across the launch.
     let (q_ptr, _q_guard) = q.kernel_ptr(device);
     let (k_ptr, _k_guard) = k.kernel_ptr(device);
