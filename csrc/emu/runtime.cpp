@@ -662,7 +662,7 @@ void Runner::named_barrier(unsigned id, unsigned threads, bool wait) {
     thread_fault(what.c_str());
   }
   NamedBarrier& barrier = named_[id];
-  if (barrier.pending() > 0 && barrier.threads != threads) {
+  if (barrier.threads != threads && barrier.pending() > 0) {  // the cheap test first
     std::string what;
     append_format(what, "%s %u, %u: the %u arrivals pending there named %u threads", op, id,
                   threads, barrier.pending(), barrier.threads);
