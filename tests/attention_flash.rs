@@ -7,7 +7,9 @@ mod common;
 use common::{assert_cases_pass, assert_cases_pass_on, devices, shape_params};
 use cuattn::check::{self, run_outputs, AttentionCase, Layout};
 use cuattn::reference::compare;
-use cuattn::{DType, Device, FlashTiles, FlashTilesScope, Kernel};
+use cuattn::{
+    AttentionOptions, AttentionParams, DType, Device, FlashTiles, FlashTilesScope, Kernel,
+};
 
 #[test]
 fn flash_matches_reference_on_odd_lengths_both_ways_causal_and_not() {
@@ -87,7 +89,7 @@ fn flash_plan_follows_the_tile_rule_and_the_thread_setting() {
         return;
     }
     let emu = Device::emulator();
-    let plan = |seqlen_q: i32, head_dim: i32, window: (i32, i32)| {
+    let plan = |seqlen_q: usize, head_dim: usize, window: (i32, i32)| {
         cuattn::flash_plan(&emu, &shape_params(seqlen_q, head_dim, window)).unwrap()
     };
     let (none, causal) = ((-1, -1), (-1, 0));
@@ -145,8 +147,11 @@ fn flash_plan_follows_the_tile_rule_and_the_thread_setting() {
         ),
         (FlashTiles::Compact, 64, 64 * 1024)
     );
+    // Dense calls need queries, but params filled in by hand may have none.
+    let mut no_queries = shape_params(1, 128, none);
+    no_queries.seqlen_q = 0;
     assert_eq!(
-        plan(0, 128, none).grid_x,
+        cuattn::flash_plan(&emu, &no_queries).unwrap().grid_x,
         0,
         "an empty problem is planned, with no CTAs"
     );
@@ -179,7 +184,10 @@ fn flash_plan_follows_the_tile_rule_and_the_thread_setting() {
         );
     }
 
-    let err = cuattn::flash_plan(&emu, &shape_params(100, 12, none))
+    // The C planner checks what it is given too (params a caller filled in itself).
+    let mut bad_head_dim = shape_params(100, 64, none);
+    bad_head_dim.head_dim = 12;
+    let err = cuattn::flash_plan(&emu, &bad_head_dim)
         .unwrap_err()
         .to_string();
     assert!(err.contains("head_dim = 12"), "{err}");
@@ -194,6 +202,71 @@ fn flash_plan_follows_the_tile_rule_and_the_thread_setting() {
         status,
         cuattn::ffi::cuattn_status::CUATTN_ERROR_INVALID_ARGUMENT
     );
+}
+
+/// `AttentionParams::dense_shape`, the safe way to params for `flash_plan`: the shape and option
+/// fields as a call sets them, null pointers, and the checks a call makes, naming the argument.
+#[test]
+fn attention_params_from_shapes_are_checked_like_a_call() {
+    let opts = AttentionOptions {
+        causal: true,
+        scale: Some(0.25),
+        softcap: Some(30.0),
+        ..Default::default()
+    };
+    let p =
+        AttentionParams::dense_shape::<half::f16>(&[3, 17, 8, 72], &[3, 29, 2, 72], &opts).unwrap();
+    assert_eq!(
+        (p.batch, p.seqlen_q, p.seqlen_k, p.heads, p.kv_heads, p.head_dim),
+        (3, 17, 29, 8, 2, 72)
+    );
+    assert_eq!((p.window_left, p.window_right), (-1, 0), "causal");
+    assert_eq!((p.scale, p.softcap), (0.25, 30.0));
+    assert!((p.scale_log2 - 0.25 * std::f32::consts::LOG2_E).abs() < 1e-6);
+    assert_eq!(p.dtype, cuattn::ffi::cuattn_dtype::CUATTN_DTYPE_F16);
+    assert!(p.q.is_null() && p.out.is_null() && p.maybe_lse.is_null());
+    let default_scale = AttentionParams::dense_shape::<half::bf16>(
+        &[1, 5, 2, 64],
+        &[1, 5, 2, 64],
+        &AttentionOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(default_scale.scale, 0.125, "1 / sqrt(head_dim)");
+
+    // The argument an invalid-argument error names.
+    let rejected =
+        |q: &[usize], k: &[usize], opts: &AttentionOptions| match AttentionParams::dense_shape::<
+            half::bf16,
+        >(q, k, opts)
+        {
+            Err(cuattn::Error::InvalidArgument { arg, .. }) => arg,
+            other => panic!("q {q:?}, k {k:?}: {other:?}"),
+        };
+    let none = AttentionOptions::default();
+    for (q, k, arg) in [
+        (&[1, 5, 2][..], &[1, 5, 2, 64][..], "q"),
+        (&[1, 5, 2, 64], &[1, 5, 2, 64, 1], "k"),
+        (&[1, 5, 2, 64], &[2, 5, 2, 64], "k"),
+        (&[1, 5, 2, 12], &[1, 5, 2, 12], "head_dim"),
+        (&[1, 5, 4, 64], &[1, 5, 3, 64], "kv_heads"),
+        (&[0, 5, 2, 64], &[0, 5, 2, 64], "batch"),
+        (&[1, 0, 2, 64], &[1, 5, 2, 64], "seqlen_q"),
+        (&[1, 5, 2, 64], &[1, 0, 2, 64], "seqlen_k"),
+    ] {
+        assert_eq!(rejected(q, k, &none), arg, "q {q:?}, k {k:?}");
+    }
+    let bad_window = AttentionOptions {
+        window: Some((-2, 0)),
+        ..Default::default()
+    };
+    assert_eq!(
+        rejected(&[1, 5, 2, 64], &[1, 5, 2, 64], &bad_window),
+        "window"
+    );
+    let f32_error = AttentionParams::dense_shape::<f32>(&[1, 5, 2, 64], &[1, 5, 2, 64], &none)
+        .unwrap_err()
+        .to_string();
+    assert!(f32_error.contains("f16 or bf16"), "{f32_error}");
 }
 
 #[test]

@@ -33,7 +33,7 @@ fn each_head_dim_runs_in_the_smallest_built_tile_or_is_unsupported() {
                 tile.copied(),
                 "the library's tile for head_dim {head_dim}"
             );
-            let plan = cuattn::flash_plan(&device, &shape_params(37, head_dim as i32, (-1, 0)));
+            let plan = cuattn::flash_plan(&device, &shape_params(37, head_dim, (-1, 0)));
             match (tile, &plan) {
                 (Some(&tile), Ok(plan)) => assert_eq!(plan.head_dim_tile, tile, "{plan:?}"),
                 (None, Err(e)) => assert!(e.to_string().starts_with("unsupported: "), "{e}"),

@@ -406,6 +406,20 @@ fn alloc_outputs<T: Element>(
 /// The C-ABI view of the problem, for callers that build params themselves.
 pub type AttentionParams = ffi::cuattn_attention_params;
 
+impl AttentionParams {
+    /// The params of a dense problem of element type `T` with these shapes (q `[batch, seqlen_q,
+    /// heads, head_dim]`, k and v `[batch, seqlen_k, kv_heads, head_dim]`) and options, checked as
+    /// [`attention`] checks them; the pointers are null and the strides 0. Enough for
+    /// [`flash_plan`]; a caller that launches through the C API fills in the rest.
+    pub fn dense_shape<T: Element>(
+        q_shape: &[usize],
+        k_shape: &[usize],
+        opts: &AttentionOptions,
+    ) -> Result<Self> {
+        validate::dense_shape::<T>(q_shape, k_shape, opts)
+    }
+}
+
 /// What a flash launch runs: the tile table and its row ([`flash_plan`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FlashPlan {
@@ -431,7 +445,8 @@ pub struct FlashPlan {
 /// What a flash launch with `params` runs on `device` under the calling thread's tile setting
 /// ([`set_flash_tiles`]): for engines that size or log their launches. Only the shape fields of
 /// `params` are read (head_dim, heads, kv_heads, dtype, seqlen_q, the window); the pointers may be
-/// null. The emulator plans as an sm_90 GPU, which it stands in for.
+/// null, as from [`AttentionParams::dense_shape`]. The emulator plans as an sm_90 GPU, which it
+/// stands in for.
 pub fn flash_plan(device: &Device, params: &AttentionParams) -> Result<FlashPlan> {
     let plan = launch::flash_plan(device, params)?;
     let count = |v: i32| usize::try_from(v).unwrap_or(0);

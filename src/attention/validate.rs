@@ -205,8 +205,6 @@ fn check_lse(lse: &Tensor<f32>, want: &[usize], q: &Tensor<impl Element>) -> Res
 }
 
 fn base_params<T: Element>(
-    q: &Tensor<T>,
-    out: &Tensor<T>,
     opts: &AttentionOptions,
     head_dim: usize,
 ) -> Result<ffi::cuattn_attention_params> {
@@ -218,14 +216,6 @@ fn base_params<T: Element>(
     })?;
     let (scale, softcap) = check_options(opts, head_dim)?;
     let (window_left, window_right) = opts.effective_window();
-    for (name, t) in [("out", out)] {
-        if t.shape() != q.shape() {
-            return Err(Error::invalid(
-                name,
-                format!("shape {:?}: must equal q's {:?}", t.shape(), q.shape()),
-            ));
-        }
-    }
     Ok(ffi::cuattn_attention_params {
         q: std::ptr::null(),
         k: std::ptr::null(),
@@ -296,6 +286,12 @@ fn check_common<T: Element>(
     for (name, t) in [("q", q), ("k", k), ("v", v), ("out", out)] {
         check_layout(name, t, q)?;
     }
+    if out.shape() != q.shape() {
+        return Err(Error::invalid(
+            "out",
+            format!("shape {:?}: must equal q's {:?}", out.shape(), q.shape()),
+        ));
+    }
     if v.shape() != k.shape() {
         return Err(Error::invalid(
             "v",
@@ -313,30 +309,24 @@ fn check_common<T: Element>(
     Ok(())
 }
 
-/// Validates a dense call and returns its params (pointers still null).
-pub(crate) fn dense<T: Element>(
-    q: &Tensor<T>,
-    k: &Tensor<T>,
-    v: &Tensor<T>,
-    out: &Tensor<T>,
-    lse: Option<&Tensor<f32>>,
+/// Validates the shapes and options of a dense call (q `[batch, seqlen_q, heads, head_dim]`, k and
+/// v `[batch, seqlen_k, kv_heads, head_dim]`) and returns its params: pointers null, strides 0.
+pub(crate) fn dense_shape<T: Element>(
+    q_shape: &[usize],
+    k_shape: &[usize],
     opts: &AttentionOptions,
 ) -> Result<ffi::cuattn_attention_params> {
-    let &[batch, seqlen_q, heads, head_dim] = q.shape() else {
-        return Err(rank_error("q", q.shape(), false));
+    let &[batch, seqlen_q, heads, head_dim] = q_shape else {
+        return Err(rank_error("q", q_shape, false));
     };
-    let &[kb, seqlen_k, kv_heads, kd] = k.shape() else {
-        return Err(rank_error("k", k.shape(), false));
+    let &[kb, seqlen_k, kv_heads, kd] = k_shape else {
+        return Err(rank_error("k", k_shape, false));
     };
     check_head_dim(head_dim)?;
     if kb != batch || kd != head_dim {
         return Err(Error::invalid(
             "k",
-            format!(
-                "shape {:?}: batch and head_dim must match q's {:?}",
-                k.shape(),
-                q.shape()
-            ),
+            format!("shape {k_shape:?}: batch and head_dim must match q's {q_shape:?}"),
         ));
     }
     if batch == 0 || batch > MAX_GRID_YZ {
@@ -348,19 +338,33 @@ pub(crate) fn dense<T: Element>(
     check_heads(heads, kv_heads)?;
     check_seqlen("seqlen_q", seqlen_q, 1)?;
     check_seqlen("seqlen_k", seqlen_k, 1)?;
-    check_common(q, k, v, out, lse)?;
-    let mut p = base_params(q, out, opts, head_dim)?;
-    if let Some(lse) = lse {
-        check_lse(lse, &[batch, heads, seqlen_q], q)?;
-        p.lse_batch_stride = lse.strides()[0] as i64;
-        p.lse_head_stride = lse.strides()[1] as i64;
-    }
-    fill_strides(&mut p, q, k, v, out);
+    let mut p = base_params::<T>(opts, head_dim)?;
     p.batch = batch as i32;
     p.heads = heads as i32;
     p.kv_heads = kv_heads as i32;
     p.seqlen_q = seqlen_q as i32;
     p.seqlen_k = seqlen_k as i32;
+    Ok(p)
+}
+
+/// Validates a dense call and returns its params (pointers still null).
+pub(crate) fn dense<T: Element>(
+    q: &Tensor<T>,
+    k: &Tensor<T>,
+    v: &Tensor<T>,
+    out: &Tensor<T>,
+    lse: Option<&Tensor<f32>>,
+    opts: &AttentionOptions,
+) -> Result<ffi::cuattn_attention_params> {
+    let mut p = dense_shape::<T>(q.shape(), k.shape(), opts)?;
+    check_common(q, k, v, out, lse)?;
+    if let Some(lse) = lse {
+        let [batch, heads, seqlen_q] = [p.batch, p.heads, p.seqlen_q].map(|n| n as usize);
+        check_lse(lse, &[batch, heads, seqlen_q], q)?;
+        p.lse_batch_stride = lse.strides()[0] as i64;
+        p.lse_head_stride = lse.strides()[1] as i64;
+    }
+    fill_strides(&mut p, q, k, v, out);
     Ok(p)
 }
 
@@ -417,7 +421,7 @@ pub(crate) fn varlen<T: Element>(
     }
     check_heads(heads, kv_heads)?;
     check_common(q, k, v, out, lse)?;
-    let mut p = base_params(q, out, opts, head_dim)?;
+    let mut p = base_params::<T>(opts, head_dim)?;
     if let Some(lse) = lse {
         check_lse(lse, &[heads, total_q], q)?;
         p.lse_head_stride = lse.strides()[0] as i64;

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::attention::{FlashTiles, Kernel};
+use crate::attention::{AttentionOptions, AttentionParams, FlashTiles, Kernel};
 use crate::bench::{table_header, BenchConfig, BenchReport, EMULATOR_NOTE};
 use crate::device::{probe_cuda, CudaProbe, Device};
 use crate::error::{Error, Result};
@@ -150,13 +150,10 @@ fn wide_flash_tiles(device: &Device) -> std::result::Result<(), String> {
     else {
         return Err("this build has no head-dim tile over 64, the tiles with a wide table".into());
     };
-    // SAFETY: the params struct is plain data (pointers, integers, floats), for which all-zero
-    // bytes are a valid value; the planner reads the shape fields set below and no pointer.
-    let mut params: crate::attention::AttentionParams = unsafe { std::mem::zeroed() };
-    (params.batch, params.seqlen_q, params.seqlen_k) = (1, 1, 1);
-    (params.heads, params.kv_heads, params.head_dim) = (1, 1, tile as i32);
-    (params.window_left, params.window_right) = (-1, -1);
-    params.dtype = crate::ffi::cuattn_dtype::CUATTN_DTYPE_BF16;
+    let shape = [1, 1, 1, tile];
+    let params =
+        AttentionParams::dense_shape::<half::bf16>(&shape, &shape, &AttentionOptions::default())
+            .map_err(|e| e.to_string())?;
     let _wide = crate::attention::FlashTilesScope::new(FlashTiles::Wide);
     crate::attention::flash_plan(device, &params)
         .map(|_| ())

@@ -72,19 +72,18 @@ pub fn last_error() -> String {
         .into_owned()
 }
 
-/// Flash params of a problem's shape, with null pointers: enough for `flash_plan`.
-pub fn shape_params(seqlen_q: i32, head_dim: i32, window: (i32, i32)) -> cuattn::AttentionParams {
-    // SAFETY: the params struct is plain data (pointers, integers, floats, a u32 newtype), for
-    // which all-zero bytes are a valid value.
-    let mut p: cuattn::AttentionParams = unsafe { std::mem::zeroed() };
-    p.batch = 2;
-    p.seqlen_q = seqlen_q;
-    p.seqlen_k = seqlen_q;
-    p.heads = 4;
-    p.kv_heads = 2;
-    p.head_dim = head_dim;
-    p.window_left = window.0;
-    p.window_right = window.1;
-    p.dtype = cuattn::ffi::cuattn_dtype::CUATTN_DTYPE_BF16;
-    p
+/// Flash params of a problem's shape (batch 2, four query heads on two KV heads, as many keys as
+/// queries), with null pointers: enough for `flash_plan`.
+pub fn shape_params(
+    seqlen_q: usize,
+    head_dim: usize,
+    window: (i32, i32),
+) -> cuattn::AttentionParams {
+    let opts = cuattn::AttentionOptions {
+        window: Some(window),
+        ..Default::default()
+    };
+    let (q, k) = ([2, seqlen_q, 4, head_dim], [2, seqlen_q, 2, head_dim]);
+    cuattn::AttentionParams::dense_shape::<half::bf16>(&q, &k, &opts)
+        .unwrap_or_else(|e| panic!("shape q {q:?}, k {k:?}: {e}"))
 }
