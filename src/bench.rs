@@ -386,7 +386,7 @@ pub fn launch_bench_mma(out: &Tensor<f32>, blocks: i32, iterations: i32) -> Resu
             ),
         ));
     }
-    let (ptr, _guard) = out.kernel_ptr(out.device());
+    let (ptr, _guard) = out.kernel_ptr(out.device(), out.device().capturing()?);
     let status = match out.device() {
         // SAFETY: out is a registered host buffer of at least `needed` floats (checked above),
         // alive for this synchronous call.

@@ -14,26 +14,47 @@ use crate::error::{Error, Result};
 /// output, a write or free of its inputs). cudarc's per-buffer events cover only part of this, and
 /// only while its event tracking is on; these joins cover it whatever the setting. Nothing to do
 /// when every tensor lives on the launch stream, and on the emulator, which runs launches to the
-/// end.
+/// end. In a CUDA graph capture the joins become edges of the graph, so every such stream must be
+/// in the capture too (CUDA forbids a capturing stream to wait for work outside it).
 pub(crate) struct ForeignStreams<'a> {
     launch: &'a Device,
     others: Vec<&'a Device>, // empty (no allocation) in the usual one-stream call
 }
 
 impl<'a> ForeignStreams<'a> {
-    /// Makes the stream of `launch` wait for the work queued so far on each of `homes` (the
-    /// tensors' devices) that is another stream.
+    /// Makes the stream of `launch` wait for the work queued so far on each of `homes` (each
+    /// tensor's name and device) that is another stream. `capturing`: the launch stream is being
+    /// captured into a graph ([`Device::capturing`]); a tensor whose stream is not then fails,
+    /// before anything is queued.
     pub(crate) fn join(
         launch: &'a Device,
-        homes: impl IntoIterator<Item = &'a Device>,
+        capturing: bool,
+        homes: impl IntoIterator<Item = (&'static str, &'a Device)>,
     ) -> Result<ForeignStreams<'a>> {
         let mut others: Vec<&'a Device> = Vec::new();
-        for home in homes {
+        for (name, home) in homes {
+            let both_streams = launch.is_cuda() && home.is_cuda();
+            if !both_streams
+                || home.same_stream(launch)
+                || others.iter().any(|o| o.same_stream(home))
+            {
+                continue;
+            }
+            if capturing && !home.capturing()? {
+                return Err(Error::invalid(
+                    name,
+                    "on a stream outside the CUDA graph capture of the launch stream (q's): \
+                     bring that stream into the capture (it waits for an event recorded on the \
+                     capturing stream) or keep the call's tensors on the capturing stream",
+                ));
+            }
+            others.push(home);
+        }
+        // Checked first, then joined: a refused call queues nothing (in a capture, a join
+        // already made would stay in the graph).
+        for home in &others {
             if let (Device::Cuda(stream), Device::Cuda(other)) = (launch, home) {
-                if !home.same_stream(launch) && !others.iter().any(|o| o.same_stream(home)) {
-                    stream.join(other)?;
-                    others.push(home);
-                }
+                stream.join(other)?;
             }
         }
         Ok(ForeignStreams { launch, others })
@@ -126,8 +147,9 @@ impl Device {
     /// Tensors on other streams of the same context may be mixed in one call: it runs on its
     /// first tensor's stream (q), after the work already queued on the others, and the work
     /// queued on them afterwards runs after it (an event each way, only for streams that differ).
-    /// In a CUDA graph capture that forks the capture onto those streams; keep such a call's
-    /// tensors on the capturing stream, or join the streams back before the capture ends.
+    /// In a CUDA graph capture those events are edges of the graph, so every such stream must be
+    /// in the capture already (the call fails naming the tensor otherwise), and must be joined
+    /// back into the capturing stream before the capture ends.
     pub fn from_stream(stream: Arc<CudaStream>) -> Device {
         Device::Cuda(stream)
     }
@@ -201,6 +223,16 @@ impl Device {
                 Arc::ptr_eq(a, b) || a.cu_stream() == b.cu_stream()
             }
             _ => false,
+        }
+    }
+
+    /// Whether this device's stream is being captured into a CUDA graph (one whose capture was
+    /// invalidated counts: its launches fail). False on the emulator.
+    pub fn capturing(&self) -> Result<bool> {
+        match self {
+            Device::Cuda(stream) => Ok(stream.capture_status()?
+                != cudarc::driver::sys::CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_NONE),
+            Device::Emulator => Ok(false),
         }
     }
 

@@ -158,14 +158,32 @@ unsafe impl Send for EmuBuffer {}
 unsafe impl Sync for EmuBuffer {}
 
 enum Storage<T: Element> {
-    Cuda(CudaSlice<T>),
-    Emu { buf: EmuBuffer, len: usize },
+    /// `addr`: the buffer's device address, read once when the storage is made, for launches that
+    /// must not touch cudarc's per-buffer events (in a CUDA graph capture: `Tensor::kernel_ptr`).
+    Cuda {
+        slice: CudaSlice<T>,
+        addr: u64,
+    },
+    Emu {
+        buf: EmuBuffer,
+        len: usize,
+    },
 }
 
 impl<T: Element> Storage<T> {
+    fn cuda(slice: CudaSlice<T>) -> Storage<T> {
+        // On the buffer's own stream: waiting for its last write there orders nothing new, and
+        // the read it records orders its free after nothing new.
+        let addr = {
+            let (addr, _record) = slice.device_ptr(slice.stream());
+            addr
+        };
+        Storage::Cuda { slice, addr }
+    }
+
     fn len(&self) -> usize {
         match self {
-            Storage::Cuda(slice) => slice.len(),
+            Storage::Cuda { slice, .. } => slice.len(),
             Storage::Emu { len, .. } => *len,
         }
     }
@@ -229,7 +247,7 @@ impl<T: Element> Tensor<T> {
     pub fn zeros(device: &Device, shape: &[usize]) -> Result<Tensor<T>> {
         let len = checked_numel(shape)?;
         let storage = match device {
-            Device::Cuda(stream) => Storage::Cuda(stream.alloc_zeros::<T>(len)?),
+            Device::Cuda(stream) => Storage::cuda(stream.alloc_zeros::<T>(len)?),
             Device::Emulator => {
                 let bytes = len.checked_mul(std::mem::size_of::<T>()).ok_or_else(|| {
                     Error::invalid("shape", format!("{shape:?}: byte count overflows usize"))
@@ -260,7 +278,7 @@ impl<T: Element> Tensor<T> {
         }
         let t = match device {
             Device::Cuda(stream) => Tensor {
-                storage: Arc::new(Storage::Cuda(stream.clone_htod(data)?)),
+                storage: Arc::new(Storage::cuda(stream.clone_htod(data)?)),
                 device: device.clone(),
                 offset: 0,
                 shape: shape.to_vec(),
@@ -304,7 +322,7 @@ impl<T: Element> Tensor<T> {
             ));
         }
         Ok(Tensor {
-            storage: Arc::new(Storage::Cuda(slice)),
+            storage: Arc::new(Storage::cuda(slice)),
             device: device.clone(),
             offset: 0,
             shape: shape.to_vec(),
@@ -312,10 +330,14 @@ impl<T: Element> Tensor<T> {
         })
     }
 
-    /// The underlying CUDA buffer (the whole allocation; see `offset` and `strides`).
+    /// The underlying CUDA buffer (the whole allocation; see `offset` and `strides`). cudarc's
+    /// per-buffer events see every buffer of a cuattn launch, its outputs too, as read by it (an
+    /// output's write is ordered by the tensor's stream): order work on an output that another
+    /// stream does through cudarc after the tensor's stream (a stream join), as cuattn's own
+    /// calls do.
     pub fn cuda_slice(&self) -> Option<&CudaSlice<T>> {
         match &*self.storage {
-            Storage::Cuda(slice) => Some(slice),
+            Storage::Cuda { slice, .. } => Some(slice),
             Storage::Emu { .. } => None,
         }
     }
@@ -387,7 +409,7 @@ impl<T: Element> Tensor<T> {
             }
         };
         match (&*self.storage, &self.device) {
-            (Storage::Cuda(slice), Device::Cuda(stream)) => {
+            (Storage::Cuda { slice, .. }, Device::Cuda(stream)) => {
                 let all = stream.clone_dtoh(slice)?;
                 gather(&all, &mut out);
             }
@@ -440,7 +462,7 @@ impl<T: Element> Tensor<T> {
         match &*self.storage {
             // SAFETY: offset lies inside the buffer (checked when the view was made).
             Storage::Emu { buf, .. } => unsafe { buf.ptr.as_ptr().cast::<T>().add(self.offset) },
-            Storage::Cuda(_) => std::ptr::null(),
+            Storage::Cuda { .. } => std::ptr::null(),
         }
     }
 
@@ -448,16 +470,25 @@ impl<T: Element> Tensor<T> {
     /// outlive a launch on `launch` that uses it: the launch stream first waits for the buffer's
     /// last write that cudarc recorded, and the guard records the launch's use on drop. (A launch
     /// on another stream than the tensor's also orders itself with that stream:
-    /// `ForeignStreams`.)
+    /// `ForeignStreams`.) In a CUDA graph capture (`capturing`) neither happens: CUDA forbids a
+    /// capturing stream to wait for an event recorded outside the capture, and an event recorded
+    /// in it would fail cudarc's later waits outside; the graph's launches are the caller's to
+    /// order, and its buffers the caller's to keep alive.
     pub(crate) fn kernel_ptr<'a>(
         &'a self,
         launch: &'a Device,
+        capturing: bool,
     ) -> (*mut std::ffi::c_void, Option<impl Drop + 'a>) {
         match (&*self.storage, launch) {
-            (Storage::Cuda(slice), Device::Cuda(stream)) => {
-                let (ptr, guard) = slice.device_ptr(stream);
-                let addr = ptr + (self.offset * std::mem::size_of::<T>()) as u64;
-                (addr as *mut std::ffi::c_void, Some(guard))
+            (Storage::Cuda { slice, addr }, Device::Cuda(stream)) => {
+                let (base, guard) = if capturing {
+                    (*addr, None)
+                } else {
+                    let (base, guard) = slice.device_ptr(stream);
+                    (base, Some(guard))
+                };
+                let at = base + (self.offset * std::mem::size_of::<T>()) as u64;
+                (at as *mut std::ffi::c_void, guard)
             }
             _ => (self.emu_ptr().cast_mut().cast(), None),
         }

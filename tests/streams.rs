@@ -1,7 +1,7 @@
 //! Tensors of one CUDA context may live on different streams (`Device::from_stream`). A launch
 //! must come after the work already queued on its tensors' streams, and the work queued there
-//! later must come after the launch. GPU only: the emulator has no streams (its launches run to
-//! the end before they return).
+//! later must come after the launch. And a call can be captured into a CUDA graph. GPU only: the
+//! emulator has no streams (its launches run to the end before they return).
 
 mod common;
 
@@ -11,7 +11,9 @@ use half::bf16;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use cuattn::{attention_into, flash_attention, AttentionOptions, Device, Kernel, Tensor};
+use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
+
+use cuattn::{attention_into, flash_attention, AttentionOptions, Device, Error, Kernel, Tensor};
 
 /// Long enough (about 2 TFLOP) that a launch still runs when the next call on another stream is
 /// queued behind it.
@@ -81,4 +83,84 @@ fn work_queued_on_an_outputs_stream_waits_for_the_launch_that_writes_it() {
     let got = out.to_host().unwrap();
     let want = flash_attention(&q, &k, &v, &opts).unwrap().out;
     assert_eq!(bits(&got), bits(&want.to_host().unwrap()));
+}
+
+/// `attention_into` on a stream being captured into a CUDA graph (global mode, as PyTorch and
+/// engines capture): nothing runs until the graph is launched, each launch reads the buffers as
+/// they are then, the capture is not invalidated by cudarc's per-buffer events, and a tensor on a
+/// stream outside the capture is refused without spoiling the capture.
+#[test]
+fn attention_into_is_captured_into_a_cuda_graph_and_replays_on_current_inputs() {
+    let Some(gpu) = common::devices().into_iter().find(Device::is_cuda) else {
+        println!("skipped: graphs are a GPU matter");
+        return;
+    };
+    let stream = Arc::clone(gpu.stream().unwrap());
+    let (q_shape, kv_shape) = ([2, 300, 8, 128], [2, 300, 2, 128]);
+    let opts = AttentionOptions {
+        causal: true,
+        ..Default::default()
+    };
+    let (q, k, v) = (
+        random(&gpu, &q_shape, 11),
+        random(&gpu, &kv_shape, 12),
+        random(&gpu, &kv_shape, 13),
+    );
+    // Before the capture: the reference output (which also loads the kernel), the poisoned
+    // output, and a K on another stream for the refused call.
+    let want = flash_attention(&q, &k, &v, &opts)
+        .unwrap()
+        .out
+        .to_host()
+        .unwrap();
+    let out = Tensor::full(&gpu, &q_shape, bf16::NAN).unwrap();
+    let elsewhere = Device::from_stream(stream.context().new_stream().unwrap());
+    let k_elsewhere = random(&elsewhere, &kv_shape, 12);
+    elsewhere.synchronize().unwrap();
+    gpu.synchronize().unwrap();
+
+    stream
+        .begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_GLOBAL)
+        .unwrap();
+    let captured = attention_into(Kernel::Flash, &q, &k, &v, &out, None, &opts);
+    let refused = attention_into(Kernel::Flash, &q, &k_elsewhere, &v, &out, None, &opts);
+    let graph = stream.end_capture(CUgraphInstantiate_flags(0));
+    captured.unwrap();
+    match refused {
+        Err(Error::InvalidArgument { arg: "k", msg }) => {
+            assert!(msg.contains("outside the CUDA graph capture"), "{msg}")
+        }
+        other => panic!("a K outside the capture: {other:?}"),
+    }
+    let graph = graph.unwrap().expect("the capture holds the launch");
+    stream.context().check_err().unwrap();
+    assert!(
+        out.to_host().unwrap().iter().all(|x| x.is_nan()),
+        "a captured call must not run before the graph does"
+    );
+
+    graph.launch().unwrap();
+    assert_eq!(bits(&out.to_host().unwrap()), bits(&want));
+
+    // New values in q's buffer (written there by another call), then a replay: the graph reads
+    // them.
+    let (a, b) = (random(&gpu, &q_shape, 21), random(&gpu, &kv_shape, 22));
+    attention_into(
+        Kernel::Flash,
+        &a,
+        &b,
+        &b,
+        &q,
+        None,
+        &AttentionOptions::default(),
+    )
+    .unwrap();
+    let want = flash_attention(&q, &k, &v, &opts)
+        .unwrap()
+        .out
+        .to_host()
+        .unwrap();
+    graph.launch().unwrap();
+    assert_eq!(bits(&out.to_host().unwrap()), bits(&want));
+    stream.context().check_err().unwrap();
 }

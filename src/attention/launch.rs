@@ -53,20 +53,23 @@ pub(super) fn run<T: Element>(
     lse: Option<&Tensor<f32>>,
     varlen: Option<&VarlenBatch>,
 ) -> Result<()> {
-    let homes = [q.device(), k.device(), v.device(), out.device()]
+    let homes = [("q", q), ("k", k), ("v", v), ("out", out)]
+        .map(|(name, t)| (name, t.device()))
         .into_iter()
-        .chain(lse.map(|t| t.device()))
-        .chain(varlen.map(|b| b.cu_seqlens_q.device()))
-        .chain(varlen.map(|b| b.cu_seqlens_k.device()));
-    let streams = ForeignStreams::join(device, homes)?;
-    // The guards keep cudarc's record of each buffer's use alive across the launch.
-    let (q_ptr, _q_guard) = q.kernel_ptr(device);
-    let (k_ptr, _k_guard) = k.kernel_ptr(device);
-    let (v_ptr, _v_guard) = v.kernel_ptr(device);
-    let (out_ptr, _out_guard) = out.kernel_ptr(device);
-    let lse_ptr = lse.map(|t| t.kernel_ptr(device));
-    let cu_q = varlen.map(|b| b.cu_seqlens_q.kernel_ptr(device));
-    let cu_k = varlen.map(|b| b.cu_seqlens_k.kernel_ptr(device));
+        .chain(lse.map(|t| ("lse", t.device())))
+        .chain(varlen.map(|b| ("batch", b.cu_seqlens_q.device())))
+        .chain(varlen.map(|b| ("batch", b.cu_seqlens_k.device())));
+    let capturing = device.capturing()?;
+    let streams = ForeignStreams::join(device, capturing, homes)?;
+    // The guards keep cudarc's record of each buffer's use alive across the launch (none in a
+    // graph capture: Tensor::kernel_ptr).
+    let (q_ptr, _q_guard) = q.kernel_ptr(device, capturing);
+    let (k_ptr, _k_guard) = k.kernel_ptr(device, capturing);
+    let (v_ptr, _v_guard) = v.kernel_ptr(device, capturing);
+    let (out_ptr, _out_guard) = out.kernel_ptr(device, capturing);
+    let lse_ptr = lse.map(|t| t.kernel_ptr(device, capturing));
+    let cu_q = varlen.map(|b| b.cu_seqlens_q.kernel_ptr(device, capturing));
+    let cu_k = varlen.map(|b| b.cu_seqlens_k.kernel_ptr(device, capturing));
     params.q = q_ptr;
     params.k = k_ptr;
     params.v = v_ptr;

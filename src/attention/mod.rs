@@ -305,7 +305,11 @@ pub fn attention<T: Element>(
 
 /// Runs `kernel` writing into caller-provided `out` (shaped like q) and `lse` (float32
 /// [batch, heads, seqlen_q], required iff `opts.return_lse`). Allocates nothing and does not
-/// synchronize, so it can be captured in a CUDA graph.
+/// synchronize, so it can be captured in a CUDA graph: on a stream being captured the call
+/// leaves cudarc's per-buffer events alone (a capture may not wait for an event recorded outside
+/// it), so ordering the graph's launches with other work on its buffers, and keeping the buffers
+/// alive while the graph lives, are the caller's; a tensor on another stream must be in the same
+/// capture, or the call fails naming it.
 pub fn attention_into<T: Element>(
     kernel: Kernel,
     q: &Tensor<T>,
