@@ -21,7 +21,7 @@ set -euo pipefail
 
 # Test binaries that exercise kernels on every device present (the GPU among them).
 GPU_TESTS=(attention_flash flash_head_dim_features attention_mma_simple attention_naive primitives capi
-  emulator streams)
+  emulator streams flash_fuzz)
 # Tuning variants (build.rs's CUATTN_FLASH_TUNE:
 # <tile>:<m tiles>,<key tile>,<stages>[,<warps>[,<ping-pong>]]),
 # each built here in a binary with only that head-dim tile, checked on the emulator here, and timed
@@ -73,7 +73,9 @@ for line in sys.stdin:
     cp "$exe" ".gpu/bin/$t"
   done
   strip .gpu/bin/*
-  # Tuning variants: gzipped (the working tree that travels is limited to 64 MiB).
+  # Gzipped, as the tuning variants below: the working tree that travels is limited to 64 MiB.
+  gzip -9 .gpu/bin/*
+  # Tuning variants, gzipped too.
   mkdir -p .gpu/tune
   for v in "${TUNE_VARIANTS[@]}"; do
     local name="hd${v/:/-}" tile=${v%%:*}
@@ -101,20 +103,27 @@ device() {
   final=${OUT:-$here/out}
   out=$(mktemp -d)
   mkdir -p "$final"
+  # The binaries travel gzipped (build): unpacked into a scratch folder.
+  local bin
+  bin=$(mktemp -d)
+  for packed in "$here"/bin/*.gz; do
+    gzip -dc "$packed" > "$bin/$(basename "$packed" .gz)"
+  done
+  chmod +x "$bin"/*
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv > "$out/gpu.txt" 2>&1 || true
-  "$here/bin/cuattn" info > "$out/info.txt" 2>&1 || status=1
+  "$bin/cuattn" info > "$out/info.txt" 2>&1 || status=1
   # The summary goes straight to $OUT, so that a run cut short still returns what it got to.
   local summary="$final/summary.txt"
   echo "commit $(cat "$here/commit")  $(tail -n 1 "$out/gpu.txt")" > "$summary"
   for t in "${GPU_TESTS[@]}"; do
-    if timeout 120 "$here/bin/$t" --nocapture --test-threads=1 > "$out/test-$t.log" 2>&1; then
+    if timeout 120 "$bin/$t" --nocapture --test-threads=1 > "$out/test-$t.log" 2>&1; then
       echo "test $t: ok  ($(grep -E '^test result' "$out/test-$t.log" | tail -n 1))" >> "$summary"
     else
       echo "test $t: FAILED (see test-$t.log)" >> "$summary"
       status=1
     fi
   done
-  if timeout 120 "$here/bin/cuattn" check --device gpu > "$out/check.txt" 2>&1; then
+  if timeout 120 "$bin/cuattn" check --device gpu > "$out/check.txt" 2>&1; then
     echo "check: $(tail -n 1 "$out/check.txt")" >> "$summary"
   else
     echo "check: FAILED ($(tail -n 1 "$out/check.txt"))" >> "$summary"
@@ -125,18 +134,18 @@ device() {
   # The same on the compute_80 PTX, which the driver JIT-compiles here as it does on GPUs newer
   # than sm_90: flash must see that its wide kernels (sm_90a code only, a trap in that PTX) are
   # out, and run compact tiles.
-  if CUDA_FORCE_PTX_JIT=1 timeout 150 "$here/bin/cuattn" check --device gpu \
+  if CUDA_FORCE_PTX_JIT=1 timeout 150 "$bin/cuattn" check --device gpu \
       > "$out/check-jit.txt" 2>&1; then
     echo "check on the compute_80 PTX: $(tail -n 1 "$out/check-jit.txt")" >> "$summary"
   else
     echo "check on the compute_80 PTX: FAILED ($(tail -n 1 "$out/check-jit.txt"))" >> "$summary"
     status=1
   fi
-  CUDA_FORCE_PTX_JIT=1 timeout 60 "$here/bin/cuattn" info 2>&1 | grep -m 1 'flash tile tables' |
+  CUDA_FORCE_PTX_JIT=1 timeout 60 "$bin/cuattn" info 2>&1 | grep -m 1 'flash tile tables' |
     sed 's/^ */on the compute_80 PTX: /' >> "$summary" || true
   local commit
   commit=$(cat "$here/commit")
-  if CUATTN_COMMIT="$commit" timeout "$BENCH_TIMEOUT_S" "$here/bin/cuattn" bench \
+  if CUATTN_COMMIT="$commit" timeout "$BENCH_TIMEOUT_S" "$bin/cuattn" bench \
       --family prefill --device gpu --json "$out/bench.json" > "$out/bench.txt" 2>&1; then
     echo "bench: ok (bench.txt, bench.json)" >> "$summary"
   else
@@ -164,7 +173,7 @@ device() {
         --launch-count 1 --section SpeedOfLight --section ComputeWorkloadAnalysis \
         --section WarpStateStats --section SchedulerStats --section MemoryWorkloadAnalysis_Tables \
         --section Occupancy --section SourceCounters --print-details all \
-        "$here/bin/cuattn" bench --family prefill --device gpu --quick --head-dim "$hd" \
+        "$bin/cuattn" bench --family prefill --device gpu --quick --head-dim "$hd" \
         --flash-tiles "$tiles" > "$out/$name.txt" 2>&1 &&
         echo "$name: ok ($name.txt in logs.tgz)" >> "$summary" ||
         echo "$name: FAILED ($(tail -n 1 "$out/$name.txt"))" >> "$summary"
@@ -173,7 +182,7 @@ device() {
   # Both tile tables forced, as columns next to the default (auto) ones; hd64 has one table.
   local tuned=()
   for tiles in compact wide; do
-    if CUATTN_COMMIT="$commit" timeout "$BENCH_TIMEOUT_S" "$here/bin/cuattn" bench \
+    if CUATTN_COMMIT="$commit" timeout "$BENCH_TIMEOUT_S" "$bin/cuattn" bench \
         --family prefill --device gpu --head-dim 128,256 --flash-tiles "$tiles" \
         --json "$out/tiles-$tiles.json" > "$out/tiles-$tiles.txt" 2>&1; then
       tuned+=(--tuned "$tiles=$out/tiles-$tiles.json")

@@ -1,15 +1,18 @@
-//! Random problems for the flash kernel against the f64 reference on the emulator (bounds and
-//! race checks on): shapes, GQA groups, head dims, masks, softcap, scale sign, layouts and both
-//! tile tables drawn from a seeded generator. Too slow for every run, so ignored by default:
+//! Random problems for the flash kernel against the f64 reference, on the emulator (bounds and
+//! race checks on) and on the GPU when present: shapes, GQA groups, head dims, masks, softcap,
+//! scale sign, layouts and the three tile settings drawn from a seeded generator. The suite runs
+//! 100 of them; a longer run sets the count and the seed:
 //!
 //! ```text
-//! CUATTN_FUZZ_CASES=500 CUATTN_FUZZ_SEED=7 cargo test --release --test flash_fuzz -- --ignored
+//! CUATTN_FUZZ_CASES=3000 CUATTN_FUZZ_SEED=7 cargo test --release --test flash_fuzz
 //! ```
 //!
 //! A failing case prints whole, with its seed, so that it can join the fixed grid.
 
+mod common;
+
 use cuattn::check::{run_case, AttentionCase, Layout};
-use cuattn::{DType, Device, FlashTiles, FlashTilesScope, Kernel};
+use cuattn::{AttentionParams, DType, Device, FlashTiles, FlashTilesScope, Kernel};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -101,32 +104,52 @@ fn random_case(rng: &mut StdRng, seed: u64) -> (AttentionCase, FlashTiles) {
         });
     }
     case.seed = seed;
-    let tiles = [FlashTiles::Auto, FlashTiles::Compact, FlashTiles::Wide][rng.random_range(0..3)];
+    let tiles = FlashTiles::ALL[rng.random_range(0..FlashTiles::ALL.len())];
     (case, tiles)
 }
 
+/// Whether `device` runs flash's wide tiles (the sm_90a code; the emulator stands in for it).
+fn runs_wide_tiles(device: &Device) -> bool {
+    let shape = [1, 1, 1, 128];
+    let params = AttentionParams::dense_shape::<half::bf16>(&shape, &shape, &Default::default())
+        .expect("a valid shape");
+    let _wide = FlashTilesScope::new(FlashTiles::Wide);
+    cuattn::flash_plan(device, &params).is_ok()
+}
+
 #[test]
-#[ignore = "slow: a fuzz run, started by hand (see the file's header)"]
 fn flash_matches_reference_on_random_problems() {
-    let cases = env_or("CUATTN_FUZZ_CASES", 200);
+    let cases = env_or("CUATTN_FUZZ_CASES", 100);
     let seed = env_or("CUATTN_FUZZ_SEED", 1);
     let mut rng = StdRng::seed_from_u64(seed);
-    let device = Device::emulator();
+    let devices: Vec<(Device, bool)> = common::devices()
+        .into_iter()
+        .map(|d| {
+            let wide = runs_wide_tiles(&d);
+            (d, wide)
+        })
+        .collect();
     let mut failures = Vec::new();
     for i in 0..cases {
         let (case, tiles) = random_case(&mut rng, seed.wrapping_mul(1_000_003).wrapping_add(i));
-        let result = {
-            let _tiles = FlashTilesScope::new(tiles);
-            run_case(&device, Kernel::Flash, &case)
-        };
-        println!("{i:4} tiles {tiles:?}: {result}");
-        if result.failed() {
-            failures.push(format!("{case:?} tiles {tiles:?}: {result}"));
+        for (device, runs_wide) in &devices {
+            if tiles == FlashTiles::Wide && !runs_wide {
+                println!("{i:4} {device:?}: no wide tiles here; {case}");
+                continue;
+            }
+            let result = {
+                let _tiles = FlashTilesScope::new(tiles);
+                run_case(device, Kernel::Flash, &case)
+            };
+            println!("{i:4} tiles {tiles:?}: {result}");
+            if result.failed() {
+                failures.push(format!("{case:?} tiles {tiles:?}: {result}"));
+            }
         }
     }
     assert!(
         failures.is_empty(),
-        "{} of {cases} random problems failed (seed {seed}):\n{}",
+        "{} random problems failed (seed {seed}, {cases} cases):\n{}",
         failures.len(),
         failures.join("\n")
     );
