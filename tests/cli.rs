@@ -572,3 +572,31 @@ fn unknown_kernel_exits_2_listing_the_kernels() {
         "{stderr}"
     );
 }
+
+/// A reader that stops early (`cuattn check | head -1`) ends the command quietly: no panic from
+/// a print to the closed pipe.
+#[test]
+#[cfg(unix)]
+fn a_closed_stdout_ends_the_command_without_a_panic() {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Stdio;
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cuattn"))
+        .args(["check", "--device", "emu"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.contains("PASS"), "{first}");
+    // The read end is closed here; the command's next prints hit the closed pipe.
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("status {:?}", out.status);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{stderr}");
+}
