@@ -35,6 +35,15 @@ fn length(rng: &mut StdRng, max: usize) -> usize {
     }
 }
 
+/// A varlen sequence's length: as `length`, or now and then 0.
+fn varlen_length(rng: &mut StdRng, max: usize) -> usize {
+    if rng.random_bool(0.1) {
+        0
+    } else {
+        length(rng, max)
+    }
+}
+
 /// A window side: unbounded, zero, or up to 80 keys.
 fn window_side(rng: &mut StdRng) -> i32 {
     match rng.random_range(0..3) {
@@ -57,9 +66,10 @@ fn random_case(rng: &mut StdRng, seed: u64) -> (AttentionCase, FlashTiles) {
     let max_len = if head_dim <= 128 { 300 } else { 160 };
     let layout = match rng.random_range(0..5) {
         0 => Layout::PackedQkv,
+        // A varlen sequence may be empty on either side (no queries, or queries that see no key).
         1 => Layout::Varlen(
             (0..rng.random_range(1..=3))
-                .map(|_| (length(rng, max_len), length(rng, max_len)))
+                .map(|_| (varlen_length(rng, max_len), varlen_length(rng, max_len)))
                 .collect(),
         ),
         _ => Layout::Dense,
