@@ -23,12 +23,12 @@ pub(crate) struct ForeignStreams<'a> {
 
 impl<'a> ForeignStreams<'a> {
     /// Makes the stream of `launch` wait for the work queued so far on each of `homes` (each
-    /// tensor's name and device) that is another stream. `capturing`: the launch stream is being
-    /// captured into a graph ([`Device::capturing`]); a tensor whose stream is not then fails,
-    /// before anything is queued.
+    /// tensor's name and device) that is another stream. `capture`: the graph capture the launch
+    /// stream is in ([`Device::capture_id`]); a tensor whose stream is not in that same capture
+    /// (or is in one while the launch stream is not) fails the call before anything is queued.
     pub(crate) fn join(
         launch: &'a Device,
-        capturing: bool,
+        capture: Option<u64>,
         homes: impl IntoIterator<Item = (&'static str, &'a Device)>,
     ) -> Result<ForeignStreams<'a>> {
         let mut others: Vec<&'a Device> = Vec::new();
@@ -40,13 +40,25 @@ impl<'a> ForeignStreams<'a> {
             {
                 continue;
             }
-            if capturing && !home.capturing()? {
-                return Err(Error::invalid(
-                    name,
-                    "on a stream outside the CUDA graph capture of the launch stream (q's): \
-                     bring that stream into the capture (it waits for an event recorded on the \
-                     capturing stream) or keep the call's tensors on the capturing stream",
-                ));
+            let home_capture = home.capture_id()?;
+            if home_capture != capture {
+                let why = match (capture, home_capture) {
+                    (Some(_), None) => {
+                        "on a stream outside the CUDA graph capture of the launch \
+                                        stream (q's): bring that stream into the capture (it \
+                                        waits for an event recorded on the capturing stream) or \
+                                        keep the call's tensors on the capturing stream"
+                    }
+                    (None, _) => {
+                        "on a stream being captured into a CUDA graph, but the launch \
+                                  stream (q's) is not: launch on the capturing stream"
+                    }
+                    (Some(_), Some(_)) => {
+                        "on a stream in another CUDA graph capture than the \
+                                           launch stream (q's)"
+                    }
+                };
+                return Err(Error::invalid(name, why));
             }
             others.push(home);
         }
@@ -70,6 +82,29 @@ impl<'a> ForeignStreams<'a> {
         }
         Ok(())
     }
+}
+
+/// The id of the CUDA graph capture `stream` is in, or `None` when it is not being captured.
+pub(crate) fn stream_capture_id(stream: &CudaStream) -> Result<Option<u64>> {
+    use cudarc::driver::sys;
+    stream.context().bind_to_thread()?;
+    let mut status = sys::CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_NONE;
+    let mut id: sys::cuuint64_t = 0;
+    // SAFETY: a live stream of the context bound above; the two outputs are valid locals, and the
+    // optional ones (graph, dependencies, edge data, their count) are null.
+    unsafe {
+        sys::cuStreamGetCaptureInfo_v3(
+            stream.cu_stream(),
+            &mut status,
+            &mut id,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+        )
+    }
+    .result()?;
+    Ok((status != sys::CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_NONE).then_some(id))
 }
 
 /// A place to run kernels. Cheap to clone; clones share the CUDA stream.
@@ -229,10 +264,15 @@ impl Device {
     /// Whether this device's stream is being captured into a CUDA graph (one whose capture was
     /// invalidated counts: its launches fail). False on the emulator.
     pub fn capturing(&self) -> Result<bool> {
+        Ok(self.capture_id()?.is_some())
+    }
+
+    /// The id of the CUDA graph capture this device's stream is in (unique in the process), or
+    /// `None` when it is not being captured (and on the emulator).
+    pub fn capture_id(&self) -> Result<Option<u64>> {
         match self {
-            Device::Cuda(stream) => Ok(stream.capture_status()?
-                != cudarc::driver::sys::CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_NONE),
-            Device::Emulator => Ok(false),
+            Device::Cuda(stream) => stream_capture_id(stream),
+            Device::Emulator => Ok(None),
         }
     }
 

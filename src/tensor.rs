@@ -7,7 +7,7 @@ use std::fmt;
 use std::ptr::NonNull;
 use std::sync::Arc;
 
-use cudarc::driver::{CudaSlice, DevicePtr, DeviceRepr, ValidAsZeroBits};
+use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, DeviceRepr, ValidAsZeroBits};
 use half::{bf16, f16};
 
 use crate::device::Device;
@@ -171,11 +171,15 @@ enum Storage<T: Element> {
 }
 
 impl<T: Element> Storage<T> {
+    /// Keeps `slice` (already checked: `outside_capture`) and its device address.
     fn cuda(slice: CudaSlice<T>) -> Storage<T> {
-        // On the buffer's own stream: waiting for its last write there orders nothing new, and
-        // the read it records orders its free after nothing new.
+        // The address comes with cudarc's bookkeeping: the buffer's own stream waits for its last
+        // recorded write (which any use of it through cudarc would ask), and the record of this
+        // "read" is skipped (forgotten: it holds only references), as it would replace a read
+        // that another stream recorded and that the buffer's free must wait for.
         let addr = {
-            let (addr, _record) = slice.device_ptr(slice.stream());
+            let (addr, record) = slice.device_ptr(slice.stream());
+            std::mem::forget(record);
             addr
         };
         Storage::Cuda { slice, addr }
@@ -242,12 +246,33 @@ fn checked_numel(shape: &[usize]) -> Result<usize> {
         .ok_or_else(|| Error::invalid("shape", format!("{shape:?}: element count overflows usize")))
 }
 
+/// Tensors are made outside CUDA graph captures: cudarc's per-buffer events, which a tensor's
+/// buffer carries while the context's event tracking is on, cannot be used inside one (a capture
+/// may not wait for an event recorded outside it, and an event recorded inside fails every later
+/// wait outside it). `arg` names what is on the capturing `stream`.
+fn outside_capture(arg: &'static str, stream: &CudaStream) -> Result<()> {
+    if stream.context().is_managing_stream_synchronization()
+        && crate::device::stream_capture_id(stream)?.is_some()
+    {
+        return Err(Error::invalid(
+            arg,
+            "its stream is being captured into a CUDA graph: make tensors before the capture \
+             (cudarc's per-buffer events cannot be used inside one); attention_into then runs \
+             in the capture",
+        ));
+    }
+    Ok(())
+}
+
 impl<T: Element> Tensor<T> {
     /// A contiguous tensor of zeros.
     pub fn zeros(device: &Device, shape: &[usize]) -> Result<Tensor<T>> {
         let len = checked_numel(shape)?;
         let storage = match device {
-            Device::Cuda(stream) => Storage::cuda(stream.alloc_zeros::<T>(len)?),
+            Device::Cuda(stream) => {
+                outside_capture("device", stream)?;
+                Storage::cuda(stream.alloc_zeros::<T>(len)?)
+            }
             Device::Emulator => {
                 let bytes = len.checked_mul(std::mem::size_of::<T>()).ok_or_else(|| {
                     Error::invalid("shape", format!("{shape:?}: byte count overflows usize"))
@@ -277,13 +302,16 @@ impl<T: Element> Tensor<T> {
             ));
         }
         let t = match device {
-            Device::Cuda(stream) => Tensor {
-                storage: Arc::new(Storage::cuda(stream.clone_htod(data)?)),
-                device: device.clone(),
-                offset: 0,
-                shape: shape.to_vec(),
-                strides: contiguous_strides(shape),
-            },
+            Device::Cuda(stream) => {
+                outside_capture("device", stream)?;
+                Tensor {
+                    storage: Arc::new(Storage::cuda(stream.clone_htod(data)?)),
+                    device: device.clone(),
+                    offset: 0,
+                    shape: shape.to_vec(),
+                    strides: contiguous_strides(shape),
+                }
+            }
             Device::Emulator => {
                 let t = Tensor::<T>::zeros(device, shape)?;
                 // SAFETY: the buffer was just allocated with room for `len` elements of T and
@@ -321,6 +349,7 @@ impl<T: Element> Tensor<T> {
                 format!("{} elements, but shape {shape:?} holds {len}", slice.len()),
             ));
         }
+        outside_capture("slice", slice.stream())?;
         Ok(Tensor {
             storage: Arc::new(Storage::cuda(slice)),
             device: device.clone(),

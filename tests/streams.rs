@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use half::bf16;
 use rand::rngs::StdRng;
@@ -31,6 +31,16 @@ fn bits(values: &[bf16]) -> Vec<u16> {
     values.iter().map(|v| v.to_bits()).collect()
 }
 
+/// One test of this file at a time: a graph capture must not see another test's context-wide
+/// calls (a first stream's context synchronization, say) land inside it.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn one_at_a_time() -> MutexGuard<'static, ()> {
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// Two streams of the first GPU's context, or None (and a note) without a GPU.
 fn two_streams() -> Option<(Device, Device)> {
     let gpu = common::devices().into_iter().find(Device::is_cuda)?;
@@ -43,6 +53,7 @@ fn two_streams() -> Option<(Device, Device)> {
 
 #[test]
 fn a_launch_waits_for_an_input_still_being_written_on_another_stream() {
+    let _one = one_at_a_time();
     let Some((a, b)) = two_streams() else {
         println!("skipped: streams are a GPU matter");
         return;
@@ -65,6 +76,7 @@ fn a_launch_waits_for_an_input_still_being_written_on_another_stream() {
 
 #[test]
 fn work_queued_on_an_outputs_stream_waits_for_the_launch_that_writes_it() {
+    let _one = one_at_a_time();
     let Some((a, b)) = two_streams() else {
         println!("skipped: streams are a GPU matter");
         return;
@@ -87,10 +99,12 @@ fn work_queued_on_an_outputs_stream_waits_for_the_launch_that_writes_it() {
 
 /// `attention_into` on a stream being captured into a CUDA graph (global mode, as PyTorch and
 /// engines capture): nothing runs until the graph is launched, each launch reads the buffers as
-/// they are then, the capture is not invalidated by cudarc's per-buffer events, and a tensor on a
-/// stream outside the capture is refused without spoiling the capture.
+/// they are then, the capture is not invalidated by cudarc's per-buffer events, and what cannot
+/// be captured (a tensor on a stream outside the capture, a launch outside it on a tensor inside
+/// it, a new tensor) is refused without spoiling the capture.
 #[test]
 fn attention_into_is_captured_into_a_cuda_graph_and_replays_on_current_inputs() {
+    let _one = one_at_a_time();
     let Some(gpu) = common::devices().into_iter().find(Device::is_cuda) else {
         println!("skipped: graphs are a GPU matter");
         return;
@@ -107,7 +121,7 @@ fn attention_into_is_captured_into_a_cuda_graph_and_replays_on_current_inputs() 
         random(&gpu, &kv_shape, 13),
     );
     // Before the capture: the reference output (which also loads the kernel), the poisoned
-    // output, and a K on another stream for the refused call.
+    // output, and tensors on another stream for the refused calls.
     let want = flash_attention(&q, &k, &v, &opts)
         .unwrap()
         .out
@@ -116,6 +130,8 @@ fn attention_into_is_captured_into_a_cuda_graph_and_replays_on_current_inputs() 
     let out = Tensor::full(&gpu, &q_shape, bf16::NAN).unwrap();
     let elsewhere = Device::from_stream(stream.context().new_stream().unwrap());
     let k_elsewhere = random(&elsewhere, &kv_shape, 12);
+    let q_elsewhere = random(&elsewhere, &q_shape, 11);
+    let out_elsewhere = Tensor::full(&elsewhere, &q_shape, bf16::NAN).unwrap();
     elsewhere.synchronize().unwrap();
     gpu.synchronize().unwrap();
 
@@ -123,15 +139,33 @@ fn attention_into_is_captured_into_a_cuda_graph_and_replays_on_current_inputs() 
         .begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_GLOBAL)
         .unwrap();
     let captured = attention_into(Kernel::Flash, &q, &k, &v, &out, None, &opts);
-    let refused = attention_into(Kernel::Flash, &q, &k_elsewhere, &v, &out, None, &opts);
+    // Refused, each before it queues anything, so the capture stays valid: a K outside the
+    // capture; a launch on a stream outside it (q's) reading a K inside it; and new tensors
+    // (cudarc's per-buffer events cannot be used inside a capture), the allocating call too.
+    let k_outside = attention_into(Kernel::Flash, &q, &k_elsewhere, &v, &out, None, &opts);
+    let launch_outside = attention_into(
+        Kernel::Flash,
+        &q_elsewhere,
+        &k,
+        &v,
+        &out_elsewhere,
+        None,
+        &opts,
+    );
+    let new_tensor = Tensor::<bf16>::zeros(&gpu, &q_shape).map(|_| ());
+    let allocating = flash_attention(&q, &k, &v, &opts).map(|_| ());
     let graph = stream.end_capture(CUgraphInstantiate_flags(0));
     captured.unwrap();
-    match refused {
-        Err(Error::InvalidArgument { arg: "k", msg }) => {
-            assert!(msg.contains("outside the CUDA graph capture"), "{msg}")
+    let refusal = |result: cuattn::Result<()>, want_arg: &str, want_msg: &str| match result {
+        Err(Error::InvalidArgument { arg, msg }) if arg == want_arg => {
+            assert!(msg.contains(want_msg), "{msg}")
         }
-        other => panic!("a K outside the capture: {other:?}"),
-    }
+        other => panic!("{want_arg}: {other:?}"),
+    };
+    refusal(k_outside, "k", "outside the CUDA graph capture");
+    refusal(launch_outside, "k", "the launch stream (q's) is not");
+    refusal(new_tensor, "device", "make tensors before the capture");
+    refusal(allocating, "device", "make tensors before the capture");
     let graph = graph.unwrap().expect("the capture holds the launch");
     stream.context().check_err().unwrap();
     assert!(

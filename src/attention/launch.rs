@@ -59,8 +59,9 @@ pub(super) fn run<T: Element>(
         .chain(lse.map(|t| ("lse", t.device())))
         .chain(varlen.map(|b| ("batch", b.cu_seqlens_q.device())))
         .chain(varlen.map(|b| ("batch", b.cu_seqlens_k.device())));
-    let capturing = device.capturing()?;
-    let streams = ForeignStreams::join(device, capturing, homes)?;
+    let capture = device.capture_id()?;
+    let capturing = capture.is_some();
+    let streams = ForeignStreams::join(device, capture, homes)?;
     // The guards keep cudarc's record of each buffer's use alive across the launch (none in a
     // graph capture: Tensor::kernel_ptr).
     let (q_ptr, _q_guard) = q.kernel_ptr(device, capturing);
