@@ -309,7 +309,8 @@ pub fn attention<T: Element>(
 /// leaves cudarc's per-buffer events alone (a capture may not wait for an event recorded outside
 /// it), so ordering the graph's launches with other work on its buffers, and keeping the buffers
 /// alive while the graph lives, are the caller's; a tensor on another stream must be in the same
-/// capture, or the call fails naming it.
+/// capture, or the call fails naming it. Tensors are made before the capture (`Tensor`
+/// constructors refuse a capturing stream).
 pub fn attention_into<T: Element>(
     kernel: Kernel,
     q: &Tensor<T>,
