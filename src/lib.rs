@@ -1,5 +1,5 @@
 //! cuattn: hand-written CUDA attention kernels, a CPU emulator that runs the same kernel source,
-//! and safe Rust APIs over them. Start with [`attention`] and [`Device`]; C and C++ engines use
+//! and safe Rust APIs over them. Start with [`attention()`] and [`Device`]; C and C++ engines use
 //! `csrc/cuattn.h`.
 //!
 //! ```
