@@ -27,7 +27,17 @@ pub enum Layout {
     PackedQkv,
     /// Packed variable-length sequences with these (seqlen_q, seqlen_k) each.
     Varlen(Vec<(usize, usize)>),
+    /// q, k, v and out as [batch, seqlen, heads, head_dim] views of [batch, heads, seqlen,
+    /// head_dim + ROW_PAD] buffers (PyTorch's SDPA layout, rows padded), the LSE as a [batch,
+    /// heads, seqlen] view of a [batch, heads, seqlen + LSE_PAD] one. The padding holds NaN: a
+    /// kernel reading past head_dim spoils its output, and one writing there is caught.
+    HeadsFirst,
 }
+
+/// Elements after each head_dim row in `Layout::HeadsFirst` buffers (16 bytes: rows stay aligned).
+const ROW_PAD: usize = 8;
+/// Floats after each head's LSE row in `Layout::HeadsFirst`.
+const LSE_PAD: usize = 5;
 
 /// One attention problem to check.
 #[derive(Clone, Debug, PartialEq)]
@@ -148,6 +158,7 @@ impl fmt::Display for AttentionCase {
         match &self.layout {
             Layout::Dense => Ok(()),
             Layout::PackedQkv => write!(f, " packed-qkv"),
+            Layout::HeadsFirst => write!(f, " heads-first"),
             Layout::Varlen(lens) => {
                 let lens: Vec<String> = lens.iter().map(|(q, k)| format!("{q}/{k}")).collect();
                 write!(f, " varlen[{}]", lens.join(","))
@@ -341,8 +352,9 @@ pub fn mask_cases() -> Vec<AttentionCase> {
     seeded(cases, 0x4000)
 }
 
-/// Packed QKV (strided views of one buffer) and varlen batches with a length-1 sequence and a
-/// sequence with no keys.
+/// Packed QKV (strided views of one buffer), varlen batches with a length-1 sequence and a
+/// sequence with no keys, and heads-first padded views (head stride above the row stride, rows
+/// longer than head_dim, at head dims in and at the end of their tiles).
 pub fn layout_cases() -> Vec<AttentionCase> {
     let cases = vec![
         AttentionCase::dense(2, 33, 33, 4, 2, 64, DType::BF16)
@@ -355,6 +367,13 @@ pub fn layout_cases() -> Vec<AttentionCase> {
         AttentionCase::dense(3, 0, 0, 6, 3, 40, DType::F16)
             .layout(Layout::Varlen(vec![(97, 113), (1, 7), (30, 30)]))
             .window(8, 2),
+        AttentionCase::dense(2, 97, 113, 4, 2, 40, DType::BF16)
+            .layout(Layout::HeadsFirst)
+            .causal(),
+        AttentionCase::dense(1, 65, 33, 8, 1, 136, DType::F16).layout(Layout::HeadsFirst),
+        AttentionCase::dense(1, 130, 257, 2, 2, 256, DType::BF16)
+            .layout(Layout::HeadsFirst)
+            .window(20, 3),
     ];
     seeded(cases, 0x5000)
 }
@@ -655,6 +674,48 @@ fn to_elements<T: Element>(xs: &[f64]) -> Vec<T> {
     xs.iter().map(|&x| T::from_f64(x)).collect()
 }
 
+/// `x` ([batch, rows, heads, head_dim] row-major) in a [batch, heads, rows, head_dim + ROW_PAD]
+/// buffer whose padding is NaN: the buffer and its [batch, rows, heads, head_dim] view.
+fn heads_first<T: Element>(
+    device: &Device,
+    x: &[f64],
+    shape: [usize; 4],
+) -> Result<(Tensor<T>, Tensor<T>)> {
+    let [b, rows, heads, d] = shape;
+    let pitch = d + ROW_PAD;
+    let mut buf = vec![T::from_f64(f64::NAN); b * heads * rows * pitch];
+    for bi in 0..b {
+        for r in 0..rows {
+            for hh in 0..heads {
+                let src = ((bi * rows + r) * heads + hh) * d;
+                let dst = ((bi * heads + hh) * rows + r) * pitch;
+                buf[dst..dst + d].copy_from_slice(&to_elements::<T>(&x[src..src + d]));
+            }
+        }
+    }
+    let whole = Tensor::from_host(device, &buf, &[b, heads, rows, pitch])?;
+    let view = whole.view(0, &shape, &[heads * rows * pitch, pitch, rows * pitch, 1])?;
+    Ok((whole, view))
+}
+
+/// Fails unless the last `pad` elements of every row of `whole` (a contiguous buffer whose rows
+/// a view covers all but those of) still hold the NaN they were made with.
+fn check_padding_untouched<T: Element>(name: &str, whole: &Tensor<T>, pad: usize) -> Result<()> {
+    let pitch = whole.shape().last().copied().unwrap_or(0);
+    let written = whole
+        .to_host()?
+        .chunks(pitch.max(1))
+        .flat_map(|row| &row[pitch - pad..])
+        .filter(|x| !x.to_f64().is_nan())
+        .count();
+    if written > 0 {
+        return Err(crate::error::Error::Internal(format!(
+            "{name}: {written} padding elements past the view's rows were written"
+        )));
+    }
+    Ok(())
+}
+
 /// Runs `kernel` on the prepared inputs in the case's layout (outputs NaN-poisoned first);
 /// returns (out, lse) as f64 in the reference's layouts.
 fn run_typed<T: Element>(
@@ -707,6 +768,21 @@ fn run_typed<T: Element>(
             let out = Tensor::full(device, &[b, s, h, d], poison)?;
             let mut lse = Tensor::full(device, &[b, h, s], f32::NAN)?;
             attention_into(kernel, &qt, &kt, &vt, &out, Some(&mut lse), &opts)?;
+            (out, lse)
+        }
+        (Layout::HeadsFirst, _) => {
+            let (b, sq, sk) = (case.batch, case.seqlen_q, case.seqlen_k);
+            let (_, qt) = heads_first::<T>(device, q, [b, sq, h, d])?;
+            let (_, kt) = heads_first::<T>(device, k, [b, sk, hk, d])?;
+            let (_, vt) = heads_first::<T>(device, v, [b, sk, hk, d])?;
+            let (out_buffer, out) =
+                heads_first::<T>(device, &vec![f64::NAN; b * sq * h * d], [b, sq, h, d])?;
+            let pitch = sq + LSE_PAD;
+            let lse_buffer = Tensor::full(device, &[b, h, pitch], f32::NAN)?;
+            let mut lse = lse_buffer.view(0, &[b, h, sq], &[h * pitch, pitch, 1])?;
+            attention_into(kernel, &qt, &kt, &vt, &out, Some(&mut lse), &opts)?;
+            check_padding_untouched("out", &out_buffer, ROW_PAD)?;
+            check_padding_untouched("lse", &lse_buffer, LSE_PAD)?;
             (out, lse)
         }
         _ => {

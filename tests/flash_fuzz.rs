@@ -1,7 +1,8 @@
 //! Random problems for the flash kernel against the f64 reference, on the emulator (bounds and
 //! race checks on) and on the GPU when present: shapes, GQA groups, head dims, masks, softcap,
-//! scale sign, layouts and the three tile settings drawn from a seeded generator. The suite runs
-//! 100 of them; a longer run sets the count and the seed:
+//! scale sign, layouts (dense, packed QKV, varlen, heads-first padded) and the three tile
+//! settings, drawn from a seeded generator. The suite runs 100 of them; a longer run sets the
+//! count and the seed:
 //!
 //! ```text
 //! CUATTN_FUZZ_CASES=3000 CUATTN_FUZZ_SEED=7 cargo test --release --test flash_fuzz
@@ -64,7 +65,7 @@ fn random_case(rng: &mut StdRng, seed: u64) -> (AttentionCase, FlashTiles) {
     let head_dim = 8 * rng.random_range(1..=32);
     // Longer sequences at small head dims keep each case about as costly.
     let max_len = if head_dim <= 128 { 300 } else { 160 };
-    let layout = match rng.random_range(0..5) {
+    let layout = match rng.random_range(0..6) {
         0 => Layout::PackedQkv,
         // A varlen sequence may be empty on either side (no queries, or queries that see no key).
         1 => Layout::Varlen(
@@ -72,6 +73,7 @@ fn random_case(rng: &mut StdRng, seed: u64) -> (AttentionCase, FlashTiles) {
                 .map(|_| (varlen_length(rng, max_len), varlen_length(rng, max_len)))
                 .collect(),
         ),
+        2 => Layout::HeadsFirst,
         _ => Layout::Dense,
     };
     let (seqlen_q, seqlen_k) = match &layout {
