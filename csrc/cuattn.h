@@ -111,6 +111,12 @@ typedef struct cuattn_attention_params {
   cuattn_dtype dtype;
 } cuattn_attention_params;
 
+/* The attention launchers check params, then launch on `stream` (a cudaStream_t; NULL for the
+ * default stream) and return: no synchronization, no allocation, so a launch may be captured into
+ * a CUDA graph, whose replays read the buffers params points to as they are then. Make one launch
+ * of the kind before capturing, so that loading the kernel and reading its attributes happen
+ * outside the capture. */
+
 /* attention_naive: one warp per (query row, head), fp32 online softmax, no tensor cores. The
  * bottom rung of the kernel ladder and a permanent correctness baseline. Any head_dim that is a
  * multiple of 8 up to 256, every mask, varlen, softcap, LSE. */

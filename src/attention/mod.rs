@@ -310,7 +310,8 @@ pub fn attention<T: Element>(
 /// it), so ordering the graph's launches with other work on its buffers, and keeping the buffers
 /// alive while the graph lives, are the caller's; a tensor on another stream must be in the same
 /// capture, or the call fails naming it. Tensors are made before the capture (`Tensor`
-/// constructors refuse a capturing stream).
+/// constructors refuse a capturing stream), and one call of the kind is best made before it too,
+/// so that the kernel loads outside the capture.
 pub fn attention_into<T: Element>(
     kernel: Kernel,
     q: &Tensor<T>,
