@@ -36,8 +36,8 @@ pub mod tensor;
 pub use attention::{
     attention, attention_into, attention_naive, attention_varlen, attention_varlen_into,
     flash_attention, flash_attention_varlen, flash_head_dim_tile, flash_plan, flash_tiles,
-    set_flash_tiles, AttentionOptions, AttentionOutput, AttentionParams, FlashPlan, FlashTiles,
-    FlashTilesScope, Kernel, VarlenBatch,
+    flash_wide_tiles, set_flash_tiles, AttentionOptions, AttentionOutput, AttentionParams,
+    FlashPlan, FlashTiles, FlashTilesScope, Kernel, VarlenBatch,
 };
 pub use device::{probe_cuda, CudaProbe, Device};
 pub use error::{Error, Result};

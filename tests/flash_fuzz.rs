@@ -13,7 +13,7 @@
 mod common;
 
 use cuattn::check::{run_case, AttentionCase, Layout};
-use cuattn::{AttentionParams, DType, Device, FlashTiles, FlashTilesScope, Kernel};
+use cuattn::{DType, Device, FlashTiles, FlashTilesScope, Kernel};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -120,15 +120,6 @@ fn random_case(rng: &mut StdRng, seed: u64) -> (AttentionCase, FlashTiles) {
     (case, tiles)
 }
 
-/// Whether `device` runs flash's wide tiles (the sm_90a code; the emulator stands in for it).
-fn runs_wide_tiles(device: &Device) -> bool {
-    let shape = [1, 1, 1, 128];
-    let params = AttentionParams::dense_shape::<half::bf16>(&shape, &shape, &Default::default())
-        .expect("a valid shape");
-    let _wide = FlashTilesScope::new(FlashTiles::Wide);
-    cuattn::flash_plan(device, &params).is_ok()
-}
-
 #[test]
 fn flash_matches_reference_on_random_problems() {
     let cases = env_or("CUATTN_FUZZ_CASES", 100);
@@ -137,7 +128,7 @@ fn flash_matches_reference_on_random_problems() {
     let devices: Vec<(Device, bool)> = common::devices()
         .into_iter()
         .map(|d| {
-            let wide = runs_wide_tiles(&d);
+            let wide = cuattn::flash_wide_tiles(&d).is_ok();
             (d, wide)
         })
         .collect();

@@ -467,3 +467,24 @@ pub fn flash_plan(device: &Device, params: &AttentionParams) -> Result<FlashPlan
         grid_x: count(plan.grid_x),
     })
 }
+
+/// Whether flash launches on `device` can run the wide tile table (`FlashTiles::Wide`): `Ok` where
+/// the build has a head-dim tile over 64 and the device runs cuattn's sm_90a code (an sm_90 GPU
+/// not held to the compute_80 PTX by `CUDA_FORCE_PTX_JIT`, or the emulator, which stands in for
+/// one); otherwise `Error::Unsupported` saying why.
+pub fn flash_wide_tiles(device: &Device) -> Result<()> {
+    let Some(tile) = [128, 96, 192, 256]
+        .into_iter()
+        .find_map(flash_head_dim_tile)
+        .filter(|&tile| tile > 64)
+    else {
+        return Err(Error::Unsupported(
+            "this build has no head-dim tile over 64, the tiles with a wide table".into(),
+        ));
+    };
+    let shape = [1, 1, 1, tile];
+    let params =
+        AttentionParams::dense_shape::<half::bf16>(&shape, &shape, &AttentionOptions::default())?;
+    let _wide = FlashTilesScope::new(FlashTiles::Wide);
+    flash_plan(device, &params).map(|_| ())
+}
