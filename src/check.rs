@@ -689,7 +689,9 @@ fn heads_first<T: Element>(
             for hh in 0..heads {
                 let src = ((bi * rows + r) * heads + hh) * d;
                 let dst = ((bi * heads + hh) * rows + r) * pitch;
-                buf[dst..dst + d].copy_from_slice(&to_elements::<T>(&x[src..src + d]));
+                for (to, &from) in buf[dst..dst + d].iter_mut().zip(&x[src..src + d]) {
+                    *to = T::from_f64(from);
+                }
             }
         }
     }
