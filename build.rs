@@ -99,10 +99,10 @@ fn kernel_defines() -> Vec<String> {
 }
 
 /// For tuning runs only:
-/// `CUATTN_FLASH_TUNE=<tile>:<m tiles>,<key tile>,<stages>[,<warps>[,<ping-pong>]]` (for example
-/// `128:2,64,2`; 4 warps and no ping-pong unless given; ping-pong is 0 or 1, and 1 needs 8 warps
-/// and at least 2 stages) replaces one row of flash's traits table (csrc/kernels/flash_fwd.cuh)
-/// in this build. One macro per value, since nvcc splits -D values at
+/// `CUATTN_FLASH_TUNE=<tile>:<m tiles>,<key tile>,<stages>[,<warps>[,<schedule>]]` (for example
+/// `128:2,64,2`; 4 warps and the plain schedule unless given; schedule 0 is plain, 1 ping-pong
+/// (8 warps, at least 2 stages), 2 pipelined (at least 3 stages)) replaces one row of flash's
+/// traits table (csrc/kernels/flash_fwd.cuh) in this build. One macro per value, since nvcc splits -D values at
 /// commas.
 fn flash_tune_defines() -> Vec<String> {
     let Ok(spec) = env::var("CUATTN_FLASH_TUNE") else {
@@ -116,19 +116,19 @@ fn flash_tune_defines() -> Vec<String> {
             .collect::<Option<_>>()?;
         (FLASH_HEAD_DIM_TILES.contains(&tile)
             && (3..=5).contains(&row.len())
-            && row.get(4).is_none_or(|&p| p <= 1))
+            && row.get(4).is_none_or(|&p| p <= 2))
         .then_some((tile, row))
     });
     let Some((tile, row)) = parsed else {
         panic!(
             "CUATTN_FLASH_TUNE={spec:?}: expected \
-             <tile>:<m tiles>,<key tile>,<stages>[,<warps>[,<ping-pong>]] with a tile of \
+             <tile>:<m tiles>,<key tile>,<stages>[,<warps>[,<schedule>]] with a tile of \
              {FLASH_HEAD_DIM_TILES:?}"
         );
     };
     println!(
         "cargo::warning=CUATTN_FLASH_TUNE: flash hd{tile} tuned to {row:?} (m tiles, key tile, \
-         stages, warps, ping-pong)"
+         stages, warps, schedule)"
     );
     vec![
         format!("CUATTN_FLASH_TUNE_HD={tile}"),
@@ -136,7 +136,7 @@ fn flash_tune_defines() -> Vec<String> {
         format!("CUATTN_FLASH_TUNE_BLOCKN={}", row[1]),
         format!("CUATTN_FLASH_TUNE_STAGES={}", row[2]),
         format!("CUATTN_FLASH_TUNE_WARPS={}", row.get(3).unwrap_or(&4)),
-        format!("CUATTN_FLASH_TUNE_PINGPONG={}", row.get(4).unwrap_or(&0)),
+        format!("CUATTN_FLASH_TUNE_SCHEDULE={}", row.get(4).unwrap_or(&0)),
     ]
 }
 

@@ -260,7 +260,7 @@ def table(ours_path, anchors_path, tuned=()):
     if tuned:
         lines.append("extra columns, flash on the same shapes: a tile table forced (compact, "
                      "wide) or a tuning build (CUATTN_FLASH_TUNE, hd<tile>-<m tiles>-<key tile>-"
-                     "<stages>[-<warps>])")
+                     "<stages>[-<warps>[-<schedule>]], schedule 1 ping-pong, 2 pipelined)")
         keys = [k for k in keys if any((label, k) in by_tuned for label, _ in tuned)]
         for label, _ in tuned:
             header += " {:>16}".format(label[:16])

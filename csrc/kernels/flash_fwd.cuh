@@ -114,9 +114,19 @@ struct Shape<256, Tiles::kWide> {
 template <int kHeadDim>
 constexpr bool kHasWideTiles = kHeadDim > 64;
 
+// How a warp orders the work of a key tile. kPlain: S = Q K^T, the softmax, O += P V. kPingPong:
+// the same, with the two halves of an eight-warp CTA taking turns on the tensor cores
+// (PingPong). kPipelined: S of the next tile is computed in the same block of code as this
+// tile's row maxes, so that in each warp the max reductions run while the tensor cores do (after
+// FlashAttention-3's overlap of the softmax with the next Q K^T in a warpgroup); it holds two
+// score tiles, and needs three stages (this tile's V, the next one's K and one loading). Tuning
+// rows only, untimed; ptxas orders the block as it likes (at hd64 it issues the mmas first).
+enum class Schedule { kPlain = 0, kPingPong = 1, kPipelined = 2 };
+
 // Tuning builds: build.rs turns
-// `CUATTN_FLASH_TUNE=<tile>:<m tiles>,<key tile>,<stages>[,<warps>[,<ping-pong>]]` (four warps and
-// no ping-pong unless given, whatever the row it replaces has) from its environment into the
+// `CUATTN_FLASH_TUNE=<tile>:<m tiles>,<key tile>,<stages>[,<warps>[,<schedule>]]` (four warps and
+// the plain schedule unless given, whatever the row it replaces has; schedule as in Schedule)
+// from its environment into the
 // macros below, and that row replaces the tile's wide row (its compact one at hd64) for the build,
 // so one GPU call can time several rows from the same source (scripts/gpu-check.sh does, with the
 // table forced so that every shape runs the tuned row). Never set in a release build;
@@ -132,30 +142,30 @@ struct TunedShape<CUATTN_FLASH_TUNE_HD,
   struct type {
     static constexpr int kWarps = CUATTN_FLASH_TUNE_WARPS, kMTiles = CUATTN_FLASH_TUNE_MTILES,
                          kBlockN = CUATTN_FLASH_TUNE_BLOCKN, kStages = CUATTN_FLASH_TUNE_STAGES;
-    static constexpr bool kPingPong = CUATTN_FLASH_TUNE_PINGPONG != 0;
+    static constexpr Schedule kSchedule = static_cast<Schedule>(CUATTN_FLASH_TUNE_SCHEDULE);
   };
 };
 #endif
 
-// A row's kPingPong (see PingPong), false where the row has none.
+// A row's kSchedule, kPlain where the row has none.
 template <typename Row, typename = void>
-struct RowPingPong : std::false_type {};
+struct RowSchedule : std::integral_constant<Schedule, Schedule::kPlain> {};
 template <typename Row>
-struct RowPingPong<Row, std::void_t<decltype(Row::kPingPong)>>
-    : std::bool_constant<Row::kPingPong> {};
+struct RowSchedule<Row, std::void_t<decltype(Row::kSchedule)>>
+    : std::integral_constant<Schedule, Row::kSchedule> {};
 
 template <int kHeadDim, Tiles kTiles>
 struct Traits {
   using Row = typename TunedShape<kHeadDim, kTiles>::type;
   static constexpr int kWarps = Row::kWarps;
-  static constexpr int kMTiles = Row::kMTiles;                // m16 tiles of query rows per warp
-  static constexpr int kBlockN = Row::kBlockN;                // keys per K/V tile
-  static constexpr int kStages = Row::kStages;                // K/V tiles in shared memory
-  static constexpr bool kSplitKV = kStages == 1;              // K and V load in turns (see Shape)
-  static constexpr bool kPingPong = RowPingPong<Row>::value;  // halves take turns (PingPong)
-  static constexpr int kWarpRows = kMmaM * kMTiles;           // query rows per warp
-  static constexpr int kBlockM = kWarpRows * kWarps;          // query rows per CTA
-  static constexpr int kLaneRows = 2 * kMTiles;  // accumulator rows per lane: group, group + 8
+  static constexpr int kMTiles = Row::kMTiles;    // m16 tiles of query rows per warp
+  static constexpr int kBlockN = Row::kBlockN;    // keys per K/V tile
+  static constexpr int kStages = Row::kStages;    // K/V tiles in shared memory
+  static constexpr bool kSplitKV = kStages == 1;  // K and V load in turns (see Shape)
+  static constexpr Schedule kSchedule = RowSchedule<Row>::value;
+  static constexpr int kWarpRows = kMmaM * kMTiles;   // query rows per warp
+  static constexpr int kBlockM = kWarpRows * kWarps;  // query rows per CTA
+  static constexpr int kLaneRows = 2 * kMTiles;       // accumulator rows per lane: group, group + 8
   static constexpr int kThreads = kWarps * kWarpSize;
   // Eight warps per SM at least (two 4-warp CTAs): ptxas may use up to 255 registers a lane, and
   // chooses no tighter budget (left free, it capped hd128 at 168 registers and spilled).
@@ -177,12 +187,14 @@ struct Traits {
   static_assert(kBlockN % kMmaK == 0, "P V consumes a key tile in k16 steps");
   static_assert(kBlockM % 8 == 0 && kBlockN % 8 == 0, "tiles are whole swizzle periods");
   static_assert(kStages >= 1, "kStages K/V tiles, or a split K and V (1)");
-  static_assert(!kPingPong || (kWarps == 8 && !kSplitKV),
+  static_assert(kSchedule != Schedule::kPingPong || (kWarps == 8 && !kSplitKV),
                 "ping-pong: two halves of four warps (one on each SM sub-partition) and staged "
                 "K/V tiles (a split row's mid-tile barrier would line the halves up again)");
+  static_assert(kSchedule != Schedule::kPipelined || kStages >= 3,
+                "pipelined: this tile's V, the next tile's K and a tile loading");
 };
 
-// Ping-pong (Traits::kPingPong): the two halves of the CTA's warps take turns on the tensor
+// Ping-pong (Schedule::kPingPong): the two halves of the CTA's warps take turns on the tensor
 // cores, so that one half's softmax runs while the other half's mmas do (after FlashAttention-3's
 // ping-pong, which turns once an iteration with S(j) and P V(j - 1) issued together on wgmma; here
 // twice a tile, so each softmax hides under one mma phase of the other half). Each half waits at
@@ -344,6 +356,7 @@ __global__ void __launch_bounds__(Traits<kHeadDim, kTiles>::kThreads,
 
   OnlineSoftmax softmax[kLaneRows];
   float acc[kMTiles][Tr::kOutBlocks][kMmaCRegs] = {};  // O: [kWarpRows x kHeadDim] per warp, fp32
+  using Scores = float[kMTiles][Tr::kScoreBlocks][kMmaCRegs];  // S, then P: [kWarpRows x kBlockN]
 
   // Each lane's fixed place in the tiles its ldmatrix loads start from (see the loads below).
   const typename QTile::Cursor q_cursor =
@@ -352,211 +365,316 @@ __global__ void __launch_bounds__(Traits<kHeadDim, kTiles>::kThreads,
       KVTile::cursor((lane / 16) * kMmaN + lane % 8, (lane / 8) % 2);
   const typename KVTile::Cursor v_cursor = KVTile::cursor(lane % 16, lane / 16);
 
-  const PingPong<Tr::kPingPong, Tr::kThreads> turns(warp >= Tr::kWarps / 2);
-  turns.start(num_tiles);
-  for (int tile = 0; tile < num_tiles; ++tile) {
-    const int stage = tile % kStages;
+  // This warp's rows against key tile `tile`: a tile none of them sees is skipped (the warp only
+  // loads), and a tile all of them see whole needs no mask. Under a causal mask or a window a
+  // CTA's boundary tiles are mostly such tiles for most of its warps. A warp is past the sequence
+  // when it is short.
+  struct WarpTile {
+    bool sees;      // some row of the warp sees a key of the tile
+    bool boundary;  // the element mask runs: some row does not see every key of the tile
+  };
+  auto warp_tile = [&](int tile) {
     const int n0 = keys_begin + tile * kBlockN;
-    if constexpr (kSplitKV) {
-      // This tile's K has landed (the one group in flight), and past the barrier every warp is
-      // done with the previous tile's V: this tile's V loads while S is computed.
-      cp_async_wait_group<0>();
-      __syncthreads();
-      load_kv(tile, stage, kLoadV);
-      cp_async_commit_group();
-    } else {
-      // This tile has landed (the kStages - 2 younger groups may still be in flight), and past
-      // the barrier every warp is done with the previous tile, whose stage takes tile + kStages -
-      // 1: one barrier per tile.
-      cp_async_wait_group<kStages - 2>();
-      __syncthreads();
-      if (tile + kStages - 1 < num_tiles) {
-        load_kv(tile + kStages - 1, (tile + kStages - 1) % kStages, kLoadK | kLoadV);
-      }
-      cp_async_commit_group();
-    }
-    // The same for this warp's rows alone: a tile none of them sees is skipped (the warp only
-    // loads), and a tile all of them see whole needs no mask. Under a causal mask or a window a
-    // CTA's boundary tiles are mostly such tiles for most of its warps. A warp is past the
-    // sequence when it is short.
     const CtaKeys warp_range = cta_keys(p, seq, row0 + warp * Tr::kWarpRows, Tr::kWarpRows);
-    const bool warp_sees_tile = row0 + warp * Tr::kWarpRows < seq.len_q &&
-                                n0 < warp_range.any.end && n0 + kBlockN > warp_range.any.begin;
-    float s[kMTiles][Tr::kScoreBlocks][kMmaCRegs] = {};  // S, then P
+    return WarpTile{row0 + warp * Tr::kWarpRows < seq.len_q && n0 < warp_range.any.end &&
+                        n0 + kBlockN > warp_range.any.begin,
+                    n0 < warp_range.every.begin || n0 + kBlockN > warp_range.every.end};
+  };
 
-    turns.take_turn();
-    if (warp_sees_tile) {
-      // S = Q K^T: [kWarpRows x kBlockN] per warp, kScoreBlocks n8 accumulators per m16 tile. Each
-      // k16 step loads all its fragments before its mmas, so the loads' latency overlaps, and each
-      // K fragment serves every m16 tile of the warp.
+  // S = Q K^T of the tile in `stage`, from zero: [kWarpRows x kBlockN] per warp, kScoreBlocks n8
+  // accumulators per m16 tile. Each k16 step loads all its fragments before its mmas, so the
+  // loads' latency overlaps, and each K fragment serves every m16 tile of the warp.
+  auto compute_scores = [&](Scores& s, int stage) {
 #pragma unroll
-      for (int k16 = 0; k16 < kHeadDim / kMmaK; ++k16) {
-        // A: Q rows warp*kWarpRows + 16*m + lane%16, columns 16*k16 + 8*(lane/16).
-        uint32_t a[kMTiles][kMmaARegs];
+    for (int k16 = 0; k16 < kHeadDim / kMmaK; ++k16) {
+      // A: Q rows warp*kWarpRows + 16*m + lane%16, columns 16*k16 + 8*(lane/16).
+      uint32_t a[kMTiles][kMmaARegs];
+#pragma unroll
+      for (int m = 0; m < kMTiles; ++m) {
+        ldmatrix_x4(a[m], sQ + q_cursor.at(m * kMmaM, 2 * k16));
+      }
+      // B for two n8 blocks per ldmatrix: key rows 8*n8 + lane%8 (+8 for lanes 16-31), columns
+      // 16*k16 + 8*((lane/8)%2); registers {0,1} feed block n8 and {2,3} block n8+1.
+      uint32_t b[Tr::kScoreBlocks / 2][4];
+#pragma unroll
+      for (int n8 = 0; n8 < Tr::kScoreBlocks; n8 += 2) {
+        ldmatrix_x4(b[n8 / 2], sK(stage) + k_cursor.at(n8 * kMmaN, 2 * k16));
+      }
+#pragma unroll
+      for (int n8 = 0; n8 < Tr::kScoreBlocks; n8 += 2) {
+        const uint32_t b0[kMmaBRegs] = {b[n8 / 2][0], b[n8 / 2][1]};
+        const uint32_t b1[kMmaBRegs] = {b[n8 / 2][2], b[n8 / 2][3]};
 #pragma unroll
         for (int m = 0; m < kMTiles; ++m) {
-          ldmatrix_x4(a[m], sQ + q_cursor.at(m * kMmaM, 2 * k16));
-        }
-        // B for two n8 blocks per ldmatrix: key rows 8*n8 + lane%8 (+8 for lanes 16-31), columns
-        // 16*k16 + 8*((lane/8)%2); registers {0,1} feed block n8 and {2,3} block n8+1.
-        uint32_t b[Tr::kScoreBlocks / 2][4];
-#pragma unroll
-        for (int n8 = 0; n8 < Tr::kScoreBlocks; n8 += 2) {
-          ldmatrix_x4(b[n8 / 2], sK(stage) + k_cursor.at(n8 * kMmaN, 2 * k16));
-        }
-#pragma unroll
-        for (int n8 = 0; n8 < Tr::kScoreBlocks; n8 += 2) {
-          const uint32_t b0[kMmaBRegs] = {b[n8 / 2][0], b[n8 / 2][1]};
-          const uint32_t b1[kMmaBRegs] = {b[n8 / 2][2], b[n8 / 2][3]};
-#pragma unroll
-          for (int m = 0; m < kMTiles; ++m) {
+          if (k16 == 0) {  // a zero C: the mma starts the sum (no register clears)
+            const float zero[kMmaCRegs] = {};
+            mma_m16n8k16<T>(s[m][n8], a[m], b0, zero);
+            mma_m16n8k16<T>(s[m][n8 + 1], a[m], b1, zero);
+          } else {
             mma_m16n8k16<T>(s[m][n8], a[m], b0, s[m][n8]);
             mma_m16n8k16<T>(s[m][n8 + 1], a[m], b1, s[m][n8 + 1]);
           }
         }
       }
     }
-    // This group's S is issued: the other half of the CTA takes the tensor cores.
-    turns.hand_over();
+  };
 
-    if (warp_sees_tile) {
-      // S in base 2 is s * exp_scale. With a positive scale and no cap that product is left to the
-      // softmax's one FFMA per score (2^(s * exp_scale - max)), the raw tile max scaled being the
-      // scaled tile max; otherwise S is mapped here and exp_scale is 1. One branch per tile, not
-      // per score. The element mask (-inf) comes after and means the same in either unit. Lane row
-      // r of the accumulators is s[r/2] elements 2*(r%2) and 2*(r%2) + 1.
-      // Written here, ptxas computes it before the loop anyway; written there, it cost registers.
-      const ScoreMap score_map = ScoreMap::of(p);
-      const bool scaled_by_softmax = !score_map.capped() && score_map.scale_log2 > 0.0f;
-      const float exp_scale = scaled_by_softmax ? score_map.scale_log2 : 1.0f;
-      if (!scaled_by_softmax) {
+  // Turns the dot products of tile `tile` into base-2 scores: S in base 2 is s * exp_scale, and
+  // the returned exp_scale is what the softmax's FFMA multiplies by. With a positive scale and no
+  // cap that product is left to the softmax's one FFMA per score (2^(s * exp_scale - max)), the
+  // raw tile max scaled being the scaled tile max; otherwise S is mapped here and exp_scale is 1.
+  // One branch per tile, not per score. Then the element mask (-inf, the same in either unit), on
+  // a boundary tile only. Lane row r of the accumulators is s[r/2] elements 2*(r%2) and
+  // 2*(r%2) + 1.
+  auto map_and_mask = [&](Scores& s, int tile, bool boundary) {
+    // Written here, ptxas computes it before the loop anyway; written there, it cost registers.
+    const ScoreMap score_map = ScoreMap::of(p);
+    const bool scaled_by_softmax = !score_map.capped() && score_map.scale_log2 > 0.0f;
+    if (!scaled_by_softmax) {
 #pragma unroll
-        for (int m = 0; m < kMTiles; ++m) {
-#pragma unroll
-          for (int n8 = 0; n8 < Tr::kScoreBlocks; ++n8) {
-#pragma unroll
-            for (int i = 0; i < kMmaCRegs; ++i) {
-              s[m][n8][i] = score_map(s[m][n8][i]);
-            }
-          }
-        }
-      }
-      if (n0 < warp_range.every.begin || n0 + kBlockN > warp_range.every.end) {
-#pragma unroll
-        for (int r = 0; r < kLaneRows; ++r) {
-          // The row's visible keys as columns of this tile: [lo, hi), small ints.
-          const KeyRange keys =
-              visible_keys(row0 + tile_row(r), seq.len_q, seq.len_k, p.window_left, p.window_right);
-          const int lo = max(keys.begin - n0, 0) - 2 * quad_lane;
-          const int hi = min(keys.end - n0, kBlockN) - 2 * quad_lane;
-#pragma unroll
-          for (int n8 = 0; n8 < Tr::kScoreBlocks; ++n8) {
-#pragma unroll
-            for (int j = 0; j < 2; ++j) {
-              const int col = n8 * kMmaN + j;  // this lane's column, less 2 * quad_lane
-              if (col < lo || col >= hi) {
-                s[r / 2][n8][2 * (r % 2) + j] = -INFINITY;
-              }
-            }
-          }
-        }
-      }
-      // Online softmax: P = 2^(S - max). The running max moves (and O and the sums are rescaled)
-      // only when some row of the warp outgrew it by more than OnlineSoftmax::kMaxLag.
-      float tile_max[kLaneRows];
-      bool outgrown = false;
-#pragma unroll
-      for (int r = 0; r < kLaneRows; ++r) {
-        const float* row_s = &s[r / 2][0][2 * (r % 2)];
-        tile_max[r] = -INFINITY;
+      for (int m = 0; m < kMTiles; ++m) {
 #pragma unroll
         for (int n8 = 0; n8 < Tr::kScoreBlocks; ++n8) {
-          tile_max[r] = fmaxf(tile_max[r], fmaxf(row_s[n8 * kMmaCRegs], row_s[n8 * kMmaCRegs + 1]));
-        }
-        tile_max[r] = quad_max(tile_max[r]) * exp_scale;  // exp_scale > 0 keeps it the max
-        outgrown |= softmax[r].outgrown_by(tile_max[r]);
-      }
-      if (__any_sync(kMathFullMask, outgrown)) {
 #pragma unroll
-        for (int r = 0; r < kLaneRows; ++r) {
-          const float correction = softmax[r].absorb_max(tile_max[r]);
-#pragma unroll
-          for (int d8 = 0; d8 < Tr::kOutBlocks; ++d8) {
-            acc[r / 2][d8][2 * (r % 2)] *= correction;
-            acc[r / 2][d8][2 * (r % 2) + 1] *= correction;
+          for (int i = 0; i < kMmaCRegs; ++i) {
+            s[m][n8][i] = score_map(s[m][n8][i]);
           }
         }
       }
+    }
+    if (boundary) {
+      const int n0 = keys_begin + tile * kBlockN;
 #pragma unroll
       for (int r = 0; r < kLaneRows; ++r) {
-        float partial[2] = {0.0f, 0.0f};  // two short addition chains rather than one long one
+        // The row's visible keys as columns of this tile: [lo, hi), small ints.
+        const KeyRange keys =
+            visible_keys(row0 + tile_row(r), seq.len_q, seq.len_k, p.window_left, p.window_right);
+        const int lo = max(keys.begin - n0, 0) - 2 * quad_lane;
+        const int hi = min(keys.end - n0, kBlockN) - 2 * quad_lane;
 #pragma unroll
         for (int n8 = 0; n8 < Tr::kScoreBlocks; ++n8) {
 #pragma unroll
           for (int j = 0; j < 2; ++j) {
-            float& score = s[r / 2][n8][2 * (r % 2) + j];
-            score = softmax[r].prob(score, exp_scale);
-            partial[j] += score;
-          }
-        }
-        softmax[r].sum += partial[0] + partial[1];
-      }
-    }  // warp_sees_tile
-
-    if constexpr (kSplitKV) {
-      // V has landed, and past the barrier every warp is done with K: the next tile's K loads
-      // while P V runs.
-      cp_async_wait_group<0>();
-      __syncthreads();
-      if (tile + 1 < num_tiles) {
-        load_kv(tile + 1, stage, kLoadK);
-      }
-      cp_async_commit_group();
-    }
-    // O += P V. Two n8 accumulator blocks of S are, element for element, the A fragment of one
-    // k16 block of P (rows group/group+8, columns 2q, 2q+1 and 8+2q, 9+2q). Each V fragment
-    // serves every m16 tile of the warp.
-    turns.take_turn();
-    if (warp_sees_tile) {
-#pragma unroll
-      for (int k16 = 0; k16 < kBlockN / kMmaK; ++k16) {
-        uint32_t a[kMTiles][kMmaARegs];
-#pragma unroll
-        for (int m = 0; m < kMTiles; ++m) {
-          const float* lo = s[m][2 * k16];
-          const float* hi = s[m][2 * k16 + 1];
-          a[m][0] = pack2<T>(lo[0], lo[1]);
-          a[m][1] = pack2<T>(lo[2], lo[3]);
-          a[m][2] = pack2<T>(hi[0], hi[1]);
-          a[m][3] = pack2<T>(hi[2], hi[3]);
-        }
-        // B = V [keys 16*k16 + lane%16][columns 8*(d8 + lane/16)..], stored [key][d]: .trans;
-        // registers {0,1} feed block d8 and {2,3} block d8+1. Loaded kVBatch pairs at a time.
-        constexpr int kVBatch = Tr::kOutBlocks % 8 == 0 ? 4 : 2;
-        static_assert(Tr::kOutBlocks % (2 * kVBatch) == 0, "V fragments come in whole batches");
-#pragma unroll
-        for (int d8 = 0; d8 < Tr::kOutBlocks; d8 += 2 * kVBatch) {
-          uint32_t b[kVBatch][4];
-#pragma unroll
-          for (int j = 0; j < kVBatch; ++j) {
-            ldmatrix_x4_trans(b[j], sV(stage) + v_cursor.at(k16 * kMmaK, d8 + 2 * j));
-          }
-#pragma unroll
-          for (int j = 0; j < kVBatch; ++j) {
-            const uint32_t b0[kMmaBRegs] = {b[j][0], b[j][1]};
-            const uint32_t b1[kMmaBRegs] = {b[j][2], b[j][3]};
-#pragma unroll
-            for (int m = 0; m < kMTiles; ++m) {
-              mma_m16n8k16<T>(acc[m][d8 + 2 * j], a[m], b0, acc[m][d8 + 2 * j]);
-              mma_m16n8k16<T>(acc[m][d8 + 2 * j + 1], a[m], b1, acc[m][d8 + 2 * j + 1]);
+            const int col = n8 * kMmaN + j;  // this lane's column, less 2 * quad_lane
+            if (col < lo || col >= hi) {
+              s[r / 2][n8][2 * (r % 2) + j] = -INFINITY;
             }
           }
         }
       }
     }
-    // The last turn of the second half hands over to nobody (no barrier may end the kernel half
-    // complete).
-    turns.hand_over(tile + 1 < num_tiles);
+    return scaled_by_softmax ? score_map.scale_log2 : 1.0f;
+  };
+
+  // The max half of the online softmax: each lane row's tile max (reduced over its quad, in base
+  // 2), and whether some row of the warp outgrew its running max by more than
+  // OnlineSoftmax::kMaxLag (warp-uniform): only then does the running max move.
+  auto tile_maxes = [&](const Scores& s, float exp_scale, float(&tile_max)[kLaneRows]) {
+    bool outgrown = false;
+#pragma unroll
+    for (int r = 0; r < kLaneRows; ++r) {
+      const float* row_s = &s[r / 2][0][2 * (r % 2)];
+      tile_max[r] = -INFINITY;
+#pragma unroll
+      for (int n8 = 0; n8 < Tr::kScoreBlocks; ++n8) {
+        tile_max[r] = fmaxf(tile_max[r], fmaxf(row_s[n8 * kMmaCRegs], row_s[n8 * kMmaCRegs + 1]));
+      }
+      tile_max[r] = quad_max(tile_max[r]) * exp_scale;  // exp_scale > 0 keeps it the max
+      outgrown |= softmax[r].outgrown_by(tile_max[r]);
+    }
+    return __any_sync(kMathFullMask, outgrown) != 0;
+  };
+
+  // The other half: P = 2^(S - max) in place, and the rows' sums.
+  auto exponentiate = [&](Scores& s, float exp_scale) {
+#pragma unroll
+    for (int r = 0; r < kLaneRows; ++r) {
+      float partial[2] = {0.0f, 0.0f};  // two short addition chains rather than one long one
+#pragma unroll
+      for (int n8 = 0; n8 < Tr::kScoreBlocks; ++n8) {
+#pragma unroll
+        for (int j = 0; j < 2; ++j) {
+          float& score = s[r / 2][n8][2 * (r % 2) + j];
+          score = softmax[r].prob(score, exp_scale);
+          partial[j] += score;
+        }
+      }
+      softmax[r].sum += partial[0] + partial[1];
+    }
+  };
+
+  // Moves the running maxes to the tile's (when tile_maxes said so), rescaling O and the sums.
+  auto absorb_tile_max = [&](const float(&tile_max)[kLaneRows]) {
+#pragma unroll
+    for (int r = 0; r < kLaneRows; ++r) {
+      const float correction = softmax[r].absorb_max(tile_max[r]);
+#pragma unroll
+      for (int d8 = 0; d8 < Tr::kOutBlocks; ++d8) {
+        acc[r / 2][d8][2 * (r % 2)] *= correction;
+        acc[r / 2][d8][2 * (r % 2) + 1] *= correction;
+      }
+    }
+  };
+
+  // O += P V with the tile in `stage`. Two n8 accumulator blocks of S are, element for element,
+  // the A fragment of one k16 block of P (rows group/group+8, columns 2q, 2q+1 and 8+2q, 9+2q).
+  // Each V fragment serves every m16 tile of the warp.
+  auto accumulate_output = [&](const Scores& s, int stage) {
+#pragma unroll
+    for (int k16 = 0; k16 < kBlockN / kMmaK; ++k16) {
+      uint32_t a[kMTiles][kMmaARegs];
+#pragma unroll
+      for (int m = 0; m < kMTiles; ++m) {
+        const float* lo = s[m][2 * k16];
+        const float* hi = s[m][2 * k16 + 1];
+        a[m][0] = pack2<T>(lo[0], lo[1]);
+        a[m][1] = pack2<T>(lo[2], lo[3]);
+        a[m][2] = pack2<T>(hi[0], hi[1]);
+        a[m][3] = pack2<T>(hi[2], hi[3]);
+      }
+      // B = V [keys 16*k16 + lane%16][columns 8*(d8 + lane/16)..], stored [key][d]: .trans;
+      // registers {0,1} feed block d8 and {2,3} block d8+1. Loaded kVBatch pairs at a time.
+      constexpr int kVBatch = Tr::kOutBlocks % 8 == 0 ? 4 : 2;
+      static_assert(Tr::kOutBlocks % (2 * kVBatch) == 0, "V fragments come in whole batches");
+#pragma unroll
+      for (int d8 = 0; d8 < Tr::kOutBlocks; d8 += 2 * kVBatch) {
+        uint32_t b[kVBatch][4];
+#pragma unroll
+        for (int j = 0; j < kVBatch; ++j) {
+          ldmatrix_x4_trans(b[j], sV(stage) + v_cursor.at(k16 * kMmaK, d8 + 2 * j));
+        }
+#pragma unroll
+        for (int j = 0; j < kVBatch; ++j) {
+          const uint32_t b0[kMmaBRegs] = {b[j][0], b[j][1]};
+          const uint32_t b1[kMmaBRegs] = {b[j][2], b[j][3]};
+#pragma unroll
+          for (int m = 0; m < kMTiles; ++m) {
+            mma_m16n8k16<T>(acc[m][d8 + 2 * j], a[m], b0, acc[m][d8 + 2 * j]);
+            mma_m16n8k16<T>(acc[m][d8 + 2 * j + 1], a[m], b1, acc[m][d8 + 2 * j + 1]);
+          }
+        }
+      }
+    }
+  };
+
+  if constexpr (Tr::kSchedule == Schedule::kPipelined) {
+    // Tile t lives in stage t % kStages. Iteration t uses two tiles: V of t (P V) and K of t + 1
+    // (S of the next tile, computed while this tile's softmax runs); the third stage takes
+    // tile t + kStages - 1 once every warp is done with tile t - 1. S of tile 0 comes first.
+    static_assert(kStages >= 3, "two tiles in use and one loading");
+    Scores s_even, s_odd;  // S of the even and of the odd tiles
+    if (num_tiles > 0) {
+      cp_async_wait_group<kStages - 2>();  // Q and tile 0 (group 0) have landed
+      __syncthreads();
+      if (warp_tile(0).sees) {
+        compute_scores(s_even, 0);
+      }
+    }
+    // One iteration: s holds tile's S (when the warp sees the tile), s_next receives tile + 1's.
+    auto iteration = [&](int tile, Scores& s, Scores& s_next) {
+      cp_async_wait_group<kStages - 3>();  // tile + 1 has landed (younger ones may fly)
+      __syncthreads();                     // and every warp is done with tile - 1's stage
+      if (tile + kStages - 1 < num_tiles) {
+        load_kv(tile + kStages - 1, (tile + kStages - 1) % kStages, kLoadK | kLoadV);
+      }
+      cp_async_commit_group();
+      const WarpTile now = warp_tile(tile);
+      const bool next = tile + 1 < num_tiles && warp_tile(tile + 1).sees;
+      const int next_stage = (tile + 1) % kStages;
+      if (now.sees) {
+        const float exp_scale = map_and_mask(s, tile, now.boundary);
+        // The next tile's mmas and this tile's row maxes in one block of code, which ptxas
+        // interleaves: the max reductions' dependent chains run while the tensor cores do. The
+        // exp2s then interleave with P V, as in the plain schedule.
+        float tile_max[kLaneRows];
+        bool move;
+        if (next) {
+          compute_scores(s_next, next_stage);
+          move = tile_maxes(s, exp_scale, tile_max);
+        } else {
+          move = tile_maxes(s, exp_scale, tile_max);
+        }
+        if (move) {
+          absorb_tile_max(tile_max);
+        }
+        exponentiate(s, exp_scale);
+        accumulate_output(s, tile % kStages);
+      } else if (next) {
+        compute_scores(s_next, next_stage);
+      }
+    };
+    // Unrolled by two, so that the two score tiles swap roles without register moves.
+    int tile = 0;
+    for (; tile + 1 < num_tiles; tile += 2) {
+      iteration(tile, s_even, s_odd);
+      iteration(tile + 1, s_odd, s_even);
+    }
+    if (tile < num_tiles) {
+      iteration(tile, s_even, s_odd);
+    }
+  } else {
+    const PingPong<Tr::kSchedule == Schedule::kPingPong, Tr::kThreads> turns(warp >=
+                                                                             Tr::kWarps / 2);
+    turns.start(num_tiles);
+    for (int tile = 0; tile < num_tiles; ++tile) {
+      const int stage = tile % kStages;
+      if constexpr (kSplitKV) {
+        // This tile's K has landed (the one group in flight), and past the barrier every warp is
+        // done with the previous tile's V: this tile's V loads while S is computed.
+        cp_async_wait_group<0>();
+        __syncthreads();
+        load_kv(tile, stage, kLoadV);
+        cp_async_commit_group();
+      } else {
+        // This tile has landed (the kStages - 2 younger groups may still be in flight), and past
+        // the barrier every warp is done with the previous tile, whose stage takes tile + kStages
+        // - 1: one barrier per tile.
+        cp_async_wait_group<kStages - 2>();
+        __syncthreads();
+        if (tile + kStages - 1 < num_tiles) {
+          load_kv(tile + kStages - 1, (tile + kStages - 1) % kStages, kLoadK | kLoadV);
+        }
+        cp_async_commit_group();
+      }
+      const WarpTile now = warp_tile(tile);
+      Scores s;
+
+      turns.take_turn();
+      if (now.sees) {
+        compute_scores(s, stage);
+      }
+      // This group's S is issued: the other half of the CTA takes the tensor cores.
+      turns.hand_over();
+
+      if (now.sees) {
+        const float exp_scale = map_and_mask(s, tile, now.boundary);
+        // Online softmax: the running max moves (and O and the sums are rescaled) only when some
+        // row of the warp outgrew it by more than OnlineSoftmax::kMaxLag.
+        float tile_max[kLaneRows];
+        if (tile_maxes(s, exp_scale, tile_max)) {
+          absorb_tile_max(tile_max);
+        }
+        exponentiate(s, exp_scale);
+      }
+
+      if constexpr (kSplitKV) {
+        // V has landed, and past the barrier every warp is done with K: the next tile's K loads
+        // while P V runs.
+        cp_async_wait_group<0>();
+        __syncthreads();
+        if (tile + 1 < num_tiles) {
+          load_kv(tile + 1, stage, kLoadK);
+        }
+        cp_async_commit_group();
+      }
+      turns.take_turn();
+      if (now.sees) {
+        accumulate_output(s, stage);
+      }
+      // The last turn of the second half hands over to nobody (no barrier may end the kernel
+      // half complete).
+      turns.hand_over(tile + 1 < num_tiles);
+    }
   }
   // Nothing may still land in shared memory while O is staged there, and with no key tile the
   // loop's barriers never ordered the Q copies of other warps before this warp's writes.
