@@ -102,10 +102,20 @@ struct TileLoader {
     if (kLoadThreads < kThreads && threadIdx.x >= kLoadThreads) {
       return;
     }
-    const bool chunk_valid = chunk * kChunkElems < valid_cols;
     unsigned char* tile = static_cast<unsigned char*>(smem);
     const T* src = gmem + row * row_stride + chunk * kChunkElems;
     const int64_t src_step = kRowsPerPass * row_stride;
+    if (valid_rows >= kRows && valid_cols >= kCols) {
+      // A whole tile (the interior key tiles of attention): no zero-fill, so no per-copy selects.
+#pragma unroll
+      for (int pass = 0; pass < kPasses; ++pass) {
+        const int period_offset = (pass / kPeriod) * kPeriod * kRowsPerPass * kRowBytes;
+        cp_async_cg16(tile + dst[pass % kPeriod] + period_offset, src);
+        src += src_step;
+      }
+      return;
+    }
+    const bool chunk_valid = chunk * kChunkElems < valid_cols;
 #pragma unroll
     for (int pass = 0; pass < kPasses; ++pass) {
       const bool valid = chunk_valid && row + pass * kRowsPerPass < valid_rows;
