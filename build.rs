@@ -99,10 +99,11 @@ fn kernel_defines() -> Vec<String> {
 }
 
 /// For tuning runs only:
-/// `CUATTN_FLASH_TUNE=<tile>:<m tiles>,<key tile>,<stages>[,<warps>[,<schedule>]]` (for example
-/// `128:2,64,2`; 4 warps and the plain schedule unless given; schedule 0 is plain, 1 ping-pong
-/// (8 warps, at least 2 stages), 2 pipelined (at least 3 stages)) replaces one row of flash's
-/// traits table (csrc/kernels/flash_fwd.cuh) in this build. One macro per value, since nvcc splits -D values at
+/// `CUATTN_FLASH_TUNE=<tile>:<m tiles>,<key tile>,<stages>[,<warps>[,<schedule>[,<fma exp2>]]]`
+/// (for example `128:2,64,2`; 4 warps, the plain schedule and no FMA exp2 unless given; schedule
+/// 0 is plain, 1 ping-pong (8 warps, at least 2 stages), 2 pipelined (at least 3 stages); fma
+/// exp2, 0 to 4, the quarters of the scores whose exp2 runs on the FMA pipe) replaces one row of
+/// flash's traits table (csrc/kernels/flash_fwd.cuh) in this build. One macro per value, since nvcc splits -D values at
 /// commas.
 fn flash_tune_defines() -> Vec<String> {
     let Ok(spec) = env::var("CUATTN_FLASH_TUNE") else {
@@ -115,20 +116,21 @@ fn flash_tune_defines() -> Vec<String> {
             .map(|v| v.trim().parse().ok())
             .collect::<Option<_>>()?;
         (FLASH_HEAD_DIM_TILES.contains(&tile)
-            && (3..=5).contains(&row.len())
-            && row.get(4).is_none_or(|&p| p <= 2))
+            && (3..=6).contains(&row.len())
+            && row.get(4).is_none_or(|&p| p <= 2)
+            && row.get(5).is_none_or(|&q| q <= 4))
         .then_some((tile, row))
     });
     let Some((tile, row)) = parsed else {
         panic!(
             "CUATTN_FLASH_TUNE={spec:?}: expected \
-             <tile>:<m tiles>,<key tile>,<stages>[,<warps>[,<schedule>]] with a tile of \
+             <tile>:<m tiles>,<key tile>,<stages>[,<warps>[,<schedule>[,<fma exp2>]]] with a tile of \
              {FLASH_HEAD_DIM_TILES:?}"
         );
     };
     println!(
         "cargo::warning=CUATTN_FLASH_TUNE: flash hd{tile} tuned to {row:?} (m tiles, key tile, \
-         stages, warps, schedule)"
+         stages, warps, schedule, fma exp2)"
     );
     vec![
         format!("CUATTN_FLASH_TUNE_HD={tile}"),
@@ -137,6 +139,7 @@ fn flash_tune_defines() -> Vec<String> {
         format!("CUATTN_FLASH_TUNE_STAGES={}", row[2]),
         format!("CUATTN_FLASH_TUNE_WARPS={}", row.get(3).unwrap_or(&4)),
         format!("CUATTN_FLASH_TUNE_SCHEDULE={}", row.get(4).unwrap_or(&0)),
+        format!("CUATTN_FLASH_TUNE_FMA_EXP2={}", row.get(5).unwrap_or(&0)),
     ]
 }
 

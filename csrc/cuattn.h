@@ -490,7 +490,7 @@ typedef enum cuattn_primitive_test_case {
    * unpack_bf16x2(packed[t]), float [64][2] unpack_half2(packed[t]). */
   CUATTN_PRIMITIVE_TEST_VEC = 8,
   /* Grid 16, block 256. in: float x[4096]; out: float [4096] fast_exp2(x[i]), then float [4096]
-   * fast_tanh(x[i]). */
+   * fast_tanh(x[i]), then float [4096] fma_exp2(x[i]). */
   CUATTN_PRIMITIVE_TEST_EXP2 = 9,
   /* Block 128. in: float x[128]; out: float [4][128]: quad_max, quad_sum, warp_max and warp_sum
    * of x[t] as thread t sees them. */

@@ -23,16 +23,19 @@ set -euo pipefail
 GPU_TESTS=(attention_flash flash_head_dim_features attention_mma_simple attention_naive primitives capi
   emulator streams flash_fuzz)
 # Tuning variants (build.rs's CUATTN_FLASH_TUNE:
-# <tile>:<m tiles>,<key tile>,<stages>[,<warps>[,<schedule>]], schedule 1 ping-pong, 2 pipelined),
-# each built here in a binary with only that head-dim tile, checked on the emulator here, and timed
-# on the GPU next to the table's row on the shapes of its head dim. Set GPU_CHECK_TUNE to a
+# <tile>:<m tiles>,<key tile>,<stages>[,<warps>[,<schedule>[,<fma exp2>]]], schedule 1 ping-pong,
+# 2 pipelined; fma exp2 the quarters of the scores whose exp2 runs on the FMA pipe), each built
+# here in a binary with only that head-dim tile, checked on the emulator here, and timed on the
+# GPU next to the table's row on the shapes of its head dim. Set GPU_CHECK_TUNE to a
 # space-separated list to replace them, or to "" for none. The default: rows not timed yet
 # (BENCHMARKS.md has those that were): FlashAttention-2's hd128 shape (four warps, 128x64, K and V
 # in turns), its A100 hd256 shape (eight warps, 128x64, in turns), the ping-pong schedule at hd128
-# and hd64 (each next to the same row without it) and at hd256 (next to the wide row), and the
-# pipelined schedule at hd64 (the table's row with it) and on the compact hd128 row.
+# (next to the same row without it) and at hd256 (next to the wide row), the pipelined schedule at
+# hd64 (the table's row with it) and on the compact hd128 row, and a quarter of the exp2s on the
+# FMA pipe on the hd64 row and the wide hd128 one (a quarter about balances the MUFU's 8 clocks a
+# warp instruction against the polynomial's 11 issues).
 DEFAULT_TUNE="128:2,64,1 256:1,64,1,8 128:2,32,3,8 128:2,32,3,8,1 256:1,64,2,8,1"
-DEFAULT_TUNE+=" 64:2,64,3,8 64:2,64,3,8,1 64:2,64,3,4,2 128:2,32,3,4,2"
+DEFAULT_TUNE+=" 64:2,64,3,4,2 128:2,32,3,4,2 64:2,64,3,4,0,1 128:2,64,2,8,0,1"
 read -r -a TUNE_VARIANTS <<< "${GPU_CHECK_TUNE-$DEFAULT_TUNE}"
 TUNE_TIMEOUT_S=40
 
@@ -201,7 +204,7 @@ device() {
     local tile=${name#hd}
     tile=${tile%%-*}
     # Checked on this GPU before it is timed: a tuning row is new code here too (the ping-pong
-    # rows' named barriers and the pipelined rows' schedule run in no table).
+    # rows' named barriers, the pipelined rows' schedule and fma_exp2 run in no table).
     if timeout 60 "$exe" check --device gpu --flash-tiles "$(tuned_table "$tile")" \
         > "$out/tune-$name.check.txt" 2>&1; then
       echo "tune $name check: $(tail -n 1 "$out/tune-$name.check.txt")" >> "$summary"

@@ -917,7 +917,7 @@ fn fast_exp2_is_within_2_ulp_of_2_to_the_x_and_flushes_subnormal_results() {
             device,
             Case::CUATTN_PRIMITIVE_TEST_EXP2,
             &input,
-            8 * EXP2_COUNT,
+            12 * EXP2_COUNT,
         ));
         let wrong: Vec<String> = (0..EXP2_COUNT)
             .filter(|&i| !want[i].accepts(got[i]))
@@ -970,7 +970,7 @@ fn fast_tanh_is_within_2_to_the_minus_20_of_tanh_and_saturates() {
             device,
             Case::CUATTN_PRIMITIVE_TEST_EXP2,
             &input,
-            8 * EXP2_COUNT,
+            12 * EXP2_COUNT,
         ));
         let got = &out[EXP2_COUNT..];
         let wrong: Vec<String> = (0..EXP2_COUNT)
@@ -982,6 +982,81 @@ fn fast_tanh_is_within_2_to_the_minus_20_of_tanh_and_saturates() {
                 }
             })
             .map(|i| format!("fast_tanh({}) = {}, want {}", xs[i], got[i], xs[i].tanh()))
+            .collect();
+        match wrong.is_empty() {
+            true => Ok(()),
+            false => Err(format!(
+                "{} wrong; {}",
+                wrong.len(),
+                wrong[..wrong.len().min(8)].join("; ")
+            )),
+        }
+    });
+}
+
+#[test]
+fn fma_exp2_is_within_2_to_the_minus_18_relative_of_2_to_the_x() {
+    let mut rng = StdRng::seed_from_u64(63);
+    let mut xs = vec![
+        0.0,
+        -0.0,
+        1.0,
+        -1.0,
+        0.5, // a tie: rounds to the even integer 0
+        -0.5,
+        1.5,
+        -2.5,
+        8.0, // the softmax's largest input (OnlineSoftmax::kMaxLag)
+        1e-40,
+        -1e-30,
+        -126.0,
+        -126.25,
+        -126.5,
+        -126.75,
+        -127.0,
+        -140.25,
+        -1e4,
+        127.25,
+        127.5, // 2^x is finite to 128, fma_exp2 infinite from 127.5
+        128.0,
+        1e4,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NAN,
+    ];
+    while xs.len() < EXP2_COUNT {
+        // Mostly the softmax's range (scores less a max, at most 8 above it), some far out.
+        let wide = xs.len() % 4 == 0;
+        xs.push(rng.random_range(if wide { -126.0f32..127.4 } else { -30.0..8.0 }));
+    }
+    let mut input = Vec::new();
+    push_f32s(&mut input, &xs);
+    let tolerance = 2f64.powi(-18);
+    let smallest_normal = 2f64.powi(-126);
+    let accepts = |x: f32, got: f32| {
+        let want = f64::from(x).exp2();
+        if x.is_nan() {
+            got.is_nan()
+        } else if x >= 127.5 {
+            got == f32::INFINITY
+        } else if want < smallest_normal {
+            // +0 (from -127 down, as ex2.approx.ftz), or the subnormal 2^x to within the bound.
+            got.to_bits() == 0 || (f64::from(got) - want).abs() <= tolerance * smallest_normal
+        } else {
+            (f64::from(got) / want - 1.0).abs() <= tolerance
+        }
+    };
+    on_every_device("fma_exp2", |device| {
+        let out = f32s(&run_ok(
+            device,
+            Case::CUATTN_PRIMITIVE_TEST_EXP2,
+            &input,
+            12 * EXP2_COUNT,
+        ));
+        let got = &out[2 * EXP2_COUNT..];
+        let wrong: Vec<String> = (0..EXP2_COUNT)
+            .filter(|&i| !accepts(xs[i], got[i]))
+            .map(|i| format!("fma_exp2({}) = {}, want {}", xs[i], got[i], xs[i].exp2()))
             .collect();
         match wrong.is_empty() {
             true => Ok(()),

@@ -41,6 +41,12 @@ struct OnlineSoftmax {
     return fast_exp2(fmaf(score, score_scale, -safe(max)));
   }
 
+  // prob on the FMA pipe (fma_exp2, within 2^-18 relative rather than ex2's 2^-22), for kernels
+  // that split their exponentials between the two pipes.
+  __device__ __forceinline__ float prob_on_fma(float score, float score_scale = 1.0f) const {
+    return fma_exp2(fmaf(score, score_scale, -safe(max)));
+  }
+
   // Natural-log LSE of the row once `sum` holds the whole row's total (-inf for an empty row).
   __device__ __forceinline__ float lse() const { return lse_from_log2(max, sum); }
 

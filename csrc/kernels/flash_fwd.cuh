@@ -123,10 +123,15 @@ constexpr bool kHasWideTiles = kHeadDim > 64;
 // rows only, untimed; ptxas orders the block as it likes (at hd64 it issues the mmas first).
 enum class Schedule { kPlain = 0, kPingPong = 1, kPipelined = 2 };
 
+// A row's kFmaExp2Quarters (0 to 4, none where the row does not say): of every four n8 blocks of
+// scores, how many take their exp2 on the FMA pipe (fma_exp2) rather than the MUFU, whose 16 a
+// clock an SM are otherwise busy for 60% of the mma time at hd64 (30% at hd128): the two pipes
+// then share the softmax's exponentials. Tuning rows only, untimed.
+//
 // Tuning builds: build.rs turns
-// `CUATTN_FLASH_TUNE=<tile>:<m tiles>,<key tile>,<stages>[,<warps>[,<schedule>]]` (four warps and
-// the plain schedule unless given, whatever the row it replaces has; schedule as in Schedule)
-// from its environment into the
+// `CUATTN_FLASH_TUNE=<tile>:<m tiles>,<key tile>,<stages>[,<warps>[,<schedule>[,<fma exp2>]]]`
+// (four warps, the plain schedule and no FMA exp2 unless given, whatever the row it replaces has;
+// schedule as in Schedule, fma exp2 as kFmaExp2Quarters) from its environment into the
 // macros below, and that row replaces the tile's wide row (its compact one at hd64) for the build,
 // so one GPU call can time several rows from the same source (scripts/gpu-check.sh does, with the
 // table forced so that every shape runs the tuned row). Never set in a release build;
@@ -143,6 +148,7 @@ struct TunedShape<CUATTN_FLASH_TUNE_HD,
     static constexpr int kWarps = CUATTN_FLASH_TUNE_WARPS, kMTiles = CUATTN_FLASH_TUNE_MTILES,
                          kBlockN = CUATTN_FLASH_TUNE_BLOCKN, kStages = CUATTN_FLASH_TUNE_STAGES;
     static constexpr Schedule kSchedule = static_cast<Schedule>(CUATTN_FLASH_TUNE_SCHEDULE);
+    static constexpr int kFmaExp2Quarters = CUATTN_FLASH_TUNE_FMA_EXP2;
   };
 };
 #endif
@@ -153,6 +159,12 @@ struct RowSchedule : std::integral_constant<Schedule, Schedule::kPlain> {};
 template <typename Row>
 struct RowSchedule<Row, std::void_t<decltype(Row::kSchedule)>>
     : std::integral_constant<Schedule, Row::kSchedule> {};
+// A row's kFmaExp2Quarters, 0 where the row has none.
+template <typename Row, typename = void>
+struct RowFmaExp2Quarters : std::integral_constant<int, 0> {};
+template <typename Row>
+struct RowFmaExp2Quarters<Row, std::void_t<decltype(Row::kFmaExp2Quarters)>>
+    : std::integral_constant<int, Row::kFmaExp2Quarters> {};
 
 template <int kHeadDim, Tiles kTiles>
 struct Traits {
@@ -163,6 +175,7 @@ struct Traits {
   static constexpr int kStages = Row::kStages;    // K/V tiles in shared memory
   static constexpr bool kSplitKV = kStages == 1;  // K and V load in turns (see Shape)
   static constexpr Schedule kSchedule = RowSchedule<Row>::value;
+  static constexpr int kFmaExp2Quarters = RowFmaExp2Quarters<Row>::value;
   static constexpr int kWarpRows = kMmaM * kMTiles;   // query rows per warp
   static constexpr int kBlockM = kWarpRows * kWarps;  // query rows per CTA
   static constexpr int kLaneRows = 2 * kMTiles;       // accumulator rows per lane: group, group + 8
@@ -192,6 +205,7 @@ struct Traits {
                 "K/V tiles (a split row's mid-tile barrier would line the halves up again)");
   static_assert(kSchedule != Schedule::kPipelined || kStages >= 3,
                 "pipelined: this tile's V, the next tile's K and a tile loading");
+  static_assert(kFmaExp2Quarters >= 0 && kFmaExp2Quarters <= 4, "quarters of the score blocks");
 };
 
 // Ping-pong (Schedule::kPingPong): the two halves of the CTA's warps take turns on the tensor
@@ -495,7 +509,8 @@ __global__ void __launch_bounds__(Traits<kHeadDim, kTiles>::kThreads,
 #pragma unroll
         for (int j = 0; j < 2; ++j) {
           float& score = s[r / 2][n8][2 * (r % 2) + j];
-          score = softmax[r].prob(score, exp_scale);
+          score = n8 % 4 < Tr::kFmaExp2Quarters ? softmax[r].prob_on_fma(score, exp_scale)
+                                                : softmax[r].prob(score, exp_scale);
           partial[j] += score;
         }
       }

@@ -410,6 +410,7 @@ __global__ void exp2_kernel(const float* in, float* out) {
   const int i = blockIdx.x * kExp2Threads + threadIdx.x;
   out[i] = cuattn::fast_exp2(in[i]);
   out[kExp2Blocks * kExp2Threads + i] = cuattn::fast_tanh(in[i]);
+  out[2 * kExp2Blocks * kExp2Threads + i] = cuattn::fma_exp2(in[i]);
 }
 
 __global__ void reduce_kernel(const float* in, float* out) {
@@ -522,7 +523,7 @@ constexpr int64_t kGroupOutBytes =
 constexpr int64_t kReadBeforeWaitOutBytes = 2LL * kWarpSize * kRowElems * sizeof(float);
 // copy[64] uint4, bf16x2[64] and half2[64] uint32, two float [64][2].
 constexpr int64_t kVecOutBytes = kVecThreads * (kChunkBytes + 4 + 4 + 8 + 8);
-constexpr int64_t kExp2OutBytes = 2 * 4LL * kExp2Blocks * kExp2Threads;  // exp2, tanh
+constexpr int64_t kExp2OutBytes = 3 * 4LL * kExp2Blocks * kExp2Threads;  // exp2, tanh, fma_exp2
 constexpr int64_t kReduceOutBytes = 4LL * 4 * kReduceThreads;
 constexpr int64_t kSwizzleOutBytes = 4LL * kSwizzleEntries;
 
