@@ -260,10 +260,12 @@ def table(ours_path, anchors_path, tuned=()):
     if tuned:
         lines.append("extra columns, flash on the same shapes: a tile table forced (compact, "
                      "wide) or a tuning build (CUATTN_FLASH_TUNE, hd<tile>-<m tiles>-<key tile>-"
-                     "<stages>[-<warps>[-<schedule>]], schedule 1 ping-pong, 2 pipelined)")
+                     "<stages>[-<warps>[-<schedule>[-<fma exp2>]]], schedule 1 ping-pong, 2 "
+                     "pipelined; fma exp2 the quarters of exp2s on the FMA pipe)")
         keys = [k for k in keys if any((label, k) in by_tuned for label, _ in tuned)]
+        label_width = max(16, *(len(label) for label, _ in tuned))
         for label, _ in tuned:
-            header += " {:>16}".format(label[:16])
+            header += " {:>{}}".format(label, label_width)
     lines.append(header)
     for key in keys:
         line = "{:<24} {:<6}".format(labels[key], "yes" if key[-1] else "no")
@@ -274,7 +276,7 @@ def table(ours_path, anchors_path, tuned=()):
         for b in backends:
             line += " {:>11}".format(cell(by_backend.get((b, key))))
         for label, _ in tuned:
-            line += " {:>16}".format(cell(by_tuned.get((label, key))))
+            line += " {:>{}}".format(cell(by_tuned.get((label, key))), label_width)
         lines.append(line)
     return "\n".join(lines)
 
