@@ -444,17 +444,22 @@ __global__ void __launch_bounds__(Traits<kHeadDim, kTiles>::kThreads,
     // Written here, ptxas computes it before the loop anyway; written there, it cost registers.
     const ScoreMap score_map = ScoreMap::of(p);
     const bool scaled_by_softmax = !score_map.capped() && score_map.scale_log2 > 0.0f;
-    if (!scaled_by_softmax) {
+    auto map_each = [&](auto map) {
 #pragma unroll
       for (int m = 0; m < kMTiles; ++m) {
 #pragma unroll
         for (int n8 = 0; n8 < Tr::kScoreBlocks; ++n8) {
 #pragma unroll
           for (int i = 0; i < kMmaCRegs; ++i) {
-            s[m][n8][i] = score_map(s[m][n8][i]);
+            s[m][n8][i] = map(s[m][n8][i]);
           }
         }
       }
+    };
+    if (score_map.capped()) {  // one branch a tile, so that the scores' tanhs overlap
+      map_each([&](float dot) { return score_map.capped_score(dot); });
+    } else if (!scaled_by_softmax) {
+      map_each([&](float dot) { return score_map.scaled_score(dot); });
     }
     if (boundary) {
       const int n0 = keys_begin + tile * kBlockN;
