@@ -884,6 +884,49 @@ fn vector_accesses_move_16_bytes_and_packing_rounds_to_nearest_even_bit_exact() 
 
 const EXP2_COUNT: usize = 4096;
 
+/// The functions of the EXP2 case's kernel, in the order of its outputs.
+#[derive(Clone, Copy)]
+enum Exp2Output {
+    FastExp2 = 0,
+    FastTanh = 1,
+    FmaExp2 = 2,
+}
+
+/// Runs the EXP2 case on `xs` (EXP2_COUNT inputs) on every device and checks `output`'s value for
+/// each x with `accepts(x, got)`; a failure names up to 8 inputs, with `want(x)`.
+fn check_exp2_output(
+    name: &str,
+    output: Exp2Output,
+    xs: &[f32],
+    accepts: impl Fn(usize, f32) -> bool,
+    want: impl Fn(usize) -> String,
+) {
+    assert_eq!(xs.len(), EXP2_COUNT);
+    let mut input = Vec::new();
+    push_f32s(&mut input, xs);
+    on_every_device(name, |device| {
+        let out = f32s(&run_ok(
+            device,
+            Case::CUATTN_PRIMITIVE_TEST_EXP2,
+            &input,
+            12 * EXP2_COUNT,
+        ));
+        let got = &out[output as usize * EXP2_COUNT..][..EXP2_COUNT];
+        let wrong: Vec<String> = (0..EXP2_COUNT)
+            .filter(|&i| !accepts(i, got[i]))
+            .map(|i| format!("{name}({}) = {}, want {}", xs[i], got[i], want(i)))
+            .collect();
+        match wrong.is_empty() {
+            true => Ok(()),
+            false => Err(format!(
+                "{} wrong; {}",
+                wrong.len(),
+                wrong[..wrong.len().min(8)].join("; ")
+            )),
+        }
+    });
+}
+
 #[test]
 fn fast_exp2_is_within_2_ulp_of_2_to_the_x_and_flushes_subnormal_results() {
     let mut rng = StdRng::seed_from_u64(61);
@@ -909,29 +952,14 @@ fn fast_exp2_is_within_2_ulp_of_2_to_the_x_and_flushes_subnormal_results() {
     while xs.len() < EXP2_COUNT {
         xs.push(rng.random_range(-125.9f32..127.9));
     }
-    let mut input = Vec::new();
-    push_f32s(&mut input, &xs);
     let want: Vec<Exp2> = xs.iter().map(|&x| Exp2::of(x)).collect();
-    on_every_device("fast_exp2", |device| {
-        let got = f32s(&run_ok(
-            device,
-            Case::CUATTN_PRIMITIVE_TEST_EXP2,
-            &input,
-            12 * EXP2_COUNT,
-        ));
-        let wrong: Vec<String> = (0..EXP2_COUNT)
-            .filter(|&i| !want[i].accepts(got[i]))
-            .map(|i| format!("fast_exp2({}) = {}, expected {:?}", xs[i], got[i], want[i]))
-            .collect();
-        match wrong.is_empty() {
-            true => Ok(()),
-            false => Err(format!(
-                "{} wrong; {}",
-                wrong.len(),
-                wrong[..wrong.len().min(8)].join("; ")
-            )),
-        }
-    });
+    check_exp2_output(
+        "fast_exp2",
+        Exp2Output::FastExp2,
+        &xs,
+        |i, got| want[i].accepts(got),
+        |i| format!("{:?}", want[i]),
+    );
 }
 
 #[test]
@@ -960,38 +988,19 @@ fn fast_tanh_is_within_2_to_the_minus_20_of_tanh_and_saturates() {
         let wide = xs.len() % 8 == 0;
         xs.push(rng.random_range(if wide { -60.0f32..60.0 } else { -4.0..4.0 }));
     }
-    let mut input = Vec::new();
-    push_f32s(&mut input, &xs);
     // The error is absolute (see fast_tanh): about 2^-22 from each of ex2 and rcp, 2^-24 from
     // each rounding; 2^-20 bounds their sum.
     let tolerance = 2f64.powi(-20);
-    on_every_device("fast_tanh", |device| {
-        let out = f32s(&run_ok(
-            device,
-            Case::CUATTN_PRIMITIVE_TEST_EXP2,
-            &input,
-            12 * EXP2_COUNT,
-        ));
-        let got = &out[EXP2_COUNT..];
-        let wrong: Vec<String> = (0..EXP2_COUNT)
-            .filter(|&i| {
-                let want = f64::from(xs[i]).tanh();
-                match xs[i].is_nan() {
-                    true => !got[i].is_nan(),
-                    false => !within(got[i], want, tolerance),
-                }
-            })
-            .map(|i| format!("fast_tanh({}) = {}, want {}", xs[i], got[i], xs[i].tanh()))
-            .collect();
-        match wrong.is_empty() {
-            true => Ok(()),
-            false => Err(format!(
-                "{} wrong; {}",
-                wrong.len(),
-                wrong[..wrong.len().min(8)].join("; ")
-            )),
-        }
-    });
+    check_exp2_output(
+        "fast_tanh",
+        Exp2Output::FastTanh,
+        &xs,
+        |i, got| match xs[i].is_nan() {
+            true => got.is_nan(),
+            false => within(got, f64::from(xs[i]).tanh(), tolerance),
+        },
+        |i| xs[i].tanh().to_string(),
+    );
 }
 
 #[test]
@@ -1029,8 +1038,6 @@ fn fma_exp2_is_within_2_to_the_minus_18_relative_of_2_to_the_x() {
         let wide = xs.len() % 4 == 0;
         xs.push(rng.random_range(if wide { -126.0f32..127.4 } else { -30.0..8.0 }));
     }
-    let mut input = Vec::new();
-    push_f32s(&mut input, &xs);
     let tolerance = 2f64.powi(-18);
     let smallest_normal = 2f64.powi(-126);
     let accepts = |x: f32, got: f32| {
@@ -1046,27 +1053,13 @@ fn fma_exp2_is_within_2_to_the_minus_18_relative_of_2_to_the_x() {
             (f64::from(got) / want - 1.0).abs() <= tolerance
         }
     };
-    on_every_device("fma_exp2", |device| {
-        let out = f32s(&run_ok(
-            device,
-            Case::CUATTN_PRIMITIVE_TEST_EXP2,
-            &input,
-            12 * EXP2_COUNT,
-        ));
-        let got = &out[2 * EXP2_COUNT..];
-        let wrong: Vec<String> = (0..EXP2_COUNT)
-            .filter(|&i| !accepts(xs[i], got[i]))
-            .map(|i| format!("fma_exp2({}) = {}, want {}", xs[i], got[i], xs[i].exp2()))
-            .collect();
-        match wrong.is_empty() {
-            true => Ok(()),
-            false => Err(format!(
-                "{} wrong; {}",
-                wrong.len(),
-                wrong[..wrong.len().min(8)].join("; ")
-            )),
-        }
-    });
+    check_exp2_output(
+        "fma_exp2",
+        Exp2Output::FmaExp2,
+        &xs,
+        |i, got| accepts(xs[i], got),
+        |i| xs[i].exp2().to_string(),
+    );
 }
 
 /// What fast_exp2(x) may return.
