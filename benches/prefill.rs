@@ -52,7 +52,9 @@ fn prefill(c: &mut Criterion) {
                 // between them are not counted.
                 b.iter_custom(|iters| {
                     let times = timer
-                        .time(0, iters as usize, || launch_prefill(kernel, &views, shape))
+                        .time(0, iters as usize, || {
+                            launch_prefill(kernel, &views, shape, None)
+                        })
                         .expect("the kernel runs");
                     Duration::from_secs_f64(times.iter().sum::<f64>() * 1e-3)
                 })

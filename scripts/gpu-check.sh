@@ -8,10 +8,10 @@
 #                                 the GPU tests, `cuattn info`, `cuattn check --device gpu` (also
 #                                 on the compute_80 PTX), `cuattn bench --family prefill`, the
 #                                 PyTorch anchors (bench_anchors.py), Nsight Compute at hd128 and
-#                                 hd256, both flash tile tables forced and the tuning variants
-#                                 (checked, then timed), and ends with two short tables
-#                                 (summary.txt and the results, written to $OUT as each step
-#                                 ends). Meant to finish in about 5 minutes (the run of 2026-11-28
+#                                 hd256, both flash tile tables forced, a softcapped run and the
+#                                 tuning variants (checked, then timed), and ends with two short
+#                                 tables (summary.txt and the results, written to $OUT as each
+#                                 step ends). Meant to finish in about 5 minutes (the run of 2026-11-28
 #                                 took 102 s, before the compute_80 PTX check, the third profile
 #                                 and six tuning rows checked on the GPU); the per-step timeouts
 #                                 below only stop a hung step, and all of them together allow
@@ -195,6 +195,16 @@ device() {
       status=1
     fi
   done
+  # A soft cap of 50 (Gemma 2's) on the hd128 and hd256 shapes, as a column next to the uncapped
+  # default: what the tanh of every score costs.
+  if CUATTN_COMMIT="$commit" timeout "$BENCH_TIMEOUT_S" "$bin/cuattn" bench \
+      --family prefill --device gpu --head-dim 128,256 --softcap 50 \
+      --json "$out/softcap50.json" > "$out/softcap50.txt" 2>&1; then
+    tuned+=(--tuned "softcap50=$out/softcap50.json")
+  else
+    echo "softcap50: FAILED ($(tail -n 1 "$out/softcap50.txt"))" >> "$summary"
+    status=1
+  fi
   # Tuning variants: each on the shapes of its head dim, as a column next to the table's row.
   for packed in "$here"/tune/*.gz; do
     [ -e "$packed" ] || continue

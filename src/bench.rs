@@ -516,8 +516,13 @@ pub fn launch_prefill(
     kernel: Kernel,
     [q, k, v, out]: &[Tensor<bf16>; 4],
     shape: &PrefillShape,
+    softcap: Option<f32>,
 ) -> Result<()> {
-    attention_into(kernel, q, k, v, out, None, &shape.options())
+    let options = AttentionOptions {
+        softcap,
+        ..shape.options()
+    };
+    attention_into(kernel, q, k, v, out, None, &options)
 }
 
 /// One kernel on one shape.
@@ -549,6 +554,9 @@ pub struct BenchConfig {
     pub head_dims: Vec<usize>,
     /// The flash kernel's tile table for the run (set on the calling thread, restored after).
     pub flash_tiles: FlashTiles,
+    /// A soft cap on every shape's scores (Gemma 2 caps at 50); `None`: none, the benchmark's
+    /// convention.
+    pub softcap: Option<f32>,
 }
 
 /// A whole benchmark run.
@@ -560,6 +568,7 @@ pub struct BenchReport {
     pub quick: bool,
     pub commit: Option<String>,
     pub flash_tiles: FlashTiles,
+    pub softcap: Option<f32>,
     pub ceiling: MmaCeiling,
     pub l2_flush_bytes: usize,
     pub rows: Vec<BenchRow>,
@@ -586,6 +595,14 @@ pub fn run_prefill(
     if config.kernels.is_empty() {
         return Err(Error::invalid("kernels", "empty: name at least one kernel"));
     }
+    if let Some(cap) = config.softcap {
+        if !(cap.is_finite() && cap > 0.0) {
+            return Err(Error::invalid(
+                "softcap",
+                format!("{cap}: must be finite and > 0 (leave it out for no cap)"),
+            ));
+        }
+    }
     let mut shapes = shapes_for(device, config.quick);
     if !config.head_dims.is_empty() {
         let run_dims: std::collections::BTreeSet<usize> =
@@ -610,6 +627,7 @@ pub fn run_prefill(
         quick: config.quick,
         commit: config.commit.clone(),
         flash_tiles: config.flash_tiles,
+        softcap: config.softcap,
         ceiling,
         l2_flush_bytes: timer.flush_bytes(),
         rows: Vec::new(),
@@ -620,7 +638,8 @@ pub fn run_prefill(
     let _tiles = FlashTilesScope::new(config.flash_tiles);
     for &kernel in &config.kernels {
         for shape in &shapes {
-            let row = match time_prefill(&mut timer, &inputs, kernel, shape, device, budget) {
+            let row = match time_prefill(&mut timer, &inputs, kernel, shape, config, device, budget)
+            {
                 Ok(times) => BenchRow::new(kernel, *shape, &times, &ceiling),
                 Err(e) => BenchRow::failed(kernel, *shape, e),
             };
@@ -639,11 +658,12 @@ fn time_prefill(
     inputs: &PrefillInputs,
     kernel: Kernel,
     shape: &PrefillShape,
+    config: &BenchConfig,
     device: &Device,
     budget: RunBudget,
 ) -> Result<Vec<f64>> {
     let views = inputs.views(shape)?;
-    let mut run = || launch_prefill(kernel, &views, shape);
+    let mut run = || launch_prefill(kernel, &views, shape, config.softcap);
     if !device.is_cuda() {
         return timer.time(0, 1, run);
     }
@@ -764,7 +784,8 @@ impl BenchReport {
             .collect();
         format!(
             "{{\n  \"family\": {},\n  \"device\": {},\n  \"emulator\": {},\n  \"note\": {},\n  \
-             \"quick\": {},\n  \"commit\": {},\n  \"flash_tiles\": {},\n  \"dtype\": \"bf16\",\n  \
+             \"quick\": {},\n  \"commit\": {},\n  \"flash_tiles\": {},\n  \"softcap\": {},\n  \
+             \"dtype\": \"bf16\",\n  \
              \"l2_flush_bytes\": {},\n  \
              \"mma_ceiling\": {{\"tflops\": {}, \"ms\": {}, \"blocks\": {}, \"threads_per_block\": \
              {}, \"iterations\": {}, \"chains\": {}, \"flops\": {}}},\n  \"rows\": [\n{}\n  ]\n}}\n",
@@ -779,6 +800,7 @@ impl BenchReport {
             self.quick,
             self.commit.as_deref().map_or("null".into(), json_string),
             json_string(self.flash_tiles.name()),
+            self.softcap.map_or("null".into(), |c| json_number(f64::from(c))),
             self.l2_flush_bytes,
             json_number(self.ceiling.tflops),
             json_number(self.ceiling.ms),

@@ -172,6 +172,7 @@ fn run_prefill_refuses_the_emulator_without_quick() {
         commit: None,
         head_dims: Vec::new(),
         flash_tiles: FlashTiles::Auto,
+        softcap: None,
     };
     let err = bench::run_prefill(&Device::emulator(), &config, |_| {}).unwrap_err();
     let msg = err.to_string();
@@ -187,6 +188,7 @@ fn run_prefill_keeps_only_the_shapes_of_the_head_dims_asked_for() {
         commit: None,
         head_dims,
         flash_tiles: FlashTiles::Auto,
+        softcap: None,
     };
     let shape_dim = bench::emulator_shape().head_dim;
     cuattn::set_flash_tiles(FlashTiles::Compact);
@@ -393,6 +395,51 @@ fn bench_records_the_flash_tiles_it_ran_and_refuses_unknown_ones() {
         stderr.contains("`big`") && stderr.contains("compact"),
         "{stderr}"
     );
+}
+
+#[test]
+fn bench_records_its_softcap_and_refuses_a_bad_one() {
+    let json = temp_json("softcap");
+    let out = cuattn(
+        &[
+            "bench",
+            "--family",
+            "prefill",
+            "--device",
+            "emu",
+            "--quick",
+            "--softcap",
+            "50",
+            "--json",
+            json.to_str().unwrap(),
+        ],
+        None,
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("softcap 50"), "{stdout}");
+    let text = std::fs::read_to_string(&json).unwrap();
+    let _ = std::fs::remove_file(&json);
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["softcap"], 50.0);
+    assert!(v["rows"][0]["error"].is_null(), "{}", v["rows"][0]);
+
+    for bad in ["-1", "0", "nan"] {
+        let arg = format!("--softcap={bad}");
+        let out = cuattn(
+            &[
+                "bench", "--family", "prefill", "--device", "emu", "--quick", &arg,
+            ],
+            None,
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "--softcap {bad}: {stderr}");
+        assert!(stderr.contains("softcap"), "--softcap {bad}: {stderr}");
+    }
 }
 
 #[test]

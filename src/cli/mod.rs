@@ -192,6 +192,10 @@ struct BenchArgs {
     /// code only).
     #[arg(long, value_name = "TILES", default_value = "auto")]
     flash_tiles: FlashTiles,
+    /// A soft cap on the scores of every shape (cap * tanh(s / cap)), as Gemma 2 runs with 50;
+    /// default: none.
+    #[arg(long, value_name = "CAP")]
+    softcap: Option<f32>,
 }
 
 fn bench_kernels(arg: Option<&str>) -> Result<Vec<Kernel>> {
@@ -211,6 +215,7 @@ fn bench(args: &BenchArgs) -> Result<ExitCode> {
             .filter(|c| !c.is_empty()),
         head_dims: args.head_dim.clone(),
         flash_tiles: args.flash_tiles,
+        softcap: args.softcap,
     };
     let device = args.device.open()?;
     // Prints the heading once the ceiling is known, then each row as it comes, and rewrites the
@@ -221,8 +226,11 @@ fn bench(args: &BenchArgs) -> Result<ExitCode> {
         let from = *printed.get_or_insert_with(|| {
             let commit = report.commit.as_deref();
             let commit = commit.map_or(String::new(), |c| format!(", commit {c}"));
+            let softcap = report
+                .softcap
+                .map_or(String::new(), |c| format!(", softcap {c}"));
             println!(
-                "bench {} on {}{commit}, flash tiles {}",
+                "bench {} on {}{commit}, flash tiles {}{softcap}",
                 report.family,
                 report.device,
                 report.flash_tiles.name()
