@@ -579,7 +579,7 @@ __global__ void __launch_bounds__(Traits<kHeadDim, kTiles>::kThreads,
 
   if constexpr (Tr::kSchedule == Schedule::kPipelined) {
     // Tile t lives in stage t % kStages. Iteration t uses two tiles: V of t (P V) and K of t + 1
-    // (S of the next tile, computed while this tile's softmax runs); the third stage takes
+    // (S of the next tile, computed beside this tile's row maxes); the third stage takes
     // tile t + kStages - 1 once every warp is done with tile t - 1. S of tile 0 comes first.
     static_assert(kStages >= 3, "two tiles in use and one loading");
     Scores s_even, s_odd;  // S of the even and of the odd tiles
@@ -603,9 +603,10 @@ __global__ void __launch_bounds__(Traits<kHeadDim, kTiles>::kThreads,
       const int next_stage = (tile + 1) % kStages;
       if (now.sees) {
         const float exp_scale = map_and_mask(s, tile, now.boundary);
-        // The next tile's mmas and this tile's row maxes in one block of code, which ptxas
-        // interleaves: the max reductions' dependent chains run while the tensor cores do. The
-        // exp2s then interleave with P V, as in the plain schedule.
+        // The next tile's mmas and this tile's row maxes in one block of code, which ptxas may
+        // order as it likes (at hd64 it issues the mmas first: the max reductions' dependent
+        // chains then run while the tensor cores drain them). The exp2s then share a block with
+        // P V, as in the plain schedule.
         float tile_max[kLaneRows];
         bool move;
         if (next) {
@@ -623,7 +624,8 @@ __global__ void __launch_bounds__(Traits<kHeadDim, kTiles>::kThreads,
         compute_scores(s_next, next_stage);
       }
     };
-    // Unrolled by two, so that the two score tiles swap roles without register moves.
+    // Unrolled by two, so that the two score tiles swap roles by name rather than by copying
+    // (ptxas still adds some register moves).
     int tile = 0;
     for (; tile + 1 < num_tiles; tile += 2) {
       iteration(tile, s_even, s_odd);
