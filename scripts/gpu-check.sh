@@ -11,12 +11,14 @@
 #                                 hd256, both flash tile tables forced, a softcapped run and the
 #                                 tuning variants (checked, then timed), and ends with two short
 #                                 tables (summary.txt and the results, written to $OUT as each
-#                                 step ends). Meant to finish in about 5 minutes (the run of 2026-11-28
-#                                 took 102 s, before the compute_80 PTX check, the third profile
-#                                 and six tuning rows checked on the GPU); the per-step timeouts
-#                                 below only stop a hung step, and all of them together allow
-#                                 about 30 minutes, more than one device call: give the call a
-#                                 timeout.
+#                                 step ends). The essential steps (tests, checks, the benchmark,
+#                                 the anchors) come first on their own time limits; the optional
+#                                 ones after them keep to GPU_CHECK_BUDGET_S (420 s by default,
+#                                 below), so that the run ends with its tables and log archive:
+#                                 give the device call a timeout of about 480 s, which leaves a
+#                                 15-minute device budget room to start again for a shorter rerun
+#                                 (GPU_CHECK_BUDGET_S=200). The run of 2026-11-28 took 102 s, with
+#                                 fewer steps.
 set -euo pipefail
 
 # Test binaries that exercise kernels on every device present (the GPU among them).
@@ -52,6 +54,12 @@ tuned_table() {
 BENCH_TIMEOUT_S=150
 ANCHORS_BUDGET_S=${GPU_CHECK_FLEX_BUDGET_S:-60}
 ANCHORS_TIMEOUT_S=170
+# The device half's own time budget, seconds: the optional steps (profiles, forced tables, the
+# softcapped run, tuning variants) get their own limit or what is left of it, whichever is less,
+# and none starts with under 15 s left, so that the run ends with its tables and its log archive
+# inside one device call (at most 600 s) rather than being cut off before them (a benchmark cut
+# short keeps the rows it wrote). GPU_CHECK_BUDGET_S overrides it.
+BUDGET_S=${GPU_CHECK_BUDGET_S:-420}
 
 build() {
   local root
@@ -101,8 +109,19 @@ for line in sys.stdin:
 }
 
 device() {
-  local here final out status=0
+  local here final out status=0 started=$SECONDS
   here=$(cd "$(dirname "$0")" && pwd)
+  # Prints the seconds step $2 may take: its limit $1, or what is left of BUDGET_S if less; 0,
+  # with a line in the summary, when under 15 s are left.
+  limit() {
+    local left=$((BUDGET_S - (SECONDS - started)))
+    if [ "$left" -lt 15 ]; then
+      echo "$2: skipped (the ${BUDGET_S} s budget is spent)" >> "$summary"
+      echo 0
+    else
+      echo $(($1 < left ? $1 : left))
+    fi
+  }
   # At most 8 files come back from $OUT: logs go to a scratch folder and return as one archive.
   final=${OUT:-$here/out}
   out=$(mktemp -d)
@@ -173,7 +192,10 @@ device() {
     for run in 128:auto 256:auto 256:compact; do
       local hd=${run%%:*} tiles=${run#*:}
       local name="ncu-hd$hd-$tiles"
-      timeout 90 ncu --clock-control none --kernel-name regex:flash_fwd_kernel --launch-skip 1 \
+      local t
+      t=$(limit 90 "$name")
+      [ "$t" -gt 0 ] || continue
+      timeout "$t" ncu --clock-control none --kernel-name regex:flash_fwd_kernel --launch-skip 1 \
         --launch-count 1 --section SpeedOfLight --section ComputeWorkloadAnalysis \
         --section WarpStateStats --section SchedulerStats --section MemoryWorkloadAnalysis_Tables \
         --section Occupancy --section SourceCounters --print-details all \
@@ -186,7 +208,10 @@ device() {
   # Both tile tables forced, as columns next to the default (auto) ones; hd64 has one table.
   local tuned=()
   for tiles in compact wide; do
-    if CUATTN_COMMIT="$commit" timeout "$BENCH_TIMEOUT_S" "$bin/cuattn" bench \
+    local t
+    t=$(limit "$BENCH_TIMEOUT_S" "tiles $tiles")
+    [ "$t" -gt 0 ] || continue
+    if CUATTN_COMMIT="$commit" timeout "$t" "$bin/cuattn" bench \
         --family prefill --device gpu --head-dim 128,256 --flash-tiles "$tiles" \
         --json "$out/tiles-$tiles.json" > "$out/tiles-$tiles.txt" 2>&1; then
       tuned+=(--tuned "$tiles=$out/tiles-$tiles.json")
@@ -197,7 +222,11 @@ device() {
   done
   # A soft cap of 50 (Gemma 2's) on the hd128 and hd256 shapes, as a column next to the uncapped
   # default: what the tanh of every score costs.
-  if CUATTN_COMMIT="$commit" timeout "$BENCH_TIMEOUT_S" "$bin/cuattn" bench \
+  local t
+  t=$(limit "$BENCH_TIMEOUT_S" softcap50)
+  if [ "$t" -eq 0 ]; then
+    :
+  elif CUATTN_COMMIT="$commit" timeout "$t" "$bin/cuattn" bench \
       --family prefill --device gpu --head-dim 128,256 --softcap 50 \
       --json "$out/softcap50.json" > "$out/softcap50.txt" 2>&1; then
     tuned+=(--tuned "softcap50=$out/softcap50.json")
@@ -214,9 +243,12 @@ device() {
     gzip -dc "$packed" > "$exe" && chmod +x "$exe"
     local tile=${name#hd}
     tile=${tile%%-*}
+    local t
+    t=$(limit 60 "tune $name")
+    [ "$t" -gt 0 ] || { rm -f "$exe"; continue; }
     # Checked on this GPU before it is timed: a tuning row is new code here too (the ping-pong
     # rows' named barriers, the pipelined rows' schedule and fma_exp2 run in no table).
-    if timeout 60 "$exe" check --device gpu --flash-tiles "$(tuned_table "$tile")" \
+    if timeout "$t" "$exe" check --device gpu --flash-tiles "$(tuned_table "$tile")" \
         > "$out/tune-$name.check.txt" 2>&1; then
       echo "tune $name check: $(tail -n 1 "$out/tune-$name.check.txt")" >> "$summary"
     else
@@ -225,7 +257,9 @@ device() {
       rm -f "$exe"
       continue
     fi
-    if CUATTN_COMMIT="$commit" timeout "$TUNE_TIMEOUT_S" "$exe" bench --family prefill \
+    t=$(limit "$TUNE_TIMEOUT_S" "tune $name bench")
+    [ "$t" -gt 0 ] || { rm -f "$exe"; continue; }
+    if CUATTN_COMMIT="$commit" timeout "$t" "$exe" bench --family prefill \
         --device gpu --head-dim "$tile" --flash-tiles "$(tuned_table "$tile")" \
         --json "$out/tune-$name.json" \
         > "$out/tune-$name.txt" 2>&1
