@@ -11,14 +11,13 @@
 #                                 hd256, both flash tile tables forced, a softcapped run and the
 #                                 tuning variants (checked, then timed), and ends with two short
 #                                 tables (summary.txt and the results, written to $OUT as each
-#                                 step ends). The essential steps (tests, checks, the benchmark,
-#                                 the anchors) come first on their own time limits; the optional
-#                                 ones after them keep to GPU_CHECK_BUDGET_S (420 s by default,
-#                                 below), so that the run ends with its tables and log archive:
-#                                 give the device call a timeout of about 480 s, which leaves a
-#                                 15-minute device budget room to start again for a shorter rerun
-#                                 (GPU_CHECK_BUDGET_S=200). The run of 2026-11-28 took 102 s, with
-#                                 fewer steps.
+#                                 step ends). Every step keeps to GPU_CHECK_BUDGET_S (480 s by
+#                                 default, below), the essential ones (tests, checks, the
+#                                 benchmark, the anchors) first, so that the run ends with its
+#                                 tables and log archive: give the device call a timeout of about
+#                                 540 s, which leaves a 15-minute device budget room for a shorter
+#                                 rerun (GPU_CHECK_BUDGET_S=200). The run of 2026-11-28 took 102 s,
+#                                 with fewer steps.
 set -euo pipefail
 
 # Test binaries that exercise kernels on every device present (the GPU among them).
@@ -54,12 +53,12 @@ tuned_table() {
 BENCH_TIMEOUT_S=150
 ANCHORS_BUDGET_S=${GPU_CHECK_FLEX_BUDGET_S:-60}
 ANCHORS_TIMEOUT_S=170
-# The device half's own time budget, seconds: the optional steps (profiles, forced tables, the
-# softcapped run, tuning variants) get their own limit or what is left of it, whichever is less,
-# and none starts with under 15 s left, so that the run ends with its tables and its log archive
-# inside one device call (at most 600 s) rather than being cut off before them (a benchmark cut
-# short keeps the rows it wrote). GPU_CHECK_BUDGET_S overrides it.
-BUDGET_S=${GPU_CHECK_BUDGET_S:-420}
+# The device half's time budget, seconds: each step gets its own limit or what is left of the
+# budget, whichever is less, and none starts with under 15 s left (a tuning row's check only with
+# its whole minute), so that the run ends with its tables and its log archive inside one device
+# call (at most 600 s) rather than being cut off before them. A benchmark the budget cut short
+# keeps the rows it wrote, and is no failure. GPU_CHECK_BUDGET_S overrides it.
+BUDGET_S=${GPU_CHECK_BUDGET_S:-480}
 
 build() {
   local root
@@ -111,15 +110,35 @@ for line in sys.stdin:
 device() {
   local here final out status=0 started=$SECONDS
   here=$(cd "$(dirname "$0")" && pwd)
-  # Prints the seconds step $2 may take: its limit $1, or what is left of BUDGET_S if less; 0,
-  # with a line in the summary, when under 15 s are left.
+  # Prints the seconds step $2 may take: its own limit $1, or what is left of BUDGET_S if less;
+  # 0, with a line in the summary, when less than $3 seconds (15 unless given) are left.
   limit() {
     local left=$((BUDGET_S - (SECONDS - started)))
-    if [ "$left" -lt 15 ]; then
-      echo "$2: skipped (the ${BUDGET_S} s budget is spent)" >> "$summary"
+    if [ "$left" -lt "${3:-15}" ]; then
+      echo "$2: skipped (${left} s left of the ${BUDGET_S} s budget)" >> "$summary"
       echo 0
     else
       echo $(($1 < left ? $1 : left))
+    fi
+  }
+  # A benchmark as a column of the tuned table: runs the command after $1 (the column's name)
+  # and $2 (its own time limit) with --json $out/$1.json. The rows it timed join the table when
+  # it succeeds, and also when the budget cut it short (not a failure) or it failed part way.
+  bench_column() {
+    local name=$1 own=$2 lim rc=0
+    shift 2
+    lim=$(limit "$own" "$name")
+    [ "$lim" -gt 0 ] || return 0
+    CUATTN_COMMIT="$commit" timeout "$lim" "$@" --json "$out/$name.json" > "$out/$name.txt" 2>&1 ||
+      rc=$?
+    if [ "$rc" -eq 124 ] && [ "$lim" -lt "$own" ]; then
+      echo "$name: cut short by the budget after ${lim} s" >> "$summary"
+    elif [ "$rc" -ne 0 ]; then
+      echo "$name: FAILED ($(tail -n 1 "$out/$name.txt"))" >> "$summary"
+      status=1
+    fi
+    if [ -s "$out/$name.json" ]; then
+      tuned+=(--tuned "$name=$out/$name.json")
     fi
   }
   # At most 8 files come back from $OUT: logs go to a scratch folder and return as one archive.
@@ -138,26 +157,35 @@ device() {
   # The summary goes straight to $OUT, so that a run cut short still returns what it got to.
   local summary="$final/summary.txt"
   echo "commit $(cat "$here/commit")  $(tail -n 1 "$out/gpu.txt")" > "$summary"
+  local lim
   for t in "${GPU_TESTS[@]}"; do
-    if timeout 120 "$bin/$t" --nocapture --test-threads=1 > "$out/test-$t.log" 2>&1; then
+    lim=$(limit 120 "test $t")
+    [ "$lim" -gt 0 ] || continue
+    if timeout "$lim" "$bin/$t" --nocapture --test-threads=1 > "$out/test-$t.log" 2>&1; then
       echo "test $t: ok  ($(grep -E '^test result' "$out/test-$t.log" | tail -n 1))" >> "$summary"
     else
       echo "test $t: FAILED (see test-$t.log)" >> "$summary"
       status=1
     fi
   done
-  if timeout 120 "$bin/cuattn" check --device gpu > "$out/check.txt" 2>&1; then
+  lim=$(limit 120 check)
+  if [ "$lim" -eq 0 ]; then
+    :
+  elif timeout "$lim" "$bin/cuattn" check --device gpu > "$out/check.txt" 2>&1; then
     echo "check: $(tail -n 1 "$out/check.txt")" >> "$summary"
   else
     echo "check: FAILED ($(tail -n 1 "$out/check.txt"))" >> "$summary"
     status=1
   fi
   # Results go to $OUT as each step ends, so that a run cut short returns what it got to.
-  cp "$out/check.txt" "$final/"
+  cp "$out/check.txt" "$final/" 2>/dev/null || true
   # The same on the compute_80 PTX, which the driver JIT-compiles here as it does on GPUs newer
   # than sm_90: flash must see that its wide kernels (sm_90a code only, a trap in that PTX) are
   # out, and run compact tiles.
-  if CUDA_FORCE_PTX_JIT=1 timeout 150 "$bin/cuattn" check --device gpu \
+  lim=$(limit 150 "check on the compute_80 PTX")
+  if [ "$lim" -eq 0 ]; then
+    :
+  elif CUDA_FORCE_PTX_JIT=1 timeout "$lim" "$bin/cuattn" check --device gpu \
       > "$out/check-jit.txt" 2>&1; then
     echo "check on the compute_80 PTX: $(tail -n 1 "$out/check-jit.txt")" >> "$summary"
   else
@@ -168,7 +196,10 @@ device() {
     sed 's/^ */on the compute_80 PTX: /' >> "$summary" || true
   local commit
   commit=$(cat "$here/commit")
-  if CUATTN_COMMIT="$commit" timeout "$BENCH_TIMEOUT_S" "$bin/cuattn" bench \
+  lim=$(limit "$BENCH_TIMEOUT_S" bench)
+  if [ "$lim" -eq 0 ]; then
+    :
+  elif CUATTN_COMMIT="$commit" timeout "$lim" "$bin/cuattn" bench \
       --family prefill --device gpu --json "$out/bench.json" > "$out/bench.txt" 2>&1; then
     echo "bench: ok (bench.txt, bench.json)" >> "$summary"
   else
@@ -177,7 +208,10 @@ device() {
   fi
   cp "$out/bench.json" "$final/" 2>/dev/null || true
   # The anchors are PyTorch's kernels, not cuattn's: their failure is reported, not failed on.
-  if CUATTN_COMMIT="$commit" timeout "$ANCHORS_TIMEOUT_S" python3 "$here/bench_anchors.py" \
+  lim=$(limit "$ANCHORS_TIMEOUT_S" anchors)
+  if [ "$lim" -eq 0 ]; then
+    :
+  elif CUATTN_COMMIT="$commit" timeout "$lim" python3 "$here/bench_anchors.py" \
       --json "$out/anchors.json" --budget-s "$ANCHORS_BUDGET_S" > "$out/anchors.txt" 2>&1; then
     echo "anchors: ok (anchors.txt, anchors.json)" >> "$summary"
   else
@@ -192,11 +226,10 @@ device() {
     for run in 128:auto 256:auto 256:compact; do
       local hd=${run%%:*} tiles=${run#*:}
       local name="ncu-hd$hd-$tiles"
-      local t
-      t=$(limit 90 "$name")
-      [ "$t" -gt 0 ] || continue
-      timeout "$t" ncu --clock-control none --kernel-name regex:flash_fwd_kernel --launch-skip 1 \
-        --launch-count 1 --section SpeedOfLight --section ComputeWorkloadAnalysis \
+      lim=$(limit 90 "$name")
+      [ "$lim" -gt 0 ] || continue
+      timeout "$lim" ncu --clock-control none --kernel-name regex:flash_fwd_kernel \
+        --launch-skip 1 --launch-count 1 --section SpeedOfLight --section ComputeWorkloadAnalysis \
         --section WarpStateStats --section SchedulerStats --section MemoryWorkloadAnalysis_Tables \
         --section Occupancy --section SourceCounters --print-details all \
         "$bin/cuattn" bench --family prefill --device gpu --quick --head-dim "$hd" \
@@ -208,66 +241,35 @@ device() {
   # Both tile tables forced, as columns next to the default (auto) ones; hd64 has one table.
   local tuned=()
   for tiles in compact wide; do
-    local t
-    t=$(limit "$BENCH_TIMEOUT_S" "tiles $tiles")
-    [ "$t" -gt 0 ] || continue
-    if CUATTN_COMMIT="$commit" timeout "$t" "$bin/cuattn" bench \
-        --family prefill --device gpu --head-dim 128,256 --flash-tiles "$tiles" \
-        --json "$out/tiles-$tiles.json" > "$out/tiles-$tiles.txt" 2>&1; then
-      tuned+=(--tuned "$tiles=$out/tiles-$tiles.json")
-    else
-      echo "tiles $tiles: FAILED ($(tail -n 1 "$out/tiles-$tiles.txt"))" >> "$summary"
-      status=1
-    fi
+    bench_column "$tiles" "$BENCH_TIMEOUT_S" "$bin/cuattn" bench --family prefill --device gpu \
+      --head-dim 128,256 --flash-tiles "$tiles"
   done
   # A soft cap of 50 (Gemma 2's) on the hd128 and hd256 shapes, as a column next to the uncapped
   # default: what the tanh of every score costs.
-  local t
-  t=$(limit "$BENCH_TIMEOUT_S" softcap50)
-  if [ "$t" -eq 0 ]; then
-    :
-  elif CUATTN_COMMIT="$commit" timeout "$t" "$bin/cuattn" bench \
-      --family prefill --device gpu --head-dim 128,256 --softcap 50 \
-      --json "$out/softcap50.json" > "$out/softcap50.txt" 2>&1; then
-    tuned+=(--tuned "softcap50=$out/softcap50.json")
-  else
-    echo "softcap50: FAILED ($(tail -n 1 "$out/softcap50.txt"))" >> "$summary"
-    status=1
-  fi
+  bench_column softcap50 "$BENCH_TIMEOUT_S" "$bin/cuattn" bench --family prefill --device gpu \
+    --head-dim 128,256 --softcap 50
   # Tuning variants: each on the shapes of its head dim, as a column next to the table's row.
   for packed in "$here"/tune/*.gz; do
     [ -e "$packed" ] || continue
     local name exe
     name=$(basename "$packed" .gz)
-    exe="$out/$name"
-    gzip -dc "$packed" > "$exe" && chmod +x "$exe"
     local tile=${name#hd}
     tile=${tile%%-*}
-    local t
-    t=$(limit 60 "tune $name")
-    [ "$t" -gt 0 ] || { rm -f "$exe"; continue; }
     # Checked on this GPU before it is timed: a tuning row is new code here too (the ping-pong
-    # rows' named barriers, the pipelined rows' schedule and fma_exp2 run in no table).
-    if timeout "$t" "$exe" check --device gpu --flash-tiles "$(tuned_table "$tile")" \
+    # rows' named barriers, the pipelined rows' schedule and fma_exp2 run in no table). Only with
+    # the check's whole time left: one cut short would say nothing.
+    lim=$(limit 60 "tune $name" 60)
+    [ "$lim" -gt 0 ] || continue
+    exe="$out/$name"
+    gzip -dc "$packed" > "$exe" && chmod +x "$exe"
+    if timeout "$lim" "$exe" check --device gpu --flash-tiles "$(tuned_table "$tile")" \
         > "$out/tune-$name.check.txt" 2>&1; then
       echo "tune $name check: $(tail -n 1 "$out/tune-$name.check.txt")" >> "$summary"
+      bench_column "$name" "$TUNE_TIMEOUT_S" "$exe" bench --family prefill --device gpu \
+        --head-dim "$tile" --flash-tiles "$(tuned_table "$tile")"
     else
       echo "tune $name check: FAILED ($(tail -n 1 "$out/tune-$name.check.txt"))" >> "$summary"
       status=1
-      rm -f "$exe"
-      continue
-    fi
-    t=$(limit "$TUNE_TIMEOUT_S" "tune $name bench")
-    [ "$t" -gt 0 ] || { rm -f "$exe"; continue; }
-    if CUATTN_COMMIT="$commit" timeout "$t" "$exe" bench --family prefill \
-        --device gpu --head-dim "$tile" --flash-tiles "$(tuned_table "$tile")" \
-        --json "$out/tune-$name.json" \
-        > "$out/tune-$name.txt" 2>&1
-    then
-      tuned+=(--tuned "$name=$out/tune-$name.json")
-    else
-      echo "tune $name: FAILED ($(tail -n 1 "$out/tune-$name.txt"))" >> "$summary"
-      [ -s "$out/tune-$name.json" ] && tuned+=(--tuned "$name=$out/tune-$name.json")
     fi
     rm -f "$exe"
   done
