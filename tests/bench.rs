@@ -238,31 +238,31 @@ fn temp_json(test: &str) -> PathBuf {
     path
 }
 
-#[test]
-fn bench_quick_on_the_emulator_prints_the_table_and_writes_json() {
-    let json = temp_json("quick");
-    let out = cuattn(
-        &[
-            "bench",
-            "--family",
-            "prefill",
-            "--device",
-            "emu",
-            "--quick",
-            "--kernel",
-            "all",
-            "--json",
-            json.to_str().unwrap(),
-        ],
-        Some("abc1234"),
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    println!("{stdout}");
+/// `cuattn bench --family prefill --device emu --quick <extra> --json <file>` with `commit` as
+/// CUATTN_COMMIT, which must succeed: its stdout and its JSON report.
+fn quick_bench(test: &str, extra: &[&str], commit: Option<&str>) -> (String, serde_json::Value) {
+    let json = temp_json(test);
+    let mut args = vec!["bench", "--family", "prefill", "--device", "emu", "--quick"];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["--json", json.to_str().unwrap()]);
+    let out = cuattn(&args, commit);
     assert!(
         out.status.success(),
         "stderr: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let text = std::fs::read_to_string(&json).unwrap();
+    let _ = std::fs::remove_file(&json);
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}:\n{text}")),
+    )
+}
+
+#[test]
+fn bench_quick_on_the_emulator_prints_the_table_and_writes_json() {
+    let (stdout, v) = quick_bench("quick", &["--kernel", "all"], Some("abc1234"));
+    println!("{stdout}");
     assert!(stdout.contains("mma.sync bf16 ceiling"), "{stdout}");
     assert!(
         stdout.contains("TFLOP/s") && stdout.contains("% mma"),
@@ -278,10 +278,6 @@ fn bench_quick_on_the_emulator_prints_the_table_and_writes_json() {
         assert!(row.contains(EMULATOR_NOTE), "{row}");
     }
 
-    let text = std::fs::read_to_string(&json).unwrap();
-    let _ = std::fs::remove_file(&json);
-    let v: serde_json::Value =
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}:\n{text}"));
     assert_eq!(v["family"], "prefill");
     assert_eq!(v["device"], "emulator");
     assert_eq!(v["emulator"], true);
@@ -316,28 +312,7 @@ fn bench_quick_on_the_emulator_prints_the_table_and_writes_json() {
 
 #[test]
 fn bench_defaults_to_the_default_kernel() {
-    let json = temp_json("default");
-    let out = cuattn(
-        &[
-            "bench",
-            "--family",
-            "prefill",
-            "--device",
-            "emu",
-            "--quick",
-            "--json",
-            json.to_str().unwrap(),
-        ],
-        None,
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = std::fs::read_to_string(&json).unwrap();
-    let _ = std::fs::remove_file(&json);
-    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let (_, v) = quick_bench("default", &[], None);
     let rows = v["rows"].as_array().unwrap();
     println!("default kernel: {}", rows[0]["kernel"]);
     assert_eq!(rows.len(), 1);
@@ -347,32 +322,8 @@ fn bench_defaults_to_the_default_kernel() {
 
 #[test]
 fn bench_records_the_flash_tiles_it_ran_and_refuses_unknown_ones() {
-    let json = temp_json("tiles");
-    let out = cuattn(
-        &[
-            "bench",
-            "--family",
-            "prefill",
-            "--device",
-            "emu",
-            "--quick",
-            "--flash-tiles",
-            "wide",
-            "--json",
-            json.to_str().unwrap(),
-        ],
-        None,
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (stdout, v) = quick_bench("tiles", &["--flash-tiles", "wide"], None);
     assert!(stdout.contains("flash tiles wide"), "{stdout}");
-    let text = std::fs::read_to_string(&json).unwrap();
-    let _ = std::fs::remove_file(&json);
-    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(v["flash_tiles"], "wide");
     assert!(v["rows"][0]["error"].is_null(), "{}", v["rows"][0]);
 
@@ -399,32 +350,8 @@ fn bench_records_the_flash_tiles_it_ran_and_refuses_unknown_ones() {
 
 #[test]
 fn bench_records_its_softcap_and_refuses_a_bad_one() {
-    let json = temp_json("softcap");
-    let out = cuattn(
-        &[
-            "bench",
-            "--family",
-            "prefill",
-            "--device",
-            "emu",
-            "--quick",
-            "--softcap",
-            "50",
-            "--json",
-            json.to_str().unwrap(),
-        ],
-        None,
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (stdout, v) = quick_bench("softcap", &["--softcap", "50"], None);
     assert!(stdout.contains("softcap 50"), "{stdout}");
-    let text = std::fs::read_to_string(&json).unwrap();
-    let _ = std::fs::remove_file(&json);
-    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(v["softcap"], 50.0);
     assert!(v["rows"][0]["error"].is_null(), "{}", v["rows"][0]);
 
