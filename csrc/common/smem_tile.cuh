@@ -105,12 +105,15 @@ struct TileLoader {
     unsigned char* tile = static_cast<unsigned char*>(smem);
     const T* src = gmem + row * row_stride + chunk * kChunkElems;
     const int64_t src_step = kRowsPerPass * row_stride;
+    // This thread's chunk in pass `pass`: its period's base plus a constant.
+    auto chunk_dst = [&](int pass) {
+      return tile + dst[pass % kPeriod] + (pass / kPeriod) * kPeriod * kRowsPerPass * kRowBytes;
+    };
     if (valid_rows >= kRows && valid_cols >= kCols) {
       // A whole tile (the interior key tiles of attention): no zero-fill, so no per-copy selects.
 #pragma unroll
       for (int pass = 0; pass < kPasses; ++pass) {
-        const int period_offset = (pass / kPeriod) * kPeriod * kRowsPerPass * kRowBytes;
-        cp_async_cg16(tile + dst[pass % kPeriod] + period_offset, src);
+        cp_async_cg16(chunk_dst(pass), src);
         src += src_step;
       }
       return;
@@ -119,10 +122,8 @@ struct TileLoader {
 #pragma unroll
     for (int pass = 0; pass < kPasses; ++pass) {
       const bool valid = chunk_valid && row + pass * kRowsPerPass < valid_rows;
-      const int period_offset = (pass / kPeriod) * kPeriod * kRowsPerPass * kRowBytes;
       // A zero-filled chunk reads nothing; its source only has to be a valid address.
-      cp_async_cg16(tile + dst[pass % kPeriod] + period_offset, valid ? src : gmem,
-                    valid ? kSwizzleChunkBytes : 0);
+      cp_async_cg16(chunk_dst(pass), valid ? src : gmem, valid ? kSwizzleChunkBytes : 0);
       src += src_step;
     }
   }
