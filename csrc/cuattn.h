@@ -215,9 +215,10 @@ cuattn_status cuattn_emu_plan_attention_flash(const cuattn_attention_params* par
  *   - touches memory outside every registered allocation, or inside one since unregistered (the
  *     message names the nearest allocation, or the freed one, with its label);
  *   - reads or writes a shared-memory byte that another thread wrote, or writes one that another
- *     thread read, in the same barrier interval: no __syncthreads between the two accesses, nor,
- *     for two lanes of one warp, a __syncwarp naming both (shuffles and votes order nothing;
- *     atomics do not race with atomics);
+ *     thread read, in the same barrier interval: no __syncthreads between the two accesses, nor
+ *     a named barrier (bar.sync/bar.arrive) that the first access's warp arrived at after it and
+ *     the second's waited at, nor, for two lanes of one warp, a __syncwarp naming both (shuffles
+ *     and votes order nothing; atomics do not race with atomics);
  *   - reads dynamic shared memory that no thread of its block has written, or touches dynamic
  *     shared memory past the size the launch asked for;
  *   - touches shared memory that an in-flight cp.async is still to write.
@@ -244,8 +245,8 @@ void cuattn_emu_set_memcheck(int32_t enabled);
 int32_t cuattn_emu_memcheck_enabled(void);
 
 /* Planted memory bugs the checker must report, each next to a correct twin that must run clean.
- * `buf` is int32 [n] unless a case says otherwise. Blocks have 64 threads (two warps); thread t of
- * block b has global index i = 64 * b + t, lane l = t % 32. On a GPU the planted bugs are
+ * `buf` is int32 [n] and blocks have 64 threads (two warps) unless a case says otherwise; thread t
+ * of block b has global index i = 64 * b + t, lane l = t % 32. On a GPU the planted bugs are
  * undefined behavior: only the emulator's launcher should run them. */
 typedef enum cuattn_memcheck_test_case {
   /* buf int32 [2][n] (n >= 1), x in row 1: grid ceil(n / 64); row 0 gets, for i < n,
@@ -302,6 +303,17 @@ typedef enum cuattn_memcheck_test_case {
   /* Planted: without the __syncthreads: thread 1 stores to buf[0] in the interval in which
    * thread 0 did. */
   CUATTN_MEMCHECK_TEST_STORE_PAIRS_NO_SYNCTHREADS = 18,
+  /* One block of 96 threads (three warps), n >= 96. Warp 0 writes static __shared__ int
+   * slot[32] (slot[l] = buf[l]) and arrives at named barrier 1 of 64 threads (bar.arrive); warp 1
+   * waits there (bar.sync) and stores buf[32 + l] = slot[l]; after a __syncthreads warp 2 stores
+   * buf[64 + l] = slot[l]. A named barrier orders what its arriving warps did before it before
+   * what its waiting warps do after it. */
+  CUATTN_MEMCHECK_TEST_HANDOFF_NAMED = 19,
+  /* Planted: warp 0 waits at barrier 1 and warp 1 only arrives: warp 1's reads are not ordered
+   * after warp 0's writes. */
+  CUATTN_MEMCHECK_TEST_HANDOFF_NAMED_READER_ARRIVES = 20,
+  /* Planted: warp 2, which has no part in barrier 1, reads slot before the __syncthreads. */
+  CUATTN_MEMCHECK_TEST_HANDOFF_NAMED_OUTSIDER = 21,
 } cuattn_memcheck_test_case;
 
 /* Runs memcheck test `test_case` (a cuattn_memcheck_test_case) over `buf`, a device buffer of the

@@ -298,6 +298,12 @@ impl cuattn_memcheck_test_case {
         cuattn_memcheck_test_case(17);
     pub const CUATTN_MEMCHECK_TEST_STORE_PAIRS_NO_SYNCTHREADS: cuattn_memcheck_test_case =
         cuattn_memcheck_test_case(18);
+    pub const CUATTN_MEMCHECK_TEST_HANDOFF_NAMED: cuattn_memcheck_test_case =
+        cuattn_memcheck_test_case(19);
+    pub const CUATTN_MEMCHECK_TEST_HANDOFF_NAMED_READER_ARRIVES: cuattn_memcheck_test_case =
+        cuattn_memcheck_test_case(20);
+    pub const CUATTN_MEMCHECK_TEST_HANDOFF_NAMED_OUTSIDER: cuattn_memcheck_test_case =
+        cuattn_memcheck_test_case(21);
 }
 #[repr(transparent)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]

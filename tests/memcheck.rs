@@ -263,7 +263,8 @@ fn dynamic_shared_memory_rewritten_while_another_warp_reads_it_needs_a_syncthrea
         "kernel memcheck_test_shift_dynamic_no_syncthreads block (0,0,0): thread 31 (warp 0, \
          lane 31) wrote 4 bytes of shared memory at \
          memcheck_test_shift_dynamic_no_syncthreads::dynamic_smem+124, which thread 63 (warp 1, \
-         lane 31) read in the same barrier interval (no __syncthreads between them)"
+         lane 31) read in the same barrier interval (no __syncthreads between them, nor a named \
+         barrier that warp 1 arrived at and warp 0 then waited at)"
     );
     let out = run_clean(Case::CUATTN_MEMCHECK_TEST_SHIFT_DYNAMIC, &v, THREADS);
     let want: Vec<i32> = (0..THREADS)
@@ -408,7 +409,8 @@ fn two_threads_storing_to_one_element_need_a_syncthreads_between() {
             "kernel memcheck_test_store_pairs_no_syncthreads block (0,0,0): thread 1 (warp 0, \
              lane 1) wrote 4 bytes at {base:#x} (offset 0 of allocation \"memcheck test buffer\" \
              ({} bytes at {base:#x})), which thread 0 (warp 0, lane 0) wrote in the same barrier \
-             interval (no __syncthreads, nor a __syncwarp naming both lanes, between them)",
+             interval (no __syncthreads, named barrier, nor __syncwarp naming both lanes, \
+             between them)",
             4 * N
         )
     );
@@ -556,4 +558,58 @@ fn unknown_cases_and_short_buffers_are_invalid_arguments() {
     let (status, message) = buf.launch(Case::CUATTN_MEMCHECK_TEST_PAIR_SUM_DYNAMIC, THREADS);
     assert_eq!(status, Status::CUATTN_ERROR_INVALID_ARGUMENT);
     assert!(message.contains("n in 65..="), "{message}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Named barriers.
+// ---------------------------------------------------------------------------------------------
+
+/// The handoff cases' block: three warps.
+const HANDOFF_THREADS: usize = 96;
+
+#[test]
+fn a_named_barrier_orders_what_its_arriving_warps_wrote_before_its_waiting_warps_reads() {
+    let v = values(HANDOFF_THREADS);
+    let out = run_clean(
+        Case::CUATTN_MEMCHECK_TEST_HANDOFF_NAMED,
+        &v,
+        HANDOFF_THREADS,
+    );
+    let want: Vec<i32> = (0..HANDOFF_THREADS).map(|t| v[t % 32]).collect();
+    assert_eq!(out, want);
+}
+
+#[test]
+fn a_warp_that_only_arrives_at_a_named_barrier_is_not_ordered_after_it() {
+    let (message, _) = run_faulting(
+        Case::CUATTN_MEMCHECK_TEST_HANDOFF_NAMED_READER_ARRIVES,
+        &values(HANDOFF_THREADS),
+        HANDOFF_THREADS,
+    );
+    // Warp 0 wrote and then waited; warp 1 arrived and read at once.
+    assert_eq!(
+        message,
+        "kernel memcheck_test_handoff_named_reader_arrives block (0,0,0): thread 32 (warp 1, \
+         lane 0) read 4 bytes of shared memory at (anonymous namespace)::handoff_kernel(int*, \
+         bool, bool)::slot+0, which thread 0 (warp 0, lane 0) wrote in the same barrier interval \
+         (no __syncthreads between them, nor a named barrier that warp 0 arrived at and warp 1 \
+         then waited at)"
+    );
+}
+
+#[test]
+fn a_named_barrier_orders_nothing_for_warps_outside_it() {
+    let (message, _) = run_faulting(
+        Case::CUATTN_MEMCHECK_TEST_HANDOFF_NAMED_OUTSIDER,
+        &values(HANDOFF_THREADS),
+        HANDOFF_THREADS,
+    );
+    assert_eq!(
+        message,
+        "kernel memcheck_test_handoff_named_outsider block (0,0,0): thread 64 (warp 2, lane 0) \
+         read 4 bytes of shared memory at (anonymous namespace)::handoff_kernel(int*, bool, \
+         bool)::slot+0, which thread 0 (warp 0, lane 0) wrote in the same barrier interval (no \
+         __syncthreads between them, nor a named barrier that warp 0 arrived at and warp 2 then \
+         waited at)"
+    );
 }

@@ -672,7 +672,11 @@ class Checker {
       epoch_ = 0;
     }
     // Records of earlier blocks have smaller epochs: every byte starts unwritten, unraced.
-    block_epoch_ = ++epoch_;
+    block_epoch_ = sync_epoch_ = ++epoch_;
+    if (named_used_) {
+      named_used_ = false;
+      std::memset(ordered_before_, 0, sizeof(ordered_before_));
+    }
     kernel_name_ = kernel_name;
     dynamic_bytes_ = dynamic_smem_bytes;
     if (dynamic_shadow_.size() < dynamic_smem_bytes) {
@@ -688,8 +692,31 @@ class Checker {
     fast.checker = this;
   }
 
-  void barrier() { ++epoch_; }
+  void barrier() { sync_epoch_ = ++epoch_; }
   void syncwarp(unsigned warp, unsigned mask) { warps_[warp].add(mask); }
+
+  // Warp `warp` completed its arrival at a named barrier: its accesses so far get an earlier
+  // epoch than any it makes next.
+  void named_arrival(unsigned warp) {
+    named_used_ = true;
+    arrival_epoch_[warp] = ++epoch_;
+  }
+  // A named barrier completed: the accesses each warp of `arrived` made before its arrival are
+  // ordered before the later accesses of each warp of `waited` (bar.sync; bar.arrive only
+  // arrives). Bit w of each mask is warp w.
+  void named_barrier(uint32_t arrived, uint32_t waited) {
+    static_assert(kMaxWarpsPerBlock <= 32, "a warp mask is 32 bits");
+    for (unsigned a = 0; a < kMaxWarpsPerBlock; ++a) {
+      if ((arrived >> a & 1) == 0) {
+        continue;
+      }
+      for (unsigned b = 0; b < kMaxWarpsPerBlock; ++b) {
+        if ((waited >> b & 1) != 0) {
+          ordered_before_[a][b] = std::max(ordered_before_[a][b], arrival_epoch_[a]);
+        }
+      }
+    }
+  }
 
   // Checks an access by thread `tid` outside its own stack.
   CUATTN_MEMCHECK_INLINE void check(uintptr_t addr, size_t bytes, Kind kind, unsigned tid) {
@@ -746,15 +773,20 @@ class Checker {
   }
 
   // Whether the access `record` describes is ordered before an access by thread `tid` now: a
-  // __syncthreads completed between them (a later epoch), or they are the same thread, or two
-  // lanes of one warp that a __syncwarp naming both ordered. (CUDA orders shared memory between
-  // threads only through barriers and memory fences; shuffles and votes order nothing.)
+  // __syncthreads completed between them, or they are the same thread, or a named barrier
+  // completed that the record's warp arrived at after the access and `tid`'s warp waited at, or
+  // they are two lanes of one warp that a __syncwarp naming both ordered. (CUDA orders shared
+  // memory between threads only through barriers and memory fences; shuffles and votes order
+  // nothing.)
   CUATTN_MEMCHECK_INLINE bool ordered(uint64_t record, unsigned tid) const {
-    if (epoch_of(record) != epoch_) {
+    if (epoch_of(record) < sync_epoch_) {
       return true;
     }
     const unsigned other = tid_of(record);
     if (other == tid) {
+      return true;
+    }
+    if (named_used_ && epoch_of(record) < ordered_before_[other / kWarpLanes][tid / kWarpLanes]) {
       return true;
     }
     if (other / kWarpLanes != tid / kWarpLanes) {
@@ -851,7 +883,7 @@ class Checker {
 
   // Records a plain store to global [addr, addr + bytes) in the launch's writes; faults if another
   // block stored to one of its bytes, or another thread of this block did in this barrier
-  // interval (unordered by a __syncthreads or a __syncwarp naming both).
+  // interval (unordered: see ordered).
   __attribute__((noinline)) void note_global_store(uintptr_t addr, size_t bytes, unsigned tid) {
     const LaunchWrites::Store now{block_, make_record(tid, Kind::kWrite)};
     LaunchWrites::Store earlier;
@@ -879,10 +911,8 @@ class Checker {
       message_ += " also wrote in this launch (the blocks of a launch are unordered)";
     } else {
       append_thread(message_, tid_of(earlier.record));
-      message_ += tid_of(earlier.record) / kWarpLanes == tid / kWarpLanes
-                      ? " wrote in the same barrier interval (no __syncthreads, nor a __syncwarp "
-                        "naming both lanes, between them)"
-                      : " wrote in the same barrier interval (no __syncthreads between them)";
+      message_ += " wrote in the same barrier interval ";
+      append_unordered(message_, tid_of(earlier.record), tid);
     }
     stop();
   }
@@ -949,12 +979,23 @@ class Checker {
     begin_shared_message(addr, bytes, byte, kind, tid, "shared memory");
     message_ += byte != 0 ? " " : ", which ";
     append_thread(message_, tid_of(other));
-    append_format(message_, " %s in the same barrier interval (%s)",
-                  other_wrote ? (is_atomic(other) ? "atomically updated" : "wrote") : "read",
-                  tid_of(other) / kWarpLanes == tid / kWarpLanes
-                      ? "no __syncthreads, nor a __syncwarp naming both lanes, between them"
-                      : "no __syncthreads between them");
+    append_format(message_, " %s in the same barrier interval ",
+                  other_wrote ? (is_atomic(other) ? "atomically updated" : "wrote") : "read");
+    append_unordered(message_, tid_of(other), tid);
     stop();
+  }
+
+  // Why thread `earlier`'s access is not ordered before thread `tid`'s: "(no __syncthreads ...)".
+  static void append_unordered(std::string& out, unsigned earlier, unsigned tid) {
+    const unsigned earlier_warp = earlier / kWarpLanes, warp = tid / kWarpLanes;
+    if (earlier_warp == warp) {
+      out += "(no __syncthreads, named barrier, nor __syncwarp naming both lanes, between them)";
+    } else {
+      append_format(out,
+                    "(no __syncthreads between them, nor a named barrier that warp %u arrived at "
+                    "and warp %u then waited at)",
+                    earlier_warp, warp);
+    }
   }
 
   [[noreturn]] __attribute__((noinline, cold)) void unwritten_fault(uintptr_t addr, size_t bytes,
@@ -993,8 +1034,17 @@ class Checker {
 
   LaunchWrites* writes_ = nullptr;  // the running block's launch
   uint64_t block_ = 0;              // its linear index in the grid
-  uint32_t epoch_ = 0;              // the running barrier interval
-  uint32_t block_epoch_ = 0;        // the running block's first interval
+  // Epochs: the running block's accesses are numbered by epoch_, which moves at each
+  // __syncthreads and at each warp's arrival at a named barrier.
+  uint32_t epoch_ = 0;        // the running epoch
+  uint32_t block_epoch_ = 0;  // the running block's first epoch
+  uint32_t sync_epoch_ = 0;   // the epoch the latest __syncthreads began: earlier ones are ordered
+  // Named barriers: a warp's accesses before epoch arrival_epoch_[w] preceded its latest arrival;
+  // those of warp a before ordered_before_[a][b] are ordered before warp b's accesses now. Zeroed
+  // at a block's start when the previous block used a named barrier.
+  bool named_used_ = false;
+  uint32_t arrival_epoch_[kMaxWarpsPerBlock] = {};
+  uint32_t ordered_before_[kMaxWarpsPerBlock][kMaxWarpsPerBlock] = {};
   const char* kernel_name_ = "";
   size_t dynamic_bytes_ = 0;
   Range tls_;
@@ -1107,6 +1157,18 @@ void memcheck_barrier() {
 void memcheck_syncwarp(unsigned warp, unsigned mask) {
   if (fast.active) {
     fast.checker->syncwarp(warp, mask);
+  }
+}
+
+void memcheck_named_arrival(unsigned warp) {
+  if (fast.active) {
+    fast.checker->named_arrival(warp);
+  }
+}
+
+void memcheck_named_barrier(uint32_t arrived, uint32_t waited) {
+  if (fast.active) {
+    fast.checker->named_barrier(arrived, waited);
   }
 }
 

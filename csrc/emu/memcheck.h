@@ -7,8 +7,9 @@
 //   - a global access outside every registered allocation (cuattn_emu_register_allocation), or
 //     into a freed one;
 //   - a shared-memory access racing with another thread's write (or a write racing with another
-//     thread's read) in the same barrier interval: no __syncthreads between them, nor, for two
-//     lanes of one warp, a __syncwarp naming both;
+//     thread's read) in the same barrier interval: no __syncthreads between them, nor a named
+//     barrier that the earlier access's warp arrived at after it and the later one's waited at
+//     (bar.sync), nor, for two lanes of one warp, a __syncwarp naming both;
 //   - a read of shared memory no thread of the block has written (static __shared__ only where
 //     the binary has its symbol table), or an access past the launch's dynamic shared memory;
 //   - any access to shared memory an in-flight cp.async is still to write;
@@ -97,6 +98,12 @@ void memcheck_switch_to(const void* stack_lo, size_t stack_bytes, unsigned linea
 void memcheck_barrier();
 // A __syncwarp(mask) completed in warp `warp`: it orders the accesses of the lanes of `mask`.
 void memcheck_syncwarp(unsigned warp, unsigned mask);
+// Warp `warp` completed its arrival (bar.sync or bar.arrive) at a named barrier.
+void memcheck_named_arrival(unsigned warp);
+// A named barrier completed: the accesses the warps of `arrived` made before their arrival are
+// ordered before what the warps of `waited` (those that arrived through bar.sync) do next. Bit w
+// of each mask is warp w.
+void memcheck_named_barrier(uint32_t arrived, uint32_t waited);
 
 // Checks are off on this OS thread while one lives: the runtime holds one around a warp
 // exchange's compute, which works on every lane's operands (their fiber stacks) on behalf of

@@ -435,6 +435,9 @@ class Runner {
     unsigned threads;
     unsigned arrived;
     unsigned lanes[kMaxThreadsPerBlock / kWarpLanes];
+    // Of the warps counted in `arrived`: each one (bit w: warp w), and those that wait (bar.sync).
+    uint32_t arrived_warps;
+    uint32_t waiting_warps;
     // Threads that arrived and are not yet part of a completion.
     unsigned pending() const {
       unsigned n = arrived;
@@ -684,9 +687,16 @@ void Runner::named_barrier(unsigned id, unsigned threads, bool wait) {
   if ((lanes & live) == live) {
     lanes = 0;
     barrier.arrived += kWarpLanes;
+    barrier.arrived_warps |= uint32_t{1} << warp_index;
+    if (wait) {
+      barrier.waiting_warps |= uint32_t{1} << warp_index;
+    }
+    memcheck_named_arrival(warp_index);
   }
   if (barrier.arrived == threads) {
+    memcheck_named_barrier(barrier.arrived_warps, barrier.waiting_warps);
     barrier.arrived = 0;
+    barrier.arrived_warps = barrier.waiting_warps = 0;
     for (ThreadState& t : threads_) {
       if (t.wait == Wait::kNamedBarrier && t.named_barrier == id) {
         wake(t);

@@ -1,5 +1,6 @@
 // memcheck_test: planted memory bugs that the emulator's memory checker must report, each with a
 // correct twin that must run clean (layouts: cuattn_memcheck_test_case in cuattn.h).
+#include "arch/barrier.cuh"
 #include "common/cuda_compat.cuh"
 #include "common/launch.cuh"
 #include "common/status.h"
@@ -122,6 +123,38 @@ __global__ void histogram_kernel(int* buf, bool zero_bins) {
   }
 }
 
+// HANDOFF: warp 0 hands its values to warp 1 at named barrier 1 (64 threads) and, after a
+// __syncthreads, to warp 2. Planted: warp 1 only arrives (`reader_waits` false), or warp 2 reads
+// before the __syncthreads (`outsider_early`).
+constexpr int kHandoffThreads = 3 * kWarpSize;
+constexpr unsigned kHandoffBarrier = 1;
+__global__ void handoff_kernel(int* buf, bool reader_waits, bool outsider_early) {
+  __shared__ int slot[kWarpSize];
+  const int warp = threadIdx.x / kWarpSize;
+  const int lane = threadIdx.x % kWarpSize;
+  if (warp == 0) {
+    slot[lane] = buf[lane];
+    if (reader_waits) {
+      cuattn::named_barrier_arrive(kHandoffBarrier, 2 * kWarpSize);
+    } else {
+      cuattn::named_barrier_sync(kHandoffBarrier, 2 * kWarpSize);
+    }
+  } else if (warp == 1) {
+    if (reader_waits) {
+      cuattn::named_barrier_sync(kHandoffBarrier, 2 * kWarpSize);
+    } else {
+      cuattn::named_barrier_arrive(kHandoffBarrier, 2 * kWarpSize);
+    }
+    buf[kWarpSize + lane] = slot[lane];
+  } else if (outsider_early) {
+    buf[2 * kWarpSize + lane] = slot[lane];
+  }
+  __syncthreads();
+  if (warp == 2 && !outsider_early) {
+    buf[2 * kWarpSize + lane] = slot[lane];
+  }
+}
+
 // The smallest n a case takes, or -1 for an unknown case.
 int64_t min_elements(int32_t test_case) {
   switch (test_case) {
@@ -149,6 +182,10 @@ int64_t min_elements(int32_t test_case) {
     case CUATTN_MEMCHECK_TEST_STORE_PAIRS:
     case CUATTN_MEMCHECK_TEST_STORE_PAIRS_NO_SYNCTHREADS:
       return kThreads / 2;
+    case CUATTN_MEMCHECK_TEST_HANDOFF_NAMED:
+    case CUATTN_MEMCHECK_TEST_HANDOFF_NAMED_READER_ARRIVES:
+    case CUATTN_MEMCHECK_TEST_HANDOFF_NAMED_OUTSIDER:
+      return kHandoffThreads;
     default:
       return -1;
   }
@@ -240,6 +277,15 @@ extern "C" cuattn_status CUATTN_LAUNCHER(memcheck_test)(int32_t test_case, void*
     case CUATTN_MEMCHECK_TEST_HISTOGRAM_ATOMICS_UNZEROED:
       return cuattn::launch_kernel("memcheck_test_histogram_atomics_unzeroed", histogram_kernel,
                                    one_block, block, 0, stream, ints, false);
+    case CUATTN_MEMCHECK_TEST_HANDOFF_NAMED:
+      return cuattn::launch_kernel("memcheck_test_handoff_named", handoff_kernel, one_block,
+                                   dim3(kHandoffThreads), 0, stream, ints, true, false);
+    case CUATTN_MEMCHECK_TEST_HANDOFF_NAMED_READER_ARRIVES:
+      return cuattn::launch_kernel("memcheck_test_handoff_named_reader_arrives", handoff_kernel,
+                                   one_block, dim3(kHandoffThreads), 0, stream, ints, false, false);
+    case CUATTN_MEMCHECK_TEST_HANDOFF_NAMED_OUTSIDER:
+      return cuattn::launch_kernel("memcheck_test_handoff_named_outsider", handoff_kernel,
+                                   one_block, dim3(kHandoffThreads), 0, stream, ints, true, true);
   }
   return cuattn::fail(CUATTN_ERROR_INTERNAL, "memcheck_test: case %d has no launch", test_case);
 }
