@@ -99,12 +99,13 @@ fn kernel_defines() -> Vec<String> {
 }
 
 /// For tuning runs only:
-/// `CUATTN_FLASH_TUNE=<tile>:<m tiles>,<key tile>,<stages>[,<warps>[,<schedule>[,<fma exp2>]]]`
-/// (for example `128:2,64,2`; 4 warps, the plain schedule and no FMA exp2 unless given; schedule
-/// 0 is plain, 1 ping-pong (8 warps, at least 2 stages), 2 pipelined (at least 3 stages); fma
-/// exp2, 0 to 4, the quarters of the scores whose exp2 runs on the FMA pipe) replaces one row of
-/// flash's traits table (csrc/kernels/flash_fwd.cuh) in this build. One macro per value, since nvcc splits -D values at
-/// commas.
+/// `CUATTN_FLASH_TUNE=<tile>:<m tiles>,<key tile>,<stages>[,<warps>[,<schedule>[,<fma exp2>
+/// [,<paired>]]]]` (for example `128:2,64,2`; 4 warps, the plain schedule, no FMA exp2 and no
+/// pairs unless given; schedule 0 is plain, 1 ping-pong (8 warps, at least 2 stages), 2 pipelined
+/// (at least 3 stages); fma exp2, 0 to 4, the quarters of the scores whose exp2 runs on the FMA
+/// pipe; paired 1: warps in pairs, each with half of a tile's keys and half of the head dim)
+/// replaces one row of flash's traits table (csrc/kernels/flash_fwd.cuh) in this build. One macro
+/// per value, since nvcc splits -D values at commas.
 fn flash_tune_defines() -> Vec<String> {
     let Ok(spec) = env::var("CUATTN_FLASH_TUNE") else {
         return Vec::new();
@@ -116,21 +117,22 @@ fn flash_tune_defines() -> Vec<String> {
             .map(|v| v.trim().parse().ok())
             .collect::<Option<_>>()?;
         (FLASH_HEAD_DIM_TILES.contains(&tile)
-            && (3..=6).contains(&row.len())
+            && (3..=7).contains(&row.len())
             && row.get(4).is_none_or(|&p| p <= 2)
-            && row.get(5).is_none_or(|&q| q <= 4))
+            && row.get(5).is_none_or(|&q| q <= 4)
+            && row.get(6).is_none_or(|&p| p <= 1))
         .then_some((tile, row))
     });
     let Some((tile, row)) = parsed else {
         panic!(
             "CUATTN_FLASH_TUNE={spec:?}: expected \
-             <tile>:<m tiles>,<key tile>,<stages>[,<warps>[,<schedule>[,<fma exp2>]]] with a tile of \
-             {FLASH_HEAD_DIM_TILES:?}"
+             <tile>:<m tiles>,<key tile>,<stages>[,<warps>[,<schedule>[,<fma exp2>[,<paired>]]]] \
+             with a tile of {FLASH_HEAD_DIM_TILES:?}"
         );
     };
     println!(
         "cargo::warning=CUATTN_FLASH_TUNE: flash hd{tile} tuned to {row:?} (m tiles, key tile, \
-         stages, warps, schedule, fma exp2)"
+         stages, warps, schedule, fma exp2, paired)"
     );
     vec![
         format!("CUATTN_FLASH_TUNE_HD={tile}"),
@@ -140,6 +142,7 @@ fn flash_tune_defines() -> Vec<String> {
         format!("CUATTN_FLASH_TUNE_WARPS={}", row.get(3).unwrap_or(&4)),
         format!("CUATTN_FLASH_TUNE_SCHEDULE={}", row.get(4).unwrap_or(&0)),
         format!("CUATTN_FLASH_TUNE_FMA_EXP2={}", row.get(5).unwrap_or(&0)),
+        format!("CUATTN_FLASH_TUNE_PAIRED={}", row.get(6).unwrap_or(&0)),
     ]
 }
 

@@ -24,8 +24,9 @@ set -euo pipefail
 GPU_TESTS=(attention_flash flash_head_dim_features attention_mma_simple attention_naive primitives capi
   emulator streams flash_fuzz)
 # Tuning variants (build.rs's CUATTN_FLASH_TUNE:
-# <tile>:<m tiles>,<key tile>,<stages>[,<warps>[,<schedule>[,<fma exp2>]]], schedule 1 ping-pong,
-# 2 pipelined; fma exp2 the quarters of the scores whose exp2 runs on the FMA pipe), each built
+# <tile>:<m tiles>,<key tile>,<stages>[,<warps>[,<schedule>[,<fma exp2>[,<paired>]]]], schedule 1
+# ping-pong, 2 pipelined; fma exp2 the quarters of the scores whose exp2 runs on the FMA pipe;
+# paired 1 warps in pairs splitting keys and head dim), each built
 # here in a binary with only that head-dim tile, checked on the emulator here, and timed on the
 # GPU next to the table's row on the shapes of its head dim. Set GPU_CHECK_TUNE to a
 # space-separated list to replace them, or to "" for none. The default: rows not timed yet
@@ -35,9 +36,14 @@ GPU_TESTS=(attention_flash flash_head_dim_features attention_mma_simple attentio
 # bytes, one load a tile, where the 173fc33 kernel spilled 136), the pipelined schedule at
 # hd64 (the table's row with it) and on the compact hd128 row, and a quarter of the exp2s on the
 # FMA pipe on the hd64 row and the wide hd128 one (a quarter about balances the MUFU's 8 clocks a
-# warp instruction against the polynomial's 11 issues).
-DEFAULT_TUNE="128:2,64,1 256:1,64,1,8 128:2,64,2,8,1 256:1,64,2,8,1"
-DEFAULT_TUNE+=" 64:2,64,3,4,2 128:2,32,3,4,2 64:2,64,3,4,0,1 128:2,64,2,8,0,1"
+# warp instruction against the polynomial's 11 issues). First, since hd256 is furthest behind
+# SDPA-flash: paired warps at hd256 (32 rows a warp, K and V in turns in four warps, two CTAs an
+# SM; and eight warps with two stages); last, the 64x32 two-stage hd256 row that ran at 288
+# TFLOP/s at f525db3 and 225 at 173fc33 (BENCHMARKS.md's open question). The device half runs
+# them in this order, as far as its budget goes.
+DEFAULT_TUNE="256:2,64,1,4,0,0,1 256:2,64,2,8,0,0,1 128:2,64,1 256:1,64,1,8 128:2,64,2,8,1"
+DEFAULT_TUNE+=" 256:1,64,2,8,1 64:2,64,3,4,2 128:2,32,3,4,2 64:2,64,3,4,0,1 128:2,64,2,8,0,1"
+DEFAULT_TUNE+=" 256:1,32,2"
 read -r -a TUNE_VARIANTS <<< "${GPU_CHECK_TUNE-$DEFAULT_TUNE}"
 TUNE_TIMEOUT_S=40
 
@@ -86,8 +92,9 @@ for line in sys.stdin:
   strip .gpu/bin/*
   # Gzipped, as the tuning variants below: the working tree that travels is limited to 64 MiB.
   gzip -9 .gpu/bin/*
-  # Tuning variants, gzipped too.
+  # Tuning variants, gzipped too, and their names in the order the device half runs them.
   mkdir -p .gpu/tune
+  : > .gpu/tune/order
   for v in "${TUNE_VARIANTS[@]}"; do
     local name="hd${v/:/-}" tile=${v%%:*}
     name=${name//,/-}
@@ -101,6 +108,7 @@ for line in sys.stdin:
     }
     strip -o ".gpu/tune/$name" target/tune/release/cuattn
     gzip -9 ".gpu/tune/$name"
+    echo "$name" >> .gpu/tune/order
   done
   cp scripts/gpu-check.sh scripts/bench_anchors.py .gpu/
   git rev-parse --short HEAD > .gpu/commit 2>/dev/null || echo unknown > .gpu/commit
@@ -249,10 +257,11 @@ device() {
   bench_column softcap50 "$BENCH_TIMEOUT_S" "$bin/cuattn" bench --family prefill --device gpu \
     --head-dim 128,256 --softcap 50
   # Tuning variants: each on the shapes of its head dim, as a column next to the table's row.
-  for packed in "$here"/tune/*.gz; do
+  # (Read on descriptor 3, since the steps in the loop read standard input.)
+  local name exe packed
+  while read -r name <&3; do
+    packed="$here/tune/$name.gz"
     [ -e "$packed" ] || continue
-    local name exe
-    name=$(basename "$packed" .gz)
     local tile=${name#hd}
     tile=${tile%%-*}
     # Checked on this GPU before it is timed: a tuning row is new code here too (the ping-pong
@@ -272,7 +281,7 @@ device() {
       status=1
     fi
     rm -f "$exe"
-  done
+  done 3< <(cat "$here/tune/order" 2>/dev/null)
   echo >> "$summary"
   python3 "$here/bench_anchors.py" --table "$out/bench.json" "$out/anchors.json" >> "$summary" \
     2>&1 || true

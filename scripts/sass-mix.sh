@@ -32,14 +32,14 @@ if [ ! -x "$tools/bin/cuobjdump" ] || [ ! -x "$tools/bin/nvdisasm" ]; then
 fi
 
 # A tuning row as build.rs passes it:
-# <tile>:<m tiles>,<key tile>,<stages>[,<warps>[,<schedule>[,<fma exp2>]]].
+# <tile>:<m tiles>,<key tile>,<stages>[,<warps>[,<schedule>[,<fma exp2>[,<paired>]]]].
 tune=()
 if [ -n "${CUATTN_FLASH_TUNE:-}" ]; then
   IFS=, read -r -a row <<< "${CUATTN_FLASH_TUNE#*:}"
   tune=(-DCUATTN_FLASH_TUNE_HD="${CUATTN_FLASH_TUNE%%:*}" -DCUATTN_FLASH_TUNE_MTILES="${row[0]}"
     -DCUATTN_FLASH_TUNE_BLOCKN="${row[1]}" -DCUATTN_FLASH_TUNE_STAGES="${row[2]}"
     -DCUATTN_FLASH_TUNE_WARPS="${row[3]:-4}" -DCUATTN_FLASH_TUNE_SCHEDULE="${row[4]:-0}"
-    -DCUATTN_FLASH_TUNE_FMA_EXP2="${row[5]:-0}")
+    -DCUATTN_FLASH_TUNE_FMA_EXP2="${row[5]:-0}" -DCUATTN_FLASH_TUNE_PAIRED="${row[6]:-0}")
 fi
 
 work=$(mktemp -d)

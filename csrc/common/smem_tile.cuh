@@ -37,8 +37,9 @@ struct SmemTile {
 
   // A lane's fixed place in the tile, from which the fragments it loads are one XOR and one
   // constant add away. Valid for rows lane_row + R with R a multiple of 8 (the swizzle repeats
-  // every 8 rows) and chunks lane_chunk + C with lane_chunk in {0, 1} and C even (no carry from
-  // the lane's bit into C's, so the swizzle's XOR distributes): the ldmatrix patterns.
+  // every 8 rows) and chunks lane_chunk + C with lane_chunk % kAtomChunks in {0, 1} and C even
+  // (no carry from the lane's bit into C's, so the swizzle's XOR distributes): the ldmatrix
+  // patterns, from any whole atom.
   struct Cursor {
     int base;  // offset(lane_row, lane_chunk)
 

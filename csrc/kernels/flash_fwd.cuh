@@ -128,14 +128,26 @@ enum class Schedule { kPlain = 0, kPingPong = 1, kPipelined = 2 };
 // clock an SM are otherwise busy for 60% of the mma time at hd64 (30% at hd128): the two pipes
 // then share the softmax's exponentials. Tuning rows only, untimed.
 //
-// Tuning builds: build.rs turns
-// `CUATTN_FLASH_TUNE=<tile>:<m tiles>,<key tile>,<stages>[,<warps>[,<schedule>[,<fma exp2>]]]`
-// (four warps, the plain schedule and no FMA exp2 unless given, whatever the row it replaces has;
-// schedule as in Schedule, fma exp2 as kFmaExp2Quarters) from its environment into the
-// macros below, and that row replaces the tile's wide row (its compact one at hd64) for the build,
-// so one GPU call can time several rows from the same source (scripts/gpu-check.sh does, with the
-// table forced so that every shape runs the tuned row). Never set in a release build;
-// tests/ptxas.rs holds the tables' rows to no spills.
+// A row's kPaired (false where the row does not say): the warps work in pairs on one block of
+// kWarpRows query rows, each computing S for half of a key tile's keys and O for half of the head
+// dim. A warp's P then needs its partner's half: the pair swaps the halves (and the rows' tile
+// maxes, which both need before either exponentiates) through shared memory at its own named
+// barrier, twice a tile. What it buys: each K and V fragment a warp loads feeds one mma per m16
+// tile of its rows, so 32 rows a warp read half the shared memory per mma that 16 rows do, and
+// at hd256 O of 32 rows takes 256 registers a lane, too many, while half of its columns take 128.
+// At hd256 with 64-key tiles, paired warps of 32 rows read 96 ldmatrix.x4 per 256 mmas (plus the
+// 2 KiB swap) against 144 for warps of 16 rows: under the mmas' own time on an H200 rather than
+// over it (the 16-row loop is bound by shared-memory reads, BENCHMARKS.md). Tuning rows only,
+// untimed.
+//
+// Tuning builds: build.rs turns `CUATTN_FLASH_TUNE=<tile>:<m tiles>,<key tile>,<stages>[,<warps>
+// [,<schedule>[,<fma exp2>[,<paired>]]]]` (four warps, the plain schedule, no FMA exp2 and no
+// pairs unless given, whatever the row it replaces has; schedule as in Schedule, fma exp2 as
+// kFmaExp2Quarters, paired 0 or 1) from its environment into the macros below, and that row
+// replaces the tile's wide row (its compact one at hd64) for the build, so one GPU call can time
+// several rows from the same source (scripts/gpu-check.sh does, with the table forced so that
+// every shape runs the tuned row). Never set in a release build; tests/ptxas.rs holds the
+// tables' rows to no spills.
 template <int kHeadDim, Tiles kTiles>
 struct TunedShape {
   using type = Shape<kHeadDim, kTiles>;
@@ -149,6 +161,7 @@ struct TunedShape<CUATTN_FLASH_TUNE_HD,
                          kBlockN = CUATTN_FLASH_TUNE_BLOCKN, kStages = CUATTN_FLASH_TUNE_STAGES;
     static constexpr Schedule kSchedule = static_cast<Schedule>(CUATTN_FLASH_TUNE_SCHEDULE);
     static constexpr int kFmaExp2Quarters = CUATTN_FLASH_TUNE_FMA_EXP2;
+    static constexpr bool kPaired = CUATTN_FLASH_TUNE_PAIRED != 0;
   };
 };
 #endif
@@ -165,6 +178,12 @@ struct RowFmaExp2Quarters : std::integral_constant<int, 0> {};
 template <typename Row>
 struct RowFmaExp2Quarters<Row, std::void_t<decltype(Row::kFmaExp2Quarters)>>
     : std::integral_constant<int, Row::kFmaExp2Quarters> {};
+// A row's kPaired, false where the row has none.
+template <typename Row, typename = void>
+struct RowPaired : std::false_type {};
+template <typename Row>
+struct RowPaired<Row, std::void_t<decltype(Row::kPaired)>>
+    : std::integral_constant<bool, Row::kPaired> {};
 
 template <int kHeadDim, Tiles kTiles>
 struct Traits {
@@ -176,16 +195,25 @@ struct Traits {
   static constexpr bool kSplitKV = kStages == 1;  // K and V load in turns (see Shape)
   static constexpr Schedule kSchedule = RowSchedule<Row>::value;
   static constexpr int kFmaExp2Quarters = RowFmaExp2Quarters<Row>::value;
-  static constexpr int kWarpRows = kMmaM * kMTiles;   // query rows per warp
-  static constexpr int kBlockM = kWarpRows * kWarps;  // query rows per CTA
-  static constexpr int kLaneRows = 2 * kMTiles;       // accumulator rows per lane: group, group + 8
+  static constexpr bool kPaired = RowPaired<Row>::value;
+  static constexpr int kRowWarps = kPaired ? 2 : 1;  // warps sharing one block of query rows
+  static constexpr int kWarpRows = kMmaM * kMTiles;  // query rows per warp
+  static constexpr int kBlockM = kWarpRows * kWarps / kRowWarps;  // query rows per CTA
+  static constexpr int kWarpKeys = kBlockN / kRowWarps;   // keys of a tile a warp computes S for
+  static constexpr int kWarpCols = kHeadDim / kRowWarps;  // columns of O a warp accumulates
+  static constexpr int kLaneRows = 2 * kMTiles;  // accumulator rows per lane: group, group + 8
   static constexpr int kThreads = kWarps * kWarpSize;
   // Eight warps per SM at least (two 4-warp CTAs): ptxas may use up to 255 registers a lane, and
   // chooses no tighter budget (left free, it capped hd128 at 168 registers and spilled).
   static constexpr int kMinBlocksPerSm = kWarps >= 8 ? 1 : 8 / kWarps;
   using QTile = SmemTile<kBlockM, kHeadDim>;   // sQ [kBlockM][kHeadDim], later O
   using KVTile = SmemTile<kBlockN, kHeadDim>;  // sK[stage], sV[stage] [kBlockN][kHeadDim]
-  static constexpr int kSmemBytes = QTile::kBytes + 2 * kStages * KVTile::kBytes;
+  // A paired warp's swap areas: its P as A fragments (one 16-byte vector a lane per m16 tile and
+  // k16 block of its keys), and one float a lane per accumulator row (tile maxes, at the end sums).
+  static constexpr int kSwapPBytes = kPaired ? kMTiles * (kWarpKeys / kMmaK) * kWarpSize * 16 : 0;
+  static constexpr int kSwapRowBytes = kPaired ? kLaneRows * kWarpSize * 4 : 0;
+  static constexpr int kSwapBytes = kWarps * (kSwapPBytes + kSwapRowBytes);
+  static constexpr int kSmemBytes = QTile::kBytes + 2 * kStages * KVTile::kBytes + kSwapBytes;
   // CTAs along the queries: the grid is (grid_x, heads, batch).
   static constexpr int grid_x(int seqlen_q) {
     return seqlen_q > 0 ? (seqlen_q + kBlockM - 1) / kBlockM : 0;
@@ -194,8 +222,8 @@ struct Traits {
   // (227 KiB), with room for the static CtaRows.
   static_assert(kTiles == Tiles::kWide || kSmemBytes <= 96 * 1024, "a compact row fits 96 KiB");
   static_assert(kSmemBytes <= 226 * 1024, "a wide row fits sm_90's 227 KiB a block");
-  static constexpr int kScoreBlocks = kBlockN / kMmaN;  // n8 blocks of S per m16 tile
-  static constexpr int kOutBlocks = kHeadDim / kMmaN;   // n8 blocks of O per m16 tile
+  static constexpr int kScoreBlocks = kWarpKeys / kMmaN;  // n8 blocks of S per m16 tile
+  static constexpr int kOutBlocks = kWarpCols / kMmaN;    // n8 blocks of O per m16 tile
   static_assert(kHeadDim % kMmaK == 0, "head-dim tiles are whole k16 steps");
   static_assert(kBlockN % kMmaK == 0, "P V consumes a key tile in k16 steps");
   static_assert(kBlockM % 8 == 0 && kBlockN % 8 == 0, "tiles are whole swizzle periods");
@@ -206,6 +234,12 @@ struct Traits {
   static_assert(kSchedule != Schedule::kPipelined || kStages >= 3,
                 "pipelined: this tile's V, the next tile's K and a tile loading");
   static_assert(kFmaExp2Quarters >= 0 && kFmaExp2Quarters <= 4, "quarters of the score blocks");
+  static_assert(!kPaired ||
+                    (kSchedule == Schedule::kPlain && kWarps % 2 == 0 && kWarps / 2 + 1 <= 16 &&
+                     kWarpKeys % kMmaK == 0 && kOutBlocks % KVTile::kAtomChunks == 0),
+                "pairs: the plain schedule, whole pairs each with a named barrier (1-15), each "
+                "half's keys whole k16 blocks of P, and each half's columns whole atoms of V's "
+                "tile (its ldmatrix cursor is shifted by whole atoms)");
 };
 
 // Ping-pong (Schedule::kPingPong): the two halves of the CTA's warps take turns on the tensor
@@ -294,6 +328,10 @@ __global__ void __launch_bounds__(Traits<kHeadDim, kTiles>::kThreads,
   const int lane = threadIdx.x % kWarpSize;
   const int group = lane / 4;  // accumulator rows group and group + 8 of each m16 tile
   const int quad_lane = lane % 4;
+  // The block of query rows the warp works on, and, in a paired row, which half of each key tile
+  // (for S) and of the head dim (for O) is its own; its partner is warp ^ 1.
+  const int row_warp = warp / Tr::kRowWarps;
+  const int pair_half = warp % Tr::kRowWarps;
   const int head = blockIdx.y;
   const int batch = blockIdx.z;
   // First query row of the CTA. The last query tile comes first: under a causal mask later rows
@@ -328,7 +366,7 @@ __global__ void __launch_bounds__(Traits<kHeadDim, kTiles>::kThreads,
 
   // CTA tile row of this lane's accumulator row r: m16 tile r / 2, row group (+ 8 for odd r).
   auto tile_row = [&](int r) {
-    return warp * Tr::kWarpRows + (r / 2) * kMmaM + group + (r % 2) * 8;
+    return row_warp * Tr::kWarpRows + (r / 2) * kMmaM + group + (r % 2) * 8;
   };
 
   // Issues the loads of tile `tile`'s K rows into sK(stage) and/or its V rows into sV(stage)
@@ -369,15 +407,19 @@ __global__ void __launch_bounds__(Traits<kHeadDim, kTiles>::kThreads,
   }
 
   OnlineSoftmax softmax[kLaneRows];
-  float acc[kMTiles][Tr::kOutBlocks][kMmaCRegs] = {};  // O: [kWarpRows x kHeadDim] per warp, fp32
-  using Scores = float[kMTiles][Tr::kScoreBlocks][kMmaCRegs];  // S, then P: [kWarpRows x kBlockN]
+  float acc[kMTiles][Tr::kOutBlocks][kMmaCRegs] = {};  // O: [kWarpRows x kWarpCols] per warp, fp32
+  using Scores = float[kMTiles][Tr::kScoreBlocks][kMmaCRegs];  // S, then P: [kWarpRows x kWarpKeys]
+  constexpr int kPBlocks = Tr::kWarpKeys / kMmaK;              // k16 blocks of a warp's P
+  using PFragments = uint32_t[kMTiles][kPBlocks][kMmaARegs];   // P as A fragments
 
-  // Each lane's fixed place in the tiles its ldmatrix loads start from (see the loads below).
+  // Each lane's fixed place in the tiles its ldmatrix loads start from (see the loads below): in
+  // K and V the warp's own keys, in V its own columns, and, paired, the partner's keys in V.
   const typename QTile::Cursor q_cursor =
-      QTile::cursor(warp * Tr::kWarpRows + lane % 16, lane / 16);
+      QTile::cursor(row_warp * Tr::kWarpRows + lane % 16, lane / 16);
   const typename KVTile::Cursor k_cursor =
-      KVTile::cursor((lane / 16) * kMmaN + lane % 8, (lane / 8) % 2);
-  const typename KVTile::Cursor v_cursor = KVTile::cursor(lane % 16, lane / 16);
+      KVTile::cursor(pair_half * Tr::kWarpKeys + (lane / 16) * kMmaN + lane % 8, (lane / 8) % 2);
+  const typename KVTile::Cursor v_cursor =
+      KVTile::cursor(pair_half * Tr::kWarpKeys + lane % 16, pair_half * Tr::kOutBlocks + lane / 16);
 
   // This warp's rows against key tile `tile`: a tile none of them sees is skipped (the warp only
   // loads), and a tile all of them see whole needs no mask. Under a causal mask or a window a
@@ -389,13 +431,13 @@ __global__ void __launch_bounds__(Traits<kHeadDim, kTiles>::kThreads,
   };
   auto warp_tile = [&](int tile) {
     const int n0 = keys_begin + tile * kBlockN;
-    const CtaKeys warp_range = cta_keys(p, seq, row0 + warp * Tr::kWarpRows, Tr::kWarpRows);
-    return WarpTile{row0 + warp * Tr::kWarpRows < seq.len_q && n0 < warp_range.any.end &&
+    const CtaKeys warp_range = cta_keys(p, seq, row0 + row_warp * Tr::kWarpRows, Tr::kWarpRows);
+    return WarpTile{row0 + row_warp * Tr::kWarpRows < seq.len_q && n0 < warp_range.any.end &&
                         n0 + kBlockN > warp_range.any.begin,
                     n0 < warp_range.every.begin || n0 + kBlockN > warp_range.every.end};
   };
 
-  // S = Q K^T of the tile in `stage`, from zero: [kWarpRows x kBlockN] per warp, kScoreBlocks n8
+  // S = Q K^T of the tile in `stage`, from zero: [kWarpRows x kWarpKeys] per warp, kScoreBlocks n8
   // accumulators per m16 tile. Each k16 step loads all its fragments before its mmas, so the
   // loads' latency overlaps, and each K fragment serves every m16 tile of the warp.
   auto compute_scores = [&](Scores& s, int stage) {
@@ -407,8 +449,9 @@ __global__ void __launch_bounds__(Traits<kHeadDim, kTiles>::kThreads,
       for (int m = 0; m < kMTiles; ++m) {
         ldmatrix_x4(a[m], sQ + q_cursor.at(m * kMmaM, 2 * k16));
       }
-      // B for two n8 blocks per ldmatrix: key rows 8*n8 + lane%8 (+8 for lanes 16-31), columns
-      // 16*k16 + 8*((lane/8)%2); registers {0,1} feed block n8 and {2,3} block n8+1.
+      // B for two n8 blocks per ldmatrix: key rows 8*n8 + lane%8 (+8 for lanes 16-31) of the
+      // warp's keys, columns 16*k16 + 8*((lane/8)%2); registers {0,1} feed block n8 and {2,3}
+      // block n8+1.
       uint32_t b[Tr::kScoreBlocks / 2][4];
 #pragma unroll
       for (int n8 = 0; n8 < Tr::kScoreBlocks; n8 += 2) {
@@ -462,14 +505,15 @@ __global__ void __launch_bounds__(Traits<kHeadDim, kTiles>::kThreads,
       map_each([&](float dot) { return score_map.scaled_score(dot); });
     }
     if (boundary) {
-      const int n0 = keys_begin + tile * kBlockN;
+      // The warp's first key.
+      const int n0 = keys_begin + tile * kBlockN + pair_half * Tr::kWarpKeys;
 #pragma unroll
       for (int r = 0; r < kLaneRows; ++r) {
-        // The row's visible keys as columns of this tile: [lo, hi), small ints.
+        // The row's visible keys as columns of the warp's keys of this tile: [lo, hi), small ints.
         const KeyRange keys =
             visible_keys(row0 + tile_row(r), seq.len_q, seq.len_k, p.window_left, p.window_right);
         const int lo = max(keys.begin - n0, 0) - 2 * quad_lane;
-        const int hi = min(keys.end - n0, kBlockN) - 2 * quad_lane;
+        const int hi = min(keys.end - n0, Tr::kWarpKeys) - 2 * quad_lane;
 #pragma unroll
         for (int n8 = 0; n8 < Tr::kScoreBlocks; ++n8) {
 #pragma unroll
@@ -485,11 +529,49 @@ __global__ void __launch_bounds__(Traits<kHeadDim, kTiles>::kThreads,
     return scaled_by_softmax ? score_map.scale_log2 : 1.0f;
   };
 
-  // The max half of the online softmax: each lane row's tile max (reduced over its quad, in base
-  // 2), and whether some row of the warp outgrew its running max by more than
-  // OnlineSoftmax::kMaxLag (warp-uniform): only then does the running max move.
+  // Paired rows: the two warps of a pair meet at their own named barrier (1 + row_warp; 0 is
+  // __syncthreads'), and swap through their areas past the K/V stages. A warp writes its area
+  // only after the CTA's barrier that begins a tile (or the loop's end), which its partner
+  // reaches only once it has read what the area held before.
+  unsigned char* swap_areas = sKV + 2 * kStages * KVTile::kBytes;
+  auto swap_p_area = [&](int w) { return swap_areas + w * (Tr::kSwapPBytes + Tr::kSwapRowBytes); };
+  auto swap_row_area = [&](int w) {
+    return reinterpret_cast<float*>(swap_p_area(w) + Tr::kSwapPBytes);
+  };
+  // Constant ids, one call per pair of which the warp runs its own: with the id in a register
+  // ptxas reserves all 16 barriers, which may cost CTAs an SM (cudaOccResult's
+  // blockLimitBarriers).
+  auto pair_sync = [&] {
+#pragma unroll
+    for (int pair = 0; pair < Tr::kWarps / 2; ++pair) {
+      if (row_warp == pair) {
+        named_barrier_sync(1 + pair, 2 * kWarpSize);
+      }
+    }
+  };
+  // Paired rows: gives the partner this lane's value of each lane row (every lane of a quad holds
+  // its rows' values), and returns in `theirs` the partner's, which its same lane gave. (Not a
+  // generic lambda: nvcc 13.0's cicc crashes on one here.)
+  auto swap_with_partner = [&](const float(&mine)[kLaneRows], float(&theirs)[kLaneRows]) {
+    float* to_partner = swap_row_area(warp);
+    const float* from_partner = swap_row_area(warp ^ 1);
+#pragma unroll
+    for (int r = 0; r < kLaneRows; ++r) {
+      to_partner[r * kWarpSize + lane] = mine[r];
+    }
+    pair_sync();
+#pragma unroll
+    for (int r = 0; r < kLaneRows; ++r) {
+      theirs[r] = from_partner[r * kWarpSize + lane];
+    }
+  };
+
+  // The max half of the online softmax: each lane row's tile max (reduced over its quad and,
+  // paired, over the partner's keys too, in base 2), and whether some row of the warp outgrew its
+  // running max by more than OnlineSoftmax::kMaxLag (warp-uniform): only then does the running
+  // max move. Both warps of a pair get the same maxes, so they keep the same running maxes and
+  // their halves of P share one scale.
   auto tile_maxes = [&](const Scores& s, float exp_scale, float(&tile_max)[kLaneRows]) {
-    bool outgrown = false;
 #pragma unroll
     for (int r = 0; r < kLaneRows; ++r) {
       const float* row_s = &s[r / 2][0][2 * (r % 2)];
@@ -498,7 +580,20 @@ __global__ void __launch_bounds__(Traits<kHeadDim, kTiles>::kThreads,
       for (int n8 = 0; n8 < Tr::kScoreBlocks; ++n8) {
         tile_max[r] = fmaxf(tile_max[r], fmaxf(row_s[n8 * kMmaCRegs], row_s[n8 * kMmaCRegs + 1]));
       }
-      tile_max[r] = quad_max(tile_max[r]) * exp_scale;  // exp_scale > 0 keeps it the max
+      tile_max[r] = quad_max(tile_max[r]);
+    }
+    if constexpr (Tr::kPaired) {
+      float partner_max[kLaneRows];
+      swap_with_partner(tile_max, partner_max);
+#pragma unroll
+      for (int r = 0; r < kLaneRows; ++r) {
+        tile_max[r] = fmaxf(tile_max[r], partner_max[r]);
+      }
+    }
+    bool outgrown = false;
+#pragma unroll
+    for (int r = 0; r < kLaneRows; ++r) {
+      tile_max[r] *= exp_scale;  // exp_scale > 0 keeps it the max
       outgrown |= softmax[r].outgrown_by(tile_max[r]);
     }
     return __any_sync(kMathFullMask, outgrown) != 0;
@@ -536,21 +631,28 @@ __global__ void __launch_bounds__(Traits<kHeadDim, kTiles>::kThreads,
     }
   };
 
-  // O += P V with the tile in `stage`. Two n8 accumulator blocks of S are, element for element,
-  // the A fragment of one k16 block of P (rows group/group+8, columns 2q, 2q+1 and 8+2q, 9+2q).
-  // Each V fragment serves every m16 tile of the warp.
-  auto accumulate_output = [&](const Scores& s, int stage) {
+  // P's A fragment for m16 tile m and k16 block k16 of the warp's keys: two n8 accumulator blocks
+  // of S are, element for element, the A fragment of one k16 block of P (rows group/group+8,
+  // columns 2q, 2q+1 and 8+2q, 9+2q).
+  auto pack_p = [&](const Scores& s, int m, int k16, uint32_t(&a)[kMmaARegs]) {
+    const float* lo = s[m][2 * k16];
+    const float* hi = s[m][2 * k16 + 1];
+    a[0] = pack2<T>(lo[0], lo[1]);
+    a[1] = pack2<T>(lo[2], lo[3]);
+    a[2] = pack2<T>(hi[0], hi[1]);
+    a[3] = pack2<T>(hi[2], hi[3]);
+  };
+
+  // O += P V with the tile in `stage`, over kPBlocks k16 blocks of keys: p_fragment(m, k16, a)
+  // gives P's A fragment of block k16, and `v` is the lane's cursor at the first of those keys
+  // (and at the warp's columns). Each V fragment serves every m16 tile of the warp.
+  auto accumulate_output = [&](auto&& p_fragment, const typename KVTile::Cursor& v, int stage) {
 #pragma unroll
-    for (int k16 = 0; k16 < kBlockN / kMmaK; ++k16) {
+    for (int k16 = 0; k16 < kPBlocks; ++k16) {
       uint32_t a[kMTiles][kMmaARegs];
 #pragma unroll
       for (int m = 0; m < kMTiles; ++m) {
-        const float* lo = s[m][2 * k16];
-        const float* hi = s[m][2 * k16 + 1];
-        a[m][0] = pack2<T>(lo[0], lo[1]);
-        a[m][1] = pack2<T>(lo[2], lo[3]);
-        a[m][2] = pack2<T>(hi[0], hi[1]);
-        a[m][3] = pack2<T>(hi[2], hi[3]);
+        p_fragment(m, k16, a[m]);
       }
       // B = V [keys 16*k16 + lane%16][columns 8*(d8 + lane/16)..], stored [key][d]: .trans;
       // registers {0,1} feed block d8 and {2,3} block d8+1. Loaded kVBatch pairs at a time.
@@ -561,7 +663,7 @@ __global__ void __launch_bounds__(Traits<kHeadDim, kTiles>::kThreads,
         uint32_t b[kVBatch][4];
 #pragma unroll
         for (int j = 0; j < kVBatch; ++j) {
-          ldmatrix_x4_trans(b[j], sV(stage) + v_cursor.at(k16 * kMmaK, d8 + 2 * j));
+          ldmatrix_x4_trans(b[j], sV(stage) + v.at(k16 * kMmaK, d8 + 2 * j));
         }
 #pragma unroll
         for (int j = 0; j < kVBatch; ++j) {
@@ -574,6 +676,49 @@ __global__ void __launch_bounds__(Traits<kHeadDim, kTiles>::kThreads,
           }
         }
       }
+    }
+  };
+
+  // O += P V for the warp's P in s (its own keys), and, paired, for the partner's: the warp's P
+  // goes to its swap area as A fragments, its own keys' P V runs, and after the pair meets the
+  // partner's fragments come back for the partner's keys (V rows of the other half).
+  auto accumulate_tile = [&](const Scores& s, int stage) {
+    if constexpr (Tr::kPaired) {
+      PFragments own;
+      uint4* mine = reinterpret_cast<uint4*>(swap_p_area(warp));
+      const uint4* theirs = reinterpret_cast<const uint4*>(swap_p_area(warp ^ 1));
+#pragma unroll
+      for (int m = 0; m < kMTiles; ++m) {
+#pragma unroll
+        for (int k16 = 0; k16 < kPBlocks; ++k16) {
+          pack_p(s, m, k16, own[m][k16]);
+          st_shared_v4(mine + (m * kPBlocks + k16) * kWarpSize + lane,
+                       make_uint4(own[m][k16][0], own[m][k16][1], own[m][k16][2], own[m][k16][3]));
+        }
+      }
+      accumulate_output(
+          [&](int m, int k16, uint32_t(&a)[kMmaARegs]) {
+#pragma unroll
+            for (int i = 0; i < kMmaARegs; ++i) {
+              a[i] = own[m][k16][i];
+            }
+          },
+          v_cursor, stage);
+      pair_sync();
+      const typename KVTile::Cursor partner_v = KVTile::cursor(
+          (1 - pair_half) * Tr::kWarpKeys + lane % 16, pair_half * Tr::kOutBlocks + lane / 16);
+      accumulate_output(
+          [&](int m, int k16, uint32_t(&a)[kMmaARegs]) {
+            const uint4 f = ld_shared_v4(theirs + (m * kPBlocks + k16) * kWarpSize + lane);
+            a[0] = f.x;
+            a[1] = f.y;
+            a[2] = f.z;
+            a[3] = f.w;
+          },
+          partner_v, stage);
+    } else {
+      accumulate_output([&](int m, int k16, uint32_t(&a)[kMmaARegs]) { pack_p(s, m, k16, a); },
+                        v_cursor, stage);
     }
   };
 
@@ -619,7 +764,7 @@ __global__ void __launch_bounds__(Traits<kHeadDim, kTiles>::kThreads,
           absorb_tile_max(tile_max);
         }
         exponentiate(s, exp_scale);
-        accumulate_output(s, tile % kStages);
+        accumulate_tile(s, tile % kStages);
       } else if (next) {
         compute_scores(s_next, next_stage);
       }
@@ -691,7 +836,7 @@ __global__ void __launch_bounds__(Traits<kHeadDim, kTiles>::kThreads,
       }
       turns.take_turn();
       if (now.sees) {
-        accumulate_output(s, stage);
+        accumulate_tile(s, stage);
       }
       // The last turn of the second half hands over to nobody (no barrier may end the kernel
       // half complete).
@@ -703,30 +848,46 @@ __global__ void __launch_bounds__(Traits<kHeadDim, kTiles>::kThreads,
   cp_async_wait_all();
   __syncthreads();
 
-  // Epilogue: O /= sum into this warp's own rows of sQ (only this warp read them), then 16-byte
-  // stores of whole rows; rows past the sequence and columns past head_dim are not written.
+  // Epilogue: O /= sum into this warp's own rows and columns of sQ (only this warp's pair read
+  // those rows), then 16-byte stores of them; rows past the sequence and columns past head_dim are
+  // not written. Paired, a row's sum is the two warps' sums over their keys.
   const int valid_rows = cta.out_rows;
+  float row_sums[kLaneRows];
 #pragma unroll
   for (int r = 0; r < kLaneRows; ++r) {
-    softmax[r].sum = quad_sum(softmax[r].sum);
+    row_sums[r] = quad_sum(softmax[r].sum);
+  }
+  if constexpr (Tr::kPaired) {
+    float partner_sums[kLaneRows];
+    swap_with_partner(row_sums, partner_sums);
+#pragma unroll
+    for (int r = 0; r < kLaneRows; ++r) {
+      row_sums[r] += partner_sums[r];
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < kLaneRows; ++r) {
+    softmax[r].sum = row_sums[r];
     const float inv_sum = softmax[r].inv_sum();
 #pragma unroll
     for (int d8 = 0; d8 < Tr::kOutBlocks; ++d8) {
       const float* o = &acc[r / 2][d8][2 * (r % 2)];
       const uint32_t pair = pack2<T>(o[0] * inv_sum, o[1] * inv_sum);
-      unsigned char* chunk = static_cast<unsigned char*>(QTile::chunk_ptr(sQ, tile_row(r), d8));
+      unsigned char* chunk = static_cast<unsigned char*>(
+          QTile::chunk_ptr(sQ, tile_row(r), pair_half * Tr::kOutBlocks + d8));
       memcpy(chunk + 2 * quad_lane * sizeof(T), &pair, sizeof(pair));
     }
-    if (cta.lse != nullptr && quad_lane == 0 && tile_row(r) < valid_rows) {
+    if (cta.lse != nullptr && quad_lane == 0 && pair_half == 0 && tile_row(r) < valid_rows) {
       cta.lse[tile_row(r)] = softmax[r].lse();
     }
   }
   __syncwarp();
   T* out = static_cast<T*>(cta.out);
   const int valid_chunks = p.head_dim / kChunkElems;
-  for (int i = lane; i < Tr::kWarpRows * QTile::kChunksPerRow; i += kWarpSize) {
-    const int row = warp * Tr::kWarpRows + i / QTile::kChunksPerRow;
-    const int chunk = i % QTile::kChunksPerRow;
+  constexpr int kWarpChunks = QTile::kChunksPerRow / Tr::kRowWarps;  // the warp's chunks of a row
+  for (int i = lane; i < Tr::kWarpRows * kWarpChunks; i += kWarpSize) {
+    const int row = row_warp * Tr::kWarpRows + i / kWarpChunks;
+    const int chunk = pair_half * kWarpChunks + i % kWarpChunks;
     if (row < valid_rows && chunk < valid_chunks) {
       st_global_v4(out + row * p.out_row_stride + chunk * kChunkElems,
                    ld_shared_v4(QTile::chunk_ptr(sQ, row, chunk)));
