@@ -706,14 +706,11 @@ class Checker {
   // arrives). Bit w of each mask is warp w.
   void named_barrier(uint32_t arrived, uint32_t waited) {
     static_assert(kMaxWarpsPerBlock <= 32, "a warp mask is 32 bits");
-    for (unsigned a = 0; a < kMaxWarpsPerBlock; ++a) {
-      if ((arrived >> a & 1) == 0) {
-        continue;
-      }
-      for (unsigned b = 0; b < kMaxWarpsPerBlock; ++b) {
-        if ((waited >> b & 1) != 0) {
-          ordered_before_[a][b] = std::max(ordered_before_[a][b], arrival_epoch_[a]);
-        }
+    for (uint32_t as = arrived; as != 0; as &= as - 1) {
+      const unsigned a = static_cast<unsigned>(__builtin_ctz(as));
+      for (uint32_t bs = waited; bs != 0; bs &= bs - 1) {
+        uint32_t& before = ordered_before_[a][__builtin_ctz(bs)];
+        before = std::max(before, arrival_epoch_[a]);
       }
     }
   }

@@ -413,7 +413,8 @@ __global__ void __launch_bounds__(Traits<kHeadDim, kTiles>::kThreads,
   using PFragments = uint32_t[kMTiles][kPBlocks][kMmaARegs];   // P as A fragments
 
   // Each lane's fixed place in the tiles its ldmatrix loads start from (see the loads below): in
-  // K and V the warp's own keys, in V its own columns, and, paired, the partner's keys in V.
+  // K and V the warp's own keys, in V its own columns (a paired warp builds its cursor at the
+  // partner's keys in V where it uses it, rather than hold a register through the loop).
   const typename QTile::Cursor q_cursor =
       QTile::cursor(row_warp * Tr::kWarpRows + lane % 16, lane / 16);
   const typename KVTile::Cursor k_cursor =
