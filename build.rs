@@ -23,6 +23,7 @@ const KERNEL_SOURCES: &[&str] = &[
     "csrc/kernels/flash_fwd_f16_hd128.cu",
     "csrc/kernels/flash_fwd_f16_hd192.cu",
     "csrc/kernels/flash_fwd_f16_hd256.cu",
+    "csrc/kernels/kv_cache.cu",
     "csrc/kernels/bench_mma.cu",
     "csrc/kernels/memcheck_test.cu",
     "csrc/kernels/primitives_test.cu",

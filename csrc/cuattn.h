@@ -26,6 +26,9 @@ typedef enum cuattn_status {
   CUATTN_ERROR_KERNEL_FAULT = 4,
   /* A bug in cuattn itself. */
   CUATTN_ERROR_INTERNAL = 5,
+  /* A paged KV cache has too few free or evictable pages for the request; nothing was changed.
+   * The engine frees or preempts sequences and tries again. */
+  CUATTN_ERROR_OUT_OF_PAGES = 6,
 } cuattn_status;
 
 /* Element types of q, k, v and out. Accumulation is always float32. */
@@ -191,6 +194,217 @@ cuattn_status cuattn_attention_naive(const cuattn_attention_params* params, void
 /* The same for attention_flash (the fast path): also checks that q, k, v and out are 16-byte
  * aligned and their strides multiples of 8 elements. */
 cuattn_status cuattn_attention_flash(const cuattn_attention_params* params, void* stream);
+
+/* ---------------------------------------------------------------------------------------------
+ * Paged KV cache.
+ *
+ * K and V of every cached token live in pages of page_size tokens (any page_size >= 1), one pool
+ * of pages for K and one for V per layer. A page's element layout:
+ *   NHD (the default, FlashInfer's and vLLM's): [num_pages, page_size, kv_heads, head_dim]
+ *   HND:                                        [num_pages, kv_heads, page_size, head_dim]
+ * Element (page, slot in page, kv head, column) is at
+ *   page * page_stride + slot * slot_stride + head * head_stride + column,
+ * so one set of strides covers both layouts (and pools with padded pages). A token's flat slot is
+ * page * page_size + slot in page.
+ *
+ * Per step an engine uploads, once, the int32 tables the kernels read: the block table (each
+ * sequence's page indices in order), the sequence lengths (cached tokens, this step's new ones
+ * included), cu_seqlens of the new tokens and the slot mapping (each new token's flat slot).
+ * cuattn's cache (cuattn_kv_cache below) does all of this; an engine with its own block manager
+ * fills a cuattn_paged_kv_view over its own pools and tables.
+ * ------------------------------------------------------------------------------------------- */
+typedef enum cuattn_kv_layout {
+  CUATTN_KV_LAYOUT_NHD = 0,
+  CUATTN_KV_LAYOUT_HND = 1,
+} cuattn_kv_layout;
+
+/* One layer's pages and the step's tables, as the kernels that read the cache take them. */
+typedef struct cuattn_paged_kv_view {
+  void* k_pages;
+  void* v_pages;
+  /* Element strides of the pools (see above); the head_dim columns are contiguous. */
+  int64_t k_page_stride;
+  int64_t k_slot_stride;
+  int64_t k_head_stride;
+  int64_t v_page_stride;
+  int64_t v_slot_stride;
+  int64_t v_head_stride;
+  /* int32 [batch, block_table_stride] on the device: sequence b's pages are
+   * block_table[b * block_table_stride + i] for i < ceil(seq_lens[b] / page_size). */
+  const int32_t* block_table;
+  int64_t block_table_stride;
+  /* int32 [batch] on the device: tokens in each sequence's pages. */
+  const int32_t* seq_lens;
+  int32_t batch;
+  /* The longest page list in the block table (at most block_table_stride). */
+  int32_t max_pages_per_seq;
+  int32_t num_pages;
+  int32_t page_size;
+  int32_t kv_heads;
+  int32_t head_dim;
+  cuattn_kv_layout layout;
+  cuattn_dtype dtype;
+} cuattn_paged_kv_view;
+
+/* kv_append: writes a step's new keys and values into their slots. k_new and v_new are
+ * [num_tokens, kv_heads, head_dim] with element strides per row and per head (columns
+ * contiguous); token t goes to flat slot slot_mapping[t] of cache.k_pages and cache.v_pages (a
+ * negative slot skips the token: padding). The view's pools, strides, num_pages, page_size,
+ * kv_heads, head_dim and dtype are used, not its tables. Slots must be distinct: two tokens
+ * written to one slot race. */
+typedef struct cuattn_kv_append_params {
+  cuattn_paged_kv_view cache;
+  const void* k_new;
+  const void* v_new;
+  int64_t k_new_row_stride;
+  int64_t k_new_head_stride;
+  int64_t v_new_row_stride;
+  int64_t v_new_head_stride;
+  /* int32 [num_tokens] on the device. */
+  const int32_t* slot_mapping;
+  int32_t num_tokens;
+} cuattn_kv_append_params;
+
+/* Launches kv_append on `stream` (no synchronization, no allocation: graph-capturable) after
+ * checking the fields its indexing relies on (dims, dtype, null pointers, positive strides). A
+ * slot outside [0, num_pages * page_size) skips its token (negative slots mark padding tokens),
+ * so no slot value writes outside the pools. Where every pointer is 16-byte aligned and every
+ * stride a multiple of 8 elements it moves 16-byte vectors, otherwise single elements. */
+cuattn_status cuattn_launch_kv_append(const cuattn_kv_append_params* params, void* stream);
+cuattn_status cuattn_emu_launch_kv_append(const cuattn_kv_append_params* params, void* stream);
+
+/* kv_copy_pages: copy-on-write of whole pages across every pool of a cache. pools[i] =
+ * pools + i * pool_stride bytes for i < num_pools (each layer's K and V pools); for each pair
+ * (pairs[2 p], pairs[2 p + 1]) = (source page, destination page), the page_bytes bytes of the
+ * source page of every pool are copied to the destination page (page i at i * page_bytes).
+ * pool_stride and page_bytes are multiples of 16, pools 16-byte aligned; destinations distinct
+ * and no page both a source and a destination; a pair with a page outside [0, num_pages) is
+ * skipped. */
+typedef struct cuattn_kv_copy_pages_params {
+  void* pools;
+  int64_t pool_stride;
+  int64_t page_bytes;
+  /* int32 [num_pairs, 2] on the device. */
+  const int32_t* pairs;
+  int32_t num_pairs;
+  int32_t num_pools;
+  int32_t num_pages;
+} cuattn_kv_copy_pages_params;
+
+cuattn_status cuattn_launch_kv_copy_pages(const cuattn_kv_copy_pages_params* params, void* stream);
+cuattn_status cuattn_emu_launch_kv_copy_pages(const cuattn_kv_copy_pages_params* params,
+                                              void* stream);
+
+/* The cache object: pools for every layer, page tables, sequences, a free list, per-page reference
+ * counts and the prefix cache, as described in README.md ("The paged KV cache"). Not thread-safe:
+ * one cache is used from one thread at a time (calls from several threads must be serialized by
+ * the caller). Every call either succeeds completely or changes nothing; a request that needs
+ * more pages than are free or evictable returns CUATTN_ERROR_OUT_OF_PAGES. */
+typedef struct cuattn_kv_cache cuattn_kv_cache;
+
+typedef struct cuattn_kv_cache_config {
+  int32_t num_layers;
+  int32_t kv_heads;
+  /* A multiple of 8, at most 256. */
+  int32_t head_dim;
+  /* Tokens per page, at least 1. */
+  int32_t page_size;
+  /* num_pages * page_size must fit int32 (flat slots are int32). */
+  int64_t num_pages;
+  cuattn_dtype dtype;
+  cuattn_kv_layout layout;
+} cuattn_kv_cache_config;
+
+/* The `device` of cuattn_kv_cache_create that runs on the CPU emulator (host memory). */
+#define CUATTN_DEVICE_EMULATOR (-1)
+
+/* Creates a cache with its pools on `device` (a CUDA ordinal, or CUATTN_DEVICE_EMULATOR) and its
+ * work queued on `stream` (a cudaStream_t of the device's primary context, which the CUDA runtime
+ * uses, or NULL for the default stream; it must outlive the cache; ignored on the emulator). The
+ * pools are allocated here (zeroed), once; nothing later allocates device memory but the growth
+ * of the step tables (cuattn_kv_cache_reserve). *out is set on success. */
+cuattn_status cuattn_kv_cache_create(const cuattn_kv_cache_config* config, int32_t device,
+                                     void* stream, cuattn_kv_cache** out);
+/* The same with as many pages as fit in `bytes` of pool memory (config->num_pages ignored);
+ * CUATTN_ERROR_INVALID_ARGUMENT if not even one page fits. */
+cuattn_status cuattn_kv_cache_create_with_budget(const cuattn_kv_cache_config* config,
+                                                 uint64_t bytes, int32_t device, void* stream,
+                                                 cuattn_kv_cache** out);
+/* Frees the cache and its device memory (after the work queued on its stream). NULL is a no-op. */
+void cuattn_kv_cache_destroy(cuattn_kv_cache* cache);
+
+/* A new empty sequence. Ids are never reused. */
+cuattn_status cuattn_kv_cache_add_sequence(cuattn_kv_cache* cache, uint64_t* seq);
+/* A new sequence whose prompt is token_ids[0..num_tokens): it shares the longest run of whole
+ * pages of that prompt already in the cache (at most num_tokens - 1 tokens, so that one token is
+ * left to compute), and *cached_tokens says how many tokens that covers; the engine appends the
+ * rest. The sequence's later pages join the prefix cache when reserve is given their tokens. */
+cuattn_status cuattn_kv_cache_add_sequence_with_prefix(cuattn_kv_cache* cache,
+                                                       const int32_t* token_ids, int64_t num_tokens,
+                                                       uint64_t* seq, int64_t* cached_tokens);
+/* A new sequence sharing every page of `seq` (copy-on-write). */
+cuattn_status cuattn_kv_cache_fork(cuattn_kv_cache* cache, uint64_t seq, uint64_t* child);
+/* Drops the tokens of `seq` from new_length on (0 <= new_length <= its length). */
+cuattn_status cuattn_kv_cache_truncate(cuattn_kv_cache* cache, uint64_t seq, int64_t new_length);
+/* Ends `seq`: its pages are released (full pages with known tokens stay in the prefix cache). */
+cuattn_status cuattn_kv_cache_free(cuattn_kv_cache* cache, uint64_t seq);
+/* The number of tokens of `seq`. */
+cuattn_status cuattn_kv_cache_sequence_length(const cuattn_kv_cache* cache, uint64_t seq,
+                                              int64_t* length);
+
+/* One step, as cuattn_kv_cache_reserve plans it. The table pointers are device memory owned by
+ * the cache, valid until the next reserve. */
+typedef struct cuattn_kv_step {
+  /* Which reserve made this step; appends and views of an older step are refused. */
+  uint64_t step;
+  int32_t batch;
+  int32_t num_tokens;
+  int32_t max_pages_per_seq;
+  int32_t num_copied_pages;
+  /* int32 [batch, max_pages_per_seq], [batch], [batch + 1] and [num_tokens] on the device. */
+  const int32_t* block_table;
+  const int32_t* seq_lens;
+  const int32_t* cu_seqlens;
+  const int32_t* slot_mapping;
+} cuattn_kv_step;
+
+/* Plans a step: sequence seqs[b] (each at most once) gets new_tokens[b] >= 0 new tokens. Pages are
+ * allocated (evicting cached pages no sequence holds, least recently used first), a shared,
+ * partly filled last page about to be written is first copied (queued on the stream), and the
+ * step's tables are uploaded in one copy. maybe_token_ids: NULL, or the new tokens' ids
+ * (sum of new_tokens, sequence by sequence) for sequences made with a prefix, so that pages they
+ * fill join the prefix cache. CUATTN_ERROR_OUT_OF_PAGES (nothing changed) when the pages needed
+ * exceed those free or evictable. */
+cuattn_status cuattn_kv_cache_reserve(cuattn_kv_cache* cache, const uint64_t* seqs,
+                                      const int32_t* new_tokens, const int32_t* maybe_token_ids,
+                                      int32_t batch, cuattn_kv_step* step);
+/* Writes the step's new keys and values of `layer`: k_new and v_new are device pointers to
+ * [step->num_tokens, kv_heads, head_dim] of the cache's dtype with the given element strides
+ * (columns contiguous). Queued on the cache's stream. */
+cuattn_status cuattn_kv_cache_append(cuattn_kv_cache* cache, int32_t layer,
+                                     const cuattn_kv_step* step, const void* k_new,
+                                     int64_t k_row_stride, int64_t k_head_stride, const void* v_new,
+                                     int64_t v_row_stride, int64_t v_head_stride);
+/* Fills *view with layer's pools and the step's tables, for the kernels that read the cache. */
+cuattn_status cuattn_kv_cache_view(const cuattn_kv_cache* cache, int32_t layer,
+                                   const cuattn_kv_step* step, cuattn_paged_kv_view* view);
+
+typedef struct cuattn_kv_cache_stats {
+  int64_t pages_total;
+  /* Pages no sequence holds and the prefix cache does not keep. */
+  int64_t pages_free;
+  /* Pages no sequence holds that the prefix cache keeps (evicted when needed). */
+  int64_t pages_cached;
+  /* Pages held by more than one sequence. */
+  int64_t pages_shared;
+  int64_t sequences;
+  /* Sum of the sequences' lengths. */
+  int64_t tokens;
+  int64_t bytes_per_page; /* K and V of every layer */
+  int64_t bytes_total;
+} cuattn_kv_cache_stats;
+
+cuattn_status cuattn_kv_cache_get_stats(const cuattn_kv_cache* cache, cuattn_kv_cache_stats* stats);
 
 /* ---------------------------------------------------------------------------------------------
  * Emulator builds of the launchers: the same kernel source compiled for the CPU (-DCUATTN_EMU).

@@ -21,9 +21,18 @@ pub enum Error {
     /// The emulator stopped a kernel for a fault: out-of-bounds access, divergent barrier, ...
     #[error("kernel fault: {0}")]
     KernelFault(String),
-    /// A paged KV cache has no free page left; no sequence was changed.
-    #[error("out of KV-cache pages: {0}")]
-    OutOfPages(String),
+    /// A paged KV cache has fewer free or evictable pages than a request needs; nothing was
+    /// changed. A normal result under memory pressure: free or preempt sequences and retry.
+    #[error(
+        "out of KV-cache pages: the request needs {needed} page(s), {available} are free or \
+         evictable; nothing was changed"
+    )]
+    OutOfPages {
+        /// Pages the request needed.
+        needed: usize,
+        /// Pages free or held only by the prefix cache when it was made.
+        available: usize,
+    },
     /// Reading or writing a file (the CLI's .npy tensors).
     #[error("{path}: {msg}")]
     Io { path: String, msg: String },
@@ -53,9 +62,8 @@ impl Error {
                 ffi::cuattn_status::CUATTN_ERROR_LAUNCH_FAILED
             }
             Error::KernelFault(_) => ffi::cuattn_status::CUATTN_ERROR_KERNEL_FAULT,
-            Error::OutOfPages(_) | Error::Io { .. } | Error::Internal(_) => {
-                ffi::cuattn_status::CUATTN_ERROR_INTERNAL
-            }
+            Error::OutOfPages { .. } => ffi::cuattn_status::CUATTN_ERROR_OUT_OF_PAGES,
+            Error::Io { .. } | Error::Internal(_) => ffi::cuattn_status::CUATTN_ERROR_INTERNAL,
         }
     }
 }

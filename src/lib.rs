@@ -29,6 +29,7 @@ pub mod error;
 #[allow(non_camel_case_types, non_upper_case_globals, non_snake_case, dead_code, clippy::all)]
 pub mod ffi;
 mod json;
+pub mod kv_cache;
 pub mod npy;
 pub mod reference;
 pub mod tensor;
@@ -41,4 +42,7 @@ pub use attention::{
 };
 pub use device::{probe_cuda, CudaProbe, Device};
 pub use error::{Error, Result};
+pub use kv_cache::{
+    KvCacheConfig, KvCacheStats, KvLayout, PagedKvCache, PagedKvView, SeqId, StepPlan,
+};
 pub use tensor::{DType, Element, Tensor};

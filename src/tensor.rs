@@ -457,6 +457,107 @@ impl<T: Element> Tensor<T> {
         Ok(out)
     }
 
+    /// Overwrites the view's elements with `data` (row-major in `shape`), so that fixed buffers
+    /// can be refilled, as CUDA graph replays need. Queued on the tensor's stream; `data` may be
+    /// reused as soon as the call returns. The view must be contiguous, and its buffer not shared
+    /// with another view (a clone or `view` of it): no other handle sees it change.
+    pub fn copy_from_host(&mut self, data: &[T]) -> Result<()> {
+        let n = checked_numel(&self.shape)?;
+        if data.len() != n {
+            return Err(Error::invalid(
+                "data",
+                format!(
+                    "{} elements, but shape {:?} holds {n}",
+                    data.len(),
+                    self.shape
+                ),
+            ));
+        }
+        if n > 1 && self.strides != contiguous_strides(&self.shape) {
+            return Err(Error::invalid(
+                "self",
+                format!(
+                    "strides {:?} for shape {:?}: copy_from_host needs a contiguous view",
+                    self.strides, self.shape
+                ),
+            ));
+        }
+        self.write_buffer_range(self.offset, data)
+    }
+
+    /// Writes `data` into the buffer from element `start` on (queued on the tensor's stream),
+    /// when no other handle shares the buffer.
+    pub(crate) fn write_buffer_range(&mut self, start: usize, data: &[T]) -> Result<()> {
+        let n = data.len();
+        if start
+            .checked_add(n)
+            .is_none_or(|end| end > self.storage.len())
+        {
+            return Err(Error::Internal(format!(
+                "write of elements {start}..+{n} of a buffer of {}",
+                self.storage.len()
+            )));
+        }
+        let storage = Arc::get_mut(&mut self.storage).ok_or_else(|| {
+            Error::invalid(
+                "self",
+                "its buffer is shared with other views (clones or views of it): only a buffer \
+                 no other handle reads is written from the host",
+            )
+        })?;
+        match (storage, &self.device) {
+            (Storage::Cuda { slice, .. }, Device::Cuda(stream)) => {
+                let mut dst = slice.slice_mut(start..start + n);
+                stream.memcpy_htod(data, &mut dst)?;
+            }
+            (Storage::Emu { buf, .. }, Device::Emulator) => {
+                // SAFETY: [start, start + n) lies in the buffer (checked above), no other
+                // handle reaches it (get_mut above), and emulator launches are synchronous, so
+                // no kernel is running on it.
+                unsafe {
+                    let dst = buf.ptr.as_ptr().cast::<T>().add(start);
+                    std::ptr::copy_nonoverlapping(data.as_ptr(), dst, n);
+                }
+            }
+            _ => {
+                return Err(Error::Internal(
+                    "tensor storage does not match its device".into(),
+                ))
+            }
+        }
+        Ok(())
+    }
+
+    /// Copies `len` elements of the buffer from element `start` to the host (synchronizes), for
+    /// reads of part of a large buffer.
+    pub(crate) fn read_buffer_range(&self, start: usize, len: usize) -> Result<Vec<T>> {
+        let end = start
+            .checked_add(len)
+            .filter(|&end| end <= self.storage.len())
+            .ok_or_else(|| {
+                Error::Internal(format!(
+                    "read of elements {start}..+{len} of a buffer of {}",
+                    self.storage.len()
+                ))
+            })?;
+        match (&*self.storage, &self.device) {
+            (Storage::Cuda { slice, .. }, Device::Cuda(stream)) => {
+                Ok(stream.clone_dtoh(&slice.slice(start..end))?)
+            }
+            (Storage::Emu { buf, .. }, Device::Emulator) => {
+                // SAFETY: [start, end) lies in the buffer of initialized elements (checked
+                // above) and no launch is running on it (emulator launches are synchronous).
+                let all = unsafe {
+                    std::slice::from_raw_parts(buf.ptr.as_ptr().cast::<T>().add(start), len)
+                };
+                Ok(all.to_vec())
+            }
+            _ => Err(Error::Internal(
+                "tensor storage does not match its device".into(),
+            )),
+        }
+    }
+
     pub fn shape(&self) -> &[usize] {
         &self.shape
     }
@@ -493,6 +594,13 @@ impl<T: Element> Tensor<T> {
             Storage::Emu { buf, .. } => unsafe { buf.ptr.as_ptr().cast::<T>().add(self.offset) },
             Storage::Cuda { .. } => std::ptr::null(),
         }
+    }
+
+    /// The address of the view's first element, without cudarc's per-buffer event bookkeeping:
+    /// for pointers handed to engines (which order their own work) and for launches that do the
+    /// ordering themselves.
+    pub(crate) fn device_address(&self) -> *mut std::ffi::c_void {
+        self.kernel_ptr(&self.device, true).0
     }
 
     /// The address of the view's first element as the kernels see it, and the guard that must

@@ -37,7 +37,7 @@ pub(crate) fn cuda_launcher(kernel: Kernel) -> Result<Launcher> {
 
 /// `what` on a GPU, in a build without CUDA kernels.
 #[cfg(not(cuattn_cuda))]
-fn no_cuda_kernels(what: &str) -> crate::error::Error {
+pub(crate) fn no_cuda_kernels(what: &str) -> crate::error::Error {
     crate::error::Error::Unsupported(format!(
         "{what} on a GPU: this build of cuattn has no CUDA kernels (nvcc was not found when it \
          was built; see scripts/install-cuda-toolchain.sh)"

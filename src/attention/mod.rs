@@ -10,6 +10,8 @@ use crate::ffi;
 use crate::tensor::{Element, Tensor};
 
 pub(crate) use launch::cuda_launcher;
+#[cfg(not(cuattn_cuda))]
+pub(crate) use launch::no_cuda_kernels;
 pub use validate::{validate_params, MAX_HEAD_DIM};
 
 /// The attention kernels, from the baseline up.
