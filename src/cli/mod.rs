@@ -2,6 +2,7 @@
 //! reference over a grid of shapes), `run` (one kernel on .npy tensors), `bench` (kernel times
 //! against the mma.sync ceiling).
 
+mod kv_plan;
 mod run;
 
 use std::process::ExitCode;
@@ -35,6 +36,9 @@ enum Command {
     Run(run::RunCommand),
     /// Times kernels on benchmark shapes against the card's mma.sync ceiling.
     Bench(BenchArgs),
+    /// Sizes a paged KV cache: bytes per token, pages per sequence and sequences that fit in
+    /// memory, for a model's shape and its MHA and MQA counterparts.
+    KvPlan(kv_plan::KvPlanArgs),
 }
 
 /// Which device(s) to use.
@@ -79,6 +83,7 @@ pub fn main() -> ExitCode {
         Command::Check(args) => check(&args),
         Command::Run(cmd) => run::run(cmd),
         Command::Bench(args) => bench(&args),
+        Command::KvPlan(args) => kv_plan::kv_plan(&args),
     };
     match result {
         Ok(code) => code,
