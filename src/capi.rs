@@ -5,8 +5,11 @@
 use std::ffi::CString;
 
 use crate::attention::{cuda_launcher, validate_params, Kernel};
+use crate::device::Device;
 use crate::error::{check_status, Error, Result};
 use crate::ffi;
+use crate::kv_cache::{KvCacheConfig, KvLayout, NewRows, PagedKvCache, SeqId};
+use crate::tensor::DType;
 
 /// Records `err` for `cuattn_last_error()` and returns its status code.
 fn report(err: &Error) -> ffi::cuattn_status {
@@ -80,4 +83,471 @@ pub unsafe extern "C" fn cuattn_attention_flash(
 #[no_mangle]
 pub extern "C" fn cuattn_has_cuda_kernels() -> i32 {
     i32::from(crate::build_info::HAS_CUDA_KERNELS)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The paged KV cache (cuattn_kv_cache_*): an opaque handle over a boxed `PagedKvCache`.
+// ---------------------------------------------------------------------------------------------
+
+/// The cache behind a `cuattn_kv_cache*`.
+fn cache_ref<'a>(cache: *const ffi::cuattn_kv_cache) -> Result<&'a PagedKvCache> {
+    // SAFETY: the caller passes null or a handle from cuattn_kv_cache_create, not yet destroyed
+    // and not used by another thread meanwhile (the header's contract).
+    unsafe { cache.cast::<PagedKvCache>().as_ref() }
+        .ok_or_else(|| Error::invalid("cache", "null pointer"))
+}
+
+fn cache_mut<'a>(cache: *mut ffi::cuattn_kv_cache) -> Result<&'a mut PagedKvCache> {
+    // SAFETY: as in cache_ref; one thread at a time, so the reference is unique.
+    unsafe { cache.cast::<PagedKvCache>().as_mut() }
+        .ok_or_else(|| Error::invalid("cache", "null pointer"))
+}
+
+/// Writes `value` through an output pointer, refusing null.
+fn put<T>(out: *mut T, name: &'static str, value: T) -> Result<()> {
+    if out.is_null() {
+        return Err(Error::invalid(name, "null pointer"));
+    }
+    // SAFETY: non-null; the caller passes a pointer valid to write a T.
+    unsafe { out.write(value) };
+    Ok(())
+}
+
+fn non_negative(name: &'static str, value: i64) -> Result<usize> {
+    usize::try_from(value)
+        .map_err(|_| Error::invalid(name, format!("{value}: must not be negative")))
+}
+
+fn config_from_ffi(c: &ffi::cuattn_kv_cache_config) -> Result<KvCacheConfig> {
+    let dtype = match c.dtype {
+        ffi::cuattn_dtype::CUATTN_DTYPE_F16 => DType::F16,
+        ffi::cuattn_dtype::CUATTN_DTYPE_BF16 => DType::BF16,
+        other => {
+            return Err(Error::invalid(
+                "dtype",
+                format!("{}: not f16 (0) or bf16 (1)", other.0),
+            ))
+        }
+    };
+    let layout = match c.layout {
+        ffi::cuattn_kv_layout::CUATTN_KV_LAYOUT_NHD => KvLayout::Nhd,
+        ffi::cuattn_kv_layout::CUATTN_KV_LAYOUT_HND => KvLayout::Hnd,
+        other => {
+            return Err(Error::invalid(
+                "layout",
+                format!("{}: not NHD (0) or HND (1)", other.0),
+            ))
+        }
+    };
+    Ok(KvCacheConfig {
+        num_layers: non_negative("num_layers", c.num_layers.into())?,
+        kv_heads: non_negative("kv_heads", c.kv_heads.into())?,
+        head_dim: non_negative("head_dim", c.head_dim.into())?,
+        page_size: non_negative("page_size", c.page_size.into())?,
+        num_pages: non_negative("num_pages", c.num_pages)?,
+        dtype,
+        layout,
+    })
+}
+
+/// The device a C caller names: the emulator, or CUDA ordinal `device` on `stream` (borrowed).
+fn device_from_ffi(device: i32, stream: *mut std::ffi::c_void) -> Result<Device> {
+    if device == ffi::CUATTN_DEVICE_EMULATOR {
+        return Ok(Device::emulator());
+    }
+    let ordinal = usize::try_from(device).map_err(|_| {
+        Error::invalid(
+            "device",
+            format!("{device}: a CUDA ordinal, or CUATTN_DEVICE_EMULATOR (-1)"),
+        )
+    })?;
+    match crate::device::probe_cuda() {
+        crate::device::CudaProbe::Available(n) if ordinal < n => {}
+        crate::device::CudaProbe::Available(n) => {
+            return Err(Error::invalid(
+                "device",
+                format!("{ordinal}: the driver reports {n} device(s)"),
+            ))
+        }
+        crate::device::CudaProbe::Unavailable(why) => return Err(Error::Cuda(why)),
+    }
+    let ctx = cudarc::driver::CudaContext::new(ordinal)?;
+    let stream = if stream.is_null() {
+        ctx.default_stream()
+    } else {
+        // SAFETY: the header requires a stream of the device's primary context (the one
+        // CudaContext::new retains) that outlives the cache; the cache orders its own work on it.
+        unsafe { ctx.wrap_borrowed_stream(stream.cast()) }
+    };
+    Ok(Device::from_stream(stream))
+}
+
+/// Boxes `cache` into `*out`.
+fn hand_out(cache: PagedKvCache, out: *mut *mut ffi::cuattn_kv_cache) -> Result<()> {
+    if out.is_null() {
+        return Err(Error::invalid("out", "null pointer"));
+    }
+    put(out, "out", Box::into_raw(Box::new(cache)).cast())
+}
+
+/// `cuattn_kv_cache_create` from cuattn.h.
+///
+/// # Safety
+/// `config` and `out` must be null or valid; `stream` as the header says.
+#[no_mangle]
+pub unsafe extern "C" fn cuattn_kv_cache_create(
+    config: *const ffi::cuattn_kv_cache_config,
+    device: i32,
+    stream: *mut std::ffi::c_void,
+    out: *mut *mut ffi::cuattn_kv_cache,
+) -> ffi::cuattn_status {
+    guarded(|| {
+        // SAFETY: null or valid to read (caller contract).
+        let c =
+            unsafe { config.as_ref() }.ok_or_else(|| Error::invalid("config", "null pointer"))?;
+        let config = config_from_ffi(c)?;
+        if out.is_null() {
+            return Err(Error::invalid("out", "null pointer"));
+        }
+        let cache = PagedKvCache::new(&device_from_ffi(device, stream)?, config)?;
+        hand_out(cache, out)
+    })
+}
+
+/// `cuattn_kv_cache_create_with_budget` from cuattn.h.
+///
+/// # Safety
+/// As for [`cuattn_kv_cache_create`].
+#[no_mangle]
+pub unsafe extern "C" fn cuattn_kv_cache_create_with_budget(
+    config: *const ffi::cuattn_kv_cache_config,
+    bytes: u64,
+    device: i32,
+    stream: *mut std::ffi::c_void,
+    out: *mut *mut ffi::cuattn_kv_cache,
+) -> ffi::cuattn_status {
+    guarded(|| {
+        // SAFETY: null or valid to read (caller contract).
+        let c =
+            unsafe { config.as_ref() }.ok_or_else(|| Error::invalid("config", "null pointer"))?;
+        let config = config_from_ffi(&ffi::cuattn_kv_cache_config { num_pages: 1, ..*c })?;
+        if out.is_null() {
+            return Err(Error::invalid("out", "null pointer"));
+        }
+        let device = device_from_ffi(device, stream)?;
+        hand_out(
+            PagedKvCache::with_memory_budget(&device, config, bytes)?,
+            out,
+        )
+    })
+}
+
+/// `cuattn_kv_cache_destroy` from cuattn.h.
+///
+/// # Safety
+/// `cache` must be null or a handle from cuattn_kv_cache_create not yet destroyed.
+#[no_mangle]
+pub unsafe extern "C" fn cuattn_kv_cache_destroy(cache: *mut ffi::cuattn_kv_cache) {
+    if cache.is_null() {
+        return;
+    }
+    // A panic in a drop is caught here too: nothing unwinds across extern "C".
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        // SAFETY: made by Box::into_raw in hand_out, destroyed once (caller contract).
+        drop(unsafe { Box::from_raw(cache.cast::<PagedKvCache>()) });
+    }));
+}
+
+/// `cuattn_kv_cache_add_sequence` from cuattn.h.
+///
+/// # Safety
+/// `cache` a live handle or null; `seq` null or writable.
+#[no_mangle]
+pub unsafe extern "C" fn cuattn_kv_cache_add_sequence(
+    cache: *mut ffi::cuattn_kv_cache,
+    seq: *mut u64,
+) -> ffi::cuattn_status {
+    guarded(|| {
+        let cache = cache_mut(cache)?;
+        if seq.is_null() {
+            return Err(Error::invalid("seq", "null pointer"));
+        }
+        put(seq, "seq", cache.add_sequence().get())
+    })
+}
+
+/// `cuattn_kv_cache_add_sequence_with_prefix` from cuattn.h.
+///
+/// # Safety
+/// `cache` a live handle or null; `token_ids` readable for `num_tokens` ids; outputs writable.
+#[no_mangle]
+pub unsafe extern "C" fn cuattn_kv_cache_add_sequence_with_prefix(
+    cache: *mut ffi::cuattn_kv_cache,
+    token_ids: *const i32,
+    num_tokens: i64,
+    seq: *mut u64,
+    cached_tokens: *mut i64,
+) -> ffi::cuattn_status {
+    guarded(|| {
+        let cache = cache_mut(cache)?;
+        let n = non_negative("num_tokens", num_tokens)?;
+        let ids = token_slice(token_ids, n, "token_ids")?;
+        if seq.is_null() || cached_tokens.is_null() {
+            return Err(Error::invalid("seq", "seq and cached_tokens must be set"));
+        }
+        let (id, cached) = cache.add_sequence_with_prefix(&ids);
+        put(seq, "seq", id.get())?;
+        put(cached_tokens, "cached_tokens", cached as i64)
+    })
+}
+
+/// `n` int32 token ids from C as u32 (ids are never negative).
+fn token_slice(ids: *const i32, n: usize, name: &'static str) -> Result<Vec<u32>> {
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    if ids.is_null() {
+        return Err(Error::invalid(name, "null pointer"));
+    }
+    // SAFETY: non-null and readable for n ids (caller contract).
+    let ids = unsafe { std::slice::from_raw_parts(ids, n) };
+    ids.iter()
+        .map(|&id| {
+            u32::try_from(id)
+                .map_err(|_| Error::invalid(name, format!("{id}: a negative token id")))
+        })
+        .collect()
+}
+
+/// `cuattn_kv_cache_fork` from cuattn.h.
+///
+/// # Safety
+/// `cache` a live handle or null; `child` null or writable.
+#[no_mangle]
+pub unsafe extern "C" fn cuattn_kv_cache_fork(
+    cache: *mut ffi::cuattn_kv_cache,
+    seq: u64,
+    child: *mut u64,
+) -> ffi::cuattn_status {
+    guarded(|| {
+        let cache = cache_mut(cache)?;
+        if child.is_null() {
+            return Err(Error::invalid("child", "null pointer"));
+        }
+        put(child, "child", cache.fork(SeqId::from_raw(seq))?.get())
+    })
+}
+
+/// `cuattn_kv_cache_truncate` from cuattn.h.
+///
+/// # Safety
+/// `cache` a live handle or null.
+#[no_mangle]
+pub unsafe extern "C" fn cuattn_kv_cache_truncate(
+    cache: *mut ffi::cuattn_kv_cache,
+    seq: u64,
+    new_length: i64,
+) -> ffi::cuattn_status {
+    guarded(|| {
+        let new_len = non_negative("new_len", new_length)?;
+        cache_mut(cache)?.truncate(SeqId::from_raw(seq), new_len)
+    })
+}
+
+/// `cuattn_kv_cache_free` from cuattn.h.
+///
+/// # Safety
+/// `cache` a live handle or null.
+#[no_mangle]
+pub unsafe extern "C" fn cuattn_kv_cache_free(
+    cache: *mut ffi::cuattn_kv_cache,
+    seq: u64,
+) -> ffi::cuattn_status {
+    guarded(|| cache_mut(cache)?.free(SeqId::from_raw(seq)))
+}
+
+/// `cuattn_kv_cache_sequence_length` from cuattn.h.
+///
+/// # Safety
+/// `cache` a live handle or null; `length` null or writable.
+#[no_mangle]
+pub unsafe extern "C" fn cuattn_kv_cache_sequence_length(
+    cache: *const ffi::cuattn_kv_cache,
+    seq: u64,
+    length: *mut i64,
+) -> ffi::cuattn_status {
+    guarded(|| {
+        let len = cache_ref(cache)?.sequence_len(SeqId::from_raw(seq))?;
+        put(length, "length", len as i64)
+    })
+}
+
+/// `cuattn_kv_cache_reserve` from cuattn.h.
+///
+/// # Safety
+/// `cache` a live handle or null; `seqs` and `new_tokens` readable for `batch` entries,
+/// `maybe_token_ids` null or readable for their sum; `step` null or writable.
+#[no_mangle]
+pub unsafe extern "C" fn cuattn_kv_cache_reserve(
+    cache: *mut ffi::cuattn_kv_cache,
+    seqs: *const u64,
+    new_tokens: *const i32,
+    maybe_token_ids: *const i32,
+    batch: i32,
+    step: *mut ffi::cuattn_kv_step,
+) -> ffi::cuattn_status {
+    guarded(|| {
+        let cache = cache_mut(cache)?;
+        let batch = non_negative("batch", batch.into())?;
+        if step.is_null() {
+            return Err(Error::invalid("step", "null pointer"));
+        }
+        if batch > 0 && (seqs.is_null() || new_tokens.is_null()) {
+            return Err(Error::invalid(
+                "seqs",
+                "seqs and new_tokens must be set when batch > 0",
+            ));
+        }
+        let (seqs, counts) = if batch == 0 {
+            (&[][..], &[][..])
+        } else {
+            // SAFETY: non-null and readable for batch entries (caller contract).
+            unsafe {
+                (
+                    std::slice::from_raw_parts(seqs, batch),
+                    std::slice::from_raw_parts(new_tokens, batch),
+                )
+            }
+        };
+        let mut requests = Vec::with_capacity(batch);
+        for (&seq, &n) in seqs.iter().zip(counts) {
+            requests.push((SeqId::from_raw(seq), non_negative("new_tokens", n.into())?));
+        }
+        let plan = if maybe_token_ids.is_null() {
+            cache.reserve(&requests)?
+        } else {
+            let total = requests.iter().map(|r| r.1).sum();
+            let ids = token_slice(maybe_token_ids, total, "maybe_token_ids")?;
+            let mut at = 0;
+            let with_ids: Vec<(SeqId, &[u32])> = requests
+                .iter()
+                .map(|&(seq, n)| {
+                    at += n;
+                    (seq, &ids[at - n..at])
+                })
+                .collect();
+            cache.reserve_with_tokens(&with_ids)?
+        };
+        let tables = cache.tables(&plan)?;
+        put(
+            step,
+            "step",
+            ffi::cuattn_kv_step {
+                step: plan.step(),
+                batch: plan.batch() as i32,
+                num_tokens: plan.num_tokens() as i32,
+                max_pages_per_seq: plan.max_pages_per_seq() as i32,
+                num_copied_pages: plan.copied_pages() as i32,
+                block_table: tables.block_table,
+                seq_lens: tables.seq_lens,
+                cu_seqlens: tables.cu_seqlens,
+                slot_mapping: tables.slot_mapping,
+            },
+        )
+    })
+}
+
+fn step_of(step: *const ffi::cuattn_kv_step) -> Result<u64> {
+    // SAFETY: null or valid to read (caller contract).
+    Ok(unsafe { step.as_ref() }
+        .ok_or_else(|| Error::invalid("step", "null pointer"))?
+        .step)
+}
+
+fn layer_index(layer: i32) -> Result<usize> {
+    non_negative("layer", layer.into())
+}
+
+/// `cuattn_kv_cache_append` from cuattn.h.
+///
+/// # Safety
+/// `cache` a live handle or null; `step` null or readable; `k_new` and `v_new` device pointers
+/// as the header describes.
+#[no_mangle]
+#[allow(clippy::too_many_arguments)] // the C signature
+pub unsafe extern "C" fn cuattn_kv_cache_append(
+    cache: *mut ffi::cuattn_kv_cache,
+    layer: i32,
+    step: *const ffi::cuattn_kv_step,
+    k_new: *const std::ffi::c_void,
+    k_row_stride: i64,
+    k_head_stride: i64,
+    v_new: *const std::ffi::c_void,
+    v_row_stride: i64,
+    v_head_stride: i64,
+) -> ffi::cuattn_status {
+    guarded(|| {
+        let cache = cache_mut(cache)?;
+        let step = step_of(step)?;
+        let k = NewRows {
+            ptr: k_new,
+            row_stride: k_row_stride,
+            head_stride: k_head_stride,
+        };
+        let v = NewRows {
+            ptr: v_new,
+            row_stride: v_row_stride,
+            head_stride: v_head_stride,
+        };
+        // SAFETY: the rows' extents are the caller's contract (the header's).
+        unsafe { cache.append_raw(layer_index(layer)?, step, k, v) }
+    })
+}
+
+/// `cuattn_kv_cache_view` from cuattn.h.
+///
+/// # Safety
+/// `cache` a live handle or null; `step` null or readable; `view` null or writable.
+#[no_mangle]
+pub unsafe extern "C" fn cuattn_kv_cache_view(
+    cache: *const ffi::cuattn_kv_cache,
+    layer: i32,
+    step: *const ffi::cuattn_kv_step,
+    view: *mut ffi::cuattn_paged_kv_view,
+) -> ffi::cuattn_status {
+    guarded(|| {
+        let cache = cache_ref(cache)?;
+        let raw = *cache
+            .view_of_step(layer_index(layer)?, step_of(step)?)?
+            .raw();
+        put(view, "view", raw)
+    })
+}
+
+/// `cuattn_kv_cache_get_stats` from cuattn.h.
+///
+/// # Safety
+/// `cache` a live handle or null; `stats` null or writable.
+#[no_mangle]
+pub unsafe extern "C" fn cuattn_kv_cache_get_stats(
+    cache: *const ffi::cuattn_kv_cache,
+    stats: *mut ffi::cuattn_kv_cache_stats,
+) -> ffi::cuattn_status {
+    guarded(|| {
+        let s = cache_ref(cache)?.stats();
+        put(
+            stats,
+            "stats",
+            ffi::cuattn_kv_cache_stats {
+                pages_total: s.pages_total as i64,
+                pages_free: s.pages_free as i64,
+                pages_cached: s.pages_cached as i64,
+                pages_shared: s.pages_shared as i64,
+                sequences: s.sequences.len() as i64,
+                tokens: s.sequences.iter().map(|&(_, len)| len as i64).sum(),
+                bytes_per_page: s.bytes_per_page as i64,
+                bytes_total: s.bytes_total as i64,
+            },
+        )
+    })
 }

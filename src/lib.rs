@@ -43,6 +43,6 @@ pub use attention::{
 pub use device::{probe_cuda, CudaProbe, Device};
 pub use error::{Error, Result};
 pub use kv_cache::{
-    KvCacheConfig, KvCacheStats, KvLayout, PagedKvCache, PagedKvView, SeqId, StepPlan,
+    KvCacheConfig, KvCacheStats, KvLayout, PagedKvCache, PagedKvView, SeqId, StepPlan, StepTables,
 };
 pub use tensor::{DType, Element, Tensor};

@@ -53,7 +53,17 @@ fn on_device(
     check_status(status)
 }
 
-/// Launches kv_append of the current step into `layer` (checked by the caller).
+/// Rows of new keys or values as the kernel reads them: the first element, and the element
+/// strides between tokens and between heads (columns contiguous).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct NewRows {
+    pub ptr: *const std::ffi::c_void,
+    pub row_stride: i64,
+    pub head_stride: i64,
+}
+
+/// Launches kv_append of the current step into `layer` from tensors (checked by the caller),
+/// ordering their streams with the cache's.
 pub(super) fn append<T: Element>(
     cache: &PagedKvCache,
     layer: usize,
@@ -75,25 +85,50 @@ pub(super) fn append<T: Element>(
     // tables are the cache's own, used on its stream only.
     let (k_ptr, _k_guard) = k_new.kernel_ptr(device, capturing);
     let (v_ptr, _v_guard) = v_new.kernel_ptr(device, capturing);
+    let rows = |ptr: *mut std::ffi::c_void, t: &Tensor<T>| NewRows {
+        ptr: ptr.cast_const(),
+        row_stride: t.strides()[0] as i64,
+        head_stride: t.strides()[1] as i64,
+    };
+    // SAFETY: k_new and v_new are [num_tokens, kv_heads, head_dim] views (checked shapes) of
+    // live buffers of the cache's device.
+    unsafe { append_rows(cache, layer, rows(k_ptr, k_new), rows(v_ptr, v_new))? };
+    streams.rejoin()
+}
+
+/// Launches kv_append of the current step into `layer` (checked by the caller) on the cache's
+/// stream.
+///
+/// # Safety
+/// `k` and `v` must address `[num_tokens, kv_heads, head_dim]` elements of the cache's dtype on
+/// its device at their strides, alive until the launch has run.
+pub(super) unsafe fn append_rows(
+    cache: &PagedKvCache,
+    layer: usize,
+    k: NewRows,
+    v: NewRows,
+) -> Result<()> {
+    if cache.num_tokens == 0 {
+        return Ok(());
+    }
     let tables = cache.tables.device_address().cast::<i32>();
     let params = ffi::cuattn_kv_append_params {
         cache: cache.raw_view(layer),
-        k_new: k_ptr.cast_const(),
-        v_new: v_ptr.cast_const(),
-        k_new_row_stride: k_new.strides()[0] as i64,
-        k_new_head_stride: k_new.strides()[1] as i64,
-        v_new_row_stride: v_new.strides()[0] as i64,
-        v_new_head_stride: v_new.strides()[1] as i64,
+        k_new: k.ptr,
+        v_new: v.ptr,
+        k_new_row_stride: k.row_stride,
+        k_new_head_stride: k.head_stride,
+        v_new_row_stride: v.row_stride,
+        v_new_head_stride: v.head_stride,
         slot_mapping: tables.wrapping_add(cache.offsets.slot_mapping).cast_const(),
         num_tokens: cache.num_tokens as i32,
     };
-    on_device(device, |(append, _), stream| {
+    on_device(&cache.device, |(append, _), stream| {
         // SAFETY: the cache's pools and tables hold the layer and the step (validated plan and
-        // layer); k_new and v_new are [num_tokens, kv_heads, head_dim] views (checked shapes) of
-        // live buffers; slots outside the pools are skipped by the kernel.
+        // layer); the rows are the caller's contract; slots outside the pools are skipped by
+        // the kernel.
         unsafe { append(&params, stream) }
-    })?;
-    streams.rejoin()
+    })
 }
 
 /// Launches kv_copy_pages for the current step's `count` copy pairs.

@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::ffi;
 use crate::tensor::{DType, Element, Tensor};
 
+pub(crate) use launch::NewRows;
 use manager::{Manager, Request};
 pub use view::PagedKvView;
 
@@ -258,6 +259,15 @@ impl StepPlan {
     pub fn tables_moved(&self) -> bool {
         self.tables_moved
     }
+}
+
+/// A step's tables on the device (host memory on the emulator), from [`PagedKvCache::tables`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StepTables {
+    pub block_table: *const i32,
+    pub seq_lens: *const i32,
+    pub cu_seqlens: *const i32,
+    pub slot_mapping: *const i32,
 }
 
 /// Where a step's tables lie in the cache's table buffer (element offsets).
@@ -647,10 +657,62 @@ impl PagedKvCache {
         launch::append(self, layer, k_new, v_new)
     }
 
+    /// [`append`](Self::append) from raw device pointers (the C API's): `k` and `v` with
+    /// positive strides that keep heads and tokens apart.
+    ///
+    /// # Safety
+    /// `k.ptr` and `v.ptr` must address `[plan.num_tokens(), kv_heads, head_dim]` elements of the
+    /// cache's dtype on its device at the given strides, alive until the launch has run.
+    pub(crate) unsafe fn append_raw(
+        &mut self,
+        layer: usize,
+        plan_step: u64,
+        k: launch::NewRows,
+        v: launch::NewRows,
+    ) -> Result<()> {
+        self.check_plan(layer, plan_step)?;
+        let head_dim = self.config.head_dim as i64;
+        for (name, rows) in [("k_new", k), ("v_new", v)] {
+            if self.num_tokens > 0
+                && (rows.ptr.is_null() || rows.head_stride < head_dim || rows.row_stride < head_dim)
+            {
+                return Err(Error::invalid(
+                    name,
+                    format!(
+                        "{:?} with row stride {} and head stride {}: a pointer, and strides of \
+                         at least head_dim ({head_dim}) elements",
+                        rows.ptr, rows.row_stride, rows.head_stride
+                    ),
+                ));
+            }
+        }
+        // SAFETY: forwarded caller contract.
+        unsafe { launch::append_rows(self, layer, k, v) }
+    }
+
+    /// The current step's tables as device pointers (int32: block table `[batch,
+    /// max_pages_per_seq]`, sequence lengths `[batch]`, `cu_seqlens` `[batch + 1]`, slot mapping
+    /// `[num_tokens]`), for an engine's own kernels. Valid until the next reserve.
+    pub fn tables(&self, plan: &StepPlan) -> Result<StepTables> {
+        self.check_plan(0, plan.step)?;
+        let base = self.tables.device_address().cast::<i32>().cast_const();
+        Ok(StepTables {
+            block_table: base.wrapping_add(self.offsets.block_table),
+            seq_lens: base.wrapping_add(self.offsets.seq_lens),
+            cu_seqlens: base.wrapping_add(self.offsets.cu_seqlens),
+            slot_mapping: base.wrapping_add(self.offsets.slot_mapping),
+        })
+    }
+
     /// `layer`'s pools and `plan`'s tables, for the kernels that read the cache. Borrows the
     /// cache, so the pools outlive it; the tables hold until the next reserve.
     pub fn view(&self, layer: usize, plan: &StepPlan) -> Result<PagedKvView<'_>> {
-        self.check_plan(layer, plan.step)?;
+        self.view_of_step(layer, plan.step)
+    }
+
+    /// [`view`](Self::view) by the plan's step number (the C API's).
+    pub(crate) fn view_of_step(&self, layer: usize, step: u64) -> Result<PagedKvView<'_>> {
+        self.check_plan(layer, step)?;
         Ok(PagedKvView::from_parts(self.raw_view(layer), &self.device))
     }
 

@@ -1,0 +1,383 @@
+//! The paged KV cache through its C entry points, on the emulator: a step loop (create, add,
+//! reserve, append from raw pointers, view, fork, truncate, free, stats, destroy), prefix hits,
+//! and bad calls returning status codes with messages naming the argument.
+
+mod common;
+
+use common::last_error;
+use cuattn::ffi::{self, cuattn_status};
+
+const KV_HEADS: usize = 2;
+const HEAD_DIM: usize = 8;
+const ROW: usize = KV_HEADS * HEAD_DIM;
+
+fn config(page_size: i32, num_pages: i64) -> ffi::cuattn_kv_cache_config {
+    ffi::cuattn_kv_cache_config {
+        num_layers: 2,
+        kv_heads: KV_HEADS as i32,
+        head_dim: HEAD_DIM as i32,
+        page_size,
+        num_pages,
+        dtype: ffi::cuattn_dtype::CUATTN_DTYPE_F16,
+        layout: ffi::cuattn_kv_layout::CUATTN_KV_LAYOUT_HND,
+    }
+}
+
+/// Host memory registered with the emulator's checker, as a C caller on the emulator provides.
+struct Registered(Vec<u16>);
+
+impl Registered {
+    fn new(data: Vec<u16>) -> Registered {
+        // SAFETY: the vector's memory stays put until drop unregisters it.
+        let status = unsafe {
+            ffi::cuattn_emu_register_allocation(
+                data.as_ptr().cast(),
+                (data.len() * 2) as u64,
+                c"rows".as_ptr(),
+            )
+        };
+        assert_eq!(status, cuattn_status::CUATTN_OK, "{}", last_error());
+        Registered(data)
+    }
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        // SAFETY: registered in new.
+        unsafe { ffi::cuattn_emu_unregister_allocation(self.0.as_ptr().cast()) };
+    }
+}
+
+fn create(cfg: &ffi::cuattn_kv_cache_config) -> *mut ffi::cuattn_kv_cache {
+    let mut cache = std::ptr::null_mut();
+    // SAFETY: valid config and output pointers.
+    let status = unsafe {
+        ffi_kv::cuattn_kv_cache_create(
+            cfg,
+            ffi::CUATTN_DEVICE_EMULATOR,
+            std::ptr::null_mut(),
+            &mut cache,
+        )
+    };
+    assert_eq!(status, cuattn_status::CUATTN_OK, "{}", last_error());
+    cache
+}
+
+use cuattn::capi as ffi_kv;
+
+#[test]
+fn a_step_loop_through_the_c_api_writes_and_reads_back() {
+    let cache = create(&config(3, 16));
+    let mut a = 0u64;
+    // SAFETY (this block's calls): a live handle and valid pointers throughout.
+    unsafe {
+        assert_eq!(
+            ffi_kv::cuattn_kv_cache_add_sequence(cache, &mut a),
+            cuattn_status::CUATTN_OK
+        );
+        let mut step: ffi::cuattn_kv_step = std::mem::zeroed();
+        let seqs = [a];
+        let counts = [5i32];
+        let status = ffi_kv::cuattn_kv_cache_reserve(
+            cache,
+            seqs.as_ptr(),
+            counts.as_ptr(),
+            std::ptr::null(),
+            1,
+            &mut step,
+        );
+        assert_eq!(status, cuattn_status::CUATTN_OK, "{}", last_error());
+        assert_eq!(
+            (step.batch, step.num_tokens, step.max_pages_per_seq),
+            (1, 5, 2)
+        );
+        // The tables are host memory on the emulator: cu_seqlens and the slots as planned.
+        assert_eq!(std::slice::from_raw_parts(step.cu_seqlens, 2), &[0, 5]);
+        assert_eq!(
+            std::slice::from_raw_parts(step.slot_mapping, 5),
+            &[0, 1, 2, 3, 4]
+        );
+        // Rows with a padded row stride of ROW + 8.
+        let stride = ROW + 8;
+        let k = Registered::new((0..5 * stride).map(|i| 0x3c00 + i as u16).collect());
+        let v = Registered::new((0..5 * stride).map(|i| 0x4000 + i as u16).collect());
+        for layer in 0..2 {
+            let status = ffi_kv::cuattn_kv_cache_append(
+                cache,
+                layer,
+                &step,
+                k.0.as_ptr().cast(),
+                stride as i64,
+                HEAD_DIM as i64,
+                v.0.as_ptr().cast(),
+                stride as i64,
+                HEAD_DIM as i64,
+            );
+            assert_eq!(status, cuattn_status::CUATTN_OK, "{}", last_error());
+        }
+        let mut view: ffi::cuattn_paged_kv_view = std::mem::zeroed();
+        assert_eq!(
+            ffi_kv::cuattn_kv_cache_view(cache, 1, &step, &mut view),
+            cuattn_status::CUATTN_OK
+        );
+        assert_eq!(
+            (view.k_slot_stride, view.k_head_stride),
+            (HEAD_DIM as i64, 3 * HEAD_DIM as i64)
+        );
+        // Token 4 is slot 1 of page 1; HND puts head h at h * page_size * head_dim.
+        for h in 0..KV_HEADS {
+            for d in 0..HEAD_DIM {
+                let at = view.k_page_stride as usize + HEAD_DIM + h * 3 * HEAD_DIM + d;
+                let got = *view.v_pages.cast::<u16>().add(at);
+                assert_eq!(got, 0x4000 + (4 * stride + h * HEAD_DIM + d) as u16);
+            }
+        }
+
+        // A fork writing into the shared partly filled page copies it.
+        let mut b = 0u64;
+        assert_eq!(
+            ffi_kv::cuattn_kv_cache_fork(cache, a, &mut b),
+            cuattn_status::CUATTN_OK
+        );
+        let status = ffi_kv::cuattn_kv_cache_reserve(
+            cache,
+            [b].as_ptr(),
+            [1].as_ptr(),
+            std::ptr::null(),
+            1,
+            &mut step,
+        );
+        assert_eq!(status, cuattn_status::CUATTN_OK, "{}", last_error());
+        assert_eq!(step.num_copied_pages, 1);
+
+        let mut stats: ffi::cuattn_kv_cache_stats = std::mem::zeroed();
+        assert_eq!(
+            ffi_kv::cuattn_kv_cache_get_stats(cache, &mut stats),
+            cuattn_status::CUATTN_OK
+        );
+        assert_eq!(
+            (stats.pages_total, stats.pages_free, stats.pages_shared),
+            (16, 13, 1)
+        );
+        assert_eq!((stats.sequences, stats.tokens), (2, 11));
+        assert_eq!(stats.bytes_per_page, (2 * 2 * ROW * 3 * 2) as i64);
+
+        assert_eq!(
+            ffi_kv::cuattn_kv_cache_truncate(cache, b, 2),
+            cuattn_status::CUATTN_OK
+        );
+        let mut len = 0i64;
+        assert_eq!(
+            ffi_kv::cuattn_kv_cache_sequence_length(cache, b, &mut len),
+            cuattn_status::CUATTN_OK
+        );
+        assert_eq!(len, 2);
+        assert_eq!(
+            ffi_kv::cuattn_kv_cache_free(cache, b),
+            cuattn_status::CUATTN_OK
+        );
+        assert_eq!(
+            ffi_kv::cuattn_kv_cache_free(cache, a),
+            cuattn_status::CUATTN_OK
+        );
+        ffi_kv::cuattn_kv_cache_destroy(cache);
+        ffi_kv::cuattn_kv_cache_destroy(std::ptr::null_mut());
+    }
+}
+
+#[test]
+fn prefix_hits_and_token_ids_through_the_c_api() {
+    let cache = create(&config(4, 16));
+    let prompt: Vec<i32> = (0..10).collect();
+    // SAFETY: a live handle and valid pointers throughout.
+    unsafe {
+        let (mut a, mut cached) = (0u64, -1i64);
+        let status = ffi_kv::cuattn_kv_cache_add_sequence_with_prefix(
+            cache,
+            prompt.as_ptr(),
+            10,
+            &mut a,
+            &mut cached,
+        );
+        assert_eq!((status, cached), (cuattn_status::CUATTN_OK, 0));
+        let mut step: ffi::cuattn_kv_step = std::mem::zeroed();
+        let status = ffi_kv::cuattn_kv_cache_reserve(
+            cache,
+            [a].as_ptr(),
+            [10].as_ptr(),
+            prompt.as_ptr(),
+            1,
+            &mut step,
+        );
+        assert_eq!(status, cuattn_status::CUATTN_OK, "{}", last_error());
+        let mut b = 0u64;
+        let status = ffi_kv::cuattn_kv_cache_add_sequence_with_prefix(
+            cache,
+            prompt.as_ptr(),
+            9,
+            &mut b,
+            &mut cached,
+        );
+        assert_eq!(
+            (status, cached),
+            (cuattn_status::CUATTN_OK, 8),
+            "two whole pages shared"
+        );
+        let bad = [-3i32, 1, 2];
+        let status = ffi_kv::cuattn_kv_cache_add_sequence_with_prefix(
+            cache,
+            bad.as_ptr(),
+            3,
+            &mut b,
+            &mut cached,
+        );
+        assert_eq!(status, cuattn_status::CUATTN_ERROR_INVALID_ARGUMENT);
+        assert!(last_error().contains("token_ids"), "{}", last_error());
+        ffi_kv::cuattn_kv_cache_destroy(cache);
+    }
+}
+
+#[test]
+fn bad_calls_return_status_codes_naming_the_argument() {
+    let mut cache = std::ptr::null_mut();
+    // SAFETY: valid or null pointers, as each case says.
+    unsafe {
+        let status = ffi_kv::cuattn_kv_cache_create(
+            &config(0, 8),
+            ffi::CUATTN_DEVICE_EMULATOR,
+            std::ptr::null_mut(),
+            &mut cache,
+        );
+        assert_eq!(status, cuattn_status::CUATTN_ERROR_INVALID_ARGUMENT);
+        assert!(last_error().contains("page_size"), "{}", last_error());
+        assert!(cache.is_null());
+        let status =
+            ffi_kv::cuattn_kv_cache_create(&config(4, 8), -7, std::ptr::null_mut(), &mut cache);
+        assert_eq!(status, cuattn_status::CUATTN_ERROR_INVALID_ARGUMENT);
+        assert!(last_error().contains("device"), "{}", last_error());
+        let status =
+            ffi_kv::cuattn_kv_cache_create(std::ptr::null(), -1, std::ptr::null_mut(), &mut cache);
+        assert_eq!(status, cuattn_status::CUATTN_ERROR_INVALID_ARGUMENT);
+        assert!(last_error().contains("config"), "{}", last_error());
+        let status = ffi_kv::cuattn_kv_cache_create_with_budget(
+            &config(4, 0),
+            10,
+            -1,
+            std::ptr::null_mut(),
+            &mut cache,
+        );
+        assert_eq!(status, cuattn_status::CUATTN_ERROR_INVALID_ARGUMENT);
+        assert!(
+            last_error().contains("smaller than one page"),
+            "{}",
+            last_error()
+        );
+
+        let cache = create(&config(4, 2));
+        let mut a = 0u64;
+        ffi_kv::cuattn_kv_cache_add_sequence(cache, &mut a);
+        let mut step: ffi::cuattn_kv_step = std::mem::zeroed();
+        let status = ffi_kv::cuattn_kv_cache_reserve(
+            cache,
+            [a].as_ptr(),
+            [9].as_ptr(),
+            std::ptr::null(),
+            1,
+            &mut step,
+        );
+        assert_eq!(status, cuattn_status::CUATTN_ERROR_OUT_OF_PAGES);
+        assert!(
+            last_error().contains("needs 3 page(s), 2 are free"),
+            "{}",
+            last_error()
+        );
+        let status = ffi_kv::cuattn_kv_cache_reserve(
+            cache,
+            [a + 5].as_ptr(),
+            [1].as_ptr(),
+            std::ptr::null(),
+            1,
+            &mut step,
+        );
+        assert_eq!(status, cuattn_status::CUATTN_ERROR_INVALID_ARGUMENT);
+        assert!(
+            last_error().contains("not in the cache"),
+            "{}",
+            last_error()
+        );
+        let status = ffi_kv::cuattn_kv_cache_reserve(
+            cache,
+            [a].as_ptr(),
+            [-1].as_ptr(),
+            std::ptr::null(),
+            1,
+            &mut step,
+        );
+        assert_eq!(status, cuattn_status::CUATTN_ERROR_INVALID_ARGUMENT);
+        assert!(last_error().contains("new_tokens"), "{}", last_error());
+        let status = ffi_kv::cuattn_kv_cache_reserve(
+            cache,
+            [a].as_ptr(),
+            [2].as_ptr(),
+            std::ptr::null(),
+            1,
+            &mut step,
+        );
+        assert_eq!(status, cuattn_status::CUATTN_OK);
+        // A step number that is not the latest, and null rows.
+        let stale = ffi::cuattn_kv_step {
+            step: step.step + 1,
+            ..step
+        };
+        let status = ffi_kv::cuattn_kv_cache_append(
+            cache,
+            0,
+            &stale,
+            std::ptr::null(),
+            16,
+            8,
+            std::ptr::null(),
+            16,
+            8,
+        );
+        assert_eq!(status, cuattn_status::CUATTN_ERROR_INVALID_ARGUMENT);
+        assert!(last_error().contains("plan"), "{}", last_error());
+        let status = ffi_kv::cuattn_kv_cache_append(
+            cache,
+            0,
+            &step,
+            std::ptr::null(),
+            16,
+            8,
+            std::ptr::null(),
+            16,
+            8,
+        );
+        assert_eq!(status, cuattn_status::CUATTN_ERROR_INVALID_ARGUMENT);
+        assert!(last_error().contains("k_new"), "{}", last_error());
+        let status = ffi_kv::cuattn_kv_cache_append(
+            cache,
+            2,
+            &step,
+            std::ptr::null(),
+            16,
+            8,
+            std::ptr::null(),
+            16,
+            8,
+        );
+        assert_eq!(status, cuattn_status::CUATTN_ERROR_INVALID_ARGUMENT);
+        assert!(last_error().contains("layer"), "{}", last_error());
+        assert_eq!(
+            ffi_kv::cuattn_kv_cache_truncate(cache, a, 3),
+            cuattn_status::CUATTN_ERROR_INVALID_ARGUMENT
+        );
+        assert!(last_error().contains("new_len"), "{}", last_error());
+        assert_eq!(
+            ffi_kv::cuattn_kv_cache_add_sequence(std::ptr::null_mut(), &mut a),
+            cuattn_status::CUATTN_ERROR_INVALID_ARGUMENT
+        );
+        assert!(last_error().contains("cache"), "{}", last_error());
+        ffi_kv::cuattn_kv_cache_destroy(cache);
+    }
+}
