@@ -21,7 +21,7 @@
 set -euo pipefail
 
 # Test binaries that exercise kernels on every device present (the GPU among them).
-GPU_TESTS=(attention_flash flash_head_dim_features attention_mma_simple attention_naive primitives capi
+GPU_TESTS=(attention_flash flash_head_dim_features attention_mma_simple attention_naive primitives capi kv_cache
   emulator streams flash_fuzz)
 # Tuning variants (build.rs's CUATTN_FLASH_TUNE:
 # <tile>:<m tiles>,<key tile>,<stages>[,<warps>[,<schedule>[,<fma exp2>[,<paired>]]]], schedule 1

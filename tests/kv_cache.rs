@@ -409,34 +409,39 @@ fn random_operations_match_a_host_model() {
         (64, KvLayout::Nhd, DType::F16, 5),
         (64, KvLayout::Hnd, DType::BF16, 5),
     ];
-    for (i, &(page_size, layout, dtype, pages)) in configs.iter().enumerate() {
-        let cfg = config(page_size, pages, layout, dtype);
-        let ops = total / configs.len();
-        let counts = match dtype {
-            DType::F16 => {
-                let mut h = Harness::<f16>::new(&Device::emulator(), cfg, 100 + i as u64);
-                h.run(ops);
-                h.counts
-            }
-            _ => {
-                let mut h = Harness::<bf16>::new(&Device::emulator(), cfg, 100 + i as u64);
-                h.run(ops);
-                h.counts
-            }
-        };
-        println!(
-            "page size {page_size}, {layout:?}, {dtype}, {pages} pages, {ops} ops: {counts:?}"
+    for device in common::devices() {
+        for (i, &(page_size, layout, dtype, pages)) in configs.iter().enumerate() {
+            let cfg = config(page_size, pages, layout, dtype);
+            // A GPU reads every sequence back page by page after each operation: a tenth of the
+            // operations there, as the emulator already ran them all on the same code.
+            let ops = total / configs.len() / if device.is_cuda() { 10 } else { 1 };
+            let counts = match dtype {
+                DType::F16 => {
+                    let mut h = Harness::<f16>::new(&device, cfg, 100 + i as u64);
+                    h.run(ops);
+                    h.counts
+                }
+                _ => {
+                    let mut h = Harness::<bf16>::new(&device, cfg, 100 + i as u64);
+                    h.run(ops);
+                    h.counts
+                }
+            };
+            println!(
+            "{}: page size {page_size}, {layout:?}, {dtype}, {pages} pages, {ops} ops: {counts:?}",
+            device.name()
         );
-        // Pages of one token are never partly filled: nothing to copy on write.
-        let copies = (page_size > 1).then_some("copy-on-write");
-        for what in ["out of pages", "prefix hit", "step", "refused"]
-            .into_iter()
-            .chain(copies)
-        {
-            assert!(
-                counts.get(what).copied().unwrap_or(0) > 0,
-                "no `{what}` in {counts:?}"
-            );
+            // Pages of one token are never partly filled: nothing to copy on write.
+            let copies = (page_size > 1).then_some("copy-on-write");
+            for what in ["out of pages", "prefix hit", "step", "refused"]
+                .into_iter()
+                .chain(copies)
+            {
+                assert!(
+                    counts.get(what).copied().unwrap_or(0) > 0,
+                    "no `{what}` in {counts:?}"
+                );
+            }
         }
     }
 }
@@ -538,71 +543,75 @@ fn layouts_place_elements_where_the_header_says() {
 /// the shared partly filled page is copied exactly once, by the first writer.
 #[test]
 fn fork_copies_on_write_and_keeps_sequences_apart() {
-    let device = Device::emulator();
-    let mut cache = PagedKvCache::new(&device, config(4, 16, KvLayout::Nhd, DType::BF16)).unwrap();
-    let parent = cache.add_sequence();
-    let plan = cache.reserve(&[(parent, 6)]).unwrap();
-    append_labelled(&mut cache, &plan, 0);
-    let child = cache.fork(parent).unwrap();
-    assert_eq!(cache.stats().pages_shared, 2);
-    // Both write token 6 in the same step, with different values.
-    let plan = cache.reserve(&[(child, 1), (parent, 1)]).unwrap();
-    assert_eq!(plan.copied_pages(), 1, "only the first writer copies");
-    let k =
-        Tensor::from_host(&device, &labelled_rows(100, 2, 0), &[2, KV_HEADS, HEAD_DIM]).unwrap();
-    let v =
-        Tensor::from_host(&device, &labelled_rows(100, 2, 1), &[2, KV_HEADS, HEAD_DIM]).unwrap();
-    for l in 0..LAYERS {
-        cache.append(l, &plan, &k, &v).unwrap();
+    for device in common::devices() {
+        let mut cache =
+            PagedKvCache::new(&device, config(4, 16, KvLayout::Nhd, DType::BF16)).unwrap();
+        let parent = cache.add_sequence();
+        let plan = cache.reserve(&[(parent, 6)]).unwrap();
+        append_labelled(&mut cache, &plan, 0);
+        let child = cache.fork(parent).unwrap();
+        assert_eq!(cache.stats().pages_shared, 2);
+        // Both write token 6 in the same step, with different values.
+        let plan = cache.reserve(&[(child, 1), (parent, 1)]).unwrap();
+        assert_eq!(plan.copied_pages(), 1, "only the first writer copies");
+        let k = Tensor::from_host(&device, &labelled_rows(100, 2, 0), &[2, KV_HEADS, HEAD_DIM])
+            .unwrap();
+        let v = Tensor::from_host(&device, &labelled_rows(100, 2, 1), &[2, KV_HEADS, HEAD_DIM])
+            .unwrap();
+        for l in 0..LAYERS {
+            cache.append(l, &plan, &k, &v).unwrap();
+        }
+        for l in 0..LAYERS {
+            let (pk, _) = cache.read_sequence::<bf16>(l, parent).unwrap();
+            let (ck, cv) = cache.read_sequence::<bf16>(l, child).unwrap();
+            let rows = labelled_rows(0, 6, 0);
+            assert_eq!(
+                &pk[..6 * ROW],
+                &rows[..],
+                "layer {l}: the parent's first tokens"
+            );
+            assert_eq!(
+                &ck[..6 * ROW],
+                &rows[..],
+                "layer {l}: the child's first tokens"
+            );
+            // Token 6: the child's row is the step's first (100), the parent's the second (101).
+            assert_eq!(
+                &ck[6 * ROW..],
+                &labelled_rows(100, 1, 0)[..],
+                "layer {l}: child token 6"
+            );
+            assert_eq!(
+                &pk[6 * ROW..],
+                &labelled_rows(101, 1, 0)[..],
+                "layer {l}: parent token 6"
+            );
+            assert_eq!(
+                &cv[6 * ROW..],
+                &labelled_rows(100, 1, 1)[..],
+                "layer {l}: child V"
+            );
+        }
+        assert_eq!(
+            cache.sequence_pages(parent).unwrap()[0],
+            cache.sequence_pages(child).unwrap()[0]
+        );
+        assert_ne!(
+            cache.sequence_pages(parent).unwrap()[1],
+            cache.sequence_pages(child).unwrap()[1]
+        );
+        cache.check_invariants().unwrap();
     }
-    for l in 0..LAYERS {
-        let (pk, _) = cache.read_sequence::<bf16>(l, parent).unwrap();
-        let (ck, cv) = cache.read_sequence::<bf16>(l, child).unwrap();
-        let rows = labelled_rows(0, 6, 0);
-        assert_eq!(
-            &pk[..6 * ROW],
-            &rows[..],
-            "layer {l}: the parent's first tokens"
-        );
-        assert_eq!(
-            &ck[..6 * ROW],
-            &rows[..],
-            "layer {l}: the child's first tokens"
-        );
-        // Token 6: the child's row is the step's first (100), the parent's the second (101).
-        assert_eq!(
-            &ck[6 * ROW..],
-            &labelled_rows(100, 1, 0)[..],
-            "layer {l}: child token 6"
-        );
-        assert_eq!(
-            &pk[6 * ROW..],
-            &labelled_rows(101, 1, 0)[..],
-            "layer {l}: parent token 6"
-        );
-        assert_eq!(
-            &cv[6 * ROW..],
-            &labelled_rows(100, 1, 1)[..],
-            "layer {l}: child V"
-        );
-    }
-    assert_eq!(
-        cache.sequence_pages(parent).unwrap()[0],
-        cache.sequence_pages(child).unwrap()[0]
-    );
-    assert_ne!(
-        cache.sequence_pages(parent).unwrap()[1],
-        cache.sequence_pages(child).unwrap()[1]
-    );
-    cache.check_invariants().unwrap();
 }
 
 /// Two prompts with a common prefix of 3.5 pages share exactly the 3 full pages; a hash that
 /// makes every page collide is caught by the token comparison.
 #[test]
 fn prefix_caching_shares_whole_pages_and_survives_collisions() {
-    for colliding in [false, true] {
-        let device = Device::emulator();
+    for (device, colliding) in common::devices()
+        .into_iter()
+        .flat_map(|d| [(d.clone(), false), (d, true)])
+    {
         let mut cache =
             PagedKvCache::new(&device, config(4, 32, KvLayout::Nhd, DType::BF16)).unwrap();
         if colliding {
