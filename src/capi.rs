@@ -190,6 +190,30 @@ fn hand_out(cache: PagedKvCache, out: *mut *mut ffi::cuattn_kv_cache) -> Result<
     put(out, "out", Box::into_raw(Box::new(cache)).cast())
 }
 
+/// Makes a cache from C arguments: `config`'s pages, or as many as fit in `budget` bytes.
+fn create_cache(
+    config: *const ffi::cuattn_kv_cache_config,
+    budget: Option<u64>,
+    device: i32,
+    stream: *mut std::ffi::c_void,
+    out: *mut *mut ffi::cuattn_kv_cache,
+) -> Result<()> {
+    // SAFETY: null or valid to read (caller contract).
+    let c = unsafe { config.as_ref() }.ok_or_else(|| Error::invalid("config", "null pointer"))?;
+    // With a budget, num_pages is the budget's to say: any positive count passes the checks.
+    let num_pages = if budget.is_some() { 1 } else { c.num_pages };
+    let config = config_from_ffi(&ffi::cuattn_kv_cache_config { num_pages, ..*c })?;
+    if out.is_null() {
+        return Err(Error::invalid("out", "null pointer"));
+    }
+    let device = device_from_ffi(device, stream)?;
+    let cache = match budget {
+        Some(bytes) => PagedKvCache::with_memory_budget(&device, config, bytes)?,
+        None => PagedKvCache::new(&device, config)?,
+    };
+    hand_out(cache, out)
+}
+
 /// `cuattn_kv_cache_create` from cuattn.h.
 ///
 /// # Safety
@@ -201,17 +225,7 @@ pub unsafe extern "C" fn cuattn_kv_cache_create(
     stream: *mut std::ffi::c_void,
     out: *mut *mut ffi::cuattn_kv_cache,
 ) -> ffi::cuattn_status {
-    guarded(|| {
-        // SAFETY: null or valid to read (caller contract).
-        let c =
-            unsafe { config.as_ref() }.ok_or_else(|| Error::invalid("config", "null pointer"))?;
-        let config = config_from_ffi(c)?;
-        if out.is_null() {
-            return Err(Error::invalid("out", "null pointer"));
-        }
-        let cache = PagedKvCache::new(&device_from_ffi(device, stream)?, config)?;
-        hand_out(cache, out)
-    })
+    guarded(|| create_cache(config, None, device, stream, out))
 }
 
 /// `cuattn_kv_cache_create_with_budget` from cuattn.h.
@@ -226,20 +240,7 @@ pub unsafe extern "C" fn cuattn_kv_cache_create_with_budget(
     stream: *mut std::ffi::c_void,
     out: *mut *mut ffi::cuattn_kv_cache,
 ) -> ffi::cuattn_status {
-    guarded(|| {
-        // SAFETY: null or valid to read (caller contract).
-        let c =
-            unsafe { config.as_ref() }.ok_or_else(|| Error::invalid("config", "null pointer"))?;
-        let config = config_from_ffi(&ffi::cuattn_kv_cache_config { num_pages: 1, ..*c })?;
-        if out.is_null() {
-            return Err(Error::invalid("out", "null pointer"));
-        }
-        let device = device_from_ffi(device, stream)?;
-        hand_out(
-            PagedKvCache::with_memory_budget(&device, config, bytes)?,
-            out,
-        )
-    })
+    guarded(|| create_cache(config, Some(bytes), device, stream, out))
 }
 
 /// `cuattn_kv_cache_destroy` from cuattn.h.

@@ -65,6 +65,16 @@ fn create(cfg: &ffi::cuattn_kv_cache_config) -> *mut ffi::cuattn_kv_cache {
 
 use cuattn::capi as ffi_kv;
 
+/// A call refused with `code`, its message naming `needle`.
+fn refused(status: cuattn_status, code: cuattn_status, needle: &str) {
+    assert_eq!(status, code, "{}", last_error());
+    assert!(
+        last_error().contains(needle),
+        "expected {needle:?} in: {}",
+        last_error()
+    );
+}
+
 #[test]
 fn a_step_loop_through_the_c_api_writes_and_reads_back() {
     let cache = create(&config(3, 16));
@@ -231,8 +241,11 @@ fn prefix_hits_and_token_ids_through_the_c_api() {
             &mut b,
             &mut cached,
         );
-        assert_eq!(status, cuattn_status::CUATTN_ERROR_INVALID_ARGUMENT);
-        assert!(last_error().contains("token_ids"), "{}", last_error());
+        refused(
+            status,
+            cuattn_status::CUATTN_ERROR_INVALID_ARGUMENT,
+            "token_ids",
+        );
         ffi_kv::cuattn_kv_cache_destroy(cache);
     }
 }
@@ -248,17 +261,26 @@ fn bad_calls_return_status_codes_naming_the_argument() {
             std::ptr::null_mut(),
             &mut cache,
         );
-        assert_eq!(status, cuattn_status::CUATTN_ERROR_INVALID_ARGUMENT);
-        assert!(last_error().contains("page_size"), "{}", last_error());
+        refused(
+            status,
+            cuattn_status::CUATTN_ERROR_INVALID_ARGUMENT,
+            "page_size",
+        );
         assert!(cache.is_null());
         let status =
             ffi_kv::cuattn_kv_cache_create(&config(4, 8), -7, std::ptr::null_mut(), &mut cache);
-        assert_eq!(status, cuattn_status::CUATTN_ERROR_INVALID_ARGUMENT);
-        assert!(last_error().contains("device"), "{}", last_error());
+        refused(
+            status,
+            cuattn_status::CUATTN_ERROR_INVALID_ARGUMENT,
+            "device",
+        );
         let status =
             ffi_kv::cuattn_kv_cache_create(std::ptr::null(), -1, std::ptr::null_mut(), &mut cache);
-        assert_eq!(status, cuattn_status::CUATTN_ERROR_INVALID_ARGUMENT);
-        assert!(last_error().contains("config"), "{}", last_error());
+        refused(
+            status,
+            cuattn_status::CUATTN_ERROR_INVALID_ARGUMENT,
+            "config",
+        );
         let status = ffi_kv::cuattn_kv_cache_create_with_budget(
             &config(4, 0),
             10,
@@ -266,11 +288,10 @@ fn bad_calls_return_status_codes_naming_the_argument() {
             std::ptr::null_mut(),
             &mut cache,
         );
-        assert_eq!(status, cuattn_status::CUATTN_ERROR_INVALID_ARGUMENT);
-        assert!(
-            last_error().contains("smaller than one page"),
-            "{}",
-            last_error()
+        refused(
+            status,
+            cuattn_status::CUATTN_ERROR_INVALID_ARGUMENT,
+            "smaller than one page",
         );
 
         let cache = create(&config(4, 2));
@@ -285,11 +306,10 @@ fn bad_calls_return_status_codes_naming_the_argument() {
             1,
             &mut step,
         );
-        assert_eq!(status, cuattn_status::CUATTN_ERROR_OUT_OF_PAGES);
-        assert!(
-            last_error().contains("needs 3 page(s), 2 are free"),
-            "{}",
-            last_error()
+        refused(
+            status,
+            cuattn_status::CUATTN_ERROR_OUT_OF_PAGES,
+            "needs 3 page(s), 2 are free",
         );
         let status = ffi_kv::cuattn_kv_cache_reserve(
             cache,
@@ -299,11 +319,10 @@ fn bad_calls_return_status_codes_naming_the_argument() {
             1,
             &mut step,
         );
-        assert_eq!(status, cuattn_status::CUATTN_ERROR_INVALID_ARGUMENT);
-        assert!(
-            last_error().contains("not in the cache"),
-            "{}",
-            last_error()
+        refused(
+            status,
+            cuattn_status::CUATTN_ERROR_INVALID_ARGUMENT,
+            "not in the cache",
         );
         let status = ffi_kv::cuattn_kv_cache_reserve(
             cache,
@@ -313,8 +332,11 @@ fn bad_calls_return_status_codes_naming_the_argument() {
             1,
             &mut step,
         );
-        assert_eq!(status, cuattn_status::CUATTN_ERROR_INVALID_ARGUMENT);
-        assert!(last_error().contains("new_tokens"), "{}", last_error());
+        refused(
+            status,
+            cuattn_status::CUATTN_ERROR_INVALID_ARGUMENT,
+            "new_tokens",
+        );
         let status = ffi_kv::cuattn_kv_cache_reserve(
             cache,
             [a].as_ptr(),
@@ -340,8 +362,7 @@ fn bad_calls_return_status_codes_naming_the_argument() {
             16,
             8,
         );
-        assert_eq!(status, cuattn_status::CUATTN_ERROR_INVALID_ARGUMENT);
-        assert!(last_error().contains("plan"), "{}", last_error());
+        refused(status, cuattn_status::CUATTN_ERROR_INVALID_ARGUMENT, "plan");
         let status = ffi_kv::cuattn_kv_cache_append(
             cache,
             0,
@@ -353,8 +374,11 @@ fn bad_calls_return_status_codes_naming_the_argument() {
             16,
             8,
         );
-        assert_eq!(status, cuattn_status::CUATTN_ERROR_INVALID_ARGUMENT);
-        assert!(last_error().contains("k_new"), "{}", last_error());
+        refused(
+            status,
+            cuattn_status::CUATTN_ERROR_INVALID_ARGUMENT,
+            "k_new",
+        );
         let status = ffi_kv::cuattn_kv_cache_append(
             cache,
             2,
@@ -366,18 +390,21 @@ fn bad_calls_return_status_codes_naming_the_argument() {
             16,
             8,
         );
-        assert_eq!(status, cuattn_status::CUATTN_ERROR_INVALID_ARGUMENT);
-        assert!(last_error().contains("layer"), "{}", last_error());
-        assert_eq!(
+        refused(
+            status,
+            cuattn_status::CUATTN_ERROR_INVALID_ARGUMENT,
+            "layer",
+        );
+        refused(
             ffi_kv::cuattn_kv_cache_truncate(cache, a, 3),
-            cuattn_status::CUATTN_ERROR_INVALID_ARGUMENT
+            cuattn_status::CUATTN_ERROR_INVALID_ARGUMENT,
+            "new_len",
         );
-        assert!(last_error().contains("new_len"), "{}", last_error());
-        assert_eq!(
+        refused(
             ffi_kv::cuattn_kv_cache_add_sequence(std::ptr::null_mut(), &mut a),
-            cuattn_status::CUATTN_ERROR_INVALID_ARGUMENT
+            cuattn_status::CUATTN_ERROR_INVALID_ARGUMENT,
+            "cache",
         );
-        assert!(last_error().contains("cache"), "{}", last_error());
         ffi_kv::cuattn_kv_cache_destroy(cache);
     }
 }
