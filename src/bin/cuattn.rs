@@ -1,4 +1,4 @@
-//! The `cuattn` command: `info`, `check`, `run` (see `cuattn --help`).
+//! The `cuattn` command: `info`, `check`, `run`, `bench`, `kv-plan` (see `cuattn --help`).
 
 fn main() -> std::process::ExitCode {
     // A closed pipe (`cuattn check | head`) ends the command quietly, as it ends any Unix tool,

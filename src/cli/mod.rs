@@ -1,6 +1,6 @@
 //! The `cuattn` command line: `info` (build and devices), `check` (every kernel against the f64
 //! reference over a grid of shapes), `run` (one kernel on .npy tensors), `bench` (kernel times
-//! against the mma.sync ceiling).
+//! against the mma.sync ceiling), `kv-plan` (the size of a paged KV cache for a model).
 
 mod kv_plan;
 mod run;
