@@ -15,7 +15,7 @@ use cuattn::bench::{
 use cuattn::reference::key_visible;
 use cuattn::{AttentionOptions, Device, FlashTiles, Kernel, Tensor};
 
-/// (seqlen_q, seqlen_k) pairs: DESIGN.md's odd lengths, unequal both ways.
+/// (seqlen_q, seqlen_k) pairs: the project's odd test lengths, unequal both ways.
 const LENGTHS: [(usize, usize); 10] = [
     (1, 1),
     (1, 257),
