@@ -407,6 +407,142 @@ typedef struct cuattn_kv_cache_stats {
 cuattn_status cuattn_kv_cache_get_stats(const cuattn_kv_cache* cache, cuattn_kv_cache_stats* stats);
 
 /* ---------------------------------------------------------------------------------------------
+ * Attention over the paged KV cache: decode, speculative verification and chunked prefill.
+ *
+ * Each sequence b of the view has seq_lens[b] cached tokens, its q_len = cu_seqlens_q[b + 1] -
+ * cu_seqlens_q[b] new tokens among them (appended first: they are its last q_len tokens). Its new
+ * queries are rows cu_seqlens_q[b] .. cu_seqlens_q[b + 1] of q, packed [total_q, heads,
+ * head_dim] with element strides per row and per head (out likewise), and attend to its cached
+ * keys through the block table with the masks of attention_params, seqlen_k being seq_lens[b] and
+ * seqlen_q its q_len (causal: new token t sees keys j <= t + seq_lens[b] - q_len). Keys before
+ * kv_start are left out (cascade attention's suffix pass); the masks still count from key 0.
+ * LSE: float32 [total_q, heads], contiguous.
+ *
+ * One kernel serves every q_len. A CTA takes the q_len x (heads / kv_heads) query rows that share
+ * one KV head of one sequence, packed as the M dimension of its mma.sync tiles (row r: new token
+ * r / group, query head kv_head * group + r % group), 16, 32 or 64 rows a CTA, so each K/V row it
+ * loads serves the whole group: decode reads the cache once per KV head, not once per query head.
+ * Rows past 64 take further CTAs. The pages of a tile's keys are looked up in the block table
+ * into shared memory a tile ahead, and the K/V rows gathered from them by cp.async (any page
+ * size: a tile's rows may come from as many pages).
+ *
+ * Split-KV (flash-decoding): with num_splits > 1 the keys kv_start.. of each sequence are cut into
+ * num_splits ranges of split_tokens keys, one CTA each, which write their partial outputs and LSEs
+ * into the workspace; a second kernel then merges them by LSE into out (and the LSE). Plan with
+ * cuattn_plan_paged_attention, which picks the split for the SM count and sizes the workspace.
+ * ------------------------------------------------------------------------------------------- */
+typedef struct cuattn_paged_attention_params {
+  /* The cache's pools and the step's tables (batch, seq_lens, block_table). */
+  cuattn_paged_kv_view kv;
+  const void* q;
+  void* out;
+  /* Nullable: float32 [total_q, heads]. */
+  float* maybe_lse;
+  /* int32 [kv.batch + 1] on the device: each sequence's new tokens in q. */
+  const int32_t* cu_seqlens_q;
+  int64_t q_row_stride;
+  int64_t q_head_stride;
+  int64_t out_row_stride;
+  int64_t out_head_stride;
+  int32_t heads;
+  /* Rows of q (cu_seqlens_q[batch]). */
+  int32_t total_q;
+  /* Upper bounds over the batch of q_len and seq_lens[b], known on the host: they size the grid
+   * (a CUDA graph captured with bounds replays for any tables within them). */
+  int32_t max_q_len;
+  int32_t max_seq_len;
+  /* Keys before kv_start are not attended (0: every key). */
+  int32_t kv_start;
+  float scale;
+  /* scale * log2(e). */
+  float scale_log2;
+  /* 0 disables the cap. */
+  float softcap;
+  /* -1 for unbounded; causal is (-1, 0). */
+  int32_t window_left;
+  int32_t window_right;
+  /* 1: no split. Otherwise at least 2, and split_tokens a multiple of 64 with num_splits *
+   * split_tokens >= max_seq_len - kv_start; maybe_workspace then holds workspace_bytes of
+   * cuattn_plan_paged_attention (16-byte aligned), which the launch overwrites. */
+  int32_t num_splits;
+  int32_t split_tokens;
+  void* maybe_workspace;
+} cuattn_paged_attention_params;
+
+/* What a paged attention launch runs, from cuattn_plan_paged_attention. */
+typedef struct cuattn_paged_plan {
+  /* Query rows per CTA: 16, 32 or 64 (q_len x group rows share a KV head). */
+  int32_t block_rows;
+  /* Keys per K/V tile. */
+  int32_t block_keys;
+  int32_t threads;
+  int32_t smem_bytes;
+  /* The grid: (row blocks, kv_heads * num_splits, batch). */
+  int32_t grid_x;
+  int32_t grid_y;
+  int32_t grid_z;
+  int32_t num_splits;
+  int32_t split_tokens;
+  /* Bytes of workspace the split needs (0 unsplit). */
+  int64_t workspace_bytes;
+} cuattn_paged_plan;
+
+/* Plans params as run on a GPU of num_sms SMs: with split_kv < 0 the split is chosen (split only
+ * when the unsplit grid would leave SMs idle, so that about two CTAs run an SM, with at least 256
+ * keys a split), 0 or 1 forces no split, and s >= 2 forces s splits (fewer when the keys run out).
+ * Reads only the shape fields of params (heads, kv.kv_heads, kv.batch, kv.head_dim, total_q,
+ * max_q_len, max_seq_len, kv_start); the caller copies num_splits and split_tokens into params and
+ * points maybe_workspace at workspace_bytes. */
+cuattn_status cuattn_plan_paged_attention(const cuattn_paged_attention_params* params,
+                                          int32_t num_sms, int32_t split_kv,
+                                          cuattn_paged_plan* plan);
+/* The same in the emulator build (which has no GPU to plan for but the num_sms it is given). */
+cuattn_status cuattn_emu_plan_paged_attention(const cuattn_paged_attention_params* params,
+                                              int32_t num_sms, int32_t split_kv,
+                                              cuattn_paged_plan* plan);
+
+/* Checks the fields the kernels' indexing relies on, then launches on `stream`: no allocation, no
+ * synchronization (graph-capturable). Needs 16-byte aligned rows: q, out, the pools and every
+ * row, head, page and slot stride multiples of 8 elements. Head dims run in the flash kernel's
+ * head-dim tiles (64, 96, 128, 192, 256). Page indices outside [0, num_pages) read as zeros. */
+cuattn_status cuattn_launch_paged_attention(const cuattn_paged_attention_params* params,
+                                            void* stream);
+cuattn_status cuattn_emu_launch_paged_attention(const cuattn_paged_attention_params* params,
+                                                void* stream);
+
+/* merge_states: two attention results over disjoint key sets of the same queries, each an output
+ * normalized over its keys and its natural-log LSE, combine into the result over both:
+ *   lse = log(exp(lse_a) + exp(lse_b)),  out = exp(lse_a - lse) o_a + exp(lse_b - lse) o_b.
+ * A part with LSE -inf (no keys) contributes nothing; both -inf give zeros and -inf. o_a, o_b and
+ * out are [tokens, heads, head_dim] with element strides per row and per head (columns
+ * contiguous); the LSEs float32 [tokens, heads], contiguous. out may be o_a (and maybe_lse_out
+ * lse_a): in place. What split-KV, cascade attention and sequence-parallel engines use. */
+typedef struct cuattn_merge_states_params {
+  const void* o_a;
+  const float* lse_a;
+  const void* o_b;
+  const float* lse_b;
+  void* out;
+  /* Nullable. */
+  float* maybe_lse_out;
+  int64_t o_a_row_stride;
+  int64_t o_a_head_stride;
+  int64_t o_b_row_stride;
+  int64_t o_b_head_stride;
+  int64_t out_row_stride;
+  int64_t out_head_stride;
+  int32_t tokens;
+  int32_t heads;
+  /* A multiple of 8, at most 256. */
+  int32_t head_dim;
+  cuattn_dtype dtype;
+} cuattn_merge_states_params;
+
+cuattn_status cuattn_launch_merge_states(const cuattn_merge_states_params* params, void* stream);
+cuattn_status cuattn_emu_launch_merge_states(const cuattn_merge_states_params* params,
+                                             void* stream);
+
+/* ---------------------------------------------------------------------------------------------
  * Emulator builds of the launchers: the same kernel source compiled for the CPU (-DCUATTN_EMU).
  * Pointers are host pointers; `stream` is ignored; the call returns when the kernel has run.
  * ------------------------------------------------------------------------------------------- */

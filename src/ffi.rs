@@ -591,6 +591,221 @@ unsafe extern "C" {
         stats: *mut cuattn_kv_cache_stats,
     ) -> cuattn_status;
 }
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct cuattn_paged_attention_params {
+    pub kv: cuattn_paged_kv_view,
+    pub q: *const ::std::os::raw::c_void,
+    pub out: *mut ::std::os::raw::c_void,
+    pub maybe_lse: *mut f32,
+    pub cu_seqlens_q: *const i32,
+    pub q_row_stride: i64,
+    pub q_head_stride: i64,
+    pub out_row_stride: i64,
+    pub out_head_stride: i64,
+    pub heads: i32,
+    pub total_q: i32,
+    pub max_q_len: i32,
+    pub max_seq_len: i32,
+    pub kv_start: i32,
+    pub scale: f32,
+    pub scale_log2: f32,
+    pub softcap: f32,
+    pub window_left: i32,
+    pub window_right: i32,
+    pub num_splits: i32,
+    pub split_tokens: i32,
+    pub maybe_workspace: *mut ::std::os::raw::c_void,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of cuattn_paged_attention_params"]
+        [::std::mem::size_of::<cuattn_paged_attention_params>() - 240usize];
+    ["Alignment of cuattn_paged_attention_params"]
+        [::std::mem::align_of::<cuattn_paged_attention_params>() - 8usize];
+    ["Offset of field: cuattn_paged_attention_params::kv"]
+        [::std::mem::offset_of!(cuattn_paged_attention_params, kv) - 0usize];
+    ["Offset of field: cuattn_paged_attention_params::q"]
+        [::std::mem::offset_of!(cuattn_paged_attention_params, q) - 120usize];
+    ["Offset of field: cuattn_paged_attention_params::out"]
+        [::std::mem::offset_of!(cuattn_paged_attention_params, out) - 128usize];
+    ["Offset of field: cuattn_paged_attention_params::maybe_lse"]
+        [::std::mem::offset_of!(cuattn_paged_attention_params, maybe_lse) - 136usize];
+    ["Offset of field: cuattn_paged_attention_params::cu_seqlens_q"]
+        [::std::mem::offset_of!(cuattn_paged_attention_params, cu_seqlens_q) - 144usize];
+    ["Offset of field: cuattn_paged_attention_params::q_row_stride"]
+        [::std::mem::offset_of!(cuattn_paged_attention_params, q_row_stride) - 152usize];
+    ["Offset of field: cuattn_paged_attention_params::q_head_stride"]
+        [::std::mem::offset_of!(cuattn_paged_attention_params, q_head_stride) - 160usize];
+    ["Offset of field: cuattn_paged_attention_params::out_row_stride"]
+        [::std::mem::offset_of!(cuattn_paged_attention_params, out_row_stride) - 168usize];
+    ["Offset of field: cuattn_paged_attention_params::out_head_stride"]
+        [::std::mem::offset_of!(cuattn_paged_attention_params, out_head_stride) - 176usize];
+    ["Offset of field: cuattn_paged_attention_params::heads"]
+        [::std::mem::offset_of!(cuattn_paged_attention_params, heads) - 184usize];
+    ["Offset of field: cuattn_paged_attention_params::total_q"]
+        [::std::mem::offset_of!(cuattn_paged_attention_params, total_q) - 188usize];
+    ["Offset of field: cuattn_paged_attention_params::max_q_len"]
+        [::std::mem::offset_of!(cuattn_paged_attention_params, max_q_len) - 192usize];
+    ["Offset of field: cuattn_paged_attention_params::max_seq_len"]
+        [::std::mem::offset_of!(cuattn_paged_attention_params, max_seq_len) - 196usize];
+    ["Offset of field: cuattn_paged_attention_params::kv_start"]
+        [::std::mem::offset_of!(cuattn_paged_attention_params, kv_start) - 200usize];
+    ["Offset of field: cuattn_paged_attention_params::scale"]
+        [::std::mem::offset_of!(cuattn_paged_attention_params, scale) - 204usize];
+    ["Offset of field: cuattn_paged_attention_params::scale_log2"]
+        [::std::mem::offset_of!(cuattn_paged_attention_params, scale_log2) - 208usize];
+    ["Offset of field: cuattn_paged_attention_params::softcap"]
+        [::std::mem::offset_of!(cuattn_paged_attention_params, softcap) - 212usize];
+    ["Offset of field: cuattn_paged_attention_params::window_left"]
+        [::std::mem::offset_of!(cuattn_paged_attention_params, window_left) - 216usize];
+    ["Offset of field: cuattn_paged_attention_params::window_right"]
+        [::std::mem::offset_of!(cuattn_paged_attention_params, window_right) - 220usize];
+    ["Offset of field: cuattn_paged_attention_params::num_splits"]
+        [::std::mem::offset_of!(cuattn_paged_attention_params, num_splits) - 224usize];
+    ["Offset of field: cuattn_paged_attention_params::split_tokens"]
+        [::std::mem::offset_of!(cuattn_paged_attention_params, split_tokens) - 228usize];
+    ["Offset of field: cuattn_paged_attention_params::maybe_workspace"]
+        [::std::mem::offset_of!(cuattn_paged_attention_params, maybe_workspace) - 232usize];
+};
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct cuattn_paged_plan {
+    pub block_rows: i32,
+    pub block_keys: i32,
+    pub threads: i32,
+    pub smem_bytes: i32,
+    pub grid_x: i32,
+    pub grid_y: i32,
+    pub grid_z: i32,
+    pub num_splits: i32,
+    pub split_tokens: i32,
+    pub workspace_bytes: i64,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of cuattn_paged_plan"][::std::mem::size_of::<cuattn_paged_plan>() - 48usize];
+    ["Alignment of cuattn_paged_plan"][::std::mem::align_of::<cuattn_paged_plan>() - 8usize];
+    ["Offset of field: cuattn_paged_plan::block_rows"]
+        [::std::mem::offset_of!(cuattn_paged_plan, block_rows) - 0usize];
+    ["Offset of field: cuattn_paged_plan::block_keys"]
+        [::std::mem::offset_of!(cuattn_paged_plan, block_keys) - 4usize];
+    ["Offset of field: cuattn_paged_plan::threads"]
+        [::std::mem::offset_of!(cuattn_paged_plan, threads) - 8usize];
+    ["Offset of field: cuattn_paged_plan::smem_bytes"]
+        [::std::mem::offset_of!(cuattn_paged_plan, smem_bytes) - 12usize];
+    ["Offset of field: cuattn_paged_plan::grid_x"]
+        [::std::mem::offset_of!(cuattn_paged_plan, grid_x) - 16usize];
+    ["Offset of field: cuattn_paged_plan::grid_y"]
+        [::std::mem::offset_of!(cuattn_paged_plan, grid_y) - 20usize];
+    ["Offset of field: cuattn_paged_plan::grid_z"]
+        [::std::mem::offset_of!(cuattn_paged_plan, grid_z) - 24usize];
+    ["Offset of field: cuattn_paged_plan::num_splits"]
+        [::std::mem::offset_of!(cuattn_paged_plan, num_splits) - 28usize];
+    ["Offset of field: cuattn_paged_plan::split_tokens"]
+        [::std::mem::offset_of!(cuattn_paged_plan, split_tokens) - 32usize];
+    ["Offset of field: cuattn_paged_plan::workspace_bytes"]
+        [::std::mem::offset_of!(cuattn_paged_plan, workspace_bytes) - 40usize];
+};
+unsafe extern "C" {
+    pub fn cuattn_plan_paged_attention(
+        params: *const cuattn_paged_attention_params,
+        num_sms: i32,
+        split_kv: i32,
+        plan: *mut cuattn_paged_plan,
+    ) -> cuattn_status;
+}
+unsafe extern "C" {
+    pub fn cuattn_emu_plan_paged_attention(
+        params: *const cuattn_paged_attention_params,
+        num_sms: i32,
+        split_kv: i32,
+        plan: *mut cuattn_paged_plan,
+    ) -> cuattn_status;
+}
+unsafe extern "C" {
+    pub fn cuattn_launch_paged_attention(
+        params: *const cuattn_paged_attention_params,
+        stream: *mut ::std::os::raw::c_void,
+    ) -> cuattn_status;
+}
+unsafe extern "C" {
+    pub fn cuattn_emu_launch_paged_attention(
+        params: *const cuattn_paged_attention_params,
+        stream: *mut ::std::os::raw::c_void,
+    ) -> cuattn_status;
+}
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct cuattn_merge_states_params {
+    pub o_a: *const ::std::os::raw::c_void,
+    pub lse_a: *const f32,
+    pub o_b: *const ::std::os::raw::c_void,
+    pub lse_b: *const f32,
+    pub out: *mut ::std::os::raw::c_void,
+    pub maybe_lse_out: *mut f32,
+    pub o_a_row_stride: i64,
+    pub o_a_head_stride: i64,
+    pub o_b_row_stride: i64,
+    pub o_b_head_stride: i64,
+    pub out_row_stride: i64,
+    pub out_head_stride: i64,
+    pub tokens: i32,
+    pub heads: i32,
+    pub head_dim: i32,
+    pub dtype: cuattn_dtype,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of cuattn_merge_states_params"]
+        [::std::mem::size_of::<cuattn_merge_states_params>() - 112usize];
+    ["Alignment of cuattn_merge_states_params"]
+        [::std::mem::align_of::<cuattn_merge_states_params>() - 8usize];
+    ["Offset of field: cuattn_merge_states_params::o_a"]
+        [::std::mem::offset_of!(cuattn_merge_states_params, o_a) - 0usize];
+    ["Offset of field: cuattn_merge_states_params::lse_a"]
+        [::std::mem::offset_of!(cuattn_merge_states_params, lse_a) - 8usize];
+    ["Offset of field: cuattn_merge_states_params::o_b"]
+        [::std::mem::offset_of!(cuattn_merge_states_params, o_b) - 16usize];
+    ["Offset of field: cuattn_merge_states_params::lse_b"]
+        [::std::mem::offset_of!(cuattn_merge_states_params, lse_b) - 24usize];
+    ["Offset of field: cuattn_merge_states_params::out"]
+        [::std::mem::offset_of!(cuattn_merge_states_params, out) - 32usize];
+    ["Offset of field: cuattn_merge_states_params::maybe_lse_out"]
+        [::std::mem::offset_of!(cuattn_merge_states_params, maybe_lse_out) - 40usize];
+    ["Offset of field: cuattn_merge_states_params::o_a_row_stride"]
+        [::std::mem::offset_of!(cuattn_merge_states_params, o_a_row_stride) - 48usize];
+    ["Offset of field: cuattn_merge_states_params::o_a_head_stride"]
+        [::std::mem::offset_of!(cuattn_merge_states_params, o_a_head_stride) - 56usize];
+    ["Offset of field: cuattn_merge_states_params::o_b_row_stride"]
+        [::std::mem::offset_of!(cuattn_merge_states_params, o_b_row_stride) - 64usize];
+    ["Offset of field: cuattn_merge_states_params::o_b_head_stride"]
+        [::std::mem::offset_of!(cuattn_merge_states_params, o_b_head_stride) - 72usize];
+    ["Offset of field: cuattn_merge_states_params::out_row_stride"]
+        [::std::mem::offset_of!(cuattn_merge_states_params, out_row_stride) - 80usize];
+    ["Offset of field: cuattn_merge_states_params::out_head_stride"]
+        [::std::mem::offset_of!(cuattn_merge_states_params, out_head_stride) - 88usize];
+    ["Offset of field: cuattn_merge_states_params::tokens"]
+        [::std::mem::offset_of!(cuattn_merge_states_params, tokens) - 96usize];
+    ["Offset of field: cuattn_merge_states_params::heads"]
+        [::std::mem::offset_of!(cuattn_merge_states_params, heads) - 100usize];
+    ["Offset of field: cuattn_merge_states_params::head_dim"]
+        [::std::mem::offset_of!(cuattn_merge_states_params, head_dim) - 104usize];
+    ["Offset of field: cuattn_merge_states_params::dtype"]
+        [::std::mem::offset_of!(cuattn_merge_states_params, dtype) - 108usize];
+};
+unsafe extern "C" {
+    pub fn cuattn_launch_merge_states(
+        params: *const cuattn_merge_states_params,
+        stream: *mut ::std::os::raw::c_void,
+    ) -> cuattn_status;
+}
+unsafe extern "C" {
+    pub fn cuattn_emu_launch_merge_states(
+        params: *const cuattn_merge_states_params,
+        stream: *mut ::std::os::raw::c_void,
+    ) -> cuattn_status;
+}
 unsafe extern "C" {
     pub fn cuattn_emu_launch_attention_naive(
         params: *const cuattn_attention_params,

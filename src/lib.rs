@@ -36,9 +36,12 @@ pub mod tensor;
 
 pub use attention::{
     attention, attention_into, attention_naive, attention_varlen, attention_varlen_into,
-    flash_attention, flash_attention_varlen, flash_head_dim_tile, flash_plan, flash_tiles,
-    flash_wide_tiles, set_flash_tiles, AttentionOptions, AttentionOutput, AttentionParams,
-    FlashPlan, FlashTiles, FlashTilesScope, Kernel, VarlenBatch,
+    cascade_attention_into, flash_attention, flash_attention_varlen, flash_head_dim_tile,
+    flash_plan, flash_tiles, flash_wide_tiles, merge_states, merge_states_in_place,
+    merge_states_into, paged_attention, paged_attention_into, paged_attention_view_into,
+    set_flash_tiles, AttentionOptions, AttentionOutput, AttentionParams, CascadePlan, FlashPlan,
+    FlashTiles, FlashTilesScope, Kernel, PagedAttentionPlan, PagedPlanInfo, PagedQueries,
+    PagedShape, SharedPrefix, SplitKv, VarlenBatch,
 };
 pub use device::{probe_cuda, CudaProbe, Device};
 pub use error::{Error, Result};

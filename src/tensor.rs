@@ -35,8 +35,9 @@ impl fmt::Display for DType {
 }
 
 impl DType {
-    /// The kernel-side dtype code, for the 16-bit types kernels take as q/k/v.
-    pub(crate) fn to_ffi(self) -> Option<ffi::cuattn_dtype> {
+    /// The C header's dtype code, for the 16-bit types kernels take as q/k/v (`None` for f32
+    /// and i32): for engines that fill the C structs, such as a raw `cuattn_paged_kv_view`.
+    pub fn to_ffi(self) -> Option<ffi::cuattn_dtype> {
         match self {
             DType::F16 => Some(ffi::cuattn_dtype::CUATTN_DTYPE_F16),
             DType::BF16 => Some(ffi::cuattn_dtype::CUATTN_DTYPE_BF16),
@@ -601,6 +602,14 @@ impl<T: Element> Tensor<T> {
     /// ordering themselves.
     pub(crate) fn device_address(&self) -> *mut std::ffi::c_void {
         self.kernel_ptr(&self.device, true).0
+    }
+
+    /// The address of the view's first element (device memory on a GPU, host memory registered
+    /// with the memory checker on the emulator), for C calls and raw views such as
+    /// [`PagedKvView::from_raw`](crate::PagedKvView::from_raw). Nothing orders work through it:
+    /// the caller keeps the tensor alive and orders its use with the tensor's stream.
+    pub fn raw_address(&self) -> *mut std::ffi::c_void {
+        self.device_address()
     }
 
     /// The address of the view's first element as the kernels see it, and the guard that must

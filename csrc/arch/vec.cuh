@@ -127,6 +127,17 @@ __device__ __forceinline__ uint32_t pack2(float lo, float hi) {
   }
 }
 
+// The two elements of a packed pair of a kernel's element type T as floats (exact).
+template <typename T>
+__device__ __forceinline__ float2 unpack2(uint32_t bits) {
+  static_assert(std::is_same_v<T, __nv_bfloat16> || std::is_same_v<T, __half>, "bf16 or fp16");
+  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+    return unpack_bf16x2(bits);
+  } else {
+    return unpack_half2(bits);
+  }
+}
+
 }  // namespace cuattn
 
 #endif  // CUATTN_ARCH_VEC_CUH_

@@ -106,10 +106,7 @@ struct TileLoader {
     unsigned char* tile = static_cast<unsigned char*>(smem);
     const T* src = gmem + row * row_stride + chunk * kChunkElems;
     const int64_t src_step = kRowsPerPass * row_stride;
-    // This thread's chunk in pass `pass`: its period's base plus a constant.
-    auto chunk_dst = [&](int pass) {
-      return tile + dst[pass % kPeriod] + (pass / kPeriod) * kPeriod * kRowsPerPass * kRowBytes;
-    };
+    auto chunk_dst = [&](int pass) { return chunk_in(tile, pass); };
     if (valid_rows >= kRows && valid_cols >= kCols) {
       // A whole tile (the interior key tiles of attention): no zero-fill, so no per-copy selects.
 #pragma unroll
@@ -127,6 +124,33 @@ struct TileLoader {
       cp_async_cg16(chunk_dst(pass), valid ? src : gmem, valid ? kSwizzleChunkBytes : 0);
       src += src_step;
     }
+  }
+
+  // Issues the copies of rows [0, kRows) x columns [0, kCols) gathered from anywhere: row r
+  // starts at row_src(r), a const T* (null: the row is zero-filled without reading global
+  // memory), as when a tile's rows come from the pages of a paged cache. Columns >= valid_cols
+  // are zero-filled too; `anywhere` is a valid global address, the source of those empty copies.
+  template <typename RowSrc>
+  __device__ __forceinline__ void gather(void* smem, RowSrc&& row_src, int valid_cols,
+                                         const T* anywhere) const {
+    if (kLoadThreads < kThreads && threadIdx.x >= kLoadThreads) {
+      return;
+    }
+    unsigned char* tile = static_cast<unsigned char*>(smem);
+    const bool chunk_valid = chunk * kChunkElems < valid_cols;
+#pragma unroll
+    for (int pass = 0; pass < kPasses; ++pass) {
+      const T* src = row_src(row + pass * kRowsPerPass);
+      const bool valid = chunk_valid && src != nullptr;
+      cp_async_cg16(chunk_in(tile, pass), valid ? src + chunk * kChunkElems : anywhere,
+                    valid ? kSwizzleChunkBytes : 0);
+    }
+  }
+
+ private:
+  // This thread's chunk in pass `pass`: its period's base plus a constant.
+  __device__ __forceinline__ unsigned char* chunk_in(unsigned char* tile, int pass) const {
+    return tile + dst[pass % kPeriod] + (pass / kPeriod) * kPeriod * kRowsPerPass * kRowBytes;
   }
 };
 

@@ -2,6 +2,7 @@
 //! (`Kernel::Naive` today), over dense or variable-length batches.
 
 mod launch;
+mod paged;
 mod validate;
 
 use crate::device::Device;
@@ -12,6 +13,11 @@ use crate::tensor::{Element, Tensor};
 pub(crate) use launch::cuda_launcher;
 #[cfg(not(cuattn_cuda))]
 pub(crate) use launch::no_cuda_kernels;
+pub use paged::{
+    cascade_attention_into, merge_states, merge_states_in_place, merge_states_into,
+    paged_attention, paged_attention_into, paged_attention_view_into, CascadePlan,
+    PagedAttentionPlan, PagedPlanInfo, PagedQueries, PagedShape, SharedPrefix, SplitKv,
+};
 pub use validate::{validate_params, MAX_HEAD_DIM};
 
 /// The attention kernels, from the baseline up.

@@ -113,7 +113,7 @@ fn check_masking_and_scores((left, right): (i32, i32), scale: f32, softcap: f32)
     Ok(())
 }
 
-fn check_options(opts: &AttentionOptions, head_dim: usize) -> Result<(f32, f32)> {
+pub(crate) fn check_options(opts: &AttentionOptions, head_dim: usize) -> Result<(f32, f32)> {
     let scale = opts.scale.unwrap_or(1.0 / (head_dim as f32).sqrt());
     let softcap = opts.softcap.unwrap_or(0.0);
     check_masking_and_scores(opts.window.unwrap_or((-1, -1)), scale, softcap)?;
@@ -158,7 +158,7 @@ fn extent<T: Element>(t: &Tensor<T>) -> (usize, usize) {
 }
 
 /// Outputs must not overlap inputs: the kernels read q/k/v while other blocks write out.
-fn check_no_overlap<T: Element, U: Element>(
+pub(crate) fn check_no_overlap<T: Element, U: Element>(
     arg: &'static str,
     out: &Tensor<U>,
     input_name: &str,

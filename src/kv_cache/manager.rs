@@ -120,6 +120,15 @@ impl PartialEq for Manager {
 }
 
 impl Manager {
+    /// Reorders the free pages by a seeded shuffle, so that consecutive pages of a sequence are
+    /// seldom adjacent (tests and the CLI's paged runs).
+    pub(crate) fn shuffle_free(&mut self, seed: u64) {
+        use rand::seq::SliceRandom;
+        use rand::SeedableRng;
+        self.free
+            .shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed));
+    }
+
     pub(crate) fn new(num_pages: usize, page_size: usize) -> Manager {
         Manager {
             page_size,

@@ -385,6 +385,13 @@ impl PagedKvCache {
         &self.device
     }
 
+    /// Reorders the free pages by a seeded shuffle, so that the pages a sequence gets next are
+    /// seldom adjacent: how a long-running engine's pages end up, for tests and benchmarks of the
+    /// kernels that gather pages. Changes no sequence.
+    pub fn shuffle_free_pages(&mut self, seed: u64) {
+        self.manager.shuffle_free(seed);
+    }
+
     /// A new empty sequence.
     pub fn add_sequence(&mut self) -> SeqId {
         SeqId(self.manager.add_sequence())

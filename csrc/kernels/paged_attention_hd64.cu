@@ -1,0 +1,14 @@
+// paged_attention_hd64.cu: paged attention at head-dim tile 64, both dtypes (one translation unit
+// per tile keeps the CUDA build parallel), and its plan.
+#include "kernels/paged_attention.cuh"
+
+namespace cuattn {
+inline namespace CUATTN_BUILD_NAMESPACE {
+template cuattn_status paged_attention_launch<__nv_bfloat16, 64>(
+    const cuattn_paged_attention_params&, void*);
+template cuattn_status paged_attention_launch<__half, 64>(const cuattn_paged_attention_params&,
+                                                          void*);
+template cuattn_status paged_attention_plan_tile<64>(const cuattn_paged_attention_params&,
+                                                     cuattn_paged_plan*);
+}  // namespace CUATTN_BUILD_NAMESPACE
+}  // namespace cuattn

@@ -1,0 +1,1101 @@
+//! Attention over the paged KV cache: decode (a KV head's query-head group packed into one tile),
+//! speculative verification and chunked prefill in one kernel, split-KV with its planner,
+//! `merge_states`, and cascade attention for prefixes that many sequences share.
+
+use std::marker::PhantomData;
+
+use crate::device::{Device, ForeignStreams};
+use crate::error::{check_status, Error, Result};
+use crate::ffi;
+use crate::kv_cache::{PagedKvCache, PagedKvView, StepPlan};
+use crate::tensor::{Element, Tensor};
+
+use super::{validate, AttentionOptions, AttentionOutput};
+
+/// How a paged attention call splits each sequence's keys among CTAs (flash-decoding).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SplitKv {
+    /// Split only when the unsplit grid would leave SMs idle: about two CTAs an SM, at least
+    /// 256 keys a split.
+    #[default]
+    Auto,
+    /// Never split.
+    Off,
+    /// This many splits (fewer when a sequence's keys run out; 0 and 1 mean no split).
+    Splits(usize),
+}
+
+impl SplitKv {
+    fn code(self) -> i32 {
+        match self {
+            SplitKv::Auto => -1,
+            SplitKv::Off => 0,
+            SplitKv::Splits(s) => s.min(i32::MAX as usize) as i32,
+        }
+    }
+}
+
+impl std::str::FromStr for SplitKv {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<SplitKv> {
+        match s {
+            "auto" => Ok(SplitKv::Auto),
+            "off" => Ok(SplitKv::Off),
+            n => n.parse().map(SplitKv::Splits).map_err(|_| {
+                Error::invalid(
+                    "split_kv",
+                    format!("`{s}`: expected auto, off or a number of splits"),
+                )
+            }),
+        }
+    }
+}
+
+/// The new tokens of a step as the paged kernels take them: each sequence's rows of q
+/// (`cu_seqlens_q`, int32 `[batch + 1]` on the device) and the host's bounds, which size the grid
+/// (a CUDA graph captured with bounds replays for any step within them).
+#[derive(Clone, Copy, Debug)]
+pub struct PagedQueries<'a> {
+    cu_seqlens_q: *const i32,
+    entries: usize,
+    device_is_cuda: bool,
+    /// Rows of q.
+    pub total_q: usize,
+    /// At least every sequence's new tokens.
+    pub max_q_len: usize,
+    /// At least every sequence's cached tokens (new ones included).
+    pub max_seq_len: usize,
+    _borrow: PhantomData<&'a ()>,
+}
+
+impl<'a> PagedQueries<'a> {
+    /// Over an engine's own `cu_seqlens_q` tensor (nondecreasing offsets from 0 to `total_q`).
+    /// Offsets outside `[0, total_q]` cannot make a kernel reach past q or out (it clips them),
+    /// but they give meaningless rows.
+    pub fn new(
+        cu_seqlens_q: &'a Tensor<i32>,
+        total_q: usize,
+        max_q_len: usize,
+        max_seq_len: usize,
+    ) -> Result<PagedQueries<'a>> {
+        if cu_seqlens_q.shape().len() != 1 || cu_seqlens_q.shape()[0] == 0 {
+            return Err(Error::invalid(
+                "cu_seqlens_q",
+                format!("shape {:?}: expected [batch + 1]", cu_seqlens_q.shape()),
+            ));
+        }
+        if cu_seqlens_q.strides()[0] != 1 {
+            return Err(Error::invalid("cu_seqlens_q", "must be contiguous"));
+        }
+        let queries = PagedQueries {
+            cu_seqlens_q: cu_seqlens_q.device_address().cast_const().cast(),
+            entries: cu_seqlens_q.shape()[0],
+            device_is_cuda: cu_seqlens_q.device().is_cuda(),
+            total_q,
+            max_q_len,
+            max_seq_len,
+            _borrow: PhantomData,
+        };
+        queries.check_bounds()?;
+        Ok(queries)
+    }
+
+    /// The queries of `step` in `cache`: its `cu_seqlens` table and its lengths.
+    pub fn of_step(cache: &'a PagedKvCache, step: &StepPlan) -> Result<PagedQueries<'a>> {
+        let tables = cache.tables(step)?;
+        let queries = PagedQueries {
+            cu_seqlens_q: tables.cu_seqlens,
+            entries: step.batch() + 1,
+            device_is_cuda: cache.device().is_cuda(),
+            total_q: step.num_tokens(),
+            max_q_len: step
+                .cu_seqlens()
+                .windows(2)
+                .map(|w| w[1] - w[0])
+                .max()
+                .unwrap_or(0),
+            max_seq_len: step.seq_lens().iter().copied().max().unwrap_or(0),
+            _borrow: PhantomData,
+        };
+        queries.check_bounds()?;
+        Ok(queries)
+    }
+
+    fn check_bounds(&self) -> Result<()> {
+        for (name, value) in [
+            ("total_q", self.total_q),
+            ("max_q_len", self.max_q_len),
+            ("max_seq_len", self.max_seq_len),
+        ] {
+            if value > i32::MAX as usize {
+                return Err(Error::invalid(
+                    name,
+                    format!("{value}: must fit int32 ({})", i32::MAX),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Sequences in the batch.
+    pub fn batch(&self) -> usize {
+        self.entries - 1
+    }
+}
+
+/// The shape a paged attention call is planned for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PagedShape {
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub batch: usize,
+    pub total_q: usize,
+    pub max_q_len: usize,
+    pub max_seq_len: usize,
+    /// Keys before this are left out (cascade attention's suffix pass).
+    pub kv_start: usize,
+}
+
+/// What a paged attention launch runs: tiles, grid and split ([`PagedAttentionPlan::plan`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PagedPlanInfo {
+    /// Packed query rows (new tokens x group heads) per CTA: 16, 32 or 64.
+    pub block_rows: usize,
+    /// Keys per K/V tile.
+    pub block_keys: usize,
+    pub threads: usize,
+    pub smem_bytes: usize,
+    /// CTAs: (row blocks, kv_heads * num_splits, batch).
+    pub grid: [usize; 3],
+    pub num_splits: usize,
+    /// Keys per split (0 unsplit).
+    pub split_tokens: usize,
+    pub workspace_bytes: usize,
+}
+
+/// The plan and workspace of paged attention calls, made outside the hot loop (FlashInfer's
+/// plan/run split): [`plan`](Self::plan) picks the split for a shape and the device's SM count
+/// and grows the workspace when the split needs more than it has; the calls that take the plan
+/// then allocate nothing and never synchronize, so a decode step can be captured into a CUDA
+/// graph (plan first, outside the capture).
+pub struct PagedAttentionPlan {
+    device: Device,
+    split: SplitKv,
+    num_sms: usize,
+    workspace: Option<Tensor<f32>>,
+    planned: Option<(PagedShape, ffi::cuattn_paged_plan)>,
+}
+
+/// SMs the emulator plans for: an H200's, so that emulator runs split as a GPU would.
+const EMULATOR_SMS: usize = 132;
+
+impl PagedAttentionPlan {
+    pub fn new(device: &Device, split: SplitKv) -> Result<PagedAttentionPlan> {
+        Ok(PagedAttentionPlan {
+            device: device.clone(),
+            split,
+            num_sms: sm_count(device)?,
+            workspace: None,
+            planned: None,
+        })
+    }
+
+    /// The same, planning for `num_sms` SMs rather than the device's (for tests and tuning).
+    pub fn with_sm_count(device: &Device, split: SplitKv, num_sms: usize) -> PagedAttentionPlan {
+        PagedAttentionPlan {
+            device: device.clone(),
+            split,
+            num_sms: num_sms.max(1),
+            workspace: None,
+            planned: None,
+        }
+    }
+
+    /// Plans calls of `shape`: the split, and a workspace large enough (allocated only when it
+    /// must grow). Calls of another shape plan again themselves, allocating if they must.
+    pub fn plan(&mut self, shape: &PagedShape) -> Result<PagedPlanInfo> {
+        let raw = match &self.planned {
+            Some((planned, raw)) if planned == shape => *raw,
+            _ => {
+                let raw = plan_raw(&self.device, shape, self.num_sms, self.split)?;
+                let needed = raw.workspace_bytes as usize / std::mem::size_of::<f32>();
+                let have = self.workspace.as_ref().map_or(0, |w| w.numel());
+                if needed > have {
+                    // Dropped first: the old workspace's memory may serve the new one.
+                    self.workspace = None;
+                    self.workspace = Some(Tensor::zeros(&self.device, &[needed])?);
+                }
+                self.planned = Some((*shape, raw));
+                raw
+            }
+        };
+        Ok(info_of(&raw))
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    pub fn split(&self) -> SplitKv {
+        self.split
+    }
+}
+
+fn info_of(raw: &ffi::cuattn_paged_plan) -> PagedPlanInfo {
+    let n = |v: i32| usize::try_from(v).unwrap_or(0);
+    PagedPlanInfo {
+        block_rows: n(raw.block_rows),
+        block_keys: n(raw.block_keys),
+        threads: n(raw.threads),
+        smem_bytes: n(raw.smem_bytes),
+        grid: [n(raw.grid_x), n(raw.grid_y), n(raw.grid_z)],
+        num_splits: n(raw.num_splits),
+        split_tokens: n(raw.split_tokens),
+        workspace_bytes: usize::try_from(raw.workspace_bytes).unwrap_or(0),
+    }
+}
+
+/// The device's SM count (the emulator plans as an H200).
+fn sm_count(device: &Device) -> Result<usize> {
+    match device {
+        Device::Emulator => Ok(EMULATOR_SMS),
+        Device::Cuda(stream) => {
+            use cudarc::driver::sys::CUdevice_attribute;
+            let sms = stream
+                .context()
+                .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?;
+            Ok(usize::try_from(sms).unwrap_or(1).max(1))
+        }
+    }
+}
+
+fn shape_params(shape: &PagedShape) -> Result<ffi::cuattn_paged_attention_params> {
+    let int = |name: &'static str, v: usize| {
+        i32::try_from(v).map_err(|_| Error::invalid(name, format!("{v}: must fit int32")))
+    };
+    // SAFETY: the params struct is plain data (pointers, integers, floats, C enums whose zero is
+    // a valid value); all-zero is a valid value of it.
+    let mut p: ffi::cuattn_paged_attention_params = unsafe { std::mem::zeroed() };
+    p.heads = int("heads", shape.heads)?;
+    p.kv.kv_heads = int("kv_heads", shape.kv_heads)?;
+    p.kv.head_dim = int("head_dim", shape.head_dim)?;
+    p.kv.batch = int("batch", shape.batch)?;
+    p.total_q = int("total_q", shape.total_q)?;
+    p.max_q_len = int("max_q_len", shape.max_q_len)?;
+    p.max_seq_len = int("max_seq_len", shape.max_seq_len)?;
+    p.kv_start = int("kv_start", shape.kv_start)?;
+    p.num_splits = 1;
+    Ok(p)
+}
+
+fn plan_raw(
+    device: &Device,
+    shape: &PagedShape,
+    num_sms: usize,
+    split: SplitKv,
+) -> Result<ffi::cuattn_paged_plan> {
+    let params = shape_params(shape)?;
+    // SAFETY: all-zero is a valid value of the plain-data plan struct.
+    let mut plan: ffi::cuattn_paged_plan = unsafe { std::mem::zeroed() };
+    let sms = num_sms.min(i32::MAX as usize) as i32;
+    let status = match device {
+        // SAFETY: both pointers are valid for the call; the planner only reads params' shape.
+        Device::Emulator => unsafe {
+            ffi::cuattn_emu_plan_paged_attention(&params, sms, split.code(), &mut plan)
+        },
+        Device::Cuda(_) => cuda_plan(&params, sms, split.code(), &mut plan)?,
+    };
+    check_status(status)?;
+    Ok(plan)
+}
+
+#[cfg(cuattn_cuda)]
+fn cuda_plan(
+    params: &ffi::cuattn_paged_attention_params,
+    sms: i32,
+    split: i32,
+    plan: &mut ffi::cuattn_paged_plan,
+) -> Result<ffi::cuattn_status> {
+    // SAFETY: both pointers are valid for the call; the planner only reads params' shape.
+    Ok(unsafe { ffi::cuattn_plan_paged_attention(params, sms, split, plan) })
+}
+
+#[cfg(not(cuattn_cuda))]
+fn cuda_plan(
+    _params: &ffi::cuattn_paged_attention_params,
+    _sms: i32,
+    _split: i32,
+    _plan: &mut ffi::cuattn_paged_plan,
+) -> Result<ffi::cuattn_status> {
+    Err(super::no_cuda_kernels("paged attention"))
+}
+
+type PagedLauncher = unsafe extern "C" fn(
+    *const ffi::cuattn_paged_attention_params,
+    *mut std::ffi::c_void,
+) -> ffi::cuattn_status;
+type MergeLauncher = unsafe extern "C" fn(
+    *const ffi::cuattn_merge_states_params,
+    *mut std::ffi::c_void,
+) -> ffi::cuattn_status;
+
+#[cfg(cuattn_cuda)]
+fn cuda_launchers() -> Result<(PagedLauncher, MergeLauncher)> {
+    Ok((
+        ffi::cuattn_launch_paged_attention,
+        ffi::cuattn_launch_merge_states,
+    ))
+}
+
+#[cfg(not(cuattn_cuda))]
+fn cuda_launchers() -> Result<(PagedLauncher, MergeLauncher)> {
+    Err(super::no_cuda_kernels("paged attention"))
+}
+
+/// Runs `launch` with the launchers and stream of `device`.
+fn on_device(
+    device: &Device,
+    launch: impl FnOnce((PagedLauncher, MergeLauncher), *mut std::ffi::c_void) -> ffi::cuattn_status,
+) -> Result<()> {
+    let status = match device {
+        Device::Emulator => launch(
+            (
+                ffi::cuattn_emu_launch_paged_attention,
+                ffi::cuattn_emu_launch_merge_states,
+            ),
+            std::ptr::null_mut(),
+        ),
+        Device::Cuda(stream) => {
+            let launchers = cuda_launchers()?;
+            // The static CUDA runtime behind the launchers uses the current context: cudarc's.
+            stream.context().bind_to_thread()?;
+            launch(launchers, stream.cu_stream().cast())
+        }
+    };
+    check_status(status)
+}
+
+/// Paged attention over `cache`'s `layer` for `step`'s new tokens, allocating the outputs and a
+/// plan (split chosen for the device): q packed `[step.num_tokens(), heads, head_dim]` in the
+/// step's order, the new tokens already appended. Output like q; LSE `[num_tokens, heads]`.
+pub fn paged_attention<T: Element>(
+    q: &Tensor<T>,
+    cache: &PagedKvCache,
+    layer: usize,
+    step: &StepPlan,
+    opts: &AttentionOptions,
+) -> Result<AttentionOutput<T>> {
+    let mut plan = PagedAttentionPlan::new(q.device(), SplitKv::Auto)?;
+    let mut out = Tensor::zeros(q.device(), q.shape())?;
+    let mut lse = if opts.return_lse {
+        Some(Tensor::zeros(q.device(), &q.shape()[..2])?)
+    } else {
+        None
+    };
+    paged_attention_into(
+        q,
+        cache,
+        layer,
+        step,
+        &mut out,
+        lse.as_mut(),
+        opts,
+        &mut plan,
+    )?;
+    Ok(AttentionOutput { out, lse })
+}
+
+/// [`paged_attention`] into given outputs with a plan made outside the hot loop: allocates
+/// nothing once the plan's workspace is large enough (see [`PagedAttentionPlan`]).
+#[allow(clippy::too_many_arguments)]
+pub fn paged_attention_into<T: Element>(
+    q: &Tensor<T>,
+    cache: &PagedKvCache,
+    layer: usize,
+    step: &StepPlan,
+    out: &mut Tensor<T>,
+    lse: Option<&mut Tensor<f32>>,
+    opts: &AttentionOptions,
+    plan: &mut PagedAttentionPlan,
+) -> Result<()> {
+    let view = cache.view(layer, step)?;
+    let queries = PagedQueries::of_step(cache, step)?;
+    paged_attention_view_into(q, &view, &queries, out, lse, opts, plan)
+}
+
+/// Paged attention over any view (an engine's own pools and tables, or the cache's).
+pub fn paged_attention_view_into<T: Element>(
+    q: &Tensor<T>,
+    kv: &PagedKvView<'_>,
+    queries: &PagedQueries<'_>,
+    out: &mut Tensor<T>,
+    lse: Option<&mut Tensor<f32>>,
+    opts: &AttentionOptions,
+    plan: &mut PagedAttentionPlan,
+) -> Result<()> {
+    run(q, kv, queries, 0, out, lse.map(|t| &*t), opts, plan)
+}
+
+/// Checks a call and fills its params, pointers left unset.
+fn checked_params<T: Element>(
+    q: &Tensor<T>,
+    kv: &PagedKvView<'_>,
+    queries: &PagedQueries<'_>,
+    kv_start: usize,
+    out: &Tensor<T>,
+    lse: Option<&Tensor<f32>>,
+    opts: &AttentionOptions,
+) -> Result<ffi::cuattn_paged_attention_params> {
+    let raw = kv.raw();
+    let &[total_q, heads, head_dim] = q.shape() else {
+        return Err(Error::invalid(
+            "q",
+            format!(
+                "shape {:?}: expected [total_q, heads, head_dim] (new tokens packed)",
+                q.shape()
+            ),
+        ));
+    };
+    if T::DTYPE.to_ffi() != Some(raw.dtype) {
+        return Err(Error::invalid(
+            "q",
+            format!(
+                "dtype {}, but the cache holds dtype {}",
+                T::DTYPE,
+                raw.dtype.0
+            ),
+        ));
+    }
+    if head_dim != raw.head_dim as usize {
+        return Err(Error::invalid(
+            "q",
+            format!("head_dim {head_dim}, but the cache's is {}", raw.head_dim),
+        ));
+    }
+    let kv_heads = raw.kv_heads as usize;
+    if heads == 0 || heads % kv_heads != 0 {
+        return Err(Error::invalid(
+            "q",
+            format!(
+                "{heads} heads: must be a positive multiple of the cache's kv_heads {kv_heads}"
+            ),
+        ));
+    }
+    if total_q != queries.total_q {
+        return Err(Error::invalid(
+            "q",
+            format!(
+                "{total_q} rows, but the step has {} new tokens",
+                queries.total_q
+            ),
+        ));
+    }
+    if queries.batch() != raw.batch as usize {
+        return Err(Error::invalid(
+            "cu_seqlens_q",
+            format!(
+                "{} sequences, but the view's tables have {}",
+                queries.batch(),
+                raw.batch
+            ),
+        ));
+    }
+    if out.shape() != q.shape() {
+        return Err(Error::invalid(
+            "out",
+            format!("shape {:?}, expected q's {:?}", out.shape(), q.shape()),
+        ));
+    }
+    validate::check_no_overlap("out", out, "q", q)?;
+    match (opts.return_lse, lse) {
+        (true, Some(l)) => {
+            if l.shape() != [total_q, heads] || l.strides() != [heads, 1] {
+                return Err(Error::invalid(
+                    "lse",
+                    format!(
+                        "shape {:?} strides {:?}: expected contiguous [total_q, heads] = [{total_q}, \
+                         {heads}]",
+                        l.shape(),
+                        l.strides()
+                    ),
+                ));
+            }
+        }
+        (true, None) => {
+            return Err(Error::invalid(
+                "lse",
+                "opts.return_lse is set, but no lse tensor was given",
+            ))
+        }
+        (false, Some(_)) => {
+            return Err(Error::invalid(
+                "lse",
+                "given, but opts.return_lse is not set",
+            ))
+        }
+        (false, None) => {}
+    }
+    for (name, t) in [("q", q), ("out", out)] {
+        if t.strides()[2] != 1 && head_dim > 1 {
+            return Err(Error::invalid(
+                name,
+                "the last dimension must be contiguous",
+            ));
+        }
+        if t.strides()[0] % 8 != 0
+            || t.strides()[1] % 8 != 0
+            || t.device_address() as usize % 16 != 0
+        {
+            return Err(Error::invalid(
+                name,
+                format!(
+                    "strides {:?}: rows must start on 16-byte boundaries (strides multiples of 8 \
+                     elements)",
+                    t.strides()
+                ),
+            ));
+        }
+        if !t.device().same_memory(kv.device()) {
+            return Err(Error::invalid(
+                name,
+                format!("on {:?}, but the cache is on {:?}", t.device(), kv.device()),
+            ));
+        }
+    }
+    if queries.device_is_cuda != kv.device().is_cuda() {
+        return Err(Error::invalid("cu_seqlens_q", "not on the cache's device"));
+    }
+    let (window_left, window_right) = opts.effective_window();
+    let (scale, softcap) = validate::check_options(opts, head_dim)?;
+    let mut p = shape_params(&PagedShape {
+        heads,
+        kv_heads,
+        head_dim,
+        batch: queries.batch(),
+        total_q,
+        max_q_len: queries.max_q_len,
+        max_seq_len: queries.max_seq_len,
+        kv_start,
+    })?;
+    p.kv = *raw;
+    p.q_row_stride = q.strides()[0] as i64;
+    p.q_head_stride = q.strides()[1] as i64;
+    p.out_row_stride = out.strides()[0] as i64;
+    p.out_head_stride = out.strides()[1] as i64;
+    p.cu_seqlens_q = queries.cu_seqlens_q;
+    p.scale = scale;
+    p.scale_log2 = scale * std::f32::consts::LOG2_E;
+    p.softcap = softcap;
+    p.window_left = window_left;
+    p.window_right = window_right;
+    Ok(p)
+}
+
+/// Checks and launches one paged attention call (with its split's merge).
+#[allow(clippy::too_many_arguments)]
+fn run<T: Element>(
+    q: &Tensor<T>,
+    kv: &PagedKvView<'_>,
+    queries: &PagedQueries<'_>,
+    kv_start: usize,
+    out: &mut Tensor<T>,
+    lse: Option<&Tensor<f32>>,
+    opts: &AttentionOptions,
+    plan: &mut PagedAttentionPlan,
+) -> Result<()> {
+    let mut params = checked_params(q, kv, queries, kv_start, out, lse, opts)?;
+    if !plan.device.same_memory(kv.device()) {
+        return Err(Error::invalid(
+            "plan",
+            "made for another device than the cache's",
+        ));
+    }
+    let shape = PagedShape {
+        heads: params.heads as usize,
+        kv_heads: params.kv.kv_heads as usize,
+        head_dim: params.kv.head_dim as usize,
+        batch: params.kv.batch as usize,
+        total_q: params.total_q as usize,
+        max_q_len: params.max_q_len as usize,
+        max_seq_len: params.max_seq_len as usize,
+        kv_start,
+    };
+    let info = plan.plan(&shape)?;
+    params.num_splits = info.num_splits as i32;
+    params.split_tokens = info.split_tokens as i32;
+    let device = kv.device();
+    let capture = device.capture_id()?;
+    let capturing = capture.is_some();
+    let streams = ForeignStreams::join(
+        device,
+        capture,
+        [("q", q.device()), ("out", out.device())]
+            .into_iter()
+            .chain(lse.map(|l| ("lse", l.device()))),
+    )?;
+    // The guards keep cudarc's record of each buffer's use alive across the launch.
+    let (q_ptr, _q_guard) = q.kernel_ptr(device, capturing);
+    let (out_ptr, _out_guard) = out.kernel_ptr(device, capturing);
+    let lse_ptr = lse.map(|t| t.kernel_ptr(device, capturing));
+    let (ws_ptr, _ws_guard) = match (&plan.workspace, info.num_splits > 1) {
+        (Some(ws), true) => {
+            let (ptr, guard) = ws.kernel_ptr(device, capturing);
+            (ptr, Some(guard))
+        }
+        _ => (std::ptr::null_mut(), None),
+    };
+    params.q = q_ptr.cast_const();
+    params.out = out_ptr;
+    params.maybe_lse = lse_ptr
+        .as_ref()
+        .map_or(std::ptr::null_mut(), |p| p.0.cast());
+    params.maybe_workspace = ws_ptr;
+    on_device(device, |(launch, _), stream| {
+        // SAFETY: params was checked against the tensors (shapes, strides, dtype, device) and the
+        // view (validated when made, its buffers borrowed for its lifetime); the workspace holds
+        // the plan's bytes for this shape; the kernel clips rows to total_q and pages to the pool.
+        unsafe { launch(&params, stream) }
+    })?;
+    streams.rejoin()
+}
+
+/// `(o_a, lse_a) + (o_b, lse_b)`: two attention results of the same queries over disjoint keys
+/// (each normalized over its own keys, LSE natural-log) into the result over both, allocating
+/// it. o: `[tokens, heads, head_dim]` (head dim a multiple of 8, rows 16-byte aligned); LSE
+/// float32 `[tokens, heads]`. A part with LSE -inf (no keys) contributes nothing.
+pub fn merge_states<T: Element>(
+    o_a: &Tensor<T>,
+    lse_a: &Tensor<f32>,
+    o_b: &Tensor<T>,
+    lse_b: &Tensor<f32>,
+) -> Result<(Tensor<T>, Tensor<f32>)> {
+    let mut out = Tensor::zeros(o_a.device(), o_a.shape())?;
+    let mut lse = Tensor::zeros(lse_a.device(), lse_a.shape())?;
+    merge(
+        o_a,
+        lse_a,
+        o_b,
+        lse_b,
+        MergeOut::Into(&mut out, Some(&mut lse)),
+    )?;
+    Ok((out, lse))
+}
+
+/// [`merge_states`] into given outputs (the LSE optional); allocates nothing.
+pub fn merge_states_into<T: Element>(
+    o_a: &Tensor<T>,
+    lse_a: &Tensor<f32>,
+    o_b: &Tensor<T>,
+    lse_b: &Tensor<f32>,
+    out: &mut Tensor<T>,
+    lse_out: Option<&mut Tensor<f32>>,
+) -> Result<()> {
+    merge(o_a, lse_a, o_b, lse_b, MergeOut::Into(out, lse_out))
+}
+
+/// [`merge_states`] in place: `(o, lse)` becomes the merge of itself with `(o_b, lse_b)`.
+pub fn merge_states_in_place<T: Element>(
+    o: &mut Tensor<T>,
+    lse: &mut Tensor<f32>,
+    o_b: &Tensor<T>,
+    lse_b: &Tensor<f32>,
+) -> Result<()> {
+    let (o_a, lse_a) = (o.clone(), lse.clone());
+    merge(&o_a, &lse_a, o_b, lse_b, MergeOut::InPlace(o, lse))
+}
+
+enum MergeOut<'a, T: Element> {
+    Into(&'a mut Tensor<T>, Option<&'a mut Tensor<f32>>),
+    InPlace(&'a mut Tensor<T>, &'a mut Tensor<f32>),
+}
+
+fn merge<T: Element>(
+    o_a: &Tensor<T>,
+    lse_a: &Tensor<f32>,
+    o_b: &Tensor<T>,
+    lse_b: &Tensor<f32>,
+    dest: MergeOut<'_, T>,
+) -> Result<()> {
+    let in_place = matches!(dest, MergeOut::InPlace(..));
+    let (out, lse_out): (&Tensor<T>, Option<&Tensor<f32>>) = match &dest {
+        MergeOut::Into(o, l) => (o, l.as_deref()),
+        MergeOut::InPlace(o, l) => (o, Some(l)),
+    };
+    let &[tokens, heads, head_dim] = o_a.shape() else {
+        return Err(Error::invalid(
+            "o_a",
+            format!(
+                "shape {:?}: expected [tokens, heads, head_dim]",
+                o_a.shape()
+            ),
+        ));
+    };
+    if head_dim == 0 || head_dim % 8 != 0 || head_dim > super::MAX_HEAD_DIM {
+        return Err(Error::invalid(
+            "o_a",
+            format!(
+                "head_dim {head_dim}: must be a multiple of 8 in 8..={}",
+                super::MAX_HEAD_DIM
+            ),
+        ));
+    }
+    for (name, t) in [("o_b", o_b), ("out", out)] {
+        if t.shape() != o_a.shape() {
+            return Err(Error::invalid(
+                name,
+                format!("shape {:?}, expected o_a's {:?}", t.shape(), o_a.shape()),
+            ));
+        }
+    }
+    for (name, t) in [("lse_a", lse_a), ("lse_b", lse_b)]
+        .into_iter()
+        .chain(lse_out.map(|l| ("lse_out", l)))
+    {
+        if t.shape() != [tokens, heads] || t.strides() != [heads, 1] {
+            return Err(Error::invalid(
+                name,
+                format!(
+                    "shape {:?} strides {:?}: expected contiguous [tokens, heads] = [{tokens}, \
+                     {heads}]",
+                    t.shape(),
+                    t.strides()
+                ),
+            ));
+        }
+    }
+    for (name, t) in [("o_a", o_a), ("o_b", o_b), ("out", out)] {
+        if t.strides()[2] != 1
+            || t.strides()[0] % 8 != 0
+            || t.strides()[1] % 8 != 0
+            || t.device_address() as usize % 16 != 0
+        {
+            return Err(Error::invalid(
+                name,
+                format!(
+                    "strides {:?}: columns contiguous and rows on 16-byte boundaries (strides \
+                     multiples of 8 elements)",
+                    t.strides()
+                ),
+            ));
+        }
+    }
+    // In place, out is o_a (each element is read before the same thread writes it); any other
+    // overlap of an output with an input races.
+    if !in_place {
+        validate::check_no_overlap("out", out, "o_a", o_a)?;
+        if let Some(l) = lse_out {
+            validate::check_no_overlap("lse_out", l, "lse_a", lse_a)?;
+        }
+    }
+    validate::check_no_overlap("out", out, "o_b", o_b)?;
+    if let Some(l) = lse_out {
+        validate::check_no_overlap("lse_out", l, "lse_b", lse_b)?;
+    }
+    let device = o_a.device();
+    for (name, d) in [
+        ("lse_a", lse_a.device()),
+        ("o_b", o_b.device()),
+        ("lse_b", lse_b.device()),
+        ("out", out.device()),
+    ] {
+        if !d.same_memory(device) {
+            return Err(Error::invalid(name, "not on o_a's device"));
+        }
+    }
+    let int = |name: &'static str, v: usize| {
+        i32::try_from(v).map_err(|_| Error::invalid(name, format!("{v}: must fit int32")))
+    };
+    let capture = device.capture_id()?;
+    let capturing = capture.is_some();
+    let streams = ForeignStreams::join(
+        device,
+        capture,
+        [
+            ("lse_a", lse_a.device()),
+            ("o_b", o_b.device()),
+            ("lse_b", lse_b.device()),
+            ("out", out.device()),
+        ]
+        .into_iter()
+        .chain(lse_out.map(|l| ("lse_out", l.device()))),
+    )?;
+    let (a_ptr, _a) = o_a.kernel_ptr(device, capturing);
+    let (la_ptr, _la) = lse_a.kernel_ptr(device, capturing);
+    let (b_ptr, _b) = o_b.kernel_ptr(device, capturing);
+    let (lb_ptr, _lb) = lse_b.kernel_ptr(device, capturing);
+    let (out_ptr, _o) = out.kernel_ptr(device, capturing);
+    let lo = lse_out.map(|l| l.kernel_ptr(device, capturing));
+    let params = ffi::cuattn_merge_states_params {
+        o_a: a_ptr.cast_const(),
+        lse_a: la_ptr.cast_const().cast(),
+        o_b: b_ptr.cast_const(),
+        lse_b: lb_ptr.cast_const().cast(),
+        out: out_ptr,
+        maybe_lse_out: lo.as_ref().map_or(std::ptr::null_mut(), |p| p.0.cast()),
+        o_a_row_stride: o_a.strides()[0] as i64,
+        o_a_head_stride: o_a.strides()[1] as i64,
+        o_b_row_stride: o_b.strides()[0] as i64,
+        o_b_head_stride: o_b.strides()[1] as i64,
+        out_row_stride: out.strides()[0] as i64,
+        out_head_stride: out.strides()[1] as i64,
+        tokens: int("o_a", tokens)?,
+        heads: int("o_a", heads)?,
+        head_dim: head_dim as i32,
+        dtype: T::DTYPE
+            .to_ffi()
+            .ok_or_else(|| Error::invalid("T", format!("{}: not f16 or bf16", T::DTYPE)))?,
+    };
+    on_device(device, |(_, merge), stream| {
+        // SAFETY: every tensor was checked for shape, strides, alignment and device; out may be
+        // o_a only in place, where each element is read before it is written by the same thread.
+        unsafe { merge(&params, stream) }
+    })?;
+    streams.rejoin()
+}
+
+/// A prefix of whole pages that every sequence of a step shares (a system prompt, pages that
+/// `fork` or prefix caching share), as cascade attention reads it: once for all the step's
+/// queries. Made outside the hot loop, with its small tables on the device.
+pub struct SharedPrefix {
+    len: usize,
+    pages: Tensor<i32>,
+    seq_len: Tensor<i32>,
+    cu_seqlens_q: Tensor<i32>,
+    total_q: usize,
+    page_size: usize,
+}
+
+impl SharedPrefix {
+    /// The longest run of whole pages at the start of every sequence of `step` that all of them
+    /// hold (the same page ids), ending before any sequence's new tokens; `None` when there is
+    /// none (cascade attention then gains nothing).
+    pub fn of_step(cache: &PagedKvCache, step: &StepPlan) -> Result<Option<SharedPrefix>> {
+        let page_size = cache.config().page_size;
+        let mut shared: Option<Vec<u32>> = None;
+        let mut limit = usize::MAX;
+        for (b, &seq) in step.seqs().iter().enumerate() {
+            let pages = cache.sequence_pages(seq)?;
+            let new_tokens = step.cu_seqlens()[b + 1] - step.cu_seqlens()[b];
+            let before_new = step.seq_lens()[b] - new_tokens;
+            limit = limit.min(before_new / page_size);
+            shared = Some(match shared {
+                None => pages.to_vec(),
+                Some(prefix) => prefix
+                    .iter()
+                    .zip(pages)
+                    .take_while(|(a, b)| a == b)
+                    .map(|(a, _)| *a)
+                    .collect(),
+            });
+        }
+        let mut pages = shared.unwrap_or_default();
+        pages.truncate(limit.min(pages.len()));
+        if pages.is_empty() {
+            return Ok(None);
+        }
+        SharedPrefix::new(cache.device(), &pages, page_size, step.num_tokens()).map(Some)
+    }
+
+    /// A prefix of `pages.len()` whole pages of `page_size` tokens, for `total_q` queries.
+    pub fn new(
+        device: &Device,
+        pages: &[u32],
+        page_size: usize,
+        total_q: usize,
+    ) -> Result<SharedPrefix> {
+        let len = pages.len() * page_size;
+        let as_i32 = |name: &'static str, v: usize| {
+            i32::try_from(v).map_err(|_| Error::invalid(name, format!("{v}: must fit int32")))
+        };
+        let page_ids: Vec<i32> = pages
+            .iter()
+            .map(|&p| as_i32("pages", p as usize))
+            .collect::<Result<_>>()?;
+        Ok(SharedPrefix {
+            len,
+            pages: Tensor::from_host(device, &page_ids, &[page_ids.len().max(1)])
+                .or_else(|_| Tensor::from_host(device, &[0], &[1]))?,
+            seq_len: Tensor::from_host(device, &[as_i32("pages", len)?], &[1])?,
+            cu_seqlens_q: Tensor::from_host(device, &[0, as_i32("total_q", total_q)?], &[2])?,
+            total_q,
+            page_size,
+        })
+    }
+
+    /// Tokens in the prefix.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// The buffers of cascade attention: a plan for each pass, and the prefix pass's output and LSE
+/// (plus the suffix pass's LSE when the caller asks for none). Made once; they grow when a call
+/// needs more.
+pub struct CascadePlan<T: Element> {
+    prefix: PagedAttentionPlan,
+    suffix: PagedAttentionPlan,
+    buffers: Option<CascadeBuffers<T>>,
+}
+
+struct CascadeBuffers<T: Element> {
+    prefix_out: Tensor<T>,
+    prefix_lse: Tensor<f32>,
+    suffix_lse: Tensor<f32>,
+}
+
+impl<T: Element> CascadePlan<T> {
+    /// `split` applies to the suffix pass; the prefix pass has rows enough not to split.
+    pub fn new(device: &Device, split: SplitKv) -> Result<CascadePlan<T>> {
+        Ok(CascadePlan {
+            prefix: PagedAttentionPlan::new(device, SplitKv::Off)?,
+            suffix: PagedAttentionPlan::new(device, split)?,
+            buffers: None,
+        })
+    }
+
+    fn buffers(&mut self, shape: &[usize]) -> Result<&mut CascadeBuffers<T>> {
+        let fits = self
+            .buffers
+            .as_ref()
+            .is_some_and(|b| b.prefix_out.shape() == shape);
+        if !fits {
+            let device = self.prefix.device().clone();
+            self.buffers = None;
+            self.buffers = Some(CascadeBuffers {
+                prefix_out: Tensor::zeros(&device, shape)?,
+                prefix_lse: Tensor::zeros(&device, &shape[..2])?,
+                suffix_lse: Tensor::zeros(&device, &shape[..2])?,
+            });
+        }
+        Ok(self.buffers.as_mut().expect("just made"))
+    }
+}
+
+/// Cascade attention (FlashInfer's) for a step whose sequences share `prefix`: all the step's
+/// queries attend to the prefix's pages together, in one pass that reads them once per block of
+/// 64 packed query rows rather than once per sequence; each sequence attends to its own keys
+/// past the prefix; the two merge by LSE ([`merge_states`]). Equals [`paged_attention`] on the
+/// same data. The prefix must end before every sequence's new tokens ([`SharedPrefix::of_step`]
+/// makes one that does), so that causal masks leave it whole; a sliding window is refused (the
+/// prefix pass sees the whole prefix). Allocates only when the plan's buffers must grow.
+#[allow(clippy::too_many_arguments)]
+pub fn cascade_attention_into<T: Element>(
+    q: &Tensor<T>,
+    cache: &PagedKvCache,
+    layer: usize,
+    step: &StepPlan,
+    prefix: &SharedPrefix,
+    out: &mut Tensor<T>,
+    lse: Option<&mut Tensor<f32>>,
+    opts: &AttentionOptions,
+    plan: &mut CascadePlan<T>,
+) -> Result<()> {
+    if opts.window.is_some() {
+        return Err(Error::invalid(
+            "opts.window",
+            "cascade attention takes no sliding window: the prefix pass attends to the whole \
+             prefix",
+        ));
+    }
+    if prefix.page_size != cache.config().page_size || prefix.total_q != step.num_tokens() {
+        return Err(Error::invalid(
+            "prefix",
+            format!(
+                "made for {} queries in pages of {} tokens, but the step has {} new tokens and \
+                 the cache pages of {}",
+                prefix.total_q,
+                prefix.page_size,
+                step.num_tokens(),
+                cache.config().page_size
+            ),
+        ));
+    }
+    for (b, &seq_len) in step.seq_lens().iter().enumerate() {
+        let new_tokens = step.cu_seqlens()[b + 1] - step.cu_seqlens()[b];
+        if seq_len - new_tokens < prefix.len {
+            return Err(Error::invalid(
+                "prefix",
+                format!(
+                    "{} tokens, but sequence {b} has only {} cached before its new tokens: the \
+                     prefix must end before every sequence's new tokens",
+                    prefix.len,
+                    seq_len - new_tokens
+                ),
+            ));
+        }
+    }
+    if opts.return_lse != lse.is_some() {
+        return Err(Error::invalid(
+            "lse",
+            "given exactly when opts.return_lse is set",
+        ));
+    }
+    let view = cache.view(layer, step)?;
+    let queries = PagedQueries::of_step(cache, step)?;
+    // The prefix pass: one sequence (the prefix's pages) and every query of the step as its new
+    // tokens, no mask (every query comes after the prefix).
+    let mut prefix_raw = *view.raw();
+    let pages = prefix.pages.shape()[0];
+    prefix_raw.block_table = prefix.pages.device_address().cast_const().cast();
+    prefix_raw.block_table_stride = pages as i64;
+    prefix_raw.max_pages_per_seq = pages as i32;
+    prefix_raw.seq_lens = prefix.seq_len.device_address().cast_const().cast();
+    prefix_raw.batch = 1;
+    let prefix_view = PagedKvView::from_parts(prefix_raw, view.device());
+    let prefix_queries = PagedQueries {
+        cu_seqlens_q: prefix.cu_seqlens_q.device_address().cast_const().cast(),
+        entries: 2,
+        device_is_cuda: view.device().is_cuda(),
+        total_q: queries.total_q,
+        max_q_len: queries.total_q,
+        max_seq_len: prefix.len,
+        _borrow: PhantomData,
+    };
+    let prefix_opts = AttentionOptions {
+        causal: false,
+        window: None,
+        return_lse: true,
+        ..*opts
+    };
+    let suffix_opts = AttentionOptions {
+        return_lse: true,
+        ..*opts
+    };
+    plan.buffers(q.shape())?;
+    let CascadePlan {
+        prefix: prefix_plan,
+        suffix: suffix_plan,
+        buffers,
+    } = plan;
+    let buffers = buffers.as_mut().expect("made above");
+    run(
+        q,
+        &prefix_view,
+        &prefix_queries,
+        0,
+        &mut buffers.prefix_out,
+        Some(&buffers.prefix_lse),
+        &prefix_opts,
+        prefix_plan,
+    )?;
+    let lse = match lse {
+        Some(l) => l,
+        None => &mut buffers.suffix_lse,
+    };
+    run(
+        q,
+        &view,
+        &queries,
+        prefix.len,
+        out,
+        Some(&*lse),
+        &suffix_opts,
+        suffix_plan,
+    )?;
+    merge_states_in_place(out, lse, &buffers.prefix_out, &buffers.prefix_lse)
+}
