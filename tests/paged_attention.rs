@@ -333,3 +333,463 @@ fn page_sizes_and_layouts_match_reference() {
         }
     }
 }
+
+#[test]
+fn head_dims_and_dtypes_match_reference() {
+    for device in common::devices() {
+        for head_dim in [40, 64, 96, 128, 192, 256] {
+            for q_len in [1, 3] {
+                let c = Case {
+                    head_dim,
+                    seed: head_dim as u64,
+                    ..Case::decode(&[(q_len, 70), (q_len, 131)], 8, 2)
+                };
+                check::<bf16>(&device, &c);
+                check::<f16>(&device, &c);
+            }
+        }
+    }
+}
+
+#[test]
+fn masks_and_softcap_match_reference() {
+    let seqs = [(4, 4), (4, 77), (2, 150), (4, 300)];
+    for device in common::devices() {
+        for (causal, window, softcap) in [
+            (false, None, None),
+            (true, Some((8, 0)), None),
+            (false, Some((32, 3)), None),
+            (false, Some((-1, 1)), None),
+            (true, None, Some(5.0)),
+            (true, Some((100, 0)), Some(30.0)),
+        ] {
+            for split in [SplitKv::Off, SplitKv::Splits(3)] {
+                let c = Case {
+                    causal,
+                    window,
+                    softcap,
+                    split,
+                    page_size: 7,
+                    ..Case::decode(&seqs, 8, 2)
+                };
+                check::<bf16>(&device, &c);
+            }
+        }
+    }
+}
+
+#[test]
+fn prefill_over_pages_matches_reference() {
+    // More than 8 new tokens: several 64-row blocks, ragged, some sequences with cached tokens
+    // before their new ones.
+    let seqs = [(37, 100), (64, 64), (9, 300), (130, 131), (17, 17)];
+    for device in common::devices() {
+        for (heads, kv_heads) in [(4, 4), (8, 2), (5, 1)] {
+            for causal in [true, false] {
+                let c = Case {
+                    causal,
+                    page_size: 16,
+                    ..Case::decode(&seqs, heads, kv_heads)
+                };
+                check::<bf16>(&device, &c);
+            }
+        }
+        let c = Case {
+            head_dim: 128,
+            layout: KvLayout::Hnd,
+            page_size: 5,
+            ..Case::decode(&seqs, 8, 2)
+        };
+        check::<f16>(&device, &c);
+    }
+}
+
+#[test]
+fn long_sequence_split_and_unsplit_agree() {
+    let seqs = [(1, 4100)];
+    for device in common::devices() {
+        let mut results = Vec::new();
+        for split in [SplitKv::Off, SplitKv::Auto, SplitKv::Splits(5)] {
+            let c = Case {
+                split,
+                ..Case::decode(&seqs, 8, 2)
+            };
+            let mut plan = PagedAttentionPlan::new(&device, split).unwrap();
+            check_with::<bf16>(&device, &c, &mut plan);
+            results.push(run_case::<bf16>(&device, &c, &mut plan));
+        }
+        // The same fp32 sums in another order, rounded once to bf16: at most one rounding step
+        // (2^-8 relative) apart.
+        for (out, lse) in &results[1..] {
+            reference::compare(out, &results[0].0, 4e-3, 8e-3).unwrap();
+            reference::compare(lse, &results[0].1, 1e-4, 1e-5).unwrap();
+        }
+    }
+}
+
+#[test]
+fn split_planner_splits_only_an_underfilled_grid() {
+    let device = Device::emulator();
+    let mut plan = PagedAttentionPlan::with_sm_count(&device, SplitKv::Auto, 132);
+    let shape = |batch, max_seq_len| cuattn::PagedShape {
+        heads: 32,
+        kv_heads: 8,
+        head_dim: 128,
+        batch,
+        total_q: batch,
+        max_q_len: 1,
+        max_seq_len,
+        kv_start: 0,
+    };
+    // Batch 64 x 8 KV heads = 512 CTAs: no split.
+    let info = plan.plan(&shape(64, 8192)).unwrap();
+    assert_eq!((info.num_splits, info.workspace_bytes), (1, 0), "{info:?}");
+    assert_eq!(info.grid, [1, 8, 64]);
+    assert_eq!(
+        info.block_rows, 16,
+        "4 query heads a KV head, one token: 16 rows"
+    );
+    // Batch 1 at 64k: 8 CTAs would leave 124 SMs idle; 264 / 8 = 33 splits wanted, of 1986 keys
+    // rounded up to whole 64-key tiles: 2048, so 32 splits.
+    let info = plan.plan(&shape(1, 65536)).unwrap();
+    assert_eq!((info.num_splits, info.split_tokens), (32, 2048), "{info:?}");
+    assert_eq!(info.grid, [1, 8 * 32, 1]);
+    assert_eq!(info.workspace_bytes, 32 * 32 * 129 * 4);
+    // Short sequences do not split below 256 keys a split.
+    let info = plan.plan(&shape(1, 300)).unwrap();
+    assert_eq!(info.num_splits, 1, "{info:?}");
+    // Forced.
+    let mut forced = PagedAttentionPlan::with_sm_count(&device, SplitKv::Splits(4), 132);
+    let info = forced.plan(&shape(64, 1000)).unwrap();
+    assert_eq!((info.num_splits, info.split_tokens), (4, 256), "{info:?}");
+    let mut off = PagedAttentionPlan::with_sm_count(&device, SplitKv::Off, 132);
+    assert_eq!(off.plan(&shape(1, 65536)).unwrap().num_splits, 1);
+}
+
+/// A cache of one layer on `device` with shuffled free pages.
+fn cache_on(device: &Device, page_size: usize, num_pages: usize, kv_heads: usize) -> PagedKvCache {
+    let mut cache = PagedKvCache::new(
+        device,
+        KvCacheConfig {
+            num_layers: 1,
+            kv_heads,
+            head_dim: 64,
+            page_size,
+            num_pages,
+            dtype: DType::BF16,
+            layout: KvLayout::Nhd,
+        },
+    )
+    .unwrap();
+    cache.shuffle_free_pages(11);
+    cache
+}
+
+fn host_rows(x: &[f64], from: usize, to: usize, width: usize) -> Vec<bf16> {
+    to_t::<bf16>(&x[from * width..to * width])
+}
+
+#[test]
+fn chunked_prefill_equals_prefill_at_once() {
+    let (heads, kv_heads, hd, len) = (8, 2, 64, 300);
+    let mut rng = StdRng::seed_from_u64(5);
+    let q = rounded::<bf16>(&random(&mut rng, len * heads * hd));
+    let k = rounded::<bf16>(&random(&mut rng, len * kv_heads * hd));
+    let v = rounded::<bf16>(&random(&mut rng, len * kv_heads * hd));
+    let mut p = AttentionProblem::new(1, len, len, heads, kv_heads, hd);
+    p.window_right = 0;
+    let want = reference::attention(&p, &q, &k, &v);
+    let opts = AttentionOptions {
+        causal: true,
+        ..Default::default()
+    };
+    for device in common::devices() {
+        let mut outputs = Vec::new();
+        for chunks in [vec![len], vec![100, 7, 150, 43], vec![1, 64, 235]] {
+            let mut cache = cache_on(&device, 16, 64, kv_heads);
+            let seq = cache.add_sequence();
+            let mut out = Vec::new();
+            let mut done = 0;
+            for &n in &chunks {
+                let step = cache.reserve(&[(seq, n)]).unwrap();
+                let k_new = Tensor::from_host(
+                    &device,
+                    &host_rows(&k, done, done + n, kv_heads * hd),
+                    &[n, kv_heads, hd],
+                )
+                .unwrap();
+                let v_new = Tensor::from_host(
+                    &device,
+                    &host_rows(&v, done, done + n, kv_heads * hd),
+                    &[n, kv_heads, hd],
+                )
+                .unwrap();
+                cache.append(0, &step, &k_new, &v_new).unwrap();
+                let q_new = Tensor::from_host(
+                    &device,
+                    &host_rows(&q, done, done + n, heads * hd),
+                    &[n, heads, hd],
+                )
+                .unwrap();
+                let r = paged_attention(&q_new, &cache, 0, &step, &opts).unwrap();
+                out.extend(r.out.to_host().unwrap().iter().map(|x| x.to_f64()));
+                done += n;
+            }
+            println!("{} chunks {chunks:?}", device.kind());
+            reference::compare(&out, &want.out, 2e-2, 2e-2)
+                .unwrap_or_else(|m| panic!("chunks {chunks:?}: {m}"));
+            outputs.push(out);
+        }
+        for out in &outputs[1..] {
+            reference::compare(out, &outputs[0], 4e-3, 8e-3).unwrap();
+        }
+    }
+}
+
+#[test]
+fn cascade_equals_plain_paged_attention() {
+    let (heads, kv_heads, hd, page) = (8, 2, 64, 16);
+    let prefix_len = 80; // five whole pages shared by every sequence
+    let suffixes = [0, 3, 17, 40, 100];
+    let mut rng = StdRng::seed_from_u64(9);
+    let width = kv_heads * hd;
+    for device in common::devices() {
+        for q_len in [1, 2] {
+            let mut cache = cache_on(&device, page, 128, kv_heads);
+            let root = cache.add_sequence();
+            let step = cache.reserve(&[(root, prefix_len)]).unwrap();
+            let k0 = random(&mut rng, prefix_len * width);
+            let v0 = random(&mut rng, prefix_len * width);
+            let t = |x: &[f64], n| {
+                Tensor::from_host(&device, &to_t::<bf16>(x), &[n, kv_heads, hd]).unwrap()
+            };
+            cache
+                .append(0, &step, &t(&k0, prefix_len), &t(&v0, prefix_len))
+                .unwrap();
+            let seqs: Vec<_> = suffixes.iter().map(|_| cache.fork(root).unwrap()).collect();
+            // Each sequence's own tokens past the prefix, then this step's q_len new ones.
+            let mut requests: Vec<_> = seqs
+                .iter()
+                .zip(suffixes)
+                .map(|(&s, n)| (s, n + q_len))
+                .collect();
+            requests.retain(|_| true);
+            let step = cache.reserve(&requests).unwrap();
+            let total: usize = requests.iter().map(|r| r.1).sum();
+            let k1 = random(&mut rng, total * width);
+            let v1 = random(&mut rng, total * width);
+            cache
+                .append(0, &step, &t(&k1, total), &t(&v1, total))
+                .unwrap();
+            let q = Tensor::from_host(
+                &device,
+                &to_t::<bf16>(&random(&mut rng, total * heads * hd)),
+                &[total, heads, hd],
+            )
+            .unwrap();
+            let opts = AttentionOptions {
+                causal: true,
+                return_lse: true,
+                ..Default::default()
+            };
+            let plain = paged_attention(&q, &cache, 0, &step, &opts).unwrap();
+            let prefix = SharedPrefix::of_step(&cache, &step)
+                .unwrap()
+                .expect("a shared prefix");
+            assert_eq!(prefix.len(), prefix_len);
+            let mut out = Tensor::full(&device, &[total, heads, hd], bf16::NAN).unwrap();
+            let mut lse = Tensor::full(&device, &[total, heads], f32::NAN).unwrap();
+            let mut plan = CascadePlan::new(&device, SplitKv::Auto).unwrap();
+            cascade_attention_into(
+                &q,
+                &cache,
+                0,
+                &step,
+                &prefix,
+                &mut out,
+                Some(&mut lse),
+                &opts,
+                &mut plan,
+            )
+            .unwrap();
+            let f = |t: &Tensor<bf16>| {
+                t.to_host()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.to_f64())
+                    .collect::<Vec<_>>()
+            };
+            let g = |t: &Tensor<f32>| {
+                t.to_host()
+                    .unwrap()
+                    .iter()
+                    .map(|&x| x as f64)
+                    .collect::<Vec<_>>()
+            };
+            println!(
+                "{} cascade q_len {q_len}: prefix {prefix_len}, suffixes {suffixes:?}",
+                device.kind()
+            );
+            reference::compare(&f(&out), &f(&plain.out), 8e-3, 1.6e-2).unwrap();
+            reference::compare(&g(&lse), &g(plain.lse.as_ref().unwrap()), 1e-4, 1e-4).unwrap();
+        }
+    }
+}
+
+#[test]
+fn merge_states_matches_its_definition() {
+    let (tokens, heads, hd) = (37, 3, 72);
+    let mut rng = StdRng::seed_from_u64(3);
+    for device in common::devices() {
+        let o_a = rounded::<f16>(&random(&mut rng, tokens * heads * hd));
+        let o_b = rounded::<f16>(&random(&mut rng, tokens * heads * hd));
+        // Some rows empty on one side, some on both.
+        let lse = |rng: &mut StdRng, empty: usize| -> Vec<f32> {
+            (0..tokens * heads)
+                .map(|i| {
+                    if i % 7 == empty {
+                        f32::NEG_INFINITY
+                    } else {
+                        rng.random_range(-3.0..5.0)
+                    }
+                })
+                .collect()
+        };
+        let (mut lse_a, lse_b) = (lse(&mut rng, 1), lse(&mut rng, 2));
+        lse_a[2] = f32::NEG_INFINITY; // both empty where i % 7 == 2 and i == 2
+        let shape = [tokens, heads, hd];
+        let ta = Tensor::from_host(&device, &to_t::<f16>(&o_a), &shape).unwrap();
+        let tb = Tensor::from_host(&device, &to_t::<f16>(&o_b), &shape).unwrap();
+        let la = Tensor::from_host(&device, &lse_a, &[tokens, heads]).unwrap();
+        let lb = Tensor::from_host(&device, &lse_b, &[tokens, heads]).unwrap();
+        let (out, lse_out) = merge_states(&ta, &la, &tb, &lb).unwrap();
+        let mut want_out = Vec::new();
+        let mut want_lse = Vec::new();
+        for i in 0..tokens * heads {
+            let (o, l) = reference::merge_states(
+                &o_a[i * hd..(i + 1) * hd],
+                lse_a[i] as f64,
+                &o_b[i * hd..(i + 1) * hd],
+                lse_b[i] as f64,
+            );
+            want_out.extend(o);
+            want_lse.push(l);
+        }
+        let got: Vec<f64> = out.to_host().unwrap().iter().map(|x| x.to_f64()).collect();
+        let got_lse: Vec<f64> = lse_out
+            .to_host()
+            .unwrap()
+            .iter()
+            .map(|&x| x as f64)
+            .collect();
+        reference::compare(&got, &want_out, 1e-2, 1e-2).unwrap();
+        reference::compare(&got_lse, &want_lse, 1e-5, 1e-5).unwrap();
+        // In place into a.
+        let (mut ia, mut il) = (ta.clone(), la.clone());
+        let (mut ia, mut il) = (
+            Tensor::from_host(&device, &ia.to_host().unwrap(), &shape).unwrap(),
+            Tensor::from_host(&device, &il.to_host().unwrap(), &[tokens, heads]).unwrap(),
+        );
+        merge_states_in_place(&mut ia, &mut il, &tb, &lb).unwrap();
+        let got: Vec<f64> = ia.to_host().unwrap().iter().map(|x| x.to_f64()).collect();
+        reference::compare(&got, &want_out, 1e-2, 1e-2).unwrap();
+        println!(
+            "{} merge_states [{tokens}, {heads}, {hd}] with empty parts",
+            device.kind()
+        );
+    }
+}
+
+#[test]
+fn bad_arguments_are_refused_naming_them() {
+    let device = Device::emulator();
+    let mut cache = cache_on(&device, 16, 16, 2);
+    let seq = cache.add_sequence();
+    let step = cache.reserve(&[(seq, 3)]).unwrap();
+    let kv = Tensor::<bf16>::zeros(&device, &[3, 2, 64]).unwrap();
+    cache.append(0, &step, &kv, &kv).unwrap();
+    let opts = AttentionOptions::default();
+    let expect = |r: cuattn::Result<()>, arg: &str| {
+        let e = r.expect_err(arg).to_string();
+        assert!(e.contains(&format!("`{arg}`")), "{arg}: {e}");
+        println!("refused: {e}");
+    };
+    let mut plan = PagedAttentionPlan::new(&device, SplitKv::Auto).unwrap();
+    let q = Tensor::<bf16>::zeros(&device, &[3, 8, 64]).unwrap();
+    let mut out = Tensor::<bf16>::zeros(&device, &[3, 8, 64]).unwrap();
+    // Wrong rows, heads, head dim, dtype.
+    let q2 = Tensor::<bf16>::zeros(&device, &[2, 8, 64]).unwrap();
+    expect(
+        paged_attention(&q2, &cache, 0, &step, &opts).map(|_| ()),
+        "q",
+    );
+    let q3 = Tensor::<bf16>::zeros(&device, &[3, 7, 64]).unwrap();
+    expect(
+        paged_attention(&q3, &cache, 0, &step, &opts).map(|_| ()),
+        "q",
+    );
+    let q4 = Tensor::<bf16>::zeros(&device, &[3, 8, 32]).unwrap();
+    expect(
+        paged_attention(&q4, &cache, 0, &step, &opts).map(|_| ()),
+        "q",
+    );
+    let q5 = Tensor::<f16>::zeros(&device, &[3, 8, 64]).unwrap();
+    expect(
+        paged_attention(&q5, &cache, 0, &step, &opts).map(|_| ()),
+        "q",
+    );
+    // Outputs.
+    let mut small = Tensor::<bf16>::zeros(&device, &[3, 8, 56]).unwrap();
+    expect(
+        paged_attention_into(&q, &cache, 0, &step, &mut small, None, &opts, &mut plan),
+        "out",
+    );
+    let with_lse = AttentionOptions {
+        return_lse: true,
+        ..opts
+    };
+    expect(
+        paged_attention_into(&q, &cache, 0, &step, &mut out, None, &with_lse, &mut plan),
+        "lse",
+    );
+    let mut lse = Tensor::<f32>::zeros(&device, &[8, 3]).unwrap();
+    expect(
+        paged_attention_into(
+            &q,
+            &cache,
+            0,
+            &step,
+            &mut out,
+            Some(&mut lse),
+            &with_lse,
+            &mut plan,
+        ),
+        "lse",
+    );
+    let bad_window = AttentionOptions {
+        window: Some((-2, 0)),
+        ..opts
+    };
+    expect(
+        paged_attention_into(&q, &cache, 0, &step, &mut out, None, &bad_window, &mut plan),
+        "window",
+    );
+    // A stale step and a missing layer.
+    expect(
+        paged_attention(&q, &cache, 1, &step, &opts).map(|_| ()),
+        "layer",
+    );
+    let step2 = cache.reserve(&[(seq, 3)]).unwrap();
+    expect(
+        paged_attention(&q, &cache, 0, &step, &opts).map(|_| ()),
+        "plan",
+    );
+    let _ = step2;
+    // merge_states shapes.
+    let o = Tensor::<bf16>::zeros(&device, &[3, 8, 64]).unwrap();
+    let l = Tensor::<f32>::zeros(&device, &[3, 8]).unwrap();
+    let l_bad = Tensor::<f32>::zeros(&device, &[8, 3]).unwrap();
+    expect(merge_states(&o, &l_bad, &o, &l).map(|_| ()), "lse_a");
+    let o_bad = Tensor::<bf16>::zeros(&device, &[3, 8, 60]).unwrap();
+    expect(merge_states(&o, &l, &o_bad, &l).map(|_| ()), "o_b");
+}
