@@ -385,6 +385,33 @@ cuattn_status cuattn_kv_cache_append(cuattn_kv_cache* cache, int32_t layer,
                                      const cuattn_kv_step* step, const void* k_new,
                                      int64_t k_row_stride, int64_t k_head_stride, const void* v_new,
                                      int64_t v_row_stride, int64_t v_head_stride);
+/* Options of attention over a cuattn_kv_cache (cuattn_kv_cache_attention below). */
+typedef struct cuattn_paged_options {
+  /* Query heads: a multiple of the cache's kv_heads. */
+  int32_t heads;
+  /* 0 for 1/sqrt(head_dim). */
+  float scale;
+  /* 0 disables the cap. */
+  float softcap;
+  /* -1 for unbounded; causal attention is (-1, 0). */
+  int32_t window_left;
+  int32_t window_right;
+  /* -1: split-KV where the grid would leave SMs idle; 0 or 1: never; s >= 2: s splits. */
+  int32_t split_kv;
+} cuattn_paged_options;
+
+/* Attention of the step's new tokens over layer's cache, the tokens appended first (decode with
+ * up to 8 new tokens a sequence, speculative verification, chunked prefill: one kernel, see
+ * "Attention over the paged KV cache" above). q: device pointer to [step->num_tokens, heads,
+ * head_dim] of the cache's dtype at the given element strides (columns contiguous, rows 16-byte
+ * aligned); out likewise; maybe_lse: NULL or float32 [num_tokens, heads]. Queued on the cache's
+ * stream. The cache keeps the workspace split-KV needs and grows it when a step needs more (the
+ * one allocation: run a step of the largest batch before capturing a CUDA graph). */
+cuattn_status cuattn_kv_cache_attention(cuattn_kv_cache* cache, int32_t layer,
+                                        const cuattn_kv_step* step, const void* q,
+                                        int64_t q_row_stride, int64_t q_head_stride, void* out,
+                                        int64_t out_row_stride, int64_t out_head_stride,
+                                        float* maybe_lse, const cuattn_paged_options* options);
 /* Fills *view with layer's pools and the step's tables, for the kernels that read the cache. */
 cuattn_status cuattn_kv_cache_view(const cuattn_kv_cache* cache, int32_t layer,
                                    const cuattn_kv_step* step, cuattn_paged_kv_view* view);

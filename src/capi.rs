@@ -4,7 +4,10 @@
 
 use std::ffi::CString;
 
-use crate::attention::{cuda_launcher, validate_params, Kernel};
+use crate::attention::{
+    cuda_launcher, validate_params, AttentionOptions, Kernel, PagedAttentionPlan, PagedQueries,
+    RawRows, SplitKv,
+};
 use crate::device::Device;
 use crate::error::{check_status, Error, Result};
 use crate::ffi;
@@ -89,18 +92,32 @@ pub extern "C" fn cuattn_has_cuda_kernels() -> i32 {
 // The paged KV cache (cuattn_kv_cache_*): an opaque handle over a boxed `PagedKvCache`.
 // ---------------------------------------------------------------------------------------------
 
+/// What a `cuattn_kv_cache*` points to: the cache, and the plan (split-KV's workspace) of its
+/// attention calls, made at the first.
+struct CacheHandle {
+    cache: PagedKvCache,
+    plan: Option<PagedAttentionPlan>,
+}
+
+/// The handle behind a `cuattn_kv_cache*`.
+fn handle_mut<'a>(cache: *mut ffi::cuattn_kv_cache) -> Result<&'a mut CacheHandle> {
+    // SAFETY: the caller passes null or a handle from cuattn_kv_cache_create, not yet destroyed
+    // and not used by another thread meanwhile (the header's contract), so the reference is
+    // unique.
+    unsafe { cache.cast::<CacheHandle>().as_mut() }
+        .ok_or_else(|| Error::invalid("cache", "null pointer"))
+}
+
 /// The cache behind a `cuattn_kv_cache*`.
 fn cache_ref<'a>(cache: *const ffi::cuattn_kv_cache) -> Result<&'a PagedKvCache> {
-    // SAFETY: the caller passes null or a handle from cuattn_kv_cache_create, not yet destroyed
-    // and not used by another thread meanwhile (the header's contract).
-    unsafe { cache.cast::<PagedKvCache>().as_ref() }
+    // SAFETY: as in handle_mut.
+    unsafe { cache.cast::<CacheHandle>().as_ref() }
+        .map(|h| &h.cache)
         .ok_or_else(|| Error::invalid("cache", "null pointer"))
 }
 
 fn cache_mut<'a>(cache: *mut ffi::cuattn_kv_cache) -> Result<&'a mut PagedKvCache> {
-    // SAFETY: as in cache_ref; one thread at a time, so the reference is unique.
-    unsafe { cache.cast::<PagedKvCache>().as_mut() }
-        .ok_or_else(|| Error::invalid("cache", "null pointer"))
+    handle_mut(cache).map(|h| &mut h.cache)
 }
 
 /// Writes `value` through an output pointer, refusing null.
@@ -187,7 +204,8 @@ fn hand_out(cache: PagedKvCache, out: *mut *mut ffi::cuattn_kv_cache) -> Result<
     if out.is_null() {
         return Err(Error::invalid("out", "null pointer"));
     }
-    put(out, "out", Box::into_raw(Box::new(cache)).cast())
+    let handle = CacheHandle { cache, plan: None };
+    put(out, "out", Box::into_raw(Box::new(handle)).cast())
 }
 
 /// Makes a cache from C arguments: `config`'s pages, or as many as fit in `budget` bytes.
@@ -255,7 +273,7 @@ pub unsafe extern "C" fn cuattn_kv_cache_destroy(cache: *mut ffi::cuattn_kv_cach
     // A panic in a drop is caught here too: nothing unwinds across extern "C".
     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         // SAFETY: made by Box::into_raw in hand_out, destroyed once (caller contract).
-        drop(unsafe { Box::from_raw(cache.cast::<PagedKvCache>()) });
+        drop(unsafe { Box::from_raw(cache.cast::<CacheHandle>()) });
     }));
 }
 
@@ -550,5 +568,74 @@ pub unsafe extern "C" fn cuattn_kv_cache_get_stats(
                 bytes_total: s.bytes_total as i64,
             },
         )
+    })
+}
+
+/// `cuattn_kv_cache_attention` from cuattn.h.
+///
+/// # Safety
+/// `cache` a live handle or null; `step` and `options` null or readable; `q`, `out` and
+/// `maybe_lse` device pointers as the header says, alive until the launch has run.
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn cuattn_kv_cache_attention(
+    cache: *mut ffi::cuattn_kv_cache,
+    layer: i32,
+    step: *const ffi::cuattn_kv_step,
+    q: *const std::ffi::c_void,
+    q_row_stride: i64,
+    q_head_stride: i64,
+    out: *mut std::ffi::c_void,
+    out_row_stride: i64,
+    out_head_stride: i64,
+    maybe_lse: *mut f32,
+    options: *const ffi::cuattn_paged_options,
+) -> ffi::cuattn_status {
+    guarded(|| {
+        let handle = handle_mut(cache)?;
+        // SAFETY: null or readable (caller contract).
+        let o =
+            unsafe { options.as_ref() }.ok_or_else(|| Error::invalid("options", "null pointer"))?;
+        let step = step_of(step)?;
+        let split = match o.split_kv {
+            s if s < 0 => SplitKv::Auto,
+            0 | 1 => SplitKv::Off,
+            s => SplitKv::Splits(s as usize),
+        };
+        let heads = usize::try_from(o.heads)
+            .map_err(|_| Error::invalid("heads", format!("{}: must be positive", o.heads)))?;
+        let opts = AttentionOptions {
+            causal: false,
+            window: Some((o.window_left, o.window_right)),
+            scale: (o.scale != 0.0).then_some(o.scale),
+            softcap: (o.softcap != 0.0).then_some(o.softcap),
+            return_lse: !maybe_lse.is_null(),
+        };
+        let CacheHandle { cache, plan } = handle;
+        if plan.as_ref().is_none_or(|p| p.split() != split) {
+            *plan = Some(PagedAttentionPlan::new(cache.device(), split)?);
+        }
+        let plan = plan.as_mut().expect("made above");
+        let view = cache.view_of_step(layer_index(layer)?, step)?;
+        let queries = PagedQueries::of_step_number(cache, step)?;
+        let rows = |ptr: *mut std::ffi::c_void, row_stride, head_stride| RawRows {
+            ptr,
+            row_stride,
+            head_stride,
+        };
+        // SAFETY: the pointers are the caller's contract (the header's); the view borrows the
+        // cache.
+        unsafe {
+            crate::attention::run_raw(
+                &view,
+                &queries,
+                rows(q.cast_mut(), q_row_stride, q_head_stride),
+                rows(out, out_row_stride, out_head_stride),
+                maybe_lse,
+                heads,
+                &opts,
+                plan,
+            )
+        }
     })
 }

@@ -543,6 +543,48 @@ unsafe extern "C" {
         v_head_stride: i64,
     ) -> cuattn_status;
 }
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct cuattn_paged_options {
+    pub heads: i32,
+    pub scale: f32,
+    pub softcap: f32,
+    pub window_left: i32,
+    pub window_right: i32,
+    pub split_kv: i32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of cuattn_paged_options"][::std::mem::size_of::<cuattn_paged_options>() - 24usize];
+    ["Alignment of cuattn_paged_options"][::std::mem::align_of::<cuattn_paged_options>() - 4usize];
+    ["Offset of field: cuattn_paged_options::heads"]
+        [::std::mem::offset_of!(cuattn_paged_options, heads) - 0usize];
+    ["Offset of field: cuattn_paged_options::scale"]
+        [::std::mem::offset_of!(cuattn_paged_options, scale) - 4usize];
+    ["Offset of field: cuattn_paged_options::softcap"]
+        [::std::mem::offset_of!(cuattn_paged_options, softcap) - 8usize];
+    ["Offset of field: cuattn_paged_options::window_left"]
+        [::std::mem::offset_of!(cuattn_paged_options, window_left) - 12usize];
+    ["Offset of field: cuattn_paged_options::window_right"]
+        [::std::mem::offset_of!(cuattn_paged_options, window_right) - 16usize];
+    ["Offset of field: cuattn_paged_options::split_kv"]
+        [::std::mem::offset_of!(cuattn_paged_options, split_kv) - 20usize];
+};
+unsafe extern "C" {
+    pub fn cuattn_kv_cache_attention(
+        cache: *mut cuattn_kv_cache,
+        layer: i32,
+        step: *const cuattn_kv_step,
+        q: *const ::std::os::raw::c_void,
+        q_row_stride: i64,
+        q_head_stride: i64,
+        out: *mut ::std::os::raw::c_void,
+        out_row_stride: i64,
+        out_head_stride: i64,
+        maybe_lse: *mut f32,
+        options: *const cuattn_paged_options,
+    ) -> cuattn_status;
+}
 unsafe extern "C" {
     pub fn cuattn_kv_cache_view(
         cache: *const cuattn_kv_cache,

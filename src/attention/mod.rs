@@ -18,6 +18,7 @@ pub use paged::{
     paged_attention, paged_attention_into, paged_attention_view_into, CascadePlan,
     PagedAttentionPlan, PagedPlanInfo, PagedQueries, PagedShape, SharedPrefix, SplitKv,
 };
+pub(crate) use paged::{run_raw, RawRows};
 pub use validate::{validate_params, MAX_HEAD_DIM};
 
 /// The attention kernels, from the baseline up.

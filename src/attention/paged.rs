@@ -102,19 +102,19 @@ impl<'a> PagedQueries<'a> {
 
     /// The queries of `step` in `cache`: its `cu_seqlens` table and its lengths.
     pub fn of_step(cache: &'a PagedKvCache, step: &StepPlan) -> Result<PagedQueries<'a>> {
-        let tables = cache.tables(step)?;
+        PagedQueries::of_step_number(cache, step.step())
+    }
+
+    /// [`of_step`](Self::of_step) by the step's number (the C API's).
+    pub(crate) fn of_step_number(cache: &'a PagedKvCache, step: u64) -> Result<PagedQueries<'a>> {
+        let (tables, total_q, [max_q_len, max_seq_len]) = cache.step_queries(step)?;
         let queries = PagedQueries {
             cu_seqlens_q: tables.cu_seqlens,
-            entries: step.batch() + 1,
+            entries: cache.view_of_step(0, step)?.raw().batch as usize + 1,
             device_is_cuda: cache.device().is_cuda(),
-            total_q: step.num_tokens(),
-            max_q_len: step
-                .cu_seqlens()
-                .windows(2)
-                .map(|w| w[1] - w[0])
-                .max()
-                .unwrap_or(0),
-            max_seq_len: step.seq_lens().iter().copied().max().unwrap_or(0),
+            total_q,
+            max_q_len,
+            max_seq_len,
             _borrow: PhantomData,
         };
         queries.check_bounds()?;
@@ -437,36 +437,18 @@ pub fn paged_attention_view_into<T: Element>(
     run(q, kv, queries, 0, out, lse.map(|t| &*t), opts, plan)
 }
 
-/// Checks a call and fills its params, pointers left unset.
-fn checked_params<T: Element>(
-    q: &Tensor<T>,
+/// The params of a call from the view, the queries and the options, after checking the query
+/// shape (`heads`, `head_dim`) against the view and the options; the q/out/LSE pointers and
+/// strides left unset.
+fn base_params(
     kv: &PagedKvView<'_>,
     queries: &PagedQueries<'_>,
     kv_start: usize,
-    out: &Tensor<T>,
-    lse: Option<&Tensor<f32>>,
+    heads: usize,
+    head_dim: usize,
     opts: &AttentionOptions,
 ) -> Result<ffi::cuattn_paged_attention_params> {
     let raw = kv.raw();
-    let &[total_q, heads, head_dim] = q.shape() else {
-        return Err(Error::invalid(
-            "q",
-            format!(
-                "shape {:?}: expected [total_q, heads, head_dim] (new tokens packed)",
-                q.shape()
-            ),
-        ));
-    };
-    if T::DTYPE.to_ffi() != Some(raw.dtype) {
-        return Err(Error::invalid(
-            "q",
-            format!(
-                "dtype {}, but the cache holds dtype {}",
-                T::DTYPE,
-                raw.dtype.0
-            ),
-        ));
-    }
     if head_dim != raw.head_dim as usize {
         return Err(Error::invalid(
             "q",
@@ -482,15 +464,6 @@ fn checked_params<T: Element>(
             ),
         ));
     }
-    if total_q != queries.total_q {
-        return Err(Error::invalid(
-            "q",
-            format!(
-                "{total_q} rows, but the step has {} new tokens",
-                queries.total_q
-            ),
-        ));
-    }
     if queries.batch() != raw.batch as usize {
         return Err(Error::invalid(
             "cu_seqlens_q",
@@ -498,6 +471,69 @@ fn checked_params<T: Element>(
                 "{} sequences, but the view's tables have {}",
                 queries.batch(),
                 raw.batch
+            ),
+        ));
+    }
+    if queries.device_is_cuda != kv.device().is_cuda() {
+        return Err(Error::invalid("cu_seqlens_q", "not on the cache's device"));
+    }
+    let (window_left, window_right) = opts.effective_window();
+    let (scale, softcap) = validate::check_options(opts, head_dim)?;
+    let mut p = shape_params(&PagedShape {
+        heads,
+        kv_heads,
+        head_dim,
+        batch: queries.batch(),
+        total_q: queries.total_q,
+        max_q_len: queries.max_q_len,
+        max_seq_len: queries.max_seq_len,
+        kv_start,
+    })?;
+    p.kv = *raw;
+    p.cu_seqlens_q = queries.cu_seqlens_q;
+    p.scale = scale;
+    p.scale_log2 = scale * std::f32::consts::LOG2_E;
+    p.softcap = softcap;
+    p.window_left = window_left;
+    p.window_right = window_right;
+    Ok(p)
+}
+
+/// Checks a call on tensors and fills its params, pointers left unset.
+fn checked_params<T: Element>(
+    q: &Tensor<T>,
+    kv: &PagedKvView<'_>,
+    queries: &PagedQueries<'_>,
+    kv_start: usize,
+    out: &Tensor<T>,
+    lse: Option<&Tensor<f32>>,
+    opts: &AttentionOptions,
+) -> Result<ffi::cuattn_paged_attention_params> {
+    let &[total_q, heads, head_dim] = q.shape() else {
+        return Err(Error::invalid(
+            "q",
+            format!(
+                "shape {:?}: expected [total_q, heads, head_dim] (new tokens packed)",
+                q.shape()
+            ),
+        ));
+    };
+    if T::DTYPE.to_ffi() != Some(kv.raw().dtype) {
+        return Err(Error::invalid(
+            "q",
+            format!(
+                "dtype {}, but the cache holds dtype {}",
+                T::DTYPE,
+                kv.raw().dtype.0
+            ),
+        ));
+    }
+    if total_q != queries.total_q {
+        return Err(Error::invalid(
+            "q",
+            format!(
+                "{total_q} rows, but the step has {} new tokens",
+                queries.total_q
             ),
         ));
     }
@@ -514,12 +550,15 @@ fn checked_params<T: Element>(
                 return Err(Error::invalid(
                     "lse",
                     format!(
-                        "shape {:?} strides {:?}: expected contiguous [total_q, heads] = [{total_q}, \
-                         {heads}]",
+                        "shape {:?} strides {:?}: expected contiguous [total_q, heads] = \
+                         [{total_q}, {heads}]",
                         l.shape(),
                         l.strides()
                     ),
                 ));
+            }
+            if !l.device().same_memory(kv.device()) {
+                return Err(Error::invalid("lse", "not on the cache's device"));
             }
         }
         (true, None) => {
@@ -543,19 +582,7 @@ fn checked_params<T: Element>(
                 "the last dimension must be contiguous",
             ));
         }
-        if t.strides()[0] % 8 != 0
-            || t.strides()[1] % 8 != 0
-            || t.device_address() as usize % 16 != 0
-        {
-            return Err(Error::invalid(
-                name,
-                format!(
-                    "strides {:?}: rows must start on 16-byte boundaries (strides multiples of 8 \
-                     elements)",
-                    t.strides()
-                ),
-            ));
-        }
+        check_rows(name, t.device_address(), t.strides()[0], t.strides()[1])?;
         if !t.device().same_memory(kv.device()) {
             return Err(Error::invalid(
                 name,
@@ -563,49 +590,42 @@ fn checked_params<T: Element>(
             ));
         }
     }
-    if queries.device_is_cuda != kv.device().is_cuda() {
-        return Err(Error::invalid("cu_seqlens_q", "not on the cache's device"));
-    }
-    let (window_left, window_right) = opts.effective_window();
-    let (scale, softcap) = validate::check_options(opts, head_dim)?;
-    let mut p = shape_params(&PagedShape {
-        heads,
-        kv_heads,
-        head_dim,
-        batch: queries.batch(),
-        total_q,
-        max_q_len: queries.max_q_len,
-        max_seq_len: queries.max_seq_len,
-        kv_start,
-    })?;
-    p.kv = *raw;
+    let mut p = base_params(kv, queries, kv_start, heads, head_dim, opts)?;
     p.q_row_stride = q.strides()[0] as i64;
     p.q_head_stride = q.strides()[1] as i64;
     p.out_row_stride = out.strides()[0] as i64;
     p.out_head_stride = out.strides()[1] as i64;
-    p.cu_seqlens_q = queries.cu_seqlens_q;
-    p.scale = scale;
-    p.scale_log2 = scale * std::f32::consts::LOG2_E;
-    p.softcap = softcap;
-    p.window_left = window_left;
-    p.window_right = window_right;
     Ok(p)
 }
 
-/// Checks and launches one paged attention call (with its split's merge).
-#[allow(clippy::too_many_arguments)]
-fn run<T: Element>(
-    q: &Tensor<T>,
-    kv: &PagedKvView<'_>,
-    queries: &PagedQueries<'_>,
-    kv_start: usize,
-    out: &mut Tensor<T>,
-    lse: Option<&Tensor<f32>>,
-    opts: &AttentionOptions,
-    plan: &mut PagedAttentionPlan,
+/// Rows the kernels move in 16-byte vectors: an aligned start and strides of whole vectors.
+fn check_rows(
+    name: &'static str,
+    ptr: *const std::ffi::c_void,
+    row_stride: usize,
+    head_stride: usize,
 ) -> Result<()> {
-    let mut params = checked_params(q, kv, queries, kv_start, out, lse, opts)?;
-    if !plan.device.same_memory(kv.device()) {
+    if row_stride % 8 != 0 || head_stride % 8 != 0 || ptr as usize % 16 != 0 {
+        return Err(Error::invalid(
+            name,
+            format!(
+                "{ptr:?} with row stride {row_stride} and head stride {head_stride}: rows must \
+                 start on 16-byte boundaries (strides multiples of 8 elements)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Plans `params` (split and workspace) and launches it on the view's device.
+fn launch_planned(
+    device: &Device,
+    mut params: ffi::cuattn_paged_attention_params,
+    plan: &mut PagedAttentionPlan,
+    kv_start: usize,
+    capturing: bool,
+) -> Result<()> {
+    if !plan.device.same_memory(device) {
         return Err(Error::invalid(
             "plan",
             "made for another device than the cache's",
@@ -624,6 +644,36 @@ fn run<T: Element>(
     let info = plan.plan(&shape)?;
     params.num_splits = info.num_splits as i32;
     params.split_tokens = info.split_tokens as i32;
+    let (ws_ptr, _ws_guard) = match (&plan.workspace, info.num_splits > 1) {
+        (Some(ws), true) => {
+            let (ptr, guard) = ws.kernel_ptr(device, capturing);
+            (ptr, Some(guard))
+        }
+        _ => (std::ptr::null_mut(), None),
+    };
+    params.maybe_workspace = ws_ptr;
+    on_device(device, |(launch, _), stream| {
+        // SAFETY: params was checked against q, out and the LSE (shapes, strides, dtype, device)
+        // and the view (validated when made, its buffers borrowed for its lifetime); the
+        // workspace holds the plan's bytes for this shape; the kernel clips rows to total_q and
+        // pages to the pools.
+        unsafe { launch(&params, stream) }
+    })
+}
+
+/// Checks and launches one paged attention call (with its split's merge).
+#[allow(clippy::too_many_arguments)]
+fn run<T: Element>(
+    q: &Tensor<T>,
+    kv: &PagedKvView<'_>,
+    queries: &PagedQueries<'_>,
+    kv_start: usize,
+    out: &mut Tensor<T>,
+    lse: Option<&Tensor<f32>>,
+    opts: &AttentionOptions,
+    plan: &mut PagedAttentionPlan,
+) -> Result<()> {
+    let mut params = checked_params(q, kv, queries, kv_start, out, lse, opts)?;
     let device = kv.device();
     let capture = device.capture_id()?;
     let capturing = capture.is_some();
@@ -638,26 +688,70 @@ fn run<T: Element>(
     let (q_ptr, _q_guard) = q.kernel_ptr(device, capturing);
     let (out_ptr, _out_guard) = out.kernel_ptr(device, capturing);
     let lse_ptr = lse.map(|t| t.kernel_ptr(device, capturing));
-    let (ws_ptr, _ws_guard) = match (&plan.workspace, info.num_splits > 1) {
-        (Some(ws), true) => {
-            let (ptr, guard) = ws.kernel_ptr(device, capturing);
-            (ptr, Some(guard))
-        }
-        _ => (std::ptr::null_mut(), None),
-    };
     params.q = q_ptr.cast_const();
     params.out = out_ptr;
     params.maybe_lse = lse_ptr
         .as_ref()
         .map_or(std::ptr::null_mut(), |p| p.0.cast());
-    params.maybe_workspace = ws_ptr;
-    on_device(device, |(launch, _), stream| {
-        // SAFETY: params was checked against the tensors (shapes, strides, dtype, device) and the
-        // view (validated when made, its buffers borrowed for its lifetime); the workspace holds
-        // the plan's bytes for this shape; the kernel clips rows to total_q and pages to the pool.
-        unsafe { launch(&params, stream) }
-    })?;
+    launch_planned(device, params, plan, kv_start, capturing)?;
     streams.rejoin()
+}
+
+/// Rows of q or out given by raw device pointers (the C API's): `[total_q, heads, head_dim]` at
+/// these element strides, columns contiguous.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RawRows {
+    pub ptr: *mut std::ffi::c_void,
+    pub row_stride: i64,
+    pub head_stride: i64,
+}
+
+/// Paged attention on raw pointers, queued on the view's stream (the C API's).
+///
+/// # Safety
+/// `q` and `out` must address `[queries.total_q, heads, head_dim]` elements of the view's dtype
+/// on its device at their strides, `lse` null or `[total_q, heads]` floats, all alive until the
+/// launch has run, out not overlapping q.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn run_raw(
+    kv: &PagedKvView<'_>,
+    queries: &PagedQueries<'_>,
+    q: RawRows,
+    out: RawRows,
+    lse: *mut f32,
+    heads: usize,
+    opts: &AttentionOptions,
+    plan: &mut PagedAttentionPlan,
+) -> Result<()> {
+    let head_dim = kv.raw().head_dim as usize;
+    for (name, rows) in [("q", q), ("out", out)] {
+        let stride = |s: i64| usize::try_from(s).unwrap_or(1);
+        if rows.ptr.is_null() || rows.row_stride < 0 || rows.head_stride < 0 {
+            return Err(Error::invalid(
+                name,
+                format!(
+                    "{:?} with strides {} and {}: a pointer, strides not negative",
+                    rows.ptr, rows.row_stride, rows.head_stride
+                ),
+            ));
+        }
+        check_rows(
+            name,
+            rows.ptr,
+            stride(rows.row_stride),
+            stride(rows.head_stride),
+        )?;
+    }
+    let mut params = base_params(kv, queries, 0, heads, head_dim, opts)?;
+    params.q = q.ptr.cast_const();
+    params.out = out.ptr;
+    params.maybe_lse = lse;
+    params.q_row_stride = q.row_stride;
+    params.q_head_stride = q.head_stride;
+    params.out_row_stride = out.row_stride;
+    params.out_head_stride = out.head_stride;
+    let capturing = kv.device().capturing()?;
+    launch_planned(kv.device(), params, plan, 0, capturing)
 }
 
 /// `(o_a, lse_a) + (o_b, lse_b)`: two attention results of the same queries over disjoint keys

@@ -324,6 +324,8 @@ pub struct PagedKvCache {
     num_tokens: usize,
     /// Whether the step's tables are on the device as planned (a failed upload leaves them not).
     step_ready: bool,
+    /// The step's most new tokens and longest sequence (what sizes attention's grid).
+    step_bounds: [usize; 2],
 }
 
 /// Table elements the buffer starts with.
@@ -355,6 +357,7 @@ impl PagedKvCache {
             step: 0,
             num_tokens: 0,
             step_ready: false,
+            step_bounds: [0, 0],
         })
     }
 
@@ -579,6 +582,10 @@ impl PagedKvCache {
             self.copy_pages(reservation.copies.len())?;
         }
         self.step_ready = true;
+        self.step_bounds = [
+            requests.iter().map(|r| r.new_tokens).max().unwrap_or(0),
+            seq_lens.iter().copied().max().unwrap_or(0),
+        ];
         Ok(StepPlan {
             step: self.step,
             seqs: requests.iter().map(|r| SeqId(r.seq)).collect(),
@@ -701,14 +708,21 @@ impl PagedKvCache {
     /// max_pages_per_seq]`, sequence lengths `[batch]`, `cu_seqlens` `[batch + 1]`, slot mapping
     /// `[num_tokens]`), for an engine's own kernels. Valid until the next reserve.
     pub fn tables(&self, plan: &StepPlan) -> Result<StepTables> {
-        self.check_plan(0, plan.step)?;
+        Ok(self.step_queries(plan.step)?.0)
+    }
+
+    /// The tables of step `step` (the latest) with its new tokens, most new tokens of a
+    /// sequence and longest sequence: what attention over the step needs.
+    pub(crate) fn step_queries(&self, step: u64) -> Result<(StepTables, usize, [usize; 2])> {
+        self.check_plan(0, step)?;
         let base = self.tables.device_address().cast::<i32>().cast_const();
-        Ok(StepTables {
+        let tables = StepTables {
             block_table: base.wrapping_add(self.offsets.block_table),
             seq_lens: base.wrapping_add(self.offsets.seq_lens),
             cu_seqlens: base.wrapping_add(self.offsets.cu_seqlens),
             slot_mapping: base.wrapping_add(self.offsets.slot_mapping),
-        })
+        };
+        Ok((tables, self.num_tokens, self.step_bounds))
     }
 
     /// `layer`'s pools and `plan`'s tables, for the kernels that read the cache. Borrows the
