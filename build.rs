@@ -46,6 +46,7 @@ const EMU_RUNTIME_SOURCES: &[&str] = &[
     "csrc/common/status.cpp",
     "csrc/emu/memcheck.cpp",
     "csrc/emu/runtime.cpp",
+    "csrc/emu/traffic.cpp",
     "csrc/emu/fiber_x86_64.S",
 ];
 

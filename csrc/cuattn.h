@@ -601,7 +601,8 @@ cuattn_status cuattn_emu_plan_attention_flash(const cuattn_attention_params* par
  *   - touches shared memory that an in-flight cp.async is still to write.
  * So every buffer an emulator launcher is given must lie in memory registered here (the Rust
  * tensors register theirs). Checks are on unless the environment sets CUATTN_EMU_MEMCHECK=0 or
- * cuattn_emu_set_memcheck(0) turns them off; checked kernels run 1.5 to 3 times slower.
+ * cuattn_emu_set_memcheck(0) turns them off; checked kernels run 1.5 to 3 times slower. A thread
+ * that records traffic (below) has its launches checked whatever the setting.
  * ------------------------------------------------------------------------------------------- */
 
 /* Registers [ptr, ptr + bytes) as an emulated device allocation that kernels may touch, called
@@ -614,12 +615,74 @@ cuattn_status cuattn_emu_register_allocation(const void* ptr, uint64_t bytes, co
  * registered allocation starts at ptr (the message says so if it was unregistered already). */
 cuattn_status cuattn_emu_unregister_allocation(const void* ptr);
 
+/* Renames the allocation that starts at `ptr` to `label` (copied; NULL for none), in fault
+ * messages and traffic records from now on. CUATTN_ERROR_INVALID_ARGUMENT if no registered
+ * allocation starts at ptr. */
+cuattn_status cuattn_emu_relabel_allocation(const void* ptr, const char* label);
+
 /* Checks launches made from the calling thread from now on (1) or not (0); -1 restores the
  * default: on, unless CUATTN_EMU_MEMCHECK=0. */
 void cuattn_emu_set_memcheck(int32_t enabled);
 
 /* 1 if launches made now from the calling thread are checked, else 0. */
 int32_t cuattn_emu_memcheck_enabled(void);
+
+/* ---------------------------------------------------------------------------------------------
+ * Emulator traffic counters.
+ *
+ * Per kernel launch, the global-memory bytes kernel code read and wrote in each registered
+ * allocation: plain loads and stores of any width (a 16-byte vector load counts 16 bytes),
+ * cp.async sources (the bytes copied, not those zero-filled), and atomics (a load reads its
+ * bytes, a store writes them, a read-modify-write does both). Shared memory, the threads' stacks
+ * and the modules' data are not counted, nor accesses that fault. The counts are what the
+ * emulated threads asked for, with no cache: not a GPU's DRAM traffic, which L2 hits lower and
+ * 32-byte sectors round up.
+ *
+ * Recording is per thread and off until asked for: cuattn_emu_traffic_begin opens a recording on
+ * the calling thread, and every emulator launch that thread makes until cuattn_emu_traffic_end
+ * is recorded (launches of other threads are not). The counts come from the memory checker's
+ * hooks, so those launches run checked whatever cuattn_emu_set_memcheck says. A launch that
+ * returns an error is not recorded. After cuattn_emu_traffic_end the calling thread reads its
+ * recording with the accessors below; the strings they hand out stay valid until the thread's
+ * next cuattn_emu_traffic_begin, or its exit.
+ * ------------------------------------------------------------------------------------------- */
+
+/* One allocation a recorded launch touched. */
+typedef struct cuattn_emu_traffic_entry {
+  /* Its label (cuattn_emu_register_allocation) when the launch ended; "" for none. */
+  const char* label;
+  /* Its start address and size. */
+  uint64_t address;
+  uint64_t allocation_bytes;
+  /* Global bytes the launch's threads read from it and wrote to it. */
+  uint64_t bytes_read;
+  uint64_t bytes_written;
+} cuattn_emu_traffic_entry;
+
+/* Opens a recording on the calling thread, discarding the records of its previous one.
+ * CUATTN_ERROR_INVALID_ARGUMENT if the thread has one open already. */
+cuattn_status cuattn_emu_traffic_begin(void);
+
+/* Closes the calling thread's recording; its records stay readable on the thread.
+ * CUATTN_ERROR_INVALID_ARGUMENT if the thread has none open. */
+cuattn_status cuattn_emu_traffic_end(void);
+
+/* 1 while the calling thread has a recording open, else 0. */
+int32_t cuattn_emu_traffic_recording(void);
+
+/* How many launches the calling thread's last closed recording holds. Each accessor returns
+ * CUATTN_ERROR_INVALID_ARGUMENT when an out pointer is NULL, an index is out of range, the thread
+ * has a recording open, or it has closed none. */
+cuattn_status cuattn_emu_traffic_launch_count(uint64_t* launches);
+
+/* Launch `launch` (0 .. count - 1, in the order they were made) of that recording: the name its
+ * launcher gave the kernel ("attention_flash") and how many allocations it touched. */
+cuattn_status cuattn_emu_traffic_get_launch(uint64_t launch, const char** kernel_name,
+                                            uint64_t* entries);
+
+/* Entry `entry` (0 .. entries - 1, by address) of launch `launch`. */
+cuattn_status cuattn_emu_traffic_get_entry(uint64_t launch, uint64_t entry,
+                                           cuattn_emu_traffic_entry* out);
 
 /* Planted memory bugs the checker must report, each next to a correct twin that must run clean.
  * `buf` is int32 [n] and blocks have 64 threads (two warps) unless a case says otherwise; thread t

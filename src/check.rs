@@ -12,7 +12,8 @@ use crate::attention::{
     attention_into, attention_varlen_into, AttentionOptions, Kernel, VarlenBatch,
 };
 use crate::device::Device;
-use crate::error::Result;
+use crate::emu::{Traffic, TrafficRecorder};
+use crate::error::{Error, Result};
 use crate::json::{json_number, json_string};
 use crate::reference::{self, AttentionProblem, Varlen};
 use crate::tensor::{DType, Element, Tensor};
@@ -170,6 +171,15 @@ impl fmt::Display for AttentionCase {
 /// LSE tolerance (atol = rtol): the LSE is computed in fp32 from the dtype-rounded inputs.
 pub const LSE_TOLERANCE: f64 = 1e-3;
 
+/// How cases run, beyond the kernel and the device.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CheckOptions {
+    /// Record the emulator's global-memory traffic of each case's kernel launch
+    /// ([`CaseResult::traffic`]); emulator only. The launch then runs with the memory checker on
+    /// (it is on by default anyway).
+    pub traffic: bool,
+}
+
 /// What one case measured.
 #[derive(Clone, Debug)]
 pub struct CaseResult {
@@ -184,6 +194,11 @@ pub struct CaseResult {
     /// Why the case did not run (a head dim this build has no tile for); it neither passed nor
     /// failed.
     pub skipped: Option<&'static str>,
+    /// With [`CheckOptions::traffic`] on the emulator, the kernel launch's global traffic per
+    /// allocation, labeled "q", "k", "v" ("qkv" for packed QKV), "out", "lse", and
+    /// "cu_seqlens_q"/"cu_seqlens_k" for varlen batches (padded buffers count whole). `None`
+    /// otherwise, and when the case failed to run.
+    pub traffic: Option<Traffic>,
 }
 
 impl CaseResult {
@@ -197,11 +212,17 @@ impl CaseResult {
         self.failure.is_some()
     }
 
-    /// One JSON object (NaN errors of a case that did not run become null).
+    /// One JSON object (NaN errors of a case that did not run become null). With traffic
+    /// recorded, a "traffic" key holds one object per kernel launch: `{"kernel": name,
+    /// "allocations": [{"label", "bytes", "bytes_read", "bytes_written"}, ...]}`.
     pub fn to_json(&self) -> String {
+        let traffic = self.traffic.as_ref().map_or(String::new(), |t| {
+            format!(",\"traffic\":{}", traffic_json(t))
+        });
         format!(
             "{{\"kernel\":{},\"device\":{},\"case\":{},\"max_abs_err\":{},\
-             \"lse_max_abs_err\":{},\"tolerance\":{},\"pass\":{},\"failure\":{},\"skipped\":{}}}",
+             \"lse_max_abs_err\":{},\"tolerance\":{},\"pass\":{},\"failure\":{},\"skipped\":{}\
+             {traffic}}}",
             json_string(self.kernel),
             json_string(self.device),
             json_string(&self.case.to_string()),
@@ -213,6 +234,35 @@ impl CaseResult {
             self.skipped.map_or("null".into(), json_string)
         )
     }
+}
+
+/// A recording as a JSON array, one object per launch.
+fn traffic_json(traffic: &Traffic) -> String {
+    let launches: Vec<String> = traffic
+        .launches
+        .iter()
+        .map(|launch| {
+            let allocations: Vec<String> = launch
+                .allocations
+                .iter()
+                .map(|a| {
+                    format!(
+                        "{{\"label\":{},\"bytes\":{},\"bytes_read\":{},\"bytes_written\":{}}}",
+                        json_string(&a.label),
+                        a.allocation_bytes,
+                        a.bytes_read,
+                        a.bytes_written
+                    )
+                })
+                .collect();
+            format!(
+                "{{\"kernel\":{},\"allocations\":[{}]}}",
+                json_string(&launch.kernel),
+                allocations.join(",")
+            )
+        })
+        .collect();
+    format!("[{}]", launches.join(","))
 }
 
 impl fmt::Display for CaseResult {
@@ -475,7 +525,17 @@ fn seeded(mut cases: Vec<AttentionCase>, base: u64) -> Vec<AttentionCase> {
 
 /// Runs every kernel on every case on `device`, reporting each result to `on_case`. Each case's
 /// inputs and f64 reference are made once, for all the kernels.
-pub fn run_all(device: &Device, mut on_case: impl FnMut(&CaseResult)) -> Result<CheckReport> {
+pub fn run_all(device: &Device, on_case: impl FnMut(&CaseResult)) -> Result<CheckReport> {
+    run_all_with(device, &CheckOptions::default(), on_case)
+}
+
+/// [`run_all`] with options. `Error::InvalidArgument` for traffic on a GPU.
+pub fn run_all_with(
+    device: &Device,
+    options: &CheckOptions,
+    mut on_case: impl FnMut(&CaseResult),
+) -> Result<CheckReport> {
+    check_options(device, options)?;
     let mut report = CheckReport::default();
     let cases: Vec<(AttentionCase, Prepared)> = attention_cases()
         .into_iter()
@@ -486,7 +546,7 @@ pub fn run_all(device: &Device, mut on_case: impl FnMut(&CaseResult)) -> Result<
         .collect();
     for &kernel in Kernel::ALL {
         for (case, prepared) in &cases {
-            let result = run_prepared(device, kernel, case, prepared);
+            let result = run_prepared(device, kernel, case, prepared, options);
             if result.failed() {
                 report.failed += 1;
             } else if result.passed() {
@@ -506,7 +566,30 @@ pub fn run_outputs(
     kernel: Kernel,
     case: &AttentionCase,
 ) -> Result<(Vec<f64>, Vec<f64>)> {
-    measure(device, kernel, case, &Prepared::new(case))
+    let measured = measure(device, kernel, case, &Prepared::new(case), false)?;
+    Ok((measured.out, measured.lse))
+}
+
+/// Refuses options the device cannot serve: traffic is counted by the emulator only.
+fn check_options(device: &Device, options: &CheckOptions) -> Result<()> {
+    if options.traffic && !matches!(device, Device::Emulator) {
+        return Err(Error::invalid(
+            "traffic",
+            format!(
+                "traffic is counted on the emulator only, and the device is {}",
+                device.kind()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// What one run of a case gave: out and LSE as f64 in the reference's layouts, and the traffic
+/// when it was recorded.
+struct Measured {
+    out: Vec<f64>,
+    lse: Vec<f64>,
+    traffic: Option<Traffic>,
 }
 
 fn measure(
@@ -514,21 +597,36 @@ fn measure(
     kernel: Kernel,
     case: &AttentionCase,
     prepared: &Prepared,
-) -> Result<(Vec<f64>, Vec<f64>)> {
+    traffic: bool,
+) -> Result<Measured> {
     match case.dtype {
-        DType::F16 => run_typed::<f16>(device, kernel, case, prepared),
-        _ => run_typed::<bf16>(device, kernel, case, prepared),
+        DType::F16 => run_typed::<f16>(device, kernel, case, prepared, traffic),
+        _ => run_typed::<bf16>(device, kernel, case, prepared, traffic),
     }
 }
 
 /// Runs one case and compares output and LSE with the f64 reference. A flash case whose head
 /// dim has no tile in this build (cargo features) is skipped, not failed.
 pub fn run_case(device: &Device, kernel: Kernel, case: &AttentionCase) -> CaseResult {
-    let result = CaseResult::unmeasured(device, kernel, case);
+    run_case_with(device, kernel, case, &CheckOptions::default())
+}
+
+/// [`run_case`] with options; options the device cannot serve (traffic on a GPU) fail the case.
+pub fn run_case_with(
+    device: &Device,
+    kernel: Kernel,
+    case: &AttentionCase,
+    options: &CheckOptions,
+) -> CaseResult {
+    let mut result = CaseResult::unmeasured(device, kernel, case);
     if result.skipped.is_some() {
         return result; // no inputs or reference made for a case that does not run
     }
-    run_prepared(device, kernel, case, &Prepared::new(case))
+    if let Err(e) = check_options(device, options) {
+        result.failure = Some(e.to_string());
+        return result;
+    }
+    run_prepared(device, kernel, case, &Prepared::new(case), options)
 }
 
 impl CaseResult {
@@ -545,6 +643,7 @@ impl CaseResult {
             tolerance: case.tolerance(),
             failure: None,
             skipped: no_tile.then_some("no flash head-dim tile in this build's cargo features"),
+            traffic: None,
         }
     }
 }
@@ -554,15 +653,17 @@ fn run_prepared(
     kernel: Kernel,
     case: &AttentionCase,
     prepared: &Prepared,
+    options: &CheckOptions,
 ) -> CaseResult {
     let mut result = CaseResult::unmeasured(device, kernel, case);
     if result.skipped.is_some() {
         return result;
     }
     let want = &prepared.want;
-    match measure(device, kernel, case, prepared) {
+    match measure(device, kernel, case, prepared, options.traffic) {
         Err(e) => result.failure = Some(e.to_string()),
-        Ok((out, lse)) => {
+        Ok(Measured { out, lse, traffic }) => {
+            result.traffic = traffic;
             result.max_abs_err = max_abs_diff(&out, &want.out);
             result.lse_max_abs_err = max_abs_diff(&lse, &want.lse);
             let tol = case.tolerance();
@@ -718,14 +819,33 @@ fn check_padding_untouched<T: Element>(name: &str, whole: &Tensor<T>, pad: usize
     Ok(())
 }
 
+/// A tensor of `x` rounded to `T`, labeled for traffic records and fault messages.
+fn labeled<T: Element>(
+    device: &Device,
+    x: &[f64],
+    shape: &[usize],
+    label: &str,
+) -> Result<Tensor<T>> {
+    Tensor::from_host(device, &to_elements::<T>(x), shape)?.with_label(label)
+}
+
+/// Runs `launch` (one attention call), recording its traffic when `traffic` is set.
+fn recorded(traffic: bool, launch: impl FnOnce() -> Result<()>) -> Result<Option<Traffic>> {
+    let recorder = traffic.then(TrafficRecorder::start).transpose()?;
+    launch()?;
+    recorder.map(TrafficRecorder::finish).transpose()
+}
+
 /// Runs `kernel` on the prepared inputs in the case's layout (outputs NaN-poisoned first);
-/// returns (out, lse) as f64 in the reference's layouts.
+/// returns out and LSE as f64 in the reference's layouts, and the launch's traffic when
+/// `traffic` is set. Buffers are labeled "q", "k", "v" (or "qkv"), "out" and "lse".
 fn run_typed<T: Element>(
     device: &Device,
     kernel: Kernel,
     case: &AttentionCase,
     prepared: &Prepared,
-) -> Result<(Vec<f64>, Vec<f64>)> {
+    traffic: bool,
+) -> Result<Measured> {
     let (h, hk, d) = (case.heads, case.kv_heads, case.head_dim);
     let Prepared {
         q,
@@ -739,16 +859,18 @@ fn run_typed<T: Element>(
     let (rows_q, rows_k) = (*rows_q, *rows_k);
     let opts = case.options();
     let poison = T::from_f64(f64::NAN);
-    let (out, lse) = match (&case.layout, &varlen) {
+    let (out, lse, traffic) = match (&case.layout, &varlen) {
         (Layout::Varlen(_), Some(vl)) => {
             let batch = VarlenBatch::new(device, &vl.cu_seqlens_q, &vl.cu_seqlens_k)?;
-            let qt = Tensor::from_host(device, &to_elements::<T>(q), &[rows_q, h, d])?;
-            let kt = Tensor::from_host(device, &to_elements::<T>(k), &[rows_k, hk, d])?;
-            let vt = Tensor::from_host(device, &to_elements::<T>(v), &[rows_k, hk, d])?;
-            let out = Tensor::full(device, &[rows_q, h, d], poison)?;
-            let mut lse = Tensor::full(device, &[h, rows_q], f32::NAN)?;
-            attention_varlen_into(kernel, &qt, &kt, &vt, &batch, &out, Some(&mut lse), &opts)?;
-            (out, lse)
+            let qt = labeled::<T>(device, q, &[rows_q, h, d], "q")?;
+            let kt = labeled::<T>(device, k, &[rows_k, hk, d], "k")?;
+            let vt = labeled::<T>(device, v, &[rows_k, hk, d], "v")?;
+            let out = Tensor::full(device, &[rows_q, h, d], poison)?.with_label("out")?;
+            let mut lse = Tensor::full(device, &[h, rows_q], f32::NAN)?.with_label("lse")?;
+            let traffic = recorded(traffic, || {
+                attention_varlen_into(kernel, &qt, &kt, &vt, &batch, &out, Some(&mut lse), &opts)
+            })?;
+            (out, lse, traffic)
         }
         (Layout::PackedQkv, _) => {
             let (b, s) = (case.batch, case.seqlen_q);
@@ -762,15 +884,17 @@ fn run_typed<T: Element>(
                 dst[(h + hk) * d..]
                     .copy_from_slice(&to_elements::<T>(&v[row * hk * d..(row + 1) * hk * d]));
             }
-            let qkv = Tensor::from_host(device, &packed, &[b, s, width, d])?;
+            let qkv = Tensor::from_host(device, &packed, &[b, s, width, d])?.with_label("qkv")?;
             let strides = [s * width * d, width * d, d, 1];
             let qt = qkv.view(0, &[b, s, h, d], &strides)?;
             let kt = qkv.view(h * d, &[b, s, hk, d], &strides)?;
             let vt = qkv.view((h + hk) * d, &[b, s, hk, d], &strides)?;
-            let out = Tensor::full(device, &[b, s, h, d], poison)?;
-            let mut lse = Tensor::full(device, &[b, h, s], f32::NAN)?;
-            attention_into(kernel, &qt, &kt, &vt, &out, Some(&mut lse), &opts)?;
-            (out, lse)
+            let out = Tensor::full(device, &[b, s, h, d], poison)?.with_label("out")?;
+            let mut lse = Tensor::full(device, &[b, h, s], f32::NAN)?.with_label("lse")?;
+            let traffic = recorded(traffic, || {
+                attention_into(kernel, &qt, &kt, &vt, &out, Some(&mut lse), &opts)
+            })?;
+            (out, lse, traffic)
         }
         (Layout::HeadsFirst, _) => {
             let (b, sq, sk) = (case.batch, case.seqlen_q, case.seqlen_k);
@@ -780,26 +904,36 @@ fn run_typed<T: Element>(
             let (out_buffer, out) =
                 heads_first::<T>(device, &vec![f64::NAN; b * sq * h * d], [b, sq, h, d])?;
             let pitch = sq + LSE_PAD;
-            let lse_buffer = Tensor::full(device, &[b, h, pitch], f32::NAN)?;
+            let lse_buffer = Tensor::full(device, &[b, h, pitch], f32::NAN)?.with_label("lse")?;
             let mut lse = lse_buffer.view(0, &[b, h, sq], &[h * pitch, pitch, 1])?;
-            attention_into(kernel, &qt, &kt, &vt, &out, Some(&mut lse), &opts)?;
+            // The views share their buffers, and with them the labels.
+            let qt = qt.with_label("q")?;
+            let kt = kt.with_label("k")?;
+            let vt = vt.with_label("v")?;
+            let out = out.with_label("out")?;
+            let traffic = recorded(traffic, || {
+                attention_into(kernel, &qt, &kt, &vt, &out, Some(&mut lse), &opts)
+            })?;
             check_padding_untouched("out", &out_buffer, ROW_PAD)?;
             check_padding_untouched("lse", &lse_buffer, LSE_PAD)?;
-            (out, lse)
+            (out, lse, traffic)
         }
         _ => {
             let (b, sq, sk) = (case.batch, case.seqlen_q, case.seqlen_k);
-            let qt = Tensor::from_host(device, &to_elements::<T>(q), &[b, sq, h, d])?;
-            let kt = Tensor::from_host(device, &to_elements::<T>(k), &[b, sk, hk, d])?;
-            let vt = Tensor::from_host(device, &to_elements::<T>(v), &[b, sk, hk, d])?;
-            let out = Tensor::full(device, &[b, sq, h, d], poison)?;
-            let mut lse = Tensor::full(device, &[b, h, sq], f32::NAN)?;
-            attention_into(kernel, &qt, &kt, &vt, &out, Some(&mut lse), &opts)?;
-            (out, lse)
+            let qt = labeled::<T>(device, q, &[b, sq, h, d], "q")?;
+            let kt = labeled::<T>(device, k, &[b, sk, hk, d], "k")?;
+            let vt = labeled::<T>(device, v, &[b, sk, hk, d], "v")?;
+            let out = Tensor::full(device, &[b, sq, h, d], poison)?.with_label("out")?;
+            let mut lse = Tensor::full(device, &[b, h, sq], f32::NAN)?.with_label("lse")?;
+            let traffic = recorded(traffic, || {
+                attention_into(kernel, &qt, &kt, &vt, &out, Some(&mut lse), &opts)
+            })?;
+            (out, lse, traffic)
         }
     };
-    Ok((
-        out.to_host()?.into_iter().map(Element::to_f64).collect(),
-        lse.to_host()?.into_iter().map(Element::to_f64).collect(),
-    ))
+    Ok(Measured {
+        out: out.to_host()?.into_iter().map(Element::to_f64).collect(),
+        lse: lse.to_host()?.into_iter().map(Element::to_f64).collect(),
+        traffic,
+    })
 }

@@ -883,10 +883,68 @@ unsafe extern "C" {
     pub fn cuattn_emu_unregister_allocation(ptr: *const ::std::os::raw::c_void) -> cuattn_status;
 }
 unsafe extern "C" {
+    pub fn cuattn_emu_relabel_allocation(
+        ptr: *const ::std::os::raw::c_void,
+        label: *const ::std::os::raw::c_char,
+    ) -> cuattn_status;
+}
+unsafe extern "C" {
     pub fn cuattn_emu_set_memcheck(enabled: i32);
 }
 unsafe extern "C" {
     pub fn cuattn_emu_memcheck_enabled() -> i32;
+}
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct cuattn_emu_traffic_entry {
+    pub label: *const ::std::os::raw::c_char,
+    pub address: u64,
+    pub allocation_bytes: u64,
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of cuattn_emu_traffic_entry"]
+        [::std::mem::size_of::<cuattn_emu_traffic_entry>() - 40usize];
+    ["Alignment of cuattn_emu_traffic_entry"]
+        [::std::mem::align_of::<cuattn_emu_traffic_entry>() - 8usize];
+    ["Offset of field: cuattn_emu_traffic_entry::label"]
+        [::std::mem::offset_of!(cuattn_emu_traffic_entry, label) - 0usize];
+    ["Offset of field: cuattn_emu_traffic_entry::address"]
+        [::std::mem::offset_of!(cuattn_emu_traffic_entry, address) - 8usize];
+    ["Offset of field: cuattn_emu_traffic_entry::allocation_bytes"]
+        [::std::mem::offset_of!(cuattn_emu_traffic_entry, allocation_bytes) - 16usize];
+    ["Offset of field: cuattn_emu_traffic_entry::bytes_read"]
+        [::std::mem::offset_of!(cuattn_emu_traffic_entry, bytes_read) - 24usize];
+    ["Offset of field: cuattn_emu_traffic_entry::bytes_written"]
+        [::std::mem::offset_of!(cuattn_emu_traffic_entry, bytes_written) - 32usize];
+};
+unsafe extern "C" {
+    pub fn cuattn_emu_traffic_begin() -> cuattn_status;
+}
+unsafe extern "C" {
+    pub fn cuattn_emu_traffic_end() -> cuattn_status;
+}
+unsafe extern "C" {
+    pub fn cuattn_emu_traffic_recording() -> i32;
+}
+unsafe extern "C" {
+    pub fn cuattn_emu_traffic_launch_count(launches: *mut u64) -> cuattn_status;
+}
+unsafe extern "C" {
+    pub fn cuattn_emu_traffic_get_launch(
+        launch: u64,
+        kernel_name: *mut *const ::std::os::raw::c_char,
+        entries: *mut u64,
+    ) -> cuattn_status;
+}
+unsafe extern "C" {
+    pub fn cuattn_emu_traffic_get_entry(
+        launch: u64,
+        entry: u64,
+        out: *mut cuattn_emu_traffic_entry,
+    ) -> cuattn_status;
 }
 impl cuattn_memcheck_test_case {
     pub const CUATTN_MEMCHECK_TEST_NEIGHBOR_SUM: cuattn_memcheck_test_case =

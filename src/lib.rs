@@ -24,6 +24,7 @@ pub mod capi;
 pub mod check;
 pub mod cli;
 pub mod device;
+pub mod emu;
 pub mod error;
 #[rustfmt::skip]
 #[allow(non_camel_case_types, non_upper_case_globals, non_snake_case, dead_code, clippy::all)]

@@ -584,6 +584,36 @@ impl<T: Element> Tensor<T> {
         self.shape.iter().product()
     }
 
+    /// Names the tensor's buffer `label` on the emulator: the memory checker's fault messages and
+    /// the traffic records of [`crate::emu`] call it so from now on (tensors start with their
+    /// dtype and shape, "bf16 tensor [1, 128, 8, 64]", which q and out of one problem share).
+    /// The label belongs to the buffer, so every view of it takes the new one. On a GPU the label
+    /// is not kept, and the tensor comes back unchanged.
+    ///
+    /// ```
+    /// use cuattn::{Device, Tensor};
+    ///
+    /// let k = Tensor::<f32>::zeros(&Device::emulator(), &[4, 64])?.with_label("k")?;
+    /// # Ok::<(), cuattn::Error>(())
+    /// ```
+    pub fn with_label(self, label: &str) -> Result<Tensor<T>> {
+        let Storage::Emu { buf, .. } = &*self.storage else {
+            return Ok(self);
+        };
+        let label = CString::new(label).map_err(|_| {
+            Error::invalid(
+                "label",
+                format!("{label:?} holds a NUL byte; labels are C strings"),
+            )
+        })?;
+        // SAFETY: ptr starts the buffer's registered allocation (registered while it lives); the
+        // label is copied.
+        check_status(unsafe {
+            ffi::cuattn_emu_relabel_allocation(buf.ptr.as_ptr().cast(), label.as_ptr())
+        })?;
+        Ok(self)
+    }
+
     /// Whether this view and `other` share a buffer.
     pub fn shares_memory_with<U: Element>(&self, other: &Tensor<U>) -> bool {
         std::ptr::addr_eq(Arc::as_ptr(&self.storage), Arc::as_ptr(&other.storage))

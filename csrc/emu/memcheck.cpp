@@ -30,6 +30,7 @@
 #include "common/status.h"
 #include "common/warp.h"
 #include "cuattn.h"
+#include "emu/traffic.h"
 
 // The per-access path, inlined into each callback; faults and lookups stay out of line.
 #define CUATTN_MEMCHECK_INLINE __attribute__((always_inline)) inline
@@ -115,7 +116,13 @@ struct ShadowSpan {
   }
 };
 
-enum class Kind : uint8_t { kRead, kWrite, kAtomic, kAsyncIssue };
+// kAtomic: a read-modify-write (an exchange, a fetch-and-op, a compare-and-swap); an atomic load
+// and store are checked as one (they do not race with other atomics) but counted as what they do.
+enum class Kind : uint8_t { kRead, kWrite, kAtomic, kAtomicLoad, kAtomicStore, kAsyncIssue };
+
+bool is_atomic_kind(Kind kind) {
+  return kind == Kind::kAtomic || kind == Kind::kAtomicLoad || kind == Kind::kAtomicStore;
+}
 
 const char* verb(Kind kind) {
   switch (kind) {
@@ -125,6 +132,10 @@ const char* verb(Kind kind) {
       return "wrote";
     case Kind::kAtomic:
       return "atomically updated";
+    case Kind::kAtomicLoad:
+      return "atomically read";
+    case Kind::kAtomicStore:
+      return "atomically wrote";
     case Kind::kAsyncIssue:
       return "issued a cp.async to";
   }
@@ -340,6 +351,33 @@ class Registry {
     const Allocation& a = std::prev(it)->second;
     append_format(out, "offset %" PRIuPTR " of ", addr - a.begin);
     append_allocation(out, a);
+  }
+
+  cuattn_status relabel(const void* ptr, const char* label) {
+    std::unique_lock<std::shared_mutex> lock(mutex_);
+    const auto it = live_.find(reinterpret_cast<uintptr_t>(ptr));
+    if (it == live_.end()) {
+      return fail(CUATTN_ERROR_INVALID_ARGUMENT,
+                  "cuattn_emu_relabel_allocation: %p is not the start of a registered allocation",
+                  ptr);
+    }
+    it->second.label = label != nullptr ? label : "";
+    return CUATTN_OK;
+  }
+
+  // The allocation starting at `begin`, live or remembered as freed.
+  bool at(uintptr_t begin, std::string* label, uint64_t* bytes) const {
+    std::shared_lock<std::shared_mutex> lock(mutex_);
+    auto it = live_.find(begin);
+    if (it == live_.end()) {
+      it = freed_.find(begin);
+      if (it == freed_.end()) {
+        return false;
+      }
+    }
+    *label = it->second.label;
+    *bytes = it->second.bytes;
+    return true;
   }
 
   uint64_t generation() const { return generation_.load(std::memory_order_acquire); }
@@ -620,28 +658,42 @@ const std::vector<Range>& static_shared_offsets() {
   return offsets;
 }
 
-// Allocations and segments this thread found recently, valid while the registry is unchanged.
+// What a global access's range maps to in the running block's traffic counts: a slot of
+// Checker::counts_, kNoSlot (a module segment, or a block that does not count), or kCacheMiss.
+constexpr uint32_t kCacheMiss = ~uint32_t{0};
+constexpr uint32_t kNoSlot = kCacheMiss - 1;
+
+// Allocations and segments this thread found recently, each with its traffic slot, valid while
+// the registry is unchanged (and the slots while the block runs: a counting block starts empty).
 struct RangeCache {
   static constexpr unsigned kEntries = 4;
   uint64_t generation = ~uint64_t{0};
   Range entries[kEntries];
+  uint32_t slots[kEntries] = {};
   unsigned next = 0;
 
-  CUATTN_MEMCHECK_INLINE bool hit(uintptr_t addr, size_t bytes, uint64_t current) {
+  // The slot of the entry holding [addr, addr + bytes), or kCacheMiss.
+  CUATTN_MEMCHECK_INLINE uint32_t find(uintptr_t addr, size_t bytes, uint64_t current) {
     if (generation != current) {
       std::fill(std::begin(entries), std::end(entries), Range{});
       generation = current;
-      return false;
+      return kCacheMiss;
     }
-    for (const Range& r : entries) {
-      if (r.contains(addr, bytes)) {
-        return true;
+    for (unsigned i = 0; i < kEntries; ++i) {
+      if (entries[i].contains(addr, bytes)) {
+        return slots[i];
       }
     }
-    return false;
+    return kCacheMiss;
   }
 
-  void insert(const Range& range) { entries[next++ % kEntries] = range; }
+  void insert(const Range& range, uint32_t slot) {
+    slots[next % kEntries] = slot;
+    entries[next++ % kEntries] = range;
+  }
+
+  // Forgets every entry.
+  void clear() { generation = ~uint64_t{0}; }
 };
 
 class Checker {
@@ -663,9 +715,17 @@ class Checker {
   }
 
   void begin_block(const char* kernel_name, const unsigned char* arena, size_t arena_bytes,
-                   size_t dynamic_smem_bytes, LaunchWrites* writes, uint64_t block) {
+                   size_t dynamic_smem_bytes, LaunchWrites* writes, LaunchTraffic* traffic,
+                   uint64_t block) {
     writes_ = writes;
     block_ = block;
+    // The cache's slots are those of the block that filled it: a block that counts starts with
+    // none, and one after a counting block must not see that block's.
+    if (traffic != nullptr || traffic_ != nullptr) {
+      cache_.clear();
+    }
+    traffic_ = traffic;
+    counts_.clear();
     if (epoch_ >= kEpochRenumberLimit) {
       dynamic_shadow_.clear();
       static_shadow_.clear();
@@ -690,6 +750,13 @@ class Checker {
     fast.tls = tls_.begin;
     fast.tls_bytes = tls_.end - tls_.begin;
     fast.checker = this;
+  }
+
+  // The block ended: adds what it counted to its launch's traffic.
+  void end_block() {
+    if (traffic_ != nullptr) {
+      traffic_->add(counts_);
+    }
   }
 
   void barrier() { sync_epoch_ = ++epoch_; }
@@ -730,8 +797,12 @@ class Checker {
                    /*check_init=*/static_shared_[offset] != 0);
     } else {
       // (Not a cp.async destination: async_copy_issue faults on any outside shared memory.)
-      if (!cache_.hit(addr, bytes, registry_.generation())) {
-        check_global(addr, bytes, kind, tid);
+      uint32_t slot = cache_.find(addr, bytes, registry_.generation());
+      if (slot == kCacheMiss) {
+        slot = check_global(addr, bytes, kind, tid);
+      }
+      if (slot != kNoSlot) {
+        count(counts_[slot], bytes, kind);
       }
       if (kind == Kind::kWrite) {
         note_global_store(addr, bytes, tid);
@@ -761,7 +832,7 @@ class Checker {
   uint64_t make_record(unsigned tid, Kind kind) const {
     uint64_t record = epoch_ | uint64_t{tid} << kTidShift |
                       uint64_t{warps_[tid / kWarpLanes].count & kSyncMask} << kSyncShift;
-    if (kind == Kind::kAtomic) {
+    if (is_atomic_kind(kind)) {
       record |= uint64_t{1} << kAtomicBit;
     } else if (kind == Kind::kAsyncIssue) {
       record |= uint64_t{1} << kInFlightBit;
@@ -914,17 +985,50 @@ class Checker {
     stop();
   }
 
-  // A global access that missed the cache: looks up the registry and the modules.
-  __attribute__((noinline)) void check_global(uintptr_t addr, size_t bytes, Kind kind,
-                                              unsigned tid) {
+  // Adds an access of `bytes` to an allocation's counts: a read, a write or both (an atomic
+  // read-modify-write).
+  static CUATTN_MEMCHECK_INLINE void count(AllocationBytes& counts, size_t bytes, Kind kind) {
+    if (kind != Kind::kWrite && kind != Kind::kAtomicStore) {
+      counts.read += bytes;
+    }
+    if (kind != Kind::kRead && kind != Kind::kAtomicLoad) {
+      counts.written += bytes;
+    }
+  }
+
+  // The running block's traffic slot of the allocation starting at `begin` (a new one if it has
+  // none yet), or kNoSlot when the block does not count. A block touches a handful of
+  // allocations: a linear search.
+  uint32_t slot_of(uintptr_t begin) {
+    if (traffic_ == nullptr) {
+      return kNoSlot;
+    }
+    for (size_t i = 0; i < counts_.size(); ++i) {
+      if (counts_[i].begin == begin) {
+        return static_cast<uint32_t>(i);
+      }
+    }
+    counts_.push_back(AllocationBytes{begin, 0, 0});
+    return static_cast<uint32_t>(counts_.size() - 1);
+  }
+
+  // A global access that missed the cache: looks up the registry and the modules; returns the
+  // access's traffic slot (kNoSlot outside the registered allocations) or faults.
+  __attribute__((noinline)) uint32_t check_global(uintptr_t addr, size_t bytes, Kind kind,
+                                                  unsigned tid) {
     Range found;
-    if (registry_.find(addr, bytes, &found) || find_module_segment(addr, bytes, &found)) {
-      cache_.insert(found);
-      return;
+    if (registry_.find(addr, bytes, &found)) {
+      const uint32_t slot = slot_of(found.begin);
+      cache_.insert(found, slot);
+      return slot;
+    }
+    if (find_module_segment(addr, bytes, &found)) {
+      cache_.insert(found, kNoSlot);
+      return kNoSlot;
     }
     for (const Range& r : foreign_tls_) {
       if (r.contains(addr, bytes)) {
-        return;
+        return kNoSlot;
       }
     }
     begin_message(addr, bytes, kind, tid);
@@ -1031,6 +1135,10 @@ class Checker {
 
   LaunchWrites* writes_ = nullptr;  // the running block's launch
   uint64_t block_ = 0;              // its linear index in the grid
+  // The launch's traffic when it counts it (else null), and the running block's counts, indexed
+  // by the cache's slots.
+  LaunchTraffic* traffic_ = nullptr;
+  std::vector<AllocationBytes> counts_;
   // Epochs: the running block's accesses are numbered by epoch_, which moves at each
   // __syncthreads and at each warp's arrival at a named barrier.
   uint32_t epoch_ = 0;        // the running epoch
@@ -1064,6 +1172,9 @@ Checker& this_thread_checker() {
 
 // -1: follow CUATTN_EMU_MEMCHECK; 0 or 1: cuattn_emu_set_memcheck on this thread.
 thread_local int memcheck_setting = -1;
+
+// Whether the block this OS thread runs (or ran last) is checked: memcheck_block_end ends it.
+thread_local bool block_checked = false;
 
 bool memcheck_default() {
   static const bool enabled = [] {
@@ -1111,7 +1222,7 @@ void memcheck_async_land(void* smem_dst, size_t bytes, int linear_tid) {
 }
 
 bool memcheck_enabled_for_launch() {
-  return memcheck_setting < 0 ? memcheck_default() : memcheck_setting != 0;
+  return traffic_recording() || (memcheck_setting < 0 ? memcheck_default() : memcheck_setting != 0);
 }
 
 LaunchWrites* memcheck_launch_begin(unsigned grid_x, unsigned grid_y) {
@@ -1121,16 +1232,28 @@ LaunchWrites* memcheck_launch_begin(unsigned grid_x, unsigned grid_y) {
 void memcheck_launch_end(LaunchWrites* writes) { delete writes; }
 
 void memcheck_block_begin(const char* kernel_name, const unsigned char* arena, size_t arena_bytes,
-                          size_t dynamic_smem_bytes, LaunchWrites* writes, uint64_t block_linear) {
+                          size_t dynamic_smem_bytes, LaunchWrites* writes, LaunchTraffic* traffic,
+                          uint64_t block_linear) {
   fast.active = false;
+  block_checked = writes != nullptr;
   if (writes != nullptr) {
     this_thread_checker().begin_block(kernel_name, arena, arena_bytes, dynamic_smem_bytes, writes,
-                                      block_linear);
+                                      traffic, block_linear);
     fast.active = true;
   }
 }
 
-void memcheck_block_end() { fast.active = false; }
+void memcheck_block_end() {
+  fast.active = false;
+  if (block_checked) {
+    block_checked = false;
+    this_thread_checker().end_block();
+  }
+}
+
+bool allocation_at(uintptr_t begin, std::string* label, uint64_t* bytes) {
+  return registry().at(begin, label, bytes);
+}
 
 void poison_static_shared(unsigned char byte) {
   const uintptr_t tls = this_thread_tls_blocks().own_begin;
@@ -1219,12 +1342,12 @@ CUATTN_MEMCHECK_CALLBACK void __tsan_write_range(void* addr, unsigned long bytes
   using Atomic##bits = uint##bits##_t;                                                             \
   CUATTN_MEMCHECK_CALLBACK Atomic##bits __tsan_atomic##bits##_load(const volatile Atomic##bits* a, \
                                                                    int) {                          \
-    on_access(reinterpret_cast<uintptr_t>(a), sizeof(*a), Kind::kAtomic);                          \
+    on_access(reinterpret_cast<uintptr_t>(a), sizeof(*a), Kind::kAtomicLoad);                      \
     return __atomic_load_n(a, __ATOMIC_SEQ_CST);                                                   \
   }                                                                                                \
   CUATTN_MEMCHECK_CALLBACK void __tsan_atomic##bits##_store(volatile Atomic##bits* a,              \
                                                             Atomic##bits v, int) {                 \
-    on_access(reinterpret_cast<uintptr_t>(a), sizeof(*a), Kind::kAtomic);                          \
+    on_access(reinterpret_cast<uintptr_t>(a), sizeof(*a), Kind::kAtomicStore);                     \
     __atomic_store_n(a, v, __ATOMIC_SEQ_CST);                                                      \
   }                                                                                                \
   CUATTN_MEMCHECK_ATOMIC_RMW(bits, exchange, __atomic_exchange_n)                                  \
@@ -1282,6 +1405,10 @@ extern "C" cuattn_status cuattn_emu_register_allocation(const void* ptr, uint64_
 
 extern "C" cuattn_status cuattn_emu_unregister_allocation(const void* ptr) {
   return cuattn::emu::registry().remove(ptr);
+}
+
+extern "C" cuattn_status cuattn_emu_relabel_allocation(const void* ptr, const char* label) {
+  return cuattn::emu::registry().relabel(ptr, label);
 }
 
 extern "C" void cuattn_emu_set_memcheck(int32_t enabled) {

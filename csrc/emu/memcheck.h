@@ -16,6 +16,8 @@
 //   - a plain store to a global byte that another block of the launch also stores to, or that
 //     another thread of the block stored to in the same barrier interval (the first 1 MiB of
 //     distinct bytes a launch stores to).
+// While the launching thread records traffic (cuattn_emu_traffic_begin, csrc/emu/traffic.h), the
+// same callbacks also count each block's global bytes read and written per registered allocation.
 // It does not see: memcpy/memset calls (the C library's code is not instrumented); global-memory
 // races that involve a read (global reads are not recorded); reads of unwritten static __shared__
 // memory in a stripped binary; an index past one static __shared__ array that lands in another
@@ -85,13 +87,25 @@ class LaunchWrites;
 LaunchWrites* memcheck_launch_begin(unsigned grid_x, unsigned grid_y);
 void memcheck_launch_end(LaunchWrites* writes);
 
+// A launch's global traffic per allocation (traffic.h); null when the launching thread does not
+// record.
+class LaunchTraffic;
+
 // This OS thread starts block `block_linear` (x + grid_x * (y + grid_y * z)) of `kernel_name`,
 // whose dynamic shared memory is the first `dynamic_smem_bytes` of the arena [arena, arena +
 // arena_bytes). Every shared byte starts unwritten. With `writes` null the block runs unchecked.
+// With `traffic` set (and `writes` too) the block counts the global bytes it reads and writes per
+// allocation, and adds them to `traffic` when it ends.
 void memcheck_block_begin(const char* kernel_name, const unsigned char* arena, size_t arena_bytes,
-                          size_t dynamic_smem_bytes, LaunchWrites* writes, uint64_t block_linear);
-// The block finished or faulted: code that runs next on this OS thread is not kernel code.
+                          size_t dynamic_smem_bytes, LaunchWrites* writes, LaunchTraffic* traffic,
+                          uint64_t block_linear);
+// The block finished or faulted: code that runs next on this OS thread is not kernel code. A
+// checked block that counted traffic adds its counts to its launch's here.
 void memcheck_block_end();
+
+// The registered allocation that starts at `begin`, live or (if recently) unregistered: its
+// label ("" for none) and size. False if the registry has none there.
+bool allocation_at(uintptr_t begin, std::string* label, uint64_t* bytes);
 // The fiber of thread `linear_tid`, whose stack is [stack_lo, stack_lo + stack_bytes), runs now.
 void memcheck_switch_to(const void* stack_lo, size_t stack_bytes, unsigned linear_tid);
 // A __syncthreads completed: every access before it is ordered before every access after it.

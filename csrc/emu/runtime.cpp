@@ -20,6 +20,7 @@
 
 #include "common/status.h"
 #include "emu/memcheck.h"
+#include "emu/traffic.h"
 
 #if defined(__x86_64__) && defined(__ELF__)
 #define CUATTN_EMU_ASM_FIBERS 1  // fiber_x86_64.S
@@ -470,6 +471,8 @@ struct Launch {
   // The memory checker's record of the launch's global stores; null when the launching thread
   // has the checker off.
   LaunchWrites* writes = nullptr;
+  // The launch's traffic counts; null unless the launching thread records traffic.
+  LaunchTraffic* traffic = nullptr;
 
   std::atomic<uint64_t> next_block{0};
   std::atomic<bool> stopped{false};  // a block failed: start no more
@@ -548,7 +551,7 @@ cuattn_status Runner::run_block(const Launch& launch, uint3 block_index, uint64_
   current_thread = &first;
   threadIdx = first.index;
   memcheck_block_begin(launch.kernel_name, smem_, kMaxDynamicSmemBytes, launch.dynamic_smem_bytes,
-                       launch.writes, block_linear);
+                       launch.writes, launch.traffic, block_linear);
   memcheck_switch_to(stacks_[first.linear].bottom, stacks_[first.linear].bytes, first.linear);
   switch_context(scheduler_, first.context);
   memcheck_block_end();
@@ -1185,6 +1188,9 @@ cuattn_status launch_erased(const char* kernel_name, dim3 grid, dim3 block,
       memcheck_enabled_for_launch() ? memcheck_launch_begin(grid.x, grid.y) : nullptr,
       memcheck_launch_end);
   launch.writes = writes.get();
+  // Counted only in checked blocks (memcheck_enabled_for_launch holds while the thread records).
+  LaunchTraffic* const traffic = writes != nullptr ? traffic_launch_begin() : nullptr;
+  launch.traffic = traffic;
 
   std::unique_ptr<Runner> runner = runner_cache().acquire();
   if (launch.total_blocks == 1) {
@@ -1193,6 +1199,7 @@ cuattn_status launch_erased(const char* kernel_name, dim3 grid, dim3 block,
     worker_pool().run(launch, *runner);
   }
   runner_cache().release(std::move(runner));
+  traffic_launch_end(traffic, kernel_name, launch.failure == CUATTN_OK);
 
   if (launch.failure != CUATTN_OK) {
     return fail(launch.failure, "%s", launch.failure_message.c_str());

@@ -262,8 +262,10 @@ impl VarlenBatch {
             .map(|(q, k)| ((q[1] - q[0]) as usize, (k[1] - k[0]) as usize))
             .collect();
         Ok(VarlenBatch {
-            cu_seqlens_q: Tensor::from_host(device, cu_seqlens_q, &[cu_seqlens_q.len()])?,
-            cu_seqlens_k: Tensor::from_host(device, cu_seqlens_k, &[cu_seqlens_k.len()])?,
+            cu_seqlens_q: Tensor::from_host(device, cu_seqlens_q, &[cu_seqlens_q.len()])?
+                .with_label("cu_seqlens_q")?,
+            cu_seqlens_k: Tensor::from_host(device, cu_seqlens_k, &[cu_seqlens_k.len()])?
+                .with_label("cu_seqlens_k")?,
             total_q: seqlens.iter().map(|s| s.0).sum(),
             total_k: seqlens.iter().map(|s| s.1).sum(),
             max_seqlen_q: seqlens.iter().map(|s| s.0).max().unwrap_or(0),

@@ -73,6 +73,10 @@ struct CheckArgs {
     /// code, and the emulator); forcing one checks it on every shape.
     #[arg(long, value_name = "TILES", default_value = "auto")]
     flash_tiles: FlashTiles,
+    /// With --json, add each case's global-memory traffic on the emulator: per kernel launch, the
+    /// bytes read and written of q, k, v, out, lse (emulator only; the launches run checked).
+    #[arg(long, requires = "json")]
+    traffic: bool,
 }
 
 /// Entry point of the `cuattn` binary.
@@ -149,7 +153,10 @@ fn check(args: &CheckArgs) -> Result<ExitCode> {
     let device = args.device.open()?;
     // The cases run on this thread, which is what the setting applies to.
     crate::attention::set_flash_tiles(args.flash_tiles);
-    let report = crate::check::run_all(&device, |case| {
+    let options = crate::check::CheckOptions {
+        traffic: args.traffic,
+    };
+    let report = crate::check::run_all_with(&device, &options, |case| {
         if args.json {
             println!("{}", case.to_json());
         } else {
