@@ -488,8 +488,11 @@ typedef struct cuattn_paged_attention_params {
   /* -1 for unbounded; causal is (-1, 0). */
   int32_t window_left;
   int32_t window_right;
-  /* 1: no split. Otherwise at least 2, and split_tokens a multiple of 64 with num_splits *
-   * split_tokens >= max_seq_len - kv_start; maybe_workspace then holds workspace_bytes of
+  /* 1: no split. Otherwise at least 2, and split_tokens a multiple of 64: split s covers keys
+   * from first + s * split_tokens, first being kv_start or, when later, the first key the
+   * sequence's first new token sees (its window); num_splits * split_tokens should cover the
+   * keys any new token sees, or the keys past them are left out. maybe_workspace then holds
+   * workspace_bytes of
    * cuattn_plan_paged_attention (16-byte aligned), which the launch overwrites. */
   int32_t num_splits;
   int32_t split_tokens;
@@ -518,8 +521,8 @@ typedef struct cuattn_paged_plan {
  * when the unsplit grid would leave SMs idle, so that about two CTAs run an SM, with at least 256
  * keys a split), 0 or 1 forces no split, and s >= 2 forces s splits (fewer when the keys run out).
  * Reads only the shape fields of params (heads, kv.kv_heads, kv.batch, kv.head_dim, total_q,
- * max_q_len, max_seq_len, kv_start); the caller copies num_splits and split_tokens into params and
- * points maybe_workspace at workspace_bytes. */
+ * max_q_len, max_seq_len, kv_start, window_left); the caller copies num_splits and split_tokens
+ * into params and points maybe_workspace at workspace_bytes. */
 cuattn_status cuattn_plan_paged_attention(const cuattn_paged_attention_params* params,
                                           int32_t num_sms, int32_t split_kv,
                                           cuattn_paged_plan* plan);

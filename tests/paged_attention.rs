@@ -186,12 +186,30 @@ impl<T: Element> DeviceCase<T> {
             cu.push(cu.last().unwrap() + s.0 as i32);
         }
         let lens: Vec<i32> = c.seqs.iter().map(|s| s.1 as i32).collect();
+        // Labeled for the emulator's traffic counters (a no-op on a GPU).
+        let put = |x: Tensor<T>, label| x.with_label(label).unwrap();
+        let put_i32 = |x: Tensor<i32>, label| x.with_label(label).unwrap();
         DeviceCase {
-            k_pool: Tensor::from_host(device, &to_t::<T>(&h.k_pool), &[h.k_pool.len()]).unwrap(),
-            v_pool: Tensor::from_host(device, &to_t::<T>(&h.v_pool), &[h.v_pool.len()]).unwrap(),
-            block_table: Tensor::from_host(device, &h.block_table, &[h.block_table.len()]).unwrap(),
-            seq_lens: Tensor::from_host(device, &lens, &[lens.len().max(1)]).unwrap(),
-            cu_seqlens_q: Tensor::from_host(device, &cu, &[cu.len()]).unwrap(),
+            k_pool: put(
+                Tensor::from_host(device, &to_t::<T>(&h.k_pool), &[h.k_pool.len()]).unwrap(),
+                "k_pages",
+            ),
+            v_pool: put(
+                Tensor::from_host(device, &to_t::<T>(&h.v_pool), &[h.v_pool.len()]).unwrap(),
+                "v_pages",
+            ),
+            block_table: put_i32(
+                Tensor::from_host(device, &h.block_table, &[h.block_table.len()]).unwrap(),
+                "block_table",
+            ),
+            seq_lens: put_i32(
+                Tensor::from_host(device, &lens, &[lens.len().max(1)]).unwrap(),
+                "seq_lens",
+            ),
+            cu_seqlens_q: put_i32(
+                Tensor::from_host(device, &cu, &[cu.len()]).unwrap(),
+                "cu_seqlens_q",
+            ),
         }
     }
 
@@ -241,9 +259,15 @@ fn run_case<T: Element>(
     let max_len = c.seqs.iter().map(|s| s.1).max().unwrap_or(0);
     let queries = PagedQueries::new(&d.cu_seqlens_q, total_q, max_q, max_len).unwrap();
     let shape = [total_q, c.heads, c.head_dim];
-    let q = Tensor::from_host(device, &to_t::<T>(&h.q), &shape).unwrap();
-    let mut out = Tensor::full(device, &shape, T::from_f64(f64::NAN)).unwrap();
-    let mut lse = Tensor::full(device, &[total_q, c.heads], f32::NAN).unwrap();
+    let q = Tensor::from_host(device, &to_t::<T>(&h.q), &shape)
+        .and_then(|t| t.with_label("q"))
+        .unwrap();
+    let mut out = Tensor::full(device, &shape, T::from_f64(f64::NAN))
+        .and_then(|t| t.with_label("out"))
+        .unwrap();
+    let mut lse = Tensor::full(device, &[total_q, c.heads], f32::NAN)
+        .and_then(|t| t.with_label("lse"))
+        .unwrap();
     paged_attention_view_into(
         &q,
         &view,
@@ -440,6 +464,7 @@ fn split_planner_splits_only_an_underfilled_grid() {
         max_q_len: 1,
         max_seq_len,
         kv_start: 0,
+        window_left: None,
     };
     // Batch 64 x 8 KV heads = 512 CTAs: no split.
     let info = plan.plan(&shape(64, 8192)).unwrap();
@@ -464,6 +489,15 @@ fn split_planner_splits_only_an_underfilled_grid() {
     assert_eq!((info.num_splits, info.split_tokens), (4, 256), "{info:?}");
     let mut off = PagedAttentionPlan::with_sm_count(&device, SplitKv::Off, 132);
     assert_eq!(off.plan(&shape(1, 65536)).unwrap().num_splits, 1);
+    // A 4096-key window at 64k splits the window's keys, not the context's: 4097 keys, at least
+    // 256 a split, so 16 splits of 320 (whole tiles) -> 13.
+    let windowed = cuattn::PagedShape {
+        window_left: Some(4096),
+        ..shape(1, 65536)
+    };
+    let info = plan.plan(&windowed).unwrap();
+    assert!(info.num_splits * info.split_tokens >= 4097, "{info:?}");
+    assert!(info.split_tokens <= 448, "{info:?}");
 }
 
 /// A cache of one layer on `device` with shuffled free pages.
@@ -792,4 +826,104 @@ fn bad_arguments_are_refused_naming_them() {
     expect(merge_states(&o, &l_bad, &o, &l).map(|_| ()), "lse_a");
     let o_bad = Tensor::<bf16>::zeros(&device, &[3, 8, 60]).unwrap();
     expect(merge_states(&o, &l, &o_bad, &l).map(|_| ()), "o_b");
+}
+
+/// The K and V bytes a case's decode must read: each sequence's visible keys (those of its last
+/// new token's window, every new token seeing at least what the first sees) once per KV head.
+fn visible_kv_bytes(c: &Case) -> u64 {
+    let (left, _) = c.opts().effective_window();
+    let keys: usize = c
+        .seqs
+        .iter()
+        .map(|&(q_len, len)| {
+            let first_begin = if left < 0 {
+                0
+            } else {
+                (len - q_len).saturating_sub(left as usize)
+            };
+            len - first_begin
+        })
+        .sum();
+    (keys * c.kv_heads * c.head_dim * 2) as u64
+}
+
+#[test]
+fn decode_reads_each_cached_kv_byte_once_per_kv_head() {
+    // Emulator counters: the same code runs on a GPU, so these are the kernel's cost on one.
+    let device = Device::emulator();
+    let lens = [(1, 1), (1, 17), (1, 257), (1, 1025), (1, 4100)];
+    for (heads, kv_heads) in [(2, 2), (8, 2), (10, 2), (16, 2), (32, 1)] {
+        for split in [SplitKv::Off, SplitKv::Splits(3), SplitKv::Auto] {
+            for window in [None, Some((100, 0))] {
+                let c = Case {
+                    split,
+                    window,
+                    ..Case::decode(&lens, heads, kv_heads)
+                };
+                let mut plan = PagedAttentionPlan::new(&device, split).unwrap();
+                let recorder = cuattn::emu::TrafficRecorder::start().unwrap();
+                run_case::<bf16>(&device, &c, &mut plan);
+                let traffic = recorder.finish().unwrap();
+                let total_q = lens.len();
+                let info = plan
+                    .plan(&cuattn::PagedShape {
+                        heads,
+                        kv_heads,
+                        head_dim: c.head_dim,
+                        batch: lens.len(),
+                        total_q,
+                        max_q_len: 1,
+                        max_seq_len: 4100,
+                        kv_start: 0,
+                        window_left: window.map(|w| w.0 as usize),
+                    })
+                    .unwrap();
+                let kv = visible_kv_bytes(&c);
+                let q_bytes = (total_q * heads * c.head_dim * 2) as u64;
+                // One page-table entry a key a KV head (int32), looked up a tile ahead.
+                let table = kv / (c.head_dim as u64 * 2) * 4;
+                println!(
+                    "group {heads}/{kv_heads} split {split:?} ({} splits) window {window:?}: K {} V {} \
+                     (visible {kv}), q {}, table {}, total read {}",
+                    info.num_splits,
+                    traffic.bytes_read("k_pages"),
+                    traffic.bytes_read("v_pages"),
+                    traffic.bytes_read("q"),
+                    traffic.bytes_read("block_table"),
+                    traffic.total_read()
+                );
+                assert_eq!(traffic.bytes_read("k_pages"), kv, "{c:?}");
+                assert_eq!(traffic.bytes_read("v_pages"), kv, "{c:?}");
+                assert_eq!(
+                    traffic.bytes_read("q"),
+                    q_bytes * info.num_splits as u64,
+                    "{c:?}"
+                );
+                assert_eq!(traffic.bytes_read("block_table"), table, "{c:?}");
+                // Split-KV's partial outputs and LSEs (fp32) are written once and read once by
+                // the merge: their cost grows with the query rows, not the context.
+                let partials = if info.num_splits > 1 {
+                    (info.num_splits * total_q * heads * (c.head_dim + 1) * 4) as u64
+                } else {
+                    0
+                };
+                // (The merge skips the outputs of splits that saw no key.)
+                assert!(traffic.bytes_read("paged_workspace") <= partials);
+                assert_eq!(traffic.bytes_written("paged_workspace"), partials);
+                // Everything else read (the step's lengths and offsets) is within 5% of the K/V
+                // bytes.
+                let rest = traffic.total_read()
+                    - 2 * kv
+                    - traffic.bytes_read("q")
+                    - table
+                    - traffic.bytes_read("paged_workspace");
+                assert!(
+                    rest * 20 <= 2 * kv,
+                    "{rest} other bytes read against {} of K/V",
+                    2 * kv
+                );
+                assert_eq!(traffic.bytes_written("out"), q_bytes);
+            }
+        }
+    }
 }

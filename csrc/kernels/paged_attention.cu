@@ -165,15 +165,18 @@ template <typename LseOf, typename Load, typename Store>
 __device__ __forceinline__ float merge_states_of(int n, int chunks, LseOf&& lse_of, Load&& load,
                                                  Store&& store) {
   const int lane = threadIdx.x % cuattn::kWarpSize;
+  // The largest LSE and the sum of the weights, the states spread over the lanes.
   float top = -INFINITY;
-  for (int s = 0; s < n; ++s) {
+  for (int s = lane; s < n; s += cuattn::kWarpSize) {
     top = fmaxf(top, lse_of(s));
   }
+  top = cuattn::warp_max(top);
   float total = 0.0f;
-  for (int s = 0; s < n; ++s) {
+  for (int s = lane; s < n; s += cuattn::kWarpSize) {
     const float lse = lse_of(s);
     total += lse == -INFINITY ? 0.0f : cuattn::fast_exp2((lse - top) * cuattn::kLog2e);
   }
+  total = cuattn::warp_sum(total);
   const float inv_total = total > 0.0f ? 1.0f / total : 0.0f;
   for (int chunk = lane; chunk < chunks; chunk += cuattn::kWarpSize) {
     float o[kChunkElems] = {};
@@ -343,7 +346,13 @@ extern "C" cuattn_status CUATTN_PAGED_PLANNER(const cuattn_paged_attention_param
   if (status != CUATTN_OK) {
     return status;
   }
-  const int64_t keys = p.max_seq_len > p.kv_start ? p.max_seq_len - p.kv_start : 0;
+  // The most keys a sequence's new tokens see: from kv_start, or from the first new token's
+  // window, to the end.
+  int64_t keys = p.max_seq_len > p.kv_start ? p.max_seq_len - p.kv_start : 0;
+  if (p.window_left >= 0) {
+    const int64_t windowed = int64_t{p.window_left} + p.max_q_len;
+    keys = windowed < keys ? windowed : keys;
+  }
   const int64_t ctas = int64_t{plan->grid_x} * p.kv.kv_heads * p.kv.batch;
   int64_t splits = 1;
   if (split_kv < 0) {

@@ -70,6 +70,11 @@ struct Traits {
   static constexpr int kOffsetBytes = kStages * 2 * kBlockN * 8;
   static constexpr int kSmemBytes = QTile::kBytes + kWorkBytes + kOffsetBytes;
   static_assert(kWorkBytes % 16 == 0 && QTile::kBytes % 16 == 0, "offsets stay 16-byte aligned");
+  // CTAs an SM ptxas budgets registers for: decode streams the cache, so up to hd128 several
+  // CTAs an SM keep loads in flight (4: 128 registers a lane, which hd64 needs; 3: 170, hd96 and
+  // hd128's 32-row tile use up to 167); from hd192 O alone takes 96-128 registers, and ptxas's
+  // own budget spilled on sm_80, so one (255).
+  static constexpr int kMinBlocksPerSm = kHeadDim <= 64 ? 4 : kHeadDim <= 128 ? 3 : 1;
 };
 
 // Keys [begin, end) of a sequence that a split of the CTA covers, and what rows see.
@@ -97,7 +102,8 @@ struct CtaPlan {
 };
 
 template <typename T, int kHeadDim, int kRowWarps>
-__global__ void __launch_bounds__(Traits<kHeadDim, kRowWarps>::kThreads)
+__global__ void __launch_bounds__(Traits<kHeadDim, kRowWarps>::kThreads,
+                                  Traits<kHeadDim, kRowWarps>::kMinBlocksPerSm)
     paged_attention_kernel(const cuattn_paged_attention_params p) {
   using Tr = Traits<kHeadDim, kRowWarps>;
   using QTile = typename Tr::QTile;
@@ -135,9 +141,14 @@ __global__ void __launch_bounds__(Traits<kHeadDim, kRowWarps>::kThreads)
     cta.q_len = max(0, clip_row(p.cu_seqlens_q[batch + 1]) - cta.q_begin);
     cta.seq_len = kv.seq_lens[batch];
     cta.rows = cta.q_len * group;
-    Span keys{min(p.kv_start, cta.seq_len), cta.seq_len};
+    // The keys any new token sees start at the first one's window (or kv_start); splits cut
+    // them from there, so that a windowed decode's splits all hold keys.
+    const int first_key =
+        max(min(p.kv_start, cta.seq_len),
+            visible_keys(0, cta.q_len, cta.seq_len, p.window_left, p.window_right).begin);
+    Span keys{first_key, cta.seq_len};
     if (p.num_splits > 1) {
-      const int64_t begin = static_cast<int64_t>(p.kv_start) + int64_t{split} * p.split_tokens;
+      const int64_t begin = static_cast<int64_t>(first_key) + int64_t{split} * p.split_tokens;
       const int64_t end = begin + p.split_tokens;
       auto clip = [&](int64_t key) {
         return static_cast<int>(key < cta.seq_len ? key : int64_t{cta.seq_len});

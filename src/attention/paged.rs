@@ -155,6 +155,9 @@ pub struct PagedShape {
     pub max_seq_len: usize,
     /// Keys before this are left out (cascade attention's suffix pass).
     pub kv_start: usize,
+    /// The sliding window's left side, `None` unbounded: a token sees at most this many keys
+    /// before itself, so fewer keys to split.
+    pub window_left: Option<usize>,
 }
 
 /// What a paged attention launch runs: tiles, grid and split ([`PagedAttentionPlan::plan`]).
@@ -224,7 +227,8 @@ impl PagedAttentionPlan {
                 if needed > have {
                     // Dropped first: the old workspace's memory may serve the new one.
                     self.workspace = None;
-                    self.workspace = Some(Tensor::zeros(&self.device, &[needed])?);
+                    let workspace = Tensor::zeros(&self.device, &[needed])?;
+                    self.workspace = Some(workspace.with_label("paged_workspace")?);
                 }
                 self.planned = Some((*shape, raw));
                 raw
@@ -285,6 +289,10 @@ fn shape_params(shape: &PagedShape) -> Result<ffi::cuattn_paged_attention_params
     p.max_q_len = int("max_q_len", shape.max_q_len)?;
     p.max_seq_len = int("max_seq_len", shape.max_seq_len)?;
     p.kv_start = int("kv_start", shape.kv_start)?;
+    p.window_left = match shape.window_left {
+        Some(left) => int("window_left", left)?,
+        None => -1,
+    };
     p.num_splits = 1;
     Ok(p)
 }
@@ -488,6 +496,7 @@ fn base_params(
         max_q_len: queries.max_q_len,
         max_seq_len: queries.max_seq_len,
         kv_start,
+        window_left: None,
     })?;
     p.kv = *raw;
     p.cu_seqlens_q = queries.cu_seqlens_q;
@@ -640,6 +649,7 @@ fn launch_planned(
         max_q_len: params.max_q_len as usize,
         max_seq_len: params.max_seq_len as usize,
         kv_start,
+        window_left: usize::try_from(params.window_left).ok(),
     };
     let info = plan.plan(&shape)?;
     params.num_splits = info.num_splits as i32;
