@@ -408,3 +408,208 @@ fn bad_calls_return_status_codes_naming_the_argument() {
         ffi_kv::cuattn_kv_cache_destroy(cache);
     }
 }
+
+/// Attention over a step of the cache through the C API: cuattn_kv_cache_attention, and the raw
+/// path an engine with its own tables takes (view, plan, workspace, launch), both against the
+/// f64 reference, plus refused calls.
+#[test]
+fn paged_attention_through_the_c_api_matches_the_reference() {
+    use cuattn::reference::{self, AttentionProblem};
+    use cuattn::{Device, Tensor};
+    use half::f16;
+
+    const HEADS: usize = 4;
+    let device = Device::emulator();
+    let cache = create(&config(3, 16));
+    let lens = [5usize, 3];
+    let value = |i: usize, salt: usize| ((i * 37 + salt * 11) % 17) as f64 / 8.0 - 1.0;
+    // SAFETY (this block's calls): a live handle and valid pointers throughout; q, out and the
+    // LSE are emulator tensors (registered, 16-byte aligned) alive across the calls.
+    unsafe {
+        let mut seqs = [0u64; 2];
+        for s in &mut seqs {
+            assert_eq!(
+                ffi_kv::cuattn_kv_cache_add_sequence(cache, s),
+                cuattn_status::CUATTN_OK
+            );
+        }
+        let counts = lens.map(|n| n as i32);
+        let mut step: ffi::cuattn_kv_step = std::mem::zeroed();
+        let status = ffi_kv::cuattn_kv_cache_reserve(
+            cache,
+            seqs.as_ptr(),
+            counts.as_ptr(),
+            std::ptr::null(),
+            2,
+            &mut step,
+        );
+        assert_eq!(status, cuattn_status::CUATTN_OK, "{}", last_error());
+        let tokens = lens.iter().sum::<usize>();
+        let k: Vec<f64> = (0..tokens * ROW).map(|i| value(i, 1)).collect();
+        let v: Vec<f64> = (0..tokens * ROW).map(|i| value(i, 2)).collect();
+        let q: Vec<f64> = (0..tokens * HEADS * HEAD_DIM)
+            .map(|i| value(i, 3))
+            .collect();
+        let half = |x: &[f64]| x.iter().map(|&x| f16::from_f64(x)).collect::<Vec<_>>();
+        let kt = Tensor::from_host(&device, &half(&k), &[tokens, KV_HEADS, HEAD_DIM]).unwrap();
+        let vt = Tensor::from_host(&device, &half(&v), &[tokens, KV_HEADS, HEAD_DIM]).unwrap();
+        let qt = Tensor::from_host(&device, &half(&q), &[tokens, HEADS, HEAD_DIM]).unwrap();
+        let out = Tensor::full(&device, &[tokens, HEADS, HEAD_DIM], f16::NAN).unwrap();
+        let lse = Tensor::full(&device, &[tokens, HEADS], f32::NAN).unwrap();
+        let status = ffi_kv::cuattn_kv_cache_append(
+            cache,
+            0,
+            &step,
+            kt.raw_address(),
+            ROW as i64,
+            HEAD_DIM as i64,
+            vt.raw_address(),
+            ROW as i64,
+            HEAD_DIM as i64,
+        );
+        assert_eq!(status, cuattn_status::CUATTN_OK, "{}", last_error());
+        let options = ffi::cuattn_paged_options {
+            heads: HEADS as i32,
+            scale: 0.0,
+            softcap: 0.0,
+            window_left: -1,
+            window_right: 0,
+            split_kv: -1,
+        };
+        let row = (HEADS * HEAD_DIM) as i64;
+        let attend = |options: &ffi::cuattn_paged_options, q_ptr: *const std::ffi::c_void| {
+            ffi_kv::cuattn_kv_cache_attention(
+                cache,
+                0,
+                &step,
+                q_ptr,
+                row,
+                HEAD_DIM as i64,
+                out.raw_address(),
+                row,
+                HEAD_DIM as i64,
+                lse.raw_address().cast(),
+                options,
+            )
+        };
+        let status = attend(&options, qt.raw_address());
+        assert_eq!(status, cuattn_status::CUATTN_OK, "{}", last_error());
+        // The reference, sequence by sequence (every token is new: causal over the sequence).
+        let (mut want_out, mut want_lse) = (Vec::new(), Vec::new());
+        let mut first = 0;
+        for &n in &lens {
+            let mut p = AttentionProblem::new(1, n, n, HEADS, KV_HEADS, HEAD_DIM);
+            p.window_right = 0;
+            let rounded = |x: &[f64], width| {
+                x[first * width..(first + n) * width]
+                    .iter()
+                    .map(|&x| f16::from_f64(x).to_f64())
+                    .collect::<Vec<_>>()
+            };
+            let r = reference::attention(
+                &p,
+                &rounded(&q, HEADS * HEAD_DIM),
+                &rounded(&k, ROW),
+                &rounded(&v, ROW),
+            );
+            want_out.extend(r.out);
+            for t in 0..n {
+                want_lse.extend((0..HEADS).map(|h| r.lse[h * n + t]));
+            }
+            first += n;
+        }
+        let got = |t: &Tensor<f16>| {
+            t.to_host()
+                .unwrap()
+                .iter()
+                .map(|x| x.to_f64())
+                .collect::<Vec<_>>()
+        };
+        let got_lse = |t: &Tensor<f32>| {
+            t.to_host()
+                .unwrap()
+                .iter()
+                .map(|&x| x as f64)
+                .collect::<Vec<_>>()
+        };
+        reference::compare(&got(&out), &want_out, 1e-2, 1e-2).unwrap();
+        reference::compare(&got_lse(&lse), &want_lse, 1e-3, 1e-3).unwrap();
+
+        // The raw path: the view, a plan forcing two splits, a workspace, the launch.
+        let mut view: ffi::cuattn_paged_kv_view = std::mem::zeroed();
+        let status = ffi_kv::cuattn_kv_cache_view(cache, 0, &step, &mut view);
+        assert_eq!(status, cuattn_status::CUATTN_OK, "{}", last_error());
+        let out2 = Tensor::full(&device, &[tokens, HEADS, HEAD_DIM], f16::NAN).unwrap();
+        let mut params: ffi::cuattn_paged_attention_params = std::mem::zeroed();
+        params.kv = view;
+        params.q = qt.raw_address();
+        params.out = out2.raw_address();
+        params.cu_seqlens_q = step.cu_seqlens;
+        params.q_row_stride = row;
+        params.q_head_stride = HEAD_DIM as i64;
+        params.out_row_stride = row;
+        params.out_head_stride = HEAD_DIM as i64;
+        params.heads = HEADS as i32;
+        params.total_q = tokens as i32;
+        params.max_q_len = 5;
+        params.max_seq_len = 5;
+        params.scale = 1.0 / (HEAD_DIM as f32).sqrt();
+        params.scale_log2 = params.scale * std::f32::consts::LOG2_E;
+        params.window_left = -1;
+        params.window_right = 0;
+        let mut plan: ffi::cuattn_paged_plan = std::mem::zeroed();
+        let status = ffi::cuattn_emu_plan_paged_attention(&params, 132, 2, &mut plan);
+        assert_eq!(status, cuattn_status::CUATTN_OK, "{}", last_error());
+        assert_eq!(
+            (plan.num_splits, plan.split_tokens),
+            (1, 0),
+            "5 keys: one split of 64"
+        );
+        params.num_splits = 1;
+        let status = ffi::cuattn_emu_launch_paged_attention(&params, std::ptr::null_mut());
+        assert_eq!(status, cuattn_status::CUATTN_OK, "{}", last_error());
+        reference::compare(&got(&out2), &want_out, 1e-2, 1e-2).unwrap();
+
+        // Refused, each naming what is wrong.
+        refused(
+            ffi_kv::cuattn_kv_cache_attention(
+                cache,
+                0,
+                &step,
+                qt.raw_address(),
+                row,
+                HEAD_DIM as i64,
+                out.raw_address(),
+                row,
+                HEAD_DIM as i64,
+                std::ptr::null_mut(),
+                std::ptr::null(),
+            ),
+            cuattn_status::CUATTN_ERROR_INVALID_ARGUMENT,
+            "options",
+        );
+        let three_heads = ffi::cuattn_paged_options {
+            heads: 3,
+            ..options
+        };
+        refused(
+            attend(&three_heads, qt.raw_address()),
+            cuattn_status::CUATTN_ERROR_INVALID_ARGUMENT,
+            "kv_heads",
+        );
+        let misaligned = qt.raw_address().cast::<u8>().add(2).cast();
+        refused(
+            attend(&options, misaligned),
+            cuattn_status::CUATTN_ERROR_INVALID_ARGUMENT,
+            "16-byte",
+        );
+        params.num_splits = 2;
+        params.split_tokens = 64;
+        refused(
+            ffi::cuattn_emu_launch_paged_attention(&params, std::ptr::null_mut()),
+            cuattn_status::CUATTN_ERROR_INVALID_ARGUMENT,
+            "workspace",
+        );
+        ffi_kv::cuattn_kv_cache_destroy(cache);
+    }
+}
