@@ -13,7 +13,10 @@ use rand::{Rng, SeedableRng};
 
 use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
 
-use cuattn::{attention_into, flash_attention, AttentionOptions, Device, Error, Kernel, Tensor};
+use cuattn::{
+    attention_into, flash_attention, paged_attention_into, AttentionOptions, DType, Device, Error,
+    Kernel, KvCacheConfig, KvLayout, PagedAttentionPlan, PagedKvCache, SplitKv, Tensor,
+};
 
 /// Long enough (about 2 TFLOP) that a launch still runs when the next call on another stream is
 /// queued behind it.
@@ -196,5 +199,73 @@ fn attention_into_is_captured_into_a_cuda_graph_and_replays_on_current_inputs() 
         .unwrap();
     graph.launch().unwrap();
     assert_eq!(bits(&out.to_host().unwrap()), bits(&want));
+    stream.context().check_err().unwrap();
+}
+
+/// A decode step over the paged cache captured into a CUDA graph: planned outside the capture
+/// (the split's workspace sized then), the captured call allocates nothing and never
+/// synchronizes, and the graph's replay (split attention and its merge) gives the uncaptured
+/// run's bits.
+#[test]
+fn a_paged_decode_step_is_captured_into_a_cuda_graph() {
+    let _one = one_at_a_time();
+    let Some(gpu) = common::devices().into_iter().find(Device::is_cuda) else {
+        println!("skipped: graphs are a GPU matter");
+        return;
+    };
+    let stream = Arc::clone(gpu.stream().unwrap());
+    let (heads, kv_heads, head_dim, context) = (32, 8, 128, 3000);
+    let mut cache = PagedKvCache::new(
+        &gpu,
+        KvCacheConfig {
+            num_layers: 1,
+            kv_heads,
+            head_dim,
+            page_size: 16,
+            num_pages: 256,
+            dtype: DType::BF16,
+            layout: KvLayout::Nhd,
+        },
+    )
+    .unwrap();
+    cache.shuffle_free_pages(3);
+    let seq = cache.add_sequence();
+    let prompt = cache.reserve(&[(seq, context - 1)]).unwrap();
+    let rows = [context - 1, kv_heads, head_dim];
+    cache
+        .append(0, &prompt, &random(&gpu, &rows, 1), &random(&gpu, &rows, 2))
+        .unwrap();
+    let step = cache.reserve(&[(seq, 1)]).unwrap();
+    let one = [1, kv_heads, head_dim];
+    cache
+        .append(0, &step, &random(&gpu, &one, 3), &random(&gpu, &one, 4))
+        .unwrap();
+    let q = random(&gpu, &[1, heads, head_dim], 5);
+    let opts = AttentionOptions {
+        causal: true,
+        ..Default::default()
+    };
+    let mut plan = PagedAttentionPlan::new(&gpu, SplitKv::Auto).unwrap();
+    let mut want = Tensor::full(&gpu, &[1, heads, head_dim], bf16::NAN).unwrap();
+    paged_attention_into(&q, &cache, 0, &step, &mut want, None, &opts, &mut plan).unwrap();
+    let mut out = Tensor::full(&gpu, &[1, heads, head_dim], bf16::NAN).unwrap();
+    gpu.synchronize().unwrap();
+
+    stream
+        .begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_GLOBAL)
+        .unwrap();
+    let captured = paged_attention_into(&q, &cache, 0, &step, &mut out, None, &opts, &mut plan);
+    let graph = stream.end_capture(CUgraphInstantiate_flags(0));
+    captured.unwrap();
+    let graph = graph.unwrap().expect("the capture holds the launches");
+    assert!(
+        out.to_host().unwrap().iter().all(|x| x.is_nan()),
+        "a captured call must not run before the graph does"
+    );
+    graph.launch().unwrap();
+    assert_eq!(
+        bits(&out.to_host().unwrap()),
+        bits(&want.to_host().unwrap())
+    );
     stream.context().check_err().unwrap();
 }
