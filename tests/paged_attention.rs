@@ -927,3 +927,37 @@ fn decode_reads_each_cached_kv_byte_once_per_kv_head() {
         }
     }
 }
+
+#[test]
+fn paged_prefill_loads_only_the_key_tiles_its_rows_see() {
+    // One sequence prefilled at once: 512 new tokens, one head, hd64. Each CTA takes 64 rows
+    // (tokens); unmasked every CTA reads all 512 keys (8 x 512 key rows), causal CTA i reads the
+    // keys [0, 64 (i + 1)): 64 x (1 + ... + 8) = 2304 rows, 9/16 of it. A window of 100 keys
+    // (left 100, causal): CTA i reads [64 i - 100, 64 i + 64) clipped at 0, in whole 64-key tiles
+    // from its first key: 164 keys = 3 tiles (the last one partly past its rows' keys: its
+    // zero-filled rows read nothing), so 64, 128, then 164 from CTA 2 on.
+    let device = Device::emulator();
+    let len = 512;
+    let row_bytes = 64 * 2;
+    let mut bytes = Vec::new();
+    for (causal, window) in [(false, None), (true, None), (true, Some((100, 0)))] {
+        let c = Case {
+            causal,
+            window,
+            ..Case::decode(&[(len, len)], 1, 1)
+        };
+        let mut plan = PagedAttentionPlan::new(&device, SplitKv::Off).unwrap();
+        let recorder = cuattn::emu::TrafficRecorder::start().unwrap();
+        run_case::<bf16>(&device, &c, &mut plan);
+        let traffic = recorder.finish().unwrap();
+        bytes.push(traffic.bytes_read("k_pages"));
+        assert_eq!(traffic.bytes_read("k_pages"), traffic.bytes_read("v_pages"));
+        println!(
+            "causal {causal} window {window:?}: K bytes {}",
+            bytes.last().unwrap()
+        );
+    }
+    assert_eq!(bytes[0], 8 * 512 * row_bytes);
+    assert_eq!(bytes[1], 2304 * row_bytes);
+    assert_eq!(bytes[2], (64 + 128 + 6 * 164) * row_bytes);
+}
