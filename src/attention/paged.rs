@@ -464,7 +464,7 @@ fn base_params(
         ));
     }
     let kv_heads = raw.kv_heads as usize;
-    if heads == 0 || heads % kv_heads != 0 {
+    if heads == 0 || !heads.is_multiple_of(kv_heads) {
         return Err(Error::invalid(
             "q",
             format!(
@@ -614,7 +614,10 @@ fn check_rows(
     row_stride: usize,
     head_stride: usize,
 ) -> Result<()> {
-    if row_stride % 8 != 0 || head_stride % 8 != 0 || ptr as usize % 16 != 0 {
+    if !row_stride.is_multiple_of(8)
+        || !head_stride.is_multiple_of(8)
+        || !(ptr as usize).is_multiple_of(16)
+    {
         return Err(Error::invalid(
             name,
             format!(
@@ -869,20 +872,13 @@ fn merge<T: Element>(
         }
     }
     for (name, t) in [("o_a", o_a), ("o_b", o_b), ("out", out)] {
-        if t.strides()[2] != 1
-            || t.strides()[0] % 8 != 0
-            || t.strides()[1] % 8 != 0
-            || t.device_address() as usize % 16 != 0
-        {
+        if t.strides()[2] != 1 {
             return Err(Error::invalid(
                 name,
-                format!(
-                    "strides {:?}: columns contiguous and rows on 16-byte boundaries (strides \
-                     multiples of 8 elements)",
-                    t.strides()
-                ),
+                "the last dimension must be contiguous",
             ));
         }
+        check_rows(name, t.device_address(), t.strides()[0], t.strides()[1])?;
     }
     // In place, out is o_a (each element is read before the same thread writes it); any other
     // overlap of an output with an input races.
