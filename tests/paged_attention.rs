@@ -685,7 +685,7 @@ fn merge_states_matches_its_definition() {
         reference::compare(&got, &want_out, 1e-2, 1e-2).unwrap();
         reference::compare(&got_lse, &want_lse, 1e-5, 1e-5).unwrap();
         // In place into a.
-        let (mut ia, mut il) = (ta.clone(), la.clone());
+        let (ia, il) = (ta.clone(), la.clone());
         let (mut ia, mut il) = (
             Tensor::from_host(&device, &ia.to_host().unwrap(), &shape).unwrap(),
             Tensor::from_host(&device, &il.to_host().unwrap(), &[tokens, heads]).unwrap(),

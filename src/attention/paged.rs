@@ -240,6 +240,14 @@ impl PagedAttentionPlan {
     pub fn split(&self) -> SplitKv {
         self.split
     }
+
+    /// The shape and plan of the latest call planned, by [`plan`](Self::plan) or by a call that
+    /// took this plan (what that call ran); `None` before any.
+    pub fn last_planned(&self) -> Option<(PagedShape, PagedPlanInfo)> {
+        self.planned
+            .as_ref()
+            .map(|(shape, raw)| (*shape, info_of(raw)))
+    }
 }
 
 fn info_of(raw: &ffi::cuattn_paged_plan) -> PagedPlanInfo {
@@ -545,7 +553,7 @@ fn checked_params<T: Element>(
         }
         if t.strides()[0] % 8 != 0
             || t.strides()[1] % 8 != 0
-            || t.device_address() as usize % 16 != 0
+            || !(t.device_address() as usize).is_multiple_of(16)
         {
             return Err(Error::invalid(
                 name,
@@ -768,7 +776,7 @@ fn merge<T: Element>(
         if t.strides()[2] != 1
             || t.strides()[0] % 8 != 0
             || t.strides()[1] % 8 != 0
-            || t.device_address() as usize % 16 != 0
+            || !(t.device_address() as usize).is_multiple_of(16)
         {
             return Err(Error::invalid(
                 name,
