@@ -166,30 +166,52 @@ impl Case {
     }
 }
 
-/// Writes random q, k, v for `case` (q as float16 when running f16, to cover that input type),
-/// runs the CLI on the emulator, and checks out and LSE against the f64 reference (returned).
-fn run_case_against_reference(
-    test: &str,
+/// Random q, k, v for `case` written into `dir` as q.npy, k.npy, v.npy (q as float16 when
+/// running f16, to cover that input type); returns them as f32.
+fn write_case_inputs(
+    dir: &TempDir,
     case: &Case,
     dtype: Dtype,
     seed: u64,
-) -> reference::AttentionReference {
-    let dir = TempDir::new(test);
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let mut rng = StdRng::seed_from_u64(seed);
     let q_shape = [case.batch, case.seqlen_q, case.heads, case.head_dim];
     let kv_shape = [case.batch, case.seqlen_k, case.kv_heads, case.head_dim];
     let q = random(&mut rng, q_shape.iter().product(), 1.5);
     let k = random(&mut rng, kv_shape.iter().product(), 1.5);
     let v = random(&mut rng, kv_shape.iter().product(), 1.0);
-    let (qp, kp, vp) = (dir.path("q.npy"), dir.path("k.npy"), dir.path("v.npy"));
-    let (op, lp) = (dir.path("out.npy"), dir.path("lse.npy"));
+    let qp = dir.path("q.npy");
     match dtype {
         Dtype::F16 => write_f16(&qp, &q_shape, &q),
         Dtype::Bf16 => npy::write_f32(&qp, &q_shape, &q).unwrap(),
     }
-    npy::write_f32(&kp, &kv_shape, &k).unwrap();
-    npy::write_f32(&vp, &kv_shape, &v).unwrap();
+    npy::write_f32(&dir.path("k.npy"), &kv_shape, &k).unwrap();
+    npy::write_f32(&dir.path("v.npy"), &kv_shape, &v).unwrap();
+    (q, k, v)
+}
 
+/// What one successful CLI run on a case's files wrote, widened to f64, and its stderr.
+struct RunResult {
+    out: Vec<f64>,
+    lse: Vec<f64>,
+    stderr: String,
+}
+
+/// Runs `cuattn run attention` on the emulator over the q, k, v files in `dir` with the case's
+/// options plus `extra`, writing `{name}-out.npy` and `{name}-lse.npy`; checks that it succeeds
+/// and the outputs' shapes.
+fn run_case_files(
+    test: &str,
+    dir: &TempDir,
+    case: &Case,
+    dtype: Dtype,
+    name: &str,
+    extra: &[&str],
+) -> RunResult {
+    let (op, lp) = (
+        dir.path(&format!("{name}-out.npy")),
+        dir.path(&format!("{name}-lse.npy")),
+    );
     let mut args = strings(&[
         "run",
         "attention",
@@ -199,36 +221,32 @@ fn run_case_against_reference(
         dtype.name(),
     ]);
     for (flag, path) in [
-        ("--q", &qp),
-        ("--k", &kp),
-        ("--v", &vp),
+        ("--q", &dir.path("q.npy")),
+        ("--k", &dir.path("k.npy")),
+        ("--v", &dir.path("v.npy")),
         ("--out", &op),
         ("--lse", &lp),
     ] {
         args.extend(path_arg(flag, path));
     }
     args.extend(case.option_args());
+    args.extend(strings(extra));
     println!("{test}: cuattn {}", args.join(" "));
     let output = cuattn(&args);
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     assert!(
         output.status.success(),
         "{test}: {:?}\n{stderr}",
         output.status
     );
     print!("{stderr}");
-    assert!(
-        stderr.contains(cuattn::Kernel::DEFAULT.name())
-            && stderr.contains("emulator")
-            && stderr.contains(dtype.name()),
-        "{test}: the run line should name kernel, device and dtype: {stderr}"
-    );
-
-    let round = |x: &[f32]| x.iter().map(|&x| dtype.round(x)).collect::<Vec<f64>>();
-    let want = reference::attention(&case.problem(), &round(&q), &round(&k), &round(&v));
     let out = npy::read_f32(&op).unwrap();
     let lse = npy::read_f32(&lp).unwrap();
-    assert_eq!(out.shape, q_shape, "{test}: out shape");
+    assert_eq!(
+        out.shape,
+        [case.batch, case.seqlen_q, case.heads, case.head_dim],
+        "{test}: out shape"
+    );
     assert_eq!(
         lse.shape,
         [case.batch, case.heads, case.seqlen_q],
@@ -239,13 +257,59 @@ fn run_case_against_reference(
         "{test}: out has non-finite values"
     );
     let widen = |x: &[f32]| x.iter().map(|&x| f64::from(x)).collect::<Vec<f64>>();
+    RunResult {
+        out: widen(&out.data),
+        lse: widen(&lse.data),
+        stderr,
+    }
+}
+
+/// The f64 reference of `case` on the inputs as the kernels see them (rounded to `dtype`).
+fn case_reference(
+    case: &Case,
+    dtype: Dtype,
+    (q, k, v): (&[f32], &[f32], &[f32]),
+) -> reference::AttentionReference {
+    let round = |x: &[f32]| x.iter().map(|&x| dtype.round(x)).collect::<Vec<f64>>();
+    reference::attention(&case.problem(), &round(q), &round(k), &round(v))
+}
+
+/// Checks a run's out and LSE against the reference at the dtype's tolerances.
+fn check_against_reference(
+    test: &str,
+    got: &RunResult,
+    want: &reference::AttentionReference,
+    dtype: Dtype,
+) {
     let tol = dtype.out_tol();
-    if let Err(m) = reference::compare(&widen(&out.data), &want.out, tol, tol) {
+    if let Err(m) = reference::compare(&got.out, &want.out, tol, tol) {
         panic!("{test}: out: {m}");
     }
-    if let Err(m) = reference::compare(&widen(&lse.data), &want.lse, LSE_TOL, LSE_TOL) {
+    if let Err(m) = reference::compare(&got.lse, &want.lse, LSE_TOL, LSE_TOL) {
         panic!("{test}: lse: {m}");
     }
+}
+
+/// Writes random q, k, v for `case`, runs the CLI on the emulator, and checks out and LSE
+/// against the f64 reference (returned).
+fn run_case_against_reference(
+    test: &str,
+    case: &Case,
+    dtype: Dtype,
+    seed: u64,
+) -> reference::AttentionReference {
+    let dir = TempDir::new(test);
+    let (q, k, v) = write_case_inputs(&dir, case, dtype, seed);
+    let got = run_case_files(test, &dir, case, dtype, "dense", &[]);
+    assert!(
+        got.stderr.contains(cuattn::Kernel::DEFAULT.name())
+            && got.stderr.contains("emulator")
+            && got.stderr.contains(dtype.name()),
+        "{test}: the run line should name kernel, device and dtype: {}",
+        got.stderr
+    );
+    let want = case_reference(case, dtype, (&q, &k, &v));
+    check_against_reference(test, &got, &want, dtype);
     want
 }
 
@@ -599,4 +663,410 @@ fn a_closed_stdout_ends_the_command_without_a_panic() {
     println!("status {:?}", out.status);
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{stderr}");
+}
+
+// ---- `--paged`: the same problem through the paged KV cache and the paged kernel ----
+
+/// Paged tolerance against the dense run on the same files (atol = rtol): the same math summed
+/// in another order (other key tiles, split-KV partials merged), each rounded to the dtype.
+fn paged_vs_dense_tol(dtype: Dtype) -> f64 {
+    match dtype {
+        Dtype::Bf16 => 1e-2,
+        Dtype::F16 => 5e-3,
+    }
+}
+
+/// Runs `case` densely and then once per `(flags, note)` with `--paged` flags on the same
+/// files, checking each paged run's out and LSE against the dense run's and the reference's,
+/// and its run line for `note` (e.g. the split it ran).
+fn paged_runs_match_dense(test: &str, case: &Case, dtype: Dtype, seed: u64, runs: &[(&str, &str)]) {
+    let dir = TempDir::new(test);
+    let inputs = write_case_inputs(&dir, case, dtype, seed);
+    let want = case_reference(case, dtype, (&inputs.0, &inputs.1, &inputs.2));
+    let dense = run_case_files(test, &dir, case, dtype, "dense", &[]);
+    check_against_reference(test, &dense, &want, dtype);
+    let tol = paged_vs_dense_tol(dtype);
+    for (i, &(flags, note)) in runs.iter().enumerate() {
+        let what = format!("{test} [{flags}]");
+        let flags: Vec<&str> = flags.split_whitespace().collect();
+        let paged = run_case_files(&what, &dir, case, dtype, &format!("paged{i}"), &flags);
+        assert!(
+            paged.stderr.contains("ran paged attention on emulator")
+                && paged.stderr.contains(dtype.name())
+                && paged.stderr.contains(note),
+            "{what}: the run line should say paged attention, the dtype and `{note}`: {}",
+            paged.stderr
+        );
+        if let Err(m) = reference::compare(&paged.out, &dense.out, tol, tol) {
+            panic!("{what}: out against the dense run: {m}");
+        }
+        if let Err(m) = reference::compare(&paged.lse, &dense.lse, tol, tol) {
+            panic!("{what}: lse against the dense run: {m}");
+        }
+        check_against_reference(&what, &paged, &want, dtype);
+    }
+}
+
+/// Decode: one query per sequence over 150 keys (three 64-key splits when asked for 3), a batch
+/// of 2, GQA 4/2, causal.
+fn paged_decode() -> Case {
+    Case {
+        batch: 2,
+        seqlen_q: 1,
+        seqlen_k: 150,
+        heads: 4,
+        kv_heads: 2,
+        head_dim: 40,
+        causal: true,
+        window: None,
+        scale: None,
+        softcap: None,
+    }
+}
+
+#[test]
+fn paged_decode_matches_dense_bf16() {
+    paged_runs_match_dense(
+        "paged-decode-bf16",
+        &paged_decode(),
+        Dtype::Bf16,
+        21,
+        &[
+            // Default steps 75+50+24, then the query: pages of 1, 16 and 16 in hnd.
+            ("--paged 1", "steps 75+50+24 then 1 query"),
+            (
+                "--paged 16 --page-layout hnd",
+                "(hnd, 40 in the pool, shuffled)",
+            ),
+            ("--paged 16 --split-kv 3", "3 splits of 64 keys"),
+            (
+                "--paged 1 --page-layout hnd --split-kv 3",
+                "3 splits of 64 keys",
+            ),
+            (
+                "--paged 16 --split-kv off --chunks 100,49,1",
+                "steps 100+49 then 1 query, split-KV off: unsplit",
+            ),
+        ],
+    );
+}
+
+#[test]
+fn paged_decode_matches_dense_f16() {
+    paged_runs_match_dense(
+        "paged-decode-f16",
+        &paged_decode(),
+        Dtype::F16,
+        22,
+        &[
+            ("--paged 16 --page-layout hnd --split-kv 3", "3 splits"),
+            ("--paged 1", "nhd"),
+        ],
+    );
+}
+
+/// Speculative verification: 5 queries per sequence over 150 keys, a window (7, 2) with no
+/// causal mask (each query sees 2 keys past its own), softcap and scale. Splits start at the
+/// first key the first query sees, so the window's 12 keys fit one split: 3 asked run unsplit.
+#[test]
+fn paged_verify_with_window_and_softcap_matches_dense() {
+    let case = Case {
+        seqlen_q: 5,
+        causal: false,
+        window: Some((7, 2)),
+        scale: Some(0.5),
+        softcap: Some(3.0),
+        ..paged_decode()
+    };
+    paged_runs_match_dense(
+        "paged-verify-window",
+        &case,
+        Dtype::Bf16,
+        23,
+        &[
+            (
+                "--paged 1 --page-layout hnd",
+                "steps 73+49+23 then 5 queries",
+            ),
+            (
+                "--paged 16 --chunks 10,20,120",
+                "steps 10+20+115 then 5 queries",
+            ),
+            (
+                "--paged 16 --page-layout hnd --split-kv 3",
+                "split-KV 3: unsplit",
+            ),
+            (
+                "--paged 16 --chunks 145,5 --split-kv off",
+                "steps 145 then 5 queries",
+            ),
+        ],
+    );
+}
+
+/// Chunked prefill: 20 queries over 50 keys, causal, and causal with a window (12, 0).
+#[test]
+fn paged_prefill_matches_dense() {
+    let causal = Case {
+        seqlen_q: 20,
+        seqlen_k: 50,
+        ..paged_decode()
+    };
+    let runs = [
+        ("--paged 16", "steps 15+10+5 then 20 queries"),
+        ("--paged 1 --page-layout hnd --split-kv 3", "unsplit"),
+        (
+            "--paged 16 --page-layout hnd --chunks 7,13,30",
+            "steps 7+13+10 then 20 queries",
+        ),
+        (
+            "--paged 3 --chunks 50 --split-kv off",
+            "steps 30 then 20 queries",
+        ),
+    ];
+    paged_runs_match_dense("paged-prefill-causal", &causal, Dtype::Bf16, 24, &runs);
+    let windowed = Case {
+        window: Some((12, 0)),
+        ..causal
+    };
+    paged_runs_match_dense(
+        "paged-prefill-window",
+        &windowed,
+        Dtype::Bf16,
+        25,
+        &runs[..2],
+    );
+}
+
+/// A varlen batch through `--paged`: each sequence split by the default rule (the run line
+/// lists each one's steps), a sequence without queries among them; equal to the dense varlen
+/// run and the reference.
+#[test]
+fn paged_varlen_matches_dense_varlen() {
+    let dir = TempDir::new("paged-varlen");
+    let (heads, kv_heads, head_dim) = (4, 2, 64);
+    // (seqlen_q, seqlen_k): decode over 33, 5 over 12, prefill 20 over 150 (three 64-key splits
+    // when asked for 3), none over 7, 1 over 1.
+    let cu_q = [0i32, 1, 6, 26, 26, 27];
+    let cu_k = [0i32, 33, 45, 195, 202, 203];
+    let (total_q, total_k) = (27, 203);
+    let mut rng = StdRng::seed_from_u64(26);
+    let q = random(&mut rng, total_q * heads * head_dim, 1.5);
+    let k = random(&mut rng, total_k * kv_heads * head_dim, 1.5);
+    let v = random(&mut rng, total_k * kv_heads * head_dim, 1.0);
+    let (qp, kp, vp) = (dir.path("q.npy"), dir.path("k.npy"), dir.path("v.npy"));
+    let (cqp, ckp) = (dir.path("cu_q.npy"), dir.path("cu_k.npy"));
+    npy::write_f32(&qp, &[total_q, heads, head_dim], &q).unwrap();
+    npy::write_f32(&kp, &[total_k, kv_heads, head_dim], &k).unwrap();
+    npy::write_f32(&vp, &[total_k, kv_heads, head_dim], &v).unwrap();
+    write_ints(&cqp, &cu_q);
+    write_ints(&ckp, &cu_k);
+    let run = |name: &str, extra: &[&str]| {
+        let (op, lp) = (
+            dir.path(&format!("{name}-out.npy")),
+            dir.path(&format!("{name}-lse.npy")),
+        );
+        let mut args = strings(&["run", "attention", "--device", "emu", "--causal"]);
+        for (flag, path) in [
+            ("--q", &qp),
+            ("--k", &kp),
+            ("--v", &vp),
+            ("--out", &op),
+            ("--lse", &lp),
+            ("--cu-seqlens-q", &cqp),
+            ("--cu-seqlens-k", &ckp),
+        ] {
+            args.extend(path_arg(flag, path));
+        }
+        args.extend(strings(extra));
+        println!("paged varlen: cuattn {}", args.join(" "));
+        let output = cuattn(&args);
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(output.status.success(), "{:?}\n{stderr}", output.status);
+        print!("{stderr}");
+        let out = npy::read_f32(&op).unwrap();
+        let lse = npy::read_f32(&lp).unwrap();
+        assert_eq!(out.shape, [total_q, heads, head_dim]);
+        assert_eq!(lse.shape, [heads, total_q]);
+        let widen = |x: &[f32]| x.iter().map(|&x| f64::from(x)).collect::<Vec<f64>>();
+        (widen(&out.data), widen(&lse.data), stderr)
+    };
+    let dense = run("dense", &[]);
+    let mut p = AttentionProblem::new(5, 0, 0, heads, kv_heads, head_dim);
+    p.window_right = 0;
+    p.varlen = Some(Varlen {
+        cu_seqlens_q: cu_q.to_vec(),
+        cu_seqlens_k: cu_k.to_vec(),
+    });
+    let round = |x: &[f32]| {
+        x.iter()
+            .map(|&x| Dtype::Bf16.round(x))
+            .collect::<Vec<f64>>()
+    };
+    let want = reference::attention(&p, &round(&q), &round(&k), &round(&v));
+    let tol = Dtype::Bf16.out_tol();
+    for (flags, note) in [
+        (
+            "--paged 16",
+            "steps per sequence [16+11+5 then 1 query; 4+3 then 5 queries; 65+44+21 then 20 \
+             queries; 4+3 then 0 queries; none then 1 query]",
+        ),
+        (
+            "--paged 1 --page-layout hnd --split-kv 3",
+            "3 splits of 64 keys",
+        ),
+    ] {
+        let flags: Vec<&str> = flags.split_whitespace().collect();
+        let paged = run("paged", &flags);
+        assert!(paged.2.contains(note), "`{note}` in {}", paged.2);
+        let ptol = paged_vs_dense_tol(Dtype::Bf16);
+        reference::compare(&paged.0, &dense.0, ptol, ptol)
+            .unwrap_or_else(|m| panic!("{flags:?}: out against dense: {m}"));
+        reference::compare(&paged.1, &dense.1, ptol, ptol)
+            .unwrap_or_else(|m| panic!("{flags:?}: lse against dense: {m}"));
+        reference::compare(&paged.0, &want.out, tol, tol)
+            .unwrap_or_else(|m| panic!("{flags:?}: out: {m}"));
+        reference::compare(&paged.1, &want.lse, LSE_TOL, LSE_TOL)
+            .unwrap_or_else(|m| panic!("{flags:?}: lse: {m}"));
+    }
+}
+
+#[test]
+fn paged_with_as_many_queries_as_keys_appends_only_the_query_step() {
+    let setup = BadInputSetup::new("paged-square");
+    let mut args = strings(&["run", "attention", "--device", "emu", "--paged", "4"]);
+    for name in ["q", "k", "v", "out"] {
+        args.extend(path_arg(
+            &format!("--{name}"),
+            &setup.dir.path(&format!("{name}.npy")),
+        ));
+    }
+    let output = cuattn(&args);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("steps none then 9 queries"), "{stderr}");
+}
+
+#[test]
+fn paged_flags_without_paged_exit_2_naming_the_flag() {
+    let setup = BadInputSetup::new("bad-paged-flags");
+    for (extra, arg) in [
+        (&["--chunks", "4,5"][..], "`chunks`"),
+        (&["--page-layout", "hnd"][..], "`page_layout`"),
+        (&["--split-kv", "3"][..], "`split_kv`"),
+    ] {
+        let (code, stderr) = setup.run(&[], extra);
+        assert_eq!(code, 2, "{stderr}");
+        assert!(
+            stderr.contains(arg) && stderr.contains("--paged"),
+            "{extra:?}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn bad_paged_arguments_exit_2_naming_the_flag() {
+    let setup = BadInputSetup::new("bad-paged");
+    // The setup's q and k have 9 rows each: seqlen_q = seqlen_k = 9.
+    let cases: [(&[&str], &[&str]); 6] = [
+        (&["--paged", "0"], &["`paged`", "1..=4096"]),
+        (&["--paged", "4097"], &["`paged`", "4097"]),
+        (
+            &["--paged", "4", "--chunks", "3,3"],
+            &["`chunks`", "sums to 6", "seqlen_k is 9"],
+        ),
+        (
+            &["--paged", "4", "--chunks", "5,4"],
+            &["`chunks`", "4", "smaller than seqlen_q 9"],
+        ),
+        (
+            &["--paged", "4", "--chunks", "9,0"],
+            &["`chunks`", "0 tokens"],
+        ),
+        (
+            &["--paged", "4", "--kernel", "flash"],
+            &["`kernel`", "--paged"],
+        ),
+    ];
+    for (extra, wants) in cases {
+        let (code, stderr) = setup.run(&[], extra);
+        assert_eq!(code, 2, "{extra:?}: {stderr}");
+        for want in wants {
+            assert!(stderr.contains(want), "{extra:?}: `{want}` in {stderr}");
+        }
+    }
+    let (code, stderr) = setup.run(&[], &["--paged", "4", "--split-kv", "many"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("--split-kv") && stderr.contains("auto, off or a number"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn paged_with_more_queries_than_keys_exits_2_naming_q() {
+    let setup = BadInputSetup::new("bad-paged-long-q");
+    let q12 = setup.dir.path("q12.npy");
+    npy::write_f32(&q12, &[1, 12, 4, 16], &[0.5; 768]).unwrap();
+    let (code, stderr) = setup.run(&[("--q", q12)], &["--paged", "4"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("`q`") && stderr.contains("seqlen_q 12 > seqlen_k 9"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn paged_varlen_with_chunks_or_more_queries_than_keys_exits_2() {
+    let setup = BadInputSetup::new("bad-paged-varlen");
+    let (q3, k3, v3) = (
+        setup.dir.path("q3.npy"),
+        setup.dir.path("k3.npy"),
+        setup.dir.path("v3.npy"),
+    );
+    npy::write_f32(&q3, &[9, 4, 16], &[0.5; 576]).unwrap();
+    npy::write_f32(&k3, &[9, 2, 16], &[0.5; 288]).unwrap();
+    npy::write_f32(&v3, &[9, 2, 16], &[0.5; 288]).unwrap();
+    let (cq, ck) = (setup.dir.path("cq.npy"), setup.dir.path("ck.npy"));
+    // Sequence 1 has 5 queries over 3 keys.
+    write_ints(&cq, &[0i32, 4, 9]);
+    write_ints(&ck, &[0i32, 6, 9]);
+    let files = [("--q", q3), ("--k", k3), ("--v", v3)];
+    let varlen = [
+        "--cu-seqlens-q",
+        cq.to_str().unwrap(),
+        "--cu-seqlens-k",
+        ck.to_str().unwrap(),
+        "--paged",
+        "4",
+    ];
+    let (code, stderr) = setup.run(&files, &varlen);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("`cu_seqlens_q`") && stderr.contains("sequence 1 has 5 queries and 3 keys"),
+        "{stderr}"
+    );
+    let with_chunks: Vec<&str> = varlen.iter().copied().chain(["--chunks", "9"]).collect();
+    let (code, stderr) = setup.run(&files, &with_chunks);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("`chunks`") && stderr.contains("default rule"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn run_attention_help_documents_paged() {
+    let output = cuattn(&strings(&["run", "attention", "--help"]));
+    let help = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{help}");
+    for want in [
+        "--paged <P>",
+        "--page-layout",
+        "--chunks",
+        "ceil(c/2)",
+        "--split-kv",
+    ] {
+        assert!(help.contains(want), "`{want}` in {help}");
+    }
 }

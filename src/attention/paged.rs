@@ -244,6 +244,14 @@ impl PagedAttentionPlan {
     pub fn split(&self) -> SplitKv {
         self.split
     }
+
+    /// The shape and plan of the latest call planned, by [`plan`](Self::plan) or by a call that
+    /// took this plan (what that call ran); `None` before any.
+    pub fn last_planned(&self) -> Option<(PagedShape, PagedPlanInfo)> {
+        self.planned
+            .as_ref()
+            .map(|(shape, raw)| (*shape, info_of(raw)))
+    }
 }
 
 fn info_of(raw: &ffi::cuattn_paged_plan) -> PagedPlanInfo {

@@ -1,6 +1,7 @@
 //! The `cuattn` command line: `info` (build and devices), `check` (every kernel against the f64
-//! reference over a grid of shapes), `run` (one kernel on .npy tensors), `bench` (kernel times
-//! against the mma.sync ceiling), `kv-plan` (the size of a paged KV cache for a model).
+//! reference over a grid of shapes), `run` (one kernel on .npy tensors, dense or with `--paged`
+//! over a paged KV cache), `bench` (kernel times against the mma.sync ceiling), `kv-plan` (the
+//! size of a paged KV cache for a model).
 
 mod kv_plan;
 mod run;
@@ -31,7 +32,7 @@ enum Command {
     Info,
     /// Runs every kernel family over a grid of shapes against the f64 reference.
     Check(CheckArgs),
-    /// Runs one kernel on tensors from .npy files.
+    /// Runs one kernel on tensors from .npy files (dense, or with --paged over a paged KV cache).
     #[command(subcommand)]
     Run(run::RunCommand),
     /// Times kernels on benchmark shapes against the card's mma.sync ceiling.

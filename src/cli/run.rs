@@ -1,5 +1,9 @@
 //! `cuattn run`: one kernel on tensors read from .npy files, through the safe API (which
-//! validates every argument), with the results written back as float32 .npy files.
+//! validates every argument), with the results written back as float32 .npy files. With
+//! `--paged P` the same problem goes through the paged KV cache and the paged attention kernel
+//! instead of a dense kernel (`paged`), the outputs in the same layouts.
+
+mod paged;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -8,7 +12,9 @@ use clap::{Args, Subcommand, ValueEnum};
 use half::{bf16, f16};
 
 use super::DeviceChoice;
-use crate::attention::{attention, attention_varlen, AttentionOptions, Kernel, VarlenBatch};
+use crate::attention::{
+    attention, attention_varlen, AttentionOptions, Kernel, SplitKv, VarlenBatch,
+};
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::npy::{self, NpyArray};
@@ -70,13 +76,8 @@ pub struct AttentionArgs {
     /// Soft cap: each scaled score s becomes C * tanh(s / C).
     #[arg(long, value_name = "C", allow_hyphen_values = true)]
     softcap: Option<f32>,
-    #[arg(
-        long,
-        help = kernel_help(),
-        value_parser = parse_kernel,
-        default_value = Kernel::DEFAULT.name()
-    )]
-    kernel: Kernel,
+    #[arg(long, help = kernel_help(), value_parser = parse_kernel)]
+    kernel: Option<Kernel>,
     /// Where the kernel runs.
     #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
     device: DeviceChoice,
@@ -86,15 +87,94 @@ pub struct AttentionArgs {
     /// Varlen batch: int32 key offsets [batch + 1] into the packed k and v (needs --cu-seqlens-q).
     #[arg(long, value_name = "CK.npy", requires = "cu_seqlens_q")]
     cu_seqlens_k: Option<PathBuf>,
+    /// Run the paged attention kernel over a paged KV cache of pages of P tokens (1..=4096)
+    /// instead of a dense kernel; out and lse as without it.
+    ///
+    /// Each batch entry (or varlen sequence) is a sequence of a one-layer cache (the files'
+    /// kv_heads and head_dim, --dtype, --page-layout) holding twice the pages the sequences
+    /// need, its free list shuffled with a fixed seed so that a sequence's consecutive pages are
+    /// seldom adjacent. The keys and values are appended by the append kernel in steps (see
+    /// --chunks), all sequences together in each step; the last step appends each sequence's
+    /// last seqlen_q keys, those of the query tokens, which then attend over the cache as an
+    /// engine's new tokens do: bottom-right aligned, so seqlen_q must be at most seqlen_k. Takes
+    /// --causal, --window, --softcap, --scale and --lse as the dense run; not --kernel.
+    #[arg(long, value_name = "P")]
+    paged: Option<usize>,
+    /// With --paged: the order of a page's elements [default: nhd].
+    #[arg(long, value_enum, value_name = "LAYOUT")]
+    page_layout: Option<paged::PageLayout>,
+    /// With --paged, dense input: the append steps, token counts summing to seqlen_k, the last
+    /// at least seqlen_q.
+    ///
+    /// Steps N1 ... N(m-1), then Nm - seqlen_q (unless 0), then the seqlen_q query tokens.
+    /// Default (and for each varlen sequence, which takes no --chunks): the c = seqlen_k -
+    /// seqlen_q keys before the queries in steps of ceil(c/2), ceil(c/3) and the rest (empty
+    /// ones left out), then the query tokens: for seqlen_k 50 and seqlen_q 5, steps 23, 15, 7
+    /// and 5, as --chunks 23,15,12 gives.
+    #[arg(long, value_name = "N1,N2,...", value_delimiter = ',')]
+    chunks: Option<Vec<usize>>,
+    /// With --paged: how the paged kernel splits each sequence's keys among CTAs: auto (when
+    /// the unsplit grid would leave SMs idle; the emulator plans as an H200), off, or S splits
+    /// [default: auto].
+    #[arg(long, value_name = "auto|off|S", value_parser = parse_split_kv)]
+    split_kv: Option<SplitKv>,
 }
 
 fn kernel_help() -> String {
     let names: Vec<_> = Kernel::ALL.iter().map(|k| k.name()).collect();
-    format!("Kernel to run: {}", names.join(", "))
+    format!(
+        "Dense kernel to run: {} [default: {}]; not with --paged, which runs the paged kernel",
+        names.join(", "),
+        Kernel::DEFAULT.name()
+    )
 }
 
 fn parse_kernel(s: &str) -> std::result::Result<Kernel, String> {
     s.parse().map_err(|e: Error| e.to_string())
+}
+
+fn parse_split_kv(s: &str) -> std::result::Result<SplitKv, String> {
+    s.parse().map_err(|e: Error| e.to_string())
+}
+
+/// The `--paged` settings, or `None` for a dense run; refuses the paged flags without `--paged`
+/// and `--kernel` with it.
+fn paged_settings(args: &AttentionArgs) -> Result<Option<paged::PagedSettings>> {
+    let Some(page_size) = args.paged else {
+        for (arg, given) in [
+            ("page_layout", args.page_layout.is_some()),
+            ("chunks", args.chunks.is_some()),
+            ("split_kv", args.split_kv.is_some()),
+        ] {
+            if given {
+                return Err(Error::invalid(
+                    arg,
+                    format!(
+                        "--{} applies to the paged run only: add --paged P",
+                        arg.replace('_', "-")
+                    ),
+                ));
+            }
+        }
+        return Ok(None);
+    };
+    if let Some(kernel) = args.kernel {
+        return Err(Error::invalid(
+            "kernel",
+            format!(
+                "--kernel {} picks a dense kernel, but --paged {page_size} runs the paged \
+                 attention kernel: leave one out",
+                kernel.name()
+            ),
+        ));
+    }
+    paged::PagedSettings::new(
+        page_size,
+        args.page_layout,
+        args.chunks.clone(),
+        args.split_kv,
+    )
+    .map(Some)
 }
 
 /// `LEFT,RIGHT` as two integers; their range is the attention API's to check.
@@ -130,6 +210,7 @@ fn run_attention(args: &AttentionArgs) -> Result<ExitCode> {
             "the same file as --out: give each output its own path",
         ));
     }
+    let paged = paged_settings(args)?;
     let q = read_tensor("q", &args.q)?;
     let k = read_tensor("k", &args.k)?;
     let v = read_tensor("v", &args.v)?;
@@ -154,15 +235,34 @@ fn run_attention(args: &AttentionArgs) -> Result<ExitCode> {
         return_lse: args.lse.is_some(),
     };
     let device = args.device.open()?;
-    let run = Run {
-        kernel: args.kernel,
-        device: &device,
-        opts,
-        cu_seqlens: cu_seqlens.as_ref(),
-    };
-    let outputs = match args.dtype {
-        RunDType::F16 => run.execute::<f16>(&q, &k, &v)?,
-        RunDType::Bf16 => run.execute::<bf16>(&q, &k, &v)?,
+    let (what, outputs, paged_note) = match &paged {
+        None => {
+            let kernel = args.kernel.unwrap_or(Kernel::DEFAULT);
+            let run = Run {
+                kernel,
+                device: &device,
+                opts,
+                cu_seqlens: cu_seqlens.as_ref(),
+            };
+            let outputs = match args.dtype {
+                RunDType::F16 => run.execute::<f16>(&q, &k, &v)?,
+                RunDType::Bf16 => run.execute::<bf16>(&q, &k, &v)?,
+            };
+            (
+                format!("attention kernel {}", kernel.name()),
+                outputs,
+                String::new(),
+            )
+        }
+        Some(settings) => {
+            let inputs = (&q, &k, &v);
+            let cu = cu_seqlens.as_ref();
+            let (outputs, note) = match args.dtype {
+                RunDType::F16 => paged::execute::<f16>(&device, settings, &opts, inputs, cu)?,
+                RunDType::Bf16 => paged::execute::<bf16>(&device, settings, &opts, inputs, cu)?,
+            };
+            ("paged attention".to_string(), outputs, note)
+        }
     };
     npy::write_f32(&args.out, &q.shape, &outputs.out)?;
     let mut written = args.out.display().to_string();
@@ -171,8 +271,7 @@ fn run_attention(args: &AttentionArgs) -> Result<ExitCode> {
         written = format!("{written}, {}", path.display());
     }
     eprintln!(
-        "ran attention kernel {} on {}: {}, q {:?}, k {:?}, v {:?}{}{} -> {written}",
-        args.kernel.name(),
+        "ran {what} on {}: {}, q {:?}, k {:?}, v {:?}{}{}{paged_note} -> {written}",
         device.name(),
         args.dtype.name(),
         q.shape,
