@@ -284,3 +284,24 @@ impl Device {
         }
     }
 }
+
+/// Runs `launch` with the launchers of `device` (the emulator's, or the CUDA build's from `cuda`,
+/// which fails in a build without CUDA kernels) and its stream (null on the emulator), with
+/// cudarc's context current for the static CUDA runtime behind the launchers; its status becomes
+/// the `Result`.
+pub(crate) fn launch_on<L>(
+    device: &Device,
+    emulator: L,
+    cuda: impl FnOnce() -> Result<L>,
+    launch: impl FnOnce(L, *mut std::ffi::c_void) -> crate::ffi::cuattn_status,
+) -> Result<()> {
+    let status = match device {
+        Device::Emulator => launch(emulator, std::ptr::null_mut()),
+        Device::Cuda(stream) => {
+            let launchers = cuda()?;
+            stream.context().bind_to_thread()?;
+            launch(launchers, stream.cu_stream().cast())
+        }
+    };
+    crate::error::check_status(status)
+}

@@ -19,6 +19,7 @@ pub use paged::{
     PagedAttentionPlan, PagedPlanInfo, PagedQueries, PagedShape, SharedPrefix, SplitKv,
 };
 pub(crate) use paged::{run_raw, RawRows};
+pub(crate) use validate::check_varlen_rows;
 pub use validate::{validate_params, MAX_HEAD_DIM};
 
 /// The attention kernels, from the baseline up.

@@ -87,17 +87,12 @@ impl<'a> PagedQueries<'a> {
         if cu_seqlens_q.strides()[0] != 1 {
             return Err(Error::invalid("cu_seqlens_q", "must be contiguous"));
         }
-        let queries = PagedQueries {
-            cu_seqlens_q: cu_seqlens_q.device_address().cast_const().cast(),
-            entries: cu_seqlens_q.shape()[0],
-            device_is_cuda: cu_seqlens_q.device().is_cuda(),
-            total_q,
-            max_q_len,
-            max_seq_len,
-            _borrow: PhantomData,
-        };
-        queries.check_bounds()?;
-        Ok(queries)
+        PagedQueries::checked(
+            cu_seqlens_q.device_address().cast_const().cast(),
+            cu_seqlens_q.shape()[0],
+            cu_seqlens_q.device().is_cuda(),
+            [total_q, max_q_len, max_seq_len],
+        )
     }
 
     /// The queries of `step` in `cache`: its `cu_seqlens` table and its lengths.
@@ -108,10 +103,25 @@ impl<'a> PagedQueries<'a> {
     /// [`of_step`](Self::of_step) by the step's number (the C API's).
     pub(crate) fn of_step_number(cache: &'a PagedKvCache, step: u64) -> Result<PagedQueries<'a>> {
         let (tables, total_q, [max_q_len, max_seq_len]) = cache.step_queries(step)?;
+        PagedQueries::checked(
+            tables.cu_seqlens,
+            cache.view_of_step(0, step)?.raw().batch as usize + 1,
+            cache.device().is_cuda(),
+            [total_q, max_q_len, max_seq_len],
+        )
+    }
+
+    /// The queries from their parts, the bounds checked to fit int32.
+    fn checked(
+        cu_seqlens_q: *const i32,
+        entries: usize,
+        device_is_cuda: bool,
+        [total_q, max_q_len, max_seq_len]: [usize; 3],
+    ) -> Result<PagedQueries<'a>> {
         let queries = PagedQueries {
-            cu_seqlens_q: tables.cu_seqlens,
-            entries: cache.view_of_step(0, step)?.raw().batch as usize + 1,
-            device_is_cuda: cache.device().is_cuda(),
+            cu_seqlens_q,
+            entries,
+            device_is_cuda,
             total_q,
             max_q_len,
             max_seq_len,
@@ -374,22 +384,11 @@ fn on_device(
     device: &Device,
     launch: impl FnOnce((PagedLauncher, MergeLauncher), *mut std::ffi::c_void) -> ffi::cuattn_status,
 ) -> Result<()> {
-    let status = match device {
-        Device::Emulator => launch(
-            (
-                ffi::cuattn_emu_launch_paged_attention,
-                ffi::cuattn_emu_launch_merge_states,
-            ),
-            std::ptr::null_mut(),
-        ),
-        Device::Cuda(stream) => {
-            let launchers = cuda_launchers()?;
-            // The static CUDA runtime behind the launchers uses the current context: cudarc's.
-            stream.context().bind_to_thread()?;
-            launch(launchers, stream.cu_stream().cast())
-        }
-    };
-    check_status(status)
+    let emulator: (PagedLauncher, MergeLauncher) = (
+        ffi::cuattn_emu_launch_paged_attention,
+        ffi::cuattn_emu_launch_merge_states,
+    );
+    crate::device::launch_on(device, emulator, cuda_launchers, launch)
 }
 
 /// Paged attention over `cache`'s `layer` for `step`'s new tokens, allocating the outputs and a

@@ -395,24 +395,7 @@ pub(crate) fn varlen<T: Element>(
             ),
         ));
     }
-    if total_q != batch.total_q() {
-        return Err(Error::invalid(
-            "q",
-            format!(
-                "{total_q} rows, but cu_seqlens_q ends at {}",
-                batch.total_q()
-            ),
-        ));
-    }
-    if total_k != batch.total_k() {
-        return Err(Error::invalid(
-            "k",
-            format!(
-                "{total_k} rows, but cu_seqlens_k ends at {}",
-                batch.total_k()
-            ),
-        ));
-    }
+    check_varlen_rows(batch, total_q, total_k)?;
     if !batch.cu_seqlens_q.device().same_memory(q.device()) {
         return Err(Error::invalid(
             "batch",
@@ -593,6 +576,29 @@ fn check_fields(p: &ffi::cuattn_attention_params) -> Result<()> {
             format!(
                 "{}: must be CUATTN_DTYPE_F16 (0) or CUATTN_DTYPE_BF16 (1)",
                 p.dtype.0
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Packed q and k hold the rows a variable-length batch's offsets end at.
+pub(crate) fn check_varlen_rows(batch: &VarlenBatch, total_q: usize, total_k: usize) -> Result<()> {
+    if total_q != batch.total_q() {
+        return Err(Error::invalid(
+            "q",
+            format!(
+                "{total_q} rows, but cu_seqlens_q ends at {}",
+                batch.total_q()
+            ),
+        ));
+    }
+    if total_k != batch.total_k() {
+        return Err(Error::invalid(
+            "k",
+            format!(
+                "{total_k} rows, but cu_seqlens_k ends at {}",
+                batch.total_k()
             ),
         ));
     }

@@ -2,7 +2,7 @@
 //! kv_copy_pages, on the emulator or the GPU.
 
 use crate::device::{Device, ForeignStreams};
-use crate::error::{check_status, Result};
+use crate::error::Result;
 use crate::ffi;
 use crate::tensor::{Element, Tensor};
 
@@ -35,22 +35,11 @@ fn on_device(
     device: &Device,
     launch: impl FnOnce((AppendLauncher, CopyLauncher), *mut std::ffi::c_void) -> ffi::cuattn_status,
 ) -> Result<()> {
-    let status = match device {
-        Device::Emulator => launch(
-            (
-                ffi::cuattn_emu_launch_kv_append,
-                ffi::cuattn_emu_launch_kv_copy_pages,
-            ),
-            std::ptr::null_mut(),
-        ),
-        Device::Cuda(stream) => {
-            let launchers = cuda_launchers()?;
-            // The static CUDA runtime behind the launchers uses the current context: cudarc's.
-            stream.context().bind_to_thread()?;
-            launch(launchers, stream.cu_stream().cast())
-        }
-    };
-    check_status(status)
+    let emulator: (AppendLauncher, CopyLauncher) = (
+        ffi::cuattn_emu_launch_kv_append,
+        ffi::cuattn_emu_launch_kv_copy_pages,
+    );
+    crate::device::launch_on(device, emulator, cuda_launchers, launch)
 }
 
 /// Rows of new keys or values as the kernel reads them: the first element, and the element

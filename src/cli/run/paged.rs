@@ -245,24 +245,7 @@ fn varlen_sequences<T: Element>(
         opts,
     )?;
     let batch = VarlenBatch::new(device, cu_q, cu_k)?;
-    if total_q != batch.total_q() {
-        return Err(Error::invalid(
-            "q",
-            format!(
-                "{total_q} rows, but cu_seqlens_q ends at {}",
-                batch.total_q()
-            ),
-        ));
-    }
-    if total_k != batch.total_k() {
-        return Err(Error::invalid(
-            "k",
-            format!(
-                "{total_k} rows, but cu_seqlens_k ends at {}",
-                batch.total_k()
-            ),
-        ));
-    }
+    crate::attention::check_varlen_rows(&batch, total_q, total_k)?;
     let mut sequences = Vec::with_capacity(batch.batch());
     let (mut q_start, mut k_start) = (0, 0);
     for (b, &(q_len, k_len)) in batch.seqlens().iter().enumerate() {
