@@ -573,6 +573,76 @@ cuattn_status cuattn_emu_launch_merge_states(const cuattn_merge_states_params* p
                                              void* stream);
 
 /* ---------------------------------------------------------------------------------------------
+ * Block-sparse attention: exact attention over the (query block, key block) pairs a block mask
+ * lists, every other score block skipped without being read or computed.
+ *
+ * The query rows of each sequence are cut into blocks of block_q rows and its keys into blocks of
+ * block_k keys (multiples of 16, at least 16): num_q_blocks = ceil(seqlen_q / block_q) and
+ * num_k_blocks = ceil(seqlen_k / block_k) (varlen: of the batch's longest sequences, seqlen_q and
+ * seqlen_k of the params). The mask lists, per (batch, head) and query block i, the key blocks
+ * that block visits, in compressed rows (FlexAttention's BlockMask layout):
+ *   full_counts[b][h][i] key blocks full_indices[b][h][i][0 ..] whose every element is visible
+ *     under the params' element rule (causal or window, the sequence's end): no mask arithmetic;
+ *   partial_counts[b][h][i] key blocks partial_indices[b][h][i][0 ..] where the element rule
+ *     applies (the kernel masks each score by it).
+ * Counts are int32 [batch, heads, num_q_blocks], indices int32 [batch, heads, num_q_blocks,
+ * num_k_blocks] (each row holds its count's indices first, the rest unused), all contiguous on
+ * the device; batch and heads of the mask are 1 where it is the same for every sequence or head
+ * (head h of the mask is query head h). Indices of a row are distinct; the kernel treats keys
+ * past a sequence's end as masked whatever the list, leaves out indices outside
+ * [0, num_k_blocks), and clips counts to [0, num_k_blocks); a full block that the element rule
+ * would cut is the caller's error (its scores are not masked).
+ *
+ * Each listed key block is read as block_k K and V rows gathered into the kernel's key tiles (a
+ * tile may hold several small blocks, or a large block take several tiles), so the bytes read
+ * fall with the density. A query block whose lists are empty writes zeros and LSE -inf and reads
+ * nothing but its tables. The params are those of attention_flash (GQA, varlen, softcap, LSE);
+ * head dims run in the flash kernel's head-dim tiles; rows are 16-byte aligned as for flash.
+ * ------------------------------------------------------------------------------------------- */
+typedef struct cuattn_block_mask {
+  int32_t block_q;
+  int32_t block_k;
+  int32_t num_q_blocks;
+  int32_t num_k_blocks;
+  /* 1 or the params' batch. */
+  int32_t batch;
+  /* 1 or the params' heads. */
+  int32_t heads;
+  const int32_t* full_counts;
+  const int32_t* full_indices;
+  const int32_t* partial_counts;
+  const int32_t* partial_indices;
+} cuattn_block_mask;
+
+/* What a block-sparse launch runs, from cuattn_plan_block_sparse_attention. */
+typedef struct cuattn_block_sparse_plan {
+  /* Query rows per CTA: 16, 32, 64 or 128, within one query block (a block of more rows takes
+   * several CTAs). */
+  int32_t block_rows;
+  /* Keys per K/V tile, gathered from the listed key blocks. */
+  int32_t block_keys;
+  int32_t threads;
+  int32_t smem_bytes;
+  /* The grid: (num_q_blocks * CTAs a query block, heads, batch). */
+  int32_t grid_x;
+  int32_t grid_y;
+  int32_t grid_z;
+} cuattn_block_sparse_plan;
+
+cuattn_status cuattn_plan_block_sparse_attention(const cuattn_attention_params* params,
+                                                 const cuattn_block_mask* mask,
+                                                 cuattn_block_sparse_plan* plan);
+cuattn_status cuattn_emu_plan_block_sparse_attention(const cuattn_attention_params* params,
+                                                     const cuattn_block_mask* mask,
+                                                     cuattn_block_sparse_plan* plan);
+/* Checks params and the mask's shape, then launches on `stream`: no allocation, no
+ * synchronization (graph-capturable). */
+cuattn_status cuattn_launch_block_sparse_attention(const cuattn_attention_params* params,
+                                                   const cuattn_block_mask* mask, void* stream);
+cuattn_status cuattn_emu_launch_block_sparse_attention(const cuattn_attention_params* params,
+                                                       const cuattn_block_mask* mask, void* stream);
+
+/* ---------------------------------------------------------------------------------------------
  * Emulator builds of the launchers: the same kernel source compiled for the CPU (-DCUATTN_EMU).
  * Pointers are host pointers; `stream` is ignored; the call returns when the kernel has run.
  * ------------------------------------------------------------------------------------------- */

@@ -848,6 +848,105 @@ unsafe extern "C" {
         stream: *mut ::std::os::raw::c_void,
     ) -> cuattn_status;
 }
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct cuattn_block_mask {
+    pub block_q: i32,
+    pub block_k: i32,
+    pub num_q_blocks: i32,
+    pub num_k_blocks: i32,
+    pub batch: i32,
+    pub heads: i32,
+    pub full_counts: *const i32,
+    pub full_indices: *const i32,
+    pub partial_counts: *const i32,
+    pub partial_indices: *const i32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of cuattn_block_mask"][::std::mem::size_of::<cuattn_block_mask>() - 56usize];
+    ["Alignment of cuattn_block_mask"][::std::mem::align_of::<cuattn_block_mask>() - 8usize];
+    ["Offset of field: cuattn_block_mask::block_q"]
+        [::std::mem::offset_of!(cuattn_block_mask, block_q) - 0usize];
+    ["Offset of field: cuattn_block_mask::block_k"]
+        [::std::mem::offset_of!(cuattn_block_mask, block_k) - 4usize];
+    ["Offset of field: cuattn_block_mask::num_q_blocks"]
+        [::std::mem::offset_of!(cuattn_block_mask, num_q_blocks) - 8usize];
+    ["Offset of field: cuattn_block_mask::num_k_blocks"]
+        [::std::mem::offset_of!(cuattn_block_mask, num_k_blocks) - 12usize];
+    ["Offset of field: cuattn_block_mask::batch"]
+        [::std::mem::offset_of!(cuattn_block_mask, batch) - 16usize];
+    ["Offset of field: cuattn_block_mask::heads"]
+        [::std::mem::offset_of!(cuattn_block_mask, heads) - 20usize];
+    ["Offset of field: cuattn_block_mask::full_counts"]
+        [::std::mem::offset_of!(cuattn_block_mask, full_counts) - 24usize];
+    ["Offset of field: cuattn_block_mask::full_indices"]
+        [::std::mem::offset_of!(cuattn_block_mask, full_indices) - 32usize];
+    ["Offset of field: cuattn_block_mask::partial_counts"]
+        [::std::mem::offset_of!(cuattn_block_mask, partial_counts) - 40usize];
+    ["Offset of field: cuattn_block_mask::partial_indices"]
+        [::std::mem::offset_of!(cuattn_block_mask, partial_indices) - 48usize];
+};
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct cuattn_block_sparse_plan {
+    pub block_rows: i32,
+    pub block_keys: i32,
+    pub threads: i32,
+    pub smem_bytes: i32,
+    pub grid_x: i32,
+    pub grid_y: i32,
+    pub grid_z: i32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of cuattn_block_sparse_plan"]
+        [::std::mem::size_of::<cuattn_block_sparse_plan>() - 28usize];
+    ["Alignment of cuattn_block_sparse_plan"]
+        [::std::mem::align_of::<cuattn_block_sparse_plan>() - 4usize];
+    ["Offset of field: cuattn_block_sparse_plan::block_rows"]
+        [::std::mem::offset_of!(cuattn_block_sparse_plan, block_rows) - 0usize];
+    ["Offset of field: cuattn_block_sparse_plan::block_keys"]
+        [::std::mem::offset_of!(cuattn_block_sparse_plan, block_keys) - 4usize];
+    ["Offset of field: cuattn_block_sparse_plan::threads"]
+        [::std::mem::offset_of!(cuattn_block_sparse_plan, threads) - 8usize];
+    ["Offset of field: cuattn_block_sparse_plan::smem_bytes"]
+        [::std::mem::offset_of!(cuattn_block_sparse_plan, smem_bytes) - 12usize];
+    ["Offset of field: cuattn_block_sparse_plan::grid_x"]
+        [::std::mem::offset_of!(cuattn_block_sparse_plan, grid_x) - 16usize];
+    ["Offset of field: cuattn_block_sparse_plan::grid_y"]
+        [::std::mem::offset_of!(cuattn_block_sparse_plan, grid_y) - 20usize];
+    ["Offset of field: cuattn_block_sparse_plan::grid_z"]
+        [::std::mem::offset_of!(cuattn_block_sparse_plan, grid_z) - 24usize];
+};
+unsafe extern "C" {
+    pub fn cuattn_plan_block_sparse_attention(
+        params: *const cuattn_attention_params,
+        mask: *const cuattn_block_mask,
+        plan: *mut cuattn_block_sparse_plan,
+    ) -> cuattn_status;
+}
+unsafe extern "C" {
+    pub fn cuattn_emu_plan_block_sparse_attention(
+        params: *const cuattn_attention_params,
+        mask: *const cuattn_block_mask,
+        plan: *mut cuattn_block_sparse_plan,
+    ) -> cuattn_status;
+}
+unsafe extern "C" {
+    pub fn cuattn_launch_block_sparse_attention(
+        params: *const cuattn_attention_params,
+        mask: *const cuattn_block_mask,
+        stream: *mut ::std::os::raw::c_void,
+    ) -> cuattn_status;
+}
+unsafe extern "C" {
+    pub fn cuattn_emu_launch_block_sparse_attention(
+        params: *const cuattn_attention_params,
+        mask: *const cuattn_block_mask,
+        stream: *mut ::std::os::raw::c_void,
+    ) -> cuattn_status;
+}
 unsafe extern "C" {
     pub fn cuattn_emu_launch_attention_naive(
         params: *const cuattn_attention_params,

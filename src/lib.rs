@@ -33,6 +33,7 @@ mod json;
 pub mod kv_cache;
 pub mod npy;
 pub mod reference;
+pub mod sparse;
 pub mod tensor;
 
 pub use attention::{

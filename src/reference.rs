@@ -178,6 +178,23 @@ pub fn key_visible(
 /// When [`check_problem`] rejects the problem (with its message); call it first on untrusted
 /// input.
 pub fn attention(p: &AttentionProblem, q: &[f64], k: &[f64], v: &[f64]) -> AttentionReference {
+    attention_masked(p, q, k, v, |_, _, _, _| true)
+}
+
+/// [`attention`] under a further element mask: key `j` is visible to query `i` of sequence `b`,
+/// head `h`, iff the window allows it and `also_visible(b, h, i, j)` (block-sparse attention's
+/// block mask, for one).
+///
+/// # Panics
+///
+/// As [`attention`].
+pub fn attention_masked(
+    p: &AttentionProblem,
+    q: &[f64],
+    k: &[f64],
+    v: &[f64],
+    also_visible: impl Fn(usize, usize, usize, usize) -> bool,
+) -> AttentionReference {
     if let Err(message) = check_problem(p, q.len(), k.len(), v.len()) {
         panic!("reference::attention: {message}");
     }
@@ -203,7 +220,8 @@ pub fn attention(p: &AttentionProblem, q: &[f64], k: &[f64], v: &[f64]) -> Atten
                         seq.seqlen_k,
                         p.window_left,
                         p.window_right,
-                    ) {
+                    ) && also_visible(b, h, i, j)
+                    {
                         let k_row = &k[head_row(seq.k_start + j, kv_head, p.kv_heads, d)];
                         scores.push((j, score(p, q_row, k_row)));
                     }

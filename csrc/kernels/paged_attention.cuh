@@ -31,45 +31,23 @@
 #include "common/smem_tile.cuh"
 #include "common/softmax.cuh"
 #include "cuattn.h"
+#include "kernels/key_warps.cuh"
 #include "kernels/paged_attention_launch.h"
 
 namespace cuattn {
 namespace paged {
 
-constexpr int kWarps = 4;
-constexpr int kStages = 2;
-
-// The tile table: kRowWarps warps on the rows (16 rows each), the other kWarps / kRowWarps on the
-// keys of each tile. Decode is bound by the bytes it reads, so the rows are the fewest that hold
-// the packed group (a launch picks 16, 32 or 64 rows by q_len * group: plan_rows), and the key
-// tiles 64 keys (32 from head dim 192, where O takes 96 or 128 registers a lane and two 64-key
-// stages would pass 96 KiB): 16 keys a warp at least, a k16 block of P.
+// The tile table (KeyWarpTraits): kRowWarps warps on the rows (16 rows each), the other warps on
+// the keys of each tile. Decode is bound by the bytes it reads, so the rows are the fewest that
+// hold the packed group (a launch picks 16, 32 or 64 rows by q_len * group: paged_row_warps).
+// After the K/V stages: each stage's key rows as element offsets into the K and V pools (-1:
+// zero-filled).
 template <int kHeadDim, int kRowWarps>
-struct Traits {
-  static_assert(kRowWarps == 1 || kRowWarps == 2 || kRowWarps == 4, "16, 32 or 64 rows a CTA");
-  static constexpr int kKeyWarps = kWarps / kRowWarps;  // warps sharing a block of 16 rows
-  static constexpr int kThreads = kWarps * kWarpSize;
-  static constexpr int kBlockM = kMmaM * kRowWarps;          // query rows per CTA
-  static constexpr int kBlockN = kHeadDim <= 128 ? 64 : 32;  // keys per K/V tile
-  static constexpr int kWarpKeys = kBlockN / kKeyWarps;      // keys of a tile a warp takes
-  static constexpr int kScoreBlocks = kWarpKeys / kMmaN;     // n8 blocks of a warp's S
-  static constexpr int kPBlocks = kWarpKeys / kMmaK;         // k16 blocks of a warp's P
-  static constexpr int kOutBlocks = kHeadDim / kMmaN;        // n8 blocks of O
-  static_assert(kWarpKeys % kMmaK == 0, "a warp's keys are whole k16 blocks of P");
-  static_assert(kScoreBlocks % 2 == 0, "K fragments come two n8 blocks a load");
-  using QTile = SmemTile<kBlockM, kHeadDim>;
-  using KVTile = SmemTile<kBlockN, kHeadDim>;
-  // Shared memory: Q; the K/V stages, which the epilogue reuses for every warp's O in fp32
-  // ([warp][16 rows][kHeadDim + kOPad]) and its rows' maxes and sums; each stage's key rows as
-  // element offsets into the K and V pools (-1: zero-filled).
-  static constexpr int kOPad = 4;  // floats after each staged row of O (spreads the banks)
-  static constexpr int kOStride = kHeadDim + kOPad;
-  static constexpr int kKVBytes = 2 * kStages * KVTile::kBytes;
-  static constexpr int kOBytes = kWarps * kMmaM * kOStride * 4 + 2 * kWarps * kMmaM * 4;
-  static constexpr int kWorkBytes = kKVBytes > kOBytes ? kKVBytes : kOBytes;
-  static constexpr int kOffsetBytes = kStages * 2 * kBlockN * 8;
-  static constexpr int kSmemBytes = QTile::kBytes + kWorkBytes + kOffsetBytes;
-  static_assert(kWorkBytes % 16 == 0 && QTile::kBytes % 16 == 0, "offsets stay 16-byte aligned");
+struct Traits : KeyWarpTraits<kHeadDim, kRowWarps> {
+  using Base = KeyWarpTraits<kHeadDim, kRowWarps>;
+  static_assert(kRowWarps <= 4, "16, 32 or 64 packed rows a CTA");
+  static constexpr int kOffsetBytes = Base::kStages * 2 * Base::kBlockN * 8;
+  static constexpr int kSmemBytes = Base::kTablesOffset + kOffsetBytes;
   // CTAs an SM ptxas budgets registers for: decode streams the cache, so up to hd128 several
   // CTAs an SM keep loads in flight (4: 128 registers a lane, which hd64 needs; 3: 170, hd96 and
   // hd128's 32-row tile use up to 167); from hd192 O alone takes 96-128 registers, and ptxas's
@@ -106,17 +84,17 @@ __global__ void __launch_bounds__(Traits<kHeadDim, kRowWarps>::kThreads,
                                   Traits<kHeadDim, kRowWarps>::kMinBlocksPerSm)
     paged_attention_kernel(const cuattn_paged_attention_params p) {
   using Tr = Traits<kHeadDim, kRowWarps>;
-  using QTile = typename Tr::QTile;
   using KVTile = typename Tr::KVTile;
   constexpr int kBlockM = Tr::kBlockM;
   constexpr int kBlockN = Tr::kBlockN;
+  constexpr int kStages = Tr::kStages;
   CUATTN_DYNAMIC_SMEM(unsigned char, smem);
   unsigned char* sQ = smem;
-  unsigned char* sKV = sQ + QTile::kBytes;  // [stage][K, V] tiles
+  unsigned char* sKV = sQ + Tr::QTile::kBytes;  // [stage][K, V] tiles
   auto sK = [&](int stage) { return sKV + (2 * stage) * KVTile::kBytes; };
   auto sV = [&](int stage) { return sKV + (2 * stage + 1) * KVTile::kBytes; };
   // [stage][K, V][key row]: element offsets in the pools.
-  int64_t* sOffsets = reinterpret_cast<int64_t*>(sKV + Tr::kWorkBytes);
+  int64_t* sOffsets = reinterpret_cast<int64_t*>(smem + Tr::kTablesOffset);
   auto offsets = [&](int stage, int part) { return sOffsets + (2 * stage + part) * kBlockN; };
 
   const int warp = threadIdx.x / kWarpSize;
@@ -259,18 +237,7 @@ __global__ void __launch_bounds__(Traits<kHeadDim, kRowWarps>::kThreads,
                               : Span{0, 0};
   }
 
-  OnlineSoftmax softmax[2];
-  float acc[Tr::kOutBlocks][kMmaCRegs] = {};          // O: [16 x kHeadDim] per warp, fp32
-  using Scores = float[Tr::kScoreBlocks][kMmaCRegs];  // S, then P: [16 x kWarpKeys]
-  const typename QTile::Cursor q_cursor = QTile::cursor(row_warp * kMmaM + lane % 16, lane / 16);
-  const typename KVTile::Cursor k_cursor =
-      KVTile::cursor(key_warp * Tr::kWarpKeys + (lane / 16) * kMmaN + lane % 8, (lane / 8) % 2);
-  const typename KVTile::Cursor v_cursor =
-      KVTile::cursor(key_warp * Tr::kWarpKeys + lane % 16, lane / 16);
-  const bool capped = p.softcap > 0.0f;
-  const float cap_scale = capped ? p.scale / p.softcap : 0.0f;
-  const float cap_log2 = capped ? p.softcap * kLog2e : 0.0f;
-
+  KeyWarp<T, Tr> math(row_warp, key_warp, lane, p.scale, p.scale_log2, p.softcap);
   for (int tile = 0; tile < num_tiles; ++tile) {
     const int stage = tile % kStages;
     // This tile has landed, and past the barrier every warp is done with the previous one, whose
@@ -293,137 +260,24 @@ __global__ void __launch_bounds__(Traits<kHeadDim, kRowWarps>::kThreads,
     }
     const bool boundary = n0 < warp_every.begin || n0 + Tr::kWarpKeys > warp_every.end;
 
-    // S = Q K^T: [16 x kWarpKeys].
-    Scores s;
-#pragma unroll
-    for (int k16 = 0; k16 < kHeadDim / kMmaK; ++k16) {
-      uint32_t a[kMmaARegs];
-      ldmatrix_x4(a, sQ + q_cursor.at(0, 2 * k16));
-#pragma unroll
-      for (int n8 = 0; n8 < Tr::kScoreBlocks; n8 += 2) {
-        uint32_t b[4];
-        ldmatrix_x4(b, sK(stage) + k_cursor.at(n8 * kMmaN, 2 * k16));
-        const uint32_t b0[kMmaBRegs] = {b[0], b[1]};
-        const uint32_t b1[kMmaBRegs] = {b[2], b[3]};
-        if (k16 == 0) {
-          const float zero[kMmaCRegs] = {};
-          mma_m16n8k16<T>(s[n8], a, b0, zero);
-          mma_m16n8k16<T>(s[n8 + 1], a, b1, zero);
-        } else {
-          mma_m16n8k16<T>(s[n8], a, b0, s[n8]);
-          mma_m16n8k16<T>(s[n8 + 1], a, b1, s[n8 + 1]);
-        }
-      }
-    }
-
-    // Scores in base 2 (capped where asked), the element mask on a boundary tile, then the
-    // online softmax. Lane row r of the accumulators is elements 2r and 2r + 1 of each block.
-#pragma unroll
-    for (int n8 = 0; n8 < Tr::kScoreBlocks; ++n8) {
-#pragma unroll
-      for (int i = 0; i < kMmaCRegs; ++i) {
-        s[n8][i] = capped ? cap_log2 * fast_tanh(s[n8][i] * cap_scale) : s[n8][i] * p.scale_log2;
-      }
-    }
+    typename KeyWarp<T, Tr>::Scores s;
+    math.scores(s, sQ, sK(stage));
     if (boundary) {
-#pragma unroll
-      for (int r = 0; r < 2; ++r) {
-        const int lo = lane_keys[r].begin - n0 - 2 * quad_lane;
-        const int hi = lane_keys[r].end - n0 - 2 * quad_lane;
-#pragma unroll
-        for (int n8 = 0; n8 < Tr::kScoreBlocks; ++n8) {
-#pragma unroll
-          for (int j = 0; j < 2; ++j) {
-            const int col = n8 * kMmaN + j;  // this lane's column, less 2 * quad_lane
-            if (col < lo || col >= hi) {
-              s[n8][2 * r + j] = -INFINITY;
-            }
-          }
-        }
-      }
+      math.mask(s, quad_lane, [&](int r, int col) {
+        return n0 + col >= lane_keys[r].begin && n0 + col < lane_keys[r].end;
+      });
     }
-    float tile_max[2];
-    bool outgrown = false;
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      tile_max[r] = -INFINITY;
-#pragma unroll
-      for (int n8 = 0; n8 < Tr::kScoreBlocks; ++n8) {
-        tile_max[r] = fmaxf(tile_max[r], fmaxf(s[n8][2 * r], s[n8][2 * r + 1]));
-      }
-      tile_max[r] = quad_max(tile_max[r]);
-      outgrown |= softmax[r].outgrown_by(tile_max[r]);
-    }
-    if (__any_sync(kMathFullMask, outgrown) != 0) {
-#pragma unroll
-      for (int r = 0; r < 2; ++r) {
-        const float correction = softmax[r].absorb_max(tile_max[r]);
-#pragma unroll
-        for (int d8 = 0; d8 < Tr::kOutBlocks; ++d8) {
-          acc[d8][2 * r] *= correction;
-          acc[d8][2 * r + 1] *= correction;
-        }
-      }
-    }
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      float sum = 0.0f;
-#pragma unroll
-      for (int n8 = 0; n8 < Tr::kScoreBlocks; ++n8) {
-#pragma unroll
-        for (int j = 0; j < 2; ++j) {
-          s[n8][2 * r + j] = softmax[r].prob(s[n8][2 * r + j]);
-          sum += s[n8][2 * r + j];
-        }
-      }
-      softmax[r].sum += sum;
-    }
-
-    // O += P V: P's A fragments straight from S's accumulators (two n8 blocks make one k16
-    // block), V through ldmatrix.trans, two n8 blocks of O a load.
-#pragma unroll
-    for (int k16 = 0; k16 < Tr::kPBlocks; ++k16) {
-      const uint32_t a[kMmaARegs] = {pack2<T>(s[2 * k16][0], s[2 * k16][1]),
-                                     pack2<T>(s[2 * k16][2], s[2 * k16][3]),
-                                     pack2<T>(s[2 * k16 + 1][0], s[2 * k16 + 1][1]),
-                                     pack2<T>(s[2 * k16 + 1][2], s[2 * k16 + 1][3])};
-#pragma unroll
-      for (int d8 = 0; d8 < Tr::kOutBlocks; d8 += 2) {
-        uint32_t b[4];
-        ldmatrix_x4_trans(b, sV(stage) + v_cursor.at(k16 * kMmaK, d8));
-        const uint32_t b0[kMmaBRegs] = {b[0], b[1]};
-        const uint32_t b1[kMmaBRegs] = {b[2], b[3]};
-        mma_m16n8k16<T>(acc[d8], a, b0, acc[d8]);
-        mma_m16n8k16<T>(acc[d8 + 1], a, b1, acc[d8 + 1]);
-      }
-    }
+    math.absorb(s);
+    math.accumulate(s, sV(stage));
   }
   // Nothing may still land in shared memory that the epilogue reuses, and every warp is done
   // with the last tile.
   cp_async_wait_all();
   __syncthreads();
 
-  // Epilogue. Each warp stages its O (unnormalized, at its own running max) and its rows' maxes
-  // and sums; then the CTA's threads combine the key warps of each row by LSE, as merge_states
-  // does, and write the row: to out in T, or, split, to the workspace in fp32.
-  float* sO = reinterpret_cast<float*>(sKV);  // [warp][16 rows][kOStride]
-  float* sMax = sO + kWarps * kMmaM * Tr::kOStride;
-  float* sSum = sMax + kWarps * kMmaM;
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    const int row = group_row + 8 * r;
-    float* o_row = sO + (warp * kMmaM + row) * Tr::kOStride;
-#pragma unroll
-    for (int d8 = 0; d8 < Tr::kOutBlocks; ++d8) {
-      *reinterpret_cast<float2*>(o_row + d8 * kMmaN + 2 * quad_lane) =
-          make_float2(acc[d8][2 * r], acc[d8][2 * r + 1]);
-    }
-    const float sum = quad_sum(softmax[r].sum);
-    if (quad_lane == 0) {
-      sMax[warp * kMmaM + row] = softmax[r].max;
-      sSum[warp * kMmaM + row] = sum;
-    }
-  }
+  // Epilogue. Each warp stages its O, maxes and sums; then the CTA's threads combine the key
+  // warps of each row by LSE and write the row: to out in T, or, split, to the workspace in fp32.
+  math.stage(sKV, warp, lane);
   __syncthreads();
 
   const bool split_out = p.num_splits > 1;
@@ -437,59 +291,28 @@ __global__ void __launch_bounds__(Traits<kHeadDim, kRowWarps>::kThreads,
     if (row >= rows) {
       continue;
     }
-    const int tile_row = r % kMmaM;
-    const int rw = r / kMmaM;  // its row warp; key warp kw is warp rw + kw * kRowWarps
-    float row_max = -INFINITY;
-#pragma unroll
-    for (int kw = 0; kw < Tr::kKeyWarps; ++kw) {
-      row_max = fmaxf(row_max, sMax[(rw + kw * kRowWarps) * kMmaM + tile_row]);
-    }
-    float weights[Tr::kKeyWarps];
-    float total = 0.0f;
-#pragma unroll
-    for (int kw = 0; kw < Tr::kKeyWarps; ++kw) {
-      const int w = (rw + kw * kRowWarps) * kMmaM + tile_row;
-      weights[kw] = sMax[w] == -INFINITY ? 0.0f : fast_exp2(sMax[w] - row_max);
-      total += weights[kw] * sSum[w];
-    }
-    const float inv_total = total > 0.0f ? 1.0f / total : 0.0f;
-    float o[kChunkElems] = {};
-#pragma unroll
-    for (int kw = 0; kw < Tr::kKeyWarps; ++kw) {
-      const float* src =
-          sO + ((rw + kw * kRowWarps) * kMmaM + tile_row) * Tr::kOStride + chunk * kChunkElems;
-#pragma unroll
-      for (int e = 0; e < kChunkElems; ++e) {
-        o[e] += src[e] * weights[kw];
-      }
-    }
+    const MergedChunk<Tr> merged = merge_key_warps<Tr>(sKV, r, chunk);
     const int token = row / group;
     const int head = kv_head * group + (row - token * group);
     const int64_t q_row = cta.q_begin + token;
-    const float lse = lse_from_log2(row_max, total);
     if (split_out) {
       float* dst = partial_o +
                    ((int64_t{split} * p.total_q + q_row) * p.heads + head) * kv.head_dim +
                    chunk * kChunkElems;
 #pragma unroll
       for (int e = 0; e < kChunkElems; e += 4) {
-        *reinterpret_cast<float4*>(dst + e) = make_float4(
-            o[e] * inv_total, o[e + 1] * inv_total, o[e + 2] * inv_total, o[e + 3] * inv_total);
+        *reinterpret_cast<float4*>(dst + e) =
+            make_float4(merged.o[e], merged.o[e + 1], merged.o[e + 2], merged.o[e + 3]);
       }
       if (chunk == 0) {
-        partial_lse[(int64_t{split} * p.total_q + q_row) * p.heads + head] = lse;
+        partial_lse[(int64_t{split} * p.total_q + q_row) * p.heads + head] = merged.lse;
       }
     } else {
-      uint4 packed;
-      packed.x = pack2<T>(o[0] * inv_total, o[1] * inv_total);
-      packed.y = pack2<T>(o[2] * inv_total, o[3] * inv_total);
-      packed.z = pack2<T>(o[4] * inv_total, o[5] * inv_total);
-      packed.w = pack2<T>(o[6] * inv_total, o[7] * inv_total);
       st_global_v4(static_cast<T*>(p.out) + q_row * p.out_row_stride + head * p.out_head_stride +
                        chunk * kChunkElems,
-                   packed);
+                   pack_chunk<T>(merged));
       if (chunk == 0 && p.maybe_lse != nullptr) {
-        p.maybe_lse[q_row * p.heads + head] = lse;
+        p.maybe_lse[q_row * p.heads + head] = merged.lse;
       }
     }
   }

@@ -7,6 +7,7 @@ use crate::ffi;
 use crate::tensor::{Element, Tensor};
 
 use super::{Kernel, VarlenBatch};
+use crate::sparse::BlockMask;
 
 pub(crate) type Launcher = unsafe extern "C" fn(
     *const ffi::cuattn_attention_params,
@@ -44,21 +45,36 @@ pub(crate) fn no_cuda_kernels(what: &str) -> crate::error::Error {
     ))
 }
 
-/// Launches `kernel` with `params` (validated, pointers unset) on the tensors' device.
-pub(super) fn run<T: Element>(
-    kernel: Kernel,
+/// What a launch runs: a dense kernel, or the block-sparse one over a mask.
+#[derive(Clone, Copy)]
+pub(crate) enum Call<'a> {
+    Dense(Kernel),
+    BlockSparse(&'a BlockMask),
+}
+
+/// Launches `call` with `params` (validated, pointers unset) on the tensors' device.
+pub(crate) fn run<T: Element>(
+    call: Call<'_>,
     device: &Device,
     mut params: ffi::cuattn_attention_params,
     [q, k, v, out]: [&Tensor<T>; 4],
     lse: Option<&Tensor<f32>>,
     varlen: Option<&VarlenBatch>,
 ) -> Result<()> {
+    let mask = match call {
+        Call::Dense(_) => None,
+        Call::BlockSparse(mask) => Some(mask),
+    };
     let homes = [("q", q), ("k", k), ("v", v), ("out", out)]
         .map(|(name, t)| (name, t.device()))
         .into_iter()
         .chain(lse.map(|t| ("lse", t.device())))
         .chain(varlen.map(|b| ("batch", b.cu_seqlens_q.device())))
-        .chain(varlen.map(|b| ("batch", b.cu_seqlens_k.device())));
+        .chain(varlen.map(|b| ("batch", b.cu_seqlens_k.device())))
+        .chain(
+            mask.into_iter()
+                .flat_map(|m| m.tensors().iter().map(|t| ("mask", t.device()))),
+        );
     let capture = device.capture_id()?;
     let capturing = capture.is_some();
     let streams = ForeignStreams::join(device, capture, homes)?;
@@ -84,25 +100,65 @@ pub(super) fn run<T: Element>(
     params.maybe_cu_seqlens_k = cu_k
         .as_ref()
         .map_or(std::ptr::null(), |p| p.0.cast_const().cast());
+    let mask_ptrs = mask.map(|m| {
+        m.tensors()
+            .each_ref()
+            .map(|t| t.kernel_ptr(device, capturing))
+    });
+    let mut mask_params = mask.map(|m| m.ffi_shape());
+    if let (Some(m), Some(ptrs)) = (mask_params.as_mut(), mask_ptrs.as_ref()) {
+        let [full_counts, full_indices, partial_counts, partial_indices] =
+            ptrs.each_ref().map(|p| p.0.cast_const().cast::<i32>());
+        m.full_counts = full_counts;
+        m.full_indices = full_indices;
+        m.partial_counts = partial_counts;
+        m.partial_indices = partial_indices;
+    }
 
-    let status = match device {
-        Device::Emulator => {
-            // SAFETY: params was validated against the tensors, whose buffers (host memory for
-            // the emulator) outlive this synchronous call.
-            unsafe { emulator_launcher(kernel)(&params, std::ptr::null_mut()) }
-        }
-        Device::Cuda(stream) => {
+    let mask_ptr: *const ffi::cuattn_block_mask =
+        mask_params.as_ref().map_or(std::ptr::null(), |m| m);
+
+    // SAFETY (every launch below): params and the mask were validated against the tensors,
+    // whose buffers (host memory for the emulator) outlive this call; on a GPU the guards above
+    // order later frees after this stream's work. A block-sparse call always has its mask.
+    let status = match (device, call) {
+        (Device::Emulator, Call::Dense(kernel)) => unsafe {
+            emulator_launcher(kernel)(&params, std::ptr::null_mut())
+        },
+        (Device::Emulator, Call::BlockSparse(_)) => unsafe {
+            ffi::cuattn_emu_launch_block_sparse_attention(&params, mask_ptr, std::ptr::null_mut())
+        },
+        // The static CUDA runtime behind the launchers uses the current context: make it
+        // cudarc's, so the pointers and the stream belong to it.
+        (Device::Cuda(stream), Call::Dense(kernel)) => {
             let launcher = cuda_launcher(kernel)?;
-            // The static CUDA runtime behind the launcher uses the current context: make it
-            // cudarc's, so the pointers and the stream belong to it.
             stream.context().bind_to_thread()?;
-            // SAFETY: params was validated against the tensors; their device buffers outlive
-            // the guards above, which order later frees after this stream's work.
             unsafe { launcher(&params, stream.cu_stream().cast()) }
+        }
+        (Device::Cuda(stream), Call::BlockSparse(_)) => {
+            let launcher = cuda_block_sparse_launcher()?;
+            stream.context().bind_to_thread()?;
+            unsafe { launcher(&params, mask_ptr, stream.cu_stream().cast()) }
         }
     };
     check_status(status)?;
     streams.rejoin()
+}
+
+type BlockSparseLauncher = unsafe extern "C" fn(
+    *const ffi::cuattn_attention_params,
+    *const ffi::cuattn_block_mask,
+    *mut std::ffi::c_void,
+) -> ffi::cuattn_status;
+
+#[cfg(cuattn_cuda)]
+fn cuda_block_sparse_launcher() -> Result<BlockSparseLauncher> {
+    Ok(ffi::cuattn_launch_block_sparse_attention)
+}
+
+#[cfg(not(cuattn_cuda))]
+fn cuda_block_sparse_launcher() -> Result<BlockSparseLauncher> {
+    Err(no_cuda_kernels("block_sparse_attention"))
 }
 
 /// Sets the calling thread's flash tile setting (cuattn_set_flash_tiles).

@@ -13,13 +13,17 @@ use crate::tensor::{Element, Tensor};
 pub(crate) use launch::cuda_launcher;
 #[cfg(not(cuattn_cuda))]
 pub(crate) use launch::no_cuda_kernels;
+pub(crate) use launch::{run as run_call, Call};
 pub use paged::{
     cascade_attention_into, merge_states, merge_states_in_place, merge_states_into,
     paged_attention, paged_attention_into, paged_attention_view_into, CascadePlan,
     PagedAttentionPlan, PagedPlanInfo, PagedQueries, PagedShape, SharedPrefix, SplitKv,
 };
 pub(crate) use paged::{run_raw, RawRows};
-pub(crate) use validate::check_varlen_rows;
+pub(crate) use validate::{
+    alignment as validate_alignment, check_varlen_rows, dense as validate_dense,
+    varlen as validate_varlen,
+};
 pub use validate::{validate_params, MAX_HEAD_DIM};
 
 /// The attention kernels, from the baseline up.
@@ -336,7 +340,14 @@ pub fn attention_into<T: Element>(
     let lse = lse.map(|t| &*t);
     let params = validate::dense(q, k, v, out, lse, opts)?;
     validate::alignment(kernel, [q, k, v, out])?;
-    launch::run(kernel, q.device(), params, [q, k, v, out], lse, None)
+    launch::run(
+        launch::Call::Dense(kernel),
+        q.device(),
+        params,
+        [q, k, v, out],
+        lse,
+        None,
+    )
 }
 
 /// Variable-length attention: q/out packed [total_q, heads, head_dim], k/v [total_k, kv_heads,
@@ -369,7 +380,14 @@ pub fn attention_varlen_into<T: Element>(
     let lse = lse.map(|t| &*t);
     let params = validate::varlen(q, k, v, batch, out, lse, opts)?;
     validate::alignment(kernel, [q, k, v, out])?;
-    launch::run(kernel, q.device(), params, [q, k, v, out], lse, Some(batch))
+    launch::run(
+        launch::Call::Dense(kernel),
+        q.device(),
+        params,
+        [q, k, v, out],
+        lse,
+        Some(batch),
+    )
 }
 
 /// `attention(Kernel::Flash, ...)`: the prefill kernel, for dense q [batch, seqlen_q, heads,
@@ -404,7 +422,7 @@ pub fn attention_naive<T: Element>(
     attention(Kernel::Naive, q, k, v, opts)
 }
 
-fn alloc_outputs<T: Element>(
+pub(crate) fn alloc_outputs<T: Element>(
     q: &Tensor<T>,
     varlen: Option<&VarlenBatch>,
     opts: &AttentionOptions,
