@@ -16,16 +16,18 @@
 //! before the timed runs, which time [`paged_attention_into`] alone, each after an L2 flush.
 //!
 //! Bytes: a row's KV bytes are what the step must read, every visible token's K and V of every KV
-//! head: `batch * context * kv_heads * head_dim * 2 (K and V) * 2 (bytes of bf16)`. The query,
-//! the output and the page tables are left out (under 0.1% of the KV at 1k tokens and more).
+//! head: `batch * context * kv_heads * head_dim * 2 (K and V) * 2 (bytes of bf16)`. Left out: the
+//! query and the output (3% of the KV for MQA at 1k tokens, far less elsewhere), the page tables,
+//! and split-KV's partial results.
 //!
-//! The ceiling: a device-to-device copy (`cuMemcpyAsync`) of [`COPY_BYTES`] (at least four times
-//! the L2) of random bytes, timed with the same [`Timer`]. A copy of N bytes reads N bytes and
-//! writes N; the report gives both its rate of bytes read and its rate of bytes read plus written,
-//! and a row's "% of copy" is its KV GB/s over the copy's bytes read plus written. Decode's memory
-//! traffic is nearly all reads, so what the memory system delivered to the copy, reads and writes
-//! together, is what it can deliver to decode; measured against the copy's bytes read alone, every
-//! percentage would double, and a kernel reading at half the card's bandwidth would show 100%.
+//! The ceiling: a device-to-device copy (`cuMemcpyDtoDAsync`) of [`COPY_BYTES`] (at least four
+//! times the L2) of random bytes, timed with the same [`Timer`]. A copy of N bytes reads N bytes
+//! and writes N; the report gives both its rate of bytes read and its rate of bytes read plus
+//! written, and a row's "% of copy" is its KV GB/s over the copy's bytes read plus written.
+//! Decode's memory traffic is nearly all reads, so what the memory system delivered to the copy,
+//! reads and writes together, is what it can deliver to decode; measured against the copy's bytes
+//! read alone, every percentage would double, and a kernel reading at half the card's bandwidth
+//! would show 100%.
 
 use std::fmt;
 
@@ -285,7 +287,7 @@ impl CopyCeiling {
     }
 }
 
-/// Times the copy ceiling: on a GPU, `cuMemcpyAsync` of [`COPY_BYTES`] (or four times the L2,
+/// Times the copy ceiling: on a GPU, `cuMemcpyDtoDAsync` of [`COPY_BYTES`] (or four times the L2,
 /// whichever is more) of random bytes between two buffers, the median of several runs, each
 /// after the timer's L2 flush; then checks the copy's first block arrived. On the emulator, one
 /// host memcpy of a megabyte (no performance number). The buffers are freed on return.
