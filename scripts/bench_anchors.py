@@ -1,19 +1,37 @@
 #!/usr/bin/env python3
-"""PyTorch anchors for `cuattn bench --family prefill`: the same shapes, timed the same way, with
-PyTorch's attention kernels, so cuattn's numbers sit next to known ones from the same card and run.
+"""PyTorch anchors for `cuattn bench` (families prefill and decode): the same shapes, timed the
+same way, with PyTorch's attention kernels, so cuattn's numbers sit next to known ones from the
+same card and run.
 
-Backends: scaled_dot_product_attention restricted to the flash backend (FlashAttention-2 inside
-PyTorch) and to the cuDNN backend, and FlexAttention compiled with torch.compile (causal through a
-block mask). Timing as in cuattn: CUDA events around each run, the L2 flushed before it (a memset
-of max(2 x L2, 256 MiB)), warm-up, the median of many runs; TFLOP/s count 4 * head_dim flops per
-visible (query, key) pair, so causal is about half of full. A backend that fails on a shape gets a
-row with its error and the run goes on. FlexAttention compiles once per shape, so it runs last,
-most relevant shapes first, within --budget-s; what the budget leaves out is recorded as skipped.
+Prefill backends: scaled_dot_product_attention restricted to the flash backend (FlashAttention-2
+inside PyTorch) and to the cuDNN backend, and FlexAttention compiled with torch.compile (causal
+through a block mask). TFLOP/s count 4 * head_dim flops per visible (query, key) pair, so causal
+is about half of full.
 
-Usage: python3 bench_anchors.py --json anchors.json [--quick] [--budget-s 150]
+Decode backends (one new token a sequence over a paged KV cache laid out as cuattn's: pools of
+[num_pages, 16, kv_heads, head_dim], each sequence's pages drawn from a random permutation):
+  sdpa_gather      gathers each sequence's K and V from the pages through the block table, then
+                   SDPA over them; the gather is timed with it, as an engine without a paged
+                   kernel would run it;
+  sdpa_contiguous  SDPA alone over K and V already contiguous ([batch, kv_heads, context,
+                   head_dim]): the best case of a dense kernel, no paging at all;
+  flex             FlexAttention (its decode kernel for one query row) compiled with
+                   torch.compile, over the same contiguous K and V.
+SDPA may pick flash, memory-efficient or cuDNN, never the math fallback. Every decode row counts
+GB/s as cuattn does: the KV bytes the step must read (batch * context * kv_heads * head_dim * 2 *
+2) over the median time, whatever the path moved (the gather moves about three times as much).
+
+Timing as in cuattn: CUDA events around each run, the L2 flushed before it (a memset of max(2 x
+L2, 256 MiB)), warm-up, the median of many runs. A backend that fails on a shape gets a row with
+its error and the run goes on. FlexAttention compiles once per shape, so it runs last, most
+relevant shapes first, within --budget-s; what the budget leaves out is recorded as skipped.
+
+Usage: python3 bench_anchors.py [--family prefill|decode] --json anchors.json [--quick]
+                                [--budget-s 150]
        python3 bench_anchors.py --table bench.json anchors.json
 The first needs a CUDA GPU and PyTorch (2.5 or newer for enable_gqa and FlexAttention); the
-second prints cuattn's results (`cuattn bench --json`) next to the anchors, in TFLOP/s per shape.
+second prints cuattn's results (`cuattn bench --json`) next to the anchors: TFLOP/s per shape for
+prefill, GB/s of KV read per shape for decode (the family is read from the files).
 """
 
 import argparse
@@ -30,6 +48,19 @@ HEAD_DIMS = [64, 128, 256]
 GQA = (32, 8, 128)  # heads, kv_heads, head_dim
 MIN_FLUSH_BYTES = 256 << 20
 BACKENDS = ["sdpa_flash", "sdpa_cudnn", "flex"]
+
+# The decode grid of `cuattn bench --family decode`, in its order (batch, then context, then head
+# group), and its conventions.
+DECODE_BATCHES = [1, 8, 64, 256]
+DECODE_CONTEXTS = [1024, 8192, 64 * 1024]
+DECODE_GROUPS = [(32, 32), (32, 8), (32, 4), (32, 1)]  # heads, kv_heads: group 1, 4, 8 and MQA
+DECODE_HEAD_DIM = 128
+PAGE_SIZE = 16
+KV_BUDGET_BYTES = 40 << 30  # shapes with more KV are skipped, as in cuattn
+FREE_MEMORY_SHARE = 0.85  # of the memory free when a shape starts, for its two copies of the KV
+DECODE_BACKENDS = ["sdpa_gather", "sdpa_contiguous", "flex"]
+# cuattn's targets: (batch, context, heads, kv_heads, least % of the copy with split-KV auto).
+DECODE_TARGETS = [(64, 8192, 32, 8, 90.0), (1, 64 * 1024, 32, 8, 85.0)]
 
 
 def mha(seqlen, head_dim, causal):
@@ -60,6 +91,46 @@ def quick_shapes():
 
 def label(shape):
     return "b{batch} s{seqlen} h{heads}/{kv_heads} d{head_dim}".format(**shape)
+
+
+def decode_shape(batch, context, group):
+    heads, kv_heads = group
+    return dict(batch=batch, context=context, heads=heads, kv_heads=kv_heads,
+                head_dim=DECODE_HEAD_DIM, page_size=PAGE_SIZE)
+
+
+def decode_shapes():
+    """The shapes of `cuattn bench --family decode`, in its order."""
+    return [decode_shape(b, c, g) for b in DECODE_BATCHES for c in DECODE_CONTEXTS
+            for g in DECODE_GROUPS]
+
+
+def decode_quick_shapes():
+    """The shapes of `cuattn bench --family decode --quick` on a GPU: the targets' and two more."""
+    return [decode_shape(1, 64 * 1024, (32, 8)), decode_shape(8, 8192, (32, 8)),
+            decode_shape(64, 8192, (32, 8)), decode_shape(64, 8192, (32, 1))]
+
+
+def context_label(context):
+    """`8k` for 8192 tokens, the number itself when it is no multiple of 1024 (as cuattn)."""
+    if context >= 1024 and context % 1024 == 0:
+        return "{}k".format(context // 1024)
+    return str(context)
+
+
+def decode_label(shape):
+    """`b64 ctx8k h32/8 d128`, as cuattn labels its decode rows."""
+    return "b{} ctx{} h{}/{} d{}".format(shape["batch"], context_label(shape["context"]),
+                                         shape["heads"], shape["kv_heads"], shape["head_dim"])
+
+
+def kv_bytes(shape):
+    """The KV bytes a decode step reads: every cached token's K and V of every KV head, bf16."""
+    return shape["batch"] * shape["context"] * shape["kv_heads"] * shape["head_dim"] * 2 * 2
+
+
+def gib(n):
+    return "{:.1f} GiB".format(n / float(1 << 30))
 
 
 def visible_pairs(seqlen_q, seqlen_k, causal):
@@ -231,11 +302,20 @@ def load_report(path):
 
 
 def table(ours_path, anchors_path, tuned=()):
+    """The table of the family the files hold (decode or prefill)."""
+    ours, anchors = load_report(ours_path), load_report(anchors_path)
+    if "decode" in (ours.get("family"), anchors.get("family")):
+        if tuned:
+            return "--tuned applies to prefill tables only"
+        return decode_table(ours, anchors)
+    return prefill_table(ours, anchors, tuned)
+
+
+def prefill_table(ours, anchors, tuned=()):
     """cuattn's rows (one column per kernel, with % of the mma.sync ceiling) next to the anchors
     (one column per backend), TFLOP/s per shape, in cuattn's shape order. With `tuned` (pairs of
     a label and a `cuattn bench --json` file of a tuning build), one more column per build, and
     only the shapes those builds ran."""
-    ours, anchors = load_report(ours_path), load_report(anchors_path)
     tuned = [(label, load_report(path)) for label, path in tuned]
     kernels = list(dict.fromkeys(r["kernel"] for r in ours["rows"]))
     backends = [b for b in BACKENDS if any(r["backend"] == b for r in anchors["rows"])]
@@ -281,6 +361,323 @@ def table(ours_path, anchors_path, tuned=()):
     return "\n".join(lines)
 
 
+def decode_key(r):
+    return (r["batch"], r["context"], r["heads"], r["kv_heads"], r["head_dim"], r["page_size"])
+
+
+def gbps_cell(r):
+    """A decode row's GB/s for the table, or why there is none."""
+    if r is None:
+        return "-"
+    if r.get("skipped") or (r.get("error") or "").startswith("skipped"):
+        return "skip"
+    if r.get("error") or r.get("gbps") is None:
+        return "err"
+    return "{:.1f}".format(r["gbps"])
+
+
+def decode_table(ours, anchors):
+    """cuattn's decode rows (split-KV auto and off: GB/s, % of the copy, splits) next to the
+    anchors (GB/s of the same KV bytes), in cuattn's shape order; then each target of cuattn's
+    with its verdict and whether cuattn's row is ahead of every PyTorch path that ran."""
+    copy = ours.get("copy_ceiling") or {}
+    both = copy.get("read_written_gbps")
+    lines = ["decode {}, GB/s of KV read; {}, commit {}; copy ceiling {}".format(
+        ours.get("dtype", "bf16"), ours.get("device") or anchors.get("device"),
+        ours.get("commit") or anchors.get("commit") or "unknown",
+        "{:.1f} GB/s read + written ({:.1f} read); % copy divides by read + written".format(
+            both, copy.get("read_gbps") or 0.0) if both else "not measured")]
+    if ours.get("emulator"):
+        lines.append("cuattn ran on the emulator: its numbers are no performance numbers")
+    lines.append("sdpa_gather: the gather from the pages timed with SDPA; sdpa_contiguous and "
+                 "flex: K and V already contiguous (no paging)")
+    by_split = {(r["split"], decode_key(r)): r for r in ours.get("rows", [])}
+    backends = [b for b in DECODE_BACKENDS if any(r["backend"] == b for r in anchors["rows"])]
+    by_backend = {(r["backend"], decode_key(r)): r for r in anchors["rows"]}
+    every_row = ours.get("rows", []) + anchors["rows"]
+    keys = list(dict.fromkeys(decode_key(r) for r in every_row))
+    labels = {decode_key(r): r["shape"] for r in every_row}
+
+    def pct(r):
+        ok = r and not r.get("error") and not r.get("skipped") and r.get("pct_of_copy")
+        return "{:.0f}".format(r["pct_of_copy"]) if ok else "-"
+
+    def ahead(key):
+        """Whether cuattn's split-auto row beats every anchor that ran on `key`."""
+        ours_row = by_split.get(("auto", key))
+        theirs = [by_backend.get((b, key)) for b in backends]
+        theirs = [r["gbps"] for r in theirs if r and not r.get("error") and r.get("gbps")]
+        if not ours_row or ours_row.get("error") or ours_row.get("skipped") or not theirs:
+            return "-", None
+        return ("yes" if ours_row["gbps"] > max(theirs) else "no"), max(theirs)
+
+    header = "{:<24} {:>9} {:>4} {:>4} {:>9} {:>4}".format("shape", "auto", "%cp", "spl", "off",
+                                                            "%cp")
+    for b in backends:
+        header += " {:>15}".format(b)
+    header += " {:>5}".format("ahead")
+    lines.append(header)
+    for key in keys:
+        auto, off = by_split.get(("auto", key)), by_split.get(("off", key))
+        splits = auto.get("num_splits") if auto else None
+        line = "{:<24} {:>9} {:>4} {:>4} {:>9} {:>4}".format(
+            labels[key], gbps_cell(auto), pct(auto), splits if splits else "-", gbps_cell(off),
+            pct(off))
+        for b in backends:
+            line += " {:>15}".format(gbps_cell(by_backend.get((b, key))))
+        line += " {:>5}".format(ahead(key)[0])
+        lines.append(line)
+    for batch, context, heads, kv_heads, target in DECODE_TARGETS:
+        key = (batch, context, heads, kv_heads, DECODE_HEAD_DIM, PAGE_SIZE)
+        r = by_split.get(("auto", key))
+        label = decode_label(decode_shape(batch, context, (heads, kv_heads)))
+        if r is None:
+            continue
+        if r.get("error") or r.get("skipped"):
+            lines.append("target {} split auto: not measured ({})".format(
+                label, r.get("error") or r.get("skipped")))
+            continue
+        verdict = "met" if r["pct_of_copy"] >= target else "not met"
+        answer, best = ahead(key)
+        versus = ("no PyTorch row" if best is None else
+                  "{} (best PyTorch {:.1f} GB/s)".format(answer, best))
+        splits = r.get("num_splits") or 1
+        lines.append("target {} split auto ({} split{}): {:.1f}% of copy (target {:.0f}%): {}; "
+                     "ahead of every PyTorch path: {}".format(
+                         label, splits, "" if splits == 1 else "s", r["pct_of_copy"], target,
+                         verdict, versus))
+    return "\n".join(lines)
+
+
+def import_torch():
+    """PyTorch, or None with a line on stderr saying why it cannot be used."""
+    try:
+        import torch
+    except ImportError as e:
+        print("bench_anchors: PyTorch is not installed ({}); no anchors".format(e),
+              file=sys.stderr)
+        return None
+    if not torch.cuda.is_available():
+        print("bench_anchors: no CUDA device", file=sys.stderr)
+        return None
+    return torch
+
+
+def report_header(torch, family):
+    """The fields every anchors report starts with."""
+    try:
+        import triton
+        triton_version = triton.__version__
+    except Exception:  # noqa: BLE001 - the version is informational
+        triton_version = None
+    return {
+        "family": family,
+        "device": torch.cuda.get_device_name(),
+        "torch": torch.__version__,
+        "triton": triton_version,
+        "cudnn": torch.backends.cudnn.version(),
+        "commit": os.environ.get("CUATTN_COMMIT") or None,
+        "dtype": "bf16",
+        "rows": [],
+    }
+
+
+class PagedKv:
+    """Random bf16 K and V pools of one decode shape, [num_pages, page_size, kv_heads, head_dim]
+    (cuattn's Nhd layout), every page used, each sequence's pages drawn from a random permutation
+    of the pool (a shuffled free list), the block table [batch, pages a sequence] in int64."""
+
+    def __init__(self, torch, shape):
+        b, ctx, page = shape["batch"], shape["context"], shape["page_size"]
+        self.pages = -(-ctx // page)
+        num_pages = b * self.pages
+        dims = (num_pages, page, shape["kv_heads"], shape["head_dim"])
+        self.k = torch.randn(*dims, dtype=torch.bfloat16, device="cuda")
+        self.v = torch.randn(*dims, dtype=torch.bfloat16, device="cuda")
+        self.block_table = torch.randperm(num_pages, device="cuda").view(b, self.pages)
+        self.shape = shape
+
+    def gather(self, pool):
+        """One pool's keys (or values) of every sequence, [batch, kv_heads, context, head_dim]
+        (a strided view of a fresh gathered copy)."""
+        s = self.shape
+        rows = pool[self.block_table]  # [batch, pages, page_size, kv_heads, head_dim]
+        rows = rows.view(s["batch"], self.pages * s["page_size"], s["kv_heads"], s["head_dim"])
+        return rows[:, :s["context"]].transpose(1, 2)
+
+
+def decode_queries(torch, shape):
+    """q of one new token a sequence: [batch, heads, 1, head_dim]."""
+    return torch.randn(shape["batch"], shape["heads"], 1, shape["head_dim"],
+                       dtype=torch.bfloat16, device="cuda")
+
+
+def decode_row(backend, shape, **fields):
+    out = dict(backend=backend, shape=decode_label(shape), batch=shape["batch"],
+               context=shape["context"], q_len=1, heads=shape["heads"],
+               kv_heads=shape["kv_heads"], group=shape["heads"] // shape["kv_heads"],
+               head_dim=shape["head_dim"], page_size=shape["page_size"], dtype="bf16",
+               kv_bytes=kv_bytes(shape), ms=None, min_ms=None, runs=0, gbps=None, error=None)
+    out.update(fields)
+    return out
+
+
+def timed_decode_row(backend, shape, result, **extra):
+    ms, min_ms, runs = result
+    return decode_row(backend, shape, ms=ms, min_ms=min_ms, runs=runs,
+                      gbps=kv_bytes(shape) / (ms * 1e-3) / 1e9, **extra)
+
+
+def decode_skip_reason(torch, shape):
+    """Why `shape` cannot run here, or None: over cuattn's KV budget, or two copies of its KV
+    (the pages and the gathered or contiguous K and V) over the share of free memory."""
+    need = kv_bytes(shape)
+    if need > KV_BUDGET_BYTES:
+        return "skipped: KV {} over the {} budget".format(gib(need), gib(KV_BUDGET_BYTES))
+    free, _ = torch.cuda.mem_get_info()
+    if 2 * need > FREE_MEMORY_SHARE * free:
+        return "skipped: two copies of the KV ({}) need more than {:.0f}% of the {} free".format(
+            gib(2 * need), 100 * FREE_MEMORY_SHARE, gib(free))
+    return None
+
+
+def decode_flex_priority(shape):
+    """Order of the FlexAttention pass: cuattn's targets first, then the smallest KV first."""
+    key = (shape["batch"], shape["context"], shape["heads"], shape["kv_heads"])
+    is_target = any(key == t[:4] for t in DECODE_TARGETS)
+    return 0 if is_target else 1, kv_bytes(shape)
+
+
+def run_decode(args, backends, started):
+    """The decode anchors: SDPA over the gathered pages and over contiguous KV for every shape,
+    then FlexAttention within the budget; rows written to args.json as they come."""
+    torch = import_torch()
+    if torch is None:
+        return 2
+    torch.manual_seed(0)
+    report = report_header(torch, "decode")
+    report["sdpa_backends"] = "flash, efficient, cudnn (PyTorch picks; no math fallback)"
+    report["kv_budget_bytes"] = KV_BUDGET_BYTES
+    timer = Timer(torch)
+    report["l2_flush_bytes"] = timer.flush.numel()
+    budget = Budget(args.quick)
+    shapes = decode_quick_shapes() if args.quick else decode_shapes()
+
+    def add(r):
+        report["rows"].append(r)
+        if r["error"]:
+            print("{:<15} {:<24} {}".format(r["backend"], r["shape"], r["error"]))
+        else:
+            print("{:<15} {:<24} {:>10.4f} {:>9.1f}".format(r["backend"], r["shape"], r["ms"],
+                                                           r["gbps"]))
+        sys.stdout.flush()
+        write_json(report, args.json)
+
+    print("decode anchors on {} (torch {}, triton {}, cuDNN {})".format(
+        report["device"], report["torch"], report["triton"], report["cudnn"]))
+    print("{:<15} {:<24} {:>10} {:>9}".format("backend", "shape", "ms", "GB/s"))
+    import torch.nn.functional as F
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    no_math = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION,
+               SDPBackend.CUDNN_ATTENTION]
+    with torch.no_grad():
+        # SDPA: the gathered pages (gather timed), then the contiguous K and V made from them.
+        sdpa = [b for b in backends if b.startswith("sdpa_")]
+        for shape in shapes if sdpa else []:
+            why = decode_skip_reason(torch, shape)
+            if why:
+                for name in sdpa:
+                    add(decode_row(name, shape, error=why))
+                continue
+            gqa = {"enable_gqa": True} if shape["heads"] != shape["kv_heads"] else {}
+            paged = k = v = gathered = contiguous = None
+            try:
+                q = decode_queries(torch, shape)
+                paged = PagedKv(torch, shape)
+                if "sdpa_gather" in sdpa:
+                    def gathered(paged=paged, q=q):
+                        return F.scaled_dot_product_attention(
+                            q, paged.gather(paged.k), paged.gather(paged.v), **gqa)
+                    try:
+                        with sdpa_kernel(no_math):
+                            add(timed_decode_row("sdpa_gather", shape,
+                                                 measure(timer, budget, gathered)))
+                    except Exception as e:  # noqa: BLE001 - a backend may refuse a shape
+                        add(decode_row("sdpa_gather", shape, error=error_text(e)))
+                if "sdpa_contiguous" in sdpa:
+                    # One pool at a time, each dropped once copied: at most two copies of the KV.
+                    k = paged.gather(paged.k).contiguous()
+                    paged.k = None
+                    v = paged.gather(paged.v).contiguous()
+                    paged.v = None
+
+                    def contiguous(q=q, k=k, v=v):
+                        return F.scaled_dot_product_attention(q, k, v, **gqa)
+                    try:
+                        with sdpa_kernel(no_math):
+                            add(timed_decode_row("sdpa_contiguous", shape,
+                                                 measure(timer, budget, contiguous)))
+                    except Exception as e:  # noqa: BLE001 - a backend may refuse a shape
+                        add(decode_row("sdpa_contiguous", shape, error=error_text(e)))
+            except Exception as e:  # noqa: BLE001 - out of memory setting the shape up
+                done = {r["backend"] for r in report["rows"] if r["shape"] == decode_label(shape)}
+                for name in sdpa:
+                    if name not in done:
+                        add(decode_row(name, shape, error=error_text(e)))
+            finally:
+                # The timed closures hold the tensors too (default arguments).
+                paged = k = v = q = gathered = contiguous = None
+                torch.cuda.empty_cache()
+
+        # FlexAttention: one compilation per shape, so the targets first, on a budget.
+        if "flex" in backends:
+            flex, flex_error = None, None
+            try:
+                from torch.nn.attention.flex_attention import flex_attention
+                raise_recompile_limits(torch)
+                flex = torch.compile(flex_attention, dynamic=False)
+            except Exception as e:  # noqa: BLE001 - no FlexAttention in this PyTorch
+                flex_error = error_text(e)
+            for shape in sorted(shapes, key=decode_flex_priority):
+                if flex is None:
+                    add(decode_row("flex", shape, error=flex_error))
+                    continue
+                why = decode_skip_reason(torch, shape)
+                if why:
+                    add(decode_row("flex", shape, error=why))
+                    continue
+                if time.monotonic() - started > args.budget_s:
+                    add(decode_row("flex", shape, error="skipped: time budget of {:.0f} s "
+                                   "spent".format(args.budget_s)))
+                    continue
+                q = k = v = None
+                try:
+                    q = decode_queries(torch, shape)
+                    dims = (shape["batch"], shape["kv_heads"], shape["context"],
+                            shape["head_dim"])
+                    k = torch.randn(*dims, dtype=torch.bfloat16, device="cuda")
+                    v = torch.randn(*dims, dtype=torch.bfloat16, device="cuda")
+                    kwargs = {"enable_gqa": True} if shape["heads"] != shape["kv_heads"] else {}
+
+                    def run(q=q, k=k, v=v, kwargs=kwargs):
+                        return flex(q, k, v, **kwargs)
+
+                    compile_start = time.monotonic()
+                    run()
+                    torch.cuda.synchronize()
+                    compile_s = time.monotonic() - compile_start
+                    add(timed_decode_row("flex", shape, measure(timer, budget, run),
+                                         compile_s=round(compile_s, 2)))
+                except Exception as e:  # noqa: BLE001 - a shape FlexAttention cannot compile
+                    add(decode_row("flex", shape, error=error_text(e)))
+                finally:
+                    q = k = v = run = None
+                    torch.cuda.empty_cache()
+    report["wall_s"] = round(time.monotonic() - started, 1)
+    write_json(report, args.json)
+    return 0
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", help="where to write the results")
@@ -289,12 +686,15 @@ def main():
     parser.add_argument("--tuned", action="append", default=[], metavar="LABEL=BENCH_JSON",
                         help="with --table: a tuning build's results as one more column "
                              "(repeatable); the table keeps only the shapes they ran")
+    parser.add_argument("--family", choices=["prefill", "decode"], default="prefill",
+                        help="which of cuattn's benchmarks to anchor (default prefill)")
     parser.add_argument("--quick", action="store_true", help="the shapes of cuattn's --quick")
     parser.add_argument("--budget-s", type=float, default=150.0,
                         help="wall-clock seconds for the whole run; the FlexAttention pass "
                              "stops when they are spent (default 150)")
-    parser.add_argument("--backends", default=",".join(BACKENDS),
-                        help="comma-separated subset of " + ",".join(BACKENDS))
+    parser.add_argument("--backends",
+                        help="comma-separated subset of " + ",".join(BACKENDS) + " (prefill) or "
+                             + ",".join(DECODE_BACKENDS) + " (decode); default: all")
     args = parser.parse_args()
     if args.table:
         tuned = [t.split("=", 1) for t in args.tuned]
@@ -305,31 +705,26 @@ def main():
     if not args.json:
         parser.error("--json FILE is required to run the anchors")
     started = time.monotonic()
-    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
-    unknown = [b for b in backends if b not in BACKENDS]
+    choices = DECODE_BACKENDS if args.family == "decode" else BACKENDS
+    backends = ([b.strip() for b in args.backends.split(",") if b.strip()] if args.backends
+                else list(choices))
+    unknown = [b for b in backends if b not in choices]
     if unknown:
-        parser.error("unknown backend(s) {}; choose from {}".format(unknown, BACKENDS))
+        parser.error("unknown {} backend(s) {}; choose from {}".format(args.family, unknown,
+                                                                      choices))
+    if args.family == "decode":
+        return run_decode(args, backends, started)
+    return run_prefill(args, backends, started)
 
-    import torch
-    if not torch.cuda.is_available():
-        print("bench_anchors: no CUDA device", file=sys.stderr)
+
+def run_prefill(args, backends, started):
+    """The prefill anchors: SDPA's backends on every shape, then FlexAttention within the budget;
+    rows written to args.json as they come."""
+    torch = import_torch()
+    if torch is None:
         return 2
     torch.manual_seed(0)
-    try:
-        import triton
-        triton_version = triton.__version__
-    except Exception:  # noqa: BLE001 - the version is informational
-        triton_version = None
-    report = {
-        "family": "prefill",
-        "device": torch.cuda.get_device_name(),
-        "torch": torch.__version__,
-        "triton": triton_version,
-        "cudnn": torch.backends.cudnn.version(),
-        "commit": os.environ.get("CUATTN_COMMIT") or None,
-        "dtype": "bf16",
-        "rows": [],
-    }
+    report = report_header(torch, "prefill")
     timer = Timer(torch)
     report["l2_flush_bytes"] = timer.flush.numel()
     budget = Budget(args.quick)

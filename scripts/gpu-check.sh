@@ -7,9 +7,12 @@
 #   .gpu/gpu-check.sh device      on the GPU machine (no Rust there), results under $OUT: runs
 #                                 the GPU tests, `cuattn info`, `cuattn check --device gpu` (also
 #                                 on the compute_80 PTX), `cuattn bench --family prefill`, the
-#                                 PyTorch anchors (bench_anchors.py), Nsight Compute at hd128 and
+#                                 PyTorch anchors (bench_anchors.py), `cuattn bench --family
+#                                 decode` and its anchors (bench_anchors.py --family decode: SDPA
+#                                 over the gathered pages and over contiguous KV, FlexAttention
+#                                 within its budget), Nsight Compute at hd128 and
 #                                 hd256, both flash tile tables forced, a softcapped run and the
-#                                 tuning variants (checked, then timed), and ends with two short
+#                                 tuning variants (checked, then timed), and ends with short
 #                                 tables (summary.txt and the results, written to $OUT as each
 #                                 step ends). Every step keeps to GPU_CHECK_BUDGET_S (480 s by
 #                                 default, below), the essential ones (tests, checks, the
@@ -20,9 +23,11 @@
 #                                 with fewer steps.
 set -euo pipefail
 
-# Test binaries that exercise kernels on every device present (the GPU among them).
-GPU_TESTS=(attention_flash flash_head_dim_features attention_mma_simple attention_naive primitives capi kv_cache
-  emulator streams flash_fuzz)
+# Test binaries that exercise kernels on every device present (the GPU among them): the attention
+# kernels, the primitives, the C API, the paged KV cache and paged attention over it (decode,
+# split-KV, cascade), streams and CUDA graphs, the emulator's own checks, the fuzzer.
+GPU_TESTS=(attention_flash flash_head_dim_features attention_mma_simple attention_naive primitives
+  capi kv_cache paged_attention emulator streams flash_fuzz)
 # Tuning variants (build.rs's CUATTN_FLASH_TUNE:
 # <tile>:<m tiles>,<key tile>,<stages>[,<warps>[,<schedule>[,<fma exp2>[,<paired>]]]], schedule 1
 # ping-pong, 2 pipelined; fma exp2 the quarters of the scores whose exp2 runs on the FMA pipe;
@@ -59,6 +64,13 @@ tuned_table() {
 BENCH_TIMEOUT_S=150
 ANCHORS_BUDGET_S=${GPU_CHECK_FLEX_BUDGET_S:-60}
 ANCHORS_TIMEOUT_S=170
+# The decode benchmark: 48 shapes (3 over its 40 GiB KV budget, skipped) with split-KV auto and
+# off, about 150 ms of timed runs each, after filling each shape's cache (up to 32 GiB); its
+# anchors: SDPA on every shape, then FlexAttention compilations until DECODE_ANCHORS_BUDGET_S
+# after the script started (cuattn's targets first).
+DECODE_TIMEOUT_S=120
+DECODE_ANCHORS_BUDGET_S=${GPU_CHECK_DECODE_FLEX_BUDGET_S:-75}
+DECODE_ANCHORS_TIMEOUT_S=120
 # The device half's time budget, seconds: each step gets its own limit or what is left of the
 # budget, whichever is less, and none starts with under 15 s left (a tuning row's check only with
 # its whole minute), so that the run ends with its tables and its log archive inside one device
@@ -226,6 +238,34 @@ device() {
     echo "anchors: FAILED ($(tail -n 1 "$out/anchors.txt"))" >> "$summary"
   fi
   cp "$out/anchors.json" "$final/" 2>/dev/null || true
+  # The decode benchmark, then its anchors on the same shapes. A run the budget cut short keeps
+  # the rows it wrote, and is no failure.
+  local rc=0
+  lim=$(limit "$DECODE_TIMEOUT_S" "bench decode")
+  if [ "$lim" -gt 0 ]; then
+    CUATTN_COMMIT="$commit" timeout "$lim" "$bin/cuattn" bench --family decode --device gpu \
+      --json "$out/bench-decode.json" > "$out/bench-decode.txt" 2>&1 || rc=$?
+    if [ "$rc" -eq 0 ]; then
+      echo "bench decode: ok (bench-decode.txt, bench-decode.json)" >> "$summary"
+    elif [ "$rc" -eq 124 ] && [ "$lim" -lt "$DECODE_TIMEOUT_S" ]; then
+      echo "bench decode: cut short by the budget after ${lim} s" >> "$summary"
+    else
+      echo "bench decode: FAILED ($(tail -n 1 "$out/bench-decode.txt"))" >> "$summary"
+      status=1
+    fi
+  fi
+  cp "$out/bench-decode.json" "$final/" 2>/dev/null || true
+  lim=$(limit "$DECODE_ANCHORS_TIMEOUT_S" "anchors decode")
+  if [ "$lim" -eq 0 ]; then
+    :
+  elif CUATTN_COMMIT="$commit" timeout "$lim" python3 "$here/bench_anchors.py" --family decode \
+      --json "$out/anchors-decode.json" --budget-s "$DECODE_ANCHORS_BUDGET_S" \
+      > "$out/anchors-decode.txt" 2>&1; then
+    echo "anchors decode: ok (anchors-decode.txt, anchors-decode.json)" >> "$summary"
+  else
+    echo "anchors decode: FAILED ($(tail -n 1 "$out/anchors-decode.txt"))" >> "$summary"
+  fi
+  cp "$out/anchors-decode.json" "$final/" 2>/dev/null || true
   # Hardware counters of one launch of the default kernel at hd128 and at hd256 (wide tiles), and
   # of the compact hd256 row (K and V in turns), 2k queries unmasked (pipes, stalls and the
   # instructions they sample, shared-memory wavefronts and bank conflicts), where Nsight Compute
@@ -285,6 +325,11 @@ device() {
   echo >> "$summary"
   python3 "$here/bench_anchors.py" --table "$out/bench.json" "$out/anchors.json" >> "$summary" \
     2>&1 || true
+  if [ -s "$out/bench-decode.json" ]; then
+    echo >> "$summary"
+    python3 "$here/bench_anchors.py" --table "$out/bench-decode.json" "$out/anchors-decode.json" \
+      >> "$summary" 2>&1 || true
+  fi
   if [ ${#tuned[@]} -gt 0 ]; then
     echo >> "$summary"
     python3 "$here/bench_anchors.py" --table "$out/bench.json" "$out/anchors.json" "${tuned[@]}" \

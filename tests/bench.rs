@@ -1,19 +1,25 @@
-//! The prefill benchmark's arithmetic and code paths, without timing anything: visible pairs are
+//! The benchmarks' arithmetic and code paths, without timing anything. Prefill: visible pairs are
 //! counted exactly (against a brute-force count over the reference's mask rule), bench_mma writes
-//! the closed-form value that proves every mma ran, and `cuattn bench` runs its quick emulator
-//! path end to end (table and JSON) and refuses a full run on the emulator.
+//! the closed-form value that proves every mma ran. Decode: the grid holds the targets' shapes and
+//! skips only shapes over the KV budget, rows count the KV bytes the step reads, verdicts compare
+//! the targets' rows with their thresholds. `cuattn bench` runs both families' quick emulator
+//! paths end to end (table and JSON), refuses a full run on the emulator, and refuses options of
+//! the other family.
 
 mod common;
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
+use cuattn::bench::decode::{
+    self, CopyCeiling, DecodeConfig, DecodeReport, DecodeRow, DecodeShape, KV_BUDGET_BYTES, TARGETS,
+};
 use cuattn::bench::{
     self, bench_mma_expected, bench_mma_flops, launch_bench_mma, median, prefill_shapes,
     visible_pairs, BenchConfig, PrefillShape, EMULATOR_NOTE, MODEL_DIM, TOKENS,
 };
 use cuattn::reference::key_visible;
-use cuattn::{AttentionOptions, Device, FlashTiles, Kernel, Tensor};
+use cuattn::{AttentionOptions, Device, FlashTiles, Kernel, SplitKv, Tensor};
 
 /// (seqlen_q, seqlen_k) pairs: the project's odd test lengths, unequal both ways.
 const LENGTHS: [(usize, usize); 10] = [
@@ -241,8 +247,18 @@ fn temp_json(test: &str) -> PathBuf {
 /// `cuattn bench --family prefill --device emu --quick <extra> --json <file>` with `commit` as
 /// CUATTN_COMMIT, which must succeed: its stdout and its JSON report.
 fn quick_bench(test: &str, extra: &[&str], commit: Option<&str>) -> (String, serde_json::Value) {
+    quick_bench_family("prefill", test, extra, commit)
+}
+
+/// [`quick_bench`] of `family`.
+fn quick_bench_family(
+    family: &str,
+    test: &str,
+    extra: &[&str],
+    commit: Option<&str>,
+) -> (String, serde_json::Value) {
     let json = temp_json(test);
-    let mut args = vec!["bench", "--family", "prefill", "--device", "emu", "--quick"];
+    let mut args = vec!["bench", "--family", family, "--device", "emu", "--quick"];
     args.extend_from_slice(extra);
     args.extend_from_slice(&["--json", json.to_str().unwrap()]);
     let out = cuattn(&args, commit);
@@ -407,5 +423,350 @@ fn bench_rejects_an_unknown_kernel_naming_the_choices() {
     assert!(stderr.contains("`nope`"), "{stderr}");
     for kernel in Kernel::ALL {
         assert!(stderr.contains(kernel.name()), "{stderr}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Decode.
+// ---------------------------------------------------------------------------------------------
+
+/// KV bytes of a decode step, counted here from first principles: each of `batch` sequences
+/// reads `context` tokens, each token a key and a value row of `kv_heads * head_dim` bf16
+/// elements of 2 bytes.
+fn expected_kv_bytes(batch: u64, context: u64, kv_heads: u64, head_dim: u64) -> u64 {
+    let per_token = 2 * kv_heads * head_dim * 2;
+    (0..batch).map(|_| context * per_token).sum()
+}
+
+#[test]
+fn decode_grid_holds_the_targets_and_skips_only_shapes_over_the_kv_budget() {
+    let shapes = decode::decode_shapes();
+    assert_eq!(shapes.len(), 4 * 3 * 4, "batches x contexts x head groups");
+    let mut over = Vec::new();
+    for batch in [1, 8, 64, 256] {
+        for context in [1024, 8192, 65536] {
+            for (heads, kv_heads) in [(32, 32), (32, 8), (32, 4), (32, 1)] {
+                let found: Vec<&DecodeShape> = shapes
+                    .iter()
+                    .filter(|s| {
+                        (s.batch, s.context, s.heads, s.kv_heads)
+                            == (batch, context, heads, kv_heads)
+                    })
+                    .collect();
+                assert_eq!(found.len(), 1, "b{batch} ctx{context} h{heads}/{kv_heads}");
+                let s = found[0];
+                assert_eq!((s.head_dim, s.page_size), (128, 16), "{}", s.label());
+                let want = expected_kv_bytes(batch as u64, context as u64, kv_heads as u64, 128);
+                assert_eq!(s.kv_bytes(), want, "{}", s.label());
+                if want > 40 << 30 {
+                    over.push(s.label());
+                }
+            }
+        }
+    }
+    println!("over the 40 GiB budget: {over:?}");
+    assert_eq!(KV_BUDGET_BYTES, 40 << 30);
+    assert_eq!(
+        over,
+        [
+            "b64 ctx64k h32/32 d128",
+            "b256 ctx64k h32/32 d128",
+            "b256 ctx64k h32/8 d128"
+        ]
+    );
+    let quick = decode::quick_gpu_shapes();
+    for target in TARGETS {
+        println!(
+            "target {} split {:?}: {}%",
+            target.shape.label(),
+            target.split,
+            target.min_pct_of_copy
+        );
+        assert!(shapes.contains(&target.shape), "{}", target.shape.label());
+        assert!(quick.contains(&target.shape), "{}", target.shape.label());
+        assert!(target.shape.kv_bytes() <= KV_BUDGET_BYTES);
+    }
+    assert_eq!(TARGETS[0].shape.label(), "b64 ctx8k h32/8 d128");
+    assert_eq!(TARGETS[1].shape.label(), "b1 ctx64k h32/8 d128");
+    assert_eq!(
+        (TARGETS[0].min_pct_of_copy, TARGETS[1].min_pct_of_copy),
+        (90.0, 85.0)
+    );
+}
+
+#[test]
+fn run_decode_refuses_the_emulator_without_quick() {
+    let mut progressed = false;
+    let err = decode::run_decode(&Device::emulator(), &DecodeConfig::default(), |_| {
+        progressed = true
+    })
+    .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("`device`") && msg.contains("emulator") && msg.contains("--quick"),
+        "{msg}"
+    );
+    assert!(!progressed, "refused before measuring anything");
+}
+
+#[test]
+fn decode_quick_on_the_emulator_counts_the_kv_bytes_its_step_reads() {
+    let config = DecodeConfig {
+        quick: true,
+        commit: Some("abc1234".into()),
+    };
+    let mut progress_rows = Vec::new();
+    let report = decode::run_decode(&Device::emulator(), &config, |r| {
+        progress_rows.push(r.rows.len())
+    })
+    .unwrap();
+    assert_eq!(
+        progress_rows,
+        [0, 1, 2],
+        "after the copy, then after each row"
+    );
+    let shape = decode::emulator_shape();
+    println!("{}: {} rows", shape.label(), report.rows.len());
+    assert_eq!(
+        (
+            shape.batch,
+            shape.context,
+            shape.heads,
+            shape.kv_heads,
+            shape.head_dim
+        ),
+        (2, 520, 4, 2, 64)
+    );
+    // 2 sequences x 520 tokens x (K and V) x 2 KV heads x 64 x 2 bytes.
+    assert_eq!(expected_kv_bytes(2, 520, 2, 64), 532_480);
+    let c = &report.copy;
+    assert!(c.ms > 0.0 && c.bytes > 0, "{c:?}");
+    assert!((c.read_written_gbps - 2.0 * c.read_gbps).abs() <= 1e-9 * c.read_gbps);
+    assert!((c.read_gbps - c.bytes as f64 / (c.ms * 1e-3) / 1e9).abs() <= 1e-9 * c.read_gbps);
+    assert_eq!(report.rows.len(), 2);
+    for (row, split) in report.rows.iter().zip([SplitKv::Auto, SplitKv::Off]) {
+        println!("{row}");
+        assert_eq!(row.shape, shape);
+        assert_eq!(row.split, split);
+        assert!(row.error.is_none() && row.skipped.is_none(), "{row}");
+        assert_eq!(row.kv_bytes, 532_480);
+        assert_eq!(row.runs, 1, "the emulator runs each split once");
+        assert!(row.ms > 0.0);
+        let gbps = 532_480.0 / (row.ms * 1e-3) / 1e9;
+        assert!(
+            (row.gbps - gbps).abs() <= 1e-9 * gbps,
+            "{} vs {gbps}",
+            row.gbps
+        );
+        let pct = 100.0 * gbps / c.read_written_gbps;
+        assert!((row.pct_of_copy - pct).abs() <= 1e-9 * pct);
+    }
+    // 520 keys over 4 CTAs on the 132 SMs the emulator plans for: auto splits them in two
+    // (at least 256 keys a split); off never splits.
+    assert_eq!(report.rows[0].num_splits, Some(2));
+    assert_eq!(report.rows[1].num_splits, Some(1));
+    assert!(
+        report.verdicts().is_empty(),
+        "no target shape on the emulator"
+    );
+}
+
+/// A report of `rows` over a copy of 1000 GB/s read plus written.
+fn report_with(rows: Vec<DecodeRow>) -> DecodeReport {
+    DecodeReport {
+        device: "test".into(),
+        emulator: false,
+        quick: false,
+        commit: None,
+        copy: CopyCeiling {
+            bytes: 1 << 30,
+            ms: 2.147483648,
+            runs: 10,
+            read_gbps: 500.0,
+            read_written_gbps: 1000.0,
+        },
+        l2_flush_bytes: 0,
+        kv_budget_bytes: KV_BUDGET_BYTES,
+        rows,
+    }
+}
+
+#[test]
+fn decode_verdicts_compare_each_target_row_with_its_threshold() {
+    let copy = report_with(Vec::new()).copy;
+    // A median run at the given % of the 1000 GB/s copy.
+    let at_pct = |shape: DecodeShape, split, splits, pct: f64| {
+        let ms = shape.kv_bytes() as f64 / (pct * 10.0 * 1e9) * 1e3;
+        DecodeRow::new(shape, split, splits, &[ms], &copy)
+    };
+    let [b64, b1] = TARGETS.map(|t| t.shape);
+    let report = report_with(vec![
+        at_pct(b64, SplitKv::Auto, 1, 91.0),
+        at_pct(b64, SplitKv::Off, 1, 95.0),
+        at_pct(b1, SplitKv::Auto, 33, 80.0),
+    ]);
+    let verdicts = report.verdicts();
+    for v in &verdicts {
+        println!("{}", v.text);
+    }
+    assert_eq!(verdicts.len(), 2);
+    assert_eq!(verdicts[0].met, Some(true));
+    assert!((verdicts[0].pct_of_copy.unwrap() - 91.0).abs() < 1e-9);
+    assert_eq!(
+        verdicts[0].text,
+        "b64 ctx8k h32/8 d128 split auto (1 split): 91.0% of copy (target 90%): met"
+    );
+    assert_eq!(
+        verdicts[1].met,
+        Some(false),
+        "the split-off row is no target"
+    );
+    assert_eq!(
+        verdicts[1].text,
+        "b1 ctx64k h32/8 d128 split auto (33 splits): 80.0% of copy (target 85%): not met"
+    );
+
+    let skipped = report_with(vec![DecodeRow::skipped(
+        b1,
+        SplitKv::Auto,
+        "over the budget".into(),
+    )]);
+    let verdicts = skipped.verdicts();
+    assert_eq!(verdicts.len(), 1, "only targets with a row");
+    assert_eq!(verdicts[0].met, None);
+    assert!(verdicts[0].text.contains("skipped (over the budget)"));
+    let json: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
+    assert_eq!(json["verdicts"][0]["met"], true);
+    assert_eq!(json["verdicts"][1]["target_pct_of_copy"], 85.0);
+}
+
+#[test]
+fn bench_decode_quick_on_the_emulator_prints_the_table_and_writes_json() {
+    let (stdout, v) = quick_bench_family("decode", "decode-quick", &[], Some("abc1234"));
+    println!("{stdout}");
+    assert!(
+        stdout.contains("bench decode on emulator, commit abc1234"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("device-to-device copy"), "{stdout}");
+    assert!(
+        stdout.contains("GB/s") && stdout.contains("% copy"),
+        "{stdout}"
+    );
+    let shape = decode::emulator_shape();
+    let rows: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with(&shape.label()))
+        .collect();
+    assert_eq!(rows.len(), 2, "{stdout}");
+    assert!(rows.iter().all(|r| r.contains(EMULATOR_NOTE)), "{stdout}");
+
+    assert_eq!(v["family"], "decode");
+    assert_eq!(v["device"], "emulator");
+    assert_eq!(v["emulator"], true);
+    assert_eq!(v["note"], EMULATOR_NOTE);
+    assert_eq!(v["quick"], true);
+    assert_eq!(v["commit"], "abc1234");
+    assert_eq!(v["dtype"], "bf16");
+    let copy = &v["copy_ceiling"];
+    let (read, both) = (
+        copy["read_gbps"].as_f64().unwrap(),
+        copy["read_written_gbps"].as_f64().unwrap(),
+    );
+    assert!(
+        read > 0.0 && (both - 2.0 * read).abs() <= 1e-9 * both,
+        "{copy}"
+    );
+    assert_eq!(copy["pct_of_copy_divides_by"], "read_written_gbps");
+    assert_eq!(v["kv_budget_bytes"].as_u64(), Some(KV_BUDGET_BYTES));
+    let json_rows = v["rows"].as_array().unwrap();
+    assert_eq!(json_rows.len(), 2);
+    for (row, split) in json_rows.iter().zip(["auto", "off"]) {
+        assert_eq!(row["kernel"], "paged");
+        assert_eq!(row["shape"], shape.label());
+        assert_eq!(row["split"], split);
+        assert_eq!(
+            (
+                row["batch"].as_u64(),
+                row["context"].as_u64(),
+                row["q_len"].as_u64()
+            ),
+            (Some(2), Some(520), Some(1))
+        );
+        assert_eq!(
+            (
+                row["heads"].as_u64(),
+                row["kv_heads"].as_u64(),
+                row["group"].as_u64()
+            ),
+            (Some(4), Some(2), Some(2))
+        );
+        assert_eq!(
+            (row["head_dim"].as_u64(), row["page_size"].as_u64()),
+            (Some(64), Some(16))
+        );
+        assert_eq!(
+            row["kv_bytes"].as_u64(),
+            Some(expected_kv_bytes(2, 520, 2, 64))
+        );
+        assert!(row["num_splits"].as_u64().unwrap() >= 1, "{row}");
+        assert_eq!(row["runs"], 1);
+        assert!(row["error"].is_null() && row["skipped"].is_null(), "{row}");
+        let (ms, gbps) = (row["ms"].as_f64().unwrap(), row["gbps"].as_f64().unwrap());
+        let want = 532_480.0 / (ms * 1e-3) / 1e9;
+        assert!((gbps - want).abs() <= 1e-9 * want, "{gbps} vs {want}");
+        let pct = row["pct_of_copy"].as_f64().unwrap();
+        assert!((pct - 100.0 * gbps / both).abs() <= 1e-9 * pct, "{row}");
+    }
+    assert_eq!(v["verdicts"], serde_json::json!([]));
+}
+
+#[test]
+fn bench_decode_on_the_emulator_without_quick_exits_2_and_says_why() {
+    let json = temp_json("decode-refused");
+    let out = cuattn(
+        &[
+            "bench",
+            "--family",
+            "decode",
+            "--device",
+            "emu",
+            "--json",
+            json.to_str().unwrap(),
+        ],
+        None,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stderr}");
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("decode benchmark") && stderr.contains("--quick") && stderr.contains("GPU"),
+        "{stderr}"
+    );
+    assert!(!json.exists(), "nothing measured, nothing written");
+}
+
+#[test]
+fn bench_decode_refuses_the_prefill_options_naming_them() {
+    for (option, value, arg) in [
+        ("--kernel", "flash", "`kernel`"),
+        ("--head-dim", "128", "`head_dim`"),
+        ("--flash-tiles", "auto", "`flash_tiles`"),
+        ("--softcap", "50", "`softcap`"),
+    ] {
+        let out = cuattn(
+            &[
+                "bench", "--family", "decode", "--device", "emu", "--quick", option, value,
+            ],
+            None,
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        println!("{option} {value}: {stderr}");
+        assert_eq!(out.status.code(), Some(2), "{option}: {stderr}");
+        assert!(
+            stderr.contains(arg) && stderr.contains(option) && stderr.contains("--family prefill"),
+            "{option}: {stderr}"
+        );
+        assert!(!String::from_utf8_lossy(&out.stdout).contains("bench decode"));
     }
 }

@@ -1,7 +1,8 @@
 //! The `cuattn` command line: `info` (build and devices), `check` (every kernel against the f64
 //! reference over a grid of shapes), `run` (one kernel on .npy tensors, dense or with `--paged`
-//! over a paged KV cache), `bench` (kernel times against the mma.sync ceiling), `kv-plan` (the
-//! size of a paged KV cache for a model).
+//! over a paged KV cache), `bench` (prefill against the mma.sync ceiling, decode over the paged
+//! KV cache against a device-to-device copy), `kv-plan` (the size of a paged KV cache for a
+//! model).
 
 mod kv_plan;
 mod run;
@@ -11,6 +12,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::attention::{FlashTiles, Kernel};
+use crate::bench::decode::{DecodeConfig, DecodeReport};
 use crate::bench::{table_header, BenchConfig, BenchReport, EMULATOR_NOTE};
 use crate::device::{probe_cuda, CudaProbe, Device};
 use crate::error::{Error, Result};
@@ -35,7 +37,8 @@ enum Command {
     /// Runs one kernel on tensors from .npy files (dense, or with --paged over a paged KV cache).
     #[command(subcommand)]
     Run(run::RunCommand),
-    /// Times kernels on benchmark shapes against the card's mma.sync ceiling.
+    /// Times kernels on benchmark shapes: prefill against the card's mma.sync ceiling, decode
+    /// over the paged KV cache against a device-to-device copy.
     Bench(BenchArgs),
     /// Sizes a paged KV cache: bytes per token, pages per sequence and sequences that fit in
     /// memory, for a model's shape and its MHA and MQA counterparts.
@@ -179,13 +182,18 @@ enum BenchFamily {
     /// Exact attention forward on FlashAttention's benchmark shapes (16k tokens, heads *
     /// head_dim = 2048; seqlen 512..16k; head dims 64, 128, 256; causal and not; GQA 32/8), bf16.
     Prefill,
+    /// Paged attention's decode step over the paged KV cache (batch 1..256, context 1k..64k, 32
+    /// query heads over 32, 8, 4 and 1 KV heads, hd128, pages of 16, split-KV auto and off),
+    /// bf16, in GB/s of KV read against a device-to-device copy timed in the same run.
+    Decode,
 }
 
 #[derive(clap::Args)]
 struct BenchArgs {
     #[arg(long, value_enum)]
     family: BenchFamily,
-    /// Kernels to time, comma-separated, or `all`; default: the default kernel (the fastest).
+    /// Prefill: kernels to time, comma-separated, or `all`; default: the default kernel (the
+    /// fastest).
     #[arg(long, value_name = "K")]
     kernel: Option<String>,
     #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
@@ -194,19 +202,19 @@ struct BenchArgs {
     /// it measured). Records `CUATTN_COMMIT` from the environment.
     #[arg(long, value_name = "FILE")]
     json: Option<std::path::PathBuf>,
-    /// GPU: a few shapes, fewer runs. Emulator (where it is required): one tiny shape once per
-    /// kernel, to exercise the code; its times are no performance numbers.
+    /// GPU: a few shapes, fewer runs. Emulator (where it is required): one tiny shape (once per
+    /// kernel), to exercise the code; its times are no performance numbers.
     #[arg(long)]
     quick: bool,
-    /// Only the shapes of these head dims, comma-separated (default: every shape).
+    /// Prefill: only the shapes of these head dims, comma-separated (default: every shape).
     #[arg(long, value_name = "D", value_delimiter = ',')]
     head_dim: Vec<usize>,
-    /// The flash kernel's tile table: auto (per shape), compact, or wide (sm_90 running the sm_90a
-    /// code only).
-    #[arg(long, value_name = "TILES", default_value = "auto")]
-    flash_tiles: FlashTiles,
-    /// A soft cap on the scores of every shape (cap * tanh(s / cap)), as Gemma 2 runs with 50;
-    /// default: none.
+    /// Prefill: the flash kernel's tile table: auto (per shape, the default), compact, or wide
+    /// (sm_90 running the sm_90a code only).
+    #[arg(long, value_name = "TILES")]
+    flash_tiles: Option<FlashTiles>,
+    /// Prefill: a soft cap on the scores of every shape (cap * tanh(s / cap)), as Gemma 2 runs
+    /// with 50; default: none.
     #[arg(long, value_name = "CAP")]
     softcap: Option<f32>,
 }
@@ -220,32 +228,81 @@ fn bench_kernels(arg: Option<&str>) -> Result<Vec<Kernel>> {
 }
 
 fn bench(args: &BenchArgs) -> Result<ExitCode> {
+    let commit = std::env::var("CUATTN_COMMIT")
+        .ok()
+        .filter(|c| !c.is_empty());
+    match args.family {
+        BenchFamily::Prefill => bench_prefill(args, commit),
+        BenchFamily::Decode => bench_decode(args, commit),
+    }
+}
+
+/// The report file of `--json`, rewritten with each report so far; the first write error is kept
+/// for the end of the run (a benchmark goes on measuring when its file cannot be written).
+struct JsonFile<'a> {
+    path: Option<&'a std::path::Path>,
+    error: Option<Error>,
+}
+
+impl<'a> JsonFile<'a> {
+    fn new(path: Option<&'a std::path::Path>) -> JsonFile<'a> {
+        JsonFile { path, error: None }
+    }
+
+    fn write(&mut self, text: &str) {
+        if let Some(path) = self.path {
+            if let Err(e) = std::fs::write(path, text) {
+                self.error.get_or_insert(Error::Io {
+                    path: path.display().to_string(),
+                    msg: e.to_string(),
+                });
+            }
+        }
+    }
+
+    fn finish(self) -> Result<()> {
+        self.error.map_or(Ok(()), Err)
+    }
+}
+
+/// `, commit abc1234` or nothing.
+fn commit_note(commit: Option<&str>) -> String {
+    commit.map_or(String::new(), |c| format!(", commit {c}"))
+}
+
+/// Exit status of a finished benchmark: failure when a row failed (skipped rows are not).
+fn bench_status(failed: usize) -> ExitCode {
+    if failed > 0 {
+        eprintln!("{failed} row(s) failed");
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}
+
+fn bench_prefill(args: &BenchArgs, commit: Option<String>) -> Result<ExitCode> {
     let config = BenchConfig {
         kernels: bench_kernels(args.kernel.as_deref())?,
         quick: args.quick,
-        commit: std::env::var("CUATTN_COMMIT")
-            .ok()
-            .filter(|c| !c.is_empty()),
+        commit,
         head_dims: args.head_dim.clone(),
-        flash_tiles: args.flash_tiles,
+        flash_tiles: args.flash_tiles.unwrap_or(FlashTiles::Auto),
         softcap: args.softcap,
     };
     let device = args.device.open()?;
     // Prints the heading once the ceiling is known, then each row as it comes, and rewrites the
     // JSON file each time.
     let mut printed: Option<usize> = None;
-    let mut write_error = None;
+    let mut json = JsonFile::new(args.json.as_deref());
     let progress = |report: &BenchReport| {
         let from = *printed.get_or_insert_with(|| {
-            let commit = report.commit.as_deref();
-            let commit = commit.map_or(String::new(), |c| format!(", commit {c}"));
             let softcap = report
                 .softcap
                 .map_or(String::new(), |c| format!(", softcap {c}"));
             println!(
-                "bench {} on {}{commit}, flash tiles {}{softcap}",
+                "bench {} on {}{}, flash tiles {}{softcap}",
                 report.family,
                 report.device,
+                commit_note(report.commit.as_deref()),
                 report.flash_tiles.name()
             );
             if report.emulator {
@@ -263,27 +320,79 @@ fn bench(args: &BenchArgs) -> Result<ExitCode> {
             }
         }
         printed = Some(report.rows.len());
-        if let Some(path) = &args.json {
-            if let Err(e) = std::fs::write(path, report.to_json()) {
-                write_error.get_or_insert(Error::Io {
-                    path: path.display().to_string(),
-                    msg: e.to_string(),
-                });
+        json.write(&report.to_json());
+    };
+    let report = crate::bench::run_prefill(&device, &config, progress)?;
+    json.finish()?;
+    Ok(bench_status(
+        report.rows.iter().filter(|r| r.error.is_some()).count(),
+    ))
+}
+
+/// The options of `cuattn bench` that only the prefill family takes, and whether each was given.
+fn prefill_only_options(args: &BenchArgs) -> [(&'static str, &'static str, bool); 4] {
+    [
+        ("kernel", "--kernel", args.kernel.is_some()),
+        ("head_dim", "--head-dim", !args.head_dim.is_empty()),
+        ("flash_tiles", "--flash-tiles", args.flash_tiles.is_some()),
+        ("softcap", "--softcap", args.softcap.is_some()),
+    ]
+}
+
+fn bench_decode(args: &BenchArgs, commit: Option<String>) -> Result<ExitCode> {
+    if let Some((arg, flag, _)) = prefill_only_options(args).into_iter().find(|o| o.2) {
+        return Err(Error::invalid(
+            arg,
+            format!(
+                "{flag} applies to --family prefill only: --family decode times the paged \
+                 attention kernel on its own grid (hd128, or hd64 on the emulator)"
+            ),
+        ));
+    }
+    let config = DecodeConfig {
+        quick: args.quick,
+        commit,
+    };
+    let device = args.device.open()?;
+    let mut printed: Option<usize> = None;
+    let mut json = JsonFile::new(args.json.as_deref());
+    let progress = |report: &DecodeReport| {
+        let from = *printed.get_or_insert_with(|| {
+            println!(
+                "bench {} on {}{}",
+                DecodeReport::FAMILY,
+                report.device,
+                commit_note(report.commit.as_deref())
+            );
+            if report.emulator {
+                println!("{EMULATOR_NOTE}: every time below is the emulator's");
+            }
+            println!("{}", report.copy);
+            println!(
+                "KV budget {} a shape: larger shapes are skipped",
+                crate::bench::decode::bytes_label(report.kv_budget_bytes)
+            );
+            println!("{}", crate::bench::decode::table_header());
+            0
+        });
+        for row in &report.rows[from..] {
+            if report.emulator {
+                println!("{row}  ({EMULATOR_NOTE})");
+            } else {
+                println!("{row}");
             }
         }
+        printed = Some(report.rows.len());
+        json.write(&report.to_json());
     };
-    let report = match args.family {
-        BenchFamily::Prefill => crate::bench::run_prefill(&device, &config, progress)?,
-    };
-    if let Some(e) = write_error {
-        return Err(e);
+    let report = crate::bench::decode::run_decode(&device, &config, progress)?;
+    for verdict in report.verdicts() {
+        println!("target: {}", verdict.text);
     }
-    let failed = report.rows.iter().filter(|r| r.error.is_some()).count();
-    if failed > 0 {
-        eprintln!("{failed} row(s) failed");
-        return Ok(ExitCode::FAILURE);
-    }
-    Ok(ExitCode::SUCCESS)
+    json.finish()?;
+    Ok(bench_status(
+        report.rows.iter().filter(|r| r.error.is_some()).count(),
+    ))
 }
 
 #[cfg(test)]

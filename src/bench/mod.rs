@@ -1,10 +1,17 @@
-//! Benchmarks of the attention kernels (`cuattn bench`, `cargo bench`): the prefill family on
-//! FlashAttention's benchmark shapes, timed with CUDA events after an L2 flush, reported in
-//! TFLOP/s of unmasked score pairs and as a share of the card's mma.sync ceiling, measured in the
-//! same run by `csrc/kernels/bench_mma.cu`.
+//! Benchmarks of the attention kernels (`cuattn bench`, `cargo bench`), timed with CUDA events
+//! after an L2 flush ([`Timer`]). Two families:
 //!
-//! On the emulator nothing is a performance number: only [`BenchConfig::quick`] runs there, one
-//! tiny shape once per kernel, to exercise the code paths.
+//! - prefill (this module): FlashAttention's benchmark shapes, reported in TFLOP/s of unmasked
+//!   score pairs and as a share of the card's mma.sync ceiling, measured in the same run by
+//!   `csrc/kernels/bench_mma.cu`;
+//! - decode ([`decode`]): paged attention over the paged KV cache, one new token a sequence,
+//!   reported in GB/s of KV read and as a share of a device-to-device copy measured in the same
+//!   run.
+//!
+//! On the emulator nothing is a performance number: only a quick run goes there (one tiny shape),
+//! to exercise the code paths.
+
+pub mod decode;
 
 use std::fmt;
 use std::sync::Arc;
