@@ -688,3 +688,136 @@ fn bad_masks_are_refused_naming_them() {
         );
     }
 }
+
+/// The C entry points on raw pointers: a launch equals the Rust call on the same mask tables, the
+/// planner reports the tile, and bad masks return status codes with messages naming the problem.
+#[test]
+fn c_entry_points_launch_plan_and_refuse() {
+    use cuattn::ffi::{self, cuattn_status as Status};
+    use cuattn::AttentionParams;
+    let device = Device::emulator();
+    let (sq, sk, heads, d) = (96, 80, 2, 64);
+    let opts = AttentionOptions {
+        causal: true,
+        ..Default::default()
+    };
+    let mut rng = StdRng::seed_from_u64(41);
+    let upload = |n: usize, rng: &mut StdRng| {
+        let x = to_t::<bf16>(&random(rng, n * heads * d));
+        Tensor::from_host(&device, &x, &[1, n, heads, d]).unwrap()
+    };
+    let (q, k, v) = (
+        upload(sq, &mut rng),
+        upload(sk, &mut rng),
+        upload(sk, &mut rng),
+    );
+    let pattern: Pattern = "local:w=1".parse().unwrap();
+    let mask =
+        BlockMask::from_pattern(&device, &pattern, heads, (32, 16), &[(sq, sk)], &opts).unwrap();
+    let want = block_sparse_attention(&q, &k, &v, &mask, &opts)
+        .unwrap()
+        .out
+        .to_host()
+        .unwrap();
+
+    // The same tables, uploaded as a C caller would, and contiguous strides.
+    let [fc, fi, pc, pi] = mask
+        .compressed()
+        .map(|t| Tensor::from_host(&device, t, &[t.len()]).unwrap());
+    let out = Tensor::full(&device, &[1, sq, heads, d], bf16::from_f32(f32::NAN)).unwrap();
+    let mut p = AttentionParams::dense_shape::<bf16>(&[1, sq, heads, d], &[1, sk, heads, d], &opts)
+        .unwrap();
+    let (row, batch_q, batch_k) = (
+        (heads * d) as i64,
+        (sq * heads * d) as i64,
+        (sk * heads * d) as i64,
+    );
+    p.q = q.raw_address();
+    p.k = k.raw_address();
+    p.v = v.raw_address();
+    p.out = out.raw_address();
+    (p.q_batch_stride, p.q_row_stride, p.q_head_stride) = (batch_q, row, d as i64);
+    (p.k_batch_stride, p.k_row_stride, p.k_head_stride) = (batch_k, row, d as i64);
+    (p.v_batch_stride, p.v_row_stride, p.v_head_stride) = (batch_k, row, d as i64);
+    (p.out_batch_stride, p.out_row_stride, p.out_head_stride) = (batch_q, row, d as i64);
+    let [_, mask_heads, nq, nk] = mask.dims();
+    let m = ffi::cuattn_block_mask {
+        block_q: 32,
+        block_k: 16,
+        num_q_blocks: nq as i32,
+        num_k_blocks: nk as i32,
+        batch: 1,
+        heads: mask_heads as i32,
+        full_counts: fc.raw_address().cast_const().cast(),
+        full_indices: fi.raw_address().cast_const().cast(),
+        partial_counts: pc.raw_address().cast_const().cast(),
+        partial_indices: pi.raw_address().cast_const().cast(),
+    };
+    // SAFETY: every pointer is a live emulator buffer of the extents the params and mask state.
+    let launch = |m: &ffi::cuattn_block_mask| unsafe {
+        ffi::cuattn_emu_launch_block_sparse_attention(&p, m, std::ptr::null_mut())
+    };
+    assert_eq!(launch(&m), Status::CUATTN_OK, "{}", common::last_error());
+    let got = out.to_host().unwrap();
+    assert!(got
+        .iter()
+        .zip(&want)
+        .all(|(a, b)| a.to_bits() == b.to_bits()));
+
+    let mut plan = ffi::cuattn_block_sparse_plan {
+        block_rows: 0,
+        block_keys: 0,
+        threads: 0,
+        smem_bytes: 0,
+        grid_x: 0,
+        grid_y: 0,
+        grid_z: 0,
+    };
+    // SAFETY: valid pointers; the planner reads params and the mask's shape only.
+    let status = unsafe { ffi::cuattn_emu_plan_block_sparse_attention(&p, &m, &mut plan) };
+    assert_eq!(status, Status::CUATTN_OK);
+    // 32-row query blocks: CTAs of 32 rows, one a block; 64-key tiles at hd64.
+    assert_eq!(
+        (plan.block_rows, plan.block_keys, plan.grid_x),
+        (32, 64, nq as i32)
+    );
+    assert_eq!(
+        (plan.grid_y, plan.grid_z, plan.threads),
+        (heads as i32, 1, 128)
+    );
+
+    for (bad, needle) in [
+        (
+            ffi::cuattn_block_mask { block_q: 24, ..m },
+            "multiple of 16",
+        ),
+        (
+            ffi::cuattn_block_mask {
+                num_k_blocks: nk as i32 + 1,
+                ..m
+            },
+            "make 3 x 5",
+        ),
+        (ffi::cuattn_block_mask { heads: 3, ..m }, "heads 3"),
+        (
+            ffi::cuattn_block_mask {
+                partial_indices: std::ptr::null(),
+                ..m
+            },
+            "must be set",
+        ),
+    ] {
+        assert_eq!(launch(&bad), Status::CUATTN_ERROR_INVALID_ARGUMENT);
+        let message = common::last_error();
+        assert!(
+            message.contains("block_sparse_attention") && message.contains(needle),
+            "{message}"
+        );
+    }
+    // SAFETY: a null mask is refused before any use.
+    let status = unsafe {
+        ffi::cuattn_emu_launch_block_sparse_attention(&p, std::ptr::null(), std::ptr::null_mut())
+    };
+    assert_eq!(status, Status::CUATTN_ERROR_INVALID_ARGUMENT);
+    assert!(common::last_error().contains("mask is null"));
+}
