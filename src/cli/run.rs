@@ -13,7 +13,7 @@ use half::{bf16, f16};
 
 use super::DeviceChoice;
 use crate::attention::{
-    attention, attention_varlen, AttentionOptions, Kernel, SplitKv, VarlenBatch,
+    attention, attention_varlen, AttentionOptions, AttentionParams, Kernel, SplitKv, VarlenBatch,
 };
 use crate::device::Device;
 use crate::error::{Error, Result};
@@ -203,6 +203,23 @@ struct Outputs {
     lse: Option<(Vec<usize>, Vec<f32>)>,
 }
 
+impl Outputs {
+    /// The outputs of a call, copied to the host and widened (f16 and bf16 widen to f32
+    /// exactly).
+    fn from_tensors<T: Element>(out: &Tensor<T>, lse: Option<&Tensor<f32>>) -> Result<Outputs> {
+        let out = out
+            .to_host()?
+            .into_iter()
+            .map(|x| x.to_f64() as f32)
+            .collect();
+        let lse = match lse {
+            Some(lse) => Some((lse.shape().to_vec(), lse.to_host()?)),
+            None => None,
+        };
+        Ok(Outputs { out, lse })
+    }
+}
+
 fn run_attention(args: &AttentionArgs) -> Result<ExitCode> {
     if args.lse.as_ref() == Some(&args.out) {
         return Err(Error::invalid(
@@ -334,6 +351,53 @@ fn read_offsets(arg: &'static str, path: &Path) -> Result<Vec<i32>> {
     Ok(offsets)
 }
 
+/// The varlen batch of `cu_q`/`cu_k` over packed q `[total_q, heads, head_dim]` and k
+/// `[total_k, kv_heads, head_dim]`, checked before a run builds anything from its lengths:
+/// ranks, head dims, heads and kv_heads and the options as the dense run checks them, and the
+/// offsets against the packed rows.
+fn varlen_batch<T: Element>(
+    device: &Device,
+    q: &NpyArray,
+    k: &NpyArray,
+    opts: &AttentionOptions,
+    cu_q: &[i32],
+    cu_k: &[i32],
+) -> Result<VarlenBatch> {
+    for (name, a) in [("q", q), ("k", k)] {
+        if a.shape.len() != 3 {
+            return Err(Error::invalid(
+                name,
+                format!(
+                    "shape {:?}: expected rank 3 [total_tokens, heads, head_dim] for a varlen \
+                     batch",
+                    a.shape
+                ),
+            ));
+        }
+    }
+    let &[total_q, heads, head_dim] = q.shape.as_slice() else {
+        unreachable!("rank checked")
+    };
+    let &[total_k, kv_heads, k_head_dim] = k.shape.as_slice() else {
+        unreachable!("rank checked")
+    };
+    if k_head_dim != head_dim {
+        return Err(Error::invalid(
+            "k",
+            format!("shape {:?}: head_dim must match q's {:?}", k.shape, q.shape),
+        ));
+    }
+    // Head dim, heads and kv_heads, and the options, as the dense run checks them.
+    AttentionParams::dense_shape::<T>(
+        &[1, total_q.max(1), heads, head_dim],
+        &[1, total_k.max(1), kv_heads, head_dim],
+        opts,
+    )?;
+    let batch = VarlenBatch::new(device, cu_q, cu_k)?;
+    crate::attention::check_varlen_rows(&batch, total_q, total_k)?;
+    Ok(batch)
+}
+
 /// One attention call, generic over the element type it runs in.
 struct Run<'a> {
     kernel: Kernel,
@@ -342,12 +406,15 @@ struct Run<'a> {
     cu_seqlens: Option<&'a (Vec<i32>, Vec<i32>)>,
 }
 
+/// An input rounded to `T` (to nearest even) on the device.
+fn upload<T: Element>(device: &Device, a: &NpyArray) -> Result<Tensor<T>> {
+    let data: Vec<T> = a.data.iter().map(|&x| T::from_f64(f64::from(x))).collect();
+    Tensor::from_host(device, &data, &a.shape)
+}
+
 impl Run<'_> {
     fn execute<T: Element>(&self, q: &NpyArray, k: &NpyArray, v: &NpyArray) -> Result<Outputs> {
-        let upload = |a: &NpyArray| {
-            let data: Vec<T> = a.data.iter().map(|&x| T::from_f64(f64::from(x))).collect();
-            Tensor::from_host(self.device, &data, &a.shape)
-        };
+        let upload = |a: &NpyArray| upload::<T>(self.device, a);
         let (q, k, v) = (upload(q)?, upload(k)?, upload(v)?);
         let result = match self.cu_seqlens {
             None => attention(self.kernel, &q, &k, &v, &self.opts)?,
@@ -356,17 +423,6 @@ impl Run<'_> {
                 attention_varlen(self.kernel, &q, &k, &v, &batch, &self.opts)?
             }
         };
-        // f16 and bf16 widen to f32 exactly.
-        let out = result
-            .out
-            .to_host()?
-            .into_iter()
-            .map(|x| x.to_f64() as f32)
-            .collect();
-        let lse = match result.lse {
-            Some(lse) => Some((lse.shape().to_vec(), lse.to_host()?)),
-            None => None,
-        };
-        Ok(Outputs { out, lse })
+        Outputs::from_tensors(&result.out, result.lse.as_ref())
     }
 }
