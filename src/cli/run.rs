@@ -1,9 +1,11 @@
 //! `cuattn run`: one kernel on tensors read from .npy files, through the safe API (which
 //! validates every argument), with the results written back as float32 .npy files. With
 //! `--paged P` the same problem goes through the paged KV cache and the paged attention kernel
-//! instead of a dense kernel (`paged`), the outputs in the same layouts.
+//! instead of a dense kernel (`paged`); with `--pattern` or `--block-mask` through block-sparse
+//! attention (`sparse`); the outputs in the same layouts.
 
 mod paged;
+mod sparse;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -18,12 +20,14 @@ use crate::attention::{
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::npy::{self, NpyArray};
+use crate::sparse::{BlockMatrix, Pattern};
 use crate::tensor::{Element, Tensor};
 
 #[derive(Subcommand)]
 pub enum RunCommand {
     /// Exact attention forward: out = softmax(scale * q k^T, masked) v, and optionally the LSE.
-    Attention(AttentionArgs),
+    // Boxed: its many flags would make every `cuattn` command as large.
+    Attention(Box<AttentionArgs>),
 }
 
 /// The element type the kernel computes in.
@@ -118,12 +122,40 @@ pub struct AttentionArgs {
     /// [default: auto].
     #[arg(long, value_name = "auto|off|S", value_parser = parse_split_kv)]
     split_kv: Option<SplitKv>,
+    /// Block-sparse run: the block matrix from a bool or uint8 file of 0 and 1, [batch or 1,
+    /// heads or 1, nq, nk] (a dim of 1 shared); needs --block-size.
+    ///
+    /// Entry (b, h, i, j) says whether query block i of sequence b, head h sees key block j;
+    /// nq and nk are the longest sequence's lengths in blocks (ceil(seqlen_q / BQ),
+    /// ceil(seqlen_k / BK)), blocks aligned at each sequence's start. --causal and --window apply
+    /// element by element inside the visible blocks. Not with --pattern, --kernel or --paged.
+    #[arg(long, value_name = "M.npy")]
+    block_mask: Option<PathBuf>,
+    /// Block-sparse run: the block matrix of a pattern over q's heads; needs --block-size.
+    ///
+    /// local:w=W, strided:w=W,s=S, dilated:w=W,d=D, longformer:w=W,global=G or
+    /// bigbird:w=W,global=G,random=R,seed=X[,per_head=1], in blocks and bottom-right aligned as
+    /// the causal mask is. --causal and --window apply element by element inside the visible
+    /// blocks. Not with --block-mask, --kernel or --paged.
+    #[arg(long, value_name = "PATTERN", value_parser = parse_pattern)]
+    pattern: Option<Pattern>,
+    /// With --block-mask or --pattern: the query and key block sizes, multiples of 16.
+    #[arg(long, value_name = "BQ,BK", value_parser = parse_block_size)]
+    block_size: Option<(usize, usize)>,
+    /// With a bigbird --pattern: each head draws its own random blocks (per_head=1).
+    #[arg(long)]
+    per_head_random: bool,
+    /// With --block-mask or --pattern: write the block matrix the run used, before --causal and
+    /// --window cut it, as a uint8 file that --block-mask reads back.
+    #[arg(long, value_name = "M.npy")]
+    save_block_mask: Option<PathBuf>,
 }
 
 fn kernel_help() -> String {
     let names: Vec<_> = Kernel::ALL.iter().map(|k| k.name()).collect();
     format!(
-        "Dense kernel to run: {} [default: {}]; not with --paged, which runs the paged kernel",
+        "Dense kernel to run: {} [default: {}]; not with --paged, --pattern or --block-mask, \
+         which run the paged and the block-sparse kernel",
         names.join(", "),
         Kernel::DEFAULT.name()
     )
@@ -135,6 +167,127 @@ fn parse_kernel(s: &str) -> std::result::Result<Kernel, String> {
 
 fn parse_split_kv(s: &str) -> std::result::Result<SplitKv, String> {
     s.parse().map_err(|e: Error| e.to_string())
+}
+
+fn parse_pattern(s: &str) -> std::result::Result<Pattern, String> {
+    s.parse().map_err(|e: Error| e.to_string())
+}
+
+/// `BQ,BK` as two sizes; their range is BlockMask's to check.
+fn parse_block_size(s: &str) -> std::result::Result<(usize, usize), String> {
+    let parse = |side: &str, x: &str| {
+        x.trim()
+            .parse::<usize>()
+            .map_err(|e| format!("{side} `{}`: {e} (expected BQ,BK)", x.trim()))
+    };
+    let (bq, bk) = s
+        .split_once(',')
+        .ok_or_else(|| "expected BQ,BK, e.g. 64,64".to_string())?;
+    Ok((parse("BQ", bq)?, parse("BK", bk)?))
+}
+
+/// The block-sparse settings, or `None` for another run; refuses the block-sparse flags without
+/// `--block-mask` or `--pattern`, both of those together, and `--kernel` or `--paged` with them.
+fn sparse_settings(args: &AttentionArgs) -> Result<Option<sparse::SparseSettings>> {
+    let source = match (&args.block_mask, &args.pattern) {
+        (Some(_), Some(_)) => {
+            return Err(Error::invalid(
+                "pattern",
+                "--block-mask and --pattern both give the block matrix: leave one out",
+            ))
+        }
+        (Some(path), None) => sparse::MaskSource::File(path.clone()),
+        (None, Some(pattern)) => sparse::MaskSource::Pattern(pattern.clone()),
+        (None, None) => {
+            for (arg, given) in [
+                ("block_size", args.block_size.is_some()),
+                ("per_head_random", args.per_head_random),
+                ("save_block_mask", args.save_block_mask.is_some()),
+            ] {
+                if given {
+                    return Err(Error::invalid(
+                        arg,
+                        format!(
+                            "--{} applies to the block-sparse run only: add --block-mask M.npy \
+                             or --pattern P",
+                            arg.replace('_', "-")
+                        ),
+                    ));
+                }
+            }
+            return Ok(None);
+        }
+    };
+    let flag = source.flag();
+    if let Some(kernel) = args.kernel {
+        return Err(Error::invalid(
+            "kernel",
+            format!(
+                "--kernel {} picks a dense kernel, but {flag} runs the block-sparse kernel: leave \
+                 one out",
+                kernel.name()
+            ),
+        ));
+    }
+    if let Some(page_size) = args.paged {
+        return Err(Error::invalid(
+            "paged",
+            format!(
+                "--paged {page_size} runs the paged kernel over a paged KV cache, but {flag} runs \
+                 the block-sparse kernel over dense K and V: leave one out"
+            ),
+        ));
+    }
+    let Some(block_size) = args.block_size else {
+        return Err(Error::invalid(
+            "block_size",
+            format!("{flag} needs --block-size BQ,BK: the query and key block sizes of its grid"),
+        ));
+    };
+    if args.save_block_mask.is_some()
+        && [Some(&args.out), args.lse.as_ref()].contains(&args.save_block_mask.as_ref())
+    {
+        return Err(Error::invalid(
+            "save_block_mask",
+            "the same file as --out or --lse: give each output its own path",
+        ));
+    }
+    let source = match source {
+        sparse::MaskSource::Pattern(pattern) if args.per_head_random => match pattern {
+            Pattern::BigBird {
+                w,
+                global,
+                random,
+                seed,
+                ..
+            } => sparse::MaskSource::Pattern(Pattern::BigBird {
+                w,
+                global,
+                random,
+                seed,
+                per_head: true,
+            }),
+            other => {
+                return Err(Error::invalid(
+                    "per_head_random",
+                    format!(
+                        "--per-head-random draws BigBird's random blocks per head, but --pattern \
+                         {other} is a {} pattern, which has none: use a bigbird pattern",
+                        other.name()
+                    ),
+                ))
+            }
+        },
+        sparse::MaskSource::File(_) if args.per_head_random => {
+            return Err(Error::invalid(
+                "per_head_random",
+                "--per-head-random applies to a bigbird --pattern; a --block-mask file gives \
+                 each head's blocks itself (its heads dim)",
+            ))
+        }
+        source => source,
+    };
+    Ok(Some(sparse::SparseSettings { source, block_size }))
 }
 
 /// The `--paged` settings, or `None` for a dense run; refuses the paged flags without `--paged`
@@ -197,10 +350,12 @@ pub fn run(cmd: RunCommand) -> Result<ExitCode> {
     }
 }
 
-/// What one attention run produced, widened to f32: out, and the LSE with its shape.
+/// What one attention run produced, widened to f32: out, and the LSE with its shape; for a
+/// block-sparse run, the block matrix it used (what `--save-block-mask` writes).
 struct Outputs {
     out: Vec<f32>,
     lse: Option<(Vec<usize>, Vec<f32>)>,
+    block_matrix: Option<BlockMatrix>,
 }
 
 impl Outputs {
@@ -216,7 +371,11 @@ impl Outputs {
             Some(lse) => Some((lse.shape().to_vec(), lse.to_host()?)),
             None => None,
         };
-        Ok(Outputs { out, lse })
+        Ok(Outputs {
+            out,
+            lse,
+            block_matrix: None,
+        })
     }
 }
 
@@ -227,6 +386,7 @@ fn run_attention(args: &AttentionArgs) -> Result<ExitCode> {
             "the same file as --out: give each output its own path",
         ));
     }
+    let sparse = sparse_settings(args)?;
     let paged = paged_settings(args)?;
     let q = read_tensor("q", &args.q)?;
     let k = read_tensor("k", &args.k)?;
@@ -252,8 +412,8 @@ fn run_attention(args: &AttentionArgs) -> Result<ExitCode> {
         return_lse: args.lse.is_some(),
     };
     let device = args.device.open()?;
-    let (what, outputs, paged_note) = match &paged {
-        None => {
+    let (what, outputs, note) = match (&paged, &sparse) {
+        (None, None) => {
             let kernel = args.kernel.unwrap_or(Kernel::DEFAULT);
             let run = Run {
                 kernel,
@@ -271,7 +431,7 @@ fn run_attention(args: &AttentionArgs) -> Result<ExitCode> {
                 String::new(),
             )
         }
-        Some(settings) => {
+        (Some(settings), _) => {
             let inputs = (&q, &k, &v);
             let cu = cu_seqlens.as_ref();
             let (outputs, note) = match args.dtype {
@@ -280,6 +440,15 @@ fn run_attention(args: &AttentionArgs) -> Result<ExitCode> {
             };
             ("paged attention".to_string(), outputs, note)
         }
+        (None, Some(settings)) => {
+            let inputs = (&q, &k, &v);
+            let cu = cu_seqlens.as_ref();
+            let (outputs, note) = match args.dtype {
+                RunDType::F16 => sparse::execute::<f16>(&device, settings, &opts, inputs, cu)?,
+                RunDType::Bf16 => sparse::execute::<bf16>(&device, settings, &opts, inputs, cu)?,
+            };
+            ("block-sparse attention".to_string(), outputs, note)
+        }
     };
     npy::write_f32(&args.out, &q.shape, &outputs.out)?;
     let mut written = args.out.display().to_string();
@@ -287,8 +456,12 @@ fn run_attention(args: &AttentionArgs) -> Result<ExitCode> {
         npy::write_f32(path, shape, lse)?;
         written = format!("{written}, {}", path.display());
     }
+    if let (Some(path), Some(matrix)) = (&args.save_block_mask, &outputs.block_matrix) {
+        npy::write_mask(path, &matrix.dims(), matrix.blocks())?;
+        written = format!("{written}, {}", path.display());
+    }
     eprintln!(
-        "ran {what} on {}: {}, q {:?}, k {:?}, v {:?}{}{}{paged_note} -> {written}",
+        "ran {what} on {}: {}, q {:?}, k {:?}, v {:?}{}{}{note} -> {written}",
         device.name(),
         args.dtype.name(),
         q.shape,

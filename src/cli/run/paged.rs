@@ -280,6 +280,7 @@ pub fn execute<T: Element>(
             Outputs {
                 out: Vec::new(),
                 lse,
+                block_matrix: None,
             },
             description,
         ));
@@ -332,7 +333,14 @@ pub fn execute<T: Element>(
         }
         None => None,
     };
-    Ok((Outputs { out, lse }, description))
+    Ok((
+        Outputs {
+            out,
+            lse,
+            block_matrix: None,
+        },
+        description,
+    ))
 }
 
 /// A cache filled with every key but the queries' in its context steps, and the query step
