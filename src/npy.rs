@@ -1,5 +1,6 @@
 //! NumPy `.npy` files for the CLI: float tensors in (f16, f32, f64) and out (f32), int32 offsets
-//! (`cu_seqlens`) in. Every failure is an `Error::Io` naming the file; nothing panics.
+//! (`cu_seqlens`) in, 0/1 masks (block-sparse block matrices) in as bool or uint8 and out as
+//! uint8. Every failure is an `Error::Io` naming the file; nothing panics.
 
 use std::fs::File;
 use std::io::BufWriter;
@@ -19,6 +20,7 @@ pub struct NpyArray {
 
 const FLOAT_DTYPES: &str = "float32, float16 or float64";
 const INT_DTYPES: &str = "int32 (or int64 with values in int32 range)";
+const MASK_DTYPES: &str = "bool or uint8 (0 and 1)";
 
 /// Reads a C-order float32, float16 or float64 array (either byte order) as f32; float64 values
 /// are rounded to the nearest f32.
@@ -62,9 +64,47 @@ pub fn read_i32(path: &Path) -> Result<(Vec<usize>, Vec<i32>)> {
     Ok((file.shape, data))
 }
 
+/// Reads a C-order 0/1 mask, bool or uint8: its shape and its values in row-major order. A
+/// uint8 value other than 0 and 1 is an error naming the element, not a silent `true`.
+pub fn read_mask(path: &Path) -> Result<(Vec<usize>, Vec<bool>)> {
+    let file = NpyInput::open(path)?;
+    if !matches!(
+        file.scalar_kind(),
+        Some((TypeChar::Bool | TypeChar::Uint, 1))
+    ) {
+        return Err(file.dtype_error(MASK_DTYPES));
+    }
+    // One byte an element, so the data bytes are the values in either byte order.
+    let mut mask = Vec::with_capacity(file.bytes.len() - file.data_start);
+    for (i, &x) in file.bytes[file.data_start..].iter().enumerate() {
+        match x {
+            0 => mask.push(false),
+            1 => mask.push(true),
+            _ => {
+                return Err(file.error(format!(
+                    "element {i} = {x}: a mask holds 0 and 1 only ({})",
+                    describe(&file.header.dtype())
+                )))
+            }
+        }
+    }
+    Ok((file.shape, mask))
+}
+
 /// Writes `data` (row-major, `shape`'s element count) as a little-endian float32 `.npy` file,
 /// replacing any file at `path`.
 pub fn write_f32(path: &Path, shape: &[usize], data: &[f32]) -> Result<()> {
+    write(path, shape, data)
+}
+
+/// Writes a mask (row-major, `shape`'s element count) as a uint8 `.npy` file of 0 and 1,
+/// replacing any file at `path`; [`read_mask`] reads it back.
+pub fn write_mask(path: &Path, shape: &[usize], mask: &[bool]) -> Result<()> {
+    let data: Vec<u8> = mask.iter().map(|&x| u8::from(x)).collect();
+    write(path, shape, &data)
+}
+
+fn write<T: npyz::AutoSerialize + Copy>(path: &Path, shape: &[usize], data: &[T]) -> Result<()> {
     let numel = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
     if numel != Some(data.len()) {
         return Err(Error::invalid(
@@ -81,7 +121,7 @@ pub fn write_f32(path: &Path, shape: &[usize], data: &[f32]) -> Result<()> {
     };
     let file = File::create(path).map_err(|e| io_error("create", e))?;
     let shape: Vec<u64> = shape.iter().map(|&d| d as u64).collect();
-    let mut writer = npyz::WriteOptions::<f32>::new()
+    let mut writer = npyz::WriteOptions::<T>::new()
         .default_dtype()
         .shape(&shape)
         .writer(BufWriter::new(file))
@@ -433,6 +473,58 @@ mod tests {
     }
 
     #[test]
+    fn masks_round_trip_as_uint8() {
+        let dir = TempDir::new("mask-round-trip");
+        let path = dir.0.join("m.npy");
+        let shape = [2, 1, 3, 5];
+        let mask: Vec<bool> = (0..30).map(|i| i % 3 == 0 || i % 7 == 2).collect();
+        write_mask(&path, &shape, &mask).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        let header = String::from_utf8_lossy(&bytes[..64]);
+        assert!(header.contains("'|u1'"), "{header}");
+        assert_eq!(read_mask(&path).unwrap(), (shape.to_vec(), mask));
+        let e = write_mask(&path, &[2, 2], &[true; 3]).unwrap_err();
+        assert!(
+            matches!(e, Error::InvalidArgument { arg: "data", .. }),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn bool_and_uint8_masks_are_read() {
+        let dir = TempDir::new("masks");
+        let data = [1u8, 0, 0, 1, 1, 0];
+        let want = (vec![2, 3], vec![true, false, false, true, true, false]);
+        for descr in ["|b1", "|u1"] {
+            let path = dir.file("m.npy", &npy_bytes(&dict(descr, false, "(2, 3)"), &data));
+            assert_eq!(read_mask(&path).unwrap(), want, "{descr}");
+        }
+    }
+
+    #[test]
+    fn mask_values_other_than_0_and_1_are_errors_naming_the_element() {
+        let dir = TempDir::new("mask-values");
+        let path = dir.file(
+            "two.npy",
+            &npy_bytes(&dict("|u1", false, "(4,)"), &[0, 1, 2, 1]),
+        );
+        let msg = io_message(read_mask(&path).unwrap_err());
+        assert!(
+            msg.contains("two.npy") && msg.contains("element 2 = 2") && msg.contains("0 and 1"),
+            "{msg}"
+        );
+        let path = dir.file("i4.npy", &npy_bytes(&dict("<i4", false, "(2,)"), &[0; 8]));
+        let msg = io_message(read_mask(&path).unwrap_err());
+        assert!(
+            msg.contains("int32") && msg.contains("expected bool or uint8"),
+            "{msg}"
+        );
+        let path = dir.file("u2.npy", &npy_bytes(&dict("<u2", false, "(2,)"), &[0; 4]));
+        let msg = io_message(read_mask(&path).unwrap_err());
+        assert!(msg.contains("uint16"), "{msg}");
+    }
+
+    #[test]
     fn missing_file_is_an_io_error_naming_it() {
         let dir = TempDir::new("missing");
         let msg = io_message(read_f32(&dir.0.join("nope.npy")).unwrap_err());
@@ -537,8 +629,12 @@ mod tests {
             let e = read_f32(&path).expect_err(name);
             let msg = io_message(e);
             assert!(msg.contains("bad.npy"), "{name}: {msg}");
-            let e = read_i32(&path).expect_err(name);
-            assert!(matches!(e, Error::Io { .. }), "{name}: {e}");
+            for e in [
+                read_i32(&path).expect_err(name),
+                read_mask(&path).expect_err(name),
+            ] {
+                assert!(matches!(e, Error::Io { .. }), "{name}: {e}");
+            }
         }
     }
 }

@@ -7,6 +7,7 @@ use std::process::{Command, Output};
 
 use cuattn::npy;
 use cuattn::reference::{self, AttentionProblem, Varlen};
+use cuattn::sparse::{BlockMatrix, Pattern};
 use half::{bf16, f16};
 use npyz::WriterBuilder;
 use rand::rngs::StdRng;
@@ -1066,6 +1067,586 @@ fn run_attention_help_documents_paged() {
         "--chunks",
         "ceil(c/2)",
         "--split-kv",
+    ] {
+        assert!(help.contains(want), "`{want}` in {help}");
+    }
+}
+
+// ---- `--pattern` / `--block-mask`: the same problem through block-sparse attention ----
+
+/// Writes `data` (row-major over `shape`) as a `.npy` file of `T` (bool or uint8 masks).
+fn write_array<T: npyz::AutoSerialize + Copy>(path: &Path, shape: &[usize], data: &[T]) {
+    let shape: Vec<u64> = shape.iter().map(|&d| d as u64).collect();
+    let file = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let mut w = npyz::WriteOptions::<T>::new()
+        .default_dtype()
+        .shape(&shape)
+        .writer(file)
+        .begin_nd()
+        .unwrap();
+    w.extend(data.iter().copied()).unwrap();
+    w.finish().unwrap();
+}
+
+/// The f64 reference of `p` on the inputs as bf16 sees them, under `matrix` in blocks of
+/// `(bq, bk)` (block indices within each sequence, as the kernel's).
+fn block_reference(
+    p: &AttentionProblem,
+    (q, k, v): (&[f32], &[f32], &[f32]),
+    matrix: &BlockMatrix,
+    (bq, bk): (usize, usize),
+) -> reference::AttentionReference {
+    let round = |x: &[f32]| {
+        x.iter()
+            .map(|&x| Dtype::Bf16.round(x))
+            .collect::<Vec<f64>>()
+    };
+    reference::attention_masked(p, &round(q), &round(k), &round(v), |b, h, i, j| {
+        matrix.get(b, h, i / bq, j / bk)
+    })
+}
+
+fn pattern_matrix(text: &str, heads: usize, (nq, nk): (usize, usize)) -> BlockMatrix {
+    text.parse::<Pattern>()
+        .unwrap()
+        .blocks(heads, nq, nk)
+        .unwrap()
+}
+
+/// GQA 4/2, a batch of 2, 100 queries over 130 keys: blocks of 32x16 make a 4 x 9 grid whose
+/// last key block holds 2 keys (partial even without a causal mask).
+fn sparse_case() -> Case {
+    Case {
+        batch: 2,
+        seqlen_q: 100,
+        seqlen_k: 130,
+        heads: 4,
+        kv_heads: 2,
+        head_dim: 40,
+        causal: false,
+        window: None,
+        scale: None,
+        softcap: None,
+    }
+}
+
+const SPARSE_BLOCK: (usize, usize) = (32, 16);
+const SPARSE_GRID: (usize, usize) = (4, 9);
+
+/// Runs `case` with block-sparse `flags` on files already in `dir` and checks out and LSE
+/// against the reference under `matrix`, and that the run line says what ran.
+fn check_sparse_run(
+    test: &str,
+    dir: &TempDir,
+    case: &Case,
+    (name, flags): (&str, &str),
+    inputs: (&[f32], &[f32], &[f32]),
+    matrix: &BlockMatrix,
+) -> RunResult {
+    let what = format!("{test} [{flags}]");
+    let flags: Vec<&str> = flags.split_whitespace().collect();
+    let got = run_case_files(&what, dir, case, Dtype::Bf16, name, &flags);
+    for want in [
+        "ran block-sparse attention on emulator",
+        "blocks 32x16",
+        "density",
+        "full and",
+        "partial blocks",
+        "device bytes",
+    ] {
+        assert!(
+            got.stderr.contains(want),
+            "{what}: `{want}` in {}",
+            got.stderr
+        );
+    }
+    let want = block_reference(&case.problem(), inputs, matrix, SPARSE_BLOCK);
+    check_against_reference(&what, &got, &want, Dtype::Bf16);
+    got
+}
+
+/// Patterns (shared over heads, and BigBird per head) alone and composed with --causal and a
+/// window, each equal to the reference under the pattern's blocks; the run line of the unmasked
+/// Longformer run gives its exact block counts.
+#[test]
+fn pattern_runs_match_the_block_masked_reference() {
+    let test = "sparse-pattern";
+    let dir = TempDir::new(test);
+    let case = sparse_case();
+    let (q, k, v) = write_case_inputs(&dir, &case, Dtype::Bf16, 31);
+    let inputs = (&q[..], &k[..], &v[..]);
+
+    let longformer = pattern_matrix("longformer:w=1,global=1", 1, SPARSE_GRID);
+    let got = check_sparse_run(
+        test,
+        &dir,
+        &case,
+        (
+            "longformer",
+            "--pattern longformer:w=1,global=1 --block-size 32,16",
+        ),
+        inputs,
+        &longformer,
+    );
+    // Without an element rule every visible block is full but those of the 2-key last column.
+    let (nq, nk) = SPARSE_GRID;
+    let visible = |j: usize| (0..nq).filter(|&i| longformer.get(0, 0, i, j)).count();
+    let partial = visible(nk - 1);
+    let full: usize = (0..nk - 1).map(visible).sum();
+    let line = format!(
+        "blocks 32x16, pattern longformer:w=1,global=1 [1, 1, 4, 9], density {:.3}: {full} full \
+         and {partial} partial blocks, {} device bytes",
+        (full + partial) as f64 / 36.0,
+        4 * (2 * nq + 2 * nq * nk)
+    );
+    assert!(got.stderr.contains(&line), "`{line}` in {}", got.stderr);
+
+    let causal = Case {
+        causal: true,
+        ..sparse_case()
+    };
+    let bigbird = "bigbird:w=1,global=1,random=2,seed=3";
+    let per_head = pattern_matrix(&format!("{bigbird},per_head=1"), 4, SPARSE_GRID);
+    assert!(
+        (0..nq).any(|i| (0..nk).any(|j| per_head.get(0, 0, i, j) != per_head.get(0, 1, i, j))),
+        "heads 0 and 1 draw different random blocks"
+    );
+    let got = check_sparse_run(
+        test,
+        &dir,
+        &causal,
+        (
+            "bigbird",
+            &format!("--pattern {bigbird} --per-head-random --block-size 32,16"),
+        ),
+        inputs,
+        &per_head,
+    );
+    assert!(
+        got.stderr
+            .contains(&format!("pattern {bigbird},per_head=1 [1, 4, 4, 9]")),
+        "{}",
+        got.stderr
+    );
+    let windowed = Case {
+        window: Some((40, 0)),
+        ..causal
+    };
+    check_sparse_run(
+        test,
+        &dir,
+        &windowed,
+        ("dilated", "--pattern dilated:w=2,d=2 --block-size 32,16"),
+        inputs,
+        &pattern_matrix("dilated:w=2,d=2", 1, SPARSE_GRID),
+    );
+}
+
+/// `--block-mask` files: uint8 with one matrix per sequence under --causal, and bool with one
+/// per head under a window, each equal to the reference under the file's blocks;
+/// `--save-block-mask` writes the file's matrix back.
+#[test]
+fn block_mask_files_match_the_block_masked_reference() {
+    let test = "sparse-file";
+    let dir = TempDir::new(test);
+    let (q, k, v) = write_case_inputs(&dir, &sparse_case(), Dtype::Bf16, 32);
+    let inputs = (&q[..], &k[..], &v[..]);
+    let (nq, nk) = SPARSE_GRID;
+    let mut rng = StdRng::seed_from_u64(33);
+
+    let per_sequence: Vec<bool> = (0..2 * nq * nk).map(|_| rng.random_bool(0.4)).collect();
+    let bytes: Vec<u8> = per_sequence.iter().map(|&b| u8::from(b)).collect();
+    let (uint8, saved) = (dir.path("per-sequence.npy"), dir.path("saved.npy"));
+    write_array(&uint8, &[2, 1, nq, nk], &bytes);
+    let causal = Case {
+        causal: true,
+        ..sparse_case()
+    };
+    let got = check_sparse_run(
+        test,
+        &dir,
+        &causal,
+        (
+            "uint8",
+            &format!(
+                "--block-mask {} --block-size 32,16 --save-block-mask {}",
+                uint8.display(),
+                saved.display()
+            ),
+        ),
+        inputs,
+        &BlockMatrix::new([2, 1, nq, nk], per_sequence.clone()).unwrap(),
+    );
+    assert!(
+        got.stderr
+            .contains(&format!("block mask {} [2, 1, 4, 9]", uint8.display())),
+        "{}",
+        got.stderr
+    );
+    assert_eq!(
+        npy::read_mask(&saved).unwrap(),
+        (vec![2, 1, nq, nk], per_sequence)
+    );
+
+    let per_head: Vec<bool> = (0..4 * nq * nk).map(|_| rng.random_bool(0.5)).collect();
+    let bools = dir.path("per-head.npy");
+    write_array(&bools, &[1, 4, nq, nk], &per_head);
+    let windowed = Case {
+        window: Some((20, 5)),
+        ..sparse_case()
+    };
+    check_sparse_run(
+        test,
+        &dir,
+        &windowed,
+        (
+            "bool",
+            &format!("--block-mask {} --block-size 32,16", bools.display()),
+        ),
+        inputs,
+        &BlockMatrix::new([1, 4, nq, nk], per_head).unwrap(),
+    );
+}
+
+/// `--save-block-mask` writes the pattern's matrix as the pattern made it (before the causal
+/// rule cuts it); fed back through `--block-mask` it gives the same output bit for bit.
+#[test]
+fn saved_block_mask_reads_back_and_reruns_identically() {
+    let test = "sparse-save";
+    let dir = TempDir::new(test);
+    let case = Case {
+        causal: true,
+        ..sparse_case()
+    };
+    let (q, k, v) = write_case_inputs(&dir, &case, Dtype::Bf16, 34);
+    let inputs = (&q[..], &k[..], &v[..]);
+    let matrix = pattern_matrix("strided:w=1,s=3", 4, SPARSE_GRID);
+    let saved = dir.path("strided.npy");
+    let first = check_sparse_run(
+        test,
+        &dir,
+        &case,
+        (
+            "pattern",
+            &format!(
+                "--pattern strided:w=1,s=3 --block-size 32,16 --save-block-mask {}",
+                saved.display()
+            ),
+        ),
+        inputs,
+        &matrix,
+    );
+    assert!(first.stderr.contains(&saved.display().to_string()));
+    let (nq, nk) = SPARSE_GRID;
+    assert_eq!(
+        npy::read_mask(&saved).unwrap(),
+        (vec![1, 1, nq, nk], matrix.blocks().to_vec())
+    );
+    let again = check_sparse_run(
+        test,
+        &dir,
+        &case,
+        (
+            "file",
+            &format!("--block-mask {} --block-size 32,16", saved.display()),
+        ),
+        inputs,
+        &matrix,
+    );
+    assert_eq!(again.out, first.out, "out from the saved mask");
+    assert_eq!(again.lse, first.lse, "lse from the saved mask");
+}
+
+/// A varlen batch: a pattern under --causal (each sequence's diagonal its own, the matrix over
+/// the longest sequence's grid), the saved matrix fed back as a shared file (repeated per
+/// sequence), and a file with a matrix per sequence and head without an element rule.
+#[test]
+fn varlen_patterns_and_mask_files_match_the_reference() {
+    let dir = TempDir::new("sparse-varlen");
+    let (heads, kv_heads, head_dim) = (4, 2, 40);
+    // (seqlen_q, seqlen_k): 70 over 90, 100 over 64 (the causal rule hides its first 36 rows),
+    // 17 over 130; the longest make the 4 x 9 grid of 32x16 blocks.
+    let cu_q = [0i32, 70, 170, 187];
+    let cu_k = [0i32, 90, 154, 284];
+    let (total_q, total_k) = (187, 284);
+    let mut rng = StdRng::seed_from_u64(35);
+    let q = random(&mut rng, total_q * heads * head_dim, 1.5);
+    let k = random(&mut rng, total_k * kv_heads * head_dim, 1.5);
+    let v = random(&mut rng, total_k * kv_heads * head_dim, 1.0);
+    let (qp, kp, vp) = (dir.path("q.npy"), dir.path("k.npy"), dir.path("v.npy"));
+    let (cqp, ckp) = (dir.path("cu_q.npy"), dir.path("cu_k.npy"));
+    npy::write_f32(&qp, &[total_q, heads, head_dim], &q).unwrap();
+    npy::write_f32(&kp, &[total_k, kv_heads, head_dim], &k).unwrap();
+    npy::write_f32(&vp, &[total_k, kv_heads, head_dim], &v).unwrap();
+    write_ints(&cqp, &cu_q);
+    write_ints(&ckp, &cu_k);
+    let run = |name: &str, extra: &str| {
+        let (op, lp) = (
+            dir.path(&format!("{name}-out.npy")),
+            dir.path(&format!("{name}-lse.npy")),
+        );
+        let mut args = strings(&["run", "attention", "--device", "emu"]);
+        for (flag, path) in [
+            ("--q", &qp),
+            ("--k", &kp),
+            ("--v", &vp),
+            ("--out", &op),
+            ("--lse", &lp),
+            ("--cu-seqlens-q", &cqp),
+            ("--cu-seqlens-k", &ckp),
+        ] {
+            args.extend(path_arg(flag, path));
+        }
+        args.extend(extra.split_whitespace().map(String::from));
+        println!("sparse varlen: cuattn {}", args.join(" "));
+        let output = cuattn(&args);
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(output.status.success(), "{:?}\n{stderr}", output.status);
+        print!("{stderr}");
+        assert!(
+            stderr.contains("ran block-sparse attention") && stderr.contains("varlen batch 3"),
+            "{stderr}"
+        );
+        let out = npy::read_f32(&op).unwrap();
+        let lse = npy::read_f32(&lp).unwrap();
+        assert_eq!(out.shape, [total_q, heads, head_dim]);
+        assert_eq!(lse.shape, [heads, total_q]);
+        let widen = |x: &[f32]| x.iter().map(|&x| f64::from(x)).collect::<Vec<f64>>();
+        (widen(&out.data), widen(&lse.data))
+    };
+    let problem = |causal: bool| {
+        let mut p = AttentionProblem::new(3, 0, 0, heads, kv_heads, head_dim);
+        if causal {
+            p.window_right = 0;
+        }
+        p.varlen = Some(Varlen {
+            cu_seqlens_q: cu_q.to_vec(),
+            cu_seqlens_k: cu_k.to_vec(),
+        });
+        p
+    };
+    let check = |what: &str, got: &(Vec<f64>, Vec<f64>), want: &reference::AttentionReference| {
+        let tol = Dtype::Bf16.out_tol();
+        reference::compare(&got.0, &want.out, tol, tol)
+            .unwrap_or_else(|m| panic!("{what}: out: {m}"));
+        reference::compare(&got.1, &want.lse, LSE_TOL, LSE_TOL)
+            .unwrap_or_else(|m| panic!("{what}: lse: {m}"));
+    };
+    let inputs = (&q[..], &k[..], &v[..]);
+    let (nq, nk) = SPARSE_GRID;
+
+    let saved = dir.path("local.npy");
+    let local = pattern_matrix("local:w=2", heads, SPARSE_GRID);
+    let from_pattern = run(
+        "pattern",
+        &format!(
+            "--causal --pattern local:w=2 --block-size 32,16 --save-block-mask {}",
+            saved.display()
+        ),
+    );
+    let want = block_reference(&problem(true), inputs, &local, SPARSE_BLOCK);
+    check("pattern", &from_pattern, &want);
+    assert_eq!(
+        npy::read_mask(&saved).unwrap(),
+        (vec![1, 1, nq, nk], local.blocks().to_vec())
+    );
+    let from_file = run(
+        "shared-file",
+        &format!(
+            "--causal --block-mask {} --block-size 32,16",
+            saved.display()
+        ),
+    );
+    assert_eq!(from_file, from_pattern, "the saved matrix fed back");
+
+    let blocks: Vec<bool> = (0..3 * heads * nq * nk)
+        .map(|_| rng.random_bool(0.4))
+        .collect();
+    let per_sequence = dir.path("per-sequence.npy");
+    write_array(&per_sequence, &[3, heads, nq, nk], &blocks);
+    let got = run(
+        "per-sequence",
+        &format!("--block-mask {} --block-size 32,16", per_sequence.display()),
+    );
+    let matrix = BlockMatrix::new([3, heads, nq, nk], blocks).unwrap();
+    check(
+        "per-sequence file",
+        &got,
+        &block_reference(&problem(false), inputs, &matrix, SPARSE_BLOCK),
+    );
+}
+
+#[test]
+fn bad_block_sparse_arguments_exit_2_naming_the_flag() {
+    let setup = BadInputSetup::new("bad-sparse");
+    // The setup's q and k have 9 rows and 4 and 2 heads: blocks of 16 make a 1 x 1 grid.
+    let dir = &setup.dir;
+    let (wrong_grid, two, ints, good) = (
+        dir.path("grid.npy"),
+        dir.path("two.npy"),
+        dir.path("ints.npy"),
+        dir.path("good.npy"),
+    );
+    write_array(&wrong_grid, &[1, 1, 2, 1], &[1u8, 1]);
+    write_array(&two, &[1, 4, 1, 1], &[1u8, 0, 2, 1]);
+    write_array(&ints, &[1, 1, 1, 1], &[1i32]);
+    write_array(&good, &[1, 1, 1, 1], &[true]);
+    let (wrong_grid, two, ints, good) = (
+        wrong_grid.display().to_string(),
+        two.display().to_string(),
+        ints.display().to_string(),
+        good.display().to_string(),
+    );
+    let cases: Vec<(Vec<&str>, Vec<&str>)> = vec![
+        (
+            vec!["--pattern", "local:w=1"],
+            vec!["`block_size`", "--pattern needs --block-size BQ,BK"],
+        ),
+        (
+            vec!["--block-mask", &good],
+            vec!["`block_size`", "--block-mask needs --block-size"],
+        ),
+        (
+            vec![
+                "--block-mask",
+                &good,
+                "--pattern",
+                "local:w=1",
+                "--block-size",
+                "16,16",
+            ],
+            vec!["`pattern`", "--block-mask and --pattern", "leave one out"],
+        ),
+        (
+            vec!["--pattern", "ring:w=1", "--block-size", "16,16"],
+            vec!["--pattern", "ring:w=1", "unknown pattern"],
+        ),
+        (
+            vec!["--pattern", "local:w=1,s=2", "--block-size", "16,16"],
+            vec!["--pattern", "local takes w, not \"s\""],
+        ),
+        (
+            vec!["--block-mask", &wrong_grid, "--block-size", "16,16"],
+            vec![
+                "`block_mask`",
+                "grid.npy",
+                "shape [1, 1, 2, 1], expected [1, 1 or 4, 1, 1]",
+            ],
+        ),
+        (
+            vec!["--block-mask", &two, "--block-size", "16,16"],
+            vec!["two.npy", "element 2 = 2", "0 and 1", "--block-mask"],
+        ),
+        (
+            vec!["--block-mask", &ints, "--block-size", "16,16"],
+            vec![
+                "ints.npy",
+                "int32",
+                "expected bool or uint8",
+                "--block-mask",
+            ],
+        ),
+        (
+            vec![
+                "--pattern",
+                "local:w=1",
+                "--block-size",
+                "16,16",
+                "--per-head-random",
+            ],
+            vec!["`per_head_random`", "local", "bigbird"],
+        ),
+        (
+            vec![
+                "--block-mask",
+                &good,
+                "--block-size",
+                "16,16",
+                "--per-head-random",
+            ],
+            vec!["`per_head_random`", "--block-mask"],
+        ),
+        (
+            vec!["--block-size", "16,16"],
+            vec!["`block_size`", "add --block-mask M.npy or --pattern P"],
+        ),
+        (
+            vec!["--save-block-mask", &good],
+            vec!["`save_block_mask`", "block-sparse run only"],
+        ),
+        (
+            vec!["--per-head-random"],
+            vec!["`per_head_random`", "block-sparse run only"],
+        ),
+        (
+            vec![
+                "--pattern",
+                "local:w=1",
+                "--block-size",
+                "16,16",
+                "--kernel",
+                "flash",
+            ],
+            vec!["`kernel`", "--pattern runs the block-sparse kernel"],
+        ),
+        (
+            vec![
+                "--block-mask",
+                &good,
+                "--block-size",
+                "16,16",
+                "--paged",
+                "4",
+            ],
+            vec!["`paged`", "--block-mask runs the block-sparse kernel"],
+        ),
+        (
+            vec!["--pattern", "local:w=1", "--block-size", "24,16"],
+            vec!["`block_size`", "multiples of 16"],
+        ),
+        (
+            vec!["--pattern", "local:w=1", "--block-size", "16"],
+            vec!["--block-size", "expected BQ,BK"],
+        ),
+    ];
+    for (extra, wants) in &cases {
+        let (code, stderr) = setup.run(&[], extra);
+        assert_eq!(code, 2, "{extra:?}: {stderr}");
+        for want in wants {
+            assert!(stderr.contains(want), "{extra:?}: `{want}` in {stderr}");
+        }
+    }
+    // The baseline: the good mask runs on the same files.
+    let mut args = strings(&["run", "attention", "--device", "emu"]);
+    for name in ["q", "k", "v"] {
+        args.extend(path_arg(
+            &format!("--{name}"),
+            &dir.path(&format!("{name}.npy")),
+        ));
+    }
+    args.extend(path_arg("--out", &dir.path("ok.npy")));
+    args.extend(strings(&["--block-mask", &good, "--block-size", "16,16"]));
+    let output = cuattn(&args);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("density 1.000: 0 full and 1 partial blocks"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn run_attention_help_documents_block_sparse() {
+    let output = cuattn(&strings(&["run", "attention", "--help"]));
+    let help = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{help}");
+    for want in [
+        "--block-mask <M.npy>",
+        "--pattern <PATTERN>",
+        "bigbird:w=W,global=G,random=R,seed=X",
+        "--block-size <BQ,BK>",
+        "--per-head-random",
+        "--save-block-mask <M.npy>",
     ] {
         assert!(help.contains(want), "`{want}` in {help}");
     }

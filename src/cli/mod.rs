@@ -1,8 +1,8 @@
 //! The `cuattn` command line: `info` (build and devices), `check` (every kernel against the f64
-//! reference over a grid of shapes), `run` (one kernel on .npy tensors, dense or with `--paged`
-//! over a paged KV cache), `bench` (prefill against the mma.sync ceiling, decode over the paged
-//! KV cache against a device-to-device copy), `kv-plan` (the size of a paged KV cache for a
-//! model).
+//! reference over a grid of shapes), `run` (one kernel on .npy tensors, dense, with `--paged`
+//! over a paged KV cache, or block-sparse with `--pattern` or `--block-mask`), `bench` (prefill
+//! against the mma.sync ceiling, decode over the paged KV cache against a device-to-device copy),
+//! `kv-plan` (the size of a paged KV cache for a model).
 
 mod kv_plan;
 mod run;
@@ -34,7 +34,8 @@ enum Command {
     Info,
     /// Runs every kernel family over a grid of shapes against the f64 reference.
     Check(CheckArgs),
-    /// Runs one kernel on tensors from .npy files (dense, or with --paged over a paged KV cache).
+    /// Runs one kernel on tensors from .npy files (dense, with --paged over a paged KV cache, or
+    /// block-sparse with --pattern or --block-mask).
     #[command(subcommand)]
     Run(run::RunCommand),
     /// Times kernels on benchmark shapes: prefill against the card's mma.sync ceiling, decode

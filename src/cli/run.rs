@@ -1,9 +1,11 @@
 //! `cuattn run`: one kernel on tensors read from .npy files, through the safe API (which
 //! validates every argument), with the results written back as float32 .npy files. With
 //! `--paged P` the same problem goes through the paged KV cache and the paged attention kernel
-//! instead of a dense kernel (`paged`), the outputs in the same layouts.
+//! instead of a dense kernel (`paged`); with `--pattern` or `--block-mask` through block-sparse
+//! attention (`sparse`); the outputs in the same layouts.
 
 mod paged;
+mod sparse;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -13,17 +15,19 @@ use half::{bf16, f16};
 
 use super::DeviceChoice;
 use crate::attention::{
-    attention, attention_varlen, AttentionOptions, Kernel, SplitKv, VarlenBatch,
+    attention, attention_varlen, AttentionOptions, AttentionParams, Kernel, SplitKv, VarlenBatch,
 };
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::npy::{self, NpyArray};
+use crate::sparse::{BlockMatrix, Pattern};
 use crate::tensor::{Element, Tensor};
 
 #[derive(Subcommand)]
 pub enum RunCommand {
     /// Exact attention forward: out = softmax(scale * q k^T, masked) v, and optionally the LSE.
-    Attention(AttentionArgs),
+    // Boxed: its many flags would make every `cuattn` command as large.
+    Attention(Box<AttentionArgs>),
 }
 
 /// The element type the kernel computes in.
@@ -118,12 +122,41 @@ pub struct AttentionArgs {
     /// [default: auto].
     #[arg(long, value_name = "auto|off|S", value_parser = parse_split_kv)]
     split_kv: Option<SplitKv>,
+    /// Block-sparse run: the block matrix from a bool or uint8 file of 0 and 1, [batch or 1,
+    /// heads or 1, nq, nk] (a dim of 1 shared); needs --block-size.
+    ///
+    /// Entry (b, h, i, j) says whether query block i of sequence b, head h sees key block j;
+    /// nq and nk are the longest sequence's lengths in blocks (ceil(seqlen_q / BQ),
+    /// ceil(seqlen_k / BK)), blocks aligned at each sequence's start. --causal and --window apply
+    /// element by element inside the visible blocks. Not with --pattern, --kernel or --paged.
+    #[arg(long, value_name = "M.npy")]
+    block_mask: Option<PathBuf>,
+    /// Block-sparse run: the block matrix of a pattern over q's heads; needs --block-size.
+    ///
+    /// local:w=W, strided:w=W,s=S, dilated:w=W,d=D, longformer:w=W,global=G or
+    /// bigbird:w=W,global=G,random=R,seed=X[,per_head=1], in blocks, bottom-right aligned as the
+    /// causal mask is on the longest sequence's grid (one matrix for every sequence of a varlen
+    /// batch). --causal and --window apply element by element inside the visible blocks, each
+    /// sequence by its own lengths. Not with --block-mask, --kernel or --paged.
+    #[arg(long, value_name = "PATTERN", value_parser = parse_pattern)]
+    pattern: Option<Pattern>,
+    /// With --block-mask or --pattern: the query and key block sizes, multiples of 16.
+    #[arg(long, value_name = "BQ,BK", value_parser = parse_block_size)]
+    block_size: Option<(usize, usize)>,
+    /// With a bigbird --pattern: each head draws its own random blocks (per_head=1).
+    #[arg(long)]
+    per_head_random: bool,
+    /// With --block-mask or --pattern: write the block matrix the run used, before --causal and
+    /// --window cut it, as a uint8 file that --block-mask reads back.
+    #[arg(long, value_name = "M.npy")]
+    save_block_mask: Option<PathBuf>,
 }
 
 fn kernel_help() -> String {
     let names: Vec<_> = Kernel::ALL.iter().map(|k| k.name()).collect();
     format!(
-        "Dense kernel to run: {} [default: {}]; not with --paged, which runs the paged kernel",
+        "Dense kernel to run: {} [default: {}]; not with --paged, --pattern or --block-mask, \
+         which run the paged and the block-sparse kernel",
         names.join(", "),
         Kernel::DEFAULT.name()
     )
@@ -135,6 +168,127 @@ fn parse_kernel(s: &str) -> std::result::Result<Kernel, String> {
 
 fn parse_split_kv(s: &str) -> std::result::Result<SplitKv, String> {
     s.parse().map_err(|e: Error| e.to_string())
+}
+
+fn parse_pattern(s: &str) -> std::result::Result<Pattern, String> {
+    s.parse().map_err(|e: Error| e.to_string())
+}
+
+/// `BQ,BK` as two sizes; their range is BlockMask's to check.
+fn parse_block_size(s: &str) -> std::result::Result<(usize, usize), String> {
+    let parse = |side: &str, x: &str| {
+        x.trim()
+            .parse::<usize>()
+            .map_err(|e| format!("{side} `{}`: {e} (expected BQ,BK)", x.trim()))
+    };
+    let (bq, bk) = s
+        .split_once(',')
+        .ok_or_else(|| "expected BQ,BK, e.g. 64,64".to_string())?;
+    Ok((parse("BQ", bq)?, parse("BK", bk)?))
+}
+
+/// The block-sparse settings, or `None` for another run; refuses the block-sparse flags without
+/// `--block-mask` or `--pattern`, both of those together, and `--kernel` or `--paged` with them.
+fn sparse_settings(args: &AttentionArgs) -> Result<Option<sparse::SparseSettings>> {
+    let source = match (&args.block_mask, &args.pattern) {
+        (Some(_), Some(_)) => {
+            return Err(Error::invalid(
+                "pattern",
+                "--block-mask and --pattern both give the block matrix: leave one out",
+            ))
+        }
+        (Some(path), None) => sparse::MaskSource::File(path.clone()),
+        (None, Some(pattern)) => sparse::MaskSource::Pattern(pattern.clone()),
+        (None, None) => {
+            for (arg, given) in [
+                ("block_size", args.block_size.is_some()),
+                ("per_head_random", args.per_head_random),
+                ("save_block_mask", args.save_block_mask.is_some()),
+            ] {
+                if given {
+                    return Err(Error::invalid(
+                        arg,
+                        format!(
+                            "--{} applies to the block-sparse run only: add --block-mask M.npy \
+                             or --pattern P",
+                            arg.replace('_', "-")
+                        ),
+                    ));
+                }
+            }
+            return Ok(None);
+        }
+    };
+    let flag = source.flag();
+    if let Some(kernel) = args.kernel {
+        return Err(Error::invalid(
+            "kernel",
+            format!(
+                "--kernel {} picks a dense kernel, but {flag} runs the block-sparse kernel: leave \
+                 one out",
+                kernel.name()
+            ),
+        ));
+    }
+    if let Some(page_size) = args.paged {
+        return Err(Error::invalid(
+            "paged",
+            format!(
+                "--paged {page_size} runs the paged kernel over a paged KV cache, but {flag} runs \
+                 the block-sparse kernel over dense K and V: leave one out"
+            ),
+        ));
+    }
+    let Some(block_size) = args.block_size else {
+        return Err(Error::invalid(
+            "block_size",
+            format!("{flag} needs --block-size BQ,BK: the query and key block sizes of its grid"),
+        ));
+    };
+    if args.save_block_mask.is_some()
+        && [Some(&args.out), args.lse.as_ref()].contains(&args.save_block_mask.as_ref())
+    {
+        return Err(Error::invalid(
+            "save_block_mask",
+            "the same file as --out or --lse: give each output its own path",
+        ));
+    }
+    let source = match source {
+        sparse::MaskSource::Pattern(pattern) if args.per_head_random => match pattern {
+            Pattern::BigBird {
+                w,
+                global,
+                random,
+                seed,
+                ..
+            } => sparse::MaskSource::Pattern(Pattern::BigBird {
+                w,
+                global,
+                random,
+                seed,
+                per_head: true,
+            }),
+            other => {
+                return Err(Error::invalid(
+                    "per_head_random",
+                    format!(
+                        "--per-head-random draws BigBird's random blocks per head, but --pattern \
+                         {other} is a {} pattern, which has none: use a bigbird pattern",
+                        other.name()
+                    ),
+                ))
+            }
+        },
+        sparse::MaskSource::File(_) if args.per_head_random => {
+            return Err(Error::invalid(
+                "per_head_random",
+                "--per-head-random applies to a bigbird --pattern; a --block-mask file gives \
+                 each head's blocks itself (its heads dim)",
+            ))
+        }
+        source => source,
+    };
+    Ok(Some(sparse::SparseSettings { source, block_size }))
 }
 
 /// The `--paged` settings, or `None` for a dense run; refuses the paged flags without `--paged`
@@ -197,10 +351,33 @@ pub fn run(cmd: RunCommand) -> Result<ExitCode> {
     }
 }
 
-/// What one attention run produced, widened to f32: out, and the LSE with its shape.
+/// What one attention run produced, widened to f32: out, and the LSE with its shape; for a
+/// block-sparse run, the block matrix it used (what `--save-block-mask` writes).
 struct Outputs {
     out: Vec<f32>,
     lse: Option<(Vec<usize>, Vec<f32>)>,
+    block_matrix: Option<BlockMatrix>,
+}
+
+impl Outputs {
+    /// The outputs of a call, copied to the host and widened (f16 and bf16 widen to f32
+    /// exactly).
+    fn from_tensors<T: Element>(out: &Tensor<T>, lse: Option<&Tensor<f32>>) -> Result<Outputs> {
+        let out = out
+            .to_host()?
+            .into_iter()
+            .map(|x| x.to_f64() as f32)
+            .collect();
+        let lse = match lse {
+            Some(lse) => Some((lse.shape().to_vec(), lse.to_host()?)),
+            None => None,
+        };
+        Ok(Outputs {
+            out,
+            lse,
+            block_matrix: None,
+        })
+    }
 }
 
 fn run_attention(args: &AttentionArgs) -> Result<ExitCode> {
@@ -210,6 +387,7 @@ fn run_attention(args: &AttentionArgs) -> Result<ExitCode> {
             "the same file as --out: give each output its own path",
         ));
     }
+    let sparse = sparse_settings(args)?;
     let paged = paged_settings(args)?;
     let q = read_tensor("q", &args.q)?;
     let k = read_tensor("k", &args.k)?;
@@ -235,8 +413,8 @@ fn run_attention(args: &AttentionArgs) -> Result<ExitCode> {
         return_lse: args.lse.is_some(),
     };
     let device = args.device.open()?;
-    let (what, outputs, paged_note) = match &paged {
-        None => {
+    let (what, outputs, note) = match (&paged, &sparse) {
+        (None, None) => {
             let kernel = args.kernel.unwrap_or(Kernel::DEFAULT);
             let run = Run {
                 kernel,
@@ -254,7 +432,7 @@ fn run_attention(args: &AttentionArgs) -> Result<ExitCode> {
                 String::new(),
             )
         }
-        Some(settings) => {
+        (Some(settings), _) => {
             let inputs = (&q, &k, &v);
             let cu = cu_seqlens.as_ref();
             let (outputs, note) = match args.dtype {
@@ -263,6 +441,15 @@ fn run_attention(args: &AttentionArgs) -> Result<ExitCode> {
             };
             ("paged attention".to_string(), outputs, note)
         }
+        (None, Some(settings)) => {
+            let inputs = (&q, &k, &v);
+            let cu = cu_seqlens.as_ref();
+            let (outputs, note) = match args.dtype {
+                RunDType::F16 => sparse::execute::<f16>(&device, settings, &opts, inputs, cu)?,
+                RunDType::Bf16 => sparse::execute::<bf16>(&device, settings, &opts, inputs, cu)?,
+            };
+            ("block-sparse attention".to_string(), outputs, note)
+        }
     };
     npy::write_f32(&args.out, &q.shape, &outputs.out)?;
     let mut written = args.out.display().to_string();
@@ -270,8 +457,12 @@ fn run_attention(args: &AttentionArgs) -> Result<ExitCode> {
         npy::write_f32(path, shape, lse)?;
         written = format!("{written}, {}", path.display());
     }
+    if let (Some(path), Some(matrix)) = (&args.save_block_mask, &outputs.block_matrix) {
+        npy::write_mask(path, &matrix.dims(), matrix.blocks())?;
+        written = format!("{written}, {}", path.display());
+    }
     eprintln!(
-        "ran {what} on {}: {}, q {:?}, k {:?}, v {:?}{}{}{paged_note} -> {written}",
+        "ran {what} on {}: {}, q {:?}, k {:?}, v {:?}{}{}{note} -> {written}",
         device.name(),
         args.dtype.name(),
         q.shape,
@@ -334,6 +525,53 @@ fn read_offsets(arg: &'static str, path: &Path) -> Result<Vec<i32>> {
     Ok(offsets)
 }
 
+/// The varlen batch of `cu_q`/`cu_k` over packed q `[total_q, heads, head_dim]` and k
+/// `[total_k, kv_heads, head_dim]`, checked before a run builds anything from its lengths:
+/// ranks, head dims, heads and kv_heads and the options as the dense run checks them, and the
+/// offsets against the packed rows.
+fn varlen_batch<T: Element>(
+    device: &Device,
+    q: &NpyArray,
+    k: &NpyArray,
+    opts: &AttentionOptions,
+    cu_q: &[i32],
+    cu_k: &[i32],
+) -> Result<VarlenBatch> {
+    for (name, a) in [("q", q), ("k", k)] {
+        if a.shape.len() != 3 {
+            return Err(Error::invalid(
+                name,
+                format!(
+                    "shape {:?}: expected rank 3 [total_tokens, heads, head_dim] for a varlen \
+                     batch",
+                    a.shape
+                ),
+            ));
+        }
+    }
+    let &[total_q, heads, head_dim] = q.shape.as_slice() else {
+        unreachable!("rank checked")
+    };
+    let &[total_k, kv_heads, k_head_dim] = k.shape.as_slice() else {
+        unreachable!("rank checked")
+    };
+    if k_head_dim != head_dim {
+        return Err(Error::invalid(
+            "k",
+            format!("shape {:?}: head_dim must match q's {:?}", k.shape, q.shape),
+        ));
+    }
+    // Head dim, heads and kv_heads, and the options, as the dense run checks them.
+    AttentionParams::dense_shape::<T>(
+        &[1, total_q.max(1), heads, head_dim],
+        &[1, total_k.max(1), kv_heads, head_dim],
+        opts,
+    )?;
+    let batch = VarlenBatch::new(device, cu_q, cu_k)?;
+    crate::attention::check_varlen_rows(&batch, total_q, total_k)?;
+    Ok(batch)
+}
+
 /// One attention call, generic over the element type it runs in.
 struct Run<'a> {
     kernel: Kernel,
@@ -342,12 +580,15 @@ struct Run<'a> {
     cu_seqlens: Option<&'a (Vec<i32>, Vec<i32>)>,
 }
 
+/// An input rounded to `T` (to nearest even) on the device.
+fn upload<T: Element>(device: &Device, a: &NpyArray) -> Result<Tensor<T>> {
+    let data: Vec<T> = a.data.iter().map(|&x| T::from_f64(f64::from(x))).collect();
+    Tensor::from_host(device, &data, &a.shape)
+}
+
 impl Run<'_> {
     fn execute<T: Element>(&self, q: &NpyArray, k: &NpyArray, v: &NpyArray) -> Result<Outputs> {
-        let upload = |a: &NpyArray| {
-            let data: Vec<T> = a.data.iter().map(|&x| T::from_f64(f64::from(x))).collect();
-            Tensor::from_host(self.device, &data, &a.shape)
-        };
+        let upload = |a: &NpyArray| upload::<T>(self.device, a);
         let (q, k, v) = (upload(q)?, upload(k)?, upload(v)?);
         let result = match self.cu_seqlens {
             None => attention(self.kernel, &q, &k, &v, &self.opts)?,
@@ -356,17 +597,6 @@ impl Run<'_> {
                 attention_varlen(self.kernel, &q, &k, &v, &batch, &self.opts)?
             }
         };
-        // f16 and bf16 widen to f32 exactly.
-        let out = result
-            .out
-            .to_host()?
-            .into_iter()
-            .map(|x| x.to_f64() as f32)
-            .collect();
-        let lse = match result.lse {
-            Some(lse) => Some((lse.shape().to_vec(), lse.to_host()?)),
-            None => None,
-        };
-        Ok(Outputs { out, lse })
+        Outputs::from_tensors(&result.out, result.lse.as_ref())
     }
 }

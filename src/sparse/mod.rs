@@ -655,7 +655,8 @@ impl Lists {
     }
 }
 
-fn check_block_size((bq, bk): (usize, usize)) -> Result<()> {
+/// Checks `(block_q, block_k)`: positive multiples of [`BLOCK_MULTIPLE`], at most 2^20.
+pub(crate) fn check_block_size((bq, bk): (usize, usize)) -> Result<()> {
     let ok = |b: usize| b >= BLOCK_MULTIPLE && b.is_multiple_of(BLOCK_MULTIPLE) && b <= 1 << 20;
     if !ok(bq) || !ok(bk) {
         return Err(Error::invalid(

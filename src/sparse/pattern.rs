@@ -75,7 +75,7 @@ impl Pattern {
         let local = |w: usize| offset.unsigned_abs() <= w as u64;
         match *self {
             Pattern::Local { w } => local(w),
-            Pattern::Strided { w, s } => local(w) || (j + 1) % s == 0,
+            Pattern::Strided { w, s } => local(w) || (j + 1).is_multiple_of(s),
             Pattern::Dilated { w, d } => {
                 offset.unsigned_abs() <= (w * d) as u64 && offset.rem_euclid(d as i64) == 0
             }

@@ -13,7 +13,6 @@ use clap::ValueEnum;
 use super::Outputs;
 use crate::attention::{
     paged_attention_into, AttentionOptions, AttentionParams, PagedAttentionPlan, SplitKv,
-    VarlenBatch,
 };
 use crate::device::Device;
 use crate::error::{Error, Result};
@@ -214,38 +213,7 @@ fn varlen_sequences<T: Element>(
              --chunks out)",
         ));
     }
-    for (name, a) in [("q", q), ("k", k)] {
-        if a.shape.len() != 3 {
-            return Err(Error::invalid(
-                name,
-                format!(
-                    "shape {:?}: expected rank 3 [total_tokens, heads, head_dim] for a varlen \
-                     batch",
-                    a.shape
-                ),
-            ));
-        }
-    }
-    let &[total_q, heads, head_dim] = q.shape.as_slice() else {
-        unreachable!("rank checked")
-    };
-    let &[total_k, kv_heads, k_head_dim] = k.shape.as_slice() else {
-        unreachable!("rank checked")
-    };
-    if k_head_dim != head_dim {
-        return Err(Error::invalid(
-            "k",
-            format!("shape {:?}: head_dim must match q's {:?}", k.shape, q.shape),
-        ));
-    }
-    // Head dim, heads and kv_heads, and the options, as the dense run checks them.
-    AttentionParams::dense_shape::<T>(
-        &[1, total_q.max(1), heads, head_dim],
-        &[1, total_k.max(1), kv_heads, head_dim],
-        opts,
-    )?;
-    let batch = VarlenBatch::new(device, cu_q, cu_k)?;
-    crate::attention::check_varlen_rows(&batch, total_q, total_k)?;
+    let batch = super::varlen_batch::<T>(device, q, k, opts, cu_q, cu_k)?;
     let mut sequences = Vec::with_capacity(batch.batch());
     let (mut q_start, mut k_start) = (0, 0);
     for (b, &(q_len, k_len)) in batch.seqlens().iter().enumerate() {
@@ -312,6 +280,7 @@ pub fn execute<T: Element>(
             Outputs {
                 out: Vec::new(),
                 lse,
+                block_matrix: None,
             },
             description,
         ));
@@ -364,7 +333,14 @@ pub fn execute<T: Element>(
         }
         None => None,
     };
-    Ok((Outputs { out, lse }, description))
+    Ok((
+        Outputs {
+            out,
+            lse,
+            block_matrix: None,
+        },
+        description,
+    ))
 }
 
 /// A cache filled with every key but the queries' in its context steps, and the query step
