@@ -1436,7 +1436,14 @@ fn varlen_patterns_and_mask_files_match_the_reference() {
     let (nq, nk) = SPARSE_GRID;
 
     let saved = dir.path("local.npy");
-    let local = pattern_matrix("local:w=2", heads, SPARSE_GRID);
+    // Each sequence gets the pattern on its own grid, bottom-right aligned to its own lengths.
+    let local = "local:w=2"
+        .parse::<Pattern>()
+        .unwrap()
+        .blocks_for(heads, SPARSE_BLOCK, &[(70, 90), (100, 64), (17, 130)])
+        .unwrap();
+    assert_eq!(local.dims(), [3, 1, nq, nk]);
+    assert!(!local.get(2, 0, 0, 0) && local.get(2, 0, 0, 8) && local.get(0, 0, 0, 3));
     let from_pattern = run(
         "pattern",
         &format!(
@@ -1448,7 +1455,7 @@ fn varlen_patterns_and_mask_files_match_the_reference() {
     check("pattern", &from_pattern, &want);
     assert_eq!(
         npy::read_mask(&saved).unwrap(),
-        (vec![1, 1, nq, nk], local.blocks().to_vec())
+        (vec![3, 1, nq, nk], local.blocks().to_vec())
     );
     let from_file = run(
         "shared-file",

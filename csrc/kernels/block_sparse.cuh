@@ -52,10 +52,11 @@ struct Traits : KeyWarpTraits<kHeadDim, kRowWarps> {
   static constexpr int kSmemBytes = Base::kTablesOffset + kPositionBytes + kMaskBytes;
   static_assert(Base::kWarpKeys <= kWarpSize || Base::kWarpKeys % kWarpSize == 0,
                 "a warp's keys lie in one mask word, or are whole words");
-  // Prefill runs on the tensor cores: ptxas may take up to 255 registers a lane beside one CTA
-  // of eight warps, 128 beside two of four (hd64), else as paged attention.
+  // CTAs an SM ptxas budgets registers for: one of eight warps (up to 255 registers a lane);
+  // at hd64 four of four warps (128 registers) for 16- and 32-row tiles and three for 64 rows
+  // (which spilled a few bytes at 128); two up to hd128; from hd192 one.
   static constexpr int kMinBlocksPerSm = Base::kWarps >= 8 ? 1
-                                         : kHeadDim <= 64  ? 4
+                                         : kHeadDim <= 64  ? (kRowWarps == 4 ? 3 : 4)
                                          : kHeadDim <= 128 ? 2
                                                            : 1;
 };
@@ -229,7 +230,9 @@ __global__ void __launch_bounds__(Traits<kHeadDim, kRowWarps>::kThreads,
                    : KeyRange{0, 0};
   }
 
-  KeyWarp<T, Tr> math(row_warp, key_warp, lane, p.scale, p.scale_log2, p.softcap);
+  KeyWarp<T, Tr> math(row_warp, key_warp, lane);
+  const float cap_scale = p.softcap > 0.0f ? p.scale / p.softcap : 0.0f;
+  const float cap_log2 = p.softcap > 0.0f ? p.softcap * kLog2e : 0.0f;
   for (int tile = 0; tile < num_tiles; ++tile) {
     const int stage = tile % kStages;
     // This tile has landed, and past the barrier every warp is done with the previous one, whose
@@ -260,7 +263,7 @@ __global__ void __launch_bounds__(Traits<kHeadDim, kRowWarps>::kThreads,
       }
     }
     typename KeyWarp<T, Tr>::Scores s;
-    math.scores(s, sQ, sK(stage));
+    math.scores(s, sQ, sK(stage), p.scale_log2, cap_scale, cap_log2);
     if (masked) {
       math.mask(s, quad_lane, [&](int r, int col) {
         const int key = key_of[col / kMmaN][col % 2];

@@ -72,25 +72,21 @@ struct KeyWarp {
   QCursor q_cursor;
   KVCursor k_cursor;
   KVCursor v_cursor;
-  float scale_log2;
-  float cap_scale;  // scale / softcap; 0 without a cap
-  float cap_log2;   // softcap * log2(e); 0 without a cap
 
   // The warp's rows are the CTA's rows 16 * row_warp ..; its keys of each tile start at key
   // kWarpKeys * key_warp.
-  __device__ KeyWarp(int row_warp, int key_warp, int lane, float scale, float scale_log2_,
-                     float softcap)
+  __device__ KeyWarp(int row_warp, int key_warp, int lane)
       : q_cursor(Tr::QTile::cursor(row_warp * kMmaM + lane % 16, lane / 16)),
         k_cursor(Tr::KVTile::cursor(key_warp * Tr::kWarpKeys + (lane / 16) * kMmaN + lane % 8,
                                     (lane / 8) % 2)),
-        v_cursor(Tr::KVTile::cursor(key_warp * Tr::kWarpKeys + lane % 16, lane / 16)),
-        scale_log2(scale_log2_),
-        cap_scale(softcap > 0.0f ? scale / softcap : 0.0f),
-        cap_log2(softcap > 0.0f ? softcap * kLog2e : 0.0f) {}
+        v_cursor(Tr::KVTile::cursor(key_warp * Tr::kWarpKeys + lane % 16, lane / 16)) {}
 
-  // S = Q K^T for the tile in sK, in base 2 (capped where asked).
+  // S = Q K^T for the tile in sK, in base 2: dot * scale_log2, or capped, cap_log2 *
+  // tanh(dot * cap_scale) where cap_log2 > 0. The caller passes scale_log2 from the kernel's
+  // params (constant memory) rather than holding it through the loop, whose registers are tight.
   __device__ __forceinline__ void scores(Scores& s, const unsigned char* sQ,
-                                         const unsigned char* sK) const {
+                                         const unsigned char* sK, float scale_log2, float cap_scale,
+                                         float cap_log2) const {
 #pragma unroll
     for (int k16 = 0; k16 < Tr::kHeadDim / kMmaK; ++k16) {
       uint32_t a[kMmaARegs];

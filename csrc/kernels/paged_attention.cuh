@@ -49,10 +49,15 @@ struct Traits : KeyWarpTraits<kHeadDim, kRowWarps> {
   static constexpr int kOffsetBytes = Base::kStages * 2 * Base::kBlockN * 8;
   static constexpr int kSmemBytes = Base::kTablesOffset + kOffsetBytes;
   // CTAs an SM ptxas budgets registers for: decode streams the cache, so up to hd128 several
-  // CTAs an SM keep loads in flight (4: 128 registers a lane, which hd64 needs; 3: 170, hd96 and
-  // hd128's 32-row tile use up to 167); from hd192 O alone takes 96-128 registers, and ptxas's
-  // own budget spilled on sm_80, so one (255).
-  static constexpr int kMinBlocksPerSm = kHeadDim <= 64 ? 4 : kHeadDim <= 128 ? 3 : 1;
+  // CTAs an SM keep loads in flight (4: 128 registers a lane, which hd64's 16- and 32-row tiles
+  // need; 3: 170, which hd96 and hd128's 16- and 32-row tiles need); the 64-row tile serves
+  // prefill-sized row counts, where the mmas rather than the loads in flight bound the loop,
+  // and takes one CTA less (it spilled a few bytes at 128 and 168 registers); from hd192 O alone
+  // takes 96-128 registers, and ptxas's own budget spilled on sm_80, so one (255).
+  static constexpr int kMinBlocksPerSm = (kHeadDim <= 64    ? 4
+                                          : kHeadDim <= 128 ? 3
+                                                            : 1) -
+                                         (kRowWarps == 4 && kHeadDim <= 128 ? 1 : 0);
 };
 
 // Keys [begin, end) of a sequence that a split of the CTA covers, and what rows see.
@@ -237,7 +242,9 @@ __global__ void __launch_bounds__(Traits<kHeadDim, kRowWarps>::kThreads,
                               : Span{0, 0};
   }
 
-  KeyWarp<T, Tr> math(row_warp, key_warp, lane, p.scale, p.scale_log2, p.softcap);
+  KeyWarp<T, Tr> math(row_warp, key_warp, lane);
+  const float cap_scale = p.softcap > 0.0f ? p.scale / p.softcap : 0.0f;
+  const float cap_log2 = p.softcap > 0.0f ? p.softcap * kLog2e : 0.0f;
   for (int tile = 0; tile < num_tiles; ++tile) {
     const int stage = tile % kStages;
     // This tile has landed, and past the barrier every warp is done with the previous one, whose
@@ -261,7 +268,7 @@ __global__ void __launch_bounds__(Traits<kHeadDim, kRowWarps>::kThreads,
     const bool boundary = n0 < warp_every.begin || n0 + Tr::kWarpKeys > warp_every.end;
 
     typename KeyWarp<T, Tr>::Scores s;
-    math.scores(s, sQ, sK(stage));
+    math.scores(s, sQ, sK(stage), p.scale_log2, cap_scale, cap_log2);
     if (boundary) {
       math.mask(s, quad_lane, [&](int r, int col) {
         return n0 + col >= lane_keys[r].begin && n0 + col < lane_keys[r].end;

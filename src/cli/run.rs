@@ -135,9 +135,9 @@ pub struct AttentionArgs {
     ///
     /// local:w=W, strided:w=W,s=S, dilated:w=W,d=D, longformer:w=W,global=G or
     /// bigbird:w=W,global=G,random=R,seed=X[,per_head=1], in blocks, bottom-right aligned as the
-    /// causal mask is on the longest sequence's grid (one matrix for every sequence of a varlen
-    /// batch). --causal and --window apply element by element inside the visible blocks, each
-    /// sequence by its own lengths. Not with --block-mask, --kernel or --paged.
+    /// causal mask is, each sequence of a varlen batch on its own grid (its own diagonal).
+    /// --causal and --window apply element by element inside the visible blocks, each sequence
+    /// by its own lengths. Not with --block-mask, --kernel or --paged.
     #[arg(long, value_name = "PATTERN", value_parser = parse_pattern)]
     pattern: Option<Pattern>,
     /// With --block-mask or --pattern: the query and key block sizes, multiples of 16.

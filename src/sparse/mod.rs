@@ -242,12 +242,12 @@ impl BlockMask {
         check_block_size(block_size)?;
         let [batch, heads, nq, nk] = matrix.dims();
         check_grid(block_size, lengths, nq, nk)?;
-        if lengths.len() != 1 && lengths.len() != batch {
+        if lengths.len() != 1 && batch != 1 && lengths.len() != batch {
             return Err(Error::invalid(
                 "lengths",
                 format!(
                     "{} entries for a mask of batch {batch}: one shared entry, or one per \
-                     sequence",
+                     sequence (a matrix of batch 1 then serves each)",
                     lengths.len()
                 ),
             ));
@@ -288,7 +288,9 @@ impl BlockMask {
         BlockMask::upload(device, block_size, matrix, lengths, window, lists)
     }
 
-    /// `pattern` over the grid of `lengths` (see [`new`](Self::new)), for `heads` query heads.
+    /// `pattern` over sequences of `lengths` (see [`new`](Self::new)), for `heads` query heads:
+    /// each sequence's pattern on its own grid (bottom-right aligned to its own lengths,
+    /// [`Pattern::blocks_for`]).
     pub fn from_pattern(
         device: &Device,
         pattern: &Pattern,
@@ -298,8 +300,7 @@ impl BlockMask {
         opts: &AttentionOptions,
     ) -> Result<BlockMask> {
         check_block_size(block_size)?;
-        let (nq, nk) = grid_of(block_size, lengths);
-        let matrix = pattern.blocks(heads, nq, nk)?;
+        let matrix = pattern.blocks_for(heads, block_size, lengths)?;
         BlockMask::new(device, matrix, block_size, lengths, opts)
     }
 

@@ -123,6 +123,43 @@ impl Pattern {
     }
 }
 
+impl Pattern {
+    /// The pattern over sequences of `lengths` (seqlen_q, seqlen_k) in blocks of `block_size`:
+    /// each sequence's own grid `(ceil(seqlen_q / block_q), ceil(seqlen_k / block_k))`, so that
+    /// its diagonal is its own (bottom-right aligned), placed in the top-left corner of the
+    /// longest lengths' grid. `[sequences, heads or 1, nq, nk]`; one sequence gives batch 1.
+    pub fn blocks_for(
+        &self,
+        heads: usize,
+        (block_q, block_k): (usize, usize),
+        lengths: &[(usize, usize)],
+    ) -> Result<BlockMatrix> {
+        if block_q == 0 || block_k == 0 || lengths.is_empty() {
+            return Err(Error::invalid(
+                "lengths",
+                format!("{lengths:?} in blocks of ({block_q}, {block_k}): blocks positive, lengths given"),
+            ));
+        }
+        let grid = |&(sq, sk): &(usize, usize)| (sq.div_ceil(block_q), sk.div_ceil(block_k));
+        let nq = lengths.iter().map(|l| grid(l).0).max().unwrap_or(0);
+        let nk = lengths.iter().map(|l| grid(l).1).max().unwrap_or(0);
+        let mask_heads = if self.per_head() { heads } else { 1 };
+        let mut blocks = vec![false; lengths.len() * mask_heads * nq * nk];
+        for (b, length) in lengths.iter().enumerate() {
+            let (own_q, own_k) = grid(length);
+            let own = self.blocks(heads, own_q, own_k)?;
+            for h in 0..mask_heads {
+                for i in 0..own_q {
+                    for j in 0..own_k {
+                        blocks[((b * mask_heads + h) * nq + i) * nk + j] = own.get(0, h, i, j);
+                    }
+                }
+            }
+        }
+        BlockMatrix::new([lengths.len(), mask_heads, nq, nk], blocks)
+    }
+}
+
 impl fmt::Display for Pattern {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {

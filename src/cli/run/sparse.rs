@@ -1,6 +1,7 @@
 //! `cuattn run attention --pattern P | --block-mask M.npy` with `--block-size BQ,BK`: the dense
 //! run's problem through block-sparse attention. The block matrix comes from a pattern (over q's
-//! heads) or a bool/uint8 file, on the grid of the longest sequence; `--causal` and `--window`
+//! heads, each sequence on its own grid) or a bool/uint8 file (on the longest sequence's grid);
+//! `--causal` and `--window`
 //! compose with it as the element rule (BlockMask drops the blocks they hide and masks the ones
 //! they cut). The outputs are written in the dense run's layouts, so a run equals the dense
 //! reference under the block matrix's element mask.
@@ -84,8 +85,12 @@ pub fn execute<T: Element>(
     let (bq, bk) = settings.block_size;
     let grid = (longest.0.div_ceil(bq), longest.1.div_ceil(bk));
     let (matrix, source) = match &settings.source {
+        // A varlen batch's sequences each get the pattern on their own grid.
         MaskSource::Pattern(pattern) => (
-            pattern.blocks(heads, grid.0, grid.1)?,
+            match batch {
+                Some(_) => pattern.blocks_for(heads, settings.block_size, &seqlens)?,
+                None => pattern.blocks(heads, grid.0, grid.1)?,
+            },
             format!("pattern {pattern}"),
         ),
         MaskSource::File(path) => {
