@@ -11,6 +11,9 @@ mod common;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
 use cuattn::bench::decode::{
     self, CopyCeiling, DecodeConfig, DecodeReport, DecodeRow, DecodeShape, KV_BUDGET_BYTES, TARGETS,
 };
@@ -19,6 +22,7 @@ use cuattn::bench::{
     visible_pairs, BenchConfig, PrefillShape, EMULATOR_NOTE, MODEL_DIM, TOKENS,
 };
 use cuattn::reference::key_visible;
+use cuattn::sparse::{BlockMask, BlockMatrix};
 use cuattn::{AttentionOptions, Device, FlashTiles, Kernel, SplitKv, Tensor};
 
 /// (seqlen_q, seqlen_k) pairs: the project's odd test lengths, unequal both ways.
@@ -119,6 +123,57 @@ fn prefill_shapes_follow_flash_attention_convention_and_count_flops_exactly() {
     let s = PrefillShape::mha(2048, 128, false);
     assert_eq!(s.flops(), 4.0 * (TOKENS * 2048 * MODEL_DIM) as f64);
     assert_eq!(s.label(), "b8 s2048 h16/16 d128");
+}
+
+#[test]
+fn block_mask_visible_pairs_match_a_brute_force_count_under_every_window_and_length() {
+    let device = Device::emulator();
+    let (heads, block) = (2, (16, 32));
+    for (n, (seqlen_q, seqlen_k)) in LENGTHS.into_iter().enumerate() {
+        let (nq, nk) = (seqlen_q.div_ceil(block.0), seqlen_k.div_ceil(block.1));
+        // A random matrix per head, about half the blocks.
+        let mut rng = StdRng::seed_from_u64(900 + n as u64);
+        let blocks: Vec<bool> = (0..heads * nq * nk).map(|_| rng.random_bool(0.5)).collect();
+        let matrix = BlockMatrix::new([1, heads, nq, nk], blocks).unwrap();
+        for window in WINDOWS {
+            let opts = AttentionOptions {
+                window: Some(window),
+                ..Default::default()
+            };
+            let mask = BlockMask::new(
+                &device,
+                matrix.clone(),
+                block,
+                &[(seqlen_q, seqlen_k)],
+                &opts,
+            )
+            .unwrap();
+            let mut want = 0u64;
+            for h in 0..heads {
+                for i in 0..seqlen_q {
+                    for j in 0..seqlen_k {
+                        let (l, r) = (window.0.into(), window.1.into());
+                        if matrix.get(0, h, i / block.0, j / block.1)
+                            && key_visible(i, j, seqlen_q, seqlen_k, l, r)
+                        {
+                            want += 1;
+                        }
+                    }
+                }
+            }
+            println!(
+                "seqlen {seqlen_q}/{seqlen_k} window {window:?}: {want} pairs, {} full and {} \
+                 partial blocks",
+                mask.full_blocks(),
+                mask.partial_blocks()
+            );
+            assert_eq!(
+                mask.visible_pairs(),
+                want,
+                "seqlen {seqlen_q}/{seqlen_k} window {window:?}"
+            );
+        }
+    }
 }
 
 #[test]
