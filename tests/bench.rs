@@ -965,6 +965,10 @@ fn sparse_quick_on_the_emulator_counts_visible_pairs_exactly_from_the_masks_it_w
         serde_json::from_str(&std::fs::read_to_string(dir.join(sparse::MANIFEST)).unwrap())
             .unwrap();
     assert_eq!(manifest["family"], "sparse");
+    assert!(
+        manifest["target"].is_null(),
+        "no target row on the emulator"
+    );
     let listed = manifest["rows"].as_array().unwrap();
     assert_eq!(listed.len(), cases.len());
     for (entry, row) in listed.iter().zip(&report.rows) {

@@ -551,6 +551,8 @@ impl fmt::Display for SparseRow {
 /// Where a run stands against [`TARGET`]'s ratio to dense.
 #[derive(Clone, Debug)]
 pub struct SparseVerdict {
+    /// The target row's [`SparseCase::id`].
+    pub id: String,
     /// The row's ratio to dense (`None` when it or its dense row did not run).
     pub ratio_to_dense: Option<f64>,
     /// Whether the ratio is met (`None` when it could not be measured).
@@ -618,6 +620,7 @@ impl SparseReport {
             }
         };
         Some(SparseVerdict {
+            id: row.case.id(),
             ratio_to_dense: ratio,
             met,
             text,
@@ -633,17 +636,8 @@ impl SparseReport {
             .collect();
         let verdict = self.verdict().map_or("null".into(), |v| {
             format!(
-                "{{\"id\":{},\"max_ratio_to_dense\":{},\"min_speedup_over_flex\":{},\
-                 \"ratio_to_dense\":{},\"met\":{},\"text\":{}}}",
-                json_string(
-                    &self
-                        .rows
-                        .iter()
-                        .find(|r| TARGET.applies_to(&r.case))
-                        .map_or(String::new(), |r| r.case.id())
-                ),
-                json_number(TARGET.max_ratio_to_dense),
-                json_number(TARGET.min_speedup_over_flex),
+                "{{{},\"ratio_to_dense\":{},\"met\":{},\"text\":{}}}",
+                target_fields(&v.id),
                 v.ratio_to_dense.map_or("null".into(), json_number),
                 v.met.map_or("null".into(), |m| m.to_string()),
                 json_string(&v.text)
@@ -669,6 +663,17 @@ impl SparseReport {
             verdict
         )
     }
+}
+
+/// The target's JSON fields (no braces) for its row `id`: what the report's verdict and the
+/// `--mask-dir` manifest say of it, for the anchors' table.
+fn target_fields(id: &str) -> String {
+    format!(
+        "\"id\":{},\"max_ratio_to_dense\":{},\"min_speedup_over_flex\":{}",
+        json_string(id),
+        json_number(TARGET.max_ratio_to_dense),
+        json_number(TARGET.min_speedup_over_flex)
+    )
 }
 
 /// A JSON array of already-written items, one per line.
@@ -765,9 +770,15 @@ fn write_masks(dir: &Path, prepared: &mut [Prepared], report: &SparseReport) -> 
         .iter()
         .map(|p| format!("    {{{}}}", p.row.case_fields()))
         .collect();
+    let target = prepared
+        .iter()
+        .find(|p| TARGET.applies_to(&p.row.case))
+        .map_or("null".into(), |p| {
+            format!("{{{}}}", target_fields(&p.row.case.id()))
+        });
     let manifest = format!(
         "{{\n  \"family\": {},\n  \"device\": {},\n  \"commit\": {},\n  \"note\": {},\n  \
-         \"rows\": {}\n}}\n",
+         \"target\": {},\n  \"rows\": {}\n}}\n",
         json_string(SparseReport::FAMILY),
         json_string(&report.device),
         report.commit.as_deref().map_or("null".into(), json_string),
@@ -776,6 +787,7 @@ fn write_masks(dir: &Path, prepared: &mut [Prepared], report: &SparseReport) -> 
              heads or 1, nq, nk], 1 where query block i sees key block j; the causal rule \
              (bottom-right aligned) applies on top"
         ),
+        target,
         json_lines(&rows)
     );
     let path = dir.join(MANIFEST);
@@ -953,5 +965,57 @@ mod tests {
             assert!(cases.contains(&case), "{}", case.id());
         }
         assert!(quick_gpu_cases().iter().any(|c| TARGET.applies_to(c)));
+    }
+
+    /// The full grid's masks, built (on the emulator: only the tables) and written as a GPU run
+    /// writes them: the manifest names the target row, every sparse row has its file, and the
+    /// target's mask is exactly 1638 of 16384 whole blocks, 128 x 128 pairs each on 16 heads.
+    #[test]
+    fn the_full_grid_writes_every_mask_and_a_manifest_naming_the_target() {
+        let device = Device::emulator();
+        let dir = std::env::temp_dir().join(format!("cuattn-sparse-grid-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut prepared: Vec<Prepared> = sparse_cases()
+            .iter()
+            .map(|c| Prepared::new(&device, c))
+            .collect();
+        let report = SparseReport {
+            device: device.name(),
+            emulator: true,
+            quick: false,
+            commit: None,
+            l2_flush_bytes: 0,
+            mask_dir: None,
+            rows: Vec::new(),
+        };
+        write_masks(&dir, &mut prepared, &report).unwrap();
+        let manifest = std::fs::read_to_string(dir.join(MANIFEST)).unwrap();
+        let target = prepared
+            .iter()
+            .find(|p| TARGET.applies_to(&p.row.case))
+            .unwrap();
+        let id = target.row.case.id();
+        assert!(
+            manifest.contains(&format!("\"target\": {{\"id\":\"{id}\"")),
+            "{manifest}"
+        );
+        let facts = target.row.mask.as_ref().unwrap();
+        assert_eq!((facts.full_blocks, facts.partial_blocks), (1638, 0));
+        assert_eq!(target.row.visible_pairs, 1638 * 128 * 128 * 16);
+        for p in &prepared {
+            assert!(p.row.error.is_none(), "{:?}", p.row.error);
+            println!(
+                "{}: density {:?}, {} pairs, {:?}",
+                p.row.case.id(),
+                p.row.mask.as_ref().map(|m| m.density),
+                p.row.visible_pairs,
+                p.row.mask_file
+            );
+            match &p.row.mask_file {
+                Some(file) => assert!(dir.join(file).exists() && manifest.contains(file)),
+                None => assert!(p.row.case.mask.is_none()),
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
