@@ -646,7 +646,8 @@ impl SparseReport {
         format!(
             "{{\n  \"family\": {},\n  \"device\": {},\n  \"emulator\": {},\n  \"note\": {},\n  \
              \"quick\": {},\n  \"commit\": {},\n  \"dtype\": \"bf16\",\n  \
-             \"l2_flush_bytes\": {},\n  \"mask_dir\": {},\n  \"rows\": {},\n  \"verdict\": {}\n}}\n",
+             \"l2_flush_bytes\": {},\n  \"mask_dir\": {},\n  \"rows\": {},\n  \
+             \"verdict\": {}\n}}\n",
             json_string(Self::FAMILY),
             json_string(&self.device),
             self.emulator,
