@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""PyTorch anchors for `cuattn bench` (families prefill and decode): the same shapes, timed the
-same way, with PyTorch's attention kernels, so cuattn's numbers sit next to known ones from the
+"""PyTorch anchors for `cuattn bench` (families prefill, decode and sparse): the same shapes, timed
+the same way, with PyTorch's attention kernels, so cuattn's numbers sit next to known ones from the
 same card and run.
 
 Prefill backends: scaled_dot_product_attention restricted to the flash backend (FlashAttention-2
@@ -21,6 +21,19 @@ SDPA may pick flash, memory-efficient or cuDNN, never the math fallback. Every d
 GB/s as cuattn does: the KV bytes the step must read (batch * context * kv_heads * head_dim * 2 *
 2) over the median time, whatever the path moved (the gather moves about three times as much).
 
+Sparse backends, on the rows of `cuattn bench --family sparse --mask-dir DIR`, read from DIR (its
+manifest masks.json and each row's block matrix, uint8 [batch or 1, heads or 1, nq, nk], before
+the causal rule; cuattn's random masks come from Rust's StdRng, which PyTorch cannot redraw):
+  sdpa_flash  SDPA's flash backend on the dense rows (cuattn's dense flash kernel's shapes);
+  flex        FlexAttention compiled with torch.compile, with a BlockMask made from the very same
+              blocks (BlockMask.from_kv_blocks): the blocks the causal rule leaves whole as full
+              blocks, the ones it cuts as partial blocks under a causal mask_mod, the split
+              checked against the full and partial counts cuattn wrote; 64 x 64 tiles for blocks
+              under 128 (its tile must divide the block). One compilation per shape, rule and
+              block size; cuattn's target row first.
+Both count the effective TFLOP/s cuattn does: 4 * head_dim flops per visible (query, key) pair
+of the row's mask (from the manifest) over the median time.
+
 Timing as in cuattn: CUDA events around each run, the L2 flushed before it (a memset of max(2 x
 L2, 256 MiB)), warm-up, the median of many runs. A backend that fails on a shape gets a row with
 its error and the run goes on. FlexAttention compiles once per shape, so it runs last, most
@@ -28,13 +41,16 @@ relevant shapes first, within --budget-s; what the budget leaves out is recorded
 
 Usage: python3 bench_anchors.py [--family prefill|decode] --json anchors.json [--quick]
                                 [--budget-s 150]
+       python3 bench_anchors.py --family sparse --mask-dir DIR --json anchors.json [--budget-s 100]
        python3 bench_anchors.py --table bench.json anchors.json
-The first needs a CUDA GPU and PyTorch (2.5 or newer for enable_gqa and FlexAttention); the
-second prints cuattn's results (`cuattn bench --json`) next to the anchors: TFLOP/s per shape for
-prefill, GB/s of KV read per shape for decode (the family is read from the files).
+The first two need a CUDA GPU and PyTorch (2.5 or newer for enable_gqa and FlexAttention); the
+last prints cuattn's results (`cuattn bench --json`) next to the anchors: TFLOP/s per shape for
+prefill, GB/s of KV read per shape for decode, time against the dense kernel and FlexAttention
+per row for sparse (the family is read from the files).
 """
 
 import argparse
+import ast
 import json
 import os
 import statistics
@@ -61,6 +77,8 @@ FREE_MEMORY_SHARE = 0.85  # of the memory free when a shape starts, for its two 
 DECODE_BACKENDS = ["sdpa_gather", "sdpa_contiguous", "flex"]
 # cuattn's targets: (batch, context, heads, kv_heads, least % of the copy with split-KV auto).
 DECODE_TARGETS = [(64, 8192, 32, 8, 90.0), (1, 64 * 1024, 32, 8, 85.0)]
+# The sparse rows are cuattn's, read from the manifest its --mask-dir wrote.
+SPARSE_BACKENDS = ["sdpa_flash", "flex"]
 
 
 def mha(seqlen, head_dim, causal):
@@ -302,8 +320,12 @@ def load_report(path):
 
 
 def table(ours_path, anchors_path, tuned=()):
-    """The table of the family the files hold (decode or prefill)."""
+    """The table of the family the files hold (sparse, decode or prefill)."""
     ours, anchors = load_report(ours_path), load_report(anchors_path)
+    if "sparse" in (ours.get("family"), anchors.get("family")):
+        if tuned:
+            return "--tuned applies to prefill tables only"
+        return sparse_table(ours, anchors)
     if "decode" in (ours.get("family"), anchors.get("family")):
         if tuned:
             return "--tuned applies to prefill tables only"
@@ -678,6 +700,336 @@ def run_decode(args, backends, started):
     return 0
 
 
+# ---------------------------------------------------------------------------------------------
+# Sparse: the rows of `cuattn bench --family sparse --mask-dir DIR`, read from DIR.
+# ---------------------------------------------------------------------------------------------
+
+
+def read_mask_npy(path):
+    """A block matrix written by cuattn (uint8, or bool, 0 and 1, C order): (shape, bytes). Plain
+    Python, so that the masks need no NumPy and the split below can be checked anywhere."""
+    with open(path, "rb") as f:
+        data = f.read()
+    if data[:6] != b"\x93NUMPY":
+        raise ValueError("{}: not a .npy file".format(path))
+    major = data[6]
+    width = 2 if major == 1 else 4
+    header_len = int.from_bytes(data[8:8 + width], "little")
+    start = 8 + width + header_len
+    header = ast.literal_eval(data[8 + width:start].decode("latin1"))
+    if header["descr"] not in ("|u1", "|b1") or header["fortran_order"]:
+        raise ValueError("{}: {} (fortran_order {}), expected C-order uint8 or bool".format(
+            path, header["descr"], header["fortran_order"]))
+    shape = tuple(header["shape"])
+    count = 1
+    for d in shape:
+        count *= d
+    blocks = data[start:]
+    if len(blocks) != count or any(b > 1 for b in blocks):
+        raise ValueError("{}: {} bytes of 0 and 1 expected for shape {}".format(path, count, shape))
+    return shape, blocks
+
+
+def block_cut(i, j, entry):
+    """How the element rule cuts block (i, j) of a manifest row, as cuattn's BlockMask does:
+    "hidden" (no element visible), "full" (every element visible: no mask arithmetic) or
+    "partial" (mask_mod applies). Causal is bottom-right aligned: query r sees key c iff
+    c <= r + seqlen_k - seqlen_q."""
+    bq, bk = entry["block_q"], entry["block_k"]
+    len_q, len_k = entry["seqlen_q"], entry["seqlen_k"]
+    first_row, key0, key1 = i * bq, j * bk, (j + 1) * bk
+    if first_row >= len_q or key0 >= len_k:
+        return "hidden"
+    if not entry["causal"]:
+        return "full" if key1 <= len_k else "partial"
+    diag = len_k - len_q
+    last_row = min((i + 1) * bq, len_q) - 1
+    if last_row + diag < key0:
+        return "hidden"
+    whole = key1 <= len_k and first_row + diag + 1 >= key1
+    return "full" if whole else "partial"
+
+
+def compressed_lists(entry, shape, blocks):
+    """FlexAttention's (and cuattn's) compressed rows of a block matrix `[B, H, nq, nk]` under the
+    row's element rule: (partial counts, partial indices, full counts, full indices) as nested
+    lists, counts [B][H][nq], indices [B][H][nq][nk] (each row's listed blocks first, ascending,
+    padded with 0)."""
+    b_dim, h_dim, nq, nk = shape
+    cuts = [[block_cut(i, j, entry) for j in range(nk)] for i in range(nq)]
+    lists = {"partial": ([], []), "full": ([], [])}
+    for b in range(b_dim):
+        for kind in lists:
+            lists[kind][0].append([])
+            lists[kind][1].append([])
+        for h in range(h_dim):
+            for kind in lists:
+                lists[kind][0][b].append([])
+                lists[kind][1][b].append([])
+            for i in range(nq):
+                base = ((b * h_dim + h) * nq + i) * nk
+                for kind, (counts, indices) in lists.items():
+                    listed = [j for j in range(nk) if blocks[base + j] and cuts[i][j] == kind]
+                    counts[b][h].append(len(listed))
+                    indices[b][h].append(listed + [0] * (nk - len(listed)))
+    return lists["partial"] + lists["full"]
+
+
+def sparse_shape(entry):
+    """The shape dict Inputs takes for a manifest row."""
+    return dict(batch=entry["batch"], seqlen=entry["seqlen_q"], heads=entry["heads"],
+                kv_heads=entry["kv_heads"], head_dim=entry["head_dim"], causal=entry["causal"])
+
+
+def flex_block_mask(torch, entry, mask_dir):
+    """FlexAttention's BlockMask of a manifest row, from its mask file: the same full and partial
+    blocks as cuattn's (checked against the counts cuattn wrote), causal_mask on the partial
+    ones under a causal rule."""
+    from torch.nn.attention.flex_attention import BlockMask
+    shape, blocks = read_mask_npy(os.path.join(mask_dir, entry["mask_file"]))
+    if len(shape) != 4 or list(shape) != list(entry["mask_dims"]):
+        raise ValueError("{}: shape {} but the manifest says {}".format(
+            entry["mask_file"], shape, entry["mask_dims"]))
+    p_counts, p_indices, f_counts, f_indices = compressed_lists(entry, shape, blocks)
+    got = (sum(sum(sum(h) for h in b) for b in f_counts),
+           sum(sum(sum(h) for h in b) for b in p_counts))
+    if got != (entry["full_blocks"], entry["partial_blocks"]):
+        raise ValueError("{} full and {} partial blocks, cuattn's mask has {} and {}".format(
+            got[0], got[1], entry["full_blocks"], entry["partial_blocks"]))
+
+    def tensor(x):
+        return torch.tensor(x, dtype=torch.int32, device="cuda")
+
+    return BlockMask.from_kv_blocks(
+        tensor(p_counts), tensor(p_indices), tensor(f_counts), tensor(f_indices),
+        BLOCK_SIZE=(entry["block_q"], entry["block_k"]),
+        mask_mod=causal_mask if entry["causal"] else None,
+        seq_lengths=(entry["seqlen_q"], entry["seqlen_k"]))
+
+
+def flex_kernel_options(entry):
+    """FlexAttention's tile must divide the sparse block (its default at hd128 is 128 query rows):
+    64 x 64 tiles for blocks under 128, its default otherwise."""
+    if entry["block_q"] < 128 or entry["block_k"] < 128:
+        return {"BLOCK_M": min(64, entry["block_q"]), "BLOCK_N": min(64, entry["block_k"])}
+    return None
+
+
+def sparse_compile_key(entry):
+    """What a FlexAttention compilation depends on here: the shape, the rule and the block size."""
+    return (entry["batch"], entry["seqlen_q"], entry["heads"], entry["kv_heads"],
+            entry["head_dim"], entry["causal"], entry["block_q"], entry["block_k"])
+
+
+def sparse_row(backend, entry, **fields):
+    out = {k: entry.get(k) for k in (
+        "id", "shape", "batch", "seqlen_q", "seqlen_k", "heads", "kv_heads", "head_dim", "causal",
+        "dtype", "block_q", "block_k", "mask", "mask_file", "density", "visible_pairs", "flops")}
+    out.update(backend=backend, ms=None, min_ms=None, runs=0, tflops=None, error=None)
+    out.update(fields)
+    return out
+
+
+def timed_sparse_row(backend, entry, result, **extra):
+    ms, min_ms, runs = result
+    return sparse_row(backend, entry, ms=ms, min_ms=min_ms, runs=runs,
+                      tflops=entry["flops"] / (ms * 1e-3) / 1e12, **extra)
+
+
+def load_manifest(mask_dir):
+    """The manifest cuattn wrote into `mask_dir` (`masks.json`), or None with a line on stderr."""
+    path = os.path.join(mask_dir, "masks.json")
+    try:
+        with open(path) as f:
+            manifest = json.load(f)
+    except (OSError, ValueError) as e:
+        print("bench_anchors: {}: {} (write it with `cuattn bench --family sparse --mask-dir "
+              "DIR`)".format(path, e), file=sys.stderr)
+        return None
+    if manifest.get("family") != "sparse" or not isinstance(manifest.get("rows"), list):
+        print("bench_anchors: {}: not a sparse manifest".format(path), file=sys.stderr)
+        return None
+    return manifest
+
+
+def run_sparse(args, backends, started):
+    """The sparse anchors on the rows of cuattn's manifest: SDPA-flash on the dense rows, then
+    FlexAttention with each sparse row's block mask, the target first, within the budget; rows
+    written to args.json as they come."""
+    if not args.mask_dir:
+        print("bench_anchors: --family sparse needs --mask-dir DIR (cuattn bench --family sparse "
+              "--mask-dir DIR writes it)", file=sys.stderr)
+        return 2
+    manifest = load_manifest(args.mask_dir)
+    if manifest is None:
+        return 2
+    torch = import_torch()
+    if torch is None:
+        return 2
+    torch.manual_seed(0)
+    report = report_header(torch, "sparse")
+    report["mask_dir"] = args.mask_dir
+    report["target"] = manifest.get("target")
+    timer = Timer(torch)
+    report["l2_flush_bytes"] = timer.flush.numel()
+    budget = Budget(args.quick)
+    entries = manifest["rows"]
+
+    def add(r):
+        report["rows"].append(r)
+        if r["error"]:
+            print("{:<11} {:<62} {}".format(r["backend"], r["id"], r["error"]))
+        else:
+            print("{:<11} {:<62} {:>10.3f} {:>9.1f}".format(r["backend"], r["id"], r["ms"],
+                                                           r["tflops"]))
+        sys.stdout.flush()
+        write_json(report, args.json)
+
+    print("sparse anchors on {} (torch {}, triton {}, cuDNN {}), masks from {}".format(
+        report["device"], report["torch"], report["triton"], report["cudnn"], args.mask_dir))
+    print("{:<11} {:<62} {:>10} {:>9}".format("backend", "row", "ms", "TFLOP/s"))
+    inputs = {}
+
+    def inputs_of(entry):
+        """The inputs of a row's shape (made once per shape; the rule does not change them)."""
+        shape = sparse_shape(entry)
+        key = tuple(shape[k] for k in ("batch", "seqlen", "heads", "kv_heads", "head_dim"))
+        if key not in inputs:
+            inputs[key] = Inputs(torch, shape)
+        return inputs[key], shape
+
+    with torch.no_grad():
+        if "sdpa_flash" in backends:
+            from torch.nn.attention import sdpa_kernel
+            for entry in (e for e in entries if e["kernel"] == "flash"):
+                try:
+                    given, shape = inputs_of(entry)
+                    with sdpa_kernel([sdpa_backend("sdpa_flash")]):
+                        result = measure(timer, budget, sdpa_fn(given, shape))
+                    add(timed_sparse_row("sdpa_flash", entry, result))
+                except Exception as e:  # noqa: BLE001 - a backend may refuse a shape
+                    add(sparse_row("sdpa_flash", entry, error=error_text(e)))
+
+        if "flex" in backends:
+            flex, flex_error = None, None
+            try:
+                from torch.nn.attention.flex_attention import flex_attention
+                raise_recompile_limits(torch)
+                flex = torch.compile(flex_attention, dynamic=False)
+            except Exception as e:  # noqa: BLE001 - no FlexAttention in this PyTorch
+                flex_error = error_text(e)
+            target_id = (manifest.get("target") or {}).get("id")
+            target_key = next((sparse_compile_key(e) for e in entries if e["id"] == target_id),
+                              None)
+            sparse = [(n, e) for n, e in enumerate(entries) if e["kernel"] != "flash"]
+            # The target first, then the rows of its compilation, then the others in order.
+            sparse.sort(key=lambda ne: (ne[1]["id"] != target_id,
+                                        sparse_compile_key(ne[1]) != target_key, ne[0]))
+            for _, entry in sparse:
+                if flex is None:
+                    add(sparse_row("flex", entry, error=flex_error))
+                    continue
+                if time.monotonic() - started > args.budget_s:
+                    add(sparse_row("flex", entry, error="skipped: time budget of {:.0f} s "
+                                   "spent".format(args.budget_s)))
+                    continue
+                block_mask = None
+                try:
+                    given, shape = inputs_of(entry)
+                    block_mask = flex_block_mask(torch, entry, args.mask_dir)
+                    kwargs = {"block_mask": block_mask}
+                    if given.gqa:
+                        kwargs["enable_gqa"] = True
+                    options = flex_kernel_options(entry)
+                    if options:
+                        kwargs["kernel_options"] = options
+
+                    def run(given=given, kwargs=kwargs):
+                        return flex(given.q, given.k, given.v, **kwargs)
+
+                    compile_start = time.monotonic()
+                    run()
+                    torch.cuda.synchronize()
+                    compile_s = time.monotonic() - compile_start
+                    add(timed_sparse_row("flex", entry, measure(timer, budget, run),
+                                         compile_s=round(compile_s, 2), kernel_options=options))
+                except Exception as e:  # noqa: BLE001 - a mask FlexAttention cannot compile
+                    add(sparse_row("flex", entry, error=error_text(e)))
+                finally:
+                    block_mask = run = None
+    report["wall_s"] = round(time.monotonic() - started, 1)
+    write_json(report, args.json)
+    return 0
+
+
+def sparse_table(ours, anchors):
+    """cuattn's sparse rows (ms, effective TFLOP/s, time over its dense kernel's) next to
+    FlexAttention with the same block mask and SDPA-flash on the dense rows, in cuattn's row
+    order; then the target with both of its thresholds."""
+    lines = ["sparse {}, effective TFLOP/s (4 x visible pairs x head_dim / time); {}, commit "
+             "{}".format(ours.get("dtype", "bf16"), ours.get("device") or anchors.get("device"),
+                         ours.get("commit") or anchors.get("commit") or "unknown")]
+    if ours.get("emulator"):
+        lines.append("cuattn ran on the emulator: its numbers are no performance numbers")
+    lines.append("/dense: cuattn's time over its dense flash kernel's on the same shape; x flex: "
+                 "FlexAttention's time (same block mask) over cuattn's; sdpa: SDPA-flash, dense "
+                 "rows")
+    by_id = {r["id"]: r for r in ours.get("rows", [])}
+    flex = {r["id"]: r for r in anchors.get("rows", []) if r["backend"] == "flex"}
+    sdpa = {r["id"]: r for r in anchors.get("rows", []) if r["backend"] == "sdpa_flash"}
+    every_row = ours.get("rows", []) + anchors.get("rows", [])
+    ids = list(dict.fromkeys(r["id"] for r in every_row))
+    first = {}
+    for r in every_row:
+        first.setdefault(r["id"], r)
+
+    def ok(r):
+        return r is not None and not r.get("error") and r.get("ms")
+
+    def speedup(key):
+        """FlexAttention's time over cuattn's on row `key`, or None."""
+        mine, theirs = by_id.get(key), flex.get(key)
+        return theirs["ms"] / mine["ms"] if ok(mine) and ok(theirs) else None
+
+    header = "{:<24} {:<6} {:<38} {:>7} {:>7} {:>9} {:>7} {:>6} {:>9} {:>7} {:>6} {:>7}".format(
+        "shape", "causal", "mask", "block", "density", "ms", "TF/s", "/dense", "flex ms", "TF/s",
+        "x flex", "sdpa TF")
+    lines.append(header)
+    for key in ids:
+        r = first[key]
+        mine, theirs = by_id.get(key), flex.get(key)
+        block = "{}x{}".format(r["block_q"], r["block_k"]) if r.get("block_q") else "-"
+        density = "{:.3f}".format(r["density"]) if r.get("density") is not None else "-"
+        ratio = mine.get("ratio_to_dense") if ok(mine) else None
+        x = speedup(key)
+        line = "{:<24} {:<6} {:<38} {:>7} {:>7}".format(
+            r["shape"], "yes" if r["causal"] else "no", r["mask"], block, density)
+        line += " {:>9} {:>7}".format("{:.3f}".format(mine["ms"]) if ok(mine) else cell(mine),
+                                      cell(mine))
+        line += " {:>6}".format("{:.3f}".format(ratio) if ratio is not None else "-")
+        line += " {:>9} {:>7}".format(
+            "{:.3f}".format(theirs["ms"]) if ok(theirs) else cell(theirs), cell(theirs))
+        line += " {:>6}".format("{:.2f}x".format(x) if x else "-")
+        line += " {:>7}".format(cell(sdpa.get(key)) if key in sdpa else "-")
+        lines.append(line)
+    target = ours.get("verdict") or anchors.get("target")
+    if target:
+        key = target["id"]
+        mine = by_id.get(key)
+        if not ok(mine) or mine.get("ratio_to_dense") is None:
+            lines.append("target {}: not measured ({})".format(
+                key, (mine or {}).get("error") or "no cuattn row"))
+        else:
+            ratio, x = mine["ratio_to_dense"], speedup(key)
+            most, least = target["max_ratio_to_dense"], target["min_speedup_over_flex"]
+            versus = ("{:.2f}x FlexAttention with the same block mask (at least {}x): {}".format(
+                x, least, "met" if x >= least else "not met") if x else
+                "no FlexAttention row ({})".format(cell(flex.get(key))))
+            lines.append("target {}: {:.3f} of dense (at most {}): {}; {}".format(
+                key, ratio, most, "met" if ratio <= most else "not met", versus))
+    return "\n".join(lines)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", help="where to write the results")
@@ -686,15 +1038,19 @@ def main():
     parser.add_argument("--tuned", action="append", default=[], metavar="LABEL=BENCH_JSON",
                         help="with --table: a tuning build's results as one more column "
                              "(repeatable); the table keeps only the shapes they ran")
-    parser.add_argument("--family", choices=["prefill", "decode"], default="prefill",
+    parser.add_argument("--family", choices=["prefill", "decode", "sparse"], default="prefill",
                         help="which of cuattn's benchmarks to anchor (default prefill)")
+    parser.add_argument("--mask-dir",
+                        help="sparse: the folder `cuattn bench --family sparse --mask-dir` wrote "
+                             "(masks.json and one .npy block matrix a row)")
     parser.add_argument("--quick", action="store_true", help="the shapes of cuattn's --quick")
     parser.add_argument("--budget-s", type=float, default=150.0,
                         help="wall-clock seconds for the whole run; the FlexAttention pass "
                              "stops when they are spent (default 150)")
     parser.add_argument("--backends",
-                        help="comma-separated subset of " + ",".join(BACKENDS) + " (prefill) or "
-                             + ",".join(DECODE_BACKENDS) + " (decode); default: all")
+                        help="comma-separated subset of " + ",".join(BACKENDS) + " (prefill), "
+                             + ",".join(DECODE_BACKENDS) + " (decode) or "
+                             + ",".join(SPARSE_BACKENDS) + " (sparse); default: all")
     args = parser.parse_args()
     if args.table:
         tuned = [t.split("=", 1) for t in args.tuned]
@@ -705,15 +1061,19 @@ def main():
     if not args.json:
         parser.error("--json FILE is required to run the anchors")
     started = time.monotonic()
-    choices = DECODE_BACKENDS if args.family == "decode" else BACKENDS
+    choices = {"decode": DECODE_BACKENDS, "sparse": SPARSE_BACKENDS}.get(args.family, BACKENDS)
     backends = ([b.strip() for b in args.backends.split(",") if b.strip()] if args.backends
                 else list(choices))
     unknown = [b for b in backends if b not in choices]
     if unknown:
         parser.error("unknown {} backend(s) {}; choose from {}".format(args.family, unknown,
                                                                       choices))
+    if args.mask_dir and args.family != "sparse":
+        parser.error("--mask-dir applies to --family sparse only")
     if args.family == "decode":
         return run_decode(args, backends, started)
+    if args.family == "sparse":
+        return run_sparse(args, backends, started)
     return run_prefill(args, backends, started)
 
 

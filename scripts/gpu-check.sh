@@ -10,17 +10,19 @@
 #                                 PyTorch anchors (bench_anchors.py), `cuattn bench --family
 #                                 decode` and its anchors (bench_anchors.py --family decode: SDPA
 #                                 over the gathered pages and over contiguous KV, FlexAttention
-#                                 within its budget), Nsight Compute at hd128 and
-#                                 hd256, both flash tile tables forced, a softcapped run and the
-#                                 tuning variants (checked, then timed), and ends with short
-#                                 tables (summary.txt and the results, written to $OUT as each
-#                                 step ends). Every step keeps to GPU_CHECK_BUDGET_S (480 s by
-#                                 default, below), the essential ones (tests, checks, the
-#                                 benchmark, the anchors) first, so that the run ends with its
-#                                 tables and log archive: give the device call a timeout of about
-#                                 540 s, which leaves a 15-minute device budget room for a shorter
-#                                 rerun (GPU_CHECK_BUDGET_S=200). The run of 2026-11-28 took 102 s,
-#                                 with fewer steps.
+#                                 within its budget), `cuattn bench --family sparse` and its
+#                                 anchors (bench_anchors.py --family sparse: FlexAttention with
+#                                 the block masks cuattn wrote, SDPA-flash on the dense rows),
+#                                 Nsight Compute at hd128 and hd256, both flash tile tables
+#                                 forced, a softcapped run and the tuning variants (checked, then
+#                                 timed), and ends with short tables (summary.txt and the
+#                                 results, written to $OUT as each step ends). Every step keeps to
+#                                 GPU_CHECK_BUDGET_S (480 s by default, below), the essential ones
+#                                 (tests, checks, the benchmark, the anchors) first, so that the
+#                                 run ends with its tables and log archive: give the device call a
+#                                 timeout of about 540 s, which leaves a 15-minute device budget
+#                                 room for a shorter rerun (GPU_CHECK_BUDGET_S=200). The run of
+#                                 2026-11-28 took 102 s, with fewer steps.
 set -euo pipefail
 
 # Test binaries that exercise kernels on every device present (the GPU among them): the attention
@@ -71,6 +73,15 @@ ANCHORS_TIMEOUT_S=170
 DECODE_TIMEOUT_S=120
 DECODE_ANCHORS_BUDGET_S=${GPU_CHECK_DECODE_FLEX_BUDGET_S:-75}
 DECODE_ANCHORS_TIMEOUT_S=120
+# The block-sparse benchmark: 18 rows at 16k tokens (the dense flash kernel a shape, then block
+# masks of density 0.05 to 1), about 150 ms of timed runs each after its inputs are drawn, each
+# row's output copied back and checked; it writes its block masks and their manifest first, into
+# a folder its anchors read: SDPA-flash on the dense rows, then FlexAttention with the same block
+# masks, one compilation per shape, rule and block size (four), the target's first, until
+# SPARSE_ANCHORS_BUDGET_S after the script started.
+SPARSE_TIMEOUT_S=90
+SPARSE_ANCHORS_BUDGET_S=${GPU_CHECK_SPARSE_FLEX_BUDGET_S:-100}
+SPARSE_ANCHORS_TIMEOUT_S=150
 # The device half's time budget, seconds: each step gets its own limit or what is left of the
 # budget, whichever is less, and none starts with under 15 s left (a tuning row's check only with
 # its whole minute), so that the run ends with its tables and its log archive inside one device
@@ -266,6 +277,39 @@ device() {
     echo "anchors decode: FAILED ($(tail -n 1 "$out/anchors-decode.txt"))" >> "$summary"
   fi
   cp "$out/anchors-decode.json" "$final/" 2>/dev/null || true
+  # The block-sparse benchmark, then its anchors on the masks it wrote (the budget may cut either
+  # short: the rows written stay, and that is no failure). Its anchors' JSON stays in logs.tgz
+  # with the masks: $OUT takes 8 files, and the summary's sparse table joins both reports.
+  rc=0
+  lim=$(limit "$SPARSE_TIMEOUT_S" "bench sparse")
+  if [ "$lim" -gt 0 ]; then
+    CUATTN_COMMIT="$commit" timeout "$lim" "$bin/cuattn" bench --family sparse --device gpu \
+      --mask-dir "$out/masks" --json "$out/bench-sparse.json" > "$out/bench-sparse.txt" 2>&1 ||
+      rc=$?
+    if [ "$rc" -eq 0 ]; then
+      echo "bench sparse: ok (bench-sparse.txt, bench-sparse.json)" >> "$summary"
+    elif [ "$rc" -eq 124 ] && [ "$lim" -lt "$SPARSE_TIMEOUT_S" ]; then
+      echo "bench sparse: cut short by the budget after ${lim} s" >> "$summary"
+    else
+      echo "bench sparse: FAILED ($(tail -n 1 "$out/bench-sparse.txt"))" >> "$summary"
+      status=1
+    fi
+  fi
+  cp "$out/bench-sparse.json" "$final/" 2>/dev/null || true
+  if [ ! -s "$out/masks/masks.json" ]; then
+    echo "anchors sparse: skipped (no block masks written)" >> "$summary"
+  else
+    lim=$(limit "$SPARSE_ANCHORS_TIMEOUT_S" "anchors sparse")
+    if [ "$lim" -eq 0 ]; then
+      :
+    elif CUATTN_COMMIT="$commit" timeout "$lim" python3 "$here/bench_anchors.py" --family sparse \
+        --mask-dir "$out/masks" --json "$out/anchors-sparse.json" \
+        --budget-s "$SPARSE_ANCHORS_BUDGET_S" > "$out/anchors-sparse.txt" 2>&1; then
+      echo "anchors sparse: ok (anchors-sparse.txt, anchors-sparse.json in logs.tgz)" >> "$summary"
+    else
+      echo "anchors sparse: FAILED ($(tail -n 1 "$out/anchors-sparse.txt"))" >> "$summary"
+    fi
+  fi
   # Hardware counters of one launch of the default kernel at hd128 and at hd256 (wide tiles), and
   # of the compact hd256 row (K and V in turns), 2k queries unmasked (pipes, stalls and the
   # instructions they sample, shared-memory wavefronts and bank conflicts), where Nsight Compute
@@ -328,6 +372,11 @@ device() {
   if [ -s "$out/bench-decode.json" ]; then
     echo >> "$summary"
     python3 "$here/bench_anchors.py" --table "$out/bench-decode.json" "$out/anchors-decode.json" \
+      >> "$summary" 2>&1 || true
+  fi
+  if [ -s "$out/bench-sparse.json" ]; then
+    echo >> "$summary"
+    python3 "$here/bench_anchors.py" --table "$out/bench-sparse.json" "$out/anchors-sparse.json" \
       >> "$summary" 2>&1 || true
   fi
   if [ ${#tuned[@]} -gt 0 ]; then

@@ -2,23 +2,32 @@
 //! counted exactly (against a brute-force count over the reference's mask rule), bench_mma writes
 //! the closed-form value that proves every mma ran. Decode: the grid holds the targets' shapes and
 //! skips only shapes over the KV budget, rows count the KV bytes the step reads, verdicts compare
-//! the targets' rows with their thresholds. `cuattn bench` runs both families' quick emulator
-//! paths end to end (table and JSON), refuses a full run on the emulator, and refuses options of
-//! the other family.
+//! the targets' rows with their thresholds. Sparse: every row's visible pairs match a brute-force
+//! count over the elements of the block matrix it wrote to `--mask-dir`, the files hold the
+//! matrices the rows name, the verdict compares the target's row with its threshold. `cuattn
+//! bench` runs every family's quick emulator path end to end (table and JSON), refuses a full
+//! run on the emulator, and refuses options of the other families.
 
 mod common;
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
 use cuattn::bench::decode::{
     self, CopyCeiling, DecodeConfig, DecodeReport, DecodeRow, DecodeShape, KV_BUDGET_BYTES, TARGETS,
+};
+use cuattn::bench::sparse::{
+    self, MaskFacts, MaskSpec, SparseCase, SparseConfig, SparseReport, SparseRow, TARGET,
 };
 use cuattn::bench::{
     self, bench_mma_expected, bench_mma_flops, launch_bench_mma, median, prefill_shapes,
     visible_pairs, BenchConfig, PrefillShape, EMULATOR_NOTE, MODEL_DIM, TOKENS,
 };
 use cuattn::reference::key_visible;
+use cuattn::sparse::{BlockMask, BlockMatrix};
 use cuattn::{AttentionOptions, Device, FlashTiles, Kernel, SplitKv, Tensor};
 
 /// (seqlen_q, seqlen_k) pairs: the project's odd test lengths, unequal both ways.
@@ -768,5 +777,486 @@ fn bench_decode_refuses_the_prefill_options_naming_them() {
             "{option}: {stderr}"
         );
         assert!(!String::from_utf8_lossy(&out.stdout).contains("bench decode"));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sparse.
+// ---------------------------------------------------------------------------------------------
+
+/// A fresh folder under the system temp dir for one test's mask files.
+fn temp_dir(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("cuattn-bench-{}-{test}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// A block matrix as written by `--mask-dir` (uint8 0 or 1): its shape and entries.
+fn read_mask(path: &std::path::Path) -> (Vec<usize>, Vec<bool>) {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert!(
+        String::from_utf8_lossy(&bytes[..64]).contains("'descr': '|u1'"),
+        "{}: uint8, as np.load reads it",
+        path.display()
+    );
+    cuattn::npy::read_mask(path).unwrap()
+}
+
+/// (query, key) pairs of `case` counted element by element: query i of head h sees key j when
+/// the block matrix `[1, heads or 1, nq, nk]` holds (i / block_q, j / block_k) and `key_visible`
+/// (the reference's element rule) lets it; `blocks` is None for the dense kernel.
+fn brute_force_sparse_pairs(case: &SparseCase, blocks: Option<(&[usize], &[bool])>) -> u64 {
+    let s = &case.shape;
+    let (left, right) = s.options().effective_window();
+    let block = case.mask.as_ref().map(|(_, block)| *block);
+    let mut n = 0;
+    for h in 0..s.heads {
+        for i in 0..s.seqlen {
+            for j in 0..s.seqlen {
+                let listed = match (blocks, block) {
+                    (Some((dims, blocks)), Some((bq, bk))) => {
+                        let mask_head = if dims[1] == 1 { 0 } else { h };
+                        blocks[(mask_head * dims[2] + i / bq) * dims[3] + j / bk]
+                    }
+                    _ => true,
+                };
+                if listed && key_visible(i, j, s.seqlen, s.seqlen, left.into(), right.into()) {
+                    n += 1;
+                }
+            }
+        }
+    }
+    n * s.batch as u64
+}
+
+#[test]
+fn block_mask_visible_pairs_match_a_brute_force_count_under_every_window_and_length() {
+    let device = Device::emulator();
+    let (heads, block) = (2, (16, 32));
+    for (n, (seqlen_q, seqlen_k)) in LENGTHS.into_iter().enumerate() {
+        let (nq, nk) = (seqlen_q.div_ceil(block.0), seqlen_k.div_ceil(block.1));
+        // A random matrix per head, about half the blocks.
+        let mut rng = StdRng::seed_from_u64(900 + n as u64);
+        let blocks: Vec<bool> = (0..heads * nq * nk).map(|_| rng.random_bool(0.5)).collect();
+        let matrix = BlockMatrix::new([1, heads, nq, nk], blocks).unwrap();
+        for window in WINDOWS {
+            let opts = AttentionOptions {
+                window: Some(window),
+                ..Default::default()
+            };
+            let mask = BlockMask::new(
+                &device,
+                matrix.clone(),
+                block,
+                &[(seqlen_q, seqlen_k)],
+                &opts,
+            )
+            .unwrap();
+            let mut want = 0u64;
+            for h in 0..heads {
+                for i in 0..seqlen_q {
+                    for j in 0..seqlen_k {
+                        let (l, r) = (window.0.into(), window.1.into());
+                        if matrix.get(0, h, i / block.0, j / block.1)
+                            && key_visible(i, j, seqlen_q, seqlen_k, l, r)
+                        {
+                            want += 1;
+                        }
+                    }
+                }
+            }
+            println!(
+                "seqlen {seqlen_q}/{seqlen_k} window {window:?}: {want} pairs, {} full and {} \
+                 partial blocks",
+                mask.full_blocks(),
+                mask.partial_blocks()
+            );
+            assert_eq!(
+                mask.visible_pairs(),
+                want,
+                "seqlen {seqlen_q}/{seqlen_k} window {window:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn run_sparse_refuses_the_emulator_without_quick() {
+    let mut progressed = false;
+    let err = sparse::run_sparse(&Device::emulator(), &SparseConfig::default(), |_| {
+        progressed = true
+    })
+    .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("`device`") && msg.contains("emulator") && msg.contains("--quick"),
+        "{msg}"
+    );
+    assert!(!progressed, "refused before measuring anything");
+}
+
+#[test]
+fn sparse_quick_on_the_emulator_counts_visible_pairs_exactly_from_the_masks_it_wrote() {
+    let dir = temp_dir("sparse-masks");
+    let config = SparseConfig {
+        quick: true,
+        commit: Some("abc1234".into()),
+        mask_dir: Some(dir.clone()),
+    };
+    let mut progress_rows = Vec::new();
+    let report = sparse::run_sparse(&Device::emulator(), &config, |r| {
+        progress_rows.push(r.rows.len());
+        // The masks and their manifest are there before the first row is timed.
+        assert!(dir.join(sparse::MANIFEST).exists());
+    })
+    .unwrap();
+    let cases = sparse::emulator_cases();
+    assert_eq!(progress_rows, (0..=cases.len()).collect::<Vec<_>>());
+    assert_eq!(report.rows.len(), cases.len());
+    let mut kinds = Vec::new();
+    for (row, case) in report.rows.iter().zip(&cases) {
+        println!("{row}");
+        assert_eq!(&row.case, case);
+        assert!(row.error.is_none(), "{row}");
+        assert_eq!(row.runs, 1, "the emulator runs each row once");
+        let s = &case.shape;
+        let counted = match &case.mask {
+            None => {
+                assert!(row.mask.is_none() && row.mask_file.is_none());
+                assert_eq!(row.ratio_to_dense, 1.0);
+                brute_force_sparse_pairs(case, None)
+            }
+            Some((spec, (bq, bk))) => {
+                let file = row
+                    .mask_file
+                    .as_deref()
+                    .expect("a mask file per sparse row");
+                let (dims, blocks) = read_mask(&dir.join(file));
+                let (nq, nk) = (s.seqlen.div_ceil(*bq), s.seqlen.div_ceil(*bk));
+                // The file holds the very matrix the row names (its seed or pattern).
+                let matrix = spec.matrix(s.heads, nq, nk).unwrap();
+                assert_eq!(dims, matrix.dims(), "{file}");
+                assert_eq!(blocks, matrix.blocks(), "{file}");
+                let facts = row.mask.as_ref().unwrap();
+                assert_eq!(facts.dims, matrix.dims());
+                assert_eq!(facts.matrix_density, matrix.density());
+                kinds.push((spec.kind(), dims[1], facts.partial_blocks > 0));
+                let dense = &report.rows[report
+                    .rows
+                    .iter()
+                    .position(|r| r.case.mask.is_none() && r.case.shape == *s)
+                    .unwrap()];
+                assert_eq!(row.ratio_to_dense, row.ms / dense.ms);
+                brute_force_sparse_pairs(case, Some((&dims, &blocks)))
+            }
+        };
+        println!("  {}: {} visible pairs", case.id(), counted);
+        assert_eq!(row.visible_pairs, counted, "{}", case.id());
+        assert_eq!(row.flops(), 4.0 * counted as f64 * s.head_dim as f64);
+        let want = row.flops() / (row.ms * 1e-3) / 1e12;
+        assert!((row.tflops - want).abs() <= 1e-9 * want, "{row}");
+    }
+    // A shared random mask, a per-head pattern, and partial blocks (the sequence's end, the
+    // causal diagonal) among them.
+    assert!(kinds.contains(&("random", 1, true)), "{kinds:?}");
+    assert!(kinds.contains(&("pattern", 2, true)), "{kinds:?}");
+    assert!(report.verdict().is_none(), "no target row on the emulator");
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join(sparse::MANIFEST)).unwrap())
+            .unwrap();
+    assert_eq!(manifest["family"], "sparse");
+    assert!(
+        manifest["target"].is_null(),
+        "no target row on the emulator"
+    );
+    let listed = manifest["rows"].as_array().unwrap();
+    assert_eq!(listed.len(), cases.len());
+    for (entry, row) in listed.iter().zip(&report.rows) {
+        assert_eq!(entry["id"], row.case.id());
+        assert_eq!(entry["visible_pairs"].as_u64(), Some(row.visible_pairs));
+        assert_eq!(entry["mask_file"].as_str(), row.mask_file.as_deref());
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A report with the target's row at `ratio` of a 10 ms dense row (or failed).
+fn sparse_report_with(target_ms: Option<f64>) -> SparseReport {
+    let case = sparse::sparse_cases()
+        .into_iter()
+        .find(|c| TARGET.applies_to(c))
+        .unwrap();
+    let row = |case: SparseCase, ms: f64, error: Option<String>| SparseRow {
+        mask: case.mask.as_ref().map(|_| MaskFacts {
+            dims: [1, 1, 128, 128],
+            matrix_density: 0.1,
+            density: 0.1,
+            full_blocks: 1638,
+            partial_blocks: 0,
+        }),
+        case,
+        mask_file: None,
+        visible_pairs: 1,
+        ms,
+        min_ms: ms,
+        runs: 5,
+        tflops: 1.0,
+        ratio_to_dense: ms / 10.0,
+        error,
+    };
+    let dense = SparseCase::dense(TARGET.shape);
+    let target = match target_ms {
+        Some(ms) => row(case, ms, None),
+        None => row(case, f64::NAN, Some("out of memory".into())),
+    };
+    SparseReport {
+        device: "test".into(),
+        emulator: false,
+        quick: false,
+        commit: None,
+        l2_flush_bytes: 0,
+        mask_dir: None,
+        rows: vec![row(dense, 10.0, None), target],
+    }
+}
+
+#[test]
+fn sparse_verdict_compares_the_target_row_with_its_ratio_to_dense() {
+    assert_eq!(
+        (
+            TARGET.density,
+            TARGET.max_ratio_to_dense,
+            TARGET.min_speedup_over_flex
+        ),
+        (0.1, 0.15, 1.3)
+    );
+    assert_eq!(TARGET.shape.label(), "b1 s16384 h16/16 d128");
+    assert_eq!(TARGET.block, (128, 128));
+
+    let met = sparse_report_with(Some(1.2)).verdict().unwrap();
+    println!("{}", met.text);
+    assert_eq!(met.met, Some(true));
+    assert!((met.ratio_to_dense.unwrap() - 0.12).abs() < 1e-12);
+    assert!(
+        met.text.starts_with(
+            "b1 s16384 h16/16 d128 random:density=0.1,seed=101 128x128 (density 0.100): 0.120 \
+             of dense (target at most 0.15"
+        ),
+        "{}",
+        met.text
+    );
+    assert!(met.text.ends_with(": met"), "{}", met.text);
+
+    let slow = sparse_report_with(Some(1.6)).verdict().unwrap();
+    assert_eq!(slow.met, Some(false));
+    assert!(slow.text.ends_with(": not met"), "{}", slow.text);
+
+    let failed = sparse_report_with(None).verdict().unwrap();
+    assert_eq!((failed.met, failed.ratio_to_dense), (None, None));
+    assert!(
+        failed.text.contains("failed (out of memory)"),
+        "{}",
+        failed.text
+    );
+
+    let json: serde_json::Value =
+        serde_json::from_str(&sparse_report_with(Some(1.2)).to_json()).unwrap();
+    assert_eq!(json["verdict"]["met"], true);
+    assert_eq!(json["verdict"]["max_ratio_to_dense"], 0.15);
+    assert_eq!(json["verdict"]["min_speedup_over_flex"], 1.3);
+    assert_eq!(
+        json["verdict"]["id"],
+        "b1 s16384 h16/16 d128 noncausal random:density=0.1,seed=101 128x128"
+    );
+    assert_eq!(json["rows"][1]["ratio_to_dense"], 0.12);
+}
+
+#[test]
+fn bench_sparse_quick_on_the_emulator_prints_the_table_and_writes_json_and_masks() {
+    let dir = temp_dir("sparse-cli");
+    let (stdout, v) = quick_bench_family(
+        "sparse",
+        "sparse-quick",
+        &["--mask-dir", dir.to_str().unwrap()],
+        Some("abc1234"),
+    );
+    println!("{stdout}");
+    assert!(
+        stdout.contains("bench sparse on emulator, commit abc1234"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("TFLOP/s") && stdout.contains("/dense") && stdout.contains("density"),
+        "{stdout}"
+    );
+    let cases = sparse::emulator_cases();
+    let table: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with(&cases[0].shape.label()))
+        .collect();
+    assert_eq!(table.len(), cases.len(), "{stdout}");
+    assert!(table.iter().all(|r| r.contains(EMULATOR_NOTE)), "{stdout}");
+
+    assert_eq!(v["family"], "sparse");
+    assert_eq!(v["device"], "emulator");
+    assert_eq!(v["emulator"], true);
+    assert_eq!(v["note"], EMULATOR_NOTE);
+    assert_eq!(v["quick"], true);
+    assert_eq!(v["commit"], "abc1234");
+    assert_eq!(v["dtype"], "bf16");
+    assert_eq!(v["mask_dir"], dir.to_str().unwrap());
+    assert!(v["verdict"].is_null());
+    let rows = v["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), cases.len());
+    for (row, case) in rows.iter().zip(&cases) {
+        assert_eq!(row["id"], case.id());
+        assert_eq!(row["kernel"], case.kernel());
+        assert_eq!(row["shape"], case.shape.label());
+        assert_eq!(row["causal"], case.shape.causal);
+        assert_eq!(
+            (
+                row["seqlen_q"].as_u64(),
+                row["seqlen_k"].as_u64(),
+                row["heads"].as_u64(),
+                row["kv_heads"].as_u64(),
+                row["head_dim"].as_u64()
+            ),
+            (Some(241), Some(241), Some(2), Some(1), Some(64))
+        );
+        assert_eq!(row["runs"], 1);
+        assert!(row["error"].is_null(), "{row}");
+        for field in ["ms", "min_ms", "tflops", "ratio_to_dense", "flops"] {
+            assert!(
+                row[field].as_f64().is_some_and(|x| x > 0.0),
+                "{field}: {row}"
+            );
+        }
+        assert!(row["visible_pairs"].as_u64().unwrap() > 0, "{row}");
+        match &case.mask {
+            None => {
+                assert_eq!(row["mask"], "dense");
+                assert_eq!(row["mask_kind"], "dense");
+                for field in ["block_q", "mask_file", "mask_dims", "density", "seed"] {
+                    assert!(row[field].is_null(), "{field}: {row}");
+                }
+                assert_eq!(row["ratio_to_dense"], 1.0);
+            }
+            Some((spec, (bq, bk))) => {
+                assert_eq!(row["mask"], spec.label());
+                assert_eq!(row["mask_kind"], spec.kind());
+                assert_eq!(
+                    (row["block_q"].as_u64(), row["block_k"].as_u64()),
+                    (Some(*bq as u64), Some(*bk as u64))
+                );
+                let file = row["mask_file"].as_str().unwrap();
+                let (dims, blocks) = read_mask(&dir.join(file));
+                assert_eq!(row["mask_dims"], serde_json::json!(dims));
+                assert_eq!(
+                    row["visible_pairs"].as_u64(),
+                    Some(brute_force_sparse_pairs(case, Some((&dims, &blocks))))
+                );
+                let density = row["density"].as_f64().unwrap();
+                assert!(density > 0.0 && density <= row["matrix_density"].as_f64().unwrap());
+                assert!(
+                    row["full_blocks"].as_u64().is_some()
+                        && row["partial_blocks"].as_u64().is_some()
+                );
+                match spec {
+                    MaskSpec::Random { density, seed } => {
+                        assert_eq!(row["density_asked"], *density);
+                        assert_eq!(row["seed"], *seed);
+                        assert!(row["pattern"].is_null());
+                    }
+                    MaskSpec::Pattern(p) => {
+                        assert_eq!(row["pattern"], p.to_string());
+                        assert!(row["density_asked"].is_null());
+                    }
+                }
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bench_sparse_on_the_emulator_without_quick_exits_2_and_says_why() {
+    let json = temp_json("sparse-refused");
+    let dir = temp_dir("sparse-refused");
+    let out = cuattn(
+        &[
+            "bench",
+            "--family",
+            "sparse",
+            "--device",
+            "emu",
+            "--mask-dir",
+            dir.to_str().unwrap(),
+            "--json",
+            json.to_str().unwrap(),
+        ],
+        None,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stderr}");
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("sparse benchmark") && stderr.contains("--quick") && stderr.contains("GPU"),
+        "{stderr}"
+    );
+    assert!(!json.exists(), "nothing measured, nothing written");
+    assert!(!dir.exists(), "no masks written");
+}
+
+#[test]
+fn bench_sparse_refuses_the_prefill_options_and_the_others_refuse_mask_dir() {
+    for (option, value, arg) in [
+        ("--kernel", "flash", "`kernel`"),
+        ("--head-dim", "128", "`head_dim`"),
+        ("--flash-tiles", "auto", "`flash_tiles`"),
+        ("--softcap", "50", "`softcap`"),
+    ] {
+        let out = cuattn(
+            &[
+                "bench", "--family", "sparse", "--device", "emu", "--quick", option, value,
+            ],
+            None,
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        println!("{option} {value}: {stderr}");
+        assert_eq!(out.status.code(), Some(2), "{option}: {stderr}");
+        assert!(
+            stderr.contains(arg)
+                && stderr.contains(option)
+                && stderr.contains("--family prefill only")
+                && stderr.contains("--family sparse times the block-sparse"),
+            "{option}: {stderr}"
+        );
+        assert!(!String::from_utf8_lossy(&out.stdout).contains("bench sparse"));
+    }
+    let dir = temp_dir("mask-dir-refused");
+    for family in ["prefill", "decode"] {
+        let out = cuattn(
+            &[
+                "bench",
+                "--family",
+                family,
+                "--device",
+                "emu",
+                "--quick",
+                "--mask-dir",
+                dir.to_str().unwrap(),
+            ],
+            None,
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        println!("--family {family} --mask-dir: {stderr}");
+        assert_eq!(out.status.code(), Some(2), "{family}: {stderr}");
+        assert!(
+            stderr.contains("`mask_dir`")
+                && stderr.contains("--mask-dir applies to --family sparse only")
+                && stderr.contains(&format!("--family {family} times")),
+            "{family}: {stderr}"
+        );
+        assert!(out.stdout.is_empty(), "{family}: refused before running");
+        assert!(!dir.exists());
     }
 }

@@ -1,17 +1,21 @@
 //! Benchmarks of the attention kernels (`cuattn bench`, `cargo bench`), timed with CUDA events
-//! after an L2 flush ([`Timer`]). Two families:
+//! after an L2 flush ([`Timer`]). Three families:
 //!
 //! - prefill (this module): FlashAttention's benchmark shapes, reported in TFLOP/s of unmasked
 //!   score pairs and as a share of the card's mma.sync ceiling, measured in the same run by
 //!   `csrc/kernels/bench_mma.cu`;
 //! - decode ([`decode`]): paged attention over the paged KV cache, one new token a sequence,
 //!   reported in GB/s of KV read and as a share of a device-to-device copy measured in the same
-//!   run.
+//!   run;
+//! - sparse ([`sparse`]): block-sparse attention at 16k tokens against the density of its mask,
+//!   in effective TFLOP/s of the pairs the mask leaves and as a share of the dense flash kernel's
+//!   time measured in the same run.
 //!
 //! On the emulator nothing is a performance number: only a quick run goes there (one tiny shape),
 //! to exercise the code paths.
 
 pub mod decode;
+pub mod sparse;
 
 use std::fmt;
 use std::sync::Arc;

@@ -1,8 +1,9 @@
 //! The `cuattn` command line: `info` (build and devices), `check` (every kernel against the f64
 //! reference over a grid of shapes), `run` (one kernel on .npy tensors, dense, with `--paged`
 //! over a paged KV cache, or block-sparse with `--pattern` or `--block-mask`), `bench` (prefill
-//! against the mma.sync ceiling, decode over the paged KV cache against a device-to-device copy),
-//! `kv-plan` (the size of a paged KV cache for a model).
+//! against the mma.sync ceiling, decode over the paged KV cache against a device-to-device copy,
+//! block-sparse attention against the dense kernel), `kv-plan` (the size of a paged KV cache for
+//! a model).
 
 mod kv_plan;
 mod run;
@@ -13,6 +14,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::attention::{FlashTiles, Kernel};
 use crate::bench::decode::{DecodeConfig, DecodeReport};
+use crate::bench::sparse::{SparseConfig, SparseReport};
 use crate::bench::{table_header, BenchConfig, BenchReport, EMULATOR_NOTE};
 use crate::device::{probe_cuda, CudaProbe, Device};
 use crate::error::{Error, Result};
@@ -39,7 +41,8 @@ enum Command {
     #[command(subcommand)]
     Run(run::RunCommand),
     /// Times kernels on benchmark shapes: prefill against the card's mma.sync ceiling, decode
-    /// over the paged KV cache against a device-to-device copy.
+    /// over the paged KV cache against a device-to-device copy, block-sparse attention against
+    /// the dense flash kernel.
     Bench(BenchArgs),
     /// Sizes a paged KV cache: bytes per token, pages per sequence and sequences that fit in
     /// memory, for a model's shape and its MHA and MQA counterparts.
@@ -187,6 +190,35 @@ enum BenchFamily {
     /// query heads over 32, 8, 4 and 1 KV heads, hd128, pages of 16, split-KV auto and off),
     /// bf16, in GB/s of KV read against a device-to-device copy timed in the same run.
     Decode,
+    /// Block-sparse attention at 16k tokens, hd128, bf16 (16/16 and 32/8 heads), random masks at
+    /// densities 0.05 to 1 and each pattern, 128x128 blocks (one row of 64x64), unmasked and
+    /// causal, in effective TFLOP/s and as a share of the dense flash kernel's time in the same
+    /// run.
+    Sparse,
+}
+
+impl BenchFamily {
+    fn name(self) -> &'static str {
+        match self {
+            BenchFamily::Prefill => "prefill",
+            BenchFamily::Decode => "decode",
+            BenchFamily::Sparse => "sparse",
+        }
+    }
+
+    /// What the family times, for the refusal of an option that does not apply to it.
+    fn times(self) -> &'static str {
+        match self {
+            BenchFamily::Prefill => "the attention kernels on FlashAttention's shapes",
+            BenchFamily::Decode => {
+                "the paged attention kernel on its own grid (hd128, or hd64 on the emulator)"
+            }
+            BenchFamily::Sparse => {
+                "the block-sparse and dense flash kernels on its own grid (16k tokens, hd128, or \
+                 hd64 on the emulator)"
+            }
+        }
+    }
 }
 
 #[derive(clap::Args)]
@@ -218,6 +250,11 @@ struct BenchArgs {
     /// with 50; default: none.
     #[arg(long, value_name = "CAP")]
     softcap: Option<f32>,
+    /// Sparse: write each row's block matrix (uint8 .npy [batch or 1, heads or 1, nq, nk]) and a
+    /// manifest of the rows (masks.json) into DIR before timing, for `bench_anchors.py --family
+    /// sparse --mask-dir DIR` to time FlexAttention with the same block masks.
+    #[arg(long, value_name = "DIR")]
+    mask_dir: Option<std::path::PathBuf>,
 }
 
 fn bench_kernels(arg: Option<&str>) -> Result<Vec<Kernel>> {
@@ -232,10 +269,56 @@ fn bench(args: &BenchArgs) -> Result<ExitCode> {
     let commit = std::env::var("CUATTN_COMMIT")
         .ok()
         .filter(|c| !c.is_empty());
+    refuse_options_of_other_families(args)?;
     match args.family {
         BenchFamily::Prefill => bench_prefill(args, commit),
         BenchFamily::Decode => bench_decode(args, commit),
+        BenchFamily::Sparse => bench_sparse(args, commit),
     }
+}
+
+/// The options of `cuattn bench` that some families take and others do not: (argument, flag,
+/// the families that take it, whether it was given).
+fn family_options(
+    args: &BenchArgs,
+) -> [(&'static str, &'static str, &'static [BenchFamily], bool); 5] {
+    const PREFILL: &[BenchFamily] = &[BenchFamily::Prefill];
+    const SPARSE: &[BenchFamily] = &[BenchFamily::Sparse];
+    [
+        ("kernel", "--kernel", PREFILL, args.kernel.is_some()),
+        ("head_dim", "--head-dim", PREFILL, !args.head_dim.is_empty()),
+        (
+            "flash_tiles",
+            "--flash-tiles",
+            PREFILL,
+            args.flash_tiles.is_some(),
+        ),
+        ("softcap", "--softcap", PREFILL, args.softcap.is_some()),
+        ("mask_dir", "--mask-dir", SPARSE, args.mask_dir.is_some()),
+    ]
+}
+
+/// Refuses, before anything runs, an option given that `args.family` does not take.
+fn refuse_options_of_other_families(args: &BenchArgs) -> Result<()> {
+    let family = args.family;
+    for (arg, flag, families, given) in family_options(args) {
+        if given && !families.contains(&family) {
+            let takers: Vec<String> = families
+                .iter()
+                .map(|f| format!("--family {}", f.name()))
+                .collect();
+            return Err(Error::invalid(
+                arg,
+                format!(
+                    "{flag} applies to {} only: --family {} times {}",
+                    takers.join(" and "),
+                    family.name(),
+                    family.times()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The report file of `--json`, rewritten with each report so far; the first write error is kept
@@ -330,26 +413,7 @@ fn bench_prefill(args: &BenchArgs, commit: Option<String>) -> Result<ExitCode> {
     ))
 }
 
-/// The options of `cuattn bench` that only the prefill family takes, and whether each was given.
-fn prefill_only_options(args: &BenchArgs) -> [(&'static str, &'static str, bool); 4] {
-    [
-        ("kernel", "--kernel", args.kernel.is_some()),
-        ("head_dim", "--head-dim", !args.head_dim.is_empty()),
-        ("flash_tiles", "--flash-tiles", args.flash_tiles.is_some()),
-        ("softcap", "--softcap", args.softcap.is_some()),
-    ]
-}
-
 fn bench_decode(args: &BenchArgs, commit: Option<String>) -> Result<ExitCode> {
-    if let Some((arg, flag, _)) = prefill_only_options(args).into_iter().find(|o| o.2) {
-        return Err(Error::invalid(
-            arg,
-            format!(
-                "{flag} applies to --family prefill only: --family decode times the paged \
-                 attention kernel on its own grid (hd128, or hd64 on the emulator)"
-            ),
-        ));
-    }
     let config = DecodeConfig {
         quick: args.quick,
         commit,
@@ -388,6 +452,57 @@ fn bench_decode(args: &BenchArgs, commit: Option<String>) -> Result<ExitCode> {
     };
     let report = crate::bench::decode::run_decode(&device, &config, progress)?;
     for verdict in report.verdicts() {
+        println!("target: {}", verdict.text);
+    }
+    json.finish()?;
+    Ok(bench_status(
+        report.rows.iter().filter(|r| r.error.is_some()).count(),
+    ))
+}
+
+fn bench_sparse(args: &BenchArgs, commit: Option<String>) -> Result<ExitCode> {
+    let config = SparseConfig {
+        quick: args.quick,
+        commit,
+        mask_dir: args.mask_dir.clone(),
+    };
+    let device = args.device.open()?;
+    let mut printed: Option<usize> = None;
+    let mut json = JsonFile::new(args.json.as_deref());
+    let progress = |report: &SparseReport| {
+        let from = *printed.get_or_insert_with(|| {
+            println!(
+                "bench {} on {}{}",
+                SparseReport::FAMILY,
+                report.device,
+                commit_note(report.commit.as_deref())
+            );
+            if report.emulator {
+                println!("{EMULATOR_NOTE}: every time below is the emulator's");
+            }
+            if let Some(dir) = &report.mask_dir {
+                println!("block masks written to {dir}");
+            }
+            println!(
+                "TFLOP/s: 4 x visible pairs x head_dim / time; density: the share of the grid's \
+                 blocks visited (after the causal rule); /dense: time over the dense flash \
+                 kernel's on the same shape"
+            );
+            println!("{}", crate::bench::sparse::table_header());
+            0
+        });
+        for row in &report.rows[from..] {
+            if report.emulator {
+                println!("{row}  ({EMULATOR_NOTE})");
+            } else {
+                println!("{row}");
+            }
+        }
+        printed = Some(report.rows.len());
+        json.write(&report.to_json());
+    };
+    let report = crate::bench::sparse::run_sparse(&device, &config, progress)?;
+    if let Some(verdict) = report.verdict() {
         println!("target: {}", verdict.text);
     }
     json.finish()?;

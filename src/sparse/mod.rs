@@ -498,6 +498,50 @@ impl BlockMask {
         (self.full_blocks() + self.partial_blocks()) as f64 / total.max(1) as f64
     }
 
+    /// The (query, key) pairs the kernel computes, summed over the tables of
+    /// [`dims`](Self::dims): every element of each full block (its rows clipped at the sequence's
+    /// end) and, in each partial block, the elements the element rule leaves visible. A table
+    /// shared by every head or sequence counts once. Exact: one key range per row of a partial
+    /// block.
+    pub fn visible_pairs(&self) -> u64 {
+        let [batch, heads, nq, _] = self.dims();
+        let (bq, bk) = self.block_size;
+        let mut pairs = 0u64;
+        for b in 0..batch {
+            let (len_q, len_k) = self.lengths[if self.lengths.len() == 1 { 0 } else { b }];
+            let rule = Rule {
+                len_q,
+                len_k,
+                window: self.window,
+            };
+            for h in 0..heads {
+                for i in 0..nq {
+                    let table_row = (b * heads + h) * nq + i;
+                    let rows = i * bq..((i + 1) * bq).min(len_q);
+                    let full = self.listed(&self.full_counts, &self.full_indices, table_row);
+                    pairs += (rows.len() * bk * full.len()) as u64;
+                    let partial =
+                        self.listed(&self.partial_counts, &self.partial_indices, table_row);
+                    for &j in partial {
+                        let j = j as usize;
+                        let (key0, key1) = ((j * bk) as i64, ((j + 1) * bk).min(len_k) as i64);
+                        for row in rows.clone() {
+                            let (begin, end) = rule.keys(row);
+                            pairs += (end.min(key1) - begin.max(key0)).max(0) as u64;
+                        }
+                    }
+                }
+            }
+        }
+        pairs
+    }
+
+    /// The key blocks one compressed list holds for table row `row` (its count's indices).
+    fn listed<'a>(&self, counts: &[i32], indices: &'a [i32], row: usize) -> &'a [i32] {
+        let nk = self.dims()[3];
+        &indices[row * nk..row * nk + counts[row] as usize]
+    }
+
     /// Bytes of the device tables.
     pub fn device_bytes(&self) -> usize {
         self.tensors.iter().map(|t| t.numel() * 4).sum()
