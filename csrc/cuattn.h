@@ -643,6 +643,112 @@ cuattn_status cuattn_emu_launch_block_sparse_attention(const cuattn_attention_pa
                                                        const cuattn_block_mask* mask, void* stream);
 
 /* ---------------------------------------------------------------------------------------------
+ * Linear (kernel-based) attention: softmax(q k^T) replaced by a feature map, phi(q) phi(k)^T, so
+ * that attention costs O(n m dv) rather than O(n^2 d):
+ *   out_i = phi(q_i)^T S_i / (phi(q_i)^T z_i + eps),  S_i = sum_j phi(k_j) v_j^T,  z_i = sum_j
+ * phi(k_j) over the keys query i sees: all of them, or, causal, keys j <= i + seqlen_k - seqlen_q
+ * (bottom-right aligned, as attention's causal mask). A row whose phi(q_i)^T z_i is 0 (no key,
+ * or relu features that miss every key's) outputs zeros. No score scale applies.
+ *
+ * Feature maps, on q and k rows of head_dim d:
+ *   ELU1:  phi(x) = elu(x) + 1, elementwise (m = d features);
+ *   RELU:  phi(x) = max(x, 0), elementwise (m = d);
+ *   FAVOR: Performer's positive random features, phi(x) = exp(W x' - |x'|^2 / 2) / sqrt(m) with
+ *          x' = x d^(-1/4) and W float32 [m, d] (maybe_projection), m = num_features in 1..=256.
+ *          The exponentials are stabilized as Performer does: a query's features are computed
+ *          less the row's largest exponent, a key's less the largest exponent of any key of its
+ *          sequence and KV head seen so far (a running max: the state is rescaled when it grows).
+ *          Both factors cancel in the ratio, so the result is the definition's.
+ *
+ * Layout as attention's (GQA: query head h reads KV head h / (heads / kv_heads), whose state its
+ * group shares; varlen through cu_seqlens), but v and out have value_dim columns (v [.., kv_heads,
+ * value_dim], out [.., heads, value_dim]), which may differ from head_dim. f16/bf16 in and out;
+ * features are rounded to the element type for the tensor-core products, the state S
+ * [num_features, value_dim] and z [num_features] and every accumulation are float32.
+ *
+ * Causal runs are chunked (64 keys a chunk): within a chunk, masked quadratic attention with the
+ * phi-products on mma.sync; between chunks, the running state. Non-causal runs build the state
+ * over all keys, then apply it to every query. One CTA per (32 value columns, KV head, sequence)
+ * walks the chunks in order (the state stays on chip), serving every query head of the group.
+ *
+ * maybe_state (nullable): a recurrent state per sequence and KV head (LinearState): float32 S
+ * [batch, kv_heads, num_features, value_dim], z [batch, kv_heads, num_features] and the FAVOR
+ * key max [batch, kv_heads], contiguous. With it, a run starts from the state and leaves the
+ * state after its keys there: a causal run over a sequence's new tokens is a decode step, and
+ * runs over consecutive chunks of tokens equal one run over all of them. Without it the state
+ * starts empty and is not kept. Reset a state by zeroing S and z and setting key_max to -inf.
+ * ------------------------------------------------------------------------------------------- */
+typedef enum cuattn_feature_map {
+  CUATTN_FEATURE_ELU1 = 0,
+  CUATTN_FEATURE_RELU = 1,
+  CUATTN_FEATURE_FAVOR = 2,
+} cuattn_feature_map;
+
+typedef struct cuattn_linear_state_view {
+  float* s;
+  float* z;
+  float* key_max;
+} cuattn_linear_state_view;
+
+typedef struct cuattn_linear_attention_params {
+  const void* q;
+  const void* k;
+  const void* v;
+  void* out;
+  /* Nullable, both or neither: int32 [batch + 1] offsets of a packed varlen batch. */
+  const int32_t* maybe_cu_seqlens_q;
+  const int32_t* maybe_cu_seqlens_k;
+  int64_t q_batch_stride;
+  int64_t q_row_stride;
+  int64_t q_head_stride;
+  int64_t k_batch_stride;
+  int64_t k_row_stride;
+  int64_t k_head_stride;
+  int64_t v_batch_stride;
+  int64_t v_row_stride;
+  int64_t v_head_stride;
+  int64_t out_batch_stride;
+  int64_t out_row_stride;
+  int64_t out_head_stride;
+  int32_t batch;
+  int32_t heads;
+  int32_t kv_heads;
+  /* Multiple of 8, at most 256. */
+  int32_t head_dim;
+  /* Multiple of 8, at most 256. */
+  int32_t value_dim;
+  /* Maxima over the batch for varlen. */
+  int32_t seqlen_q;
+  int32_t seqlen_k;
+  cuattn_feature_map feature_map;
+  /* m: head_dim for ELU1 and RELU; 1..=256 for FAVOR. */
+  int32_t num_features;
+  /* FAVOR: float32 [num_features, head_dim], contiguous; null otherwise. */
+  const float* maybe_projection;
+  int32_t causal;
+  /* Added to every denominator; 1e-6 conventionally. */
+  float eps;
+  /* Nullable: a recurrent state (see above). */
+  cuattn_linear_state_view maybe_state;
+  /* workspace_bytes of cuattn_plan_linear_attention, 16-byte aligned; overwritten. */
+  void* workspace;
+  cuattn_dtype dtype;
+} cuattn_linear_attention_params;
+
+/* Bytes of workspace a launch with params needs (the features of q and k). Reads the shape
+ * fields only. */
+cuattn_status cuattn_plan_linear_attention(const cuattn_linear_attention_params* params,
+                                           int64_t* workspace_bytes);
+cuattn_status cuattn_emu_plan_linear_attention(const cuattn_linear_attention_params* params,
+                                               int64_t* workspace_bytes);
+/* Checks params, then launches on `stream` (the feature kernel, then the state walker): no
+ * allocation, no synchronization. */
+cuattn_status cuattn_launch_linear_attention(const cuattn_linear_attention_params* params,
+                                             void* stream);
+cuattn_status cuattn_emu_launch_linear_attention(const cuattn_linear_attention_params* params,
+                                                 void* stream);
+
+/* ---------------------------------------------------------------------------------------------
  * Emulator builds of the launchers: the same kernel source compiled for the CPU (-DCUATTN_EMU).
  * Pointers are host pointers; `stream` is ignored; the call returns when the kernel has run.
  * ------------------------------------------------------------------------------------------- */

@@ -947,6 +947,168 @@ unsafe extern "C" {
         stream: *mut ::std::os::raw::c_void,
     ) -> cuattn_status;
 }
+impl cuattn_feature_map {
+    pub const CUATTN_FEATURE_ELU1: cuattn_feature_map = cuattn_feature_map(0);
+    pub const CUATTN_FEATURE_RELU: cuattn_feature_map = cuattn_feature_map(1);
+    pub const CUATTN_FEATURE_FAVOR: cuattn_feature_map = cuattn_feature_map(2);
+}
+#[repr(transparent)]
+#[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
+pub struct cuattn_feature_map(pub ::std::os::raw::c_uint);
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct cuattn_linear_state_view {
+    pub s: *mut f32,
+    pub z: *mut f32,
+    pub key_max: *mut f32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of cuattn_linear_state_view"]
+        [::std::mem::size_of::<cuattn_linear_state_view>() - 24usize];
+    ["Alignment of cuattn_linear_state_view"]
+        [::std::mem::align_of::<cuattn_linear_state_view>() - 8usize];
+    ["Offset of field: cuattn_linear_state_view::s"]
+        [::std::mem::offset_of!(cuattn_linear_state_view, s) - 0usize];
+    ["Offset of field: cuattn_linear_state_view::z"]
+        [::std::mem::offset_of!(cuattn_linear_state_view, z) - 8usize];
+    ["Offset of field: cuattn_linear_state_view::key_max"]
+        [::std::mem::offset_of!(cuattn_linear_state_view, key_max) - 16usize];
+};
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct cuattn_linear_attention_params {
+    pub q: *const ::std::os::raw::c_void,
+    pub k: *const ::std::os::raw::c_void,
+    pub v: *const ::std::os::raw::c_void,
+    pub out: *mut ::std::os::raw::c_void,
+    pub maybe_cu_seqlens_q: *const i32,
+    pub maybe_cu_seqlens_k: *const i32,
+    pub q_batch_stride: i64,
+    pub q_row_stride: i64,
+    pub q_head_stride: i64,
+    pub k_batch_stride: i64,
+    pub k_row_stride: i64,
+    pub k_head_stride: i64,
+    pub v_batch_stride: i64,
+    pub v_row_stride: i64,
+    pub v_head_stride: i64,
+    pub out_batch_stride: i64,
+    pub out_row_stride: i64,
+    pub out_head_stride: i64,
+    pub batch: i32,
+    pub heads: i32,
+    pub kv_heads: i32,
+    pub head_dim: i32,
+    pub value_dim: i32,
+    pub seqlen_q: i32,
+    pub seqlen_k: i32,
+    pub feature_map: cuattn_feature_map,
+    pub num_features: i32,
+    pub maybe_projection: *const f32,
+    pub causal: i32,
+    pub eps: f32,
+    pub maybe_state: cuattn_linear_state_view,
+    pub workspace: *mut ::std::os::raw::c_void,
+    pub dtype: cuattn_dtype,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of cuattn_linear_attention_params"]
+        [::std::mem::size_of::<cuattn_linear_attention_params>() - 240usize];
+    ["Alignment of cuattn_linear_attention_params"]
+        [::std::mem::align_of::<cuattn_linear_attention_params>() - 8usize];
+    ["Offset of field: cuattn_linear_attention_params::q"]
+        [::std::mem::offset_of!(cuattn_linear_attention_params, q) - 0usize];
+    ["Offset of field: cuattn_linear_attention_params::k"]
+        [::std::mem::offset_of!(cuattn_linear_attention_params, k) - 8usize];
+    ["Offset of field: cuattn_linear_attention_params::v"]
+        [::std::mem::offset_of!(cuattn_linear_attention_params, v) - 16usize];
+    ["Offset of field: cuattn_linear_attention_params::out"]
+        [::std::mem::offset_of!(cuattn_linear_attention_params, out) - 24usize];
+    ["Offset of field: cuattn_linear_attention_params::maybe_cu_seqlens_q"]
+        [::std::mem::offset_of!(cuattn_linear_attention_params, maybe_cu_seqlens_q) - 32usize];
+    ["Offset of field: cuattn_linear_attention_params::maybe_cu_seqlens_k"]
+        [::std::mem::offset_of!(cuattn_linear_attention_params, maybe_cu_seqlens_k) - 40usize];
+    ["Offset of field: cuattn_linear_attention_params::q_batch_stride"]
+        [::std::mem::offset_of!(cuattn_linear_attention_params, q_batch_stride) - 48usize];
+    ["Offset of field: cuattn_linear_attention_params::q_row_stride"]
+        [::std::mem::offset_of!(cuattn_linear_attention_params, q_row_stride) - 56usize];
+    ["Offset of field: cuattn_linear_attention_params::q_head_stride"]
+        [::std::mem::offset_of!(cuattn_linear_attention_params, q_head_stride) - 64usize];
+    ["Offset of field: cuattn_linear_attention_params::k_batch_stride"]
+        [::std::mem::offset_of!(cuattn_linear_attention_params, k_batch_stride) - 72usize];
+    ["Offset of field: cuattn_linear_attention_params::k_row_stride"]
+        [::std::mem::offset_of!(cuattn_linear_attention_params, k_row_stride) - 80usize];
+    ["Offset of field: cuattn_linear_attention_params::k_head_stride"]
+        [::std::mem::offset_of!(cuattn_linear_attention_params, k_head_stride) - 88usize];
+    ["Offset of field: cuattn_linear_attention_params::v_batch_stride"]
+        [::std::mem::offset_of!(cuattn_linear_attention_params, v_batch_stride) - 96usize];
+    ["Offset of field: cuattn_linear_attention_params::v_row_stride"]
+        [::std::mem::offset_of!(cuattn_linear_attention_params, v_row_stride) - 104usize];
+    ["Offset of field: cuattn_linear_attention_params::v_head_stride"]
+        [::std::mem::offset_of!(cuattn_linear_attention_params, v_head_stride) - 112usize];
+    ["Offset of field: cuattn_linear_attention_params::out_batch_stride"]
+        [::std::mem::offset_of!(cuattn_linear_attention_params, out_batch_stride) - 120usize];
+    ["Offset of field: cuattn_linear_attention_params::out_row_stride"]
+        [::std::mem::offset_of!(cuattn_linear_attention_params, out_row_stride) - 128usize];
+    ["Offset of field: cuattn_linear_attention_params::out_head_stride"]
+        [::std::mem::offset_of!(cuattn_linear_attention_params, out_head_stride) - 136usize];
+    ["Offset of field: cuattn_linear_attention_params::batch"]
+        [::std::mem::offset_of!(cuattn_linear_attention_params, batch) - 144usize];
+    ["Offset of field: cuattn_linear_attention_params::heads"]
+        [::std::mem::offset_of!(cuattn_linear_attention_params, heads) - 148usize];
+    ["Offset of field: cuattn_linear_attention_params::kv_heads"]
+        [::std::mem::offset_of!(cuattn_linear_attention_params, kv_heads) - 152usize];
+    ["Offset of field: cuattn_linear_attention_params::head_dim"]
+        [::std::mem::offset_of!(cuattn_linear_attention_params, head_dim) - 156usize];
+    ["Offset of field: cuattn_linear_attention_params::value_dim"]
+        [::std::mem::offset_of!(cuattn_linear_attention_params, value_dim) - 160usize];
+    ["Offset of field: cuattn_linear_attention_params::seqlen_q"]
+        [::std::mem::offset_of!(cuattn_linear_attention_params, seqlen_q) - 164usize];
+    ["Offset of field: cuattn_linear_attention_params::seqlen_k"]
+        [::std::mem::offset_of!(cuattn_linear_attention_params, seqlen_k) - 168usize];
+    ["Offset of field: cuattn_linear_attention_params::feature_map"]
+        [::std::mem::offset_of!(cuattn_linear_attention_params, feature_map) - 172usize];
+    ["Offset of field: cuattn_linear_attention_params::num_features"]
+        [::std::mem::offset_of!(cuattn_linear_attention_params, num_features) - 176usize];
+    ["Offset of field: cuattn_linear_attention_params::maybe_projection"]
+        [::std::mem::offset_of!(cuattn_linear_attention_params, maybe_projection) - 184usize];
+    ["Offset of field: cuattn_linear_attention_params::causal"]
+        [::std::mem::offset_of!(cuattn_linear_attention_params, causal) - 192usize];
+    ["Offset of field: cuattn_linear_attention_params::eps"]
+        [::std::mem::offset_of!(cuattn_linear_attention_params, eps) - 196usize];
+    ["Offset of field: cuattn_linear_attention_params::maybe_state"]
+        [::std::mem::offset_of!(cuattn_linear_attention_params, maybe_state) - 200usize];
+    ["Offset of field: cuattn_linear_attention_params::workspace"]
+        [::std::mem::offset_of!(cuattn_linear_attention_params, workspace) - 224usize];
+    ["Offset of field: cuattn_linear_attention_params::dtype"]
+        [::std::mem::offset_of!(cuattn_linear_attention_params, dtype) - 232usize];
+};
+unsafe extern "C" {
+    pub fn cuattn_plan_linear_attention(
+        params: *const cuattn_linear_attention_params,
+        workspace_bytes: *mut i64,
+    ) -> cuattn_status;
+}
+unsafe extern "C" {
+    pub fn cuattn_emu_plan_linear_attention(
+        params: *const cuattn_linear_attention_params,
+        workspace_bytes: *mut i64,
+    ) -> cuattn_status;
+}
+unsafe extern "C" {
+    pub fn cuattn_launch_linear_attention(
+        params: *const cuattn_linear_attention_params,
+        stream: *mut ::std::os::raw::c_void,
+    ) -> cuattn_status;
+}
+unsafe extern "C" {
+    pub fn cuattn_emu_launch_linear_attention(
+        params: *const cuattn_linear_attention_params,
+        stream: *mut ::std::os::raw::c_void,
+    ) -> cuattn_status;
+}
 unsafe extern "C" {
     pub fn cuattn_emu_launch_attention_naive(
         params: *const cuattn_attention_params,

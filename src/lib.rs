@@ -17,6 +17,7 @@
 //! # Ok::<(), cuattn::Error>(())
 //! ```
 
+pub mod approx;
 pub mod attention;
 pub mod bench;
 pub mod build_info;

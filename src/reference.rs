@@ -454,3 +454,110 @@ fn checked_product(factors: &[usize], what: &str) -> Result<usize, String> {
         .try_fold(1usize, |acc, &f| acc.checked_mul(f))
         .ok_or_else(|| format!("{what} ({factors:?}) overflows usize"))
 }
+
+/// A feature map of linear attention, in f64 (the kernels' definitions, csrc/cuattn.h).
+#[derive(Clone, Debug)]
+pub enum LinearFeature {
+    /// `elu(x) + 1`.
+    Elu1,
+    /// `max(x, 0)`.
+    Relu,
+    /// FAVOR+: `exp(W x' - |x'|^2 / 2) / sqrt(m)`, `x' = x d^(-1/4)`, W `[m, d]` row-major.
+    Favor {
+        projection: Vec<f64>,
+        features: usize,
+    },
+}
+
+impl LinearFeature {
+    /// phi(x) of one row.
+    pub fn apply(&self, x: &[f64]) -> Vec<f64> {
+        match self {
+            LinearFeature::Elu1 => x
+                .iter()
+                .map(|&e| if e > 0.0 { e + 1.0 } else { e.exp() })
+                .collect(),
+            LinearFeature::Relu => x.iter().map(|&e| e.max(0.0)).collect(),
+            LinearFeature::Favor {
+                projection,
+                features,
+            } => {
+                let d = x.len();
+                let scale = (d as f64).powf(-0.25);
+                let xs: Vec<f64> = x.iter().map(|&e| e * scale).collect();
+                let half_norm = xs.iter().map(|e| e * e).sum::<f64>() / 2.0;
+                (0..*features)
+                    .map(|f| {
+                        let w = &projection[f * d..(f + 1) * d];
+                        let dot: f64 = w.iter().zip(&xs).map(|(a, b)| a * b).sum();
+                        (dot - half_norm).exp() / (*features as f64).sqrt()
+                    })
+                    .collect()
+            }
+        }
+    }
+}
+
+/// Linear attention in f64 by its definition: `out_i = sum_j (phi(q_i) . phi(k_j)) v_j /
+/// (sum_j phi(q_i) . phi(k_j) + eps)` over the keys query i sees (all, or causal: `j <= i +
+/// seqlen_k - seqlen_q`), zeros where the sum is 0. q `[total_q, heads, d]` and k `[total_k,
+/// kv_heads, d]`, v `[total_k, kv_heads, dv]` packed per sequence by `seqlens` ((seqlen_q,
+/// seqlen_k) each); out `[total_q, heads, dv]`.
+#[allow(clippy::too_many_arguments)]
+pub fn linear_attention(
+    seqlens: &[(usize, usize)],
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    value_dim: usize,
+    feature: &LinearFeature,
+    causal: bool,
+    eps: f64,
+    q: &[f64],
+    k: &[f64],
+    v: &[f64],
+) -> Vec<f64> {
+    let group = heads / kv_heads;
+    let total_q: usize = seqlens.iter().map(|s| s.0).sum();
+    let mut out = vec![0.0; total_q * heads * value_dim];
+    let (mut q0, mut k0) = (0, 0);
+    for &(sq, sk) in seqlens {
+        for h in 0..heads {
+            let kvh = h / group;
+            let phi_k: Vec<Vec<f64>> = (0..sk)
+                .map(|j| {
+                    let at = ((k0 + j) * kv_heads + kvh) * head_dim;
+                    feature.apply(&k[at..at + head_dim])
+                })
+                .collect();
+            for i in 0..sq {
+                let at = ((q0 + i) * heads + h) * head_dim;
+                let phi_q = feature.apply(&q[at..at + head_dim]);
+                let last = if causal {
+                    (i + sk) as i64 - sq as i64
+                } else {
+                    sk as i64 - 1
+                };
+                let mut num = vec![0.0; value_dim];
+                let mut den = 0.0;
+                for (j, pk) in phi_k.iter().enumerate().take((last + 1).max(0) as usize) {
+                    let w: f64 = phi_q.iter().zip(pk).map(|(a, b)| a * b).sum();
+                    den += w;
+                    let vat = ((k0 + j) * kv_heads + kvh) * value_dim;
+                    for (n, &x) in num.iter_mut().zip(&v[vat..vat + value_dim]) {
+                        *n += w * x;
+                    }
+                }
+                let o = &mut out[((q0 + i) * heads + h) * value_dim..][..value_dim];
+                if den != 0.0 {
+                    for (o, n) in o.iter_mut().zip(&num) {
+                        *o = n / (den + eps);
+                    }
+                }
+            }
+        }
+        q0 += sq;
+        k0 += sk;
+    }
+    out
+}

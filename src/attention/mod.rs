@@ -21,7 +21,7 @@ pub use paged::{
 };
 pub(crate) use paged::{run_raw, RawRows};
 pub(crate) use validate::{
-    alignment as validate_alignment, check_varlen_rows, dense as validate_dense,
+    alignment as validate_alignment, check_no_overlap, check_varlen_rows, dense as validate_dense,
     varlen as validate_varlen,
 };
 pub use validate::{validate_params, MAX_HEAD_DIM};
@@ -302,6 +302,16 @@ impl VarlenBatch {
 
     pub fn max_seqlen_k(&self) -> usize {
         self.max_seqlen_k
+    }
+
+    /// The device offsets of the queries, `[batch + 1]`.
+    pub(crate) fn cu_seqlens_q_tensor(&self) -> &Tensor<i32> {
+        &self.cu_seqlens_q
+    }
+
+    /// The device offsets of the keys, `[batch + 1]`.
+    pub(crate) fn cu_seqlens_k_tensor(&self) -> &Tensor<i32> {
+        &self.cu_seqlens_k
     }
 }
 
