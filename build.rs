@@ -391,13 +391,20 @@ fn demangle(report: &str) -> String {
     else {
         return report.to_string();
     };
-    {
+    // The report goes in on its own thread while this one reads the output: written whole first,
+    // a report larger than the pipe's buffer would block both processes on full pipes.
+    let mut stdin = child.stdin.take().unwrap();
+    let input = report.to_string();
+    let writer = std::thread::spawn(move || {
         use std::io::Write;
-        let mut stdin = child.stdin.take().unwrap();
-        stdin.write_all(report.as_bytes()).unwrap();
-    }
-    match child.wait_with_output() {
-        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).into_owned(),
+        stdin.write_all(input.as_bytes())
+    });
+    let output = child.wait_with_output();
+    let written = writer.join().map(|r| r.is_ok()).unwrap_or(false);
+    match output {
+        Ok(out) if out.status.success() && written => {
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        }
         _ => report.to_string(),
     }
 }
