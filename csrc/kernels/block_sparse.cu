@@ -2,11 +2,11 @@
 // mask's shape (the kernel clips what only the device holds: counts and indices), then dispatches
 // on dtype and head-dim tile to block_sparse_hd<tile>.cu.
 #include <cstdint>
-#include <type_traits>  // std::integral_constant
 
 #include "arch/vec.cuh"
 #include "common/attention_launch.h"
 #include "common/cuda_compat.cuh"
+#include "common/head_dim_tiles.h"
 #include "common/launch.cuh"
 #include "common/smem_tile.cuh"
 #include "common/status.h"
@@ -20,32 +20,6 @@ using cuattn::fail;
 constexpr int kBlockMultiple = 16;  // block sizes: whole m16 tiles of rows, k16 blocks of keys
 constexpr int64_t kMaxGridX = 2147483647;
 constexpr int64_t kMaxGridYZ = 65535;
-
-// run(std::integral_constant<int, kTile>{}) for the smallest built head-dim tile that holds
-// head_dim (build.rs defines CUATTN_FLASH_HD<N> for each, as for flash).
-template <typename Run>
-cuattn_status dispatch_head_dim(int head_dim, Run&& run) {
-#ifdef CUATTN_FLASH_HD64
-  if (head_dim <= 64) return run(std::integral_constant<int, 64>{});
-#endif
-#ifdef CUATTN_FLASH_HD96
-  if (head_dim <= 96) return run(std::integral_constant<int, 96>{});
-#endif
-#ifdef CUATTN_FLASH_HD128
-  if (head_dim <= 128) return run(std::integral_constant<int, 128>{});
-#endif
-#ifdef CUATTN_FLASH_HD192
-  if (head_dim <= 192) return run(std::integral_constant<int, 192>{});
-#endif
-#ifdef CUATTN_FLASH_HD256
-  if (head_dim <= 256) return run(std::integral_constant<int, 256>{});
-#endif
-  (void)run;
-  return fail(CUATTN_ERROR_UNSUPPORTED,
-              "block_sparse_attention: head_dim %d: this build has no head-dim tile that holds "
-              "it (tiles 64, 96, 128, 192, 256 come with the cargo features hd64 ... hd256)",
-              head_dim);
-}
 
 int64_t blocks_of(int64_t len, int64_t block) { return (len + block - 1) / block; }
 
@@ -131,7 +105,7 @@ extern "C" cuattn_status CUATTN_LAUNCHER(block_sparse_attention)(
   }
   return cuattn::checked_attention_launch(what, params, [&](auto element) {
     using T = decltype(element);
-    return dispatch_head_dim(params->head_dim, [&](auto tile) {
+    return cuattn::dispatch_head_dim_tile(what, params->head_dim, [&](auto tile) {
       cuattn_block_sparse_plan plan{};
       cuattn_status planned =
           cuattn::block_sparse_plan_tile<decltype(tile)::value>(*params, *mask, &plan);
@@ -160,11 +134,12 @@ extern "C" cuattn_status CUATTN_BLOCK_SPARSE_PLANNER(const cuattn_attention_para
     return fail(CUATTN_ERROR_INVALID_ARGUMENT, "block_sparse_attention plan: plan is null");
   }
   *plan = cuattn_block_sparse_plan{};
-  const cuattn_status status = check("block_sparse_attention plan", params, mask);
+  const char* what = "block_sparse_attention plan";
+  const cuattn_status status = check(what, params, mask);
   if (status != CUATTN_OK) {
     return status;
   }
-  return dispatch_head_dim(params->head_dim, [&](auto tile) {
+  return cuattn::dispatch_head_dim_tile(what, params->head_dim, [&](auto tile) {
     return cuattn::block_sparse_plan_tile<decltype(tile)::value>(*params, *mask, plan);
   });
 }

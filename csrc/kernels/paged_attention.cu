@@ -2,11 +2,11 @@
 // planner, dispatch on dtype and head-dim tile to paged_attention_hd<tile>.cu), and the merge
 // kernels: split-KV's partial results into the output, and the public merge_states.
 #include <cstdint>
-#include <type_traits>  // std::integral_constant
 
 #include "arch/math.cuh"
 #include "arch/vec.cuh"
 #include "common/cuda_compat.cuh"
+#include "common/head_dim_tiles.h"
 #include "common/launch.cuh"
 #include "common/mask.cuh"
 #include "common/smem_tile.cuh"
@@ -34,32 +34,6 @@ constexpr int kMergeWarps = 4;  // merge CTAs: a warp per (token, head)
 
 bool aligned(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % kVecBytes == 0; }
 bool whole_vectors(int64_t stride) { return stride % kChunkElems == 0; }
-
-// run(std::integral_constant<int, kTile>{}) for the head-dim tile of head_dim: the smallest
-// built one that holds it (build.rs defines CUATTN_FLASH_HD<N> for each, as for flash).
-template <typename Run>
-cuattn_status dispatch_head_dim(const char* what, int head_dim, Run&& run) {
-#ifdef CUATTN_FLASH_HD64
-  if (head_dim <= 64) return run(std::integral_constant<int, 64>{});
-#endif
-#ifdef CUATTN_FLASH_HD96
-  if (head_dim <= 96) return run(std::integral_constant<int, 96>{});
-#endif
-#ifdef CUATTN_FLASH_HD128
-  if (head_dim <= 128) return run(std::integral_constant<int, 128>{});
-#endif
-#ifdef CUATTN_FLASH_HD192
-  if (head_dim <= 192) return run(std::integral_constant<int, 192>{});
-#endif
-#ifdef CUATTN_FLASH_HD256
-  if (head_dim <= 256) return run(std::integral_constant<int, 256>{});
-#endif
-  (void)run;
-  return fail(CUATTN_ERROR_UNSUPPORTED,
-              "%s: head_dim %d: this build has no head-dim tile that holds it (tiles 64, 96, "
-              "128, 192, 256 come with the cargo features hd64 ... hd256)",
-              what, head_dim);
-}
 
 cuattn_status check_head_dim(const char* what, int head_dim) {
   if (head_dim <= 0 || head_dim % kHeadDimMultiple != 0 || head_dim > kMaxHeadDim) {
@@ -301,7 +275,7 @@ extern "C" cuattn_status CUATTN_LAUNCHER(paged_attention)(
   }
   auto run = [&](auto element) {
     using T = decltype(element);
-    cuattn_status launched = dispatch_head_dim(kWhat, p.kv.head_dim, [&](auto tile) {
+    cuattn_status launched = cuattn::dispatch_head_dim_tile(kWhat, p.kv.head_dim, [&](auto tile) {
       return cuattn::paged_attention_launch<T, decltype(tile)::value>(p, stream);
     });
     if (launched != CUATTN_OK || p.num_splits == 1) {
@@ -340,7 +314,7 @@ extern "C" cuattn_status CUATTN_PAGED_PLANNER(const cuattn_paged_attention_param
                 num_sms);
   }
   const cuattn_paged_attention_params& p = *params;
-  status = dispatch_head_dim(kWhat, p.kv.head_dim, [&](auto tile) {
+  status = cuattn::dispatch_head_dim_tile(kWhat, p.kv.head_dim, [&](auto tile) {
     return cuattn::paged_attention_plan_tile<decltype(tile)::value>(p, plan);
   });
   if (status != CUATTN_OK) {
