@@ -6,16 +6,14 @@
 
 mod common;
 
-use common::MemcheckSetting;
+use common::{random, rounded, to_t, tolerance, MemcheckSetting};
 use cuattn::emu::TrafficRecorder;
 use cuattn::reference::{self, AttentionProblem, Varlen};
 use cuattn::sparse::{
     block_sparse_attention, block_sparse_attention_into, block_sparse_attention_varlen_into,
     BlockMask, BlockMatrix, Pattern,
 };
-use cuattn::{
-    attention_into, AttentionOptions, DType, Device, Element, Kernel, Tensor, VarlenBatch,
-};
+use cuattn::{attention_into, AttentionOptions, Device, Element, Kernel, Tensor, VarlenBatch};
 use half::{bf16, f16};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -116,26 +114,6 @@ impl Case {
         p.softcap = self.softcap.map_or(0.0, f64::from);
         p
     }
-}
-
-fn tolerance(dtype: DType) -> f64 {
-    if dtype == DType::BF16 {
-        2e-2
-    } else {
-        1e-2
-    }
-}
-
-fn random(rng: &mut StdRng, n: usize) -> Vec<f64> {
-    (0..n).map(|_| rng.random_range(-1.0..1.0)).collect()
-}
-
-fn to_t<T: Element>(x: &[f64]) -> Vec<T> {
-    x.iter().map(|&v| T::from_f64(v)).collect()
-}
-
-fn rounded<T: Element>(x: &[f64]) -> Vec<f64> {
-    x.iter().map(|&v| T::from_f64(v).to_f64()).collect()
 }
 
 /// Runs `case` on the emulator with the memory checker on, outputs poisoned, and compares out

@@ -7,13 +7,13 @@
 
 mod common;
 
-use common::MemcheckSetting;
+use common::{random, rounded, tolerance, MemcheckSetting};
 use cuattn::approx::{
     linear_attention, linear_attention_into, linear_attention_varlen_into, FavorFeatures, Feature,
     LinearOptions, LinearState, LinearWorkspace,
 };
 use cuattn::reference::{self, LinearFeature};
-use cuattn::{DType, Device, Element, Tensor, VarlenBatch};
+use cuattn::{Device, Element, Tensor, VarlenBatch};
 use half::{bf16, f16};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -56,22 +56,6 @@ impl Case {
             seed: 3,
         }
     }
-}
-
-fn tolerance(dtype: DType) -> f64 {
-    if dtype == DType::BF16 {
-        2e-2
-    } else {
-        1e-2
-    }
-}
-
-fn random(rng: &mut StdRng, n: usize) -> Vec<f64> {
-    (0..n).map(|_| rng.random_range(-1.0..1.0)).collect()
-}
-
-fn rounded<T: Element>(x: &[f64]) -> Vec<f64> {
-    x.iter().map(|&v| T::from_f64(v).to_f64()).collect()
 }
 
 fn upload<T: Element>(device: &Device, x: &[f64], shape: &[usize]) -> Tensor<T> {

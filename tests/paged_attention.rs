@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::{random, rounded, to_t, tolerance};
+
 use cuattn::reference::{self, AttentionProblem};
 use cuattn::{
     cascade_attention_into, merge_states, merge_states_in_place, paged_attention,
@@ -59,18 +61,6 @@ impl Case {
             ..Default::default()
         }
     }
-}
-
-fn tolerance(dtype: DType) -> f64 {
-    if dtype == DType::BF16 {
-        2e-2
-    } else {
-        1e-2
-    }
-}
-
-fn random(rng: &mut StdRng, n: usize) -> Vec<f64> {
-    (0..n).map(|_| rng.random_range(-1.0..1.0)).collect()
 }
 
 /// The host side of a case: contiguous q, k and v per sequence, and the pools and tables that
@@ -160,14 +150,6 @@ fn reference_of(c: &Case, h: &Host, q: &[f64]) -> (Vec<f64>, Vec<f64>) {
         q0 += q_len;
     }
     (out, lse)
-}
-
-fn to_t<T: Element>(x: &[f64]) -> Vec<T> {
-    x.iter().map(|&v| T::from_f64(v)).collect()
-}
-
-fn rounded<T: Element>(x: &[f64]) -> Vec<f64> {
-    x.iter().map(|&v| T::from_f64(v).to_f64()).collect()
 }
 
 /// Device copies of a case's pools and tables, and the view over them.

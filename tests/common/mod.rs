@@ -87,3 +87,29 @@ pub fn shape_params(
     cuattn::AttentionParams::dense_shape::<half::bf16>(&q, &k, &opts)
         .unwrap_or_else(|e| panic!("shape q {q:?}, k {k:?}: {e}"))
 }
+
+/// The mixed tolerance (atol = rtol) of outputs in `dtype` against the f64 reference: bf16 2e-2,
+/// f16 1e-2.
+pub fn tolerance(dtype: cuattn::DType) -> f64 {
+    if dtype == cuattn::DType::BF16 {
+        2e-2
+    } else {
+        1e-2
+    }
+}
+
+/// `n` values uniform in [-1, 1).
+pub fn random(rng: &mut rand::rngs::StdRng, n: usize) -> Vec<f64> {
+    use rand::Rng;
+    (0..n).map(|_| rng.random_range(-1.0..1.0)).collect()
+}
+
+/// `x` in element type T.
+pub fn to_t<T: cuattn::Element>(x: &[f64]) -> Vec<T> {
+    x.iter().map(|&v| T::from_f64(v)).collect()
+}
+
+/// `x` rounded to element type T and back: the values a kernel in T sees.
+pub fn rounded<T: cuattn::Element>(x: &[f64]) -> Vec<f64> {
+    x.iter().map(|&v| T::from_f64(v).to_f64()).collect()
+}
