@@ -155,7 +155,7 @@ impl Projection {
         if !self.device().same_memory(device) {
             return Err(Error::invalid(
                 arg,
-                format!("on {:?}, but q is on {device:?}", self.device()),
+                format!("on {:?}, but the call runs on {device:?}", self.device()),
             ));
         }
         Ok(())
@@ -376,24 +376,25 @@ fn check_rows<T: Element>(name: &'static str, t: &Tensor<T>, device: &Device) ->
     if !t.device().same_memory(device) {
         return Err(Error::invalid(
             name,
-            format!("on {:?}, but q is on {device:?}", t.device()),
+            format!("on {:?}, but the call runs on {device:?}", t.device()),
         ));
     }
     let strides = t.strides();
-    let aligned = t.offset().is_multiple_of(ALIGN_ELEMS)
-        && strides[..strides.len() - 1]
+    let laid_out = t.shape().len() == 4
+        && strides[3] == 1
+        && t.offset().is_multiple_of(ALIGN_ELEMS)
+        && strides[..3]
             .iter()
             .all(|s| s.is_multiple_of(ALIGN_ELEMS) && *s <= i64::MAX as usize);
-    if t.shape().len() != 4 || strides.last() != Some(&1) || !aligned {
+    if !laid_out {
         return Err(Error::invalid(
             name,
             format!(
-                "shape {:?}, offset {}, strides {:?}: the projection kernel needs rank 4, the \
-                 last dim contiguous and 16-byte aligned rows (offset and strides multiples of \
-                 {ALIGN_ELEMS} elements)",
+                "shape {:?}, offset {}, strides {strides:?}: the projection kernel needs rank 4, \
+                 the last dim contiguous and 16-byte aligned rows (offset and strides multiples \
+                 of {ALIGN_ELEMS} elements)",
                 t.shape(),
                 t.offset(),
-                strides
             ),
         ));
     }
