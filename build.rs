@@ -37,6 +37,7 @@ const KERNEL_SOURCES: &[&str] = &[
     "csrc/kernels/block_sparse_hd192.cu",
     "csrc/kernels/block_sparse_hd256.cu",
     "csrc/kernels/linear_attention.cu",
+    "csrc/kernels/lowrank_projection.cu",
     "csrc/kernels/bench_mma.cu",
     "csrc/kernels/memcheck_test.cu",
     "csrc/kernels/primitives_test.cu",

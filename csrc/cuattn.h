@@ -749,6 +749,65 @@ cuattn_status cuattn_emu_launch_linear_attention(const cuattn_linear_attention_p
                                                  void* stream);
 
 /* ---------------------------------------------------------------------------------------------
+ * Low-rank (Linformer) attention: the keys and values of each sequence and KV head are projected
+ * along the sequence to k_proj rows,
+ *   K' = E K,  V' = F V    (E, F [k_proj, seqlen_k]; K, V [seqlen_k, head_dim]),
+ * and the queries attend to the k_proj projected keys by exact attention (scale, softcap and LSE
+ * as attention's): out = softmax(scale * q K'^T) V', O(n k_proj) rather than O(n^2). E and F are
+ * shared by every KV head or given per KV head ([kv_heads, k_proj, seqlen_k]). Non-causal only:
+ * each projected key mixes every key of the sequence, future ones included, so no row-wise mask
+ * (causal, window) applies to it.
+ *
+ * A run is three launches: lowrank_projection of k by E and of v by F into two workspaces
+ * [batch, k_proj, kv_heads, head_dim] of the element type, then attention_flash with those as k
+ * and v (seqlen_k = k_proj, window (-1, -1)).
+ *
+ * lowrank_projection computes out[b, p, h, :] = sum_j P_h[p, j] x[b, j, h, :] for x = k or v, P =
+ * E or F, on mma.sync tensor cores: P is float32 in device memory and rounded to the element type
+ * (to nearest even) as it is staged, so, as in attention's own products, the products are of
+ * bf16 or f16 operands and accumulate in float32; out is rounded to the element type. One CTA per
+ * (64 projected rows, 64 head-dim columns, KV head, sequence) walks the keys in steps of 64;
+ * k_proj and seqlen_k are arbitrary (the tiles are zero-filled past them). seqlen_k 0 writes zeros.
+ * ------------------------------------------------------------------------------------------- */
+typedef struct cuattn_lowrank_projection_params {
+  /* k or v: [batch, seqlen_k, kv_heads, head_dim], 16-byte aligned rows. */
+  const void* x;
+  /* E or F, float32: row p of KV head h's projection at projection + h * projection_head_stride
+   * + p * projection_row_stride (seqlen_k contiguous elements). */
+  const float* projection;
+  /* [batch, k_proj, kv_heads, head_dim], 16-byte aligned rows; must not overlap x. */
+  void* out;
+  /* Element strides, each a multiple of 8 (16-byte aligned rows); the last dim contiguous. */
+  int64_t x_batch_stride;
+  int64_t x_row_stride;
+  int64_t x_head_stride;
+  int64_t out_batch_stride;
+  int64_t out_row_stride;
+  int64_t out_head_stride;
+  /* 0: one projection [k_proj, seqlen_k] shared by every KV head; k_proj * seqlen_k for one per
+   * KV head, contiguous. */
+  int64_t projection_head_stride;
+  /* At least seqlen_k; seqlen_k when contiguous. */
+  int64_t projection_row_stride;
+  /* At most 65535. */
+  int32_t batch;
+  int32_t seqlen_k;
+  /* kv_heads * ceil(head_dim / 64) at most 65535. */
+  int32_t kv_heads;
+  /* Multiple of 8, at most 256. */
+  int32_t head_dim;
+  /* Projected rows, at least 1. */
+  int32_t k_proj;
+  cuattn_dtype dtype;
+} cuattn_lowrank_projection_params;
+
+/* Checks params, then launches on `stream`: no allocation, no synchronization. */
+cuattn_status cuattn_launch_lowrank_projection(const cuattn_lowrank_projection_params* params,
+                                               void* stream);
+cuattn_status cuattn_emu_launch_lowrank_projection(const cuattn_lowrank_projection_params* params,
+                                                   void* stream);
+
+/* ---------------------------------------------------------------------------------------------
  * Emulator builds of the launchers: the same kernel source compiled for the CPU (-DCUATTN_EMU).
  * Pointers are host pointers; `stream` is ignored; the call returns when the kernel has run.
  * ------------------------------------------------------------------------------------------- */

@@ -1109,6 +1109,82 @@ unsafe extern "C" {
         stream: *mut ::std::os::raw::c_void,
     ) -> cuattn_status;
 }
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct cuattn_lowrank_projection_params {
+    pub x: *const ::std::os::raw::c_void,
+    pub projection: *const f32,
+    pub out: *mut ::std::os::raw::c_void,
+    pub x_batch_stride: i64,
+    pub x_row_stride: i64,
+    pub x_head_stride: i64,
+    pub out_batch_stride: i64,
+    pub out_row_stride: i64,
+    pub out_head_stride: i64,
+    pub projection_head_stride: i64,
+    pub projection_row_stride: i64,
+    pub batch: i32,
+    pub seqlen_k: i32,
+    pub kv_heads: i32,
+    pub head_dim: i32,
+    pub k_proj: i32,
+    pub dtype: cuattn_dtype,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of cuattn_lowrank_projection_params"]
+        [::std::mem::size_of::<cuattn_lowrank_projection_params>() - 112usize];
+    ["Alignment of cuattn_lowrank_projection_params"]
+        [::std::mem::align_of::<cuattn_lowrank_projection_params>() - 8usize];
+    ["Offset of field: cuattn_lowrank_projection_params::x"]
+        [::std::mem::offset_of!(cuattn_lowrank_projection_params, x) - 0usize];
+    ["Offset of field: cuattn_lowrank_projection_params::projection"]
+        [::std::mem::offset_of!(cuattn_lowrank_projection_params, projection) - 8usize];
+    ["Offset of field: cuattn_lowrank_projection_params::out"]
+        [::std::mem::offset_of!(cuattn_lowrank_projection_params, out) - 16usize];
+    ["Offset of field: cuattn_lowrank_projection_params::x_batch_stride"]
+        [::std::mem::offset_of!(cuattn_lowrank_projection_params, x_batch_stride) - 24usize];
+    ["Offset of field: cuattn_lowrank_projection_params::x_row_stride"]
+        [::std::mem::offset_of!(cuattn_lowrank_projection_params, x_row_stride) - 32usize];
+    ["Offset of field: cuattn_lowrank_projection_params::x_head_stride"]
+        [::std::mem::offset_of!(cuattn_lowrank_projection_params, x_head_stride) - 40usize];
+    ["Offset of field: cuattn_lowrank_projection_params::out_batch_stride"]
+        [::std::mem::offset_of!(cuattn_lowrank_projection_params, out_batch_stride) - 48usize];
+    ["Offset of field: cuattn_lowrank_projection_params::out_row_stride"]
+        [::std::mem::offset_of!(cuattn_lowrank_projection_params, out_row_stride) - 56usize];
+    ["Offset of field: cuattn_lowrank_projection_params::out_head_stride"]
+        [::std::mem::offset_of!(cuattn_lowrank_projection_params, out_head_stride) - 64usize];
+    ["Offset of field: cuattn_lowrank_projection_params::projection_head_stride"][::std::mem::offset_of!(
+        cuattn_lowrank_projection_params,
+        projection_head_stride
+    ) - 72usize];
+    ["Offset of field: cuattn_lowrank_projection_params::projection_row_stride"]
+        [::std::mem::offset_of!(cuattn_lowrank_projection_params, projection_row_stride) - 80usize];
+    ["Offset of field: cuattn_lowrank_projection_params::batch"]
+        [::std::mem::offset_of!(cuattn_lowrank_projection_params, batch) - 88usize];
+    ["Offset of field: cuattn_lowrank_projection_params::seqlen_k"]
+        [::std::mem::offset_of!(cuattn_lowrank_projection_params, seqlen_k) - 92usize];
+    ["Offset of field: cuattn_lowrank_projection_params::kv_heads"]
+        [::std::mem::offset_of!(cuattn_lowrank_projection_params, kv_heads) - 96usize];
+    ["Offset of field: cuattn_lowrank_projection_params::head_dim"]
+        [::std::mem::offset_of!(cuattn_lowrank_projection_params, head_dim) - 100usize];
+    ["Offset of field: cuattn_lowrank_projection_params::k_proj"]
+        [::std::mem::offset_of!(cuattn_lowrank_projection_params, k_proj) - 104usize];
+    ["Offset of field: cuattn_lowrank_projection_params::dtype"]
+        [::std::mem::offset_of!(cuattn_lowrank_projection_params, dtype) - 108usize];
+};
+unsafe extern "C" {
+    pub fn cuattn_launch_lowrank_projection(
+        params: *const cuattn_lowrank_projection_params,
+        stream: *mut ::std::os::raw::c_void,
+    ) -> cuattn_status;
+}
+unsafe extern "C" {
+    pub fn cuattn_emu_launch_lowrank_projection(
+        params: *const cuattn_lowrank_projection_params,
+        stream: *mut ::std::os::raw::c_void,
+    ) -> cuattn_status;
+}
 unsafe extern "C" {
     pub fn cuattn_emu_launch_attention_naive(
         params: *const cuattn_attention_params,

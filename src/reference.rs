@@ -561,3 +561,84 @@ pub fn linear_attention(
     }
     out
 }
+
+/// A Linformer projection (E or F) in f64: `[k_proj, seqlen_k]` shared by every KV head, or
+/// `[kv_heads, k_proj, seqlen_k]` (`per_kv_head`), row-major.
+#[derive(Clone, Copy, Debug)]
+pub struct LowrankProjection<'a> {
+    pub values: &'a [f64],
+    pub k_proj: usize,
+    pub per_kv_head: bool,
+}
+
+/// The projection of keys or values `x` `[batch, seqlen_k, kv_heads, head_dim]` along the
+/// sequence: `out[b, p, h, :] = sum_j P_h[p, j] x[b, j, h, :]`, out `[batch, k_proj, kv_heads,
+/// head_dim]`.
+///
+/// # Panics
+///
+/// When `x` or the projection do not hold the elements their shapes say.
+pub fn lowrank_project(
+    x: &[f64],
+    (batch, seqlen_k, kv_heads, head_dim): (usize, usize, usize, usize),
+    p: &LowrankProjection<'_>,
+) -> Vec<f64> {
+    let matrices = if p.per_kv_head { kv_heads } else { 1 };
+    assert_eq!(x.len(), batch * seqlen_k * kv_heads * head_dim, "x");
+    assert_eq!(p.values.len(), matrices * p.k_proj * seqlen_k, "projection");
+    let mut out = vec![0.0; batch * p.k_proj * kv_heads * head_dim];
+    for b in 0..batch {
+        for h in 0..kv_heads {
+            let matrix = &p.values[if p.per_kv_head { h } else { 0 } * p.k_proj * seqlen_k..];
+            for row in 0..p.k_proj {
+                let o = &mut out[((b * p.k_proj + row) * kv_heads + h) * head_dim..][..head_dim];
+                for j in 0..seqlen_k {
+                    let w = matrix[row * seqlen_k + j];
+                    let xs = &x[((b * seqlen_k + j) * kv_heads + h) * head_dim..][..head_dim];
+                    for (o, &x) in o.iter_mut().zip(xs) {
+                        *o += w * x;
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Low-rank (Linformer) attention by its definition: K' = E k and V' = F v per sequence and KV
+/// head ([`lowrank_project`]), then [`attention`] of q over the k_proj projected keys with `p`'s
+/// scale and softcap. `p` describes q, k and v (dense, `p.seqlen_k` keys); out is shaped like q
+/// and lse `[batch, heads, seqlen_q]`.
+///
+/// # Panics
+///
+/// When `p` has a mask (causal or a window: Linformer has none) or a varlen batch, or when E and
+/// F differ in k_proj, and as [`attention`] and [`lowrank_project`].
+pub fn lowrank_attention(
+    p: &AttentionProblem,
+    e: &LowrankProjection<'_>,
+    f: &LowrankProjection<'_>,
+    q: &[f64],
+    k: &[f64],
+    v: &[f64],
+) -> AttentionReference {
+    assert!(
+        p.window_left == -1 && p.window_right == -1 && p.varlen.is_none(),
+        "reference::lowrank_attention: dense and unmasked only"
+    );
+    assert_eq!(
+        e.k_proj, f.k_proj,
+        "reference::lowrank_attention: e and f k_proj"
+    );
+    let shape = (p.batch, p.seqlen_k, p.kv_heads, p.head_dim);
+    let projected = AttentionProblem {
+        seqlen_k: e.k_proj,
+        ..p.clone()
+    };
+    attention(
+        &projected,
+        q,
+        &lowrank_project(k, shape, e),
+        &lowrank_project(v, shape, f),
+    )
+}

@@ -1658,3 +1658,179 @@ fn run_attention_help_documents_block_sparse() {
         assert!(help.contains(want), "`{want}` in {help}");
     }
 }
+
+/// A Linformer problem's files: q, k, v (k and v drawn within 1/g, g = sqrt(seqlen_k / k_proj),
+/// so that the projected keys and values have the magnitude the usual tolerances assume), E
+/// shared by the KV heads and F one per KV head, both seeded N(0, 1/k_proj) draws.
+struct LowrankFiles {
+    dir: TempDir,
+    shape: (usize, usize, usize, usize, usize, usize),
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    e: Vec<f32>,
+    f: Vec<f32>,
+}
+
+/// batch 2, seqlen_q 17, seqlen_k 45, heads 4, kv_heads 2, head_dim 64; k_proj 13.
+const LOWRANK_SHAPE: (usize, usize, usize, usize, usize, usize) = (2, 17, 45, 4, 2, 64);
+const LOWRANK_K_PROJ: usize = 13;
+
+impl LowrankFiles {
+    fn new(test: &str) -> LowrankFiles {
+        let dir = TempDir::new(test);
+        let (b, sq, sk, heads, kv_heads, d) = LOWRANK_SHAPE;
+        let mut rng = StdRng::seed_from_u64(31);
+        let kv_range = (LOWRANK_K_PROJ as f32 / sk as f32).sqrt();
+        let q = random(&mut rng, b * sq * heads * d, 1.0);
+        let k = random(&mut rng, b * sk * kv_heads * d, kv_range);
+        let v = random(&mut rng, b * sk * kv_heads * d, kv_range);
+        let emu = cuattn::Device::emulator();
+        let draw = |shape: &[usize], seed| {
+            cuattn::approx::Projection::random(&emu, shape, seed)
+                .unwrap()
+                .values()
+                .to_vec()
+        };
+        let e = draw(&[LOWRANK_K_PROJ, sk], 1);
+        let f = draw(&[kv_heads, LOWRANK_K_PROJ, sk], 2);
+        npy::write_f32(&dir.path("q.npy"), &[b, sq, heads, d], &q).unwrap();
+        npy::write_f32(&dir.path("k.npy"), &[b, sk, kv_heads, d], &k).unwrap();
+        npy::write_f32(&dir.path("v.npy"), &[b, sk, kv_heads, d], &v).unwrap();
+        npy::write_f32(&dir.path("e.npy"), &[LOWRANK_K_PROJ, sk], &e).unwrap();
+        npy::write_f32(&dir.path("f.npy"), &[kv_heads, LOWRANK_K_PROJ, sk], &f).unwrap();
+        LowrankFiles {
+            dir,
+            shape: LOWRANK_SHAPE,
+            q,
+            k,
+            v,
+            e,
+            f,
+        }
+    }
+
+    /// `cuattn run lowrank` on the emulator with the files (E replaced by `e`, if given) plus
+    /// `extra`: exit code and stderr.
+    fn run(&self, e: Option<&Path>, extra: &[&str]) -> (i32, String) {
+        let mut args = strings(&["run", "lowrank", "--device", "emu"]);
+        for name in ["q", "k", "v", "e", "f", "out"] {
+            let path = match (name, e) {
+                ("e", Some(e)) => e.to_path_buf(),
+                _ => self.dir.path(&format!("{name}.npy")),
+            };
+            args.extend(path_arg(&format!("--{name}"), &path));
+        }
+        args.extend(strings(extra));
+        let output = cuattn(&args);
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        println!("cuattn {} -> {:?}: {stderr}", args.join(" "), output.status);
+        (output.status.code().expect("exited, not killed"), stderr)
+    }
+}
+
+#[test]
+fn run_lowrank_matches_the_reference() {
+    let files = LowrankFiles::new("lowrank-run");
+    let (b, sq, sk, heads, kv_heads, d) = files.shape;
+    let lse_path = files.dir.path("lse.npy").display().to_string();
+    for (dtype, extra) in [
+        (Dtype::Bf16, vec!["--lse", &lse_path]),
+        (Dtype::F16, vec!["--lse", &lse_path, "--scale", "0.2"]),
+    ] {
+        let mut args = vec!["--dtype", dtype.name()];
+        args.extend(&extra);
+        let (code, stderr) = files.run(None, &args);
+        assert_eq!(code, 0, "{stderr}");
+        assert!(
+            stderr.contains("low-rank attention") && stderr.contains(dtype.name()),
+            "the run line names the run and dtype: {stderr}"
+        );
+        let out = npy::read_f32(&files.dir.path("out.npy")).unwrap();
+        let lse = npy::read_f32(&files.dir.path("lse.npy")).unwrap();
+        assert_eq!(out.shape, [b, sq, heads, d]);
+        assert_eq!(lse.shape, [b, heads, sq]);
+
+        let round = |x: &[f32]| x.iter().map(|&x| dtype.round(x)).collect::<Vec<f64>>();
+        let widen = |x: &[f32]| x.iter().map(|&x| f64::from(x)).collect::<Vec<f64>>();
+        let mut problem = AttentionProblem::new(b, sq, sk, heads, kv_heads, d);
+        if dtype == Dtype::F16 {
+            problem.scale = 0.2f32.into();
+        }
+        let (e, f) = (widen(&files.e), widen(&files.f));
+        let projection = |values, per_kv_head| reference::LowrankProjection {
+            values,
+            k_proj: LOWRANK_K_PROJ,
+            per_kv_head,
+        };
+        let want = reference::lowrank_attention(
+            &problem,
+            &projection(&e, false),
+            &projection(&f, true),
+            &round(&files.q),
+            &round(&files.k),
+            &round(&files.v),
+        );
+        let tol = dtype.out_tol();
+        if let Err(m) = reference::compare(&widen(&out.data), &want.out, tol, tol) {
+            panic!("lowrank {}: out: {m}", dtype.name());
+        }
+        if let Err(m) = reference::compare(&widen(&lse.data), &want.lse, LSE_TOL, LSE_TOL) {
+            panic!("lowrank {}: lse: {m}", dtype.name());
+        }
+    }
+}
+
+#[test]
+fn run_lowrank_refuses_causal_and_projections_of_the_wrong_shape() {
+    let files = LowrankFiles::new("lowrank-bad");
+    let (_, _, sk, _, _, _) = files.shape;
+    let (code, stderr) = files.run(None, &["--causal"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("`causal`") && stderr.contains("mixes future keys into every row"),
+        "{stderr}"
+    );
+    let (code, stderr) = files.run(None, &["--window", "8,0"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("`window`"), "{stderr}");
+
+    let short = files.dir.path("short.npy");
+    npy::write_f32(
+        &short,
+        &[LOWRANK_K_PROJ, sk - 1],
+        &files.e[..LOWRANK_K_PROJ * (sk - 1)],
+    )
+    .unwrap();
+    let (code, stderr) = files.run(Some(&short), &[]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("`e`") && stderr.contains(&format!("{sk} keys")),
+        "{stderr}"
+    );
+    let flat = files.dir.path("flat.npy");
+    npy::write_f32(&flat, &[LOWRANK_K_PROJ * sk], &files.e).unwrap();
+    let (code, stderr) = files.run(Some(&flat), &[]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("`e`") && stderr.contains("[k_proj, seqlen_k]"),
+        "{stderr}"
+    );
+    let other_k = files.dir.path("other_k.npy");
+    npy::write_f32(
+        &other_k,
+        &[LOWRANK_K_PROJ - 1, sk],
+        &files.e[..(LOWRANK_K_PROJ - 1) * sk],
+    )
+    .unwrap();
+    let (code, stderr) = files.run(Some(&other_k), &[]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("`f`") && stderr.contains("same k"),
+        "{stderr}"
+    );
+    assert!(
+        !files.dir.path("out.npy").exists(),
+        "a refused run wrote --out"
+    );
+}

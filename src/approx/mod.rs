@@ -1,7 +1,9 @@
 //! Attention approximations that cut the O(n^2) cost of exact attention: kernel-based linear
 //! attention ([`linear_attention`]: a feature map phi replaces softmax, so attention becomes
 //! `phi(Q) (phi(K)^T V)`, linear in the sequence length) with its recurrent state for decode
-//! ([`LinearState`]).
+//! ([`LinearState`]), and low-rank (Linformer) attention ([`lowrank_attention`]: the keys and
+//! values projected along the sequence to k_proj rows by E and F ([`Projection`]), then exact
+//! attention over those, O(n k_proj); non-causal only).
 //!
 //! ```
 //! use cuattn::approx::{linear_attention, Feature, LinearOptions};
@@ -20,8 +22,12 @@
 //! ```
 
 mod linear;
+mod lowrank;
 
 pub use linear::{
     linear_attention, linear_attention_into, linear_attention_varlen_into, orthogonal_gaussian,
     FavorFeatures, Feature, LinearOptions, LinearState, LinearWorkspace, DEFAULT_EPS, MAX_FEATURES,
+};
+pub use lowrank::{
+    lowrank_attention, lowrank_attention_into, lowrank_project_into, LowrankWorkspace, Projection,
 };

@@ -4,6 +4,7 @@
 //! instead of a dense kernel (`paged`); with `--pattern` or `--block-mask` through block-sparse
 //! attention (`sparse`); the outputs in the same layouts.
 
+mod lowrank;
 mod paged;
 mod sparse;
 
@@ -28,6 +29,9 @@ pub enum RunCommand {
     /// Exact attention forward: out = softmax(scale * q k^T, masked) v, and optionally the LSE.
     // Boxed: its many flags would make every `cuattn` command as large.
     Attention(Box<AttentionArgs>),
+    /// Low-rank (Linformer) attention: k and v projected along the sequence by E and F, then
+    /// softmax(scale * q (E k)^T) (F v); non-causal.
+    Lowrank(Box<lowrank::LowrankArgs>),
 }
 
 /// The element type the kernel computes in.
@@ -348,6 +352,7 @@ fn parse_window(s: &str) -> std::result::Result<(i32, i32), String> {
 pub fn run(cmd: RunCommand) -> Result<ExitCode> {
     match cmd {
         RunCommand::Attention(args) => run_attention(&args),
+        RunCommand::Lowrank(args) => lowrank::run(&args),
     }
 }
 
