@@ -560,7 +560,7 @@ fn run<T: Element>(
     let streams = ForeignStreams::join(
         device,
         capture,
-        [("k", k.device()), ("v", v.device()), ("out", out.device())].into_iter(),
+        [("k", k.device()), ("v", v.device()), ("out", out.device())],
     )?;
     let (q_ptr, _q) = q.kernel_ptr(device, capturing);
     let (k_ptr, _k) = k.kernel_ptr(device, capturing);
