@@ -4,6 +4,7 @@
 //! instead of a dense kernel (`paged`); with `--pattern` or `--block-mask` through block-sparse
 //! attention (`sparse`); the outputs in the same layouts.
 
+mod linear;
 mod paged;
 mod sparse;
 
@@ -28,6 +29,9 @@ pub enum RunCommand {
     /// Exact attention forward: out = softmax(scale * q k^T, masked) v, and optionally the LSE.
     // Boxed: its many flags would make every `cuattn` command as large.
     Attention(Box<AttentionArgs>),
+    /// Linear (kernel-based) attention: a feature map phi replaces softmax (elu1, relu, or
+    /// FAVOR+ random features), out_i = phi(q_i)^T S / (phi(q_i)^T z + eps).
+    Linear(Box<linear::LinearArgs>),
 }
 
 /// The element type the kernel computes in.
@@ -348,6 +352,7 @@ fn parse_window(s: &str) -> std::result::Result<(i32, i32), String> {
 pub fn run(cmd: RunCommand) -> Result<ExitCode> {
     match cmd {
         RunCommand::Attention(args) => run_attention(&args),
+        RunCommand::Linear(args) => linear::run_linear(&args),
     }
 }
 
