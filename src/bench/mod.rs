@@ -1,5 +1,5 @@
 //! Benchmarks of the attention kernels (`cuattn bench`, `cargo bench`), timed with CUDA events
-//! after an L2 flush ([`Timer`]). Three families:
+//! after an L2 flush ([`Timer`]). Four families:
 //!
 //! - prefill (this module): FlashAttention's benchmark shapes, reported in TFLOP/s of unmasked
 //!   score pairs and as a share of the card's mma.sync ceiling, measured in the same run by
@@ -9,12 +9,15 @@
 //!   run;
 //! - sparse ([`sparse`]): block-sparse attention at 16k tokens against the density of its mask,
 //!   in effective TFLOP/s of the pairs the mask leaves and as a share of the dense flash kernel's
-//!   time measured in the same run.
+//!   time measured in the same run;
+//! - linear ([`linear`]): causal linear attention from 1k to 64k tokens against the exact flash
+//!   kernel measured in the same run, with fits of its time against the length.
 //!
 //! On the emulator nothing is a performance number: only a quick run goes there (one tiny shape),
 //! to exercise the code paths.
 
 pub mod decode;
+pub mod linear;
 pub mod sparse;
 
 use std::fmt;
