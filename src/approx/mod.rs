@@ -1,7 +1,8 @@
 //! Attention approximations that cut the O(n^2) cost of exact attention: kernel-based linear
 //! attention ([`linear_attention`]: a feature map phi replaces softmax, so attention becomes
 //! `phi(Q) (phi(K)^T V)`, linear in the sequence length) with its recurrent state for decode
-//! ([`LinearState`]).
+//! ([`LinearState`]). [`report`] runs exact attention and each approximation on the same inputs
+//! for their errors and costs.
 //!
 //! ```
 //! use cuattn::approx::{linear_attention, Feature, LinearOptions};
@@ -20,6 +21,7 @@
 //! ```
 
 mod linear;
+pub mod report;
 
 pub use linear::{
     linear_attention, linear_attention_into, linear_attention_varlen_into, orthogonal_gaussian,

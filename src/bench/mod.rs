@@ -311,14 +311,14 @@ impl Timer {
 
 /// How many runs to time: enough for about `target_ms` of timed work, within [min, max].
 #[derive(Clone, Copy, Debug)]
-struct RunBudget {
+pub(crate) struct RunBudget {
     target_ms: f64,
     min_runs: usize,
     max_runs: usize,
 }
 
 impl RunBudget {
-    fn new(quick: bool) -> RunBudget {
+    pub(crate) fn new(quick: bool) -> RunBudget {
         if quick {
             RunBudget {
                 target_ms: 30.0,
@@ -336,7 +336,7 @@ impl RunBudget {
 
     /// (warm-up runs, timed runs) for a run estimated at `estimate_ms`. Short runs warm up
     /// longer (clocks, caches of the launch path); long runs are timed fewer times.
-    fn plan(&self, estimate_ms: f64) -> (usize, usize) {
+    pub(crate) fn plan(&self, estimate_ms: f64) -> (usize, usize) {
         let warmup = if estimate_ms < 1.0 { 3 } else { 1 };
         let wanted = (self.target_ms / estimate_ms.max(1e-3)).ceil() as usize;
         (warmup, wanted.clamp(self.min_runs, self.max_runs))
