@@ -2,7 +2,7 @@
 //! attention ([`linear_attention`]: a feature map phi replaces softmax, so attention becomes
 //! `phi(Q) (phi(K)^T V)`, linear in the sequence length) with its recurrent state for decode
 //! ([`LinearState`]). [`report`] runs exact attention and each approximation on the same inputs
-//! for their errors and costs.
+//! for their errors and costs (`cuattn approx-report`), [`plot`] draws that report.
 //!
 //! ```
 //! use cuattn::approx::{linear_attention, Feature, LinearOptions};
@@ -21,6 +21,7 @@
 //! ```
 
 mod linear;
+pub mod plot;
 pub mod report;
 
 pub use linear::{

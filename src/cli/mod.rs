@@ -3,8 +3,10 @@
 //! over a paged KV cache, or block-sparse with `--pattern` or `--block-mask`), `bench` (prefill
 //! against the mma.sync ceiling, decode over the paged KV cache against a device-to-device copy,
 //! block-sparse and linear attention against the dense kernel), `kv-plan` (the size of a paged KV
-//! cache for a model).
+//! cache for a model), `approx-report` (the approximations' errors against exact attention and
+//! their costs).
 
+mod approx_report;
 mod kv_plan;
 mod run;
 
@@ -48,6 +50,10 @@ enum Command {
     /// Sizes a paged KV cache: bytes per token, pages per sequence and sequences that fit in
     /// memory, for a model's shape and its MHA and MQA counterparts.
     KvPlan(kv_plan::KvPlanArgs),
+    /// Exact attention and each approximation (windows, BigBird, linear elu1, FAVOR+) on the
+    /// same inputs: their errors against exact attention, FLOPs, bytes and (on a GPU) times.
+    #[command(long_about = approx_report::LONG_ABOUT)]
+    ApproxReport(approx_report::ApproxReportArgs),
 }
 
 /// Which device(s) to use.
@@ -97,6 +103,7 @@ pub fn main() -> ExitCode {
         Command::Run(cmd) => run::run(cmd),
         Command::Bench(args) => bench(&args),
         Command::KvPlan(args) => kv_plan::kv_plan(&args),
+        Command::ApproxReport(args) => approx_report::approx_report_command(&args),
     };
     match result {
         Ok(code) => code,
