@@ -1,6 +1,7 @@
 //! The approximation report (`cuattn approx-report`) on the emulator at tiny sizes: the exact
 //! row's own error is bf16 rounding, windows lose less as they widen, FAVOR+ gets closer to
-//! softmax with more features, the costs are the documented formulas, every JSON field is
+//! softmax with more features on small scores (not on the synthetic inputs' larger ones), the
+//! costs are the documented formulas, every JSON field is
 //! there, the plot is a real PNG, and files given with --q/--k/--v are the ones reported on,
 //! their bad shapes refused by name.
 
@@ -13,6 +14,8 @@ use cuattn::approx::report::{
 };
 use cuattn::bench::visible_pairs;
 use cuattn::{npy, Device};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 
 /// A fresh directory under the system temp dir, removed on drop.
 struct TempDir(PathBuf);
@@ -48,8 +51,8 @@ fn tiny(seqlens: Vec<usize>) -> SyntheticInputs {
     }
 }
 
-/// Windows, BigBird in 16-token blocks, linear elu1, FAVOR+ at m = 16 and 256: the defaults'
-/// kinds at parameters that mean something at 256 tokens.
+/// Windows, BigBird in 16-token blocks, linear elu1, FAVOR+ at m = 16, 64 and 256: the
+/// defaults' kinds at parameters that mean something at 256 tokens.
 fn tiny_methods() -> Vec<Method> {
     vec![
         Method::Window { w: 32 },
@@ -62,6 +65,10 @@ fn tiny_methods() -> Vec<Method> {
         Method::LinearElu1,
         Method::Favor {
             features: 16,
+            seed: 3,
+        },
+        Method::Favor {
+            features: 64,
             seed: 3,
         },
         Method::Favor {
@@ -97,13 +104,13 @@ fn run_tiny() -> (ApproxReport, Vec<String>) {
 #[test]
 fn synthetic_report_ranks_the_approximations_as_their_parameters_say() {
     let (report, events) = run_tiny();
-    assert_eq!(report.rows.len(), 7, "the exact row, then each method");
+    assert_eq!(report.rows.len(), 8, "the exact row, then each method");
     assert!(report.emulator);
-    assert_eq!(events.len(), 14, "{events:?}");
-    assert_eq!(events[0], "1/7 256 Exact");
-    assert!(events[13].starts_with("row m=256"), "{events:?}");
-    let [exact, w32, w128, bigbird, linear, favor16, favor256] =
-        <[_; 7]>::try_from(report.rows.clone()).unwrap();
+    assert_eq!(events.len(), 16, "{events:?}");
+    assert_eq!(events[0], "1/8 256 Exact");
+    assert!(events[15].starts_with("row m=256"), "{events:?}");
+    let [exact, w32, w128, bigbird, linear, favor16, favor64, favor256] =
+        <[_; 8]>::try_from(report.rows.clone()).unwrap();
     for row in &report.rows {
         assert!(row.error.is_none(), "{row:?}");
         assert_eq!(row.ms, None, "no time on the emulator: {row:?}");
@@ -117,16 +124,62 @@ fn synthetic_report_ranks_the_approximations_as_their_parameters_say() {
     assert!(w32.rel_error > w128.rel_error, "{w32:?} {w128:?}");
     assert!(w128.rel_error > exact.rel_error, "{w128:?}");
     assert!(w32.worst_row_rel_error >= w32.rel_error);
-    // FAVOR+ approaches softmax as its features grow (fixed seeds).
-    assert!(
-        favor256.rel_error < favor16.rel_error,
-        "{favor16:?} {favor256:?}"
-    );
+    // FAVOR+ on these inputs (scores up to about 5, |q|^2 / sqrt(d) about 8): its estimator's
+    // variance, which grows as exp((|q|^2 + |k|^2) / sqrt(d)) / m, swamps the gain of more
+    // features (seeds 0 to 5 rank m = 16, 64, 256 every which way), so no order is asserted
+    // here; see favor_rows_approach_softmax_as_features_grow_on_small_scores.
+    for favor in [&favor16, &favor64, &favor256] {
+        assert!(
+            favor.rel_error.is_finite() && favor.rel_error > 0.1,
+            "{favor:?}"
+        );
+    }
+    assert!(favor16.flops < favor64.flops && favor64.flops < favor256.flops);
     // BigBird: its density in the row, fewer FLOPs than exact.
     assert!(bigbird.params.contains("density"), "{bigbird:?}");
     assert!(bigbird.flops < exact.flops && bigbird.rel_error.is_finite());
     assert_eq!(linear.method, "linear");
     assert!(linear.rel_error > 0.1, "elu1 is no softmax: {linear:?}");
+}
+
+/// On small scores (q and k uniform in [-0.5, 0.5], hd64) FAVOR+'s error falls about as
+/// 1/sqrt(m), as its theory says (seeds 0 to 5: about 0.3, 0.14, 0.07 at m = 16, 64, 256):
+/// asserted on one fixed seed, through given inputs.
+#[test]
+fn favor_rows_approach_softmax_as_features_grow_on_small_scores() {
+    let mut rng = StdRng::seed_from_u64(3);
+    let (n, d) = (256, 64);
+    let mut uniform =
+        |len: usize, a: f32| -> Vec<f32> { (0..len).map(|_| rng.random_range(-a..a)).collect() };
+    let (q, k, v) = (
+        uniform(n * 2 * d, 0.5),
+        uniform(n * d, 0.5),
+        uniform(n * d, 1.0),
+    );
+    let inputs = HostInputs::new(
+        (&[1, n, 2, d], q),
+        (&[1, n, 1, d], k),
+        (&[1, n, 1, d], v),
+        "uniform".into(),
+    )
+    .unwrap();
+    let methods: Vec<Method> = [16, 64, 256]
+        .map(|features| Method::Favor { features, seed: 3 })
+        .to_vec();
+    let report = approx_report(
+        &Device::emulator(),
+        &ReportInputs::Given(inputs),
+        &methods,
+        |_| {},
+    )
+    .unwrap();
+    let errors: Vec<f64> = report.rows[1..].iter().map(|r| r.rel_error).collect();
+    println!("FAVOR+ at m = 16, 64, 256: {errors:?}");
+    assert!(
+        errors[0] > 1.5 * errors[1] && errors[1] > 1.5 * errors[2],
+        "{errors:?}"
+    );
+    assert!(errors[2] < 0.1, "{errors:?}");
 }
 
 #[test]
