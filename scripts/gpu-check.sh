@@ -13,10 +13,13 @@
 #                                 within its budget), `cuattn bench --family sparse` and its
 #                                 anchors (bench_anchors.py --family sparse: FlexAttention with
 #                                 the block masks cuattn wrote, SDPA-flash on the dense rows),
-#                                 Nsight Compute at hd128 and hd256, both flash tile tables
-#                                 forced, a softcapped run and the tuning variants (checked, then
-#                                 timed), and ends with short tables (summary.txt and the
-#                                 results, written to $OUT as each step ends). Every step keeps to
+#                                 `cuattn bench --family linear` (causal linear attention against
+#                                 the flash kernel, 1k to 64k tokens, with its fits), `cuattn
+#                                 approx-report` (timed), Nsight Compute at hd128 and hd256, both
+#                                 flash tile tables forced, a softcapped run and the tuning
+#                                 variants (checked, then timed), and ends with short tables
+#                                 (summary.txt and the results, written to $OUT as each step
+#                                 ends). Every step keeps to
 #                                 GPU_CHECK_BUDGET_S (480 s by default, below), the essential ones
 #                                 (tests, checks, the benchmark, the anchors) first, so that the
 #                                 run ends with its tables and log archive: give the device call a
@@ -83,6 +86,14 @@ DECODE_ANCHORS_TIMEOUT_S=120
 SPARSE_TIMEOUT_S=90
 SPARSE_ANCHORS_BUDGET_S=${GPU_CHECK_SPARSE_FLEX_BUDGET_S:-100}
 SPARSE_ANCHORS_TIMEOUT_S=150
+# The linear attention benchmark: 7 lengths (1k to 64k tokens, 16/16 heads, hd128, causal), the
+# flash kernel then linear attention at each, about 150 ms of timed runs each (flash at 64k takes
+# some 40 ms a run), each row's output copied back and checked.
+LINEAR_TIMEOUT_S=60
+# The approximation report on its GPU defaults (synthetic inputs at 1k, 4k and 16k tokens, 8 heads,
+# hd64; each method timed for about 30 ms after an untimed run; the inputs drawn and the exact
+# rows checked against f64 on the host, a few seconds).
+APPROX_TIMEOUT_S=60
 # The device half's time budget, seconds: each step gets its own limit or what is left of the
 # budget, whichever is less, and none starts with under 15 s left (a tuning row's check only with
 # its whole minute), so that the run ends with its tables and its log archive inside one device
@@ -311,6 +322,34 @@ device() {
       echo "anchors sparse: FAILED ($(tail -n 1 "$out/anchors-sparse.txt"))" >> "$summary"
     fi
   fi
+  # The linear attention benchmark (a run the budget cut short keeps the rows it wrote, and is no
+  # failure). Its JSON stays in logs.tgz ($OUT takes 8 files); its rows, fits and verdicts go to
+  # the summary.
+  rc=0
+  lim=$(limit "$LINEAR_TIMEOUT_S" "bench linear")
+  if [ "$lim" -gt 0 ]; then
+    CUATTN_COMMIT="$commit" timeout "$lim" "$bin/cuattn" bench --family linear --device gpu \
+      --json "$out/bench-linear.json" > "$out/bench-linear.txt" 2>&1 || rc=$?
+    if [ "$rc" -eq 0 ]; then
+      echo "bench linear: ok (bench-linear.txt, bench-linear.json in logs.tgz)" >> "$summary"
+    elif [ "$rc" -eq 124 ] && [ "$lim" -lt "$LINEAR_TIMEOUT_S" ]; then
+      echo "bench linear: cut short by the budget after ${lim} s" >> "$summary"
+    else
+      echo "bench linear: FAILED ($(tail -n 1 "$out/bench-linear.txt"))" >> "$summary"
+      status=1
+    fi
+  fi
+  # The approximation report, its table into the summary, its JSON and plot into logs.tgz.
+  lim=$(limit "$APPROX_TIMEOUT_S" "approx-report")
+  if [ "$lim" -eq 0 ]; then
+    :
+  elif timeout "$lim" "$bin/cuattn" approx-report --device gpu --json "$out/approx.json" \
+      --plot "$out/approx.png" > "$out/approx.txt" 2> "$out/approx-progress.txt"; then
+    echo "approx-report: ok (approx.txt, approx.json, approx.png in logs.tgz)" >> "$summary"
+  else
+    echo "approx-report: FAILED ($(tail -n 1 "$out/approx-progress.txt"))" >> "$summary"
+    status=1
+  fi
   # Hardware counters of one launch of the default kernel at hd128 and at hd256 (wide tiles), and
   # of the compact hd256 row (K and V in turns), 2k queries unmasked (pipes, stalls and the
   # instructions they sample, shared-memory wavefronts and bank conflicts), where Nsight Compute
@@ -379,6 +418,15 @@ device() {
     echo >> "$summary"
     python3 "$here/bench_anchors.py" --table "$out/bench-sparse.json" "$out/anchors-sparse.json" \
       >> "$summary" 2>&1 || true
+  fi
+  if [ -s "$out/bench-linear.txt" ]; then
+    echo >> "$summary"
+    grep -E '^(bench linear|kernel |flash |linear_elu1 |fit: |target: )' "$out/bench-linear.txt" \
+      >> "$summary" || true
+  fi
+  if [ -s "$out/approx.txt" ]; then
+    echo >> "$summary"
+    grep -v '^wrote ' "$out/approx.txt" >> "$summary" || true
   fi
   if [ ${#tuned[@]} -gt 0 ]; then
     echo >> "$summary"

@@ -4,9 +4,10 @@
 //! skips only shapes over the KV budget, rows count the KV bytes the step reads, verdicts compare
 //! the targets' rows with their thresholds. Sparse: every row's visible pairs match a brute-force
 //! count over the elements of the block matrix it wrote to `--mask-dir`, the files hold the
-//! matrices the rows name, the verdict compares the target's row with its threshold. `cuattn
-//! bench` runs every family's quick emulator path end to end (table and JSON), refuses a full
-//! run on the emulator, and refuses options of the other families.
+//! matrices the rows name, the verdict compares the target's row with its threshold. Linear: the
+//! verdicts judge the target's shapes by their ratios to flash and the exponent of the time's
+//! fit. `cuattn bench` runs every family's quick emulator path end to end (table and JSON),
+//! refuses a full run on the emulator, and refuses options of the other families.
 
 mod common;
 
@@ -18,6 +19,10 @@ use rand::{Rng, SeedableRng};
 
 use cuattn::bench::decode::{
     self, CopyCeiling, DecodeConfig, DecodeReport, DecodeRow, DecodeShape, KV_BUDGET_BYTES, TARGETS,
+};
+use cuattn::bench::linear::{
+    self, LinearBenchConfig, LinearBenchKernel, LinearReport, LinearRow, EXPONENT_RANGE,
+    FASTER_FROM,
 };
 use cuattn::bench::sparse::{
     self, MaskFacts, MaskSpec, SparseCase, SparseConfig, SparseReport, SparseRow, TARGET,
@@ -1258,5 +1263,209 @@ fn bench_sparse_refuses_the_prefill_options_and_the_others_refuse_mask_dir() {
         );
         assert!(out.stdout.is_empty(), "{family}: refused before running");
         assert!(!dir.exists());
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Linear attention.
+// ---------------------------------------------------------------------------------------------
+
+/// A linear report of the GPU shapes at `lengths`: flash at `flash_ms(n)`, linear at
+/// `linear_ms(n)`, ratios as the run computes them.
+fn linear_report_with(
+    lengths: &[usize],
+    flash_ms: impl Fn(f64) -> f64,
+    linear_ms: impl Fn(f64) -> f64,
+) -> LinearReport {
+    let mut rows = Vec::new();
+    for &n in lengths {
+        let (flash, lin) = (flash_ms(n as f64), linear_ms(n as f64));
+        for (kernel, ms, ratio) in [
+            (LinearBenchKernel::Flash, flash, 1.0),
+            (LinearBenchKernel::Linear, lin, lin / flash),
+        ] {
+            rows.push(LinearRow {
+                kernel,
+                shape: linear::gpu_shape(n),
+                ms,
+                min_ms: ms,
+                runs: 5,
+                ratio_to_flash: ratio,
+                error: None,
+            });
+        }
+    }
+    LinearReport {
+        device: "test".into(),
+        emulator: false,
+        quick: false,
+        commit: None,
+        l2_flush_bytes: 0,
+        rows,
+    }
+}
+
+#[test]
+fn linear_verdicts_judge_the_ratios_from_4k_and_the_exponent_of_the_fit() {
+    let lengths = linear::LENGTHS;
+    assert_eq!(lengths.first(), Some(&1024));
+    assert_eq!(lengths.last(), Some(&65536));
+    assert!(lengths.contains(&FASTER_FROM));
+    // Flash quadratic, linear a line through 0.02 ms: slower than flash at 1k and 2k only.
+    let flash = |n: f64| 5e-8 * n * n;
+    let report = linear_report_with(&lengths, flash, |n| 1.5e-4 * n + 0.02);
+    for r in &report.rows {
+        println!("{r}");
+    }
+    let [faster, growth] = <[_; 2]>::try_from(report.verdicts()).unwrap();
+    println!("{}\n{}", faster.text, growth.text);
+    assert_eq!(faster.target, "faster_than_flash");
+    assert_eq!(faster.met, Some(true), "{}", faster.text);
+    assert!(faster.text.contains("4096: ") && !faster.text.contains("2048: "));
+    let fit = report.fit(LinearBenchKernel::Linear).unwrap();
+    assert_eq!(fit.points, 7);
+    assert!((fit.slope_ms_per_token - 1.5e-4).abs() < 1e-12, "{fit:?}");
+    assert!(fit.r2 > 0.999_999, "{fit:?}");
+    assert!(
+        (EXPONENT_RANGE.0..=EXPONENT_RANGE.1).contains(&fit.exponent),
+        "{fit:?}"
+    );
+    assert_eq!(growth.met, Some(true), "{}", growth.text);
+    let flash_fit = report.fit(LinearBenchKernel::Flash).unwrap();
+    assert!((flash_fit.exponent - 2.0).abs() < 1e-9, "{flash_fit:?}");
+
+    // Slower than flash at 8k: not met. Growing as n^1.3: not linear.
+    let report = linear_report_with(&lengths, flash, |n| {
+        if n == 8192.0 {
+            flash(n) * 1.01
+        } else {
+            1e-5 * n.powf(1.3)
+        }
+    });
+    let verdicts = report.verdicts();
+    assert_eq!(verdicts[0].met, Some(false), "{}", verdicts[0].text);
+    assert!(
+        verdicts[0].text.contains("8192: 1.010"),
+        "{}",
+        verdicts[0].text
+    );
+    assert_eq!(verdicts[1].met, Some(false), "{}", verdicts[1].text);
+
+    // A run of other shapes (the emulator's) has nothing to judge.
+    let mut other = linear_report_with(&[64, 150], flash, |n| n);
+    for r in &mut other.rows {
+        r.shape = linear::emulator_shape(r.shape.seqlen);
+    }
+    assert!(other.verdicts().iter().all(|v| v.met.is_none()));
+    // A failed linear row at 16k leaves the others to judge.
+    let mut failed = linear_report_with(&lengths, flash, |n| 1.5e-4 * n);
+    failed.rows[9].error = Some("launch failed".into());
+    assert_eq!(failed.rows[9].shape.seqlen, 16384);
+    assert_eq!(failed.rows[9].kernel, LinearBenchKernel::Linear);
+    let verdicts = failed.verdicts();
+    assert!(!verdicts[0].text.contains("16384"), "{}", verdicts[0].text);
+    assert!(
+        verdicts[1].text.contains("over 6 lengths"),
+        "{}",
+        verdicts[1].text
+    );
+}
+
+#[test]
+fn run_linear_refuses_the_emulator_without_quick() {
+    let mut progressed = false;
+    let e = linear::run_linear(&Device::emulator(), &LinearBenchConfig::default(), |_| {
+        progressed = true
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("--quick") && e.contains("GPU"), "{e}");
+    assert!(!progressed);
+}
+
+#[test]
+fn bench_linear_quick_on_the_emulator_prints_the_table_fits_and_json() {
+    let (stdout, v) = quick_bench_family("linear", "linear-quick", &[], Some("abc1234"));
+    println!("{stdout}");
+    let shapes = linear::shapes_for(&Device::emulator(), true);
+    assert_eq!(shapes.len(), linear::EMULATOR_LENGTHS.len());
+    for shape in &shapes {
+        for kernel in ["flash", "linear_elu1"] {
+            let row = stdout
+                .lines()
+                .find(|l| l.starts_with(&format!("{kernel} ")) && l.contains(&shape.label()))
+                .unwrap_or_else(|| panic!("no {kernel} row of {}:\n{stdout}", shape.label()));
+            assert!(row.contains(EMULATOR_NOTE), "{row}");
+        }
+    }
+    assert!(stdout.contains("fit: linear_elu1: ms = "), "{stdout}");
+    assert!(stdout.contains("fit: flash: ms = "), "{stdout}");
+    assert_eq!(
+        stdout.matches("target: ").count(),
+        2,
+        "two verdicts: {stdout}"
+    );
+    assert_eq!(v["family"], "linear");
+    assert_eq!(v["emulator"], true);
+    assert_eq!(v["commit"], "abc1234");
+    assert_eq!(v["feature"], "elu1");
+    let rows = v["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2 * shapes.len());
+    for (pair, shape) in rows.chunks(2).zip(&shapes) {
+        assert_eq!(pair[0]["kernel"], "flash");
+        assert_eq!(pair[1]["kernel"], "linear_elu1");
+        for row in pair {
+            assert_eq!(row["seqlen"], shape.seqlen);
+            assert_eq!(row["causal"], true);
+            assert!(row["error"].is_null(), "{row}");
+            assert!(row["ms"].as_f64().unwrap() > 0.0, "{row}");
+        }
+        let ratio = pair[1]["ratio_to_flash"].as_f64().unwrap();
+        let want = pair[1]["ms"].as_f64().unwrap() / pair[0]["ms"].as_f64().unwrap();
+        assert!((ratio - want).abs() <= 1e-12 * want, "{ratio} vs {want}");
+    }
+    for kernel in ["linear", "flash"] {
+        let fit = &v["fits"][kernel];
+        assert_eq!(fit["points"], shapes.len(), "{fit}");
+        assert!(fit["exponent"].as_f64().is_some(), "{fit}");
+    }
+    let verdicts = v["verdicts"].as_array().unwrap();
+    assert_eq!(verdicts.len(), 2);
+    assert!(
+        verdicts.iter().all(|v| v["met"].is_null()),
+        "the emulator's shapes are not the target's: {verdicts:?}"
+    );
+}
+
+#[test]
+fn bench_linear_refuses_a_full_emulator_run_and_the_other_families_options() {
+    let out = cuattn(&["bench", "--family", "linear", "--device", "emu"], None);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("linear benchmark") && stderr.contains("--quick"),
+        "{stderr}"
+    );
+    for (option, value, arg, takers) in [
+        ("--kernel", "flash", "`kernel`", "--family prefill only"),
+        ("--softcap", "50", "`softcap`", "--family prefill only"),
+        ("--mask-dir", "/tmp", "`mask_dir`", "--family sparse only"),
+    ] {
+        let out = cuattn(
+            &[
+                "bench", "--family", "linear", "--device", "emu", "--quick", option, value,
+            ],
+            None,
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        println!("{option} {value}: {stderr}");
+        assert_eq!(out.status.code(), Some(2), "{option}: {stderr}");
+        assert!(
+            stderr.contains(arg)
+                && stderr.contains(takers)
+                && stderr.contains("--family linear times linear attention"),
+            "{option}: {stderr}"
+        );
+        assert!(out.stdout.is_empty(), "{option}: refused before running");
     }
 }

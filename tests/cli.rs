@@ -1834,3 +1834,362 @@ fn run_lowrank_refuses_causal_and_projections_of_the_wrong_shape() {
         "a refused run wrote --out"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// `cuattn run linear`.
+// ---------------------------------------------------------------------------------------------
+
+/// A linear attention problem: dense [batch, seqlen, heads, dim], value dim apart from head dim.
+struct LinearCase {
+    batch: usize,
+    seqlen_q: usize,
+    seqlen_k: usize,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    value_dim: usize,
+}
+
+/// GQA group 2, 23 queries over 41 keys (the causal diagonal starts 18 keys in), head dim 32 and
+/// value dim 24: lengths apart from the kernel's 64-key chunks.
+const LINEAR_CASE: LinearCase = LinearCase {
+    batch: 2,
+    seqlen_q: 23,
+    seqlen_k: 41,
+    heads: 4,
+    kv_heads: 2,
+    head_dim: 32,
+    value_dim: 24,
+};
+
+/// Writes random q, k, v of `case` into `dir` (q.npy, k.npy, v.npy) and returns them.
+fn write_linear_inputs(dir: &TempDir, case: &LinearCase, seed: u64) -> [Vec<f32>; 3] {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let c = case;
+    let q_shape = [c.batch, c.seqlen_q, c.heads, c.head_dim];
+    let k_shape = [c.batch, c.seqlen_k, c.kv_heads, c.head_dim];
+    let v_shape = [c.batch, c.seqlen_k, c.kv_heads, c.value_dim];
+    let mut arrays = Vec::new();
+    for (name, shape) in [("q", q_shape), ("k", k_shape), ("v", v_shape)] {
+        let data = random(&mut rng, shape.iter().product(), 1.0);
+        npy::write_f32(&dir.path(&format!("{name}.npy")), &shape, &data).unwrap();
+        arrays.push(data);
+    }
+    arrays.try_into().unwrap()
+}
+
+/// `cuattn run linear --device emu` on `dir`'s q, k, v with `extra`, writing `out_name`: the
+/// exit code, stderr, and the output (when it succeeded).
+fn run_linear(
+    dir: &TempDir,
+    out_name: &str,
+    extra: &[&str],
+) -> (i32, String, Option<npy::NpyArray>) {
+    let mut args = strings(&["run", "linear", "--device", "emu"]);
+    for name in ["q", "k", "v"] {
+        args.extend(path_arg(
+            &format!("--{name}"),
+            &dir.path(&format!("{name}.npy")),
+        ));
+    }
+    let out = dir.path(out_name);
+    args.extend(path_arg("--out", &out));
+    args.extend(strings(extra));
+    let output = cuattn(&args);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    println!("cuattn {} -> {:?}: {stderr}", args.join(" "), output.status);
+    let code = output.status.code().expect("exited, not killed");
+    let written = out.exists().then(|| npy::read_f32(&out).unwrap());
+    if code != 0 {
+        assert!(written.is_none(), "a failed run wrote --out: {stderr}");
+    }
+    (code, stderr, written)
+}
+
+/// The f64 definition of `case` on the bf16-rounded inputs.
+fn linear_reference(
+    case: &LinearCase,
+    feature: &reference::LinearFeature,
+    causal: bool,
+    [q, k, v]: &[Vec<f32>; 3],
+) -> Vec<f64> {
+    let round = |x: &[f32]| {
+        x.iter()
+            .map(|&x| Dtype::Bf16.round(x))
+            .collect::<Vec<f64>>()
+    };
+    let c = case;
+    reference::linear_attention(
+        &vec![(c.seqlen_q, c.seqlen_k); c.batch],
+        c.heads,
+        c.kv_heads,
+        c.head_dim,
+        c.value_dim,
+        feature,
+        causal,
+        1e-6,
+        &round(q),
+        &round(k),
+        &round(v),
+    )
+}
+
+fn check_linear_output(test: &str, case: &LinearCase, got: &npy::NpyArray, want: &[f64]) {
+    let c = case;
+    assert_eq!(
+        got.shape,
+        [c.batch, c.seqlen_q, c.heads, c.value_dim],
+        "{test}: out shape"
+    );
+    let got: Vec<f64> = got.data.iter().map(|&x| f64::from(x)).collect();
+    let tol = Dtype::Bf16.out_tol();
+    if let Err(m) = reference::compare(&got, want, tol, tol) {
+        panic!("{test}: {m}");
+    }
+}
+
+#[test]
+fn run_linear_elu1_causal_matches_the_reference() {
+    let dir = TempDir::new("linear-elu1");
+    let inputs = write_linear_inputs(&dir, &LINEAR_CASE, 21);
+    let (code, stderr, out) = run_linear(&dir, "out.npy", &["--feature", "elu1", "--causal"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("ran linear attention (elu1) on emulator")
+            && stderr.contains("bf16")
+            && stderr.contains("causal"),
+        "{stderr}"
+    );
+    let want = linear_reference(&LINEAR_CASE, &reference::LinearFeature::Elu1, true, &inputs);
+    check_linear_output("elu1 causal", &LINEAR_CASE, &out.unwrap(), &want);
+}
+
+/// FAVOR+ from a projection saved as .npy equals the definition with that projection; drawing the
+/// same features with `--features M --seed S` (the library's orthogonal draw) gives the very same
+/// output.
+#[test]
+fn run_linear_favor_with_a_saved_projection_matches_the_reference() {
+    let dir = TempDir::new("linear-favor");
+    let c = &LINEAR_CASE;
+    let inputs = write_linear_inputs(&dir, c, 22);
+    let (m, seed) = (24, 5);
+    let projection = cuattn::approx::orthogonal_gaussian(m, c.head_dim, seed);
+    let wp = dir.path("w.npy");
+    npy::write_f32(&wp, &[m, c.head_dim], &projection).unwrap();
+    let w = wp.display().to_string();
+    let (code, stderr, from_file) = run_linear(
+        &dir,
+        "file.npy",
+        &["--feature", "favor", "--projection", &w],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("favor (projection"), "{stderr}");
+    let feature = reference::LinearFeature::Favor {
+        projection: projection.iter().map(|&x| f64::from(x)).collect(),
+        features: m,
+    };
+    let want = linear_reference(c, &feature, false, &inputs);
+    let from_file = from_file.unwrap();
+    check_linear_output("favor from file", c, &from_file, &want);
+
+    let (code, stderr, drawn) = run_linear(
+        &dir,
+        "drawn.npy",
+        &["--feature", "favor", "--features", "24", "--seed", "5"],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("24 orthogonal features drawn with seed 5"),
+        "{stderr}"
+    );
+    assert_eq!(
+        drawn.unwrap(),
+        from_file,
+        "the seeded draw is the saved projection"
+    );
+}
+
+/// A varlen batch (a 1 x 1 sequence, 30 queries over 70 keys) matches the definition sequence
+/// by sequence.
+#[test]
+fn run_linear_varlen_relu_matches_the_reference() {
+    let dir = TempDir::new("linear-varlen");
+    let (heads, kv_heads, d, dv) = (2, 1, 16, 8);
+    let seqlens = [(1usize, 1usize), (30, 70)];
+    let (total_q, total_k) = (31, 71);
+    let mut rng = StdRng::seed_from_u64(23);
+    let q = random(&mut rng, total_q * heads * d, 1.0);
+    let k = random(&mut rng, total_k * kv_heads * d, 1.0);
+    let v = random(&mut rng, total_k * kv_heads * dv, 1.0);
+    npy::write_f32(&dir.path("q.npy"), &[total_q, heads, d], &q).unwrap();
+    npy::write_f32(&dir.path("k.npy"), &[total_k, kv_heads, d], &k).unwrap();
+    npy::write_f32(&dir.path("v.npy"), &[total_k, kv_heads, dv], &v).unwrap();
+    write_ints(&dir.path("cq.npy"), &[0i32, 1, 31]);
+    write_ints(&dir.path("ck.npy"), &[0i32, 1, 71]);
+    let (cq, ck) = (
+        dir.path("cq.npy").display().to_string(),
+        dir.path("ck.npy").display().to_string(),
+    );
+    let (code, stderr, out) = run_linear(
+        &dir,
+        "out.npy",
+        &[
+            "--feature",
+            "relu",
+            "--cu-seqlens-q",
+            &cq,
+            "--cu-seqlens-k",
+            &ck,
+        ],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("varlen batch 2"), "{stderr}");
+    let out = out.unwrap();
+    assert_eq!(out.shape, [total_q, heads, dv]);
+    let round = |x: &[f32]| {
+        x.iter()
+            .map(|&x| Dtype::Bf16.round(x))
+            .collect::<Vec<f64>>()
+    };
+    let want = reference::linear_attention(
+        &seqlens,
+        heads,
+        kv_heads,
+        d,
+        dv,
+        &reference::LinearFeature::Relu,
+        false,
+        1e-6,
+        &round(&q),
+        &round(&k),
+        &round(&v),
+    );
+    let got: Vec<f64> = out.data.iter().map(|&x| f64::from(x)).collect();
+    let tol = Dtype::Bf16.out_tol();
+    if let Err(m) = reference::compare(&got, &want, tol, tol) {
+        panic!("varlen relu: {m}");
+    }
+}
+
+#[test]
+fn bad_run_linear_arguments_exit_2_naming_the_flag() {
+    let dir = TempDir::new("linear-bad");
+    let c = &LINEAR_CASE;
+    write_linear_inputs(&dir, c, 24);
+    let w = dir.path("w.npy");
+    npy::write_f32(&w, &[8, c.head_dim], &vec![0.5; 8 * c.head_dim]).unwrap();
+    let wrong_dim = dir.path("w16.npy");
+    npy::write_f32(&wrong_dim, &[8, 16], &[0.5; 128]).unwrap();
+    let too_many = dir.path("w300.npy");
+    npy::write_f32(&too_many, &[300, c.head_dim], &vec![0.5; 300 * c.head_dim]).unwrap();
+    let k_bad_heads = dir.path("k3.npy");
+    npy::write_f32(&k_bad_heads, &[2, 41, 3, 32], &vec![0.5; 2 * 41 * 3 * 32]).unwrap();
+    let v_short = dir.path("v_short.npy");
+    npy::write_f32(&v_short, &[2, 40, 2, 24], &vec![0.5; 2 * 40 * 2 * 24]).unwrap();
+    let q_rank3 = dir.path("q3.npy");
+    npy::write_f32(&q_rank3, &[46, 4, 32], &vec![0.5; 46 * 4 * 32]).unwrap();
+    let [w, wrong_dim, too_many] = [&w, &wrong_dim, &too_many].map(|p| p.display().to_string());
+    let cases: Vec<(Vec<String>, Vec<&str>)> = vec![
+        (
+            strings(&["--feature", "favor"]),
+            vec!["`feature`", "--projection W.npy", "--features M"],
+        ),
+        (
+            strings(&["--feature", "elu1", "--projection", &w]),
+            vec!["`projection`", "--feature favor only", "elu1"],
+        ),
+        (
+            strings(&["--feature", "relu", "--features", "16"]),
+            vec!["`features`", "--feature favor only", "relu"],
+        ),
+        (
+            strings(&["--feature", "elu1", "--seed", "3"]),
+            vec!["`seed`", "--feature favor only"],
+        ),
+        (
+            strings(&["--feature", "favor", "--projection", &w, "--features", "8"]),
+            vec!["`projection`", "leave one out"],
+        ),
+        (
+            strings(&["--feature", "favor", "--projection", &w, "--seed", "3"]),
+            vec!["`seed`", "--features M"],
+        ),
+        (
+            strings(&["--feature", "favor", "--projection", &wrong_dim]),
+            vec!["`projection`", "w16.npy", "[8, 16]", "head_dim 32"],
+        ),
+        (
+            strings(&["--feature", "favor", "--projection", &too_many]),
+            vec!["`projection`", "w300.npy", "1..=256"],
+        ),
+        (
+            strings(&["--feature", "favor", "--features", "0"]),
+            vec!["`features`", "1..=256"],
+        ),
+        (
+            strings(&["--feature", "swish"]),
+            vec!["--feature", "swish", "elu1"],
+        ),
+    ];
+    for (extra, wants) in &cases {
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        let (code, stderr, _) = run_linear(&dir, "out.npy", &extra);
+        assert_eq!(code, 2, "{extra:?}: {stderr}");
+        for want in wants {
+            assert!(stderr.contains(want), "{extra:?}: `{want}` in {stderr}");
+        }
+    }
+    // Bad shapes, each file in turn in place of a good one.
+    for (flag, file, wants) in [
+        ("--k", &k_bad_heads, vec!["`k`", "[2, 41, 3, 32]"]),
+        (
+            "--v",
+            &v_short,
+            vec!["`v`", "[2, 40, 2, 24]", "expected [2, 41, 2, 24]"],
+        ),
+        ("--q", &q_rank3, vec!["`q`", "rank 4"]),
+    ] {
+        let mut args = strings(&["run", "linear", "--device", "emu", "--feature", "elu1"]);
+        for name in ["q", "k", "v"] {
+            let flag_name = format!("--{name}");
+            let path = if flag_name == flag {
+                file.clone()
+            } else {
+                dir.path(&format!("{name}.npy"))
+            };
+            args.extend(path_arg(&flag_name, &path));
+        }
+        args.extend(path_arg("--out", &dir.path("out.npy")));
+        let output = cuattn(&args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        println!("{flag}: {stderr}");
+        assert_eq!(output.status.code(), Some(2), "{flag}: {stderr}");
+        for want in wants {
+            assert!(stderr.contains(want), "{flag}: `{want}` in {stderr}");
+        }
+        assert!(!dir.path("out.npy").exists());
+    }
+    // The baseline: the good projection runs on the same files.
+    let (code, stderr, _) = run_linear(&dir, "ok.npy", &["--feature", "favor", "--projection", &w]);
+    assert_eq!(code, 0, "{stderr}");
+}
+
+#[test]
+fn run_linear_help_documents_the_feature_maps() {
+    let output = cuattn(&strings(&["run", "linear", "--help"]));
+    let help = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{help}");
+    for want in [
+        "--feature <FEATURE>",
+        "elu1",
+        "relu",
+        "favor",
+        "--projection <W.npy>",
+        "--features <M>",
+        "--seed <S>",
+        "--causal",
+        "--cu-seqlens-q <CQ.npy>",
+    ] {
+        assert!(help.contains(want), "`{want}` in {help}");
+    }
+}

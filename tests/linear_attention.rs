@@ -3,7 +3,7 @@
 //! seqlen_q != seqlen_k both ways, GQA and MQA, value dims apart from head dims, f16 and bf16,
 //! FAVOR with m not a multiple of 16, varlen; decode through LinearState token by token and in
 //! uneven steps equals the causal prefill; FAVOR approaches softmax attention as m grows; bad
-//! inputs refused by name. Emulator, memory checks on.
+//! inputs refused by name; the C entry points on raw pointers. Emulator, memory checks on.
 
 mod common;
 
@@ -426,4 +426,175 @@ fn bad_inputs_are_refused_naming_them() {
         .unwrap_err()
         .to_string();
     assert!(msg.contains("state"), "{msg}");
+}
+
+/// The C entry points on raw pointers: a launch of `cuattn_emu_launch_linear_attention` with a
+/// workspace of the planned size equals the Rust call bit for bit (FAVOR, causal, GQA, value dim
+/// apart from head dim), and the planner and the launcher refuse FAVOR with no features, FAVOR
+/// with a null projection, and an elementwise map whose num_features is not head_dim, naming
+/// the field.
+#[test]
+fn c_entry_points_launch_plan_and_refuse() {
+    use cuattn::ffi::{self, cuattn_status as Status};
+    let device = Device::emulator();
+    let (batch, sq, sk, heads, kv_heads, d, dv, m) = (2, 70, 90, 4, 2, 32, 40, 24);
+    println!("C entry points: q [{batch}, {sq}, {heads}, {d}], k [{batch}, {sk}, {kv_heads}, {d}], v dim {dv}, FAVOR m {m}, causal");
+    let mut rng = StdRng::seed_from_u64(51);
+    let q_shape = [batch, sq, heads, d];
+    let k_shape = [batch, sk, kv_heads, d];
+    let v_shape = [batch, sk, kv_heads, dv];
+    let q = upload::<bf16>(
+        &device,
+        &random(&mut rng, q_shape.iter().product()),
+        &q_shape,
+    );
+    let k = upload::<bf16>(
+        &device,
+        &random(&mut rng, k_shape.iter().product()),
+        &k_shape,
+    );
+    let v = upload::<bf16>(
+        &device,
+        &random(&mut rng, v_shape.iter().product()),
+        &v_shape,
+    );
+    let (features, _) = favor(&device, m, d, 52);
+    let opts = LinearOptions {
+        feature: Feature::Favor(&features),
+        causal: true,
+        ..Default::default()
+    };
+    let want = linear_attention(&q, &k, &v, &opts)
+        .unwrap()
+        .to_host()
+        .unwrap();
+
+    // The same problem as a C caller writes it: contiguous strides, the projection uploaded.
+    let out_shape = [batch, sq, heads, dv];
+    let mut out = Tensor::full(&device, &out_shape, bf16::NAN).unwrap();
+    let projection = Tensor::from_host(&device, features.projection(), &[m, d]).unwrap();
+    let strides = |[_, s, h, x]: [usize; 4]| ((s * h * x) as i64, (h * x) as i64, x as i64);
+    let (qb, qr, qh) = strides(q_shape);
+    let (kb, kr, kh) = strides(k_shape);
+    let (vb, vr, vh) = strides(v_shape);
+    let (ob, or, oh) = strides(out_shape);
+    let mut p = ffi::cuattn_linear_attention_params {
+        q: q.raw_address().cast_const(),
+        k: k.raw_address().cast_const(),
+        v: v.raw_address().cast_const(),
+        out: out.raw_address(),
+        maybe_cu_seqlens_q: std::ptr::null(),
+        maybe_cu_seqlens_k: std::ptr::null(),
+        q_batch_stride: qb,
+        q_row_stride: qr,
+        q_head_stride: qh,
+        k_batch_stride: kb,
+        k_row_stride: kr,
+        k_head_stride: kh,
+        v_batch_stride: vb,
+        v_row_stride: vr,
+        v_head_stride: vh,
+        out_batch_stride: ob,
+        out_row_stride: or,
+        out_head_stride: oh,
+        batch: batch as i32,
+        heads: heads as i32,
+        kv_heads: kv_heads as i32,
+        head_dim: d as i32,
+        value_dim: dv as i32,
+        seqlen_q: sq as i32,
+        seqlen_k: sk as i32,
+        feature_map: ffi::cuattn_feature_map::CUATTN_FEATURE_FAVOR,
+        num_features: m as i32,
+        maybe_projection: projection.raw_address().cast_const().cast(),
+        causal: 1,
+        eps: 1e-6,
+        maybe_state: ffi::cuattn_linear_state_view {
+            s: std::ptr::null_mut(),
+            z: std::ptr::null_mut(),
+            key_max: std::ptr::null_mut(),
+        },
+        workspace: std::ptr::null_mut(),
+        dtype: ffi::cuattn_dtype::CUATTN_DTYPE_BF16,
+    };
+    let plan = |p: &ffi::cuattn_linear_attention_params| {
+        let mut bytes = -1i64;
+        // SAFETY: p is a live params struct; the planner reads its shape fields only.
+        let status = unsafe { ffi::cuattn_emu_plan_linear_attention(p, &mut bytes) };
+        (status, bytes)
+    };
+    let (status, bytes) = plan(&p);
+    assert_eq!(status, Status::CUATTN_OK, "{}", common::last_error());
+    // phi(q) in bf16 over 32 padded features, 256-aligned, then the keys' FAVOR exponents in
+    // float32.
+    let phi_q = (batch * sq * heads * 32 * 2).div_ceil(256) * 256;
+    assert_eq!(bytes as usize, phi_q + batch * sk * kv_heads * 32 * 4);
+    let workspace = Tensor::<f32>::zeros(&device, &[bytes as usize / 4]).unwrap();
+    p.workspace = workspace.raw_address();
+    // SAFETY: every pointer is a live emulator buffer of the extents the params state.
+    let launch = |p: &ffi::cuattn_linear_attention_params| unsafe {
+        ffi::cuattn_emu_launch_linear_attention(p, std::ptr::null_mut())
+    };
+    assert_eq!(launch(&p), Status::CUATTN_OK, "{}", common::last_error());
+    let got = out.to_host().unwrap();
+    assert!(
+        got.iter()
+            .zip(&want)
+            .all(|(a, b)| a.to_bits() == b.to_bits()),
+        "the C launch differs from the Rust call"
+    );
+
+    // Poisoned again: a refused launch must leave it so.
+    out.copy_from_host(&vec![bf16::NAN; got.len()]).unwrap();
+    let elu1 = ffi::cuattn_feature_map::CUATTN_FEATURE_ELU1;
+    for (bad, needle, planner_too) in [
+        (
+            ffi::cuattn_linear_attention_params {
+                num_features: 0,
+                ..p
+            },
+            "num_features = 0: FAVOR takes 1..=256",
+            true,
+        ),
+        (
+            ffi::cuattn_linear_attention_params {
+                maybe_projection: std::ptr::null(),
+                ..p
+            },
+            "FAVOR needs maybe_projection",
+            false,
+        ),
+        (
+            ffi::cuattn_linear_attention_params {
+                feature_map: elu1,
+                num_features: m as i32,
+                maybe_projection: std::ptr::null(),
+                ..p
+            },
+            "num_features = 24: the elementwise feature maps have head_dim (32)",
+            true,
+        ),
+    ] {
+        assert_eq!(launch(&bad), Status::CUATTN_ERROR_INVALID_ARGUMENT);
+        let message = common::last_error();
+        println!("launch: {message}");
+        assert!(
+            message.contains("linear_attention") && message.contains(needle),
+            "`{needle}` in {message}"
+        );
+        let (status, bytes) = plan(&bad);
+        if planner_too {
+            assert_eq!(status, Status::CUATTN_ERROR_INVALID_ARGUMENT);
+            assert_eq!(bytes, 0, "a refused plan reports no workspace");
+            let message = common::last_error();
+            assert!(message.contains(needle), "plan: `{needle}` in {message}");
+        } else {
+            // The planner reads shapes only: a null projection is the launcher's to refuse.
+            assert_eq!(status, Status::CUATTN_OK);
+        }
+    }
+    assert!(
+        out.to_host().unwrap().iter().all(|x| x.is_nan()),
+        "a refused launch wrote the output"
+    );
 }

@@ -1,5 +1,5 @@
 //! Benchmarks of the attention kernels (`cuattn bench`, `cargo bench`), timed with CUDA events
-//! after an L2 flush ([`Timer`]). Three families:
+//! after an L2 flush ([`Timer`]). Four families:
 //!
 //! - prefill (this module): FlashAttention's benchmark shapes, reported in TFLOP/s of unmasked
 //!   score pairs and as a share of the card's mma.sync ceiling, measured in the same run by
@@ -9,12 +9,15 @@
 //!   run;
 //! - sparse ([`sparse`]): block-sparse attention at 16k tokens against the density of its mask,
 //!   in effective TFLOP/s of the pairs the mask leaves and as a share of the dense flash kernel's
-//!   time measured in the same run.
+//!   time measured in the same run;
+//! - linear ([`linear`]): causal linear attention from 1k to 64k tokens against the exact flash
+//!   kernel measured in the same run, with fits of its time against the length.
 //!
 //! On the emulator nothing is a performance number: only a quick run goes there (one tiny shape),
 //! to exercise the code paths.
 
 pub mod decode;
+pub mod linear;
 pub mod sparse;
 
 use std::fmt;
@@ -308,14 +311,14 @@ impl Timer {
 
 /// How many runs to time: enough for about `target_ms` of timed work, within [min, max].
 #[derive(Clone, Copy, Debug)]
-struct RunBudget {
+pub(crate) struct RunBudget {
     target_ms: f64,
     min_runs: usize,
     max_runs: usize,
 }
 
 impl RunBudget {
-    fn new(quick: bool) -> RunBudget {
+    pub(crate) fn new(quick: bool) -> RunBudget {
         if quick {
             RunBudget {
                 target_ms: 30.0,
@@ -333,7 +336,7 @@ impl RunBudget {
 
     /// (warm-up runs, timed runs) for a run estimated at `estimate_ms`. Short runs warm up
     /// longer (clocks, caches of the launch path); long runs are timed fewer times.
-    fn plan(&self, estimate_ms: f64) -> (usize, usize) {
+    pub(crate) fn plan(&self, estimate_ms: f64) -> (usize, usize) {
         let warmup = if estimate_ms < 1.0 { 3 } else { 1 };
         let wanted = (self.target_ms / estimate_ms.max(1e-3)).ceil() as usize;
         (warmup, wanted.clamp(self.min_runs, self.max_runs))

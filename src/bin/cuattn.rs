@@ -1,4 +1,5 @@
-//! The `cuattn` command: `info`, `check`, `run`, `bench`, `kv-plan` (see `cuattn --help`).
+//! The `cuattn` command: `info`, `check`, `run`, `bench`, `kv-plan`, `approx-report` (see
+//! `cuattn --help`).
 
 fn main() -> std::process::ExitCode {
     // A closed pipe (`cuattn check | head`) ends the command quietly, as it ends any Unix tool,

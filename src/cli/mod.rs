@@ -2,9 +2,11 @@
 //! reference over a grid of shapes), `run` (one kernel on .npy tensors, dense, with `--paged`
 //! over a paged KV cache, or block-sparse with `--pattern` or `--block-mask`), `bench` (prefill
 //! against the mma.sync ceiling, decode over the paged KV cache against a device-to-device copy,
-//! block-sparse attention against the dense kernel), `kv-plan` (the size of a paged KV cache for
-//! a model).
+//! block-sparse and linear attention against the dense kernel), `kv-plan` (the size of a paged KV
+//! cache for a model), `approx-report` (the approximations' errors against exact attention and
+//! their costs).
 
+mod approx_report;
 mod kv_plan;
 mod run;
 
@@ -14,6 +16,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::attention::{FlashTiles, Kernel};
 use crate::bench::decode::{DecodeConfig, DecodeReport};
+use crate::bench::linear::{LinearBenchConfig, LinearBenchKernel, LinearReport};
 use crate::bench::sparse::{SparseConfig, SparseReport};
 use crate::bench::{table_header, BenchConfig, BenchReport, EMULATOR_NOTE};
 use crate::device::{probe_cuda, CudaProbe, Device};
@@ -41,12 +44,16 @@ enum Command {
     #[command(subcommand)]
     Run(run::RunCommand),
     /// Times kernels on benchmark shapes: prefill against the card's mma.sync ceiling, decode
-    /// over the paged KV cache against a device-to-device copy, block-sparse attention against
-    /// the dense flash kernel.
+    /// over the paged KV cache against a device-to-device copy, block-sparse and causal linear
+    /// attention against the dense flash kernel.
     Bench(BenchArgs),
     /// Sizes a paged KV cache: bytes per token, pages per sequence and sequences that fit in
     /// memory, for a model's shape and its MHA and MQA counterparts.
     KvPlan(kv_plan::KvPlanArgs),
+    /// Exact attention and each approximation (windows, BigBird, linear elu1, FAVOR+) on the
+    /// same inputs: their errors against exact attention, FLOPs, bytes and (on a GPU) times.
+    #[command(long_about = approx_report::LONG_ABOUT)]
+    ApproxReport(approx_report::ApproxReportArgs),
 }
 
 /// Which device(s) to use.
@@ -96,6 +103,7 @@ pub fn main() -> ExitCode {
         Command::Run(cmd) => run::run(cmd),
         Command::Bench(args) => bench(&args),
         Command::KvPlan(args) => kv_plan::kv_plan(&args),
+        Command::ApproxReport(args) => approx_report::approx_report_command(&args),
     };
     match result {
         Ok(code) => code,
@@ -195,6 +203,10 @@ enum BenchFamily {
     /// causal, in effective TFLOP/s and as a share of the dense flash kernel's time in the same
     /// run.
     Sparse,
+    /// Causal linear attention (elu1 features) at 1k to 64k tokens, 16/16 heads, hd128, bf16,
+    /// against the exact flash kernel in the same run, with fits of its time against the length
+    /// (a line and a log-log power law).
+    Linear,
 }
 
 impl BenchFamily {
@@ -203,6 +215,7 @@ impl BenchFamily {
             BenchFamily::Prefill => "prefill",
             BenchFamily::Decode => "decode",
             BenchFamily::Sparse => "sparse",
+            BenchFamily::Linear => "linear",
         }
     }
 
@@ -216,6 +229,10 @@ impl BenchFamily {
             BenchFamily::Sparse => {
                 "the block-sparse and dense flash kernels on its own grid (16k tokens, hd128, or \
                  hd64 on the emulator)"
+            }
+            BenchFamily::Linear => {
+                "linear attention and the flash kernel on their own grid (1k to 64k tokens, hd128, \
+                 or hd64 on the emulator)"
             }
         }
     }
@@ -274,6 +291,7 @@ fn bench(args: &BenchArgs) -> Result<ExitCode> {
         BenchFamily::Prefill => bench_prefill(args, commit),
         BenchFamily::Decode => bench_decode(args, commit),
         BenchFamily::Sparse => bench_sparse(args, commit),
+        BenchFamily::Linear => bench_linear(args, commit),
     }
 }
 
@@ -503,6 +521,57 @@ fn bench_sparse(args: &BenchArgs, commit: Option<String>) -> Result<ExitCode> {
     };
     let report = crate::bench::sparse::run_sparse(&device, &config, progress)?;
     if let Some(verdict) = report.verdict() {
+        println!("target: {}", verdict.text);
+    }
+    json.finish()?;
+    Ok(bench_status(
+        report.rows.iter().filter(|r| r.error.is_some()).count(),
+    ))
+}
+
+fn bench_linear(args: &BenchArgs, commit: Option<String>) -> Result<ExitCode> {
+    let config = LinearBenchConfig {
+        quick: args.quick,
+        commit,
+    };
+    let device = args.device.open()?;
+    let mut printed: Option<usize> = None;
+    let mut json = JsonFile::new(args.json.as_deref());
+    let progress = |report: &LinearReport| {
+        let from = *printed.get_or_insert_with(|| {
+            println!(
+                "bench {} on {}{}",
+                LinearReport::FAMILY,
+                report.device,
+                commit_note(report.commit.as_deref())
+            );
+            if report.emulator {
+                println!("{EMULATOR_NOTE}: every time below is the emulator's");
+            }
+            println!(
+                "causal, bf16, elu1 features; /flash: a linear row's time over the flash row's of \
+                 the same length"
+            );
+            println!("{}", crate::bench::linear::table_header());
+            0
+        });
+        for row in &report.rows[from..] {
+            if report.emulator {
+                println!("{row}  ({EMULATOR_NOTE})");
+            } else {
+                println!("{row}");
+            }
+        }
+        printed = Some(report.rows.len());
+        json.write(&report.to_json());
+    };
+    let report = crate::bench::linear::run_linear(&device, &config, progress)?;
+    for kernel in [LinearBenchKernel::Linear, LinearBenchKernel::Flash] {
+        if let Some(fit) = report.fit(kernel) {
+            println!("fit: {}: {fit}", kernel.name());
+        }
+    }
+    for verdict in report.verdicts() {
         println!("target: {}", verdict.text);
     }
     json.finish()?;

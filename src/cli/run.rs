@@ -4,6 +4,7 @@
 //! instead of a dense kernel (`paged`); with `--pattern` or `--block-mask` through block-sparse
 //! attention (`sparse`); the outputs in the same layouts.
 
+mod linear;
 mod lowrank;
 mod paged;
 mod sparse;
@@ -32,6 +33,9 @@ pub enum RunCommand {
     /// Low-rank (Linformer) attention: k and v projected along the sequence by E and F, then
     /// softmax(scale * q (E k)^T) (F v); non-causal.
     Lowrank(Box<lowrank::LowrankArgs>),
+    /// Linear (kernel-based) attention: a feature map phi replaces softmax (elu1, relu, or
+    /// FAVOR+ random features), out_i = phi(q_i)^T S / (phi(q_i)^T z + eps).
+    Linear(Box<linear::LinearArgs>),
 }
 
 /// The element type the kernel computes in.
@@ -353,6 +357,7 @@ pub fn run(cmd: RunCommand) -> Result<ExitCode> {
     match cmd {
         RunCommand::Attention(args) => run_attention(&args),
         RunCommand::Lowrank(args) => lowrank::run(&args),
+        RunCommand::Linear(args) => linear::run_linear(&args),
     }
 }
 
