@@ -30,10 +30,12 @@ set -euo pipefail
 
 # Test binaries that exercise kernels on every device present (the GPU among them): the attention
 # kernels, the primitives, the C API, the paged KV cache and paged attention over it (decode,
-# split-KV, cascade), streams and CUDA graphs, the emulator's own checks, the fuzzer, low-rank
-# (Linformer) attention.
+# split-KV, cascade), streams and CUDA graphs, the emulator's own checks, the fuzzer, block-sparse
+# attention, linear attention (chunked causal, the state, FAVOR+) and low-rank (Linformer)
+# attention.
 GPU_TESTS=(attention_flash flash_head_dim_features attention_mma_simple attention_naive primitives
-  capi kv_cache paged_attention emulator streams flash_fuzz lowrank_attention)
+  capi kv_cache paged_attention emulator streams flash_fuzz block_sparse linear_attention
+  lowrank_attention)
 # Tuning variants (build.rs's CUATTN_FLASH_TUNE:
 # <tile>:<m tiles>,<key tile>,<stages>[,<warps>[,<schedule>[,<fma exp2>[,<paired>]]]], schedule 1
 # ping-pong, 2 pipelined; fma exp2 the quarters of the scores whose exp2 runs on the FMA pipe;

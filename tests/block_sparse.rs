@@ -119,7 +119,14 @@ impl Case {
 /// Runs `case` on the emulator with the memory checker on, outputs poisoned, and compares out
 /// and LSE with the reference under the block matrix's element mask.
 fn check<T: Element>(case: &Case) {
-    let device = Device::emulator();
+    for device in common::devices() {
+        check_on::<T>(&device, case);
+    }
+}
+
+/// [`check`] on one device (the emulator with its memory checker on).
+fn check_on<T: Element>(device: &Device, case: &Case) {
+    let device = device.clone();
     let _memcheck = MemcheckSetting::new(true);
     let mut rng = StdRng::seed_from_u64(case.seed);
     let q_shape = [case.batch, case.seqlen_q, case.heads, case.head_dim];

@@ -79,7 +79,14 @@ fn favor(device: &Device, m: usize, head_dim: usize, seed: u64) -> (FavorFeature
 
 /// Runs a dense case (output poisoned first) and compares it with the reference.
 fn check<T: Element>(c: &Case) {
-    let device = Device::emulator();
+    for device in common::devices() {
+        check_on::<T>(&device, c);
+    }
+}
+
+/// [`check`] on one device (the emulator with its memory checker on).
+fn check_on<T: Element>(device: &Device, c: &Case) {
+    let device = device.clone();
     let _memcheck = MemcheckSetting::new(true);
     let mut rng = StdRng::seed_from_u64(c.seed);
     let q_shape = [c.batch, c.seqlen_q, c.heads, c.head_dim];
