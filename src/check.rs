@@ -16,7 +16,7 @@ use crate::emu::{Traffic, TrafficRecorder};
 use crate::error::{Error, Result};
 use crate::json::{json_number, json_string};
 use crate::reference::{self, AttentionProblem, Varlen};
-use crate::tensor::{DType, Element, Tensor};
+use crate::tensor::{AttentionElement, DType, Element, Tensor};
 
 /// How q, k and v are laid out in memory.
 #[derive(Clone, Debug, PartialEq)]
@@ -839,7 +839,7 @@ fn recorded(traffic: bool, launch: impl FnOnce() -> Result<()>) -> Result<Option
 /// Runs `kernel` on the prepared inputs in the case's layout (outputs NaN-poisoned first);
 /// returns out and LSE as f64 in the reference's layouts, and the launch's traffic when
 /// `traffic` is set. Buffers are labeled "q", "k", "v" (or "qkv"), "out" and "lse".
-fn run_typed<T: Element>(
+fn run_typed<T: AttentionElement>(
     device: &Device,
     kernel: Kernel,
     case: &AttentionCase,

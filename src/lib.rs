@@ -51,4 +51,4 @@ pub use error::{Error, Result};
 pub use kv_cache::{
     KvCacheConfig, KvCacheStats, KvLayout, PagedKvCache, PagedKvView, SeqId, StepPlan, StepTables,
 };
-pub use tensor::{DType, Element, Tensor};
+pub use tensor::{AttentionElement, DType, Element, Tensor};

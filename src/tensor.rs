@@ -46,9 +46,34 @@ impl DType {
     }
 }
 
-/// A scalar type that tensors hold.
+/// Keeps [`Element`] closed: the kernels trust `Element::DTYPE` and the element's size, so a type
+/// outside cuattn implementing it could make them read past a buffer.
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for half::f16 {}
+    impl Sealed for half::bf16 {}
+    impl Sealed for f32 {}
+    impl Sealed for i32 {}
+}
+
+/// A scalar type that tensors hold: f16, bf16, f32 and i32. Sealed: the launch paths trust its
+/// `DTYPE` and size, so no type outside cuattn implements it.
+///
+/// ```compile_fail
+/// use cudarc::driver::{DeviceRepr, ValidAsZeroBits};
+///
+/// #[derive(Clone, Copy, Default, Debug)]
+/// struct Wide(u64);
+/// unsafe impl DeviceRepr for Wide {}
+/// unsafe impl ValidAsZeroBits for Wide {}
+/// impl cuattn::Element for Wide {
+///     const DTYPE: cuattn::DType = cuattn::DType::BF16; // a lie the kernels would believe
+///     fn to_f64(self) -> f64 { 0.0 }
+///     fn from_f64(_: f64) -> Self { Wide(0) }
+/// }
+/// ```
 pub trait Element:
-    DeviceRepr + ValidAsZeroBits + Copy + Default + Send + Sync + fmt::Debug + 'static
+    sealed::Sealed + DeviceRepr + ValidAsZeroBits + Copy + Default + Send + Sync + fmt::Debug + 'static
 {
     const DTYPE: DType;
     /// Exact widening to f64.
@@ -56,6 +81,21 @@ pub trait Element:
     /// Rounding (to nearest even) from f64.
     fn from_f64(x: f64) -> Self;
 }
+
+/// The element types attention computes in, f16 and bf16: an attention call on f32 or i32 tensors
+/// is a compile error, not a run-time one.
+///
+/// ```compile_fail
+/// use cuattn::{attention, AttentionOptions, Device, Kernel, Tensor};
+///
+/// let device = Device::emulator();
+/// let q = Tensor::<f32>::zeros(&device, &[1, 8, 1, 64]).unwrap();
+/// let _ = attention(Kernel::Naive, &q, &q, &q, &AttentionOptions::default());
+/// ```
+pub trait AttentionElement: Element {}
+
+impl AttentionElement for f16 {}
+impl AttentionElement for bf16 {}
 
 impl Element for f16 {
     const DTYPE: DType = DType::F16;

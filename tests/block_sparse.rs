@@ -13,7 +13,9 @@ use cuattn::sparse::{
     block_sparse_attention, block_sparse_attention_into, block_sparse_attention_varlen_into,
     BlockMask, BlockMatrix, Pattern,
 };
-use cuattn::{attention_into, AttentionOptions, Device, Element, Kernel, Tensor, VarlenBatch};
+use cuattn::{
+    attention_into, AttentionElement, AttentionOptions, Device, Kernel, Tensor, VarlenBatch,
+};
 use half::{bf16, f16};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -118,14 +120,14 @@ impl Case {
 
 /// Runs `case` on the emulator with the memory checker on, outputs poisoned, and compares out
 /// and LSE with the reference under the block matrix's element mask.
-fn check<T: Element>(case: &Case) {
+fn check<T: AttentionElement>(case: &Case) {
     for device in common::devices() {
         check_on::<T>(&device, case);
     }
 }
 
 /// [`check`] on one device (the emulator with its memory checker on).
-fn check_on<T: Element>(device: &Device, case: &Case) {
+fn check_on<T: AttentionElement>(device: &Device, case: &Case) {
     let device = device.clone();
     let _memcheck = MemcheckSetting::new(true);
     let mut rng = StdRng::seed_from_u64(case.seed);

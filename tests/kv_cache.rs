@@ -8,7 +8,9 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use cuattn::{DType, Device, Element, Error, KvCacheConfig, KvLayout, PagedKvCache, SeqId, Tensor};
+use cuattn::{
+    AttentionElement, DType, Device, Error, KvCacheConfig, KvLayout, PagedKvCache, SeqId, Tensor,
+};
 use half::{bf16, f16};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -79,7 +81,7 @@ impl ModelSeq {
     }
 }
 
-struct Harness<T: Element> {
+struct Harness<T: AttentionElement> {
     device: Device,
     cache: PagedKvCache,
     model: BTreeMap<SeqId, ModelSeq>,
@@ -90,7 +92,7 @@ struct Harness<T: Element> {
     _t: std::marker::PhantomData<T>,
 }
 
-impl<T: Element> Harness<T> {
+impl<T: AttentionElement> Harness<T> {
     fn new(device: &Device, config: KvCacheConfig, seed: u64) -> Self {
         let mut rng = StdRng::seed_from_u64(seed);
         let prompts = (0..4)

@@ -13,7 +13,7 @@ use cuattn::approx::{
     LinearOptions, LinearState, LinearWorkspace,
 };
 use cuattn::reference::{self, LinearFeature};
-use cuattn::{Device, Element, Tensor, VarlenBatch};
+use cuattn::{AttentionElement, Device, Tensor, VarlenBatch};
 use half::{bf16, f16};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -58,12 +58,12 @@ impl Case {
     }
 }
 
-fn upload<T: Element>(device: &Device, x: &[f64], shape: &[usize]) -> Tensor<T> {
+fn upload<T: AttentionElement>(device: &Device, x: &[f64], shape: &[usize]) -> Tensor<T> {
     let data: Vec<T> = x.iter().map(|&v| T::from_f64(v)).collect();
     Tensor::from_host(device, &data, shape).unwrap()
 }
 
-fn host<T: Element>(t: &Tensor<T>) -> Vec<f64> {
+fn host<T: AttentionElement>(t: &Tensor<T>) -> Vec<f64> {
     t.to_host().unwrap().iter().map(|x| x.to_f64()).collect()
 }
 
@@ -78,14 +78,14 @@ fn favor(device: &Device, m: usize, head_dim: usize, seed: u64) -> (FavorFeature
 }
 
 /// Runs a dense case (output poisoned first) and compares it with the reference.
-fn check<T: Element>(c: &Case) {
+fn check<T: AttentionElement>(c: &Case) {
     for device in common::devices() {
         check_on::<T>(&device, c);
     }
 }
 
 /// [`check`] on one device (the emulator with its memory checker on).
-fn check_on<T: Element>(device: &Device, c: &Case) {
+fn check_on<T: AttentionElement>(device: &Device, c: &Case) {
     let device = device.clone();
     let _memcheck = MemcheckSetting::new(true);
     let mut rng = StdRng::seed_from_u64(c.seed);

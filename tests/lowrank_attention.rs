@@ -17,7 +17,7 @@ use cuattn::approx::{
     lowrank_attention, lowrank_attention_into, lowrank_project_into, LowrankWorkspace, Projection,
 };
 use cuattn::reference::{self, AttentionProblem, LowrankProjection};
-use cuattn::{flash_attention, AttentionOptions, DType, Device, Element, Tensor};
+use cuattn::{flash_attention, AttentionElement, AttentionOptions, DType, Device, Tensor};
 use half::{bf16, f16};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -27,13 +27,13 @@ fn random(rng: &mut StdRng, n: usize) -> Vec<f64> {
 }
 
 /// `x` as the kernels see it: rounded to T (nearest even), widened exactly.
-fn rounded<T: Element>(x: &[f64]) -> Vec<f64> {
+fn rounded<T: AttentionElement>(x: &[f64]) -> Vec<f64> {
     x.iter().map(|&v| T::from_f64(v).to_f64()).collect()
 }
 
 /// float32 values rounded to T (nearest even) as the kernels round them, widened exactly. Not
 /// through `T::from_f64`: half's `bf16::from_f64` (2.7) misrounds values just past a tie.
-fn rounded_from_f32<T: Element>(x: &[f32]) -> Vec<f64> {
+fn rounded_from_f32<T: AttentionElement>(x: &[f32]) -> Vec<f64> {
     x.iter()
         .map(|&v| match T::DTYPE {
             DType::BF16 => bf16::from_f32(v).to_f64(),
@@ -42,16 +42,16 @@ fn rounded_from_f32<T: Element>(x: &[f32]) -> Vec<f64> {
         .collect()
 }
 
-fn upload<T: Element>(device: &Device, x: &[f64], shape: &[usize]) -> Tensor<T> {
+fn upload<T: AttentionElement>(device: &Device, x: &[f64], shape: &[usize]) -> Tensor<T> {
     let data: Vec<T> = x.iter().map(|&v| T::from_f64(v)).collect();
     Tensor::from_host(device, &data, shape).unwrap()
 }
 
-fn host<T: Element>(t: &Tensor<T>) -> Vec<f64> {
+fn host<T: AttentionElement>(t: &Tensor<T>) -> Vec<f64> {
     t.to_host().unwrap().iter().map(|x| x.to_f64()).collect()
 }
 
-fn poisoned<T: Element>(device: &Device, shape: &[usize]) -> Tensor<T> {
+fn poisoned<T: AttentionElement>(device: &Device, shape: &[usize]) -> Tensor<T> {
     Tensor::full(device, shape, T::from_f64(f64::NAN)).unwrap()
 }
 
@@ -94,7 +94,7 @@ struct ProjectionCase {
 /// (arch/mma.cuh, emulator and tensor cores), and the float32 additions of at most 17 of them
 /// add under 2^-19 S more. An element taken from the wrong place or a tile edge handled wrong
 /// misses by O(|products|), as does a P element rounded otherwise than to nearest even.
-fn check_projection<T: Element>(device: &Device, c: &ProjectionCase, seed: u64) {
+fn check_projection<T: AttentionElement>(device: &Device, c: &ProjectionCase, seed: u64) {
     let _memcheck = MemcheckSetting::new(true);
     let mut rng = StdRng::seed_from_u64(seed);
     let x_shape = [c.batch, c.seqlen_k, c.kv_heads, c.head_dim];
@@ -261,7 +261,7 @@ struct Outcome {
 /// Runs a case, outputs poisoned first, on q uniform in [-1, 1) and k and v uniform in
 /// [-kv_range, kv_range), with random E and F, and computes the f64 definition on the inputs
 /// rounded to T and on E and F as given (float32, not rounded).
-fn run<T: Element>(device: &Device, c: &Case, seed: u64, kv_range: f64) -> Outcome {
+fn run<T: AttentionElement>(device: &Device, c: &Case, seed: u64, kv_range: f64) -> Outcome {
     let _memcheck = MemcheckSetting::new(true);
     let mut rng = StdRng::seed_from_u64(seed);
     let q_shape = [c.batch, c.seqlen_q, c.heads, c.head_dim];
@@ -327,7 +327,7 @@ fn run<T: Element>(device: &Device, c: &Case, seed: u64, kv_range: f64) -> Outco
 /// K' and V' then have the usual magnitude, and since rounding errors are relative, the check is
 /// as tight as the flash kernel's own. `long_sequences_match_bf16_arithmetic` checks unscaled
 /// inputs by FlashAttention's rule instead.
-fn check<T: Element>(device: &Device, c: &Case, seed: u64) {
+fn check<T: AttentionElement>(device: &Device, c: &Case, seed: u64) {
     let run = run::<T>(device, c, seed, 1.0 / c.gain().max(1.0));
     let tol = tolerance(T::DTYPE);
     if let Err(m) = reference::compare(&run.out, &run.want.out, tol, tol) {
@@ -385,7 +385,7 @@ fn head_dims_k_proj_scale_and_softcap() {
 /// FlashAttention's rule: E and F rounded to T, each product's result (K', V', the scores, the
 /// output) rounded to T from an exact sum, the softmax of the rounded scores rounded to T, and the
 /// LSE of the rounded scores rounded to T. No softcap.
-fn naive_same_precision<T: Element>(c: &Case, run: &Outcome) -> (Vec<f64>, Vec<f64>) {
+fn naive_same_precision<T: AttentionElement>(c: &Case, run: &Outcome) -> (Vec<f64>, Vec<f64>) {
     let dims = (c.batch, c.seqlen_k, c.kv_heads, c.head_dim);
     let project = |x: &[f64], p: &Projection| {
         let values = rounded_from_f32::<T>(p.values());

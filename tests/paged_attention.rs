@@ -10,9 +10,9 @@ use common::{random, rounded, to_t, tolerance};
 use cuattn::reference::{self, AttentionProblem};
 use cuattn::{
     cascade_attention_into, merge_states, merge_states_in_place, paged_attention,
-    paged_attention_into, paged_attention_view_into, AttentionOptions, CascadePlan, DType, Device,
-    Element, KvCacheConfig, KvLayout, PagedAttentionPlan, PagedKvCache, PagedKvView, PagedQueries,
-    SharedPrefix, SplitKv, Tensor,
+    paged_attention_into, paged_attention_view_into, AttentionElement, AttentionOptions,
+    CascadePlan, DType, Device, KvCacheConfig, KvLayout, PagedAttentionPlan, PagedKvCache,
+    PagedKvView, PagedQueries, SharedPrefix, SplitKv, Tensor,
 };
 use half::{bf16, f16};
 use rand::rngs::StdRng;
@@ -153,7 +153,7 @@ fn reference_of(c: &Case, h: &Host, q: &[f64]) -> (Vec<f64>, Vec<f64>) {
 }
 
 /// Device copies of a case's pools and tables, and the view over them.
-struct DeviceCase<T: Element> {
+struct DeviceCase<T: AttentionElement> {
     k_pool: Tensor<T>,
     v_pool: Tensor<T>,
     block_table: Tensor<i32>,
@@ -161,7 +161,7 @@ struct DeviceCase<T: Element> {
     cu_seqlens_q: Tensor<i32>,
 }
 
-impl<T: Element> DeviceCase<T> {
+impl<T: AttentionElement> DeviceCase<T> {
     fn new(device: &Device, c: &Case, h: &Host) -> DeviceCase<T> {
         let mut cu = vec![0i32];
         for s in &c.seqs {
@@ -228,7 +228,7 @@ impl<T: Element> DeviceCase<T> {
 }
 
 /// Runs a case on `device` with `plan`, returning (out, lse) as f64.
-fn run_case<T: Element>(
+fn run_case<T: AttentionElement>(
     device: &Device,
     c: &Case,
     plan: &mut PagedAttentionPlan,
@@ -266,12 +266,12 @@ fn run_case<T: Element>(
 }
 
 /// Runs a case and checks it against the reference (q rounded to T first).
-fn check<T: Element>(device: &Device, c: &Case) {
+fn check<T: AttentionElement>(device: &Device, c: &Case) {
     let mut plan = PagedAttentionPlan::new(device, c.split).unwrap();
     check_with::<T>(device, c, &mut plan);
 }
 
-fn check_with<T: Element>(device: &Device, c: &Case, plan: &mut PagedAttentionPlan) {
+fn check_with<T: AttentionElement>(device: &Device, c: &Case, plan: &mut PagedAttentionPlan) {
     let h = build_host(c);
     let (out, lse) = run_case::<T>(device, c, plan);
     let mut hr = h;

@@ -7,7 +7,7 @@ use rand::{Rng, SeedableRng};
 use crate::device::{Device, ForeignStreams};
 use crate::error::{Error, Result};
 use crate::ffi;
-use crate::tensor::{Element, Tensor};
+use crate::tensor::{AttentionElement, Element, Tensor};
 
 /// Added to every denominator: `out = phi(q)^T S / (phi(q)^T z + eps)`.
 pub const DEFAULT_EPS: f32 = 1e-6;
@@ -292,7 +292,7 @@ impl LinearState {
     /// to their own, causally; out `[batch, n, heads, value_dim]`. The new keys then join the
     /// state.
     #[allow(clippy::too_many_arguments)]
-    pub fn step<T: Element>(
+    pub fn step<T: AttentionElement>(
         &mut self,
         q: &Tensor<T>,
         k: &Tensor<T>,
@@ -314,7 +314,7 @@ impl LinearState {
 /// Linear attention on dense q `[batch, seqlen_q, heads, head_dim]`, k `[batch, seqlen_k,
 /// kv_heads, head_dim]`, v `[batch, seqlen_k, kv_heads, value_dim]`, allocating the output
 /// `[batch, seqlen_q, heads, value_dim]` and the workspace.
-pub fn linear_attention<T: Element>(
+pub fn linear_attention<T: AttentionElement>(
     q: &Tensor<T>,
     k: &Tensor<T>,
     v: &Tensor<T>,
@@ -332,7 +332,7 @@ pub fn linear_attention<T: Element>(
 
 /// [`linear_attention`] into `out`, with a workspace kept across calls (allocating only when it
 /// must grow); never synchronizes.
-pub fn linear_attention_into<T: Element>(
+pub fn linear_attention_into<T: AttentionElement>(
     q: &Tensor<T>,
     k: &Tensor<T>,
     v: &Tensor<T>,
@@ -347,7 +347,7 @@ pub fn linear_attention_into<T: Element>(
 /// `[total_k, kv_heads, head_dim]`, v `[total_k, kv_heads, value_dim]`, out `[total_q, heads,
 /// value_dim]`.
 #[allow(clippy::too_many_arguments)]
-pub fn linear_attention_varlen_into<T: Element>(
+pub fn linear_attention_varlen_into<T: AttentionElement>(
     q: &Tensor<T>,
     k: &Tensor<T>,
     v: &Tensor<T>,

@@ -12,7 +12,7 @@ use crate::attention::{
 use crate::device::{Device, ForeignStreams};
 use crate::error::{Error, Result};
 use crate::ffi;
-use crate::tensor::{Element, Tensor};
+use crate::tensor::{AttentionElement, Element, Tensor};
 
 /// Elements in 16 bytes: the projection kernel copies rows of k, v and its output in 16-byte
 /// chunks, so their offsets and strides are multiples of this.
@@ -219,7 +219,7 @@ impl<T: Element> LowrankWorkspace<T> {
 /// k_proj, as in Linformer (the attention needs as many values as keys). The projections round E
 /// and F to the element type (bf16 or f16 operands, float32 accumulation, as attention's own
 /// products) and K' and V' to it.
-pub fn lowrank_attention<T: Element>(
+pub fn lowrank_attention<T: AttentionElement>(
     q: &Tensor<T>,
     k: &Tensor<T>,
     v: &Tensor<T>,
@@ -239,7 +239,7 @@ pub fn lowrank_attention<T: Element>(
 /// (allocating only when it must grow); never synchronizes. Every argument is checked before
 /// anything is launched.
 #[allow(clippy::too_many_arguments)]
-pub fn lowrank_attention_into<T: Element>(
+pub fn lowrank_attention_into<T: AttentionElement>(
     q: &Tensor<T>,
     k: &Tensor<T>,
     v: &Tensor<T>,
@@ -328,7 +328,7 @@ pub fn lowrank_attention_into<T: Element>(
 /// kernel (P rounded to the element type, float32 accumulation, out rounded to the element
 /// type). Rows 16-byte aligned (offsets and strides multiples of 8 elements); never
 /// synchronizes.
-pub fn lowrank_project_into<T: Element>(
+pub fn lowrank_project_into<T: AttentionElement>(
     x: &Tensor<T>,
     projection: &Projection,
     out: &Tensor<T>,

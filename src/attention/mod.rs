@@ -8,7 +8,7 @@ mod validate;
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::ffi;
-use crate::tensor::{Element, Tensor};
+use crate::tensor::{AttentionElement, Element, Tensor};
 
 pub(crate) use launch::cuda_launcher;
 #[cfg(not(cuattn_cuda))]
@@ -317,7 +317,7 @@ impl VarlenBatch {
 
 /// Runs `kernel` on dense q [batch, seqlen_q, heads, head_dim], k/v [batch, seqlen_k, kv_heads,
 /// head_dim], allocating the outputs.
-pub fn attention<T: Element>(
+pub fn attention<T: AttentionElement>(
     kernel: Kernel,
     q: &Tensor<T>,
     k: &Tensor<T>,
@@ -338,7 +338,7 @@ pub fn attention<T: Element>(
 /// capture, or the call fails naming it. Tensors are made before the capture (`Tensor`
 /// constructors refuse a capturing stream), and one call of the kind is best made before it too,
 /// so that the kernel loads outside the capture.
-pub fn attention_into<T: Element>(
+pub fn attention_into<T: AttentionElement>(
     kernel: Kernel,
     q: &Tensor<T>,
     k: &Tensor<T>,
@@ -362,7 +362,7 @@ pub fn attention_into<T: Element>(
 
 /// Variable-length attention: q/out packed [total_q, heads, head_dim], k/v [total_k, kv_heads,
 /// head_dim], sequences delimited by `batch`. LSE is [heads, total_q].
-pub fn attention_varlen<T: Element>(
+pub fn attention_varlen<T: AttentionElement>(
     kernel: Kernel,
     q: &Tensor<T>,
     k: &Tensor<T>,
@@ -377,7 +377,7 @@ pub fn attention_varlen<T: Element>(
 
 /// `attention_varlen` into caller-provided outputs; allocates nothing.
 #[allow(clippy::too_many_arguments)]
-pub fn attention_varlen_into<T: Element>(
+pub fn attention_varlen_into<T: AttentionElement>(
     kernel: Kernel,
     q: &Tensor<T>,
     k: &Tensor<T>,
@@ -402,7 +402,7 @@ pub fn attention_varlen_into<T: Element>(
 
 /// `attention(Kernel::Flash, ...)`: the prefill kernel, for dense q [batch, seqlen_q, heads,
 /// head_dim] and k/v [batch, seqlen_k, kv_heads, head_dim]; rows must be 16-byte aligned.
-pub fn flash_attention<T: Element>(
+pub fn flash_attention<T: AttentionElement>(
     q: &Tensor<T>,
     k: &Tensor<T>,
     v: &Tensor<T>,
@@ -412,7 +412,7 @@ pub fn flash_attention<T: Element>(
 }
 
 /// `attention_varlen(Kernel::Flash, ...)`: packed variable-length sequences.
-pub fn flash_attention_varlen<T: Element>(
+pub fn flash_attention_varlen<T: AttentionElement>(
     q: &Tensor<T>,
     k: &Tensor<T>,
     v: &Tensor<T>,
@@ -423,7 +423,7 @@ pub fn flash_attention_varlen<T: Element>(
 }
 
 /// `attention(Kernel::Naive, ...)`: the baseline kernel.
-pub fn attention_naive<T: Element>(
+pub fn attention_naive<T: AttentionElement>(
     q: &Tensor<T>,
     k: &Tensor<T>,
     v: &Tensor<T>,
@@ -457,7 +457,7 @@ impl AttentionParams {
     /// heads, head_dim]`, k and v `[batch, seqlen_k, kv_heads, head_dim]`) and options, checked as
     /// [`attention`] checks them; the pointers are null and the strides 0. Enough for
     /// [`flash_plan`]; a caller that launches through the C API fills in the rest.
-    pub fn dense_shape<T: Element>(
+    pub fn dense_shape<T: AttentionElement>(
         q_shape: &[usize],
         k_shape: &[usize],
         opts: &AttentionOptions,

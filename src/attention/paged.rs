@@ -8,7 +8,7 @@ use crate::device::{Device, ForeignStreams};
 use crate::error::{check_status, Error, Result};
 use crate::ffi;
 use crate::kv_cache::{PagedKvCache, PagedKvView, StepPlan};
-use crate::tensor::{Element, Tensor};
+use crate::tensor::{AttentionElement, Element, Tensor};
 
 use super::{validate, AttentionOptions, AttentionOutput};
 
@@ -394,7 +394,7 @@ fn on_device(
 /// Paged attention over `cache`'s `layer` for `step`'s new tokens, allocating the outputs and a
 /// plan (split chosen for the device): q packed `[step.num_tokens(), heads, head_dim]` in the
 /// step's order, the new tokens already appended. Output like q; LSE `[num_tokens, heads]`.
-pub fn paged_attention<T: Element>(
+pub fn paged_attention<T: AttentionElement>(
     q: &Tensor<T>,
     cache: &PagedKvCache,
     layer: usize,
@@ -424,7 +424,7 @@ pub fn paged_attention<T: Element>(
 /// [`paged_attention`] into given outputs with a plan made outside the hot loop: allocates
 /// nothing once the plan's workspace is large enough (see [`PagedAttentionPlan`]).
 #[allow(clippy::too_many_arguments)]
-pub fn paged_attention_into<T: Element>(
+pub fn paged_attention_into<T: AttentionElement>(
     q: &Tensor<T>,
     cache: &PagedKvCache,
     layer: usize,
@@ -440,7 +440,7 @@ pub fn paged_attention_into<T: Element>(
 }
 
 /// Paged attention over any view (an engine's own pools and tables, or the cache's).
-pub fn paged_attention_view_into<T: Element>(
+pub fn paged_attention_view_into<T: AttentionElement>(
     q: &Tensor<T>,
     kv: &PagedKvView<'_>,
     queries: &PagedQueries<'_>,
@@ -778,7 +778,7 @@ pub(crate) unsafe fn run_raw(
 /// (each normalized over its own keys, LSE natural-log) into the result over both, allocating
 /// it. o: `[tokens, heads, head_dim]` (head dim a multiple of 8, rows 16-byte aligned); LSE
 /// float32 `[tokens, heads]`. A part with LSE -inf (no keys) contributes nothing.
-pub fn merge_states<T: Element>(
+pub fn merge_states<T: AttentionElement>(
     o_a: &Tensor<T>,
     lse_a: &Tensor<f32>,
     o_b: &Tensor<T>,
@@ -797,7 +797,7 @@ pub fn merge_states<T: Element>(
 }
 
 /// [`merge_states`] into given outputs (the LSE optional); allocates nothing.
-pub fn merge_states_into<T: Element>(
+pub fn merge_states_into<T: AttentionElement>(
     o_a: &Tensor<T>,
     lse_a: &Tensor<f32>,
     o_b: &Tensor<T>,
@@ -809,7 +809,7 @@ pub fn merge_states_into<T: Element>(
 }
 
 /// [`merge_states`] in place: `(o, lse)` becomes the merge of itself with `(o_b, lse_b)`.
-pub fn merge_states_in_place<T: Element>(
+pub fn merge_states_in_place<T: AttentionElement>(
     o: &mut Tensor<T>,
     lse: &mut Tensor<f32>,
     o_b: &Tensor<T>,
@@ -1091,7 +1091,7 @@ impl<T: Element> CascadePlan<T> {
 /// makes one that does), so that causal masks leave it whole; a sliding window is refused (the
 /// prefix pass sees the whole prefix). Allocates only when the plan's buffers must grow.
 #[allow(clippy::too_many_arguments)]
-pub fn cascade_attention_into<T: Element>(
+pub fn cascade_attention_into<T: AttentionElement>(
     q: &Tensor<T>,
     cache: &PagedKvCache,
     layer: usize,

@@ -23,7 +23,7 @@ use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::npy::{self, NpyArray};
 use crate::sparse::{BlockMatrix, Pattern};
-use crate::tensor::{Element, Tensor};
+use crate::tensor::{AttentionElement, Element, Tensor};
 
 #[derive(Subcommand)]
 pub enum RunCommand {
@@ -539,7 +539,7 @@ fn read_offsets(arg: &'static str, path: &Path) -> Result<Vec<i32>> {
 /// `[total_k, kv_heads, head_dim]`, checked before a run builds anything from its lengths:
 /// ranks, head dims, heads and kv_heads and the options as the dense run checks them, and the
 /// offsets against the packed rows.
-fn varlen_batch<T: Element>(
+fn varlen_batch<T: AttentionElement>(
     device: &Device,
     q: &NpyArray,
     k: &NpyArray,
@@ -597,7 +597,12 @@ fn upload<T: Element>(device: &Device, a: &NpyArray) -> Result<Tensor<T>> {
 }
 
 impl Run<'_> {
-    fn execute<T: Element>(&self, q: &NpyArray, k: &NpyArray, v: &NpyArray) -> Result<Outputs> {
+    fn execute<T: AttentionElement>(
+        &self,
+        q: &NpyArray,
+        k: &NpyArray,
+        v: &NpyArray,
+    ) -> Result<Outputs> {
         let upload = |a: &NpyArray| upload::<T>(self.device, a);
         let (q, k, v) = (upload(q)?, upload(k)?, upload(v)?);
         let result = match self.cu_seqlens {

@@ -11,7 +11,7 @@ use half::{bf16, f16};
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::ffi;
-use crate::tensor::{DType, Element, Tensor};
+use crate::tensor::{AttentionElement, DType, Tensor};
 
 pub(crate) use launch::NewRows;
 use manager::{Manager, Request};
@@ -622,7 +622,7 @@ impl PagedKvCache {
     /// `[plan.num_tokens(), kv_heads, head_dim]` of the cache's dtype, any row and head strides
     /// with contiguous columns, on the cache's device (another stream of its context is joined).
     /// Queued without synchronizing or allocating, so it can be captured in a CUDA graph.
-    pub fn append<T: Element>(
+    pub fn append<T: AttentionElement>(
         &mut self,
         layer: usize,
         plan: &StepPlan,
@@ -789,7 +789,11 @@ impl PagedKvCache {
 
     /// Reads the keys and values `seq` holds in `layer` back from the device pages:
     /// `[len, kv_heads, head_dim]` each, row-major (synchronizes; for tests and debugging).
-    pub fn read_sequence<T: Element>(&self, layer: usize, seq: SeqId) -> Result<(Vec<T>, Vec<T>)> {
+    pub fn read_sequence<T: AttentionElement>(
+        &self,
+        layer: usize,
+        seq: SeqId,
+    ) -> Result<(Vec<T>, Vec<T>)> {
         if T::DTYPE != self.config.dtype {
             return Err(Error::invalid(
                 "T",

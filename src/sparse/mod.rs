@@ -35,7 +35,7 @@ use crate::attention::{self, AttentionOptions, AttentionOutput, VarlenBatch};
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::ffi;
-use crate::tensor::{Element, Tensor};
+use crate::tensor::{AttentionElement, Tensor};
 
 /// Block sizes are multiples of this (whole m16 tiles of query rows, k16 blocks of keys).
 pub const BLOCK_MULTIPLE: usize = 16;
@@ -751,7 +751,7 @@ fn check_grid(
 /// seqlen_k, kv_heads, head_dim]` (GQA and MQA as for [`attention::attention`]), allocating the
 /// outputs. `opts` must be the options the mask was built with (its element rule); scale,
 /// softcap and LSE as for dense attention.
-pub fn block_sparse_attention<T: Element>(
+pub fn block_sparse_attention<T: AttentionElement>(
     q: &Tensor<T>,
     k: &Tensor<T>,
     v: &Tensor<T>,
@@ -765,7 +765,7 @@ pub fn block_sparse_attention<T: Element>(
 
 /// [`block_sparse_attention`] into caller-provided outputs (as [`attention::attention_into`]):
 /// allocates nothing, never synchronizes.
-pub fn block_sparse_attention_into<T: Element>(
+pub fn block_sparse_attention_into<T: AttentionElement>(
     q: &Tensor<T>,
     k: &Tensor<T>,
     v: &Tensor<T>,
@@ -792,7 +792,7 @@ pub fn block_sparse_attention_into<T: Element>(
 /// Block-sparse attention over a packed variable-length batch (q `[total_q, heads, head_dim]`,
 /// k and v `[total_k, kv_heads, head_dim]`), into caller-provided outputs.
 #[allow(clippy::too_many_arguments)]
-pub fn block_sparse_attention_varlen_into<T: Element>(
+pub fn block_sparse_attention_varlen_into<T: AttentionElement>(
     q: &Tensor<T>,
     k: &Tensor<T>,
     v: &Tensor<T>,

@@ -18,7 +18,7 @@ use crate::cli::DeviceChoice;
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::npy::{self, NpyArray};
-use crate::tensor::{Element, Tensor};
+use crate::tensor::{AttentionElement, Tensor};
 
 /// The feature map phi of a run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -254,7 +254,7 @@ pub fn run_linear(args: &LinearArgs) -> Result<ExitCode> {
 /// Uploads q, k, v rounded to `T`, runs linear attention (varlen with `cu_seqlens`), and returns
 /// the output's shape and values widened to f32. The API checks every shape and names the
 /// tensor at fault.
-fn execute<T: Element>(
+fn execute<T: AttentionElement>(
     device: &Device,
     opts: &LinearOptions<'_>,
     (q, k, v): (&NpyArray, &NpyArray, &NpyArray),

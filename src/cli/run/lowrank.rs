@@ -17,7 +17,7 @@ use crate::cli::DeviceChoice;
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::npy::{self, NpyArray};
-use crate::tensor::Element;
+use crate::tensor::AttentionElement;
 
 #[derive(Args)]
 pub struct LowrankArgs {
@@ -126,7 +126,11 @@ struct Inputs<'a> {
 }
 
 impl Inputs<'_> {
-    fn execute<T: Element>(&self, device: &Device, opts: &AttentionOptions) -> Result<Outputs> {
+    fn execute<T: AttentionElement>(
+        &self,
+        device: &Device,
+        opts: &AttentionOptions,
+    ) -> Result<Outputs> {
         let projection =
             |arg: &'static str, a: &NpyArray| Projection::named(arg, device, &a.data, &a.shape);
         let (e, f) = (projection("e", self.e)?, projection("f", self.f)?);

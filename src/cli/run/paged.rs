@@ -18,7 +18,7 @@ use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::kv_cache::{KvCacheConfig, KvLayout, PagedKvCache, SeqId, StepPlan};
 use crate::npy::NpyArray;
-use crate::tensor::{Element, Tensor};
+use crate::tensor::{AttentionElement, Tensor};
 
 /// The page layout of the cache `--paged` fills.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -165,7 +165,7 @@ fn context_steps(chunks: Option<&[usize]>, seqlen_q: usize, seqlen_k: usize) -> 
 
 /// The sequences of a dense batch (q `[batch, seqlen_q, heads, head_dim]`, k and v `[batch,
 /// seqlen_k, kv_heads, head_dim]`), checked as the dense run checks them plus `--paged`'s rules.
-fn dense_sequences<T: Element>(
+fn dense_sequences<T: AttentionElement>(
     q: &NpyArray,
     k: &NpyArray,
     opts: &AttentionOptions,
@@ -197,7 +197,7 @@ fn dense_sequences<T: Element>(
 
 /// The sequences of a varlen batch (q `[total_q, heads, head_dim]`, k and v `[total_k, kv_heads,
 /// head_dim]`, offsets `cu_seqlens_q`/`cu_seqlens_k`), each split by the default rule.
-fn varlen_sequences<T: Element>(
+fn varlen_sequences<T: AttentionElement>(
     device: &Device,
     q: &NpyArray,
     k: &NpyArray,
@@ -242,7 +242,7 @@ fn varlen_sequences<T: Element>(
 
 /// Runs `--paged`: fills a cache with k and v step by step, runs paged attention for q, and
 /// returns the outputs in the dense run's layouts and a description of what ran.
-pub fn execute<T: Element>(
+pub fn execute<T: AttentionElement>(
     device: &Device,
     settings: &PagedSettings,
     opts: &AttentionOptions,
@@ -355,7 +355,7 @@ struct FilledCache {
 /// appends each sequence's keys and values: step j appends the j-th context step of every
 /// sequence that has one, packed in sequence order; the last step appends every sequence's
 /// last q_len keys, the query tokens'.
-fn fill_cache<T: Element>(
+fn fill_cache<T: AttentionElement>(
     device: &Device,
     settings: &PagedSettings,
     sequences: &[Sequence],

@@ -17,7 +17,7 @@ use crate::sparse::{
     block_sparse_attention, block_sparse_attention_varlen_into, check_block_size, BlockMask,
     BlockMatrix, Pattern,
 };
-use crate::tensor::{Element, Tensor};
+use crate::tensor::{AttentionElement, Tensor};
 
 /// Where a block-sparse run's block matrix comes from.
 pub enum MaskSource {
@@ -47,7 +47,7 @@ pub struct SparseSettings {
 /// Runs the block-sparse kernel on q, k, v (dense or, with `cu_seqlens`, a varlen batch) and
 /// returns the outputs in the dense run's layouts, with the block matrix it used (before the
 /// element rule, as `--save-block-mask` writes it), and a description of what ran.
-pub fn execute<T: Element>(
+pub fn execute<T: AttentionElement>(
     device: &Device,
     settings: &SparseSettings,
     opts: &AttentionOptions,
