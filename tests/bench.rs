@@ -178,6 +178,16 @@ fn bench_mma_rejects_a_short_output_and_bad_counts() {
         short.contains("out") && short.contains("2 blocks"),
         "{short}"
     );
+    // A stride-0 view over one float has the numel of two blocks' threads but one float behind
+    // it; a strided view skips memory between its rows.
+    let one = Tensor::<f32>::zeros(&device, &[1]).unwrap();
+    let broadcast = one.view(0, &[2 * threads], &[0]).unwrap();
+    let msg = launch_bench_mma(&broadcast, 2, 1).unwrap_err().to_string();
+    assert!(msg.contains("contiguous"), "{msg}");
+    let wide = Tensor::<f32>::zeros(&device, &[4 * threads]).unwrap();
+    let gapped = wide.view(0, &[2, threads], &[2 * threads, 1]).unwrap();
+    let msg = launch_bench_mma(&gapped, 2, 1).unwrap_err().to_string();
+    assert!(msg.contains("contiguous"), "{msg}");
     let zero = launch_bench_mma(&out, 0, 1).unwrap_err().to_string();
     assert!(zero.contains("blocks = 0"), "{zero}");
     let negative = launch_bench_mma(&out, 1, -1).unwrap_err().to_string();

@@ -389,7 +389,9 @@ pub fn bench_mma_expected(iterations: i32) -> f64 {
 /// Launches bench_mma on `out`'s device (float [blocks * threads per block]); does not wait.
 pub fn launch_bench_mma(out: &Tensor<f32>, blocks: i32, iterations: i32) -> Result<()> {
     let needed = blocks.max(0) as usize * MMA_BLOCK_THREADS;
-    if out.numel() < needed || out.strides().last().is_some_and(|&s| s != 1) {
+    // The kernel writes `needed` consecutive floats from the view's start: the view must be
+    // contiguous (a stride-0 or gapped view's numel says nothing of the memory behind it).
+    if out.numel() < needed || out.strides() != contiguous_strides(out.shape()).as_slice() {
         return Err(Error::invalid(
             "out",
             format!(
