@@ -41,7 +41,7 @@ fn prefill(c: &mut Criterion) {
             .measurement_time(Duration::from_secs(1));
     }
     for shape in &shapes {
-        let views = inputs.views(shape).expect("views of the inputs");
+        let mut views = inputs.views(shape).expect("views of the inputs");
         let causal = if shape.causal { "causal" } else { "full" };
         // Criterion's "elem/s" are flop/s here.
         group.throughput(Throughput::Elements(shape.flops() as u64));
@@ -53,7 +53,7 @@ fn prefill(c: &mut Criterion) {
                 b.iter_custom(|iters| {
                     let times = timer
                         .time(0, iters as usize, || {
-                            launch_prefill(kernel, &views, shape, None)
+                            launch_prefill(kernel, &mut views, shape, None)
                         })
                         .expect("the kernel runs");
                     Duration::from_secs_f64(times.iter().sum::<f64>() * 1e-3)

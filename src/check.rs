@@ -865,10 +865,11 @@ fn run_typed<T: AttentionElement>(
             let qt = labeled::<T>(device, q, &[rows_q, h, d], "q")?;
             let kt = labeled::<T>(device, k, &[rows_k, hk, d], "k")?;
             let vt = labeled::<T>(device, v, &[rows_k, hk, d], "v")?;
-            let out = Tensor::full(device, &[rows_q, h, d], poison)?.with_label("out")?;
+            let mut out = Tensor::full(device, &[rows_q, h, d], poison)?.with_label("out")?;
             let mut lse = Tensor::full(device, &[h, rows_q], f32::NAN)?.with_label("lse")?;
             let traffic = recorded(traffic, || {
-                attention_varlen_into(kernel, &qt, &kt, &vt, &batch, &out, Some(&mut lse), &opts)
+                let lse = Some(&mut lse);
+                attention_varlen_into(kernel, &qt, &kt, &vt, &batch, &mut out, lse, &opts)
             })?;
             (out, lse, traffic)
         }
@@ -889,10 +890,10 @@ fn run_typed<T: AttentionElement>(
             let qt = qkv.view(0, &[b, s, h, d], &strides)?;
             let kt = qkv.view(h * d, &[b, s, hk, d], &strides)?;
             let vt = qkv.view((h + hk) * d, &[b, s, hk, d], &strides)?;
-            let out = Tensor::full(device, &[b, s, h, d], poison)?.with_label("out")?;
+            let mut out = Tensor::full(device, &[b, s, h, d], poison)?.with_label("out")?;
             let mut lse = Tensor::full(device, &[b, h, s], f32::NAN)?.with_label("lse")?;
             let traffic = recorded(traffic, || {
-                attention_into(kernel, &qt, &kt, &vt, &out, Some(&mut lse), &opts)
+                attention_into(kernel, &qt, &kt, &vt, &mut out, Some(&mut lse), &opts)
             })?;
             (out, lse, traffic)
         }
@@ -903,30 +904,45 @@ fn run_typed<T: AttentionElement>(
             let (_, vt) = heads_first::<T>(device, v, [b, sk, hk, d])?;
             let (out_buffer, out) =
                 heads_first::<T>(device, &vec![f64::NAN; b * sq * h * d], [b, sq, h, d])?;
+            let (out_shape, out_strides) = (out.shape().to_vec(), out.strides().to_vec());
+            drop(out);
             let pitch = sq + LSE_PAD;
             let lse_buffer = Tensor::full(device, &[b, h, pitch], f32::NAN)?.with_label("lse")?;
-            let mut lse = lse_buffer.view(0, &[b, h, sq], &[h * pitch, pitch, 1])?;
+            let lse_strides = [h * pitch, pitch, 1];
+            // The outputs are re-viewed whole handles: a tensor a call writes is its buffer's
+            // only handle.
+            let (out_whole_shape, lse_whole_shape) = (out_buffer.shape().to_vec(), [b, h, pitch]);
+            let mut out = out_buffer
+                .into_view(0, &out_shape, &out_strides)?
+                .with_label("out")?;
+            let mut lse = lse_buffer.into_view(0, &[b, h, sq], &lse_strides)?;
             // The views share their buffers, and with them the labels.
             let qt = qt.with_label("q")?;
             let kt = kt.with_label("k")?;
             let vt = vt.with_label("v")?;
-            let out = out.with_label("out")?;
             let traffic = recorded(traffic, || {
-                attention_into(kernel, &qt, &kt, &vt, &out, Some(&mut lse), &opts)
+                attention_into(kernel, &qt, &kt, &vt, &mut out, Some(&mut lse), &opts)
             })?;
+            let contiguous = crate::tensor::contiguous_strides;
+            let out_buffer = out.into_view(0, &out_whole_shape, &contiguous(&out_whole_shape))?;
+            let lse_buffer = lse.into_view(0, &lse_whole_shape, &contiguous(&lse_whole_shape))?;
             check_padding_untouched("out", &out_buffer, ROW_PAD)?;
             check_padding_untouched("lse", &lse_buffer, LSE_PAD)?;
-            (out, lse, traffic)
+            (
+                out_buffer.view(0, &out_shape, &out_strides)?,
+                lse_buffer.view(0, &[b, h, sq], &lse_strides)?,
+                traffic,
+            )
         }
         _ => {
             let (b, sq, sk) = (case.batch, case.seqlen_q, case.seqlen_k);
             let qt = labeled::<T>(device, q, &[b, sq, h, d], "q")?;
             let kt = labeled::<T>(device, k, &[b, sk, hk, d], "k")?;
             let vt = labeled::<T>(device, v, &[b, sk, hk, d], "v")?;
-            let out = Tensor::full(device, &[b, sq, h, d], poison)?.with_label("out")?;
+            let mut out = Tensor::full(device, &[b, sq, h, d], poison)?.with_label("out")?;
             let mut lse = Tensor::full(device, &[b, h, sq], f32::NAN)?.with_label("lse")?;
             let traffic = recorded(traffic, || {
-                attention_into(kernel, &qt, &kt, &vt, &out, Some(&mut lse), &opts)
+                attention_into(kernel, &qt, &kt, &vt, &mut out, Some(&mut lse), &opts)
             })?;
             (out, lse, traffic)
         }

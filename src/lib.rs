@@ -17,6 +17,10 @@
 //! # Ok::<(), cuattn::Error>(())
 //! ```
 
+/// The cudarc this build of cuattn is made against (0.19, CUDA 13 bindings: an NVIDIA driver of
+/// the r580 series or newer), for engines that pass their own streams and buffers.
+pub use cudarc;
+
 pub mod approx;
 pub mod attention;
 pub mod bench;
@@ -27,6 +31,7 @@ pub mod cli;
 pub mod device;
 pub mod emu;
 pub mod error;
+pub mod graph;
 #[rustfmt::skip]
 #[allow(non_camel_case_types, non_upper_case_globals, non_snake_case, dead_code, clippy::all)]
 pub mod ffi;
@@ -48,6 +53,7 @@ pub use attention::{
 };
 pub use device::{probe_cuda, CudaProbe, Device};
 pub use error::{Error, Result};
+pub use graph::GraphCapture;
 pub use kv_cache::{
     KvCacheConfig, KvCacheStats, KvLayout, PagedKvCache, PagedKvView, SeqId, StepPlan, StepTables,
 };

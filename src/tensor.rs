@@ -7,7 +7,7 @@ use std::fmt;
 use std::ptr::NonNull;
 use std::sync::Arc;
 
-use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, DeviceRepr, ValidAsZeroBits};
+use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr, ValidAsZeroBits};
 use half::{bf16, f16};
 
 use crate::device::Device;
@@ -253,6 +253,38 @@ impl<T: Element> Storage<T> {
 
 /// A tensor of `T` on a device: a shape and element strides over a (possibly shared) buffer.
 /// The last dimension of tensors given to kernels must be contiguous (stride 1).
+///
+/// # Sharing and writes
+///
+/// Clones and [`view`](Tensor::view)s are further handles on the same buffer (no copy), for
+/// inputs: q, k and v may be views into one packed QKV buffer. A call that *writes* a tensor (an
+/// `out` or `lse` of the `*_into` calls, [`copy_from_host`](Tensor::copy_from_host),
+/// [`copy_from`](Tensor::copy_from)) takes it as `&mut` and requires it to be the only handle on
+/// its buffer, and refuses it otherwise, naming the argument. So while a kernel writes a buffer no
+/// other handle can read it: not a clone on another thread (on the emulator that would be a data
+/// race on host memory), and not an input of the same call. To write into part of a larger buffer,
+/// re-view the one handle with [`into_view`](Tensor::into_view) instead of keeping the parent.
+/// On a GPU, the write is recorded as a write in cudarc's per-buffer events, so work another
+/// stream queues on the buffer through cudarc is ordered after it.
+///
+/// ```
+/// use cuattn::{attention_into, AttentionOptions, Device, Kernel, Tensor};
+/// use half::f16;
+///
+/// let device = Device::emulator();
+/// let q = Tensor::full(&device, &[1, 8, 2, 64], f16::from_f32(0.5))?;
+/// let mut out = Tensor::<f16>::zeros(&device, &[1, 8, 2, 64])?;
+/// let opts = AttentionOptions::default();
+/// attention_into(Kernel::Naive, &q, &q, &q, &mut out, None, &opts)?;
+///
+/// // A clone of an output is a second handle on its buffer: the write is refused.
+/// let reader = out.clone();
+/// let err = attention_into(Kernel::Naive, &q, &q, &q, &mut out, None, &opts).unwrap_err();
+/// assert!(err.to_string().contains("`out`"), "{err}");
+/// drop(reader);
+/// attention_into(Kernel::Naive, &q, &q, &q, &mut out, None, &opts)?;
+/// # Ok::<(), cuattn::Error>(())
+/// ```
 pub struct Tensor<T: Element> {
     storage: Arc<Storage<T>>,
     device: Device,
@@ -469,6 +501,79 @@ impl<T: Element> Tensor<T> {
         })
     }
 
+    /// This handle re-viewed (no copy): like [`view`](Tensor::view), but it takes the handle,
+    /// so a tensor that is its buffer's only handle stays so and can still be written (an output
+    /// written into part of a larger buffer, read back whole afterwards).
+    pub fn into_view(self, offset: usize, shape: &[usize], strides: &[usize]) -> Result<Tensor<T>> {
+        let view = self.view(offset, shape, strides)?;
+        drop(self);
+        Ok(view)
+    }
+
+    /// Overwrites this tensor's elements with `src`'s, on the device (queued on the tensor's
+    /// stream, after `src`'s last write; on the emulator at once), so fixed buffers can be
+    /// refilled between CUDA graph replays without a host round trip. Both views contiguous, of
+    /// one shape and device; `self` must be its buffer's only handle (see the type's docs on
+    /// sharing), so it cannot overlap `src`.
+    pub fn copy_from(&mut self, src: &Tensor<T>) -> Result<()> {
+        if src.shape != self.shape {
+            return Err(Error::invalid(
+                "src",
+                format!("shape {:?}, but the tensor's is {:?}", src.shape, self.shape),
+            ));
+        }
+        let n = checked_numel(&self.shape)?;
+        for (arg, t) in [("self", &*self), ("src", src)] {
+            if n > 1 && t.strides != contiguous_strides(&t.shape) {
+                return Err(Error::invalid(
+                    arg,
+                    format!(
+                        "strides {:?} for shape {:?}: copy_from needs contiguous views",
+                        t.strides, t.shape
+                    ),
+                ));
+            }
+        }
+        if !src.device.same_memory(&self.device) {
+            return Err(Error::invalid(
+                "src",
+                format!("on {:?}, but the tensor is on {:?}", src.device, self.device),
+            ));
+        }
+        self.check_writable("self")?;
+        if n == 0 {
+            return Ok(());
+        }
+        let (dst_offset, src_offset) = (self.offset, src.offset);
+        let storage = Arc::get_mut(&mut self.storage)
+            .ok_or_else(|| Error::Internal("checked writable, then shared".into()))?;
+        match (storage, &*src.storage, &self.device) {
+            (Storage::Cuda { slice: dst, .. }, Storage::Cuda { slice: from, .. }, Device::Cuda(stream)) => {
+                let from = from.slice(src_offset..src_offset + n);
+                let mut to = dst.slice_mut(dst_offset..dst_offset + n);
+                stream.memcpy_dtod(&from, &mut to)?;
+            }
+            (Storage::Emu { buf: dst, .. }, Storage::Emu { buf: from, .. }, Device::Emulator) => {
+                // SAFETY: both ranges lie in their buffers (checked when the views were made);
+                // they do not overlap, as `self` is its buffer's only handle and `src` is another
+                // handle; emulator launches are synchronous, so no kernel runs on either.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        from.ptr.as_ptr().cast::<T>().add(src_offset),
+                        dst.ptr.as_ptr().cast::<T>().add(dst_offset),
+                        n,
+                    )
+                };
+            }
+            _ => {
+                return Err(Error::Internal(
+                    "tensor storage does not match its device".into(),
+                ))
+            }
+        }
+        Ok(())
+    }
+
     /// Copies the elements to the host in row-major order of `shape` (synchronizes).
     pub fn to_host(&self) -> Result<Vec<T>> {
         let n = checked_numel(&self.shape)?;
@@ -624,6 +729,11 @@ impl<T: Element> Tensor<T> {
         &self.strides
     }
 
+    /// Elements in the whole buffer this view is over.
+    pub(crate) fn storage_len(&self) -> usize {
+        self.storage.len()
+    }
+
     /// Element offset of the view into its buffer.
     pub fn offset(&self) -> usize {
         self.offset
@@ -671,6 +781,24 @@ impl<T: Element> Tensor<T> {
         Ok(self)
     }
 
+    /// Refuses a tensor that a call would write (`arg`) unless it is its buffer's only handle:
+    /// see the type's docs on sharing.
+    pub(crate) fn check_writable(&self, arg: &'static str) -> Result<()> {
+        let handles = Arc::strong_count(&self.storage);
+        if handles > 1 {
+            return Err(Error::invalid(
+                arg,
+                format!(
+                    "its buffer has {} other handle(s) (clones or views of it): a tensor a call \
+                     writes must be its buffer's only handle, so nothing reads it while it is \
+                     written (drop the others, or re-view with `into_view`)",
+                    handles - 1
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Whether this view and `other` share a buffer.
     pub fn shares_memory_with<U: Element>(&self, other: &Tensor<U>) -> bool {
         std::ptr::addr_eq(Arc::as_ptr(&self.storage), Arc::as_ptr(&other.storage))
@@ -707,6 +835,44 @@ impl<T: Element> Tensor<T> {
     /// capturing stream to wait for an event recorded outside the capture, and an event recorded
     /// in it would fail cudarc's later waits outside; the graph's launches are the caller's to
     /// order, and its buffers the caller's to keep alive.
+    /// [`kernel_ptr`](Tensor::kernel_ptr) for a tensor the launch writes (`arg`, which must be
+    /// its buffer's only handle): cudarc records the launch's use as a write, so the launch
+    /// first waits for the buffer's recorded reads and writes, and later users through cudarc
+    /// wait for it.
+    pub(crate) fn kernel_ptr_mut<'a>(
+        &'a mut self,
+        arg: &'static str,
+        launch: &'a Device,
+        capturing: bool,
+    ) -> Result<(*mut std::ffi::c_void, Option<impl Drop + 'a>)> {
+        self.check_writable(arg)?;
+        let offset_bytes = (self.offset * std::mem::size_of::<T>()) as u64;
+        let offset = self.offset;
+        let storage = Arc::get_mut(&mut self.storage)
+            .ok_or_else(|| Error::Internal(format!("`{arg}` checked writable, then shared")))?;
+        Ok(match (storage, launch) {
+            (Storage::Cuda { slice, addr }, Device::Cuda(stream)) => {
+                if capturing {
+                    ((*addr + offset_bytes) as *mut std::ffi::c_void, None)
+                } else {
+                    let (base, guard) = slice.device_ptr_mut(stream);
+                    ((base + offset_bytes) as *mut std::ffi::c_void, Some(guard))
+                }
+            }
+            (Storage::Emu { buf, .. }, _) => {
+                // SAFETY: offset lies inside the buffer (checked when the view was made).
+                let at = unsafe { buf.ptr.as_ptr().cast::<T>().add(offset) };
+                (at.cast(), None)
+            }
+            (Storage::Cuda { .. }, Device::Emulator) => {
+                return Err(Error::invalid(
+                    arg,
+                    "a GPU tensor given to a launch on the emulator",
+                ))
+            }
+        })
+    }
+
     pub(crate) fn kernel_ptr<'a>(
         &'a self,
         launch: &'a Device,

@@ -50,14 +50,14 @@ fn mma_simple_rejects_rows_that_are_not_16_byte_aligned() {
         .view(4, &shape, &[9 * 2 * 64, 2 * 64, 64, 1])
         .unwrap();
     let kv = Tensor::full(&device, &shape, bf16::from_f32(0.25)).unwrap();
-    let out = Tensor::full(&device, &shape, bf16::NAN).unwrap();
+    let mut out = Tensor::full(&device, &shape, bf16::NAN).unwrap();
     let opts = AttentionOptions::default();
-    let err = attention_into(Kernel::MmaSimple, &q, &kv, &kv, &out, None, &opts).unwrap_err();
+    let err = attention_into(Kernel::MmaSimple, &q, &kv, &kv, &mut out, None, &opts).unwrap_err();
     println!("{err}");
     assert!(
         matches!(&err, Error::InvalidArgument { arg: "q", msg } if msg.contains("16-byte aligned")),
         "{err}"
     );
-    attention_into(Kernel::Naive, &q, &kv, &kv, &out, None, &opts).unwrap();
+    attention_into(Kernel::Naive, &q, &kv, &kv, &mut out, None, &opts).unwrap();
     assert!(out.to_host().unwrap().iter().all(|x| x.to_f32() == 0.25));
 }

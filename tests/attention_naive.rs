@@ -83,7 +83,7 @@ fn expect_invalid(mut c: Call, arg: &str, needle: &str) {
         &c.q,
         &c.k,
         &c.v,
-        &c.out,
+        &mut c.out,
         c.lse.as_mut(),
         &c.opts,
     )

@@ -147,8 +147,9 @@ fn bench_mma_writes_the_closed_form_value_from_every_thread() {
     let threads = cuattn::ffi::CUATTN_BENCH_MMA_BLOCK_THREADS as usize;
     for device in common::devices() {
         for (blocks, iterations) in [(1, 0), (1, 1), (2, 3)] {
-            let out = Tensor::<f32>::full(&device, &[blocks as usize * threads], f32::NAN).unwrap();
-            launch_bench_mma(&out, blocks, iterations).unwrap();
+            let mut out =
+                Tensor::<f32>::full(&device, &[blocks as usize * threads], f32::NAN).unwrap();
+            launch_bench_mma(&mut out, blocks, iterations).unwrap();
             let want = bench_mma_expected(iterations) as f32;
             let got = out.to_host().unwrap();
             println!(
@@ -172,8 +173,8 @@ fn bench_mma_writes_the_closed_form_value_from_every_thread() {
 fn bench_mma_rejects_a_short_output_and_bad_counts() {
     let device = Device::emulator();
     let threads = cuattn::ffi::CUATTN_BENCH_MMA_BLOCK_THREADS as usize;
-    let out = Tensor::<f32>::zeros(&device, &[threads]).unwrap();
-    let short = launch_bench_mma(&out, 2, 1).unwrap_err().to_string();
+    let mut out = Tensor::<f32>::zeros(&device, &[threads]).unwrap();
+    let short = launch_bench_mma(&mut out, 2, 1).unwrap_err().to_string();
     assert!(
         short.contains("out") && short.contains("2 blocks"),
         "{short}"
@@ -181,16 +182,16 @@ fn bench_mma_rejects_a_short_output_and_bad_counts() {
     // A stride-0 view over one float has the numel of two blocks' threads but one float behind
     // it; a strided view skips memory between its rows.
     let one = Tensor::<f32>::zeros(&device, &[1]).unwrap();
-    let broadcast = one.view(0, &[2 * threads], &[0]).unwrap();
-    let msg = launch_bench_mma(&broadcast, 2, 1).unwrap_err().to_string();
+    let mut broadcast = one.into_view(0, &[2 * threads], &[0]).unwrap();
+    let msg = launch_bench_mma(&mut broadcast, 2, 1).unwrap_err().to_string();
     assert!(msg.contains("contiguous"), "{msg}");
     let wide = Tensor::<f32>::zeros(&device, &[4 * threads]).unwrap();
-    let gapped = wide.view(0, &[2, threads], &[2 * threads, 1]).unwrap();
-    let msg = launch_bench_mma(&gapped, 2, 1).unwrap_err().to_string();
+    let mut gapped = wide.into_view(0, &[2, threads], &[2 * threads, 1]).unwrap();
+    let msg = launch_bench_mma(&mut gapped, 2, 1).unwrap_err().to_string();
     assert!(msg.contains("contiguous"), "{msg}");
-    let zero = launch_bench_mma(&out, 0, 1).unwrap_err().to_string();
+    let zero = launch_bench_mma(&mut out, 0, 1).unwrap_err().to_string();
     assert!(zero.contains("blocks = 0"), "{zero}");
-    let negative = launch_bench_mma(&out, 1, -1).unwrap_err().to_string();
+    let negative = launch_bench_mma(&mut out, 1, -1).unwrap_err().to_string();
     assert!(negative.contains("iterations = -1"), "{negative}");
 }
 

@@ -152,10 +152,10 @@ fn check_on<T: AttentionElement>(device: &Device, case: &Case) {
         upload(&k, &k_shape).unwrap(),
         upload(&v, &k_shape).unwrap(),
     );
-    let out = Tensor::full(&device, &q_shape, T::from_f64(f64::NAN)).unwrap();
+    let mut out = Tensor::full(&device, &q_shape, T::from_f64(f64::NAN)).unwrap();
     let lse_shape = [case.batch, case.heads, case.seqlen_q];
     let mut lse = Tensor::full(&device, &lse_shape, f32::NAN).unwrap();
-    block_sparse_attention_into(&qt, &kt, &vt, &out, Some(&mut lse), &mask, &opts)
+    block_sparse_attention_into(&qt, &kt, &vt, &mut out, Some(&mut lse), &mask, &opts)
         .unwrap_or_else(|e| panic!("{case:?}: {e}"));
     let (bq, bk) = case.block;
     let want = reference::attention_masked(&case.problem(), &q, &k, &v, |b, h, i, j| {
@@ -416,14 +416,15 @@ fn varlen_batches_match_reference() {
             vec![(130, 200)]
         };
         let mask = BlockMask::new(&device, matrix.clone(), block, &lengths, &opts).unwrap();
-        let out = Tensor::full(&device, &[total_q, heads, d], bf16::from_f32(f32::NAN)).unwrap();
+        let mut out =
+            Tensor::full(&device, &[total_q, heads, d], bf16::from_f32(f32::NAN)).unwrap();
         let mut lse = Tensor::full(&device, &[heads, total_q], f32::NAN).unwrap();
         block_sparse_attention_varlen_into(
             &qt,
             &kt,
             &vt,
             &batch,
-            &out,
+            &mut out,
             Some(&mut lse),
             &mask,
             &opts,
@@ -520,12 +521,12 @@ fn kv_bytes_read_fall_with_density() {
         Tensor::full(&device, &shape, bf16::from_f32(1.0)).unwrap(),
         "v",
     );
-    let out = label(Tensor::zeros(&device, &shape).unwrap(), "out");
+    let mut out = label(Tensor::zeros(&device, &shape).unwrap(), "out");
     let opts = AttentionOptions::default();
     let kv_read = |t: &cuattn::emu::Traffic| t.bytes_read("k") + t.bytes_read("v");
 
     let recorder = TrafficRecorder::start().unwrap();
-    attention_into(Kernel::Flash, &q, &k, &v, &out, None, &opts).unwrap();
+    attention_into(Kernel::Flash, &q, &k, &v, &mut out, None, &opts).unwrap();
     let dense = kv_read(&recorder.finish().unwrap());
     assert_eq!(
         dense,
@@ -547,7 +548,7 @@ fn kv_bytes_read_fall_with_density() {
         let matrix = BlockMatrix::new([1, 1, nq, nk], blocks).unwrap();
         let mask = BlockMask::new(&device, matrix, (bq, bk), &[(s, s)], &opts).unwrap();
         let recorder = TrafficRecorder::start().unwrap();
-        block_sparse_attention_into(&q, &k, &v, &out, None, &mask, &opts).unwrap();
+        block_sparse_attention_into(&q, &k, &v, &mut out, None, &mask, &opts).unwrap();
         let traffic = recorder.finish().unwrap();
         let sparse = kv_read(&traffic) as f64;
         let expected = density * dense as f64;

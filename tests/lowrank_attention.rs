@@ -120,8 +120,8 @@ fn check_projection<T: AttentionElement>(device: &Device, c: &ProjectionCase, se
     };
     let p = Projection::random(device, &shape, seed + 1).unwrap();
     let out_shape = [c.batch, c.k_proj, c.kv_heads, c.head_dim];
-    let out = poisoned::<T>(device, &out_shape);
-    lowrank_project_into(&x, &p, &out).unwrap_or_else(|e| panic!("{c:?}: {e}"));
+    let mut out = poisoned::<T>(device, &out_shape);
+    lowrank_project_into(&x, &p, &mut out).unwrap_or_else(|e| panic!("{c:?}: {e}"));
 
     let p_rounded = rounded_from_f32::<T>(p.values());
     let dims = (c.batch, c.seqlen_k, c.kv_heads, c.head_dim);
@@ -284,7 +284,7 @@ fn run<T: AttentionElement>(device: &Device, c: &Case, seed: u64, kv_range: f64)
         return_lse: true,
         ..Default::default()
     };
-    let out = poisoned::<T>(device, &q_shape);
+    let mut out = poisoned::<T>(device, &q_shape);
     let mut lse = Tensor::full(device, &[c.batch, c.heads, c.seqlen_q], f32::NAN).unwrap();
     let mut workspace = LowrankWorkspace::new(device);
     lowrank_attention_into(
@@ -293,7 +293,7 @@ fn run<T: AttentionElement>(device: &Device, c: &Case, seed: u64, kv_range: f64)
         &upload::<T>(device, &v, &k_shape),
         &e,
         &f,
-        &out,
+        &mut out,
         Some(&mut lse),
         &opts,
         &mut workspace,
@@ -583,9 +583,9 @@ fn bad_inputs_are_refused_naming_them_before_anything_runs() {
     let e = Projection::random(&device, &[8, 12], 1).unwrap();
     let opts = AttentionOptions::default();
     let err = |e: &Projection, f: &Projection, k: &Tensor<bf16>, v: &Tensor<bf16>, opts: &_| {
-        let out = poisoned::<bf16>(&device, &[1, 10, 4, 32]);
+        let mut out = poisoned::<bf16>(&device, &[1, 10, 4, 32]);
         let mut ws = LowrankWorkspace::new(&device);
-        let msg = lowrank_attention_into(&q, k, v, e, f, &out, None, opts, &mut ws)
+        let msg = lowrank_attention_into(&q, k, v, e, f, &mut out, None, opts, &mut ws)
             .unwrap_err()
             .to_string();
         // Refused before any launch: out still holds its poison.
@@ -670,8 +670,8 @@ fn c_entry_point_projects_and_refuses() {
         &[b, sk, kv_heads, d],
     );
     let p = Projection::random(&device, &[kv_heads, k_proj, sk], 4).unwrap();
-    let want = poisoned::<f16>(&device, &[b, k_proj, kv_heads, d]);
-    lowrank_project_into(&x, &p, &want).unwrap();
+    let mut want = poisoned::<f16>(&device, &[b, k_proj, kv_heads, d]);
+    lowrank_project_into(&x, &p, &mut want).unwrap();
     let projection = Tensor::from_host(&device, p.values(), p.shape()).unwrap();
     let out = poisoned::<f16>(&device, &[b, k_proj, kv_heads, d]);
     let params = ffi::cuattn_lowrank_projection_params {

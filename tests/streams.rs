@@ -15,7 +15,7 @@ use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
 
 use cuattn::{
     attention_into, flash_attention, paged_attention_into, AttentionOptions, DType, Device, Error,
-    Kernel, KvCacheConfig, KvLayout, PagedAttentionPlan, PagedKvCache, SplitKv, Tensor,
+    GraphCapture, Kernel, KvCacheConfig, KvLayout, PagedAttentionPlan, PagedKvCache, SplitKv, Tensor,
 };
 
 /// Long enough (about 2 TFLOP) that a launch still runs when the next call on another stream is
@@ -92,9 +92,9 @@ fn work_queued_on_an_outputs_stream_waits_for_the_launch_that_writes_it() {
         random(&a, &BIG, 6),
         random(&a, &BIG, 7),
     );
-    let out = Tensor::full(&b, &BIG, bf16::NAN).unwrap();
+    let mut out = Tensor::full(&b, &BIG, bf16::NAN).unwrap();
     b.synchronize().unwrap();
-    attention_into(Kernel::Flash, &q, &k, &v, &out, None, &opts).unwrap();
+    attention_into(Kernel::Flash, &q, &k, &v, &mut out, None, &opts).unwrap();
     let got = out.to_host().unwrap();
     let want = flash_attention(&q, &k, &v, &opts).unwrap().out;
     assert_eq!(bits(&got), bits(&want.to_host().unwrap()));
@@ -104,7 +104,8 @@ fn work_queued_on_an_outputs_stream_waits_for_the_launch_that_writes_it() {
 /// engines capture): nothing runs until the graph is launched, each launch reads the buffers as
 /// they are then, the capture is not invalidated by cudarc's per-buffer events, and what cannot
 /// be captured (a tensor on a stream outside the capture, a launch outside it on a tensor inside
-/// it, a new tensor) is refused without spoiling the capture.
+/// it, a new tensor) is refused without spoiling the capture. A capture cuattn did not begin
+/// (`GraphCapture::begin` holds the contract on the buffers' lifetime) is refused.
 #[test]
 fn attention_into_is_captured_into_a_cuda_graph_and_replays_on_current_inputs() {
     let _one = one_at_a_time();
@@ -118,7 +119,7 @@ fn attention_into_is_captured_into_a_cuda_graph_and_replays_on_current_inputs() 
         causal: true,
         ..Default::default()
     };
-    let (q, k, v) = (
+    let (mut q, k, v) = (
         random(&gpu, &q_shape, 11),
         random(&gpu, &kv_shape, 12),
         random(&gpu, &kv_shape, 13),
@@ -130,34 +131,49 @@ fn attention_into_is_captured_into_a_cuda_graph_and_replays_on_current_inputs() 
         .out
         .to_host()
         .unwrap();
-    let out = Tensor::full(&gpu, &q_shape, bf16::NAN).unwrap();
+    let mut out = Tensor::full(&gpu, &q_shape, bf16::NAN).unwrap();
     let elsewhere = Device::from_stream(stream.context().new_stream().unwrap());
     let k_elsewhere = random(&elsewhere, &kv_shape, 12);
     let q_elsewhere = random(&elsewhere, &q_shape, 11);
-    let out_elsewhere = Tensor::full(&elsewhere, &q_shape, bf16::NAN).unwrap();
+    let mut out_elsewhere = Tensor::full(&elsewhere, &q_shape, bf16::NAN).unwrap();
     elsewhere.synchronize().unwrap();
     gpu.synchronize().unwrap();
 
+    // A capture begun behind cuattn's back: refused before anything is queued.
     stream
         .begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_GLOBAL)
         .unwrap();
-    let captured = attention_into(Kernel::Flash, &q, &k, &v, &out, None, &opts);
+    let foreign = attention_into(Kernel::Flash, &q, &k, &v, &mut out, None, &opts);
+    drop(stream.end_capture(CUgraphInstantiate_flags(0)).unwrap());
+    match foreign {
+        Err(Error::InvalidArgument { arg: "q", msg }) => {
+            assert!(msg.contains("GraphCapture::begin"), "{msg}")
+        }
+        other => panic!("a capture cuattn did not begin: {other:?}"),
+    }
+
+    // SAFETY: q, k, v and out outlive every launch of the graph (the end of this test), which
+    // runs on the capturing stream, ordered with the other work on them by that stream.
+    let capture =
+        unsafe { GraphCapture::begin(&gpu, CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_GLOBAL) }
+            .unwrap();
+    let captured = attention_into(Kernel::Flash, &q, &k, &v, &mut out, None, &opts);
     // Refused, each before it queues anything, so the capture stays valid: a K outside the
     // capture; a launch on a stream outside it (q's) reading a K inside it; and new tensors
     // (cudarc's per-buffer events cannot be used inside a capture), the allocating call too.
-    let k_outside = attention_into(Kernel::Flash, &q, &k_elsewhere, &v, &out, None, &opts);
+    let k_outside = attention_into(Kernel::Flash, &q, &k_elsewhere, &v, &mut out, None, &opts);
     let launch_outside = attention_into(
         Kernel::Flash,
         &q_elsewhere,
         &k,
         &v,
-        &out_elsewhere,
+        &mut out_elsewhere,
         None,
         &opts,
     );
     let new_tensor = Tensor::<bf16>::zeros(&gpu, &q_shape).map(|_| ());
     let allocating = flash_attention(&q, &k, &v, &opts).map(|_| ());
-    let graph = stream.end_capture(CUgraphInstantiate_flags(0));
+    let graph = capture.end(CUgraphInstantiate_flags(0));
     captured.unwrap();
     let refusal = |result: cuattn::Result<()>, want_arg: &str, want_msg: &str| match result {
         Err(Error::InvalidArgument { arg, msg }) if arg == want_arg => {
@@ -187,7 +203,7 @@ fn attention_into_is_captured_into_a_cuda_graph_and_replays_on_current_inputs() 
         &a,
         &b,
         &b,
-        &q,
+        &mut q,
         None,
         &AttentionOptions::default(),
     )
@@ -251,11 +267,13 @@ fn a_paged_decode_step_is_captured_into_a_cuda_graph() {
     let mut out = Tensor::full(&gpu, &[1, heads, head_dim], bf16::NAN).unwrap();
     gpu.synchronize().unwrap();
 
-    stream
-        .begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_GLOBAL)
-        .unwrap();
+    // SAFETY: q, the cache, the plan and out outlive every launch of the graph (the end of this
+    // test); the cache's tables do not move (no reserve) and the plan's workspace does not grow.
+    let capture =
+        unsafe { GraphCapture::begin(&gpu, CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_GLOBAL) }
+            .unwrap();
     let captured = paged_attention_into(&q, &cache, 0, &step, &mut out, None, &opts, &mut plan);
-    let graph = stream.end_capture(CUgraphInstantiate_flags(0));
+    let graph = capture.end(CUgraphInstantiate_flags(0));
     captured.unwrap();
     let graph = graph.unwrap().expect("the capture holds the launches");
     assert!(

@@ -112,7 +112,7 @@ impl Tensors {
             &self.q,
             &self.k,
             &self.v,
-            &self.out,
+            &mut self.out,
             Some(&mut self.lse),
             opts,
         )
@@ -448,7 +448,7 @@ fn launches_outside_a_recording_are_not_recorded() {
         &tensors.q,
         &tensors.k,
         &tensors.v,
-        &tensors.out,
+        &mut tensors.out,
         Some(&mut tensors.lse),
         &opts,
     )
@@ -488,7 +488,7 @@ fn recordings_of_two_threads_do_not_mix() {
                         &t.q,
                         &t.k,
                         &t.v,
-                        &t.out,
+                        &mut t.out,
                         Some(&mut t.lse),
                         &options(false, None),
                     )
@@ -550,7 +550,7 @@ fn recording_counts_with_the_memory_checker_turned_off() {
         &tensors.q,
         &tensors.k,
         &tensors.v,
-        &tensors.out,
+        &mut tensors.out,
         Some(&mut tensors.lse),
         &opts,
     )

@@ -196,14 +196,14 @@ impl LinearWorkspace {
         self.buffer.as_ref().map_or(0, |b| b.numel() * 4)
     }
 
-    fn reserve(&mut self, bytes: usize) -> Result<&Tensor<f32>> {
+    fn reserve(&mut self, bytes: usize) -> Result<&mut Tensor<f32>> {
         if self.bytes() < bytes {
             self.buffer = Some(
                 Tensor::zeros(&self.device, &[bytes.div_ceil(4).max(1)])?
                     .with_label("linear_workspace")?,
             );
         }
-        Ok(self.buffer.as_ref().expect("reserved above"))
+        Ok(self.buffer.as_mut().expect("reserved above"))
     }
 }
 
@@ -555,18 +555,20 @@ fn run<T: Element>(
     }
 
     let device = q.device();
-    let capture = device.capture_id()?;
+    // The streams' join borrows out's device while out is written: a handle of its own.
+    let out_home = out.device().clone();
+    let capture = crate::graph::admitted_capture("q", device)?;
     let capturing = capture.is_some();
     let streams = ForeignStreams::join(
         device,
         capture,
-        [("k", k.device()), ("v", v.device()), ("out", out.device())],
+        [("k", k.device()), ("v", v.device()), ("out", &out_home)],
     )?;
     let (q_ptr, _q) = q.kernel_ptr(device, capturing);
     let (k_ptr, _k) = k.kernel_ptr(device, capturing);
     let (v_ptr, _v) = v.kernel_ptr(device, capturing);
-    let (out_ptr, _o) = out.kernel_ptr(device, capturing);
-    let (ws_ptr, _w) = ws.kernel_ptr(device, capturing);
+    let (out_ptr, _o) = out.kernel_ptr_mut("out", device, capturing)?;
+    let (ws_ptr, _w) = ws.kernel_ptr_mut("workspace", device, capturing)?;
     let cu = varlen.map(|b| {
         (
             b.cu_seqlens_q_tensor().kernel_ptr(device, capturing),
@@ -577,13 +579,14 @@ fn run<T: Element>(
         Feature::Favor(f) => Some(f.projection.kernel_ptr(device, capturing)),
         _ => None,
     };
-    let state_ptrs = state.as_ref().map(|st| {
-        (
-            st.s.kernel_ptr(device, capturing),
-            st.z.kernel_ptr(device, capturing),
-            st.key_max.kernel_ptr(device, capturing),
-        )
-    });
+    let state_ptrs = match state {
+        Some(st) => Some((
+            st.s.kernel_ptr_mut("state", device, capturing)?,
+            st.z.kernel_ptr_mut("state", device, capturing)?,
+            st.key_max.kernel_ptr_mut("state", device, capturing)?,
+        )),
+        None => None,
+    };
     params.q = q_ptr.cast_const();
     params.k = k_ptr.cast_const();
     params.v = v_ptr.cast_const();

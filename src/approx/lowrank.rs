@@ -6,7 +6,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::attention::{
-    alloc_outputs, attention_into, check_no_overlap, flash_head_dim_tile, validate_dense,
+    alloc_outputs, attention_into, flash_head_dim_tile, validate_dense,
     AttentionOptions, AttentionOutput, Kernel,
 };
 use crate::device::{Device, ForeignStreams};
@@ -174,37 +174,55 @@ impl std::fmt::Debug for Projection {
 /// grown when a call needs more; a call then allocates nothing.
 pub struct LowrankWorkspace<T: Element> {
     device: Device,
-    buffer: Option<Tensor<T>>,
+    /// K' and V', each its own buffer (the projections write them, so each is its buffer's only
+    /// handle), flat at their capacity between calls.
+    buffers: Option<(Tensor<T>, Tensor<T>)>,
 }
 
 impl<T: Element> LowrankWorkspace<T> {
+    /// An empty workspace for calls on `device`; the first call sizes it.
     pub fn new(device: &Device) -> LowrankWorkspace<T> {
         LowrankWorkspace {
             device: device.clone(),
-            buffer: None,
+            buffers: None,
         }
     }
 
     /// Bytes held.
     pub fn bytes(&self) -> usize {
-        self.buffer
+        self.buffers
             .as_ref()
-            .map_or(0, |b| b.numel() * std::mem::size_of::<T>())
+            .map_or(0, |(k, v)| (k.numel() + v.numel()) * std::mem::size_of::<T>())
     }
 
-    /// Views of `shape` for K' and V', one after the other in the buffer.
-    fn projected(&mut self, shape: [usize; 4]) -> Result<(Tensor<T>, Tensor<T>)> {
+    /// K' and V' viewed as `shape`, taken out of the workspace (grown first if they are too
+    /// small) until [`put_back`](Self::put_back).
+    fn take(&mut self, shape: [usize; 4]) -> Result<(Tensor<T>, Tensor<T>)> {
         let numel: usize = shape.iter().product();
-        if self.buffer.as_ref().is_none_or(|b| b.numel() < 2 * numel) {
-            self.buffer =
-                Some(Tensor::zeros(&self.device, &[2 * numel])?.with_label("lowrank_workspace")?);
-        }
-        let buffer = self.buffer.as_ref().expect("reserved above");
+        let buffers = match self.buffers.take() {
+            Some((k, v)) if k.numel() >= numel => (k, v),
+            _ => {
+                let buffer = |label: &str| -> Result<Tensor<T>> {
+                    Tensor::zeros(&self.device, &[numel])?.with_label(label)
+                };
+                (buffer("lowrank_k_projected")?, buffer("lowrank_v_projected")?)
+            }
+        };
         let strides = crate::tensor::contiguous_strides(&shape);
         Ok((
-            buffer.view(0, &shape, &strides)?,
-            buffer.view(numel, &shape, &strides)?,
+            buffers.0.into_view(0, &shape, &strides)?,
+            buffers.1.into_view(0, &shape, &strides)?,
         ))
+    }
+
+    /// Returns K' and V' from [`take`](Self::take), flat at their whole capacity again.
+    fn put_back(&mut self, k: Tensor<T>, v: Tensor<T>) -> Result<()> {
+        let capacity = k.storage_len();
+        self.buffers = Some((
+            k.into_view(0, &[capacity], &[1])?,
+            v.into_view(0, &[capacity], &[1])?,
+        ));
+        Ok(())
     }
 }
 
@@ -228,9 +246,9 @@ pub fn lowrank_attention<T: AttentionElement>(
     opts: &AttentionOptions,
 ) -> Result<AttentionOutput<T>> {
     check_mask(opts)?;
-    let (out, mut lse) = alloc_outputs(q, None, opts)?;
+    let (mut out, mut lse) = alloc_outputs(q, None, opts)?;
     let mut workspace = LowrankWorkspace::new(q.device());
-    lowrank_attention_into(q, k, v, e, f, &out, lse.as_mut(), opts, &mut workspace)?;
+    lowrank_attention_into(q, k, v, e, f, &mut out, lse.as_mut(), opts, &mut workspace)?;
     Ok(AttentionOutput { out, lse })
 }
 
@@ -245,7 +263,7 @@ pub fn lowrank_attention_into<T: AttentionElement>(
     v: &Tensor<T>,
     e: &Projection,
     f: &Projection,
-    out: &Tensor<T>,
+    out: &mut Tensor<T>,
     lse: Option<&mut Tensor<f32>>,
     opts: &AttentionOptions,
     workspace: &mut LowrankWorkspace<T>,
@@ -302,25 +320,28 @@ pub fn lowrank_attention_into<T: AttentionElement>(
     }
     for (name, x) in [("k", k), ("v", v)] {
         check_rows(name, x, q.device())?;
-        check_no_overlap("out", out, name, x)?;
-        if let Some(lse) = lse.as_deref() {
-            check_no_overlap("lse", lse, name, x)?;
-        }
     }
-    let (k_projected, v_projected) = workspace.projected(projected_shape)?;
-    if !k_projected.device().same_memory(q.device()) {
+    if !workspace.device.same_memory(q.device()) {
         return Err(Error::invalid(
             "workspace",
             "made for another device than q's",
         ));
     }
+    let (mut k_projected, mut v_projected) = workspace.take(projected_shape)?;
     // Everything the flash call checks (out, lse, strides, alignment), before any launch.
-    validate_dense(q, &k_projected, &v_projected, out, lse.as_deref(), opts)?;
-    crate::attention::validate_alignment(Kernel::Flash, [q, &k_projected, &v_projected, out])?;
-
-    project(q.device(), k, e, &k_projected)?;
-    project(q.device(), v, f, &v_projected)?;
-    attention_into(Kernel::Flash, q, &k_projected, &v_projected, out, lse, opts)
+    let checked = validate_dense(q, &k_projected, &v_projected, out, lse.as_deref(), opts)
+        .and_then(|_| {
+            crate::attention::validate_alignment(
+                Kernel::Flash,
+                [q, &k_projected, &v_projected, out],
+            )
+        });
+    let result = checked
+        .and_then(|_| project(q.device(), k, e, &mut k_projected))
+        .and_then(|_| project(q.device(), v, f, &mut v_projected))
+        .and_then(|_| attention_into(Kernel::Flash, q, &k_projected, &v_projected, out, lse, opts));
+    workspace.put_back(k_projected, v_projected)?;
+    result
 }
 
 /// One projection: `out[b, p, h, :] = sum_j P_h[p, j] x[b, j, h, :]` for x `[batch, seqlen_k,
@@ -331,7 +352,7 @@ pub fn lowrank_attention_into<T: AttentionElement>(
 pub fn lowrank_project_into<T: AttentionElement>(
     x: &Tensor<T>,
     projection: &Projection,
-    out: &Tensor<T>,
+    out: &mut Tensor<T>,
 ) -> Result<()> {
     let &[batch, _, kv_heads, head_dim] = x.shape() else {
         return Err(Error::invalid(
@@ -352,7 +373,7 @@ pub fn lowrank_project_into<T: AttentionElement>(
     }
     check_rows("x", x, x.device())?;
     check_rows("out", out, x.device())?;
-    check_no_overlap("out", out, "x", x)?;
+    out.check_writable("out")?;
     project(x.device(), x, projection, out)
 }
 
@@ -408,7 +429,7 @@ fn project<T: Element>(
     device: &Device,
     x: &Tensor<T>,
     projection: &Projection,
-    out: &Tensor<T>,
+    out: &mut Tensor<T>,
 ) -> Result<()> {
     let &[batch, seqlen_k, kv_heads, head_dim] = x.shape() else {
         unreachable!("rank checked by the callers")
@@ -444,7 +465,9 @@ fn project<T: Element>(
         k_proj: k_proj as i32,
         dtype,
     };
-    let capture = device.capture_id()?;
+    // The streams' join borrows out's device while out is written: a handle of its own.
+    let out_home = out.device().clone();
+    let capture = crate::graph::admitted_capture("x", device)?;
     let capturing = capture.is_some();
     let streams = ForeignStreams::join(
         device,
@@ -452,12 +475,12 @@ fn project<T: Element>(
         [
             ("x", x.device()),
             ("projection", projection.device()),
-            ("out", out.device()),
+            ("out", &out_home),
         ],
     )?;
     let (x_ptr, _x) = x.kernel_ptr(device, capturing);
     let (p_ptr, _p) = projection.values.kernel_ptr(device, capturing);
-    let (out_ptr, _o) = out.kernel_ptr(device, capturing);
+    let (out_ptr, _o) = out.kernel_ptr_mut("out", device, capturing)?;
     params.x = x_ptr.cast_const();
     params.projection = p_ptr.cast_const().cast();
     params.out = out_ptr;

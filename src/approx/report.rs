@@ -447,7 +447,7 @@ impl Method {
         let heads = (s.batch * s.heads) as f64;
         let softmax_opts = AttentionOptions::default();
         let out = Tensor::<bf16>::full(&p.device, &s.q_shape(), bf16::NAN)?;
-        let (q, k, v, o) = (p.q.clone(), p.k.clone(), p.v.clone(), out.clone());
+        let (q, k, v) = (p.q.clone(), p.k.clone(), p.v.clone());
         let planned = match *self {
             Method::Exact => Planned {
                 method: "exact",
@@ -456,8 +456,8 @@ impl Method {
                 flops: 4.0 * visible_pairs(s.seqlen_q, s.seqlen_k, (-1, -1)) as f64 * heads * d,
                 bytes: s.io_bytes(),
                 out,
-                run: Box::new(move || {
-                    attention_into(Kernel::Flash, &q, &k, &v, &o, None, &softmax_opts)
+                run: Box::new(move |o: &mut Tensor<bf16>| {
+                    attention_into(Kernel::Flash, &q, &k, &v, o, None, &softmax_opts)
                 }),
             },
             Method::Window { w } => {
@@ -475,8 +475,8 @@ impl Method {
                     flops: 4.0 * pairs * d,
                     bytes: s.io_bytes(),
                     out,
-                    run: Box::new(move || {
-                        attention_into(Kernel::Flash, &q, &k, &v, &o, None, &opts)
+                    run: Box::new(move |o: &mut Tensor<bf16>| {
+                        attention_into(Kernel::Flash, &q, &k, &v, o, None, &opts)
                     }),
                 }
             }
@@ -514,14 +514,13 @@ impl Method {
                     flops: 4.0 * pairs * d,
                     bytes: s.io_bytes() + mask.device_bytes() as f64,
                     out,
-                    run: Box::new(move || {
-                        block_sparse_attention_into(&q, &k, &v, &o, None, &mask, &softmax_opts)
+                    run: Box::new(move |o: &mut Tensor<bf16>| {
+                        block_sparse_attention_into(&q, &k, &v, o, None, &mask, &softmax_opts)
                     }),
                 }
             }
             Method::LinearElu1 => {
                 let mut workspace = LinearWorkspace::new(&p.device);
-                let mut o = o;
                 let opts = LinearOptions {
                     feature: Feature::Elu1,
                     ..Default::default()
@@ -533,15 +532,14 @@ impl Method {
                     flops: linear_flops(&s, s.head_dim, 1.0),
                     bytes: linear_bytes(&s, s.head_dim, BF16_BYTES),
                     out,
-                    run: Box::new(move || {
-                        linear_attention_into(&q, &k, &v, &mut o, &opts, &mut workspace)
+                    run: Box::new(move |o: &mut Tensor<bf16>| {
+                        linear_attention_into(&q, &k, &v, o, &opts, &mut workspace)
                     }),
                 }
             }
             Method::Favor { features, seed } => {
                 let favor = FavorFeatures::orthogonal(&p.device, features, s.head_dim, seed)?;
                 let mut workspace = LinearWorkspace::new(&p.device);
-                let mut o = o;
                 let m = features as f64;
                 Planned {
                     method: "favor",
@@ -550,12 +548,12 @@ impl Method {
                     flops: linear_flops(&s, features, 2.0 * d + 1.0),
                     bytes: linear_bytes(&s, features, 4.0) + 4.0 * m * d,
                     out,
-                    run: Box::new(move || {
+                    run: Box::new(move |o: &mut Tensor<bf16>| {
                         let opts = LinearOptions {
                             feature: Feature::Favor(&favor),
                             ..Default::default()
                         };
-                        linear_attention_into(&q, &k, &v, &mut o, &opts, &mut workspace)
+                        linear_attention_into(&q, &k, &v, o, &opts, &mut workspace)
                     }),
                 }
             }
@@ -578,14 +576,14 @@ impl Method {
                         + 2.0 * 4.0 * kp * s.seqlen_k as f64
                         + 2.0 * projected_bytes,
                     out,
-                    run: Box::new(move || {
+                    run: Box::new(move |o: &mut Tensor<bf16>| {
                         lowrank_attention_into(
                             &q,
                             &k,
                             &v,
                             &e,
                             &f,
-                            &o,
+                            o,
                             None,
                             &softmax_opts,
                             &mut workspace,
@@ -660,8 +658,8 @@ struct Planned {
     bytes: f64,
     /// Where `run` writes (poisoned with NaN first).
     out: Tensor<bf16>,
-    /// Enqueues one run; allocates nothing after its first.
-    run: Box<dyn FnMut() -> Result<()>>,
+    /// Enqueues one run into the output it is given (`out`); allocates nothing after its first.
+    run: Box<dyn FnMut(&mut Tensor<bf16>) -> Result<()>>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -903,13 +901,14 @@ fn run_method(
     timer: Option<&mut Timer>,
 ) -> Result<(Planned, Vec<f64>, Option<f64>)> {
     let mut planned = method.plan(problem)?;
-    (planned.run)()?;
+    (planned.run)(&mut planned.out)?;
     let ms = match timer {
         None => None,
         Some(timer) => {
-            let estimate = timer.time(0, 1, &mut planned.run)?[0];
+            let Planned { run, out, .. } = &mut planned;
+            let estimate = timer.time(0, 1, || run(out))?[0];
             let (warmup, runs) = RunBudget::new(true).plan(estimate);
-            Some(median(&timer.time(warmup, runs, &mut planned.run)?))
+            Some(median(&timer.time(warmup, runs, || run(out))?))
         }
     };
     let out: Vec<f64> = planned

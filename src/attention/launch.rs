@@ -57,25 +57,31 @@ pub(crate) fn run<T: Element>(
     call: Call<'_>,
     device: &Device,
     mut params: ffi::cuattn_attention_params,
-    [q, k, v, out]: [&Tensor<T>; 4],
-    lse: Option<&Tensor<f32>>,
+    [q, k, v]: [&Tensor<T>; 3],
+    out: &mut Tensor<T>,
+    mut lse: Option<&mut Tensor<f32>>,
     varlen: Option<&VarlenBatch>,
 ) -> Result<()> {
     let mask = match call {
         Call::Dense(_) => None,
         Call::BlockSparse(mask) => Some(mask),
     };
-    let homes = [("q", q), ("k", k), ("v", v), ("out", out)]
+    // The streams' join borrows the outputs' devices while they are written: handles of their
+    // own.
+    let out_home = out.device().clone();
+    let lse_home = lse.as_deref().map(|t| t.device().clone());
+    let homes = [("q", q), ("k", k), ("v", v)]
         .map(|(name, t)| (name, t.device()))
         .into_iter()
-        .chain(lse.map(|t| ("lse", t.device())))
+        .chain([("out", &out_home)])
+        .chain(lse_home.as_ref().map(|d| ("lse", d)))
         .chain(varlen.map(|b| ("batch", b.cu_seqlens_q.device())))
         .chain(varlen.map(|b| ("batch", b.cu_seqlens_k.device())))
         .chain(
             mask.into_iter()
                 .flat_map(|m| m.tensors().iter().map(|t| ("mask", t.device()))),
         );
-    let capture = device.capture_id()?;
+    let capture = crate::graph::admitted_capture("q", device)?;
     let capturing = capture.is_some();
     let streams = ForeignStreams::join(device, capture, homes)?;
     // The guards keep cudarc's record of each buffer's use alive across the launch (none in a
@@ -83,8 +89,11 @@ pub(crate) fn run<T: Element>(
     let (q_ptr, _q_guard) = q.kernel_ptr(device, capturing);
     let (k_ptr, _k_guard) = k.kernel_ptr(device, capturing);
     let (v_ptr, _v_guard) = v.kernel_ptr(device, capturing);
-    let (out_ptr, _out_guard) = out.kernel_ptr(device, capturing);
-    let lse_ptr = lse.map(|t| t.kernel_ptr(device, capturing));
+    let (out_ptr, _out_guard) = out.kernel_ptr_mut("out", device, capturing)?;
+    let lse_ptr = match lse.as_deref_mut() {
+        Some(t) => Some(t.kernel_ptr_mut("lse", device, capturing)?),
+        None => None,
+    };
     let cu_q = varlen.map(|b| b.cu_seqlens_q.kernel_ptr(device, capturing));
     let cu_k = varlen.map(|b| b.cu_seqlens_k.kernel_ptr(device, capturing));
     params.q = q_ptr;

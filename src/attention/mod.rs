@@ -324,8 +324,8 @@ pub fn attention<T: AttentionElement>(
     v: &Tensor<T>,
     opts: &AttentionOptions,
 ) -> Result<AttentionOutput<T>> {
-    let (out, mut lse) = alloc_outputs(q, None, opts)?;
-    attention_into(kernel, q, k, v, &out, lse.as_mut(), opts)?;
+    let (mut out, mut lse) = alloc_outputs(q, None, opts)?;
+    attention_into(kernel, q, k, v, &mut out, lse.as_mut(), opts)?;
     Ok(AttentionOutput { out, lse })
 }
 
@@ -343,18 +343,18 @@ pub fn attention_into<T: AttentionElement>(
     q: &Tensor<T>,
     k: &Tensor<T>,
     v: &Tensor<T>,
-    out: &Tensor<T>,
+    out: &mut Tensor<T>,
     lse: Option<&mut Tensor<f32>>,
     opts: &AttentionOptions,
 ) -> Result<()> {
-    let lse = lse.map(|t| &*t);
-    let params = validate::dense(q, k, v, out, lse, opts)?;
+    let params = validate::dense(q, k, v, out, lse.as_deref(), opts)?;
     validate::alignment(kernel, [q, k, v, out])?;
     launch::run(
         launch::Call::Dense(kernel),
         q.device(),
         params,
-        [q, k, v, out],
+        [q, k, v],
+        out,
         lse,
         None,
     )
@@ -370,8 +370,8 @@ pub fn attention_varlen<T: AttentionElement>(
     batch: &VarlenBatch,
     opts: &AttentionOptions,
 ) -> Result<AttentionOutput<T>> {
-    let (out, mut lse) = alloc_outputs(q, Some(batch), opts)?;
-    attention_varlen_into(kernel, q, k, v, batch, &out, lse.as_mut(), opts)?;
+    let (mut out, mut lse) = alloc_outputs(q, Some(batch), opts)?;
+    attention_varlen_into(kernel, q, k, v, batch, &mut out, lse.as_mut(), opts)?;
     Ok(AttentionOutput { out, lse })
 }
 
@@ -383,18 +383,18 @@ pub fn attention_varlen_into<T: AttentionElement>(
     k: &Tensor<T>,
     v: &Tensor<T>,
     batch: &VarlenBatch,
-    out: &Tensor<T>,
+    out: &mut Tensor<T>,
     lse: Option<&mut Tensor<f32>>,
     opts: &AttentionOptions,
 ) -> Result<()> {
-    let lse = lse.map(|t| &*t);
-    let params = validate::varlen(q, k, v, batch, out, lse, opts)?;
+    let params = validate::varlen(q, k, v, batch, out, lse.as_deref(), opts)?;
     validate::alignment(kernel, [q, k, v, out])?;
     launch::run(
         launch::Call::Dense(kernel),
         q.device(),
         params,
-        [q, k, v, out],
+        [q, k, v],
+        out,
         lse,
         Some(batch),
     )

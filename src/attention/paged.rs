@@ -449,7 +449,7 @@ pub fn paged_attention_view_into<T: AttentionElement>(
     opts: &AttentionOptions,
     plan: &mut PagedAttentionPlan,
 ) -> Result<()> {
-    run(q, kv, queries, 0, out, lse.map(|t| &*t), opts, plan)
+    run(q, kv, queries, 0, out, lse, opts, plan)
 }
 
 /// The params of a call from the view, the queries and the options, after checking the query
@@ -664,9 +664,9 @@ fn launch_planned(
     let info = plan.plan(&shape)?;
     params.num_splits = info.num_splits as i32;
     params.split_tokens = info.split_tokens as i32;
-    let (ws_ptr, _ws_guard) = match (&plan.workspace, info.num_splits > 1) {
+    let (ws_ptr, _ws_guard) = match (&mut plan.workspace, info.num_splits > 1) {
         (Some(ws), true) => {
-            let (ptr, guard) = ws.kernel_ptr(device, capturing);
+            let (ptr, guard) = ws.kernel_ptr_mut("plan", device, capturing)?;
             (ptr, Some(guard))
         }
         _ => (std::ptr::null_mut(), None),
@@ -689,25 +689,32 @@ fn run<T: Element>(
     queries: &PagedQueries<'_>,
     kv_start: usize,
     out: &mut Tensor<T>,
-    lse: Option<&Tensor<f32>>,
+    mut lse: Option<&mut Tensor<f32>>,
     opts: &AttentionOptions,
     plan: &mut PagedAttentionPlan,
 ) -> Result<()> {
-    let mut params = checked_params(q, kv, queries, kv_start, out, lse, opts)?;
+    let mut params = checked_params(q, kv, queries, kv_start, out, lse.as_deref(), opts)?;
     let device = kv.device();
-    let capture = device.capture_id()?;
+    let capture = crate::graph::admitted_capture("q", device)?;
     let capturing = capture.is_some();
+    // The streams' join borrows the outputs' devices while they are written: handles of their
+    // own.
+    let out_home = out.device().clone();
+    let lse_home = lse.as_deref().map(|l| l.device().clone());
     let streams = ForeignStreams::join(
         device,
         capture,
-        [("q", q.device()), ("out", out.device())]
+        [("q", q.device()), ("out", &out_home)]
             .into_iter()
-            .chain(lse.map(|l| ("lse", l.device()))),
+            .chain(lse_home.as_ref().map(|d| ("lse", d))),
     )?;
     // The guards keep cudarc's record of each buffer's use alive across the launch.
     let (q_ptr, _q_guard) = q.kernel_ptr(device, capturing);
-    let (out_ptr, _out_guard) = out.kernel_ptr(device, capturing);
-    let lse_ptr = lse.map(|t| t.kernel_ptr(device, capturing));
+    let (out_ptr, _out_guard) = out.kernel_ptr_mut("out", device, capturing)?;
+    let lse_ptr = match lse.as_deref_mut() {
+        Some(t) => Some(t.kernel_ptr_mut("lse", device, capturing)?),
+        None => None,
+    };
     params.q = q_ptr.cast_const();
     params.out = out_ptr;
     params.maybe_lse = lse_ptr
@@ -786,13 +793,7 @@ pub fn merge_states<T: AttentionElement>(
 ) -> Result<(Tensor<T>, Tensor<f32>)> {
     let mut out = Tensor::zeros(o_a.device(), o_a.shape())?;
     let mut lse = Tensor::zeros(lse_a.device(), lse_a.shape())?;
-    merge(
-        o_a,
-        lse_a,
-        o_b,
-        lse_b,
-        MergeOut::Into(&mut out, Some(&mut lse)),
-    )?;
+    merge(Some((o_a, lse_a)), o_b, lse_b, &mut out, Some(&mut lse))?;
     Ok((out, lse))
 }
 
@@ -805,7 +806,7 @@ pub fn merge_states_into<T: AttentionElement>(
     out: &mut Tensor<T>,
     lse_out: Option<&mut Tensor<f32>>,
 ) -> Result<()> {
-    merge(o_a, lse_a, o_b, lse_b, MergeOut::Into(out, lse_out))
+    merge(Some((o_a, lse_a)), o_b, lse_b, out, lse_out)
 }
 
 /// [`merge_states`] in place: `(o, lse)` becomes the merge of itself with `(o_b, lse_b)`.
@@ -815,26 +816,22 @@ pub fn merge_states_in_place<T: AttentionElement>(
     o_b: &Tensor<T>,
     lse_b: &Tensor<f32>,
 ) -> Result<()> {
-    let (o_a, lse_a) = (o.clone(), lse.clone());
-    merge(&o_a, &lse_a, o_b, lse_b, MergeOut::InPlace(o, lse))
+    merge(None, o_b, lse_b, o, Some(lse))
 }
 
-enum MergeOut<'a, T: Element> {
-    Into(&'a mut Tensor<T>, Option<&'a mut Tensor<f32>>),
-    InPlace(&'a mut Tensor<T>, &'a mut Tensor<f32>),
-}
-
+/// The merge of `(o_a, lse_a)` (`None`: in place, the first part is `out` and `lse_out`, each
+/// element read before the same thread writes it) with `(o_b, lse_b)` into `out` and `lse_out`.
 fn merge<T: Element>(
-    o_a: &Tensor<T>,
-    lse_a: &Tensor<f32>,
+    part_a: Option<(&Tensor<T>, &Tensor<f32>)>,
     o_b: &Tensor<T>,
     lse_b: &Tensor<f32>,
-    dest: MergeOut<'_, T>,
+    out: &mut Tensor<T>,
+    mut lse_out: Option<&mut Tensor<f32>>,
 ) -> Result<()> {
-    let in_place = matches!(dest, MergeOut::InPlace(..));
-    let (out, lse_out): (&Tensor<T>, Option<&Tensor<f32>>) = match &dest {
-        MergeOut::Into(o, l) => (o, l.as_deref()),
-        MergeOut::InPlace(o, l) => (o, Some(l)),
+    let (o_a, lse_a) = match (part_a, lse_out.as_deref()) {
+        (Some(a), _) => a,
+        (None, Some(lse)) => (&*out, lse),
+        (None, None) => return Err(Error::Internal("an in-place merge without its LSE".into())),
     };
     let &[tokens, heads, head_dim] = o_a.shape() else {
         return Err(Error::invalid(
@@ -854,7 +851,7 @@ fn merge<T: Element>(
             ),
         ));
     }
-    for (name, t) in [("o_b", o_b), ("out", out)] {
+    for (name, t) in [("o_b", o_b), ("out", &*out)] {
         if t.shape() != o_a.shape() {
             return Err(Error::invalid(
                 name,
@@ -864,7 +861,7 @@ fn merge<T: Element>(
     }
     for (name, t) in [("lse_a", lse_a), ("lse_b", lse_b)]
         .into_iter()
-        .chain(lse_out.map(|l| ("lse_out", l)))
+        .chain(lse_out.as_deref().map(|l| ("lse_out", l)))
     {
         if t.shape() != [tokens, heads] || t.strides() != [heads, 1] {
             return Err(Error::invalid(
@@ -878,7 +875,7 @@ fn merge<T: Element>(
             ));
         }
     }
-    for (name, t) in [("o_a", o_a), ("o_b", o_b), ("out", out)] {
+    for (name, t) in [("o_a", o_a), ("o_b", o_b), ("out", &*out)] {
         if t.strides()[2] != 1 {
             return Err(Error::invalid(
                 name,
@@ -887,75 +884,85 @@ fn merge<T: Element>(
         }
         check_rows(name, t.device_address(), t.strides()[0], t.strides()[1])?;
     }
-    // In place, out is o_a (each element is read before the same thread writes it); any other
-    // overlap of an output with an input races.
-    if !in_place {
-        validate::check_no_overlap("out", out, "o_a", o_a)?;
-        if let Some(l) = lse_out {
-            validate::check_no_overlap("lse_out", l, "lse_a", lse_a)?;
-        }
+    // The written tensors are their buffers' only handles, so they overlap no input (in place,
+    // out is o_a itself).
+    out.check_writable("out")?;
+    if let Some(l) = lse_out.as_deref() {
+        l.check_writable("lse_out")?;
     }
-    validate::check_no_overlap("out", out, "o_b", o_b)?;
-    if let Some(l) = lse_out {
-        validate::check_no_overlap("lse_out", l, "lse_b", lse_b)?;
-    }
-    let device = o_a.device();
+    let device = o_a.device().clone();
     for (name, d) in [
         ("lse_a", lse_a.device()),
         ("o_b", o_b.device()),
         ("lse_b", lse_b.device()),
         ("out", out.device()),
     ] {
-        if !d.same_memory(device) {
+        if !d.same_memory(&device) {
             return Err(Error::invalid(name, "not on o_a's device"));
         }
     }
     let int = |name: &'static str, v: usize| {
         i32::try_from(v).map_err(|_| Error::invalid(name, format!("{v}: must fit int32")))
     };
-    let capture = device.capture_id()?;
+    let dims = (int("o_a", tokens)?, int("o_a", heads)?);
+    let a_strides = (o_a.strides()[0] as i64, o_a.strides()[1] as i64);
+    let capture = crate::graph::admitted_capture("o_a", &device)?;
     let capturing = capture.is_some();
-    let streams = ForeignStreams::join(
-        device,
-        capture,
-        [
-            ("lse_a", lse_a.device()),
-            ("o_b", o_b.device()),
-            ("lse_b", lse_b.device()),
-            ("out", out.device()),
-        ]
-        .into_iter()
-        .chain(lse_out.map(|l| ("lse_out", l.device()))),
-    )?;
-    let (a_ptr, _a) = o_a.kernel_ptr(device, capturing);
-    let (la_ptr, _la) = lse_a.kernel_ptr(device, capturing);
-    let (b_ptr, _b) = o_b.kernel_ptr(device, capturing);
-    let (lb_ptr, _lb) = lse_b.kernel_ptr(device, capturing);
-    let (out_ptr, _o) = out.kernel_ptr(device, capturing);
-    let lo = lse_out.map(|l| l.kernel_ptr(device, capturing));
+    // The streams' join borrows the devices while the outputs are written: handles of their own.
+    let homes: Vec<(&'static str, Device)> = [
+        ("lse_a", lse_a.device()),
+        ("o_b", o_b.device()),
+        ("lse_b", lse_b.device()),
+        ("out", out.device()),
+    ]
+    .into_iter()
+    .chain(lse_out.as_deref().map(|l| ("lse_out", l.device())))
+    .map(|(name, d)| (name, d.clone()))
+    .collect();
+    let streams = ForeignStreams::join(&device, capture, homes.iter().map(|(n, d)| (*n, d)))?;
+    let inputs_a = match part_a {
+        Some((o_a, lse_a)) => Some((
+            o_a.kernel_ptr(&device, capturing),
+            lse_a.kernel_ptr(&device, capturing),
+        )),
+        None => None,
+    };
+    let (b_ptr, _b) = o_b.kernel_ptr(&device, capturing);
+    let (lb_ptr, _lb) = lse_b.kernel_ptr(&device, capturing);
+    let out_strides = (out.strides()[0] as i64, out.strides()[1] as i64);
+    let (out_ptr, _o) = out.kernel_ptr_mut("out", &device, capturing)?;
+    let lo = match lse_out.as_deref_mut() {
+        Some(l) => Some(l.kernel_ptr_mut("lse_out", &device, capturing)?),
+        None => None,
+    };
+    let lse_out_ptr: *mut f32 = lo.as_ref().map_or(std::ptr::null_mut(), |p| p.0.cast());
+    let (a_ptr, la_ptr) = match &inputs_a {
+        Some(((a, _), (la, _))) => (a.cast_const(), la.cast_const().cast::<f32>()),
+        None => (out_ptr.cast_const(), lse_out_ptr.cast_const()),
+    };
     let params = ffi::cuattn_merge_states_params {
-        o_a: a_ptr.cast_const(),
-        lse_a: la_ptr.cast_const().cast(),
+        o_a: a_ptr,
+        lse_a: la_ptr,
         o_b: b_ptr.cast_const(),
         lse_b: lb_ptr.cast_const().cast(),
         out: out_ptr,
-        maybe_lse_out: lo.as_ref().map_or(std::ptr::null_mut(), |p| p.0.cast()),
-        o_a_row_stride: o_a.strides()[0] as i64,
-        o_a_head_stride: o_a.strides()[1] as i64,
+        maybe_lse_out: lse_out_ptr,
+        o_a_row_stride: a_strides.0,
+        o_a_head_stride: a_strides.1,
         o_b_row_stride: o_b.strides()[0] as i64,
         o_b_head_stride: o_b.strides()[1] as i64,
-        out_row_stride: out.strides()[0] as i64,
-        out_head_stride: out.strides()[1] as i64,
-        tokens: int("o_a", tokens)?,
-        heads: int("o_a", heads)?,
+        out_row_stride: out_strides.0,
+        out_head_stride: out_strides.1,
+        tokens: dims.0,
+        heads: dims.1,
         head_dim: head_dim as i32,
         dtype: T::DTYPE
             .to_ffi()
             .ok_or_else(|| Error::invalid("T", format!("{}: not f16 or bf16", T::DTYPE)))?,
     };
-    on_device(device, |(_, merge), stream| {
-        // SAFETY: every tensor was checked for shape, strides, alignment and device; out may be
-        // o_a only in place, where each element is read before it is written by the same thread.
+    on_device(&device, |(_, merge), stream| {
+        // SAFETY: every tensor was checked for shape, strides, alignment and device; out is o_a
+        // only in place, where each element is read before it is written by the same thread.
         unsafe { merge(&params, stream) }
     })?;
     streams.rejoin()
@@ -1186,7 +1193,7 @@ pub fn cascade_attention_into<T: AttentionElement>(
         &prefix_queries,
         0,
         &mut buffers.prefix_out,
-        Some(&buffers.prefix_lse),
+        Some(&mut buffers.prefix_lse),
         &prefix_opts,
         prefix_plan,
     )?;
@@ -1200,7 +1207,7 @@ pub fn cascade_attention_into<T: AttentionElement>(
         &queries,
         prefix.len,
         out,
-        Some(&*lse),
+        Some(&mut *lse),
         &suffix_opts,
         suffix_plan,
     )?;

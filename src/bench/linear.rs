@@ -528,7 +528,7 @@ fn time_row(
     };
     let mut run = || match kernel {
         LinearBenchKernel::Flash => {
-            attention_into(Kernel::Flash, &q, &k, &v, &out, None, &attention_opts)
+            attention_into(Kernel::Flash, &q, &k, &v, &mut out, None, &attention_opts)
         }
         LinearBenchKernel::Linear => {
             linear_attention_into(&q, &k, &v, &mut out, &linear_opts, workspace)

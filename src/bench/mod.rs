@@ -387,7 +387,7 @@ pub fn bench_mma_expected(iterations: i32) -> f64 {
 }
 
 /// Launches bench_mma on `out`'s device (float [blocks * threads per block]); does not wait.
-pub fn launch_bench_mma(out: &Tensor<f32>, blocks: i32, iterations: i32) -> Result<()> {
+pub fn launch_bench_mma(out: &mut Tensor<f32>, blocks: i32, iterations: i32) -> Result<()> {
     let needed = blocks.max(0) as usize * MMA_BLOCK_THREADS;
     // The kernel writes `needed` consecutive floats from the view's start: the view must be
     // contiguous (a stride-0 or gapped view's numel says nothing of the memory behind it).
@@ -402,8 +402,9 @@ pub fn launch_bench_mma(out: &Tensor<f32>, blocks: i32, iterations: i32) -> Resu
             ),
         ));
     }
-    let (ptr, _guard) = out.kernel_ptr(out.device(), out.device().capturing()?);
-    let status = match out.device() {
+    let device = out.device().clone();
+    let (ptr, _guard) = out.kernel_ptr_mut("out", &device, crate::graph::admitted_capture("out", &device)?.is_some())?;
+    let status = match &device {
         // SAFETY: out is a registered host buffer of at least `needed` floats (checked above),
         // alive for this synchronous call.
         Device::Emulator => unsafe {
@@ -456,8 +457,8 @@ pub fn measure_mma_ceiling(device: &Device, timer: &mut Timer) -> Result<MmaCeil
         }
         Device::Emulator => (MMA_EMU_BLOCKS, MMA_EMU_ITERATIONS, 0, 1),
     };
-    let out = Tensor::<f32>::full(device, &[blocks as usize * MMA_BLOCK_THREADS], f32::NAN)?;
-    let times = timer.time(warmup, runs, || launch_bench_mma(&out, blocks, iterations))?;
+    let mut out = Tensor::<f32>::full(device, &[blocks as usize * MMA_BLOCK_THREADS], f32::NAN)?;
+    let times = timer.time(warmup, runs, || launch_bench_mma(&mut out, blocks, iterations))?;
     let expected = bench_mma_expected(iterations);
     let written = out.to_host()?;
     if let Some((thread, value)) = written
@@ -485,13 +486,12 @@ pub fn measure_mma_ceiling(device: &Device, timer: &mut Timer) -> Result<MmaCeil
 // Prefill.
 // ---------------------------------------------------------------------------------------------
 
-/// Random bf16 q, k, v and an output buffer, sized for the largest of a set of shapes; each shape
-/// runs on contiguous views of their beginnings, so one upload serves every shape.
+/// Random bf16 q, k and v, sized for the largest of a set of shapes; each shape runs on
+/// contiguous views of their beginnings, so one upload serves every shape.
 pub struct PrefillInputs {
     q: Tensor<bf16>,
     k: Tensor<bf16>,
     v: Tensor<bf16>,
-    out: Tensor<bf16>,
 }
 
 impl PrefillInputs {
@@ -510,11 +510,11 @@ impl PrefillInputs {
             q: random(q_len)?,
             k: random(kv_len)?,
             v: random(kv_len)?,
-            out: Tensor::zeros(device, &[q_len])?,
         })
     }
 
-    /// q, k, v, out viewed as `shape`.
+    /// q, k, v viewed as `shape`, and an output of its own for them (a tensor a call writes is
+    /// its buffer's only handle).
     pub fn views(&self, shape: &PrefillShape) -> Result<[Tensor<bf16>; 4]> {
         let view =
             |t: &Tensor<bf16>, dims: [usize; 4]| t.view(0, &dims, &contiguous_strides(&dims));
@@ -522,7 +522,7 @@ impl PrefillInputs {
             view(&self.q, shape.q_shape())?,
             view(&self.k, shape.kv_shape())?,
             view(&self.v, shape.kv_shape())?,
-            view(&self.out, shape.q_shape())?,
+            Tensor::zeros(self.q.device(), &shape.q_shape())?,
         ])
     }
 }
@@ -530,7 +530,7 @@ impl PrefillInputs {
 /// Launches `kernel` once on views made by [`PrefillInputs::views`]; does not wait.
 pub fn launch_prefill(
     kernel: Kernel,
-    [q, k, v, out]: &[Tensor<bf16>; 4],
+    [q, k, v, out]: &mut [Tensor<bf16>; 4],
     shape: &PrefillShape,
     softcap: Option<f32>,
 ) -> Result<()> {
@@ -678,8 +678,8 @@ fn time_prefill(
     device: &Device,
     budget: RunBudget,
 ) -> Result<Vec<f64>> {
-    let views = inputs.views(shape)?;
-    let mut run = || launch_prefill(kernel, &views, shape, config.softcap);
+    let mut views = inputs.views(shape)?;
+    let mut run = || launch_prefill(kernel, &mut views, shape, config.softcap);
     if !device.is_cuda() {
         return timer.time(0, 1, run);
     }

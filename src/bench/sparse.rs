@@ -883,11 +883,11 @@ fn time_case(
 ) -> Result<Vec<f64>> {
     let shape = &case.shape;
     let [q, k, v, _] = inputs.views(shape)?;
-    let out = Tensor::full(device, &shape.q_shape(), bf16::NAN)?;
+    let mut out = Tensor::full(device, &shape.q_shape(), bf16::NAN)?;
     let opts = shape.options();
     let mut run = || match mask {
-        None => attention_into(Kernel::Flash, &q, &k, &v, &out, None, &opts),
-        Some(mask) => block_sparse_attention_into(&q, &k, &v, &out, None, mask, &opts),
+        None => attention_into(Kernel::Flash, &q, &k, &v, &mut out, None, &opts),
+        Some(mask) => block_sparse_attention_into(&q, &k, &v, &mut out, None, mask, &opts),
     };
     let times = if device.is_cuda() {
         let estimate = timer.time(1, 1, &mut run)?[0];

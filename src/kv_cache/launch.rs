@@ -63,7 +63,7 @@ pub(super) fn append<T: Element>(
         return Ok(());
     }
     let device = &cache.device;
-    let capture = device.capture_id()?;
+    let capture = crate::graph::admitted_capture("cache", device)?;
     let capturing = capture.is_some();
     let streams = ForeignStreams::join(
         device,

@@ -758,8 +758,8 @@ pub fn block_sparse_attention<T: AttentionElement>(
     mask: &BlockMask,
     opts: &AttentionOptions,
 ) -> Result<AttentionOutput<T>> {
-    let (out, mut lse) = attention::alloc_outputs(q, None, opts)?;
-    block_sparse_attention_into(q, k, v, &out, lse.as_mut(), mask, opts)?;
+    let (mut out, mut lse) = attention::alloc_outputs(q, None, opts)?;
+    block_sparse_attention_into(q, k, v, &mut out, lse.as_mut(), mask, opts)?;
     Ok(AttentionOutput { out, lse })
 }
 
@@ -769,13 +769,12 @@ pub fn block_sparse_attention_into<T: AttentionElement>(
     q: &Tensor<T>,
     k: &Tensor<T>,
     v: &Tensor<T>,
-    out: &Tensor<T>,
+    out: &mut Tensor<T>,
     lse: Option<&mut Tensor<f32>>,
     mask: &BlockMask,
     opts: &AttentionOptions,
 ) -> Result<()> {
-    let lse = lse.map(|t| &*t);
-    let params = attention::validate_dense(q, k, v, out, lse, opts)?;
+    let params = attention::validate_dense(q, k, v, out, lse.as_deref(), opts)?;
     let seqlens = vec![(params.seqlen_q as usize, params.seqlen_k as usize); params.batch as usize];
     mask.check_call(q.device(), params.heads as usize, &seqlens, false, opts)?;
     attention::validate_alignment(attention::Kernel::Flash, [q, k, v, out])?;
@@ -783,7 +782,8 @@ pub fn block_sparse_attention_into<T: AttentionElement>(
         attention::Call::BlockSparse(mask),
         q.device(),
         params,
-        [q, k, v, out],
+        [q, k, v],
+        out,
         lse,
         None,
     )
@@ -797,13 +797,12 @@ pub fn block_sparse_attention_varlen_into<T: AttentionElement>(
     k: &Tensor<T>,
     v: &Tensor<T>,
     batch: &VarlenBatch,
-    out: &Tensor<T>,
+    out: &mut Tensor<T>,
     lse: Option<&mut Tensor<f32>>,
     mask: &BlockMask,
     opts: &AttentionOptions,
 ) -> Result<()> {
-    let lse = lse.map(|t| &*t);
-    let params = attention::validate_varlen(q, k, v, batch, out, lse, opts)?;
+    let params = attention::validate_varlen(q, k, v, batch, out, lse.as_deref(), opts)?;
     mask.check_call(
         q.device(),
         params.heads as usize,
@@ -816,7 +815,8 @@ pub fn block_sparse_attention_varlen_into<T: AttentionElement>(
         attention::Call::BlockSparse(mask),
         q.device(),
         params,
-        [q, k, v, out],
+        [q, k, v],
+        out,
         lse,
         Some(batch),
     )

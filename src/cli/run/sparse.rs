@@ -124,7 +124,7 @@ pub fn execute<T: AttentionElement>(
             Outputs::from_tensors(&result.out, result.lse.as_ref())?
         }
         Some(batch) => {
-            let out = Tensor::<T>::zeros(device, qt.shape())?;
+            let mut out = Tensor::<T>::zeros(device, qt.shape())?;
             let mut lse = match opts.return_lse {
                 true => Some(Tensor::<f32>::zeros(device, &[heads, batch.total_q()])?),
                 false => None,
@@ -134,7 +134,7 @@ pub fn execute<T: AttentionElement>(
                 &kt,
                 &vt,
                 batch,
-                &out,
+                &mut out,
                 lse.as_mut(),
                 &mask,
                 opts,
