@@ -205,14 +205,14 @@ fn rejects_strided_head_dim_aliased_outputs_and_bad_lse() {
         "q",
         "contiguous",
     );
-    // out is q itself.
+    // out is q itself: a second handle on q's buffer, which a written tensor must not share.
     expect_invalid(
         Call {
             out: c.q.clone(),
             ..c.clone()
         },
         "out",
-        "alias",
+        "only handle",
     );
     let lse = Tensor::full(&emu(), &[1, 5, 2], f32::NAN).unwrap();
     expect_invalid(
