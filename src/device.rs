@@ -84,6 +84,11 @@ impl<'a> ForeignStreams<'a> {
     }
 }
 
+/// Whether two cudarc contexts are the same CUDA context (by the driver's handle).
+pub(crate) fn same_context(a: &CudaContext, b: &CudaContext) -> bool {
+    std::ptr::eq(a, b) || a.cu_ctx() == b.cu_ctx()
+}
+
 /// The id of the CUDA graph capture `stream` is in, or `None` when it is not being captured.
 pub(crate) fn stream_capture_id(stream: &CudaStream) -> Result<Option<u64>> {
     use cudarc::driver::sys;
@@ -241,11 +246,14 @@ impl Device {
         }
     }
 
-    /// Whether two handles reach the same memory (same emulator, or the same CUDA context).
+    /// Whether two handles reach the same memory (same emulator, or the same CUDA context). CUDA
+    /// contexts compare by their driver handle, not by the `CudaContext` value: two
+    /// `Device::cuda(0)`, or cuattn's device and an engine's own cudarc context on the same GPU,
+    /// share the device's primary context and so its memory.
     pub fn same_memory(&self, other: &Device) -> bool {
         match (self, other) {
             (Device::Emulator, Device::Emulator) => true,
-            (Device::Cuda(a), Device::Cuda(b)) => Arc::ptr_eq(a.context(), b.context()),
+            (Device::Cuda(a), Device::Cuda(b)) => same_context(a.context(), b.context()),
             _ => false,
         }
     }

@@ -31,6 +31,15 @@ fn admitted() -> std::sync::MutexGuard<'static, Vec<u64>> {
 /// ...) queue their kernels into the graph without running them; calls that allocate (tensor
 /// constructors, `attention`) are refused, so make every buffer first. Tensors on other streams
 /// of the context must be in the same capture (the call fails naming the tensor otherwise).
+///
+/// Beginning one is `unsafe`; safe code cannot:
+///
+/// ```compile_fail,E0133
+/// use cuattn::cudarc::driver::sys::CUstreamCaptureMode;
+///
+/// let device = cuattn::Device::auto();
+/// let _ = cuattn::GraphCapture::begin(&device, CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_GLOBAL);
+/// ```
 #[must_use = "a capture is ended with `end`, which returns the graph"]
 pub struct GraphCapture {
     stream: Arc<CudaStream>,

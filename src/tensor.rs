@@ -59,7 +59,7 @@ mod sealed {
 /// A scalar type that tensors hold: f16, bf16, f32 and i32. Sealed: the launch paths trust its
 /// `DTYPE` and size, so no type outside cuattn implements it.
 ///
-/// ```compile_fail
+/// ```compile_fail,E0277
 /// use cudarc::driver::{DeviceRepr, ValidAsZeroBits};
 ///
 /// #[derive(Clone, Copy, Default, Debug)]
@@ -85,7 +85,7 @@ pub trait Element:
 /// The element types attention computes in, f16 and bf16: an attention call on f32 or i32 tensors
 /// is a compile error, not a run-time one.
 ///
-/// ```compile_fail
+/// ```compile_fail,E0277
 /// use cuattn::{attention, AttentionOptions, Device, Kernel, Tensor};
 ///
 /// let device = Device::emulator();
@@ -382,6 +382,29 @@ impl<T: Element> Tensor<T> {
         })
     }
 
+    /// A contiguous tensor whose every element the caller's next launch writes (an output of
+    /// the allocating calls): on a GPU its memory is left as the allocator gives it, not
+    /// zero-filled (an extra pass over it); on the emulator it is zeroed as every emulated
+    /// allocation is.
+    pub(crate) fn for_overwrite(device: &Device, shape: &[usize]) -> Result<Tensor<T>> {
+        let Device::Cuda(stream) = device else {
+            return Tensor::zeros(device, shape);
+        };
+        let len = checked_numel(shape)?;
+        outside_capture("device", stream)?;
+        // SAFETY: every bit pattern is a valid T (Element: f16, bf16, f32, i32), so reading an
+        // element the launch did not write yields a value, not undefined behaviour; the callers'
+        // launches write every element.
+        let slice = unsafe { stream.alloc::<T>(len)? };
+        Ok(Tensor {
+            storage: Arc::new(Storage::cuda(slice)),
+            device: device.clone(),
+            offset: 0,
+            shape: shape.to_vec(),
+            strides: contiguous_strides(shape),
+        })
+    }
+
     /// A contiguous tensor holding `data` (row-major, `shape`'s element count).
     pub fn from_host(device: &Device, data: &[T], shape: &[usize]) -> Result<Tensor<T>> {
         let len = checked_numel(shape)?;
@@ -427,7 +450,7 @@ impl<T: Element> Tensor<T> {
         let Device::Cuda(stream) = device else {
             return Err(Error::invalid("device", "a CudaSlice needs a CUDA device"));
         };
-        if !Arc::ptr_eq(slice.context(), stream.context()) {
+        if !crate::device::same_context(slice.context(), stream.context()) {
             return Err(Error::invalid(
                 "slice",
                 "belongs to another CUDA context than `device`",
@@ -519,7 +542,10 @@ impl<T: Element> Tensor<T> {
         if src.shape != self.shape {
             return Err(Error::invalid(
                 "src",
-                format!("shape {:?}, but the tensor's is {:?}", src.shape, self.shape),
+                format!(
+                    "shape {:?}, but the tensor's is {:?}",
+                    src.shape, self.shape
+                ),
             ));
         }
         let n = checked_numel(&self.shape)?;
@@ -537,7 +563,10 @@ impl<T: Element> Tensor<T> {
         if !src.device.same_memory(&self.device) {
             return Err(Error::invalid(
                 "src",
-                format!("on {:?}, but the tensor is on {:?}", src.device, self.device),
+                format!(
+                    "on {:?}, but the tensor is on {:?}",
+                    src.device, self.device
+                ),
             ));
         }
         self.check_writable("self")?;
@@ -548,7 +577,11 @@ impl<T: Element> Tensor<T> {
         let storage = Arc::get_mut(&mut self.storage)
             .ok_or_else(|| Error::Internal("checked writable, then shared".into()))?;
         match (storage, &*src.storage, &self.device) {
-            (Storage::Cuda { slice: dst, .. }, Storage::Cuda { slice: from, .. }, Device::Cuda(stream)) => {
+            (
+                Storage::Cuda { slice: dst, .. },
+                Storage::Cuda { slice: from, .. },
+                Device::Cuda(stream),
+            ) => {
                 let from = from.slice(src_offset..src_offset + n);
                 let mut to = dst.slice_mut(dst_offset..dst_offset + n);
                 stream.memcpy_dtod(&from, &mut to)?;

@@ -183,7 +183,9 @@ fn bench_mma_rejects_a_short_output_and_bad_counts() {
     // it; a strided view skips memory between its rows.
     let one = Tensor::<f32>::zeros(&device, &[1]).unwrap();
     let mut broadcast = one.into_view(0, &[2 * threads], &[0]).unwrap();
-    let msg = launch_bench_mma(&mut broadcast, 2, 1).unwrap_err().to_string();
+    let msg = launch_bench_mma(&mut broadcast, 2, 1)
+        .unwrap_err()
+        .to_string();
     assert!(msg.contains("contiguous"), "{msg}");
     let wide = Tensor::<f32>::zeros(&device, &[4 * threads]).unwrap();
     let mut gapped = wide.into_view(0, &[2, threads], &[2 * threads, 1]).unwrap();

@@ -15,7 +15,8 @@ use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
 
 use cuattn::{
     attention_into, flash_attention, paged_attention_into, AttentionOptions, DType, Device, Error,
-    GraphCapture, Kernel, KvCacheConfig, KvLayout, PagedAttentionPlan, PagedKvCache, SplitKv, Tensor,
+    GraphCapture, Kernel, KvCacheConfig, KvLayout, PagedAttentionPlan, PagedKvCache, SplitKv,
+    Tensor,
 };
 
 /// Long enough (about 2 TFLOP) that a launch still runs when the next call on another stream is

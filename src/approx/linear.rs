@@ -324,7 +324,7 @@ pub fn linear_attention<T: AttentionElement>(
     if let (Some(last), Some(&dv)) = (shape.last_mut(), v.shape().last()) {
         *last = dv;
     }
-    let mut out = Tensor::zeros(q.device(), &shape)?;
+    let mut out = Tensor::for_overwrite(q.device(), &shape)?;
     let mut workspace = LinearWorkspace::new(q.device());
     linear_attention_into(q, k, v, &mut out, opts, &mut workspace)?;
     Ok(out)

@@ -6,8 +6,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::attention::{
-    alloc_outputs, attention_into, flash_head_dim_tile, validate_dense,
-    AttentionOptions, AttentionOutput, Kernel,
+    alloc_outputs, attention_into, flash_head_dim_tile, validate_dense, AttentionOptions,
+    AttentionOutput, Kernel,
 };
 use crate::device::{Device, ForeignStreams};
 use crate::error::{Error, Result};
@@ -190,9 +190,9 @@ impl<T: Element> LowrankWorkspace<T> {
 
     /// Bytes held.
     pub fn bytes(&self) -> usize {
-        self.buffers
-            .as_ref()
-            .map_or(0, |(k, v)| (k.numel() + v.numel()) * std::mem::size_of::<T>())
+        self.buffers.as_ref().map_or(0, |(k, v)| {
+            (k.numel() + v.numel()) * std::mem::size_of::<T>()
+        })
     }
 
     /// K' and V' viewed as `shape`, taken out of the workspace (grown first if they are too
@@ -205,7 +205,10 @@ impl<T: Element> LowrankWorkspace<T> {
                 let buffer = |label: &str| -> Result<Tensor<T>> {
                     Tensor::zeros(&self.device, &[numel])?.with_label(label)
                 };
-                (buffer("lowrank_k_projected")?, buffer("lowrank_v_projected")?)
+                (
+                    buffer("lowrank_k_projected")?,
+                    buffer("lowrank_v_projected")?,
+                )
             }
         };
         let strides = crate::tensor::contiguous_strides(&shape);

@@ -234,72 +234,253 @@ pub struct AttentionOutput<T: Element> {
 }
 
 /// Offsets of a variable-length batch, validated and uploaded once (a plan object), so the
-/// launches that use it allocate nothing.
+/// launches that use it allocate nothing. [`update`](VarlenBatch::update) rewrites the offsets
+/// in place (same batch size, lengths within the batch's bounds), so a CUDA graph captured over a
+/// call on this batch replays on the new lengths; engines that keep the offsets on the device
+/// already wrap them with [`from_device`](VarlenBatch::from_device).
 pub struct VarlenBatch {
     cu_seqlens_q: Tensor<i32>,
     cu_seqlens_k: Tensor<i32>,
-    seqlens: Vec<(usize, usize)>,
+    /// Each sequence's (seqlen_q, seqlen_k); `None` for offsets only the device holds.
+    seqlens: Option<Vec<(usize, usize)>>,
     total_q: usize,
     total_k: usize,
+    /// The bounds launches are sized by (grids), at least every sequence's length.
     max_seqlen_q: usize,
     max_seqlen_k: usize,
 }
 
+/// Checks a pair of host offset arrays; returns each sequence's (seqlen_q, seqlen_k).
+fn host_seqlens(cu_seqlens_q: &[i32], cu_seqlens_k: &[i32]) -> Result<Vec<(usize, usize)>> {
+    validate::cu_seqlens("cu_seqlens_q", cu_seqlens_q)?;
+    validate::cu_seqlens("cu_seqlens_k", cu_seqlens_k)?;
+    if cu_seqlens_q.len() != cu_seqlens_k.len() {
+        return Err(Error::invalid(
+            "cu_seqlens_k",
+            format!(
+                "{} entries, but cu_seqlens_q has {}: both are batch + 1 long",
+                cu_seqlens_k.len(),
+                cu_seqlens_q.len()
+            ),
+        ));
+    }
+    Ok(cu_seqlens_q
+        .windows(2)
+        .zip(cu_seqlens_k.windows(2))
+        .map(|(q, k)| ((q[1] - q[0]) as usize, (k[1] - k[0]) as usize))
+        .collect())
+}
+
+/// The longest query and key lengths of a batch.
+fn longest(seqlens: &[(usize, usize)]) -> (usize, usize) {
+    (
+        seqlens.iter().map(|s| s.0).max().unwrap_or(0),
+        seqlens.iter().map(|s| s.1).max().unwrap_or(0),
+    )
+}
+
 impl VarlenBatch {
     /// `cu_seqlens_q`/`cu_seqlens_k`: batch + 1 nondecreasing int32 offsets starting at 0; the
-    /// last entries are the packed row counts (total_q, total_k).
+    /// last entries are the packed row counts (total_q, total_k). Launches are sized by the
+    /// longest sequences.
     pub fn new(device: &Device, cu_seqlens_q: &[i32], cu_seqlens_k: &[i32]) -> Result<Self> {
-        validate::cu_seqlens("cu_seqlens_q", cu_seqlens_q)?;
-        validate::cu_seqlens("cu_seqlens_k", cu_seqlens_k)?;
-        if cu_seqlens_q.len() != cu_seqlens_k.len() {
-            return Err(Error::invalid(
-                "cu_seqlens_k",
-                format!(
-                    "{} entries, but cu_seqlens_q has {}: both are batch + 1 long",
-                    cu_seqlens_k.len(),
-                    cu_seqlens_q.len()
-                ),
-            ));
-        }
-        let seqlens: Vec<(usize, usize)> = cu_seqlens_q
-            .windows(2)
-            .zip(cu_seqlens_k.windows(2))
-            .map(|(q, k)| ((q[1] - q[0]) as usize, (k[1] - k[0]) as usize))
-            .collect();
-        Ok(VarlenBatch {
+        let (max_q, max_k) = longest(&host_seqlens(cu_seqlens_q, cu_seqlens_k)?);
+        VarlenBatch::with_bounds(device, cu_seqlens_q, cu_seqlens_k, max_q, max_k)
+    }
+
+    /// [`new`](VarlenBatch::new) with launches sized for sequences of up to `max_seqlen_q`
+    /// queries and `max_seqlen_k` keys (at least the longest given), so that
+    /// [`update`](VarlenBatch::update) may lengthen sequences up to them: the bounds of a batch
+    /// a CUDA graph replays on.
+    pub fn with_bounds(
+        device: &Device,
+        cu_seqlens_q: &[i32],
+        cu_seqlens_k: &[i32],
+        max_seqlen_q: usize,
+        max_seqlen_k: usize,
+    ) -> Result<Self> {
+        let seqlens = host_seqlens(cu_seqlens_q, cu_seqlens_k)?;
+        let mut batch = VarlenBatch {
             cu_seqlens_q: Tensor::from_host(device, cu_seqlens_q, &[cu_seqlens_q.len()])?
                 .with_label("cu_seqlens_q")?,
             cu_seqlens_k: Tensor::from_host(device, cu_seqlens_k, &[cu_seqlens_k.len()])?
                 .with_label("cu_seqlens_k")?,
-            total_q: seqlens.iter().map(|s| s.0).sum(),
-            total_k: seqlens.iter().map(|s| s.1).sum(),
-            max_seqlen_q: seqlens.iter().map(|s| s.0).max().unwrap_or(0),
-            max_seqlen_k: seqlens.iter().map(|s| s.1).max().unwrap_or(0),
-            seqlens,
+            seqlens: None,
+            total_q: 0,
+            total_k: 0,
+            max_seqlen_q,
+            max_seqlen_k,
+        };
+        batch.set_seqlens(seqlens)?;
+        Ok(batch)
+    }
+
+    /// Offsets the device already holds (`[batch + 1]` int32 each, an engine's own buffers: see
+    /// [`Tensor::from_cuda_slice`]), with the host-side facts launches are sized and checked by:
+    /// the packed row counts and bounds on every sequence's lengths. Nothing is copied or read
+    /// back. Block-sparse attention, which needs each sequence's lengths on the host, refuses
+    /// such a batch.
+    ///
+    /// # Safety
+    ///
+    /// The kernels index q, k, v and out by these offsets without checking them, so until every
+    /// launch that uses the batch has run: `cu_seqlens_q` and `cu_seqlens_k` must start at 0, be
+    /// nondecreasing, end at `total_q` and `total_k`, and no sequence may have more than
+    /// `max_seqlen_q` queries or `max_seqlen_k` keys.
+    pub unsafe fn from_device(
+        cu_seqlens_q: Tensor<i32>,
+        cu_seqlens_k: Tensor<i32>,
+        (total_q, total_k): (usize, usize),
+        (max_seqlen_q, max_seqlen_k): (usize, usize),
+    ) -> Result<Self> {
+        let entries = cu_seqlens_q.numel();
+        for (arg, t) in [
+            ("cu_seqlens_q", &cu_seqlens_q),
+            ("cu_seqlens_k", &cu_seqlens_k),
+        ] {
+            if t.shape().len() != 1 || t.numel() < 2 || t.numel() != entries {
+                return Err(Error::invalid(
+                    arg,
+                    format!(
+                        "shape {:?}: both offsets are [batch + 1] with batch >= 1 (cu_seqlens_q \
+                         has {entries} entries)",
+                        t.shape()
+                    ),
+                ));
+            }
+            if t.strides() != [1] {
+                return Err(Error::invalid(arg, "the offsets must be contiguous"));
+            }
+        }
+        if !cu_seqlens_k.device().same_memory(cu_seqlens_q.device()) {
+            return Err(Error::invalid(
+                "cu_seqlens_k",
+                "on another device than cu_seqlens_q",
+            ));
+        }
+        if entries - 1 > 65535 {
+            return Err(Error::invalid(
+                "cu_seqlens_q",
+                format!("batch {} exceeds the maximum 65535", entries - 1),
+            ));
+        }
+        let fits = |v: usize| i32::try_from(v).is_ok();
+        for (arg, v) in [
+            ("total_q", total_q),
+            ("total_k", total_k),
+            ("max_seqlen_q", max_seqlen_q),
+            ("max_seqlen_k", max_seqlen_k),
+        ] {
+            if !fits(v) {
+                return Err(Error::invalid(arg, format!("{v}: must fit int32")));
+            }
+        }
+        Ok(VarlenBatch {
+            cu_seqlens_q,
+            cu_seqlens_k,
+            seqlens: None,
+            total_q,
+            total_k,
+            max_seqlen_q,
+            max_seqlen_k,
         })
     }
 
+    /// Rewrites the offsets in place (queued on the batch's stream; nothing allocated): the same
+    /// batch size, every sequence within the batch's bounds ([`max_seqlen_q`](Self::max_seqlen_q)
+    /// and [`max_seqlen_k`](Self::max_seqlen_k)). Launches captured in a CUDA graph over this
+    /// batch read the new offsets when the graph is replayed; the packed row counts may change,
+    /// and the tensors a replay runs on must then hold them (a replay checks nothing). On a
+    /// refusal nothing changes.
+    pub fn update(&mut self, cu_seqlens_q: &[i32], cu_seqlens_k: &[i32]) -> Result<()> {
+        let seqlens = host_seqlens(cu_seqlens_q, cu_seqlens_k)?;
+        if seqlens.len() != self.batch() {
+            return Err(Error::invalid(
+                "cu_seqlens_q",
+                format!(
+                    "{} entries, but the batch holds {} sequences (batch + 1 offsets)",
+                    cu_seqlens_q.len(),
+                    self.batch()
+                ),
+            ));
+        }
+        let (max_q, max_k) = longest(&seqlens);
+        for (arg, longest, bound, bound_name) in [
+            ("cu_seqlens_q", max_q, self.max_seqlen_q, "max_seqlen_q"),
+            ("cu_seqlens_k", max_k, self.max_seqlen_k, "max_seqlen_k"),
+        ] {
+            if longest > bound {
+                return Err(Error::invalid(
+                    arg,
+                    format!(
+                        "a sequence of {longest}, past the batch's {bound_name} = {bound} that \
+                         launches are sized by (VarlenBatch::with_bounds sets it)"
+                    ),
+                ));
+            }
+        }
+        self.cu_seqlens_q.write_buffer_range(0, cu_seqlens_q)?;
+        self.cu_seqlens_k.write_buffer_range(0, cu_seqlens_k)?;
+        self.seqlens = Some(seqlens);
+        self.total_q = *cu_seqlens_q.last().expect("checked: at least 2 entries") as usize;
+        self.total_k = *cu_seqlens_k.last().expect("checked: at least 2 entries") as usize;
+        Ok(())
+    }
+
+    /// Records host lengths made by `host_seqlens`, within the bounds.
+    fn set_seqlens(&mut self, seqlens: Vec<(usize, usize)>) -> Result<()> {
+        let (max_q, max_k) = longest(&seqlens);
+        if max_q > self.max_seqlen_q || max_k > self.max_seqlen_k {
+            return Err(Error::invalid(
+                "max_seqlen_q",
+                format!(
+                    "bounds ({}, {}) below the longest sequence's ({max_q}, {max_k}) queries \
+                     and keys",
+                    self.max_seqlen_q, self.max_seqlen_k
+                ),
+            ));
+        }
+        for (arg, v) in [
+            ("max_seqlen_q", self.max_seqlen_q),
+            ("max_seqlen_k", self.max_seqlen_k),
+        ] {
+            if i32::try_from(v).is_err() {
+                return Err(Error::invalid(arg, format!("{v}: must fit int32")));
+            }
+        }
+        self.total_q = seqlens.iter().map(|s| s.0).sum();
+        self.total_k = seqlens.iter().map(|s| s.1).sum();
+        self.seqlens = Some(seqlens);
+        Ok(())
+    }
+
+    /// The number of sequences.
     pub fn batch(&self) -> usize {
-        self.seqlens.len()
+        self.cu_seqlens_q.numel() - 1
     }
 
-    /// (seqlen_q, seqlen_k) of each sequence.
-    pub fn seqlens(&self) -> &[(usize, usize)] {
-        &self.seqlens
+    /// (seqlen_q, seqlen_k) of each sequence; `None` for a batch
+    /// [`from_device`](VarlenBatch::from_device), whose lengths only the device holds.
+    pub fn seqlens(&self) -> Option<&[(usize, usize)]> {
+        self.seqlens.as_deref()
     }
 
+    /// The packed query rows (the last query offset).
     pub fn total_q(&self) -> usize {
         self.total_q
     }
 
+    /// The packed key rows (the last key offset).
     pub fn total_k(&self) -> usize {
         self.total_k
     }
 
+    /// The bound on every sequence's query count that launches are sized by.
     pub fn max_seqlen_q(&self) -> usize {
         self.max_seqlen_q
     }
 
+    /// The bound on every sequence's key count that launches are sized by.
     pub fn max_seqlen_k(&self) -> usize {
         self.max_seqlen_k
     }
@@ -330,14 +511,28 @@ pub fn attention<T: AttentionElement>(
 }
 
 /// Runs `kernel` writing into caller-provided `out` (shaped like q) and `lse` (float32
-/// [batch, heads, seqlen_q], required iff `opts.return_lse`). Allocates nothing and does not
-/// synchronize, so it can be captured in a CUDA graph: on a stream being captured the call
-/// leaves cudarc's per-buffer events alone (a capture may not wait for an event recorded outside
-/// it), so ordering the graph's launches with other work on its buffers, and keeping the buffers
-/// alive while the graph lives, are the caller's; a tensor on another stream must be in the same
-/// capture, or the call fails naming it. Tensors are made before the capture (`Tensor`
-/// constructors refuse a capturing stream), and one call of the kind is best made before it too,
-/// so that the kernel loads outside the capture.
+/// [batch, heads, seqlen_q], required iff `opts.return_lse`). Both are written through `&mut` and
+/// must be their buffers' only handles (see [`Tensor`] on sharing); they are recorded to cudarc as
+/// written. Allocates nothing and does not synchronize, so it can be captured in a CUDA graph
+/// begun by [`GraphCapture::begin`](crate::GraphCapture::begin) (whose contract keeps the
+/// buffers alive; any other capture of the stream is refused): in the capture the call leaves
+/// cudarc's per-buffer events alone (a capture may not wait for an event recorded outside it), so
+/// ordering the graph's launches with other work on its buffers is the caller's; a tensor on
+/// another stream must be in the same capture, or the call fails naming it. Tensors are made
+/// before the capture (`Tensor` constructors refuse a capturing stream), and one call of the kind
+/// is best made before it too, so that the kernel loads outside the capture.
+///
+/// An output given as a shared reference does not compile:
+///
+/// ```compile_fail,E0308
+/// use cuattn::{attention_into, AttentionOptions, Device, Kernel, Tensor};
+/// use half::f16;
+///
+/// let device = Device::emulator();
+/// let q = Tensor::<f16>::zeros(&device, &[1, 8, 1, 64]).unwrap();
+/// let out = Tensor::<f16>::zeros(&device, &[1, 8, 1, 64]).unwrap();
+/// let _ = attention_into(Kernel::Naive, &q, &q, &q, &out, None, &AttentionOptions::default());
+/// ```
 pub fn attention_into<T: AttentionElement>(
     kernel: Kernel,
     q: &Tensor<T>,
@@ -437,7 +632,7 @@ pub(crate) fn alloc_outputs<T: Element>(
     varlen: Option<&VarlenBatch>,
     opts: &AttentionOptions,
 ) -> Result<(Tensor<T>, Option<Tensor<f32>>)> {
-    let out = Tensor::zeros(q.device(), q.shape())?;
+    let out = Tensor::for_overwrite(q.device(), q.shape())?;
     if !opts.return_lse {
         return Ok((out, None));
     }
@@ -446,7 +641,7 @@ pub(crate) fn alloc_outputs<T: Element>(
         (Some(_), &[total, h, _]) => vec![h, total],
         _ => return Err(validate::rank_error("q", q.shape(), varlen.is_some())),
     };
-    Ok((out, Some(Tensor::zeros(q.device(), &shape)?)))
+    Ok((out, Some(Tensor::for_overwrite(q.device(), &shape)?)))
 }
 
 /// The C-ABI view of the problem, for callers that build params themselves.

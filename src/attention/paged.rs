@@ -402,9 +402,9 @@ pub fn paged_attention<T: AttentionElement>(
     opts: &AttentionOptions,
 ) -> Result<AttentionOutput<T>> {
     let mut plan = PagedAttentionPlan::new(q.device(), SplitKv::Auto)?;
-    let mut out = Tensor::zeros(q.device(), q.shape())?;
+    let mut out = Tensor::for_overwrite(q.device(), q.shape())?;
     let mut lse = if opts.return_lse {
-        Some(Tensor::zeros(q.device(), &q.shape()[..2])?)
+        Some(Tensor::for_overwrite(q.device(), &q.shape()[..2])?)
     } else {
         None
     };
@@ -791,8 +791,8 @@ pub fn merge_states<T: AttentionElement>(
     o_b: &Tensor<T>,
     lse_b: &Tensor<f32>,
 ) -> Result<(Tensor<T>, Tensor<f32>)> {
-    let mut out = Tensor::zeros(o_a.device(), o_a.shape())?;
-    let mut lse = Tensor::zeros(lse_a.device(), lse_a.shape())?;
+    let mut out = Tensor::for_overwrite(o_a.device(), o_a.shape())?;
+    let mut lse = Tensor::for_overwrite(lse_a.device(), lse_a.shape())?;
     merge(Some((o_a, lse_a)), o_b, lse_b, &mut out, Some(&mut lse))?;
     Ok((out, lse))
 }

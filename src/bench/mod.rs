@@ -403,7 +403,11 @@ pub fn launch_bench_mma(out: &mut Tensor<f32>, blocks: i32, iterations: i32) -> 
         ));
     }
     let device = out.device().clone();
-    let (ptr, _guard) = out.kernel_ptr_mut("out", &device, crate::graph::admitted_capture("out", &device)?.is_some())?;
+    let (ptr, _guard) = out.kernel_ptr_mut(
+        "out",
+        &device,
+        crate::graph::admitted_capture("out", &device)?.is_some(),
+    )?;
     let status = match &device {
         // SAFETY: out is a registered host buffer of at least `needed` floats (checked above),
         // alive for this synchronous call.
@@ -458,7 +462,9 @@ pub fn measure_mma_ceiling(device: &Device, timer: &mut Timer) -> Result<MmaCeil
         Device::Emulator => (MMA_EMU_BLOCKS, MMA_EMU_ITERATIONS, 0, 1),
     };
     let mut out = Tensor::<f32>::full(device, &[blocks as usize * MMA_BLOCK_THREADS], f32::NAN)?;
-    let times = timer.time(warmup, runs, || launch_bench_mma(&mut out, blocks, iterations))?;
+    let times = timer.time(warmup, runs, || {
+        launch_bench_mma(&mut out, blocks, iterations)
+    })?;
     let expected = bench_mma_expected(iterations);
     let written = out.to_host()?;
     if let Some((thread, value)) = written

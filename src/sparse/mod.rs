@@ -803,13 +803,14 @@ pub fn block_sparse_attention_varlen_into<T: AttentionElement>(
     opts: &AttentionOptions,
 ) -> Result<()> {
     let params = attention::validate_varlen(q, k, v, batch, out, lse.as_deref(), opts)?;
-    mask.check_call(
-        q.device(),
-        params.heads as usize,
-        batch.seqlens(),
-        true,
-        opts,
-    )?;
+    let seqlens = batch.seqlens().ok_or_else(|| {
+        Error::invalid(
+            "batch",
+            "made from device offsets (VarlenBatch::from_device): the block mask is checked \
+             against each sequence's lengths on the host, so give the batch host offsets",
+        )
+    })?;
+    mask.check_call(q.device(), params.heads as usize, seqlens, true, opts)?;
     attention::validate_alignment(attention::Kernel::Flash, [q, k, v, out])?;
     attention::run_call(
         attention::Call::BlockSparse(mask),

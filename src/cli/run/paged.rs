@@ -216,7 +216,7 @@ fn varlen_sequences<T: AttentionElement>(
     let batch = super::varlen_batch::<T>(device, q, k, opts, cu_q, cu_k)?;
     let mut sequences = Vec::with_capacity(batch.batch());
     let (mut q_start, mut k_start) = (0, 0);
-    for (b, &(q_len, k_len)) in batch.seqlens().iter().enumerate() {
+    for (b, &(q_len, k_len)) in batch.seqlens().unwrap_or_default().iter().enumerate() {
         if q_len > k_len {
             return Err(Error::invalid(
                 "cu_seqlens_q",

@@ -65,7 +65,7 @@ pub fn execute<T: AttentionElement>(
         }
         Some((cu_q, cu_k)) => {
             let batch = varlen_batch::<T>(device, q, k, opts, cu_q, cu_k)?;
-            let seqlens = batch.seqlens().to_vec();
+            let seqlens = batch.seqlens().unwrap_or_default().to_vec();
             (Some(batch), q.shape[1], seqlens)
         }
     };
