@@ -7,7 +7,10 @@ use std::fmt;
 use std::ptr::NonNull;
 use std::sync::Arc;
 
-use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr, ValidAsZeroBits};
+use cudarc::driver::{
+    CudaSlice, CudaStream, CudaView, CudaViewMut, DevicePtr, DevicePtrMut, DeviceRepr, DeviceSlice,
+    ValidAsZeroBits,
+};
 use half::{bf16, f16};
 
 use crate::device::Device;
@@ -226,6 +229,17 @@ enum Storage<T: Element> {
         buf: EmuBuffer,
         len: usize,
     },
+    /// Memory the tensor does not own, by address (device memory, or emulated memory on the
+    /// emulator): an engine's buffer ([`Tensor::from_raw_parts`], [`Tensor::scoped_cuda_view`]).
+    /// `live` turns false when the borrow it was made for ends (a scope's end), after which every
+    /// use of the tensor and its clones is refused.
+    Borrowed {
+        addr: u64,
+        len: usize,
+        live: Arc<std::sync::atomic::AtomicBool>,
+        /// False for memory lent for reading only (a `CudaView`): no call writes it.
+        writable: bool,
+    },
 }
 
 impl<T: Element> Storage<T> {
@@ -246,7 +260,27 @@ impl<T: Element> Storage<T> {
     fn len(&self) -> usize {
         match self {
             Storage::Cuda { slice, .. } => slice.len(),
-            Storage::Emu { len, .. } => *len,
+            Storage::Emu { len, .. } | Storage::Borrowed { len, .. } => *len,
+        }
+    }
+
+    /// The address of element 0, for every storage that is still usable: a borrowed buffer whose
+    /// borrow ended is refused.
+    fn base(&self) -> Result<u64> {
+        match self {
+            Storage::Cuda { addr, .. } => Ok(*addr),
+            Storage::Emu { buf, .. } => Ok(buf.ptr.as_ptr() as u64),
+            Storage::Borrowed { addr, live, .. } => {
+                if live.load(std::sync::atomic::Ordering::Acquire) {
+                    Ok(*addr)
+                } else {
+                    Err(Error::invalid(
+                        "tensor",
+                        "it borrows memory whose borrow has ended (a clone kept past the scope \
+                         of Tensor::scoped_cuda_view): the memory may be freed or reused",
+                    ))
+                }
+            }
         }
     }
 }
@@ -472,6 +506,146 @@ impl<T: Element> Tensor<T> {
         })
     }
 
+    /// A contiguous tensor over memory cuattn does not own, by address: an engine's buffer from
+    /// its own allocator (candle's storage, a C++ engine's pool). Nothing is copied or freed; no
+    /// cudarc events are recorded for it (the engine orders its use with the device's stream).
+    /// `len` elements of `T` lie at `address`; the tensor covers the first `shape`'s worth.
+    ///
+    /// # Safety
+    ///
+    /// `address` starts `len` elements of `T` in `device`'s memory (device memory of its CUDA
+    /// context; on the emulator, memory the emulator allocated, such as another tensor's
+    /// [`raw_address`](Tensor::raw_address)). That memory stays allocated, and is not reused for
+    /// anything else, while this tensor or any clone or view of it lives and until the work
+    /// queued on it has run; and nothing else writes it while a cuattn call reads it, or reads or
+    /// writes it while a call writes it, unless ordered after that call on the device's stream.
+    pub unsafe fn from_raw_parts(
+        device: &Device,
+        address: u64,
+        len: usize,
+        shape: &[usize],
+    ) -> Result<Tensor<T>> {
+        Tensor::borrowed(device, address, len, true, shape)
+    }
+
+    /// Runs `f` on a contiguous tensor of `shape` over `view` (an engine's cudarc buffer, lent
+    /// for reading: no call writes the tensor), without a copy. The tensor works only inside
+    /// `f`: a clone kept past it is refused by every call. `view`'s last write recorded by cudarc
+    /// comes before the work `f` queues on `device`'s stream, and cudarc records that work as a
+    /// read of `view` once `f` returns.
+    pub fn scoped_cuda_view<R>(
+        device: &Device,
+        view: &CudaView<'_, T>,
+        shape: &[usize],
+        f: impl FnOnce(&Tensor<T>) -> Result<R>,
+    ) -> Result<R> {
+        let stream = Tensor::<T>::view_stream(device, view.stream())?;
+        // Held until `f` has queued its work: then records it as a read of the view.
+        let (address, _record) = view.device_ptr(stream);
+        Tensor::scoped(device, address, view.len(), false, shape, |t| f(t))
+    }
+
+    /// [`scoped_cuda_view`](Tensor::scoped_cuda_view) over a buffer lent for writing: `f` may
+    /// pass the tensor as an output (it is its buffer's only handle), and cudarc records the work
+    /// `f` queues as a write of `view`.
+    pub fn scoped_cuda_view_mut<R>(
+        device: &Device,
+        view: &mut CudaViewMut<'_, T>,
+        shape: &[usize],
+        f: impl FnOnce(&mut Tensor<T>) -> Result<R>,
+    ) -> Result<R> {
+        let stream = Tensor::<T>::view_stream(device, view.stream())?.clone();
+        let len = view.len();
+        let (address, _record) = view.device_ptr_mut(&stream);
+        Tensor::scoped(device, address, len, true, shape, f)
+    }
+
+    /// `device`'s stream, when a view on `home` (its cudarc stream) can be used on it.
+    fn view_stream<'a>(device: &'a Device, home: &Arc<CudaStream>) -> Result<&'a Arc<CudaStream>> {
+        let Device::Cuda(stream) = device else {
+            return Err(Error::invalid("device", "a CudaView needs a CUDA device"));
+        };
+        if !crate::device::same_context(home.context(), stream.context()) {
+            return Err(Error::invalid(
+                "view",
+                "belongs to another CUDA context than `device`",
+            ));
+        }
+        outside_capture("device", stream)?;
+        Ok(stream)
+    }
+
+    /// A contiguous tensor of `shape` over `len` borrowed elements at `address`.
+    fn borrowed(
+        device: &Device,
+        address: u64,
+        len: usize,
+        writable: bool,
+        shape: &[usize],
+    ) -> Result<Tensor<T>> {
+        let numel = checked_numel(shape)?;
+        if numel > len {
+            return Err(Error::invalid(
+                "shape",
+                format!("{shape:?} holds {numel} elements, but the memory holds {len}"),
+            ));
+        }
+        if address == 0 || !address.is_multiple_of(std::mem::align_of::<T>() as u64) {
+            return Err(Error::invalid(
+                "address",
+                format!(
+                    "{address:#x}: must be a non-null address aligned for {}",
+                    T::DTYPE
+                ),
+            ));
+        }
+        if len.checked_mul(std::mem::size_of::<T>()).is_none() {
+            return Err(Error::invalid(
+                "len",
+                format!("{len}: byte count overflows"),
+            ));
+        }
+        Ok(Tensor {
+            storage: Arc::new(Storage::Borrowed {
+                addr: address,
+                len,
+                live: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+                writable,
+            }),
+            device: device.clone(),
+            offset: 0,
+            shape: shape.to_vec(),
+            strides: contiguous_strides(shape),
+        })
+    }
+
+    /// Runs `f` on a tensor over borrowed memory, then ends the borrow: the storage is marked
+    /// dead, so a clone `f` kept is refused from then on (it cannot reach the memory).
+    fn scoped<R>(
+        device: &Device,
+        address: u64,
+        len: usize,
+        writable: bool,
+        shape: &[usize],
+        f: impl FnOnce(&mut Tensor<T>) -> Result<R>,
+    ) -> Result<R> {
+        let mut tensor = Tensor::borrowed(device, address, len, writable, shape)?;
+        /// Ends the borrow however `f` leaves (a panic included).
+        struct EndBorrow(Arc<std::sync::atomic::AtomicBool>);
+        impl Drop for EndBorrow {
+            fn drop(&mut self) {
+                self.0.store(false, std::sync::atomic::Ordering::Release);
+            }
+        }
+        let Storage::Borrowed { live, .. } = &*tensor.storage else {
+            return Err(Error::Internal(
+                "a borrowed tensor without borrowed storage".into(),
+            ));
+        };
+        let _end = EndBorrow(Arc::clone(live));
+        f(&mut tensor)
+    }
+
     /// The underlying CUDA buffer (the whole allocation; see `offset` and `strides`). cudarc's
     /// per-buffer events see every buffer of a cuattn launch, its outputs too, as read by it (an
     /// output's write is ordered by the tensor's stream): order work on an output that another
@@ -480,7 +654,7 @@ impl<T: Element> Tensor<T> {
     pub fn cuda_slice(&self) -> Option<&CudaSlice<T>> {
         match &*self.storage {
             Storage::Cuda { slice, .. } => Some(slice),
-            Storage::Emu { .. } => None,
+            Storage::Emu { .. } | Storage::Borrowed { .. } => None,
         }
     }
 
@@ -598,56 +772,63 @@ impl<T: Element> Tensor<T> {
                     )
                 };
             }
-            _ => {
-                return Err(Error::Internal(
-                    "tensor storage does not match its device".into(),
-                ))
+            // A borrowed side: by address, in the stream's order (no cudarc events: borrowed
+            // memory's owner orders its use).
+            (dst, from, device) => {
+                let size = std::mem::size_of::<T>();
+                let to = dst.base()? + (dst_offset * size) as u64;
+                let from = from.base()? + (src_offset * size) as u64;
+                match device {
+                    Device::Cuda(stream) => {
+                        stream.context().bind_to_thread()?;
+                        // SAFETY: both ranges lie in live memory of this context (checked when
+                        // the views were made, and by `base`).
+                        unsafe {
+                            cudarc::driver::result::memcpy_dtod_async(
+                                to,
+                                from,
+                                n * size,
+                                stream.cu_stream(),
+                            )?
+                        };
+                    }
+                    // SAFETY: as above, for emulated memory (`copy`: two borrowed tensors may
+                    // lend the same memory), no launch running on it.
+                    Device::Emulator => unsafe {
+                        std::ptr::copy(from as *const T, to as *mut T, n)
+                    },
+                }
             }
         }
         Ok(())
     }
 
-    /// Copies the elements to the host in row-major order of `shape` (synchronizes).
+    /// Copies the elements to the host in row-major order of `shape` (synchronizes). Only the
+    /// span of the buffer the view covers is copied.
     pub fn to_host(&self) -> Result<Vec<T>> {
         let n = checked_numel(&self.shape)?;
-        let mut out = Vec::with_capacity(n);
         if n == 0 {
-            return Ok(out);
+            return Ok(Vec::new());
         }
-        let gather = |buf: &[T], out: &mut Vec<T>| {
-            let mut index = vec![0usize; self.shape.len()];
-            for _ in 0..n {
-                let at: usize = self.offset
-                    + index
-                        .iter()
-                        .zip(&self.strides)
-                        .map(|(i, s)| i * s)
-                        .sum::<usize>();
-                out.push(buf[at]);
-                for d in (0..index.len()).rev() {
-                    index[d] += 1;
-                    if index[d] < self.shape[d] {
-                        break;
-                    }
-                    index[d] = 0;
+        // The view's elements lie in [offset, offset + span] (checked when it was made).
+        let span: usize = self
+            .shape
+            .iter()
+            .zip(&self.strides)
+            .map(|(&d, &s)| (d - 1) * s)
+            .sum();
+        let covered = self.read_buffer_range(self.offset, span + 1)?;
+        let mut out = Vec::with_capacity(n);
+        let mut index = vec![0usize; self.shape.len()];
+        for _ in 0..n {
+            let at: usize = index.iter().zip(&self.strides).map(|(i, s)| i * s).sum();
+            out.push(covered[at]);
+            for d in (0..index.len()).rev() {
+                index[d] += 1;
+                if index[d] < self.shape[d] {
+                    break;
                 }
-            }
-        };
-        match (&*self.storage, &self.device) {
-            (Storage::Cuda { slice, .. }, Device::Cuda(stream)) => {
-                let all = stream.clone_dtoh(slice)?;
-                gather(&all, &mut out);
-            }
-            (Storage::Emu { buf, len }, Device::Emulator) => {
-                // SAFETY: the buffer holds `len` initialized (zeroed, then written) elements of T
-                // and no launch is running on it (emulator launches are synchronous).
-                let all = unsafe { std::slice::from_raw_parts(buf.ptr.as_ptr().cast::<T>(), *len) };
-                gather(all, &mut out);
-            }
-            _ => {
-                return Err(Error::Internal(
-                    "tensor storage does not match its device".into(),
-                ))
+                index[d] = 0;
             }
         }
         Ok(out)
@@ -715,6 +896,25 @@ impl<T: Element> Tensor<T> {
                     std::ptr::copy_nonoverlapping(data.as_ptr(), dst, n);
                 }
             }
+            (storage @ Storage::Borrowed { .. }, device) => {
+                let at = storage.base()? + (start * std::mem::size_of::<T>()) as u64;
+                match device {
+                    Device::Cuda(stream) => {
+                        stream.context().bind_to_thread()?;
+                        // SAFETY: [at, at + n elements) lies in the live borrowed device memory
+                        // (checked above); the copy reads `data` before the call returns
+                        // (waited for: the caller may reuse `data` at once).
+                        unsafe {
+                            cudarc::driver::result::memcpy_htod_async(at, data, stream.cu_stream())?
+                        };
+                        stream.synchronize()?;
+                    }
+                    Device::Emulator => {
+                        // SAFETY: as above, for emulated memory, no launch running on it.
+                        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), at as *mut T, n) };
+                    }
+                }
+            }
             _ => {
                 return Err(Error::Internal(
                     "tensor storage does not match its device".into(),
@@ -747,6 +947,35 @@ impl<T: Element> Tensor<T> {
                     std::slice::from_raw_parts(buf.ptr.as_ptr().cast::<T>().add(start), len)
                 };
                 Ok(all.to_vec())
+            }
+            (storage @ Storage::Borrowed { .. }, device) => {
+                let at = storage.base()? + (start * std::mem::size_of::<T>()) as u64;
+                let mut host = vec![T::default(); len];
+                match device {
+                    Device::Cuda(stream) => {
+                        stream.context().bind_to_thread()?;
+                        // SAFETY: [at, at + len elements) lies in the borrowed memory (checked
+                        // above against its length; its owner vouched for it when lending it,
+                        // and the borrow is live), which is device memory of this context;
+                        // `host` holds len elements and the copy is waited for before use.
+                        unsafe {
+                            cudarc::driver::result::memcpy_dtoh_async(
+                                &mut host,
+                                at,
+                                stream.cu_stream(),
+                            )?
+                        };
+                        stream.synchronize()?;
+                    }
+                    Device::Emulator => {
+                        // SAFETY: as above, for emulated memory, no launch running on it
+                        // (emulator launches are synchronous).
+                        unsafe {
+                            std::ptr::copy_nonoverlapping(at as *const T, host.as_mut_ptr(), len)
+                        };
+                    }
+                }
+                Ok(host)
             }
             _ => Err(Error::Internal(
                 "tensor storage does not match its device".into(),
@@ -817,6 +1046,16 @@ impl<T: Element> Tensor<T> {
     /// Refuses a tensor that a call would write (`arg`) unless it is its buffer's only handle:
     /// see the type's docs on sharing.
     pub(crate) fn check_writable(&self, arg: &'static str) -> Result<()> {
+        if let Storage::Borrowed {
+            writable: false, ..
+        } = &*self.storage
+        {
+            return Err(Error::invalid(
+                arg,
+                "it borrows memory lent for reading only (a CudaView): write through a tensor \
+                 over a CudaViewMut",
+            ));
+        }
         let handles = Arc::strong_count(&self.storage);
         if handles > 1 {
             return Err(Error::invalid(
@@ -841,15 +1080,20 @@ impl<T: Element> Tensor<T> {
         match &*self.storage {
             // SAFETY: offset lies inside the buffer (checked when the view was made).
             Storage::Emu { buf, .. } => unsafe { buf.ptr.as_ptr().cast::<T>().add(self.offset) },
-            Storage::Cuda { .. } => std::ptr::null(),
+            Storage::Cuda { .. } | Storage::Borrowed { .. } => std::ptr::null(),
         }
     }
 
-    /// The address of the view's first element, without cudarc's per-buffer event bookkeeping:
-    /// for pointers handed to engines (which order their own work) and for launches that do the
+    /// The address of the view's first element, without cudarc's per-buffer event bookkeeping
+    /// and whether or not a borrow it came from is still live: for checks of alignment, for
+    /// pointers handed to engines (which order their own work) and for launches that do the
     /// ordering themselves.
     pub(crate) fn device_address(&self) -> *mut std::ffi::c_void {
-        self.kernel_ptr(&self.device, true).0
+        let base = match &*self.storage {
+            Storage::Cuda { addr, .. } | Storage::Borrowed { addr, .. } => *addr,
+            Storage::Emu { buf, .. } => buf.ptr.as_ptr() as u64,
+        };
+        (base + (self.offset * std::mem::size_of::<T>()) as u64) as *mut std::ffi::c_void
     }
 
     /// The address of the view's first element (device memory on a GPU, host memory registered
@@ -860,14 +1104,6 @@ impl<T: Element> Tensor<T> {
         self.device_address()
     }
 
-    /// The address of the view's first element as the kernels see it, and the guard that must
-    /// outlive a launch on `launch` that uses it: the launch stream first waits for the buffer's
-    /// last write that cudarc recorded, and the guard records the launch's use on drop. (A launch
-    /// on another stream than the tensor's also orders itself with that stream:
-    /// `ForeignStreams`.) In a CUDA graph capture (`capturing`) neither happens: CUDA forbids a
-    /// capturing stream to wait for an event recorded outside the capture, and an event recorded
-    /// in it would fail cudarc's later waits outside; the graph's launches are the caller's to
-    /// order, and its buffers the caller's to keep alive.
     /// [`kernel_ptr`](Tensor::kernel_ptr) for a tensor the launch writes (`arg`, which must be
     /// its buffer's only handle): cudarc records the launch's use as a write, so the launch
     /// first waits for the buffer's recorded reads and writes, and later users through cudarc
@@ -880,22 +1116,13 @@ impl<T: Element> Tensor<T> {
     ) -> Result<(*mut std::ffi::c_void, Option<impl Drop + 'a>)> {
         self.check_writable(arg)?;
         let offset_bytes = (self.offset * std::mem::size_of::<T>()) as u64;
-        let offset = self.offset;
         let storage = Arc::get_mut(&mut self.storage)
             .ok_or_else(|| Error::Internal(format!("`{arg}` checked writable, then shared")))?;
+        let base = storage.base()?;
         Ok(match (storage, launch) {
-            (Storage::Cuda { slice, addr }, Device::Cuda(stream)) => {
-                if capturing {
-                    ((*addr + offset_bytes) as *mut std::ffi::c_void, None)
-                } else {
-                    let (base, guard) = slice.device_ptr_mut(stream);
-                    ((base + offset_bytes) as *mut std::ffi::c_void, Some(guard))
-                }
-            }
-            (Storage::Emu { buf, .. }, _) => {
-                // SAFETY: offset lies inside the buffer (checked when the view was made).
-                let at = unsafe { buf.ptr.as_ptr().cast::<T>().add(offset) };
-                (at.cast(), None)
+            (Storage::Cuda { slice, .. }, Device::Cuda(stream)) if !capturing => {
+                let (base, guard) = slice.device_ptr_mut(stream);
+                ((base + offset_bytes) as *mut std::ffi::c_void, Some(guard))
             }
             (Storage::Cuda { .. }, Device::Emulator) => {
                 return Err(Error::invalid(
@@ -903,27 +1130,33 @@ impl<T: Element> Tensor<T> {
                     "a GPU tensor given to a launch on the emulator",
                 ))
             }
+            _ => ((base + offset_bytes) as *mut std::ffi::c_void, None),
         })
     }
 
+    /// The address of the view's first element as the kernels see it, and the guard that must
+    /// outlive a launch on `launch` that uses it: the launch stream first waits for the buffer's
+    /// last write that cudarc recorded, and the guard records the launch's use on drop. (A launch
+    /// on another stream than the tensor's also orders itself with that stream:
+    /// `ForeignStreams`.) In a CUDA graph capture (`capturing`) neither happens: CUDA forbids a
+    /// capturing stream to wait for an event recorded outside the capture, and an event recorded
+    /// in it would fail cudarc's later waits outside; the graph's launches are the caller's to
+    /// order, and its buffers the caller's to keep alive. Borrowed memory has no cudarc events
+    /// (its owner orders its use) and is refused once its borrow has ended.
     pub(crate) fn kernel_ptr<'a>(
         &'a self,
         launch: &'a Device,
         capturing: bool,
-    ) -> (*mut std::ffi::c_void, Option<impl Drop + 'a>) {
-        match (&*self.storage, launch) {
-            (Storage::Cuda { slice, addr }, Device::Cuda(stream)) => {
-                let (base, guard) = if capturing {
-                    (*addr, None)
-                } else {
-                    let (base, guard) = slice.device_ptr(stream);
-                    (base, Some(guard))
-                };
-                let at = base + (self.offset * std::mem::size_of::<T>()) as u64;
-                (at as *mut std::ffi::c_void, guard)
+    ) -> Result<(*mut std::ffi::c_void, Option<impl Drop + 'a>)> {
+        let offset_bytes = (self.offset * std::mem::size_of::<T>()) as u64;
+        let base = self.storage.base()?;
+        Ok(match (&*self.storage, launch) {
+            (Storage::Cuda { slice, .. }, Device::Cuda(stream)) if !capturing => {
+                let (base, guard) = slice.device_ptr(stream);
+                ((base + offset_bytes) as *mut std::ffi::c_void, Some(guard))
             }
-            _ => (self.emu_ptr().cast_mut().cast(), None),
-        }
+            _ => ((base + offset_bytes) as *mut std::ffi::c_void, None),
+        })
     }
 }
 
@@ -961,8 +1194,62 @@ mod tests {
             .into_owned()
     }
 
+    /// Held by the tests that make emulator buffers, one at a time: one of them looks up an
+    /// address it freed, which another's allocation could take.
+    static ALLOCATING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    /// The borrow of `scoped` (the engine of `scoped_cuda_view`), on emulated memory: inside,
+    /// the tensor reads and is written like any; a clone kept past the scope is refused by every
+    /// use, and the memory it pointed at is untouched.
+    #[test]
+    fn a_scoped_borrow_ends_for_every_clone_at_the_scope_end() {
+        let _alone = ALLOCATING.lock().unwrap_or_else(|e| e.into_inner());
+        let device = Device::emulator();
+        let mut owner = Tensor::<f32>::full(&device, &[8], 1.0).unwrap();
+        let address = owner.raw_address() as u64;
+        let escaped = Tensor::scoped(&device, address, 8, true, &[2, 4], |t| {
+            assert_eq!(t.to_host()?, vec![1.0; 8]);
+            t.copy_from_host(&[2.0; 8])?;
+            // Cloned: the call that writes now sees two handles and refuses.
+            let kept = t.clone();
+            let err = t.copy_from_host(&[3.0; 8]).unwrap_err().to_string();
+            assert!(err.contains("shared"), "{err}");
+            Ok(kept)
+        })
+        .unwrap();
+        let err = escaped.to_host().unwrap_err().to_string();
+        assert!(err.contains("borrow has ended"), "{err}");
+        let err = escaped
+            .kernel_ptr(&device, false)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("borrow has ended"), "{err}");
+        let mut copy = Tensor::<f32>::zeros(&device, &[2, 4]).unwrap();
+        let err = copy.copy_from(&escaped).unwrap_err().to_string();
+        assert!(err.contains("borrow has ended"), "{err}");
+        assert_eq!(owner.to_host().unwrap(), vec![2.0; 8]);
+        owner.copy_from_host(&[4.0; 8]).unwrap();
+
+        // Lent for reading only: never written.
+        Tensor::<f32>::scoped(&device, address, 8, false, &[8], |t| {
+            let err = t.check_writable("out").unwrap_err().to_string();
+            assert!(err.contains("reading only"), "{err}");
+            assert_eq!(t.to_host()?, vec![4.0; 8]);
+            Ok(())
+        })
+        .unwrap();
+        // A shape past the memory, and a null address, are refused.
+        let err = Tensor::<f32>::scoped(&device, address, 8, true, &[9], |_| Ok(()));
+        assert!(err.unwrap_err().to_string().contains("holds 9 elements"));
+        // SAFETY: refused before anything reads the address.
+        let err = unsafe { Tensor::<f32>::from_raw_parts(&device, 0, 8, &[8]) };
+        assert!(err.unwrap_err().to_string().contains("non-null"));
+    }
+
     #[test]
     fn emulator_buffers_are_registered_with_their_label_while_they_live() {
+        let _alone = ALLOCATING.lock().unwrap_or_else(|e| e.into_inner());
         let t = Tensor::<i32>::zeros(&Device::emulator(), &[4, 25]).unwrap();
         let ptr = t.emu_ptr().cast::<u8>();
         // SAFETY: 8 bytes into the tensor's 400; registering only records the range (and fails).
@@ -977,8 +1264,8 @@ mod tests {
             "{message}"
         );
         drop(t);
-        // No other test of this crate makes emulator buffers, so no registration can have taken
-        // the freed address since.
+        // No other test of this crate makes emulator buffers meanwhile (ALLOCATING), so no
+        // registration can have taken the freed address since.
         // SAFETY: unregistering only looks the address up; nothing touches the freed memory.
         let status = unsafe { ffi::cuattn_emu_unregister_allocation(ptr.cast()) };
         assert_eq!(status, ffi::cuattn_status::CUATTN_ERROR_INVALID_ARGUMENT);

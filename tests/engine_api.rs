@@ -266,5 +266,76 @@ fn devices_of_one_memory_compare_equal_and_graphs_need_a_gpu() {
         assert!(gpu.same_memory(&other) && !gpu.same_stream(&other));
         let slice = other.stream().unwrap().alloc_zeros::<f32>(4).unwrap();
         Tensor::from_cuda_slice(&gpu, slice, &[4]).unwrap();
+
+        // An engine's cudarc buffers, lent for one call each: k read through a CudaView, out
+        // written through a CudaViewMut, no copies; the result is the flash kernel's.
+        let stream = gpu.stream().unwrap();
+        let shape = [1, 40, 2, 64];
+        let q = Tensor::from_host(&gpu, &random::<bf16>(&shape, 19).to_host().unwrap(), &shape)
+            .unwrap();
+        let k_host = random::<bf16>(&shape, 20).to_host().unwrap();
+        let k_engine = stream.clone_htod(&k_host).unwrap();
+        let mut out_engine = stream.alloc_zeros::<bf16>(40 * 128 + 64).unwrap();
+        let opts = AttentionOptions::default();
+        let want = {
+            let k = Tensor::from_host(&gpu, &k_host, &shape).unwrap();
+            cuattn::flash_attention(&q, &k, &k, &opts).unwrap().out
+        };
+        let mut out_view = out_engine.slice_mut(64..);
+        Tensor::scoped_cuda_view(&gpu, &k_engine.as_view(), &shape, |k| {
+            Tensor::scoped_cuda_view_mut(&gpu, &mut out_view, &shape, |out| {
+                attention_into(Kernel::Flash, &q, k, k, out, None, &opts)
+            })
+        })
+        .unwrap();
+        let got = stream.clone_dtoh(&out_engine).unwrap();
+        assert!(
+            got[..64].iter().all(|x| x.to_f32() == 0.0),
+            "written before the view"
+        );
+        let got: Vec<u16> = got[64..].iter().map(|x| x.to_bits()).collect();
+        assert_eq!(got, bits(&want));
     }
+}
+
+#[test]
+fn tensors_over_an_engines_own_memory_read_and_write_it_in_place() {
+    let (q, k, v) = (
+        random::<bf16>(&[1, 6, 2, 64], 16),
+        random::<bf16>(&[1, 10, 2, 64], 17),
+        random::<bf16>(&[1, 10, 2, 64], 18),
+    );
+    let opts = AttentionOptions::default();
+    let want = cuattn::flash_attention(&q, &k, &v, &opts).unwrap().out;
+    // The engine's pool: one allocation (here an emulator buffer) holding k, then room for out.
+    let mut pool = Tensor::<bf16>::full(&emu(), &[10 * 128 + 6 * 128 + 8], bf16::NAN).unwrap();
+    let mut staged = k.to_host().unwrap();
+    staged.extend(vec![bf16::NAN; 6 * 128 + 8]);
+    pool.copy_from_host(&staged).unwrap();
+    let base = pool.raw_address() as u64;
+    // SAFETY: both ranges lie in `pool`, which outlives the tensors; they do not overlap, and
+    // nothing else touches the pool meanwhile.
+    let (k_lent, mut out_lent) = unsafe {
+        (
+            Tensor::<bf16>::from_raw_parts(&emu(), base, 10 * 128, &[1, 10, 2, 64]).unwrap(),
+            Tensor::<bf16>::from_raw_parts(&emu(), base + 10 * 128 * 2, 6 * 128, &[1, 6, 2, 64])
+                .unwrap(),
+        )
+    };
+    assert!(k_lent.cuda_slice().is_none());
+    attention_into(Kernel::Flash, &q, &k_lent, &v, &mut out_lent, None, &opts).unwrap();
+    assert_eq!(bits(&out_lent), bits(&want));
+    drop((k_lent, out_lent));
+    // Written where the engine put it, and nowhere past it.
+    let host = pool.to_host().unwrap();
+    let written: Vec<u16> = host[10 * 128..16 * 128]
+        .iter()
+        .map(|x| x.to_bits())
+        .collect();
+    assert_eq!(written, bits(&want));
+    assert!(host[16 * 128..].iter().all(|x| x.is_nan()));
+    // A shape the lent memory does not hold is refused.
+    // SAFETY: refused before anything reads the address.
+    let err = unsafe { Tensor::<bf16>::from_raw_parts(&emu(), base, 100, &[1, 10, 2, 64]) };
+    invalid(err.unwrap_err(), "shape", "holds 1280 elements");
 }

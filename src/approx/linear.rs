@@ -564,19 +564,20 @@ fn run<T: Element>(
         capture,
         [("k", k.device()), ("v", v.device()), ("out", &out_home)],
     )?;
-    let (q_ptr, _q) = q.kernel_ptr(device, capturing);
-    let (k_ptr, _k) = k.kernel_ptr(device, capturing);
-    let (v_ptr, _v) = v.kernel_ptr(device, capturing);
+    let (q_ptr, _q) = q.kernel_ptr(device, capturing)?;
+    let (k_ptr, _k) = k.kernel_ptr(device, capturing)?;
+    let (v_ptr, _v) = v.kernel_ptr(device, capturing)?;
     let (out_ptr, _o) = out.kernel_ptr_mut("out", device, capturing)?;
     let (ws_ptr, _w) = ws.kernel_ptr_mut("workspace", device, capturing)?;
-    let cu = varlen.map(|b| {
-        (
-            b.cu_seqlens_q_tensor().kernel_ptr(device, capturing),
-            b.cu_seqlens_k_tensor().kernel_ptr(device, capturing),
-        )
-    });
+    let cu = match varlen {
+        Some(b) => Some((
+            b.cu_seqlens_q_tensor().kernel_ptr(device, capturing)?,
+            b.cu_seqlens_k_tensor().kernel_ptr(device, capturing)?,
+        )),
+        None => None,
+    };
     let favor = match opts.feature {
-        Feature::Favor(f) => Some(f.projection.kernel_ptr(device, capturing)),
+        Feature::Favor(f) => Some(f.projection.kernel_ptr(device, capturing)?),
         _ => None,
     };
     let state_ptrs = match state {

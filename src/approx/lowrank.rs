@@ -481,8 +481,8 @@ fn project<T: Element>(
             ("out", &out_home),
         ],
     )?;
-    let (x_ptr, _x) = x.kernel_ptr(device, capturing);
-    let (p_ptr, _p) = projection.values.kernel_ptr(device, capturing);
+    let (x_ptr, _x) = x.kernel_ptr(device, capturing)?;
+    let (p_ptr, _p) = projection.values.kernel_ptr(device, capturing)?;
     let (out_ptr, _o) = out.kernel_ptr_mut("out", device, capturing)?;
     params.x = x_ptr.cast_const();
     params.projection = p_ptr.cast_const().cast();

@@ -86,16 +86,20 @@ pub(crate) fn run<T: Element>(
     let streams = ForeignStreams::join(device, capture, homes)?;
     // The guards keep cudarc's record of each buffer's use alive across the launch (none in a
     // graph capture: Tensor::kernel_ptr).
-    let (q_ptr, _q_guard) = q.kernel_ptr(device, capturing);
-    let (k_ptr, _k_guard) = k.kernel_ptr(device, capturing);
-    let (v_ptr, _v_guard) = v.kernel_ptr(device, capturing);
+    let (q_ptr, _q_guard) = q.kernel_ptr(device, capturing)?;
+    let (k_ptr, _k_guard) = k.kernel_ptr(device, capturing)?;
+    let (v_ptr, _v_guard) = v.kernel_ptr(device, capturing)?;
     let (out_ptr, _out_guard) = out.kernel_ptr_mut("out", device, capturing)?;
     let lse_ptr = match lse.as_deref_mut() {
         Some(t) => Some(t.kernel_ptr_mut("lse", device, capturing)?),
         None => None,
     };
-    let cu_q = varlen.map(|b| b.cu_seqlens_q.kernel_ptr(device, capturing));
-    let cu_k = varlen.map(|b| b.cu_seqlens_k.kernel_ptr(device, capturing));
+    let cu_q = varlen
+        .map(|b| b.cu_seqlens_q.kernel_ptr(device, capturing))
+        .transpose()?;
+    let cu_k = varlen
+        .map(|b| b.cu_seqlens_k.kernel_ptr(device, capturing))
+        .transpose()?;
     params.q = q_ptr;
     params.k = k_ptr;
     params.v = v_ptr;
@@ -109,11 +113,19 @@ pub(crate) fn run<T: Element>(
     params.maybe_cu_seqlens_k = cu_k
         .as_ref()
         .map_or(std::ptr::null(), |p| p.0.cast_const().cast());
-    let mask_ptrs = mask.map(|m| {
-        m.tensors()
-            .each_ref()
-            .map(|t| t.kernel_ptr(device, capturing))
-    });
+    let mask_ptrs = match mask {
+        Some(m) => {
+            let [full_counts, full_indices, partial_counts, partial_indices] =
+                m.tensors().each_ref();
+            Some([
+                full_counts.kernel_ptr(device, capturing)?,
+                full_indices.kernel_ptr(device, capturing)?,
+                partial_counts.kernel_ptr(device, capturing)?,
+                partial_indices.kernel_ptr(device, capturing)?,
+            ])
+        }
+        None => None,
+    };
     let mut mask_params = mask.map(|m| m.ffi_shape());
     if let (Some(m), Some(ptrs)) = (mask_params.as_mut(), mask_ptrs.as_ref()) {
         let [full_counts, full_indices, partial_counts, partial_indices] =

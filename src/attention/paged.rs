@@ -709,7 +709,7 @@ fn run<T: Element>(
             .chain(lse_home.as_ref().map(|d| ("lse", d))),
     )?;
     // The guards keep cudarc's record of each buffer's use alive across the launch.
-    let (q_ptr, _q_guard) = q.kernel_ptr(device, capturing);
+    let (q_ptr, _q_guard) = q.kernel_ptr(device, capturing)?;
     let (out_ptr, _out_guard) = out.kernel_ptr_mut("out", device, capturing)?;
     let lse_ptr = match lse.as_deref_mut() {
         Some(t) => Some(t.kernel_ptr_mut("lse", device, capturing)?),
@@ -922,13 +922,13 @@ fn merge<T: Element>(
     let streams = ForeignStreams::join(&device, capture, homes.iter().map(|(n, d)| (*n, d)))?;
     let inputs_a = match part_a {
         Some((o_a, lse_a)) => Some((
-            o_a.kernel_ptr(&device, capturing),
-            lse_a.kernel_ptr(&device, capturing),
+            o_a.kernel_ptr(&device, capturing)?,
+            lse_a.kernel_ptr(&device, capturing)?,
         )),
         None => None,
     };
-    let (b_ptr, _b) = o_b.kernel_ptr(&device, capturing);
-    let (lb_ptr, _lb) = lse_b.kernel_ptr(&device, capturing);
+    let (b_ptr, _b) = o_b.kernel_ptr(&device, capturing)?;
+    let (lb_ptr, _lb) = lse_b.kernel_ptr(&device, capturing)?;
     let out_strides = (out.strides()[0] as i64, out.strides()[1] as i64);
     let (out_ptr, _o) = out.kernel_ptr_mut("out", &device, capturing)?;
     let lo = match lse_out.as_deref_mut() {

@@ -72,8 +72,8 @@ pub(super) fn append<T: Element>(
     )?;
     // The guards keep cudarc's record of the inputs' use alive across the launch. The pools and
     // tables are the cache's own, used on its stream only.
-    let (k_ptr, _k_guard) = k_new.kernel_ptr(device, capturing);
-    let (v_ptr, _v_guard) = v_new.kernel_ptr(device, capturing);
+    let (k_ptr, _k_guard) = k_new.kernel_ptr(device, capturing)?;
+    let (v_ptr, _v_guard) = v_new.kernel_ptr(device, capturing)?;
     let rows = |ptr: *mut std::ffi::c_void, t: &Tensor<T>| NewRows {
         ptr: ptr.cast_const(),
         row_stride: t.strides()[0] as i64,
