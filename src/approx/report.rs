@@ -648,6 +648,9 @@ struct Problem {
 }
 
 /// A method made ready for one problem.
+/// Enqueues one run of a method into the output it is given.
+type RunInto = dyn FnMut(&mut Tensor<bf16>) -> Result<()>;
+
 struct Planned {
     method: &'static str,
     /// The legend's name: the method and the parameters that do not change with the length.
@@ -659,7 +662,7 @@ struct Planned {
     /// Where `run` writes (poisoned with NaN first).
     out: Tensor<bf16>,
     /// Enqueues one run into the output it is given (`out`); allocates nothing after its first.
-    run: Box<dyn FnMut(&mut Tensor<bf16>) -> Result<()>>,
+    run: Box<RunInto>,
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -59,7 +59,7 @@ pub(crate) fn run<T: Element>(
     mut params: ffi::cuattn_attention_params,
     [q, k, v]: [&Tensor<T>; 3],
     out: &mut Tensor<T>,
-    mut lse: Option<&mut Tensor<f32>>,
+    lse: Option<&mut Tensor<f32>>,
     varlen: Option<&VarlenBatch>,
 ) -> Result<()> {
     let mask = match call {
@@ -90,7 +90,7 @@ pub(crate) fn run<T: Element>(
     let (k_ptr, _k_guard) = k.kernel_ptr(device, capturing)?;
     let (v_ptr, _v_guard) = v.kernel_ptr(device, capturing)?;
     let (out_ptr, _out_guard) = out.kernel_ptr_mut("out", device, capturing)?;
-    let lse_ptr = match lse.as_deref_mut() {
+    let lse_ptr = match lse {
         Some(t) => Some(t.kernel_ptr_mut("lse", device, capturing)?),
         None => None,
     };

@@ -689,7 +689,7 @@ fn run<T: Element>(
     queries: &PagedQueries<'_>,
     kv_start: usize,
     out: &mut Tensor<T>,
-    mut lse: Option<&mut Tensor<f32>>,
+    lse: Option<&mut Tensor<f32>>,
     opts: &AttentionOptions,
     plan: &mut PagedAttentionPlan,
 ) -> Result<()> {
@@ -711,7 +711,7 @@ fn run<T: Element>(
     // The guards keep cudarc's record of each buffer's use alive across the launch.
     let (q_ptr, _q_guard) = q.kernel_ptr(device, capturing)?;
     let (out_ptr, _out_guard) = out.kernel_ptr_mut("out", device, capturing)?;
-    let lse_ptr = match lse.as_deref_mut() {
+    let lse_ptr = match lse {
         Some(t) => Some(t.kernel_ptr_mut("lse", device, capturing)?),
         None => None,
     };
@@ -826,7 +826,7 @@ fn merge<T: Element>(
     o_b: &Tensor<T>,
     lse_b: &Tensor<f32>,
     out: &mut Tensor<T>,
-    mut lse_out: Option<&mut Tensor<f32>>,
+    lse_out: Option<&mut Tensor<f32>>,
 ) -> Result<()> {
     let (o_a, lse_a) = match (part_a, lse_out.as_deref()) {
         (Some(a), _) => a,
@@ -931,7 +931,7 @@ fn merge<T: Element>(
     let (lb_ptr, _lb) = lse_b.kernel_ptr(&device, capturing)?;
     let out_strides = (out.strides()[0] as i64, out.strides()[1] as i64);
     let (out_ptr, _o) = out.kernel_ptr_mut("out", &device, capturing)?;
-    let lo = match lse_out.as_deref_mut() {
+    let lo = match lse_out {
         Some(l) => Some(l.kernel_ptr_mut("lse_out", &device, capturing)?),
         None => None,
     };
