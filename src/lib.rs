@@ -19,10 +19,13 @@
 
 pub mod approx;
 pub mod attention;
+#[cfg(feature = "cli")]
 pub mod bench;
 pub mod build_info;
 pub mod capi;
+#[cfg(feature = "cli")]
 pub mod check;
+#[cfg(feature = "cli")]
 pub mod cli;
 pub mod device;
 pub mod emu;
@@ -30,8 +33,10 @@ pub mod error;
 #[rustfmt::skip]
 #[allow(non_camel_case_types, non_upper_case_globals, non_snake_case, dead_code, clippy::all)]
 pub mod ffi;
+#[cfg(feature = "cli")]
 mod json;
 pub mod kv_cache;
+#[cfg(feature = "cli")]
 pub mod npy;
 pub mod reference;
 pub mod sparse;
