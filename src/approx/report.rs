@@ -21,16 +21,16 @@ use std::fmt;
 use half::bf16;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use serde::Serialize;
 
 use super::{
     linear_attention_into, lowrank_attention_into, FavorFeatures, Feature, LinearOptions,
     LinearWorkspace, LowrankWorkspace, Projection,
 };
 use crate::attention::{attention_into, AttentionOptions, Kernel};
-use crate::bench::{median, visible_pairs, RunBudget, Timer};
+use crate::bench::{spread_cell, visible_pairs, RunBudget, Spread, Timer};
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::json::{json_number, json_string};
 use crate::sparse::{block_sparse_attention_into, BlockMask, Pattern};
 use crate::tensor::Tensor;
 
@@ -689,37 +689,59 @@ pub struct ApproxRow {
     /// Median milliseconds on a GPU; `None` on the emulator, whose times are no performance
     /// numbers.
     pub ms: Option<f64>,
+    /// The fastest timed run on a GPU, in milliseconds; `None` on the emulator.
+    pub min_ms: Option<f64>,
+    /// The slowest timed run on a GPU, in milliseconds; `None` on the emulator.
+    pub max_ms: Option<f64>,
     /// Why the method could not run (the others go on).
     pub error: Option<String>,
 }
 
 impl ApproxRow {
-    fn to_json(&self) -> String {
-        format!(
-            "{{\"method\":{},\"series\":{},\"params\":{},\"seqlen\":{},\"seqlen_q\":{},\
-             \"seqlen_k\":{},\"rel_error\":{},\"worst_row_rel_error\":{},\"flops\":{},\
-             \"bytes\":{},\"ms\":{},\"error\":{}}}",
-            json_string(&self.method),
-            json_string(&self.series),
-            json_string(&self.params),
-            self.seqlen_k,
-            self.seqlen_q,
-            self.seqlen_k,
-            json_number(self.rel_error),
-            json_number(self.worst_row_rel_error),
-            json_number(self.flops),
-            json_number(self.bytes),
-            self.ms.map_or("null".into(), json_number),
-            self.error.as_deref().map_or("null".into(), json_string),
-        )
+    fn json(&self) -> ApproxRowJson<'_> {
+        ApproxRowJson {
+            method: &self.method,
+            series: &self.series,
+            params: &self.params,
+            seqlen: self.seqlen_k,
+            seqlen_q: self.seqlen_q,
+            seqlen_k: self.seqlen_k,
+            rel_error: self.rel_error,
+            worst_row_rel_error: self.worst_row_rel_error,
+            flops: self.flops,
+            bytes: self.bytes,
+            ms: self.ms,
+            min_ms: self.min_ms,
+            max_ms: self.max_ms,
+            error: self.error.as_deref(),
+        }
     }
+}
+
+/// An [`ApproxRow`] in the report's JSON.
+#[derive(Serialize)]
+struct ApproxRowJson<'a> {
+    method: &'a str,
+    series: &'a str,
+    params: &'a str,
+    seqlen: usize,
+    seqlen_q: usize,
+    seqlen_k: usize,
+    rel_error: f64,
+    worst_row_rel_error: f64,
+    flops: f64,
+    bytes: f64,
+    ms: Option<f64>,
+    min_ms: Option<f64>,
+    max_ms: Option<f64>,
+    error: Option<&'a str>,
 }
 
 /// The table's column titles, aligned with [`ApproxRow`]'s `Display`.
 pub fn table_header() -> String {
     format!(
-        "{:<8} {:<48} {:>7} {:>10} {:>10} {:>10} {:>10} {:>9}",
-        "method", "params", "seqlen", "rel err", "worst row", "GFLOP", "MB", "ms"
+        "{:<8} {:<48} {:>7} {:>10} {:>10} {:>10} {:>10} {:>26}",
+        "method", "params", "seqlen", "rel err", "worst row", "GFLOP", "MB", "ms [min, max]"
     )
 }
 
@@ -734,12 +756,15 @@ impl fmt::Display for ApproxRow {
             Some(e) => write!(f, "error: {e}"),
             None => write!(
                 f,
-                "{:>10.5} {:>10.5} {:>10.3} {:>10.2} {:>9}",
+                "{:>10.5} {:>10.5} {:>10.3} {:>10.2} {:>26}",
                 self.rel_error,
                 self.worst_row_rel_error,
                 self.flops / 1e9,
                 self.bytes / 1e6,
-                self.ms.map_or("-".into(), |ms| format!("{ms:.3}"))
+                match (self.ms, self.min_ms, self.max_ms) {
+                    (Some(ms), Some(min), Some(max)) => spread_cell(ms, min, max, 3),
+                    _ => "-".into(),
+                }
             ),
         }
     }
@@ -763,27 +788,38 @@ pub struct ApproxReport {
 impl ApproxReport {
     /// One JSON object: device, inputs, one object per row.
     pub fn to_json(&self) -> String {
-        let rows: Vec<String> = self
-            .rows
-            .iter()
-            .map(|r| format!("    {}", r.to_json()))
-            .collect();
-        format!(
-            "{{\n  \"report\": \"approx\",\n  \"device\": {},\n  \"emulator\": {},\n  \
-             \"inputs\": {},\n  \"batch\": {},\n  \"heads\": {},\n  \"kv_heads\": {},\n  \
-             \"head_dim\": {},\n  \"causal\": false,\n  \"dtype\": \"bf16\",\n  \
-             \"exact_sample_rows\": {},\n  \"rows\": [\n{}\n  ]\n}}\n",
-            json_string(&self.device),
-            self.emulator,
-            json_string(&self.source),
-            self.batch,
-            self.heads,
-            self.kv_heads,
-            self.head_dim,
-            EXACT_SAMPLE_ROWS,
-            rows.join(",\n")
-        )
+        crate::json::to_pretty(&ApproxReportJson {
+            report: "approx",
+            device: &self.device,
+            emulator: self.emulator,
+            inputs: &self.source,
+            batch: self.batch,
+            heads: self.heads,
+            kv_heads: self.kv_heads,
+            head_dim: self.head_dim,
+            causal: false,
+            dtype: "bf16",
+            exact_sample_rows: EXACT_SAMPLE_ROWS,
+            rows: self.rows.iter().map(ApproxRow::json).collect(),
+        })
     }
+}
+
+/// An [`ApproxReport`] in JSON.
+#[derive(Serialize)]
+struct ApproxReportJson<'a> {
+    report: &'static str,
+    device: &'a str,
+    emulator: bool,
+    inputs: &'a str,
+    batch: usize,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    causal: bool,
+    dtype: &'static str,
+    exact_sample_rows: usize,
+    rows: Vec<ApproxRowJson<'a>>,
 }
 
 /// What the report is doing, for a caller that shows progress.
@@ -895,13 +931,13 @@ fn upload(device: &Device, inputs: &HostInputs) -> Result<Problem> {
 }
 
 /// Plans and runs `method` once (untimed: it also makes its workspaces), then times it when a
-/// timer is given; returns the plan, the output widened to f64 (checked finite) and the median
-/// time.
+/// timer is given; returns the plan, the output widened to f64 (checked finite) and the spread
+/// of the timed runs.
 fn run_method(
     method: &Method,
     problem: &Problem,
     timer: Option<&mut Timer>,
-) -> Result<(Planned, Vec<f64>, Option<f64>)> {
+) -> Result<(Planned, Vec<f64>, Option<Spread>)> {
     let mut planned = method.plan(problem)?;
     (planned.run)()?;
     let ms = match timer {
@@ -909,7 +945,7 @@ fn run_method(
         Some(timer) => {
             let estimate = timer.time(0, 1, &mut planned.run)?[0];
             let (warmup, runs) = RunBudget::new(true).plan(estimate);
-            Some(median(&timer.time(warmup, runs, &mut planned.run)?))
+            Some(Spread::of(&timer.time(warmup, runs, &mut planned.run)?))
         }
     };
     let out: Vec<f64> = planned
@@ -931,7 +967,7 @@ fn row_of(
     planned: &Planned,
     shape: &ProblemShape,
     (rel_error, worst_row_rel_error): (f64, f64),
-    ms: Option<f64>,
+    times: Option<Spread>,
 ) -> ApproxRow {
     ApproxRow {
         method: planned.method.into(),
@@ -943,7 +979,9 @@ fn row_of(
         worst_row_rel_error,
         flops: planned.flops,
         bytes: planned.bytes,
-        ms,
+        ms: times.map(|t| t.median),
+        min_ms: times.map(|t| t.min),
+        max_ms: times.map(|t| t.max),
         error: None,
     }
 }
@@ -964,6 +1002,8 @@ fn failed_row(method: &Method, shape: &ProblemShape, e: Error) -> ApproxRow {
         flops: f64::NAN,
         bytes: f64::NAN,
         ms: None,
+        min_ms: None,
+        max_ms: None,
         error: Some(e.to_string()),
     }
 }
