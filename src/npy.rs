@@ -14,7 +14,9 @@ use crate::error::{Error, Result};
 /// A float array read from a `.npy` file, widened to f32, row-major (C order).
 #[derive(Clone, Debug, PartialEq)]
 pub struct NpyArray {
+    /// The dimensions, outermost first.
     pub shape: Vec<usize>,
+    /// The elements, `shape.iter().product()` of them.
     pub data: Vec<f32>,
 }
 

@@ -129,6 +129,7 @@ impl Projection {
         &self.host
     }
 
+    /// The device that holds the projection.
     pub fn device(&self) -> &Device {
         self.values.device()
     }
@@ -178,6 +179,7 @@ pub struct LowrankWorkspace<T: Element> {
 }
 
 impl<T: Element> LowrankWorkspace<T> {
+    /// An empty workspace on `device`; the first call allocates K' and V' in it.
     pub fn new(device: &Device) -> LowrankWorkspace<T> {
         LowrankWorkspace {
             device: device.clone(),

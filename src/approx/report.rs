@@ -61,11 +61,17 @@ const FEATURE_PAD: usize = 16;
 /// seqlen_k, kv_heads, head_dim]` (the value dim is the head dim, as the flash kernel needs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ProblemShape {
+    /// Sequences of the batch.
     pub batch: usize,
+    /// Query tokens of each sequence.
     pub seqlen_q: usize,
+    /// Key and value tokens of each sequence.
     pub seqlen_k: usize,
+    /// Query heads.
     pub heads: usize,
+    /// Key and value heads: a divisor of `heads`.
     pub kv_heads: usize,
+    /// Elements of each head's vector (q, k and v alike).
     pub head_dim: usize,
 }
 
@@ -98,9 +104,13 @@ impl ProblemShape {
 /// synthetic.
 #[derive(Clone, Debug)]
 pub struct HostInputs {
+    /// The shape `q`, `k` and `v` hold.
     pub shape: ProblemShape,
+    /// q `[batch, seqlen_q, heads, head_dim]`.
     pub q: Vec<f32>,
+    /// k `[batch, seqlen_k, kv_heads, head_dim]`.
     pub k: Vec<f32>,
+    /// v `[batch, seqlen_k, kv_heads, head_dim]`.
     pub v: Vec<f32>,
     /// Where they come from, for the report: file names, or the synthetic recipe.
     pub source: String,
@@ -203,11 +213,17 @@ impl HostInputs {
 /// averages rather than noise. The query heads of a KV head's group share its walk and `g`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SyntheticInputs {
+    /// The lengths to report on, one problem each (seqlen_q = seqlen_k).
     pub seqlens: Vec<usize>,
+    /// Sequences of each problem.
     pub batch: usize,
+    /// Query heads.
     pub heads: usize,
+    /// Key and value heads: a divisor of `heads`.
     pub kv_heads: usize,
+    /// Elements of each head's vector.
     pub head_dim: usize,
+    /// Seeds the walks, the global tokens' positions and the noise.
     pub seed: u64,
 }
 
@@ -398,22 +414,38 @@ pub enum Method {
     Exact,
     /// Sliding window: the flash kernel, each query seeing the `w / 2` keys on either side of
     /// its diagonal (`w + 1` keys for an even `w`).
-    Window { w: usize },
+    Window {
+        /// Keys in the window besides the diagonal, split between the two sides.
+        w: usize,
+    },
     /// BigBird block-sparse attention in `block` x `block` blocks, its pattern's parameters
     /// chosen per length for about `density` of the block grid ([`bigbird_pattern`]), its
     /// random blocks drawn from `seed`.
     BigBird {
+        /// Block size, queries and keys alike: a multiple of 16.
         block: usize,
+        /// The share of the block grid the pattern aims at, in (0, 1].
         density: f64,
+        /// Seeds the random blocks.
         seed: u64,
     },
     /// Linear attention with elu(x) + 1 features.
     LinearElu1,
     /// Linear attention with `features` FAVOR+ orthogonal random features drawn from `seed`.
-    Favor { features: usize, seed: u64 },
+    Favor {
+        /// Random features `m`, at most [`MAX_FEATURES`](super::MAX_FEATURES).
+        features: usize,
+        /// Seeds the projection.
+        seed: u64,
+    },
     /// Linformer with projections E and F `[k_proj, seqlen_k]` shared by the KV heads, drawn
     /// i.i.d. N(0, 1/k_proj) from `seed` and `seed + 1` ([`Projection::random`]).
-    Linformer { k_proj: usize, seed: u64 },
+    Linformer {
+        /// Rows the keys and values are projected to.
+        k_proj: usize,
+        /// Seeds E; F is drawn from `seed + 1`.
+        seed: u64,
+    },
 }
 
 impl Method {
@@ -677,14 +709,18 @@ pub struct ApproxRow {
     pub series: String,
     /// Its parameters at this length.
     pub params: String,
+    /// Query tokens of the row's problem.
     pub seqlen_q: usize,
+    /// Key tokens of the row's problem (the row's length).
     pub seqlen_k: usize,
     /// `||o - o_exact|| / ||o_exact||` over the output (the exact row: over its sampled rows,
     /// against f64).
     pub rel_error: f64,
     /// The largest of the same over one row (one query of one head).
     pub worst_row_rel_error: f64,
+    /// Floating-point operations of the method at this length (its model in [`Method`]).
     pub flops: f64,
+    /// Global-memory bytes the method reads and writes at this length (its model in [`Method`]).
     pub bytes: f64,
     /// Median milliseconds on a GPU; `None` on the emulator, whose times are no performance
     /// numbers.
@@ -773,15 +809,21 @@ impl fmt::Display for ApproxRow {
 /// A whole report.
 #[derive(Clone, Debug)]
 pub struct ApproxReport {
+    /// The device's name.
     pub device: String,
+    /// Whether it ran on the emulator (no times).
     pub emulator: bool,
     /// Where the inputs come from.
     pub source: String,
     /// batch, heads, kv_heads, head_dim (the lengths are the rows').
     pub batch: usize,
+    /// Query heads.
     pub heads: usize,
+    /// Key and value heads.
     pub kv_heads: usize,
+    /// Elements of each head's vector.
     pub head_dim: usize,
+    /// One row per method and length, the exact row first at each length.
     pub rows: Vec<ApproxRow>,
 }
 
@@ -826,9 +868,13 @@ struct ApproxReportJson<'a> {
 pub enum ReportEvent<'a> {
     /// A method starts at a length: the `index`-th of `total` runs (1-based).
     Running {
+        /// The length it runs at.
         seqlen: usize,
+        /// The method.
         method: &'a Method,
+        /// Its place among the report's runs, from 1.
         index: usize,
+        /// The report's runs: methods times lengths.
         total: usize,
     },
     /// A row is done.

@@ -81,11 +81,17 @@ const PAGE_SHUFFLE_SEED: u64 = 0x9a6e5;
 /// one new token a sequence, over a paged cache of `page_size`-token pages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct DecodeShape {
+    /// Sequences of the step.
     pub batch: usize,
+    /// Cached tokens of each sequence, the new one included.
     pub context: usize,
+    /// Query heads.
     pub heads: usize,
+    /// Key and value heads: a divisor of `heads`.
     pub kv_heads: usize,
+    /// Elements of each head's vector.
     pub head_dim: usize,
+    /// Tokens of each page of the cache.
     pub page_size: usize,
 }
 
@@ -220,7 +226,9 @@ pub fn shapes_for(device: &Device, quick: bool) -> Vec<DecodeShape> {
 /// A performance target of the decode kernel: a row's share of the copy ceiling.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct DecodeTarget {
+    /// The shape it is judged on.
     pub shape: DecodeShape,
+    /// The split-KV setting it is judged with.
     pub split: SplitKv,
     /// The least "% of copy" that meets it.
     pub min_pct_of_copy: f64,
@@ -587,6 +595,7 @@ fn time_decode(
 /// One shape with one split.
 #[derive(Clone, Debug)]
 pub struct DecodeRow {
+    /// The decode problem.
     pub shape: DecodeShape,
     /// The split asked.
     pub split: SplitKv,
@@ -781,6 +790,7 @@ impl fmt::Display for CopyCeiling {
 /// Where a run stands against a [`DecodeTarget`].
 #[derive(Clone, Debug)]
 pub struct Verdict {
+    /// The target judged.
     pub target: DecodeTarget,
     /// The row's "% of copy" (`None` when it did not run).
     pub pct_of_copy: Option<f64>,
@@ -802,15 +812,22 @@ pub struct DecodeConfig {
 /// A whole decode run.
 #[derive(Clone, Debug)]
 pub struct DecodeReport {
+    /// The device's name.
     pub device: String,
+    /// Whether it ran on the emulator (no performance numbers).
     pub emulator: bool,
+    /// Whether it was a quick run (fewer shapes and runs).
     pub quick: bool,
+    /// The commit benchmarked, when given.
     pub commit: Option<String>,
+    /// The copy ceiling measured first.
     pub copy: CopyCeiling,
+    /// Bytes of the buffer cleared before each timed run to flush the L2 (0 on the emulator).
     pub l2_flush_bytes: usize,
     /// The most KV bytes a shape could have in this run: [`KV_BUDGET_BYTES`], or 85% of the
     /// device memory free when the grid started if less.
     pub kv_budget_bytes: u64,
+    /// One row per shape and split, in the order run.
     pub rows: Vec<DecodeRow>,
 }
 

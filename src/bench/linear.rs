@@ -59,6 +59,7 @@ pub enum LinearBenchKernel {
 }
 
 impl LinearBenchKernel {
+    /// The kernel's name in the tables and the JSON (`flash`, `linear_elu1`).
     pub fn name(self) -> &'static str {
         match self {
             LinearBenchKernel::Flash => Kernel::Flash.name(),
@@ -103,7 +104,9 @@ pub fn shapes_for(device: &Device, quick: bool) -> Vec<PrefillShape> {
 /// One kernel on one shape.
 #[derive(Clone, Debug)]
 pub struct LinearRow {
+    /// The kernel timed.
     pub kernel: LinearBenchKernel,
+    /// The problem (hd128, 16/16 heads on a GPU).
     pub shape: PrefillShape,
     /// Median milliseconds of the timed runs (NaN when the row did not run).
     pub ms: f64,
@@ -200,6 +203,7 @@ pub struct Fit {
     pub points: usize,
     /// Least squares `ms = slope * tokens + intercept`: milliseconds per token.
     pub slope_ms_per_token: f64,
+    /// Least squares' intercept, in milliseconds.
     pub intercept_ms: f64,
     /// The line's coefficient of determination, 1 - SS_res / SS_tot.
     pub r2: f64,
@@ -279,6 +283,7 @@ pub struct LinearVerdict {
     pub target: &'static str,
     /// Whether it was met (`None` when the run has nothing to judge it by).
     pub met: Option<bool>,
+    /// What the run shows against the target, in words (the report's verdict line).
     pub text: String,
 }
 
@@ -294,11 +299,17 @@ pub struct LinearBenchConfig {
 /// A whole linear attention run.
 #[derive(Clone, Debug)]
 pub struct LinearReport {
+    /// The device's name.
     pub device: String,
+    /// Whether it ran on the emulator (no performance numbers).
     pub emulator: bool,
+    /// Whether it was a quick run (fewer lengths and runs).
     pub quick: bool,
+    /// The commit benchmarked, when given.
     pub commit: Option<String>,
+    /// Bytes of the buffer cleared before each timed run to flush the L2 (0 on the emulator).
     pub l2_flush_bytes: usize,
+    /// At each length the flash row, then the linear row.
     pub rows: Vec<LinearRow>,
 }
 

@@ -71,11 +71,17 @@ const INPUT_SEED: u64 = 0x5eed_be4c;
 /// One prefill problem: q, k, v of `seqlen` tokens, bf16, no window beyond the causal mask.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct PrefillShape {
+    /// Sequences of the batch.
     pub batch: usize,
+    /// Tokens of each sequence, queries and keys alike.
     pub seqlen: usize,
+    /// Query heads.
     pub heads: usize,
+    /// Key and value heads: a divisor of `heads`.
     pub kv_heads: usize,
+    /// Elements of each head's vector.
     pub head_dim: usize,
+    /// Whether the causal mask applies.
     pub causal: bool,
 }
 
@@ -114,6 +120,7 @@ impl PrefillShape {
         )
     }
 
+    /// The attention options of the shape: its causal flag, everything else the default.
     pub fn options(&self) -> AttentionOptions {
         AttentionOptions {
             causal: self.causal,
@@ -240,6 +247,7 @@ enum TimerKind {
 }
 
 impl Timer {
+    /// A timer on `device`; on a GPU it allocates the L2 flush buffer (at least [`MIN_FLUSH_BYTES`], twice the L2 if that is more).
     pub fn new(device: &Device) -> Result<Timer> {
         let inner = match device {
             Device::Cuda(stream) => {
@@ -541,6 +549,7 @@ pub struct PrefillInputs {
 }
 
 impl PrefillInputs {
+    /// Random q, k, v (seeded, uniform in [-1, 1)) and a zeroed output on `device`, long enough for the largest of `shapes`.
     pub fn new(device: &Device, shapes: &[PrefillShape]) -> Result<PrefillInputs> {
         let q_len = shapes.iter().map(|s| s.q_shape().iter().product()).max();
         let kv_len = shapes.iter().map(|s| s.kv_shape().iter().product()).max();
@@ -590,7 +599,9 @@ pub fn launch_prefill(
 /// One kernel on one shape.
 #[derive(Clone, Debug)]
 pub struct BenchRow {
+    /// The kernel's name.
     pub kernel: &'static str,
+    /// The problem.
     pub shape: PrefillShape,
     /// Median milliseconds of the timed runs (NaN after an error).
     pub ms: f64,
@@ -629,15 +640,25 @@ pub struct BenchConfig {
 /// A whole benchmark run.
 #[derive(Clone, Debug)]
 pub struct BenchReport {
+    /// The benchmark family: `prefill`.
     pub family: &'static str,
+    /// The device's name.
     pub device: String,
+    /// Whether it ran on the emulator (no performance numbers).
     pub emulator: bool,
+    /// Whether it was a quick run (fewer shapes and runs).
     pub quick: bool,
+    /// The commit benchmarked, when given.
     pub commit: Option<String>,
+    /// The flash tile table the run forced, or `auto`.
     pub flash_tiles: FlashTiles,
+    /// The soft cap on every shape's scores, when one was set.
     pub softcap: Option<f32>,
+    /// The mma.sync ceiling measured first.
     pub ceiling: MmaCeiling,
+    /// Bytes of the buffer cleared before each timed run to flush the L2 (0 on the emulator).
     pub l2_flush_bytes: usize,
+    /// One row per kernel and shape, in the order run.
     pub rows: Vec<BenchRow>,
 }
 

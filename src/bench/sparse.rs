@@ -85,7 +85,12 @@ pub const MANIFEST: &str = "masks.json";
 pub enum MaskSpec {
     /// Exactly `round(density * nq * nk)` blocks drawn without replacement (`StdRng` seeded with
     /// `seed`), shared by every head.
-    Random { density: f64, seed: u64 },
+    Random {
+        /// The share of the block grid visible, in [0, 1].
+        density: f64,
+        /// Seeds the draw.
+        seed: u64,
+    },
     /// A pattern (shared by every head unless BigBird's `per_head`).
     Pattern(Pattern),
 }
@@ -144,6 +149,7 @@ pub fn random_blocks(density: f64, seed: u64, nq: usize, nk: usize) -> Result<Bl
 /// dense flash kernel or block-sparse attention with a mask.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SparseCase {
+    /// The problem; its causal flag is the mask's element rule.
     pub shape: PrefillShape,
     /// The mask and its block size (block_q, block_k); `None`: the dense flash kernel, the base of
     /// the ratios of every row of this shape.
@@ -344,7 +350,9 @@ pub fn cases_for(device: &Device, quick: bool) -> Vec<SparseCase> {
 pub struct SparseTarget {
     /// The row it applies to (a random mask).
     pub shape: PrefillShape,
+    /// Its block size (block_q, block_k).
     pub block: (usize, usize),
+    /// The random mask's density.
     pub density: f64,
     /// The most time, as a share of the dense kernel's, that meets it.
     pub max_ratio_to_dense: f64,
@@ -396,7 +404,9 @@ pub struct MaskFacts {
     /// The share of the grid's blocks the kernel visits, after the element rule
     /// ([`BlockMask::density`]).
     pub density: f64,
+    /// Visible blocks with no element mask inside (the kernel runs no mask arithmetic there).
     pub full_blocks: usize,
+    /// Visible blocks that the causal or window rule cuts (masked element by element).
     pub partial_blocks: usize,
 }
 
@@ -415,6 +425,7 @@ impl MaskFacts {
 /// One row's results.
 #[derive(Clone, Debug)]
 pub struct SparseRow {
+    /// The row's shape and mask.
     pub case: SparseCase,
     /// The mask's facts (`None` for the dense kernel, or when the mask could not be built).
     pub mask: Option<MaskFacts>,
@@ -619,13 +630,19 @@ pub struct SparseConfig {
 /// A whole block-sparse run.
 #[derive(Clone, Debug)]
 pub struct SparseReport {
+    /// The device's name.
     pub device: String,
+    /// Whether it ran on the emulator (no performance numbers).
     pub emulator: bool,
+    /// Whether it was a quick run (fewer rows and runs).
     pub quick: bool,
+    /// The commit benchmarked, when given.
     pub commit: Option<String>,
+    /// Bytes of the buffer cleared before each timed run to flush the L2 (0 on the emulator).
     pub l2_flush_bytes: usize,
     /// The `--mask-dir` folder the masks were written to.
     pub mask_dir: Option<String>,
+    /// One row per case, in the order run (each shape's dense row before its masks).
     pub rows: Vec<SparseRow>,
 }
 
