@@ -6,7 +6,9 @@
 
 #[cfg(feature = "cli")]
 use cuattn::check::{run_case, AttentionCase};
-use cuattn::{probe_cuda, CudaProbe, Device, Kernel};
+#[cfg(feature = "cli")]
+use cuattn::Kernel;
+use cuattn::{probe_cuda, CudaProbe, Device};
 
 /// The emulator always, plus the first GPU when one answers (otherwise says it is skipped).
 pub fn devices() -> Vec<Device> {
