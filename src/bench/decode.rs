@@ -743,7 +743,7 @@ struct DecodeRowJson<'a> {
 /// The table's column titles, aligned with [`DecodeRow`]'s `Display`.
 pub fn table_header() -> String {
     format!(
-        "{:<24} {:<5} {:>6} {:>26} {:>10} {:>8} {:>7}",
+        "{:<24} {:<5} {:>6} {:>29} {:>10} {:>8} {:>7}",
         "shape", "split", "splits", "ms [min, max]", "KV MiB", "GB/s", "% copy"
     )
 }
@@ -762,7 +762,7 @@ impl fmt::Display for DecodeRow {
             (None, Some(e)) => write!(f, "error: {e}"),
             (None, None) => write!(
                 f,
-                "{:>26} {:>10.1} {:>8.1} {:>6.1}%",
+                "{:>29} {:>10.1} {:>8.1} {:>6.1}%",
                 spread_cell(self.ms, self.min_ms, self.max_ms, 4),
                 self.kv_bytes as f64 / f64::from(1u32 << 20),
                 self.gbps,
