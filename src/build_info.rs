@@ -17,12 +17,19 @@ pub const PTXAS_REPORT: &str = include_str!(concat!(env!("OUT_DIR"), "/ptxas_rep
 /// The resources one compiled kernel uses on one architecture.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KernelResources {
+    /// The kernel's name, demangled.
     pub kernel: String,
+    /// The architecture it was compiled for (`sm_80`, `sm_90a`).
     pub arch: String,
+    /// Registers per thread.
     pub registers: u32,
+    /// Static shared memory per block, in bytes.
     pub shared_bytes: u32,
+    /// Stack frame per thread, in bytes.
     pub stack_frame_bytes: u32,
+    /// Bytes spilled to local memory by stores, per thread.
     pub spill_store_bytes: u32,
+    /// Bytes read back from spills, per thread.
     pub spill_load_bytes: u32,
 }
 

@@ -7,6 +7,7 @@ use std::fmt;
 use half::{bf16, f16};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use serde::Serialize;
 
 use crate::attention::{
     attention_into, attention_varlen_into, AttentionOptions, Kernel, VarlenBatch,
@@ -14,7 +15,6 @@ use crate::attention::{
 use crate::device::Device;
 use crate::emu::{Traffic, TrafficRecorder};
 use crate::error::{Error, Result};
-use crate::json::{json_number, json_string};
 use crate::reference::{self, AttentionProblem, Varlen};
 use crate::tensor::{AttentionElement, DType, Element, Tensor};
 
@@ -216,53 +216,68 @@ impl CaseResult {
     /// recorded, a "traffic" key holds one object per kernel launch: `{"kernel": name,
     /// "allocations": [{"label", "bytes", "bytes_read", "bytes_written"}, ...]}`.
     pub fn to_json(&self) -> String {
-        let traffic = self.traffic.as_ref().map_or(String::new(), |t| {
-            format!(",\"traffic\":{}", traffic_json(t))
-        });
-        format!(
-            "{{\"kernel\":{},\"device\":{},\"case\":{},\"max_abs_err\":{},\
-             \"lse_max_abs_err\":{},\"tolerance\":{},\"pass\":{},\"failure\":{},\"skipped\":{}\
-             {traffic}}}",
-            json_string(self.kernel),
-            json_string(self.device),
-            json_string(&self.case.to_string()),
-            json_number(self.max_abs_err),
-            json_number(self.lse_max_abs_err),
-            json_number(self.tolerance),
-            self.passed(),
-            self.failure.as_deref().map_or("null".into(), json_string),
-            self.skipped.map_or("null".into(), json_string)
-        )
+        crate::json::to_line(&CaseJson {
+            kernel: self.kernel,
+            device: self.device,
+            case: self.case.to_string(),
+            max_abs_err: self.max_abs_err,
+            lse_max_abs_err: self.lse_max_abs_err,
+            tolerance: self.tolerance,
+            pass: self.passed(),
+            failure: self.failure.as_deref(),
+            skipped: self.skipped,
+            traffic: self.traffic.as_ref().map(|t| {
+                t.launches
+                    .iter()
+                    .map(|launch| LaunchJson {
+                        kernel: &launch.kernel,
+                        allocations: launch
+                            .allocations
+                            .iter()
+                            .map(|a| AllocationJson {
+                                label: &a.label,
+                                bytes: a.allocation_bytes,
+                                bytes_read: a.bytes_read,
+                                bytes_written: a.bytes_written,
+                            })
+                            .collect(),
+                    })
+                    .collect()
+            }),
+        })
     }
 }
 
-/// A recording as a JSON array, one object per launch.
-fn traffic_json(traffic: &Traffic) -> String {
-    let launches: Vec<String> = traffic
-        .launches
-        .iter()
-        .map(|launch| {
-            let allocations: Vec<String> = launch
-                .allocations
-                .iter()
-                .map(|a| {
-                    format!(
-                        "{{\"label\":{},\"bytes\":{},\"bytes_read\":{},\"bytes_written\":{}}}",
-                        json_string(&a.label),
-                        a.allocation_bytes,
-                        a.bytes_read,
-                        a.bytes_written
-                    )
-                })
-                .collect();
-            format!(
-                "{{\"kernel\":{},\"allocations\":[{}]}}",
-                json_string(&launch.kernel),
-                allocations.join(",")
-            )
-        })
-        .collect();
-    format!("[{}]", launches.join(","))
+/// A [`CaseResult`] in JSON.
+#[derive(Serialize)]
+struct CaseJson<'a> {
+    kernel: &'static str,
+    device: &'static str,
+    case: String,
+    max_abs_err: f64,
+    lse_max_abs_err: f64,
+    tolerance: f64,
+    pass: bool,
+    failure: Option<&'a str>,
+    skipped: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    traffic: Option<Vec<LaunchJson<'a>>>,
+}
+
+/// One kernel launch's recorded traffic in JSON.
+#[derive(Serialize)]
+struct LaunchJson<'a> {
+    kernel: &'a str,
+    allocations: Vec<AllocationJson<'a>>,
+}
+
+/// One allocation's traffic in a launch, in JSON.
+#[derive(Serialize)]
+struct AllocationJson<'a> {
+    label: &'a str,
+    bytes: u64,
+    bytes_read: u64,
+    bytes_written: u64,
 }
 
 impl fmt::Display for CaseResult {

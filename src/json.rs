@@ -1,30 +1,20 @@
-//! The two JSON scalars cuattn writes by hand (check and bench reports): no serializer needed for
-//! flat one-line objects.
+//! The JSON writers of the `cli` feature's reports (check, bench, kv-plan, approx-report): each
+//! report derives `serde::Serialize`, serde_json writes it. A NaN or an infinity (a row that did
+//! not run) is written as `null`, which JSON has in place of them.
 
-/// A JSON string literal.
-pub(crate) fn json_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
+use serde::Serialize;
+
+/// `value` as one line of JSON (a JSON Lines record).
+pub(crate) fn to_line(value: &impl Serialize) -> String {
+    serde_json::to_string(value).expect(SERIALIZES)
 }
 
-/// A JSON number, or null for NaN and infinities (which JSON cannot hold).
-pub(crate) fn json_number(x: f64) -> String {
-    if x.is_finite() {
-        format!("{x}")
-    } else {
-        "null".into()
-    }
+/// `value` as indented JSON ending in a newline (a report file).
+pub(crate) fn to_pretty(value: &impl Serialize) -> String {
+    serde_json::to_string_pretty(value).expect(SERIALIZES) + "\n"
 }
+
+/// Why writing a report cannot fail: serde_json fails only on a map with non-string keys or a
+/// `Serialize` implementation that returns an error, and the reports are derived structs of
+/// strings, numbers, booleans, options and vectors.
+const SERIALIZES: &str = "a derived report of plain fields always serializes";

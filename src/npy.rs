@@ -14,7 +14,9 @@ use crate::error::{Error, Result};
 /// A float array read from a `.npy` file, widened to f32, row-major (C order).
 #[derive(Clone, Debug, PartialEq)]
 pub struct NpyArray {
+    /// The dimensions, outermost first.
     pub shape: Vec<usize>,
+    /// The elements, `shape.iter().product()` of them.
     pub data: Vec<f32>,
 }
 
@@ -115,22 +117,19 @@ fn write<T: npyz::AutoSerialize + Copy>(path: &Path, shape: &[usize], data: &[T]
             ),
         ));
     }
-    let io_error = |what: &str, e: std::io::Error| Error::Io {
-        path: path.display().to_string(),
-        msg: format!("cannot {what}: {e}"),
-    };
-    let file = File::create(path).map_err(|e| io_error("create", e))?;
+    let io_error = |what: &str, e: std::io::Error| Error::io(path.display(), what, e);
+    let file = File::create(path).map_err(|e| io_error("cannot create", e))?;
     let shape: Vec<u64> = shape.iter().map(|&d| d as u64).collect();
     let mut writer = npyz::WriteOptions::<T>::new()
         .default_dtype()
         .shape(&shape)
         .writer(BufWriter::new(file))
         .begin_nd()
-        .map_err(|e| io_error("write", e))?;
+        .map_err(|e| io_error("cannot write", e))?;
     writer
         .extend(data.iter().copied())
-        .map_err(|e| io_error("write", e))?;
-    writer.finish().map_err(|e| io_error("write", e))
+        .map_err(|e| io_error("cannot write", e))?;
+    writer.finish().map_err(|e| io_error("cannot write", e))
 }
 
 /// A `.npy` file read whole and checked: a parsed header, C order, a shape whose element count
@@ -149,11 +148,8 @@ const NPY_MAGIC: &[u8] = b"\x93NUMPY";
 impl NpyInput {
     fn open(path: &Path) -> Result<NpyInput> {
         let path = path.display().to_string();
-        let error = |msg: String| Error::Io {
-            path: path.clone(),
-            msg,
-        };
-        let bytes = std::fs::read(&path).map_err(|e| error(format!("cannot read: {e}")))?;
+        let error = |msg: String| Error::file(&path, msg);
+        let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, "cannot read", e))?;
         check_preamble(&bytes).map_err(error)?;
         // npyz multiplies the shape's entries unchecked, which panics on overflow in debug
         // builds: a hostile header must give an error instead.
@@ -219,10 +215,7 @@ impl NpyInput {
     }
 
     fn error(&self, msg: String) -> Error {
-        Error::Io {
-            path: self.path.clone(),
-            msg,
-        }
+        Error::file(&self.path, msg)
     }
 
     fn dtype_error(&self, expected: &str) -> Error {
@@ -357,7 +350,7 @@ mod tests {
 
     fn io_message(e: Error) -> String {
         match e {
-            Error::Io { path, msg } => format!("{path}: {msg}"),
+            Error::Io { path, msg, .. } => format!("{path}: {msg}"),
             other => panic!("expected Error::Io, got {other:?}"),
         }
     }
@@ -527,7 +520,11 @@ mod tests {
     #[test]
     fn missing_file_is_an_io_error_naming_it() {
         let dir = TempDir::new("missing");
-        let msg = io_message(read_f32(&dir.0.join("nope.npy")).unwrap_err());
+        let e = read_f32(&dir.0.join("nope.npy")).unwrap_err();
+        // The operating system's error stays reachable as the source.
+        let source = std::error::Error::source(&e).and_then(|s| s.downcast_ref::<std::io::Error>());
+        assert_eq!(source.map(|s| s.kind()), Some(std::io::ErrorKind::NotFound));
+        let msg = io_message(e);
         assert!(
             msg.contains("nope.npy") && msg.contains("cannot read"),
             "{msg}"

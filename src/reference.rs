@@ -464,7 +464,9 @@ pub enum LinearFeature {
     Relu,
     /// FAVOR+: `exp(W x' - |x'|^2 / 2) / sqrt(m)`, `x' = x d^(-1/4)`, W `[m, d]` row-major.
     Favor {
+        /// W, row-major `[features, head_dim]`.
         projection: Vec<f64>,
+        /// The number of random features `m`.
         features: usize,
     },
 }
@@ -566,8 +568,11 @@ pub fn linear_attention(
 /// `[kv_heads, k_proj, seqlen_k]` (`per_kv_head`), row-major.
 #[derive(Clone, Copy, Debug)]
 pub struct LowrankProjection<'a> {
+    /// The projection's entries, row-major.
     pub values: &'a [f64],
+    /// Rows of the projection: the projected sequence length.
     pub k_proj: usize,
+    /// Whether each KV head has its own projection (`[kv_heads, k_proj, seqlen_k]`).
     pub per_kv_head: bool,
 }
 

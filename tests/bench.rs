@@ -29,7 +29,8 @@ use cuattn::bench::sparse::{
 };
 use cuattn::bench::{
     self, bench_mma_expected, bench_mma_flops, launch_bench_mma, median, prefill_shapes,
-    visible_pairs, BenchConfig, PrefillShape, EMULATOR_NOTE, MODEL_DIM, TOKENS,
+    spread_cell, visible_pairs, BenchConfig, PrefillShape, Spread, EMULATOR_NOTE, MODEL_DIM,
+    TOKENS,
 };
 use cuattn::reference::key_visible;
 use cuattn::sparse::{BlockMask, BlockMatrix};
@@ -140,6 +141,23 @@ fn median_takes_the_middle_or_the_mean_of_the_two_middles() {
     assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
     assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), 2.5);
     assert!(median(&[]).is_nan());
+}
+
+#[test]
+fn spread_gives_the_fastest_median_and_slowest_run_and_its_cell_shows_all_three() {
+    let spread = Spread::of(&[1.25, 0.5, 3.0, 2.0]);
+    assert_eq!(
+        spread,
+        Spread {
+            min: 0.5,
+            median: 1.625,
+            max: 3.0
+        }
+    );
+    let none = Spread::of(&[]);
+    assert!(none.min.is_nan() && none.median.is_nan() && none.max.is_nan());
+    let cell = spread_cell(spread.median, spread.min, spread.max, 3);
+    assert_eq!(cell, "1.625 [0.500, 3.000]");
 }
 
 #[test]
@@ -346,6 +364,7 @@ fn bench_quick_on_the_emulator_prints_the_table_and_writes_json() {
             shape.visible_pairs()
         );
         assert!(row["error"].is_null(), "{row}");
+        assert_spread(row);
         let (ms, tflops) = (row["ms"].as_f64().unwrap(), row["tflops"].as_f64().unwrap());
         assert!(ms > 0.0);
         let want = shape.flops() / (ms * 1e-3) / 1e12;
@@ -608,6 +627,8 @@ fn report_with(rows: Vec<DecodeRow>) -> DecodeReport {
         copy: CopyCeiling {
             bytes: 1 << 30,
             ms: 2.147483648,
+            min_ms: 2.1,
+            max_ms: 2.2,
             runs: 10,
             read_gbps: 500.0,
             read_written_gbps: 1000.0,
@@ -739,6 +760,7 @@ fn bench_decode_quick_on_the_emulator_prints_the_table_and_writes_json() {
         assert!(row["num_splits"].as_u64().unwrap() >= 1, "{row}");
         assert_eq!(row["runs"], 1);
         assert!(row["error"].is_null() && row["skipped"].is_null(), "{row}");
+        assert_spread(row);
         let (ms, gbps) = (row["ms"].as_f64().unwrap(), row["gbps"].as_f64().unwrap());
         let want = 532_480.0 / (ms * 1e-3) / 1e9;
         assert!((gbps - want).abs() <= 1e-9 * want, "{gbps} vs {want}");
@@ -1016,6 +1038,7 @@ fn sparse_report_with(target_ms: Option<f64>) -> SparseReport {
         visible_pairs: 1,
         ms,
         min_ms: ms,
+        max_ms: ms,
         runs: 5,
         tflops: 1.0,
         ratio_to_dense: ms / 10.0,
@@ -1142,6 +1165,7 @@ fn bench_sparse_quick_on_the_emulator_prints_the_table_and_writes_json_and_masks
         );
         assert_eq!(row["runs"], 1);
         assert!(row["error"].is_null(), "{row}");
+        assert_spread(row);
         for field in ["ms", "min_ms", "tflops", "ratio_to_dense", "flops"] {
             assert!(
                 row[field].as_f64().is_some_and(|x| x > 0.0),
@@ -1302,6 +1326,7 @@ fn linear_report_with(
                 shape: linear::gpu_shape(n),
                 ms,
                 min_ms: ms,
+                max_ms: ms,
                 runs: 5,
                 ratio_to_flash: ratio,
                 error: None,
@@ -1432,6 +1457,7 @@ fn bench_linear_quick_on_the_emulator_prints_the_table_fits_and_json() {
             assert_eq!(row["causal"], true);
             assert!(row["error"].is_null(), "{row}");
             assert!(row["ms"].as_f64().unwrap() > 0.0, "{row}");
+            assert_spread(row);
         }
         let ratio = pair[1]["ratio_to_flash"].as_f64().unwrap();
         let want = pair[1]["ms"].as_f64().unwrap() / pair[0]["ms"].as_f64().unwrap();
@@ -1480,5 +1506,15 @@ fn bench_linear_refuses_a_full_emulator_run_and_the_other_families_options() {
             "{option}: {stderr}"
         );
         assert!(out.stdout.is_empty(), "{option}: refused before running");
+    }
+}
+
+/// A report row's times: the median within the fastest and slowest runs, all positive (with
+/// one run, the three equal).
+fn assert_spread(row: &serde_json::Value) {
+    let [min, ms, max] = ["min_ms", "ms", "max_ms"].map(|f| row[f].as_f64().unwrap_or(f64::NAN));
+    assert!(0.0 < min && min <= ms && ms <= max, "{row}");
+    if row["runs"] == 1 {
+        assert!(min == ms && ms == max, "{row}");
     }
 }

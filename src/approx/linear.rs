@@ -77,10 +77,12 @@ impl FavorFeatures {
         FavorFeatures::new(device, &projection, features, head_dim)
     }
 
+    /// The number of random features `m` (the projection's rows).
     pub fn features(&self) -> usize {
         self.features
     }
 
+    /// The head dim the projection takes (its columns): q's and k's last dimension.
     pub fn head_dim(&self) -> usize {
         self.head_dim
     }
@@ -159,6 +161,7 @@ impl Feature<'_> {
 /// Options of a linear attention call.
 #[derive(Clone, Copy)]
 pub struct LinearOptions<'a> {
+    /// The feature map phi applied to q and k.
     pub feature: Feature<'a>,
     /// Query i sees keys j <= i + seqlen_k - seqlen_q (and, with a state, every earlier key).
     pub causal: bool,
@@ -184,6 +187,7 @@ pub struct LinearWorkspace {
 }
 
 impl LinearWorkspace {
+    /// An empty workspace on `device`; the first call that needs one allocates it.
     pub fn new(device: &Device) -> LinearWorkspace {
         LinearWorkspace {
             device: device.clone(),

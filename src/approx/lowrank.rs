@@ -129,6 +129,7 @@ impl Projection {
         &self.host
     }
 
+    /// The device that holds the projection.
     pub fn device(&self) -> &Device {
         self.values.device()
     }

@@ -3,9 +3,9 @@
 //! `phi(Q) (phi(K)^T V)`, linear in the sequence length) with its recurrent state for decode
 //! ([`LinearState`]), and low-rank (Linformer) attention ([`lowrank_attention`]: the keys and
 //! values projected along the sequence to k_proj rows by E and F ([`Projection`]), then exact
-//! attention over those, O(n k_proj); non-causal only). [`report`] runs exact attention and each
-//! approximation on the same inputs for their errors and costs (`cuattn approx-report`),
-//! [`plot`] draws that report.
+//! attention over those, O(n k_proj); non-causal only). With the `cli` feature, `report` runs
+//! exact attention and each approximation on the same inputs for their errors and costs
+//! (`cuattn approx-report`) and `plot` draws that report.
 //!
 //! ```
 //! use cuattn::approx::{linear_attention, Feature, LinearOptions};
@@ -25,7 +25,9 @@
 
 mod linear;
 mod lowrank;
+#[cfg(feature = "cli")]
 pub mod plot;
+#[cfg(feature = "cli")]
 pub mod report;
 
 pub use linear::{

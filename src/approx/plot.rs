@@ -84,9 +84,8 @@ fn flops_label(x: f64) -> String {
 /// Draws `report`'s rows that ran (error against FLOPs) into a PNG at `path`.
 pub fn plot(report: &ApproxReport, path: &Path) -> Result<()> {
     font()?;
-    let io = |e: &dyn std::fmt::Display| Error::Io {
-        path: path.display().to_string(),
-        msg: format!("cannot draw the plot: {e}"),
+    let io = |e: &dyn std::fmt::Display| {
+        Error::file(path.display(), format!("cannot draw the plot: {e}"))
     };
     let rows: Vec<_> = report
         .rows

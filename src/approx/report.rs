@@ -21,16 +21,16 @@ use std::fmt;
 use half::bf16;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use serde::Serialize;
 
 use super::{
     linear_attention_into, lowrank_attention_into, FavorFeatures, Feature, LinearOptions,
     LinearWorkspace, LowrankWorkspace, Projection,
 };
 use crate::attention::{attention_into, AttentionOptions, Kernel};
-use crate::bench::{median, visible_pairs, RunBudget, Timer};
+use crate::bench::{spread_cell, visible_pairs, RunBudget, Spread, Timer};
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::json::{json_number, json_string};
 use crate::sparse::{block_sparse_attention_into, BlockMask, Pattern};
 use crate::tensor::Tensor;
 
@@ -61,11 +61,17 @@ const FEATURE_PAD: usize = 16;
 /// seqlen_k, kv_heads, head_dim]` (the value dim is the head dim, as the flash kernel needs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ProblemShape {
+    /// Sequences of the batch.
     pub batch: usize,
+    /// Query tokens of each sequence.
     pub seqlen_q: usize,
+    /// Key and value tokens of each sequence.
     pub seqlen_k: usize,
+    /// Query heads.
     pub heads: usize,
+    /// Key and value heads: a divisor of `heads`.
     pub kv_heads: usize,
+    /// Elements of each head's vector (q, k and v alike).
     pub head_dim: usize,
 }
 
@@ -98,9 +104,13 @@ impl ProblemShape {
 /// synthetic.
 #[derive(Clone, Debug)]
 pub struct HostInputs {
+    /// The shape `q`, `k` and `v` hold.
     pub shape: ProblemShape,
+    /// q `[batch, seqlen_q, heads, head_dim]`.
     pub q: Vec<f32>,
+    /// k `[batch, seqlen_k, kv_heads, head_dim]`.
     pub k: Vec<f32>,
+    /// v `[batch, seqlen_k, kv_heads, head_dim]`.
     pub v: Vec<f32>,
     /// Where they come from, for the report: file names, or the synthetic recipe.
     pub source: String,
@@ -203,11 +213,17 @@ impl HostInputs {
 /// averages rather than noise. The query heads of a KV head's group share its walk and `g`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SyntheticInputs {
+    /// The lengths to report on, one problem each (seqlen_q = seqlen_k).
     pub seqlens: Vec<usize>,
+    /// Sequences of each problem.
     pub batch: usize,
+    /// Query heads.
     pub heads: usize,
+    /// Key and value heads: a divisor of `heads`.
     pub kv_heads: usize,
+    /// Elements of each head's vector.
     pub head_dim: usize,
+    /// Seeds the walks, the global tokens' positions and the noise.
     pub seed: u64,
 }
 
@@ -398,22 +414,38 @@ pub enum Method {
     Exact,
     /// Sliding window: the flash kernel, each query seeing the `w / 2` keys on either side of
     /// its diagonal (`w + 1` keys for an even `w`).
-    Window { w: usize },
+    Window {
+        /// Keys in the window besides the diagonal, split between the two sides.
+        w: usize,
+    },
     /// BigBird block-sparse attention in `block` x `block` blocks, its pattern's parameters
     /// chosen per length for about `density` of the block grid ([`bigbird_pattern`]), its
     /// random blocks drawn from `seed`.
     BigBird {
+        /// Block size, queries and keys alike: a multiple of 16.
         block: usize,
+        /// The share of the block grid the pattern aims at, in (0, 1].
         density: f64,
+        /// Seeds the random blocks.
         seed: u64,
     },
     /// Linear attention with elu(x) + 1 features.
     LinearElu1,
     /// Linear attention with `features` FAVOR+ orthogonal random features drawn from `seed`.
-    Favor { features: usize, seed: u64 },
+    Favor {
+        /// Random features `m`, at most [`MAX_FEATURES`](super::MAX_FEATURES).
+        features: usize,
+        /// Seeds the projection.
+        seed: u64,
+    },
     /// Linformer with projections E and F `[k_proj, seqlen_k]` shared by the KV heads, drawn
     /// i.i.d. N(0, 1/k_proj) from `seed` and `seed + 1` ([`Projection::random`]).
-    Linformer { k_proj: usize, seed: u64 },
+    Linformer {
+        /// Rows the keys and values are projected to.
+        k_proj: usize,
+        /// Seeds E; F is drawn from `seed + 1`.
+        seed: u64,
+    },
 }
 
 impl Method {
@@ -678,49 +710,75 @@ pub struct ApproxRow {
     pub series: String,
     /// Its parameters at this length.
     pub params: String,
+    /// Query tokens of the row's problem.
     pub seqlen_q: usize,
+    /// Key tokens of the row's problem (the row's length).
     pub seqlen_k: usize,
     /// `||o - o_exact|| / ||o_exact||` over the output (the exact row: over its sampled rows,
     /// against f64).
     pub rel_error: f64,
     /// The largest of the same over one row (one query of one head).
     pub worst_row_rel_error: f64,
+    /// Floating-point operations of the method at this length (its model in [`Method`]).
     pub flops: f64,
+    /// Global-memory bytes the method reads and writes at this length (its model in [`Method`]).
     pub bytes: f64,
     /// Median milliseconds on a GPU; `None` on the emulator, whose times are no performance
     /// numbers.
     pub ms: Option<f64>,
+    /// The fastest timed run on a GPU, in milliseconds; `None` on the emulator.
+    pub min_ms: Option<f64>,
+    /// The slowest timed run on a GPU, in milliseconds; `None` on the emulator.
+    pub max_ms: Option<f64>,
     /// Why the method could not run (the others go on).
     pub error: Option<String>,
 }
 
 impl ApproxRow {
-    fn to_json(&self) -> String {
-        format!(
-            "{{\"method\":{},\"series\":{},\"params\":{},\"seqlen\":{},\"seqlen_q\":{},\
-             \"seqlen_k\":{},\"rel_error\":{},\"worst_row_rel_error\":{},\"flops\":{},\
-             \"bytes\":{},\"ms\":{},\"error\":{}}}",
-            json_string(&self.method),
-            json_string(&self.series),
-            json_string(&self.params),
-            self.seqlen_k,
-            self.seqlen_q,
-            self.seqlen_k,
-            json_number(self.rel_error),
-            json_number(self.worst_row_rel_error),
-            json_number(self.flops),
-            json_number(self.bytes),
-            self.ms.map_or("null".into(), json_number),
-            self.error.as_deref().map_or("null".into(), json_string),
-        )
+    fn json(&self) -> ApproxRowJson<'_> {
+        ApproxRowJson {
+            method: &self.method,
+            series: &self.series,
+            params: &self.params,
+            seqlen: self.seqlen_k,
+            seqlen_q: self.seqlen_q,
+            seqlen_k: self.seqlen_k,
+            rel_error: self.rel_error,
+            worst_row_rel_error: self.worst_row_rel_error,
+            flops: self.flops,
+            bytes: self.bytes,
+            ms: self.ms,
+            min_ms: self.min_ms,
+            max_ms: self.max_ms,
+            error: self.error.as_deref(),
+        }
     }
+}
+
+/// An [`ApproxRow`] in the report's JSON.
+#[derive(Serialize)]
+struct ApproxRowJson<'a> {
+    method: &'a str,
+    series: &'a str,
+    params: &'a str,
+    seqlen: usize,
+    seqlen_q: usize,
+    seqlen_k: usize,
+    rel_error: f64,
+    worst_row_rel_error: f64,
+    flops: f64,
+    bytes: f64,
+    ms: Option<f64>,
+    min_ms: Option<f64>,
+    max_ms: Option<f64>,
+    error: Option<&'a str>,
 }
 
 /// The table's column titles, aligned with [`ApproxRow`]'s `Display`.
 pub fn table_header() -> String {
     format!(
-        "{:<8} {:<48} {:>7} {:>10} {:>10} {:>10} {:>10} {:>9}",
-        "method", "params", "seqlen", "rel err", "worst row", "GFLOP", "MB", "ms"
+        "{:<8} {:<48} {:>7} {:>10} {:>10} {:>10} {:>10} {:>26}",
+        "method", "params", "seqlen", "rel err", "worst row", "GFLOP", "MB", "ms [min, max]"
     )
 }
 
@@ -735,12 +793,15 @@ impl fmt::Display for ApproxRow {
             Some(e) => write!(f, "error: {e}"),
             None => write!(
                 f,
-                "{:>10.5} {:>10.5} {:>10.3} {:>10.2} {:>9}",
+                "{:>10.5} {:>10.5} {:>10.3} {:>10.2} {:>26}",
                 self.rel_error,
                 self.worst_row_rel_error,
                 self.flops / 1e9,
                 self.bytes / 1e6,
-                self.ms.map_or("-".into(), |ms| format!("{ms:.3}"))
+                match (self.ms, self.min_ms, self.max_ms) {
+                    (Some(ms), Some(min), Some(max)) => spread_cell(ms, min, max, 3),
+                    _ => "-".into(),
+                }
             ),
         }
     }
@@ -749,51 +810,72 @@ impl fmt::Display for ApproxRow {
 /// A whole report.
 #[derive(Clone, Debug)]
 pub struct ApproxReport {
+    /// The device's name.
     pub device: String,
+    /// Whether it ran on the emulator (no times).
     pub emulator: bool,
     /// Where the inputs come from.
     pub source: String,
     /// batch, heads, kv_heads, head_dim (the lengths are the rows').
     pub batch: usize,
+    /// Query heads.
     pub heads: usize,
+    /// Key and value heads.
     pub kv_heads: usize,
+    /// Elements of each head's vector.
     pub head_dim: usize,
+    /// One row per method and length, the exact row first at each length.
     pub rows: Vec<ApproxRow>,
 }
 
 impl ApproxReport {
     /// One JSON object: device, inputs, one object per row.
     pub fn to_json(&self) -> String {
-        let rows: Vec<String> = self
-            .rows
-            .iter()
-            .map(|r| format!("    {}", r.to_json()))
-            .collect();
-        format!(
-            "{{\n  \"report\": \"approx\",\n  \"device\": {},\n  \"emulator\": {},\n  \
-             \"inputs\": {},\n  \"batch\": {},\n  \"heads\": {},\n  \"kv_heads\": {},\n  \
-             \"head_dim\": {},\n  \"causal\": false,\n  \"dtype\": \"bf16\",\n  \
-             \"exact_sample_rows\": {},\n  \"rows\": [\n{}\n  ]\n}}\n",
-            json_string(&self.device),
-            self.emulator,
-            json_string(&self.source),
-            self.batch,
-            self.heads,
-            self.kv_heads,
-            self.head_dim,
-            EXACT_SAMPLE_ROWS,
-            rows.join(",\n")
-        )
+        crate::json::to_pretty(&ApproxReportJson {
+            report: "approx",
+            device: &self.device,
+            emulator: self.emulator,
+            inputs: &self.source,
+            batch: self.batch,
+            heads: self.heads,
+            kv_heads: self.kv_heads,
+            head_dim: self.head_dim,
+            causal: false,
+            dtype: "bf16",
+            exact_sample_rows: EXACT_SAMPLE_ROWS,
+            rows: self.rows.iter().map(ApproxRow::json).collect(),
+        })
     }
+}
+
+/// An [`ApproxReport`] in JSON.
+#[derive(Serialize)]
+struct ApproxReportJson<'a> {
+    report: &'static str,
+    device: &'a str,
+    emulator: bool,
+    inputs: &'a str,
+    batch: usize,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    causal: bool,
+    dtype: &'static str,
+    exact_sample_rows: usize,
+    rows: Vec<ApproxRowJson<'a>>,
 }
 
 /// What the report is doing, for a caller that shows progress.
 pub enum ReportEvent<'a> {
     /// A method starts at a length: the `index`-th of `total` runs (1-based).
     Running {
+        /// The length it runs at.
         seqlen: usize,
+        /// The method.
         method: &'a Method,
+        /// Its place among the report's runs, from 1.
         index: usize,
+        /// The report's runs: methods times lengths.
         total: usize,
     },
     /// A row is done.
@@ -896,13 +978,13 @@ fn upload(device: &Device, inputs: &HostInputs) -> Result<Problem> {
 }
 
 /// Plans and runs `method` once (untimed: it also makes its workspaces), then times it when a
-/// timer is given; returns the plan, the output widened to f64 (checked finite) and the median
-/// time.
+/// timer is given; returns the plan, the output widened to f64 (checked finite) and the spread
+/// of the timed runs.
 fn run_method(
     method: &Method,
     problem: &Problem,
     timer: Option<&mut Timer>,
-) -> Result<(Planned, Vec<f64>, Option<f64>)> {
+) -> Result<(Planned, Vec<f64>, Option<Spread>)> {
     let mut planned = method.plan(problem)?;
     (planned.run)(&mut planned.out)?;
     let ms = match timer {
@@ -911,7 +993,7 @@ fn run_method(
             let Planned { run, out, .. } = &mut planned;
             let estimate = timer.time(0, 1, || run(out))?[0];
             let (warmup, runs) = RunBudget::new(true).plan(estimate);
-            Some(median(&timer.time(warmup, runs, || run(out))?))
+            Some(Spread::of(&timer.time(warmup, runs, || run(out))?))
         }
     };
     let out: Vec<f64> = planned
@@ -933,7 +1015,7 @@ fn row_of(
     planned: &Planned,
     shape: &ProblemShape,
     (rel_error, worst_row_rel_error): (f64, f64),
-    ms: Option<f64>,
+    times: Option<Spread>,
 ) -> ApproxRow {
     ApproxRow {
         method: planned.method.into(),
@@ -945,7 +1027,9 @@ fn row_of(
         worst_row_rel_error,
         flops: planned.flops,
         bytes: planned.bytes,
-        ms,
+        ms: times.map(|t| t.median),
+        min_ms: times.map(|t| t.min),
+        max_ms: times.map(|t| t.max),
         error: None,
     }
 }
@@ -966,6 +1050,8 @@ fn failed_row(method: &Method, shape: &ProblemShape, e: Error) -> ApproxRow {
         flops: f64::NAN,
         bytes: f64::NAN,
         ms: None,
+        min_ms: None,
+        max_ms: None,
         error: Some(e.to_string()),
     }
 }

@@ -34,14 +34,14 @@ use std::fmt;
 use half::bf16;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use serde::Serialize;
 
-use super::{median, RunBudget, Timer, EMULATOR_NOTE, INPUT_SEED};
+use super::{spread_cell, RunBudget, Spread, Timer, EMULATOR_NOTE, INPUT_SEED};
 use crate::attention::{
     paged_attention_into, AttentionOptions, PagedAttentionPlan, PagedPlanInfo, PagedShape, SplitKv,
 };
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::json::{json_number, json_string};
 use crate::kv_cache::{KvCacheConfig, KvLayout, PagedKvCache, SeqId, StepPlan};
 use crate::tensor::{contiguous_strides, DType, Tensor};
 
@@ -81,11 +81,17 @@ const PAGE_SHUFFLE_SEED: u64 = 0x9a6e5;
 /// one new token a sequence, over a paged cache of `page_size`-token pages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct DecodeShape {
+    /// Sequences of the step.
     pub batch: usize,
+    /// Cached tokens of each sequence, the new one included.
     pub context: usize,
+    /// Query heads.
     pub heads: usize,
+    /// Key and value heads: a divisor of `heads`.
     pub kv_heads: usize,
+    /// Elements of each head's vector.
     pub head_dim: usize,
+    /// Tokens of each page of the cache.
     pub page_size: usize,
 }
 
@@ -220,7 +226,9 @@ pub fn shapes_for(device: &Device, quick: bool) -> Vec<DecodeShape> {
 /// A performance target of the decode kernel: a row's share of the copy ceiling.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct DecodeTarget {
+    /// The shape it is judged on.
     pub shape: DecodeShape,
+    /// The split-KV setting it is judged with.
     pub split: SplitKv,
     /// The least "% of copy" that meets it.
     pub min_pct_of_copy: f64,
@@ -266,6 +274,11 @@ pub struct CopyCeiling {
     pub bytes: usize,
     /// Median milliseconds of one copy.
     pub ms: f64,
+    /// The fastest copy, in milliseconds.
+    pub min_ms: f64,
+    /// The slowest copy, in milliseconds.
+    pub max_ms: f64,
+    /// Timed copies.
     pub runs: usize,
     /// `bytes / ms`: the rate of bytes read.
     pub read_gbps: f64,
@@ -275,11 +288,13 @@ pub struct CopyCeiling {
 
 impl CopyCeiling {
     fn new(bytes: usize, times: &[f64]) -> CopyCeiling {
-        let ms = median(times);
-        let read_gbps = bytes as f64 / (ms * 1e-3) / 1e9;
+        let spread = Spread::of(times);
+        let read_gbps = bytes as f64 / (spread.median * 1e-3) / 1e9;
         CopyCeiling {
             bytes,
-            ms,
+            ms: spread.median,
+            min_ms: spread.min,
+            max_ms: spread.max,
             runs: times.len(),
             read_gbps,
             read_written_gbps: 2.0 * read_gbps,
@@ -361,15 +376,6 @@ pub fn bytes_label(bytes: u64) -> String {
         format!("{:.1} GiB", bytes as f64 / f64::from(1u32 << 30))
     } else {
         format!("{:.1} MiB", bytes as f64 / f64::from(1u32 << 20))
-    }
-}
-
-/// A JSON array of already-written items, one per line.
-fn json_lines(items: &[String]) -> String {
-    if items.is_empty() {
-        "[]".into()
-    } else {
-        format!("[\n{}\n  ]", items.join(",\n"))
     }
 }
 
@@ -589,6 +595,7 @@ fn time_decode(
 /// One shape with one split.
 #[derive(Clone, Debug)]
 pub struct DecodeRow {
+    /// The decode problem.
     pub shape: DecodeShape,
     /// The split asked.
     pub split: SplitKv,
@@ -598,7 +605,11 @@ pub struct DecodeRow {
     pub kv_bytes: u64,
     /// Median milliseconds of the timed runs (NaN when the row did not run).
     pub ms: f64,
+    /// The fastest timed run, in milliseconds (NaN when the row did not run).
     pub min_ms: f64,
+    /// The slowest timed run, in milliseconds (NaN when the row did not run).
+    pub max_ms: f64,
+    /// Timed runs.
     pub runs: usize,
     /// KV bytes per second of the median run, in GB/s (1e9 bytes).
     pub gbps: f64,
@@ -619,16 +630,17 @@ impl DecodeRow {
         times: &[f64],
         copy: &CopyCeiling,
     ) -> DecodeRow {
-        let ms = median(times);
+        let spread = Spread::of(times);
         let kv_bytes = shape.kv_bytes();
-        let gbps = kv_bytes as f64 / (ms * 1e-3) / 1e9;
+        let gbps = kv_bytes as f64 / (spread.median * 1e-3) / 1e9;
         DecodeRow {
             shape,
             split,
             num_splits: Some(num_splits),
             kv_bytes,
-            ms,
-            min_ms: times.iter().copied().fold(f64::INFINITY, f64::min),
+            ms: spread.median,
+            min_ms: spread.min,
+            max_ms: spread.max,
             runs: times.len(),
             gbps,
             pct_of_copy: 100.0 * gbps / copy.read_written_gbps,
@@ -645,6 +657,7 @@ impl DecodeRow {
             kv_bytes: shape.kv_bytes(),
             ms: f64::NAN,
             min_ms: f64::NAN,
+            max_ms: f64::NAN,
             runs: 0,
             gbps: f64::NAN,
             pct_of_copy: f64::NAN,
@@ -669,42 +682,69 @@ impl DecodeRow {
         }
     }
 
-    fn to_json(&self) -> String {
+    fn json(&self) -> DecodeRowJson<'_> {
         let s = &self.shape;
-        let text = |t: &Option<String>| t.as_deref().map_or("null".into(), json_string);
-        format!(
-            "{{\"kernel\":\"paged\",\"shape\":{},\"batch\":{},\"context\":{},\"q_len\":1,\
-             \"heads\":{},\"kv_heads\":{},\"group\":{},\"head_dim\":{},\"page_size\":{},\
-             \"layout\":\"nhd\",\"dtype\":\"bf16\",\"split\":{},\"num_splits\":{},\
-             \"kv_bytes\":{},\"ms\":{},\"min_ms\":{},\"runs\":{},\"gbps\":{},\
-             \"pct_of_copy\":{},\"skipped\":{},\"error\":{}}}",
-            json_string(&s.label()),
-            s.batch,
-            s.context,
-            s.heads,
-            s.kv_heads,
-            s.group(),
-            s.head_dim,
-            s.page_size,
-            json_string(&split_name(self.split)),
-            self.num_splits.map_or("null".into(), |n| n.to_string()),
-            self.kv_bytes,
-            json_number(self.ms),
-            json_number(self.min_ms),
-            self.runs,
-            json_number(self.gbps),
-            json_number(self.pct_of_copy),
-            text(&self.skipped),
-            text(&self.error),
-        )
+        DecodeRowJson {
+            kernel: "paged",
+            shape: s.label(),
+            batch: s.batch,
+            context: s.context,
+            q_len: 1,
+            heads: s.heads,
+            kv_heads: s.kv_heads,
+            group: s.group(),
+            head_dim: s.head_dim,
+            page_size: s.page_size,
+            layout: "nhd",
+            dtype: "bf16",
+            split: split_name(self.split),
+            num_splits: self.num_splits,
+            kv_bytes: self.kv_bytes,
+            ms: self.ms,
+            min_ms: self.min_ms,
+            max_ms: self.max_ms,
+            runs: self.runs,
+            gbps: self.gbps,
+            pct_of_copy: self.pct_of_copy,
+            skipped: self.skipped.as_deref(),
+            error: self.error.as_deref(),
+        }
     }
+}
+
+/// A [`DecodeRow`] in the report's JSON.
+#[derive(Serialize)]
+struct DecodeRowJson<'a> {
+    kernel: &'static str,
+    shape: String,
+    batch: usize,
+    context: usize,
+    q_len: usize,
+    heads: usize,
+    kv_heads: usize,
+    group: usize,
+    head_dim: usize,
+    page_size: usize,
+    layout: &'static str,
+    dtype: &'static str,
+    split: String,
+    num_splits: Option<usize>,
+    kv_bytes: u64,
+    ms: f64,
+    min_ms: f64,
+    max_ms: f64,
+    runs: usize,
+    gbps: f64,
+    pct_of_copy: f64,
+    skipped: Option<&'a str>,
+    error: Option<&'a str>,
 }
 
 /// The table's column titles, aligned with [`DecodeRow`]'s `Display`.
 pub fn table_header() -> String {
     format!(
-        "{:<24} {:<5} {:>6} {:>10} {:>10} {:>8} {:>7}",
-        "shape", "split", "splits", "ms", "KV MiB", "GB/s", "% copy"
+        "{:<24} {:<5} {:>6} {:>29} {:>10} {:>8} {:>7}",
+        "shape", "split", "splits", "ms [min, max]", "KV MiB", "GB/s", "% copy"
     )
 }
 
@@ -722,8 +762,8 @@ impl fmt::Display for DecodeRow {
             (None, Some(e)) => write!(f, "error: {e}"),
             (None, None) => write!(
                 f,
-                "{:>10.4} {:>10.1} {:>8.1} {:>6.1}%",
-                self.ms,
+                "{:>29} {:>10.1} {:>8.1} {:>6.1}%",
+                spread_cell(self.ms, self.min_ms, self.max_ms, 4),
                 self.kv_bytes as f64 / f64::from(1u32 << 20),
                 self.gbps,
                 self.pct_of_copy
@@ -736,12 +776,12 @@ impl fmt::Display for CopyCeiling {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "device-to-device copy of {}: {:.1} GB/s read, {:.1} GB/s read + written ({:.3} \
-             ms, median of {}); \"% copy\" is KV GB/s over read + written",
+            "device-to-device copy of {}: {:.1} GB/s read, {:.1} GB/s read + written ({} \
+             ms, median [min, max] of {}); \"% copy\" is KV GB/s over read + written",
             bytes_label(self.bytes as u64),
             self.read_gbps,
             self.read_written_gbps,
-            self.ms,
+            spread_cell(self.ms, self.min_ms, self.max_ms, 3),
             self.runs
         )
     }
@@ -750,6 +790,7 @@ impl fmt::Display for CopyCeiling {
 /// Where a run stands against a [`DecodeTarget`].
 #[derive(Clone, Debug)]
 pub struct Verdict {
+    /// The target judged.
     pub target: DecodeTarget,
     /// The row's "% of copy" (`None` when it did not run).
     pub pct_of_copy: Option<f64>,
@@ -771,15 +812,22 @@ pub struct DecodeConfig {
 /// A whole decode run.
 #[derive(Clone, Debug)]
 pub struct DecodeReport {
+    /// The device's name.
     pub device: String,
+    /// Whether it ran on the emulator (no performance numbers).
     pub emulator: bool,
+    /// Whether it was a quick run (fewer shapes and runs).
     pub quick: bool,
+    /// The commit benchmarked, when given.
     pub commit: Option<String>,
+    /// The copy ceiling measured first.
     pub copy: CopyCeiling,
+    /// Bytes of the buffer cleared before each timed run to flush the L2 (0 on the emulator).
     pub l2_flush_bytes: usize,
     /// The most KV bytes a shape could have in this run: [`KV_BUDGET_BYTES`], or 85% of the
     /// device memory free when the grid started if less.
     pub kv_budget_bytes: u64,
+    /// One row per shape and split, in the order run.
     pub rows: Vec<DecodeRow>,
 }
 
@@ -829,56 +877,83 @@ impl DecodeReport {
 
     /// One JSON object: device, commit, the copy ceiling, one object per row, the verdicts.
     pub fn to_json(&self) -> String {
-        let rows: Vec<String> = self
-            .rows
-            .iter()
-            .map(|r| format!("    {}", r.to_json()))
-            .collect();
-        let verdicts: Vec<String> = self
-            .verdicts()
-            .iter()
-            .map(|v| {
-                format!(
-                    "    {{\"shape\":{},\"split\":{},\"target_pct_of_copy\":{},\
-                     \"pct_of_copy\":{},\"met\":{},\"text\":{}}}",
-                    json_string(&v.target.shape.label()),
-                    json_string(&split_name(v.target.split)),
-                    json_number(v.target.min_pct_of_copy),
-                    v.pct_of_copy.map_or("null".into(), json_number),
-                    v.met.map_or("null".into(), |m| m.to_string()),
-                    json_string(&v.text)
-                )
-            })
-            .collect();
         let c = &self.copy;
-        format!(
-            "{{\n  \"family\": {},\n  \"device\": {},\n  \"emulator\": {},\n  \"note\": {},\n  \
-             \"quick\": {},\n  \"commit\": {},\n  \"dtype\": \"bf16\",\n  \
-             \"l2_flush_bytes\": {},\n  \"kv_budget_bytes\": {},\n  \
-             \"copy_ceiling\": {{\"bytes\": {}, \"ms\": {}, \"runs\": {}, \"read_gbps\": {}, \
-             \"read_written_gbps\": {}, \"pct_of_copy_divides_by\": \"read_written_gbps\"}},\n  \
-             \"rows\": {},\n  \"verdicts\": {}\n}}\n",
-            json_string(Self::FAMILY),
-            json_string(&self.device),
-            self.emulator,
-            if self.emulator {
-                json_string(EMULATOR_NOTE)
-            } else {
-                "null".into()
+        let verdicts = self.verdicts();
+        crate::json::to_pretty(&DecodeReportJson {
+            family: Self::FAMILY,
+            device: &self.device,
+            emulator: self.emulator,
+            note: self.emulator.then_some(EMULATOR_NOTE),
+            quick: self.quick,
+            commit: self.commit.as_deref(),
+            dtype: "bf16",
+            l2_flush_bytes: self.l2_flush_bytes,
+            kv_budget_bytes: self.kv_budget_bytes,
+            copy_ceiling: CopyCeilingJson {
+                bytes: c.bytes,
+                ms: c.ms,
+                min_ms: c.min_ms,
+                max_ms: c.max_ms,
+                runs: c.runs,
+                read_gbps: c.read_gbps,
+                read_written_gbps: c.read_written_gbps,
+                pct_of_copy_divides_by: "read_written_gbps",
             },
-            self.quick,
-            self.commit.as_deref().map_or("null".into(), json_string),
-            self.l2_flush_bytes,
-            self.kv_budget_bytes,
-            c.bytes,
-            json_number(c.ms),
-            c.runs,
-            json_number(c.read_gbps),
-            json_number(c.read_written_gbps),
-            json_lines(&rows),
-            json_lines(&verdicts)
-        )
+            rows: self.rows.iter().map(DecodeRow::json).collect(),
+            verdicts: verdicts
+                .iter()
+                .map(|v| VerdictJson {
+                    shape: v.target.shape.label(),
+                    split: split_name(v.target.split),
+                    target_pct_of_copy: v.target.min_pct_of_copy,
+                    pct_of_copy: v.pct_of_copy,
+                    met: v.met,
+                    text: &v.text,
+                })
+                .collect(),
+        })
     }
+}
+
+/// A [`DecodeReport`] in JSON.
+#[derive(Serialize)]
+struct DecodeReportJson<'a> {
+    family: &'static str,
+    device: &'a str,
+    emulator: bool,
+    note: Option<&'static str>,
+    quick: bool,
+    commit: Option<&'a str>,
+    dtype: &'static str,
+    l2_flush_bytes: usize,
+    kv_budget_bytes: u64,
+    copy_ceiling: CopyCeilingJson,
+    rows: Vec<DecodeRowJson<'a>>,
+    verdicts: Vec<VerdictJson<'a>>,
+}
+
+/// A [`CopyCeiling`] in JSON.
+#[derive(Serialize)]
+struct CopyCeilingJson {
+    bytes: usize,
+    ms: f64,
+    min_ms: f64,
+    max_ms: f64,
+    runs: usize,
+    read_gbps: f64,
+    read_written_gbps: f64,
+    pct_of_copy_divides_by: &'static str,
+}
+
+/// A [`Verdict`] in JSON.
+#[derive(Serialize)]
+struct VerdictJson<'a> {
+    shape: String,
+    split: String,
+    target_pct_of_copy: f64,
+    pct_of_copy: Option<f64>,
+    met: Option<bool>,
+    text: &'a str,
 }
 
 /// Why `shape` is skipped under `budget` bytes of KV, if it is.

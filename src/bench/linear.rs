@@ -25,13 +25,13 @@
 use std::fmt;
 
 use half::bf16;
+use serde::Serialize;
 
-use super::{median, PrefillInputs, PrefillShape, RunBudget, Timer, EMULATOR_NOTE};
+use super::{spread_cell, PrefillInputs, PrefillShape, RunBudget, Spread, Timer, EMULATOR_NOTE};
 use crate::approx::{linear_attention_into, Feature, LinearOptions, LinearWorkspace};
 use crate::attention::{attention_into, Kernel};
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::json::{json_number, json_string};
 use crate::tensor::Tensor;
 
 /// Tokens of the one sequence of each GPU length.
@@ -59,6 +59,7 @@ pub enum LinearBenchKernel {
 }
 
 impl LinearBenchKernel {
+    /// The kernel's name in the tables and the JSON (`flash`, `linear_elu1`).
     pub fn name(self) -> &'static str {
         match self {
             LinearBenchKernel::Flash => Kernel::Flash.name(),
@@ -103,11 +104,17 @@ pub fn shapes_for(device: &Device, quick: bool) -> Vec<PrefillShape> {
 /// One kernel on one shape.
 #[derive(Clone, Debug)]
 pub struct LinearRow {
+    /// The kernel timed.
     pub kernel: LinearBenchKernel,
+    /// The problem (hd128, 16/16 heads on a GPU).
     pub shape: PrefillShape,
     /// Median milliseconds of the timed runs (NaN when the row did not run).
     pub ms: f64,
+    /// The fastest timed run, in milliseconds (NaN when the row did not run).
     pub min_ms: f64,
+    /// The slowest timed run, in milliseconds (NaN when the row did not run).
+    pub max_ms: f64,
+    /// Timed runs.
     pub runs: usize,
     /// A linear row's median over the flash row's of the same length (NaN without one; 1 for a
     /// flash row).
@@ -117,40 +124,60 @@ pub struct LinearRow {
 }
 
 impl LinearRow {
-    fn to_json(&self) -> String {
+    fn json(&self) -> LinearRowJson<'_> {
         let s = &self.shape;
-        format!(
-            "{{\"kernel\":{},\"shape\":{},\"batch\":{},\"seqlen\":{},\"heads\":{},\
-             \"kv_heads\":{},\"head_dim\":{},\"value_dim\":{},\"causal\":{},\"dtype\":\"bf16\",\
-             \"feature\":{},\"ms\":{},\"min_ms\":{},\"runs\":{},\"ratio_to_flash\":{},\
-             \"error\":{}}}",
-            json_string(self.kernel.name()),
-            json_string(&s.label()),
-            s.batch,
-            s.seqlen,
-            s.heads,
-            s.kv_heads,
-            s.head_dim,
-            s.head_dim,
-            s.causal,
-            match self.kernel {
-                LinearBenchKernel::Linear => json_string("elu1"),
-                LinearBenchKernel::Flash => "null".into(),
+        LinearRowJson {
+            kernel: self.kernel.name(),
+            shape: s.label(),
+            batch: s.batch,
+            seqlen: s.seqlen,
+            heads: s.heads,
+            kv_heads: s.kv_heads,
+            head_dim: s.head_dim,
+            value_dim: s.head_dim,
+            causal: s.causal,
+            dtype: "bf16",
+            feature: match self.kernel {
+                LinearBenchKernel::Linear => Some("elu1"),
+                LinearBenchKernel::Flash => None,
             },
-            json_number(self.ms),
-            json_number(self.min_ms),
-            self.runs,
-            json_number(self.ratio_to_flash),
-            self.error.as_deref().map_or("null".into(), json_string),
-        )
+            ms: self.ms,
+            min_ms: self.min_ms,
+            max_ms: self.max_ms,
+            runs: self.runs,
+            ratio_to_flash: self.ratio_to_flash,
+            error: self.error.as_deref(),
+        }
     }
+}
+
+/// A [`LinearRow`] in the report's JSON.
+#[derive(Serialize)]
+struct LinearRowJson<'a> {
+    kernel: &'static str,
+    shape: String,
+    batch: usize,
+    seqlen: usize,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    value_dim: usize,
+    causal: bool,
+    dtype: &'static str,
+    feature: Option<&'static str>,
+    ms: f64,
+    min_ms: f64,
+    max_ms: f64,
+    runs: usize,
+    ratio_to_flash: f64,
+    error: Option<&'a str>,
 }
 
 /// The table's column titles, aligned with [`LinearRow`]'s `Display`.
 pub fn table_header() -> String {
     format!(
-        "{:<12} {:<24} {:>10} {:>8}",
-        "kernel", "shape", "ms", "/flash"
+        "{:<12} {:<24} {:>29} {:>8}",
+        "kernel", "shape", "ms [min, max]", "/flash"
     )
 }
 
@@ -159,18 +186,24 @@ impl fmt::Display for LinearRow {
         write!(f, "{:<12} {:<24} ", self.kernel.name(), self.shape.label())?;
         match &self.error {
             Some(e) => write!(f, "error: {e}"),
-            None => write!(f, "{:>10.4} {:>8.3}", self.ms, self.ratio_to_flash),
+            None => write!(
+                f,
+                "{:>29} {:>8.3}",
+                spread_cell(self.ms, self.min_ms, self.max_ms, 4),
+                self.ratio_to_flash
+            ),
         }
     }
 }
 
 /// Fits of one kernel's time against the length, over the lengths it ran.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub struct Fit {
     /// Lengths fitted.
     pub points: usize,
     /// Least squares `ms = slope * tokens + intercept`: milliseconds per token.
     pub slope_ms_per_token: f64,
+    /// Least squares' intercept, in milliseconds.
     pub intercept_ms: f64,
     /// The line's coefficient of determination, 1 - SS_res / SS_tot.
     pub r2: f64,
@@ -198,18 +231,6 @@ impl Fit {
             r2,
             exponent,
         })
-    }
-
-    fn to_json(self) -> String {
-        format!(
-            "{{\"points\":{},\"slope_ms_per_token\":{},\"intercept_ms\":{},\"r2\":{},\
-             \"exponent\":{}}}",
-            self.points,
-            json_number(self.slope_ms_per_token),
-            json_number(self.intercept_ms),
-            json_number(self.r2),
-            json_number(self.exponent)
-        )
     }
 }
 
@@ -256,12 +277,13 @@ fn least_squares(points: &[(f64, f64)]) -> Option<(f64, f64, f64)> {
 }
 
 /// Where a run stands against one target.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize)]
 pub struct LinearVerdict {
     /// `faster_than_flash` or `linear_growth`.
     pub target: &'static str,
     /// Whether it was met (`None` when the run has nothing to judge it by).
     pub met: Option<bool>,
+    /// What the run shows against the target, in words (the report's verdict line).
     pub text: String,
 }
 
@@ -277,11 +299,17 @@ pub struct LinearBenchConfig {
 /// A whole linear attention run.
 #[derive(Clone, Debug)]
 pub struct LinearReport {
+    /// The device's name.
     pub device: String,
+    /// Whether it ran on the emulator (no performance numbers).
     pub emulator: bool,
+    /// Whether it was a quick run (fewer lengths and runs).
     pub quick: bool,
+    /// The commit benchmarked, when given.
     pub commit: Option<String>,
+    /// Bytes of the buffer cleared before each timed run to flush the L2 (0 on the emulator).
     pub l2_flush_bytes: usize,
+    /// At each length the flash row, then the linear row.
     pub rows: Vec<LinearRow>,
 }
 
@@ -377,59 +405,52 @@ impl LinearReport {
 
     /// One JSON object: device, commit, one object per row, the fits, the verdicts.
     pub fn to_json(&self) -> String {
-        let rows: Vec<String> = self
-            .rows
-            .iter()
-            .map(|r| format!("    {}", r.to_json()))
-            .collect();
-        let fit = |k| self.fit(k).map_or("null".into(), |f: Fit| f.to_json());
-        let verdicts: Vec<String> = self
-            .verdicts()
-            .iter()
-            .map(|v| {
-                format!(
-                    "    {{\"target\":{},\"met\":{},\"text\":{}}}",
-                    json_string(v.target),
-                    v.met.map_or("null".into(), |m| m.to_string()),
-                    json_string(&v.text)
-                )
-            })
-            .collect();
-        format!(
-            "{{\n  \"family\": {},\n  \"device\": {},\n  \"emulator\": {},\n  \"note\": {},\n  \
-             \"quick\": {},\n  \"commit\": {},\n  \"dtype\": \"bf16\",\n  \
-             \"feature\": \"elu1\",\n  \"l2_flush_bytes\": {},\n  \"faster_from\": {},\n  \
-             \"exponent_range\": [{}, {}],\n  \"rows\": {},\n  \
-             \"fits\": {{\"linear\": {}, \"flash\": {}}},\n  \"verdicts\": {}\n}}\n",
-            json_string(Self::FAMILY),
-            json_string(&self.device),
-            self.emulator,
-            if self.emulator {
-                json_string(EMULATOR_NOTE)
-            } else {
-                "null".into()
+        crate::json::to_pretty(&LinearReportJson {
+            family: Self::FAMILY,
+            device: &self.device,
+            emulator: self.emulator,
+            note: self.emulator.then_some(EMULATOR_NOTE),
+            quick: self.quick,
+            commit: self.commit.as_deref(),
+            dtype: "bf16",
+            feature: "elu1",
+            l2_flush_bytes: self.l2_flush_bytes,
+            faster_from: FASTER_FROM,
+            exponent_range: [EXPONENT_RANGE.0, EXPONENT_RANGE.1],
+            rows: self.rows.iter().map(LinearRow::json).collect(),
+            fits: FitsJson {
+                linear: self.fit(LinearBenchKernel::Linear),
+                flash: self.fit(LinearBenchKernel::Flash),
             },
-            self.quick,
-            self.commit.as_deref().map_or("null".into(), json_string),
-            self.l2_flush_bytes,
-            FASTER_FROM,
-            json_number(EXPONENT_RANGE.0),
-            json_number(EXPONENT_RANGE.1),
-            json_lines(&rows),
-            fit(LinearBenchKernel::Linear),
-            fit(LinearBenchKernel::Flash),
-            json_lines(&verdicts)
-        )
+            verdicts: self.verdicts(),
+        })
     }
 }
 
-/// A JSON array of already-written items, one per line.
-fn json_lines(items: &[String]) -> String {
-    if items.is_empty() {
-        "[]".into()
-    } else {
-        format!("[\n{}\n  ]", items.join(",\n"))
-    }
+/// A [`LinearReport`] in JSON.
+#[derive(Serialize)]
+struct LinearReportJson<'a> {
+    family: &'static str,
+    device: &'a str,
+    emulator: bool,
+    note: Option<&'static str>,
+    quick: bool,
+    commit: Option<&'a str>,
+    dtype: &'static str,
+    feature: &'static str,
+    l2_flush_bytes: usize,
+    faster_from: usize,
+    exponent_range: [f64; 2],
+    rows: Vec<LinearRowJson<'a>>,
+    fits: FitsJson,
+    verdicts: Vec<LinearVerdict>,
+}
+
+/// Each kernel's [`Fit`] in JSON (`null` for one with fewer than two lengths).
+#[derive(Serialize)]
+struct FitsJson {
+    linear: Option<Fit>,
+    flash: Option<Fit>,
 }
 
 /// The linear attention benchmark on `device`: at each length of [`shapes_for`], the flash row
@@ -471,6 +492,7 @@ pub fn run_linear(
                 shape: *shape,
                 ms: f64::NAN,
                 min_ms: f64::NAN,
+                max_ms: f64::NAN,
                 runs: 0,
                 ratio_to_flash: f64::NAN,
                 error: None,
@@ -485,8 +507,10 @@ pub fn run_linear(
                 budget,
             ) {
                 Ok(times) => {
-                    row.ms = median(&times);
-                    row.min_ms = times.iter().copied().fold(f64::INFINITY, f64::min);
+                    let spread = Spread::of(&times);
+                    row.ms = spread.median;
+                    row.min_ms = spread.min;
+                    row.max_ms = spread.max;
                     row.runs = times.len();
                     row.ratio_to_flash = match kernel {
                         LinearBenchKernel::Flash => {

@@ -28,12 +28,12 @@ use cudarc::driver::{sys, CudaSlice, CudaStream};
 use half::bf16;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use serde::Serialize;
 
 use crate::attention::{attention_into, AttentionOptions, FlashTiles, FlashTilesScope, Kernel};
 use crate::device::Device;
 use crate::error::{check_status, Error, Result};
 use crate::ffi;
-use crate::json::{json_number, json_string};
 use crate::tensor::{contiguous_strides, Tensor};
 
 /// Tokens per benchmark batch: batch * seqlen (FlashAttention's benchmark convention).
@@ -71,11 +71,17 @@ const INPUT_SEED: u64 = 0x5eed_be4c;
 /// One prefill problem: q, k, v of `seqlen` tokens, bf16, no window beyond the causal mask.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct PrefillShape {
+    /// Sequences of the batch.
     pub batch: usize,
+    /// Tokens of each sequence, queries and keys alike.
     pub seqlen: usize,
+    /// Query heads.
     pub heads: usize,
+    /// Key and value heads: a divisor of `heads`.
     pub kv_heads: usize,
+    /// Elements of each head's vector.
     pub head_dim: usize,
+    /// Whether the causal mask applies.
     pub causal: bool,
 }
 
@@ -114,6 +120,7 @@ impl PrefillShape {
         )
     }
 
+    /// The attention options of the shape: its causal flag, everything else the default.
     pub fn options(&self) -> AttentionOptions {
         AttentionOptions {
             causal: self.causal,
@@ -240,6 +247,7 @@ enum TimerKind {
 }
 
 impl Timer {
+    /// A timer on `device`; on a GPU it allocates the L2 flush buffer (at least [`MIN_FLUSH_BYTES`], twice the L2 if that is more).
     pub fn new(device: &Device) -> Result<Timer> {
         let inner = match device {
             Device::Cuda(stream) => {
@@ -355,6 +363,42 @@ pub fn median(times: &[f64]) -> f64 {
     }
 }
 
+/// The spread of a set of timed runs, in milliseconds: the fastest, the median and the slowest,
+/// which every report gives so that a noisy row shows as one.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Spread {
+    /// The fastest run.
+    pub min: f64,
+    /// The median run ([`median`]).
+    pub median: f64,
+    /// The slowest run.
+    pub max: f64,
+}
+
+impl Spread {
+    /// The spread of `times` (milliseconds); NaN throughout when there are none.
+    pub fn of(times: &[f64]) -> Spread {
+        if times.is_empty() {
+            return Spread {
+                min: f64::NAN,
+                median: f64::NAN,
+                max: f64::NAN,
+            };
+        }
+        Spread {
+            min: times.iter().copied().fold(f64::INFINITY, f64::min),
+            median: median(times),
+            max: times.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        }
+    }
+}
+
+/// A table cell of timed runs: the median, then the fastest and slowest runs in brackets
+/// (`1.234 [1.201, 1.310]`), each to `decimals` places.
+pub fn spread_cell(median: f64, min: f64, max: f64, decimals: usize) -> String {
+    format!("{median:.decimals$} [{min:.decimals$}, {max:.decimals$}]")
+}
+
 // ---------------------------------------------------------------------------------------------
 // The mma.sync ceiling.
 // ---------------------------------------------------------------------------------------------
@@ -362,11 +406,19 @@ pub fn median(times: &[f64]) -> f64 {
 /// What bench_mma measured: the bf16 mma.sync throughput no kernel built on mma.sync can pass.
 #[derive(Clone, Copy, Debug)]
 pub struct MmaCeiling {
+    /// bf16 mma.sync throughput of the median launch, in TFLOP/s (1e12 flops per second).
     pub tflops: f64,
     /// Median milliseconds of one launch.
     pub ms: f64,
+    /// The fastest launch, in milliseconds.
+    pub min_ms: f64,
+    /// The slowest launch, in milliseconds.
+    pub max_ms: f64,
+    /// Thread blocks of each launch (one full wave on the card).
     pub blocks: i32,
+    /// mma.sync iterations of each warp.
     pub iterations: i32,
+    /// Flops of one launch ([`bench_mma_flops`]).
     pub flops: f64,
 }
 
@@ -477,11 +529,13 @@ pub fn measure_mma_ceiling(device: &Device, timer: &mut Timer) -> Result<MmaCeil
              so the ceiling would be wrong"
         )));
     }
-    let ms = median(&times);
+    let spread = Spread::of(&times);
     let flops = bench_mma_flops(blocks, iterations);
     Ok(MmaCeiling {
-        tflops: flops / (ms * 1e-3) / 1e12,
-        ms,
+        tflops: flops / (spread.median * 1e-3) / 1e12,
+        ms: spread.median,
+        min_ms: spread.min,
+        max_ms: spread.max,
         blocks,
         iterations,
         flops,
@@ -501,6 +555,7 @@ pub struct PrefillInputs {
 }
 
 impl PrefillInputs {
+    /// Random q, k, v (seeded, uniform in [-1, 1)) and a zeroed output on `device`, long enough for the largest of `shapes`.
     pub fn new(device: &Device, shapes: &[PrefillShape]) -> Result<PrefillInputs> {
         let q_len = shapes.iter().map(|s| s.q_shape().iter().product()).max();
         let kv_len = shapes.iter().map(|s| s.kv_shape().iter().product()).max();
@@ -550,12 +605,19 @@ pub fn launch_prefill(
 /// One kernel on one shape.
 #[derive(Clone, Debug)]
 pub struct BenchRow {
+    /// The kernel's name.
     pub kernel: &'static str,
+    /// The problem.
     pub shape: PrefillShape,
     /// Median milliseconds of the timed runs (NaN after an error).
     pub ms: f64,
+    /// The fastest timed run, in milliseconds (NaN after an error).
     pub min_ms: f64,
+    /// The slowest timed run, in milliseconds (NaN after an error).
+    pub max_ms: f64,
+    /// Timed runs.
     pub runs: usize,
+    /// TFLOP/s of the median run, counting 4 * head_dim flops per visible (query, key) pair.
     pub tflops: f64,
     /// `tflops` as a percentage of the mma.sync ceiling.
     pub pct_of_ceiling: f64,
@@ -584,15 +646,25 @@ pub struct BenchConfig {
 /// A whole benchmark run.
 #[derive(Clone, Debug)]
 pub struct BenchReport {
+    /// The benchmark family: `prefill`.
     pub family: &'static str,
+    /// The device's name.
     pub device: String,
+    /// Whether it ran on the emulator (no performance numbers).
     pub emulator: bool,
+    /// Whether it was a quick run (fewer shapes and runs).
     pub quick: bool,
+    /// The commit benchmarked, when given.
     pub commit: Option<String>,
+    /// The flash tile table the run forced, or `auto`.
     pub flash_tiles: FlashTiles,
+    /// The soft cap on every shape's scores, when one was set.
     pub softcap: Option<f32>,
+    /// The mma.sync ceiling measured first.
     pub ceiling: MmaCeiling,
+    /// Bytes of the buffer cleared before each timed run to flush the L2 (0 on the emulator).
     pub l2_flush_bytes: usize,
+    /// One row per kernel and shape, in the order run.
     pub rows: Vec<BenchRow>,
 }
 
@@ -696,13 +768,14 @@ fn time_prefill(
 
 impl BenchRow {
     fn new(kernel: Kernel, shape: PrefillShape, times: &[f64], ceiling: &MmaCeiling) -> BenchRow {
-        let ms = median(times);
-        let tflops = shape.flops() / (ms * 1e-3) / 1e12;
+        let spread = Spread::of(times);
+        let tflops = shape.flops() / (spread.median * 1e-3) / 1e12;
         BenchRow {
             kernel: kernel.name(),
             shape,
-            ms,
-            min_ms: times.iter().copied().fold(f64::INFINITY, f64::min),
+            ms: spread.median,
+            min_ms: spread.min,
+            max_ms: spread.max,
             runs: times.len(),
             tflops,
             pct_of_ceiling: 100.0 * tflops / ceiling.tflops,
@@ -716,6 +789,7 @@ impl BenchRow {
             shape,
             ms: f64::NAN,
             min_ms: f64::NAN,
+            max_ms: f64::NAN,
             runs: 0,
             tflops: f64::NAN,
             pct_of_ceiling: f64::NAN,
@@ -723,39 +797,61 @@ impl BenchRow {
         }
     }
 
-    fn to_json(&self) -> String {
+    fn json(&self) -> BenchRowJson<'_> {
         let s = &self.shape;
-        format!(
-            "{{\"kernel\":{},\"shape\":{},\"batch\":{},\"seqlen_q\":{},\"seqlen_k\":{},\
-             \"heads\":{},\"kv_heads\":{},\"head_dim\":{},\"causal\":{},\"dtype\":\"bf16\",\
-             \"visible_pairs\":{},\"flops\":{},\"ms\":{},\"min_ms\":{},\"runs\":{},\"tflops\":{},\
-             \"pct_of_mma_ceiling\":{},\"error\":{}}}",
-            json_string(self.kernel),
-            json_string(&s.label()),
-            s.batch,
-            s.seqlen,
-            s.seqlen,
-            s.heads,
-            s.kv_heads,
-            s.head_dim,
-            s.causal,
-            s.visible_pairs(),
-            json_number(s.flops()),
-            json_number(self.ms),
-            json_number(self.min_ms),
-            self.runs,
-            json_number(self.tflops),
-            json_number(self.pct_of_ceiling),
-            self.error.as_deref().map_or("null".into(), json_string),
-        )
+        BenchRowJson {
+            kernel: self.kernel,
+            shape: s.label(),
+            batch: s.batch,
+            seqlen_q: s.seqlen,
+            seqlen_k: s.seqlen,
+            heads: s.heads,
+            kv_heads: s.kv_heads,
+            head_dim: s.head_dim,
+            causal: s.causal,
+            dtype: "bf16",
+            visible_pairs: s.visible_pairs(),
+            flops: s.flops(),
+            ms: self.ms,
+            min_ms: self.min_ms,
+            max_ms: self.max_ms,
+            runs: self.runs,
+            tflops: self.tflops,
+            pct_of_mma_ceiling: self.pct_of_ceiling,
+            error: self.error.as_deref(),
+        }
     }
+}
+
+/// A [`BenchRow`] in the report's JSON.
+#[derive(Serialize)]
+struct BenchRowJson<'a> {
+    kernel: &'a str,
+    shape: String,
+    batch: usize,
+    seqlen_q: usize,
+    seqlen_k: usize,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    causal: bool,
+    dtype: &'static str,
+    visible_pairs: u64,
+    flops: f64,
+    ms: f64,
+    min_ms: f64,
+    max_ms: f64,
+    runs: usize,
+    tflops: f64,
+    pct_of_mma_ceiling: f64,
+    error: Option<&'a str>,
 }
 
 /// The table's column titles, aligned with [`BenchRow`]'s `Display`.
 pub fn table_header() -> String {
     format!(
-        "{:<12} {:<24} {:<6} {:>10} {:>9} {:>7}",
-        "kernel", "shape", "causal", "ms", "TFLOP/s", "% mma"
+        "{:<12} {:<24} {:<6} {:>26} {:>9} {:>7}",
+        "kernel", "shape", "causal", "ms [min, max]", "TFLOP/s", "% mma"
     )
 }
 
@@ -773,8 +869,10 @@ impl fmt::Display for BenchRow {
             Some(e) => write!(f, "error: {e}"),
             None => write!(
                 f,
-                "{:>10.3} {:>9.1} {:>6.1}%",
-                self.ms, self.tflops, self.pct_of_ceiling
+                "{:>26} {:>9.1} {:>6.1}%",
+                spread_cell(self.ms, self.min_ms, self.max_ms, 3),
+                self.tflops,
+                self.pct_of_ceiling
             ),
         }
     }
@@ -785,13 +883,13 @@ impl fmt::Display for MmaCeiling {
         write!(
             f,
             "mma.sync bf16 ceiling: {:.1} TFLOP/s ({} blocks x {} threads, {} iterations of {} \
-             chains, {:.3} ms)",
+             chains, {} ms)",
             self.tflops,
             self.blocks,
             MMA_BLOCK_THREADS,
             self.iterations,
             ffi::CUATTN_BENCH_MMA_CHAINS,
-            self.ms
+            spread_cell(self.ms, self.min_ms, self.max_ms, 3)
         )
     }
 }
@@ -799,39 +897,61 @@ impl fmt::Display for MmaCeiling {
 impl BenchReport {
     /// One JSON object: device, commit, the ceiling, and one object per row.
     pub fn to_json(&self) -> String {
-        let rows: Vec<String> = self
-            .rows
-            .iter()
-            .map(|r| format!("    {}", r.to_json()))
-            .collect();
-        format!(
-            "{{\n  \"family\": {},\n  \"device\": {},\n  \"emulator\": {},\n  \"note\": {},\n  \
-             \"quick\": {},\n  \"commit\": {},\n  \"flash_tiles\": {},\n  \"softcap\": {},\n  \
-             \"dtype\": \"bf16\",\n  \
-             \"l2_flush_bytes\": {},\n  \
-             \"mma_ceiling\": {{\"tflops\": {}, \"ms\": {}, \"blocks\": {}, \"threads_per_block\": \
-             {}, \"iterations\": {}, \"chains\": {}, \"flops\": {}}},\n  \"rows\": [\n{}\n  ]\n}}\n",
-            json_string(self.family),
-            json_string(&self.device),
-            self.emulator,
-            if self.emulator {
-                json_string(EMULATOR_NOTE)
-            } else {
-                "null".into()
+        let c = &self.ceiling;
+        crate::json::to_pretty(&BenchReportJson {
+            family: self.family,
+            device: &self.device,
+            emulator: self.emulator,
+            note: self.emulator.then_some(EMULATOR_NOTE),
+            quick: self.quick,
+            commit: self.commit.as_deref(),
+            flash_tiles: self.flash_tiles.name(),
+            softcap: self.softcap,
+            dtype: "bf16",
+            l2_flush_bytes: self.l2_flush_bytes,
+            mma_ceiling: MmaCeilingJson {
+                tflops: c.tflops,
+                ms: c.ms,
+                min_ms: c.min_ms,
+                max_ms: c.max_ms,
+                blocks: c.blocks,
+                threads_per_block: MMA_BLOCK_THREADS,
+                iterations: c.iterations,
+                chains: ffi::CUATTN_BENCH_MMA_CHAINS,
+                flops: c.flops,
             },
-            self.quick,
-            self.commit.as_deref().map_or("null".into(), json_string),
-            json_string(self.flash_tiles.name()),
-            self.softcap.map_or("null".into(), |c| json_number(f64::from(c))),
-            self.l2_flush_bytes,
-            json_number(self.ceiling.tflops),
-            json_number(self.ceiling.ms),
-            self.ceiling.blocks,
-            MMA_BLOCK_THREADS,
-            self.ceiling.iterations,
-            ffi::CUATTN_BENCH_MMA_CHAINS,
-            json_number(self.ceiling.flops),
-            rows.join(",\n")
-        )
+            rows: self.rows.iter().map(BenchRow::json).collect(),
+        })
     }
+}
+
+/// A [`BenchReport`] in JSON.
+#[derive(Serialize)]
+struct BenchReportJson<'a> {
+    family: &'a str,
+    device: &'a str,
+    emulator: bool,
+    note: Option<&'static str>,
+    quick: bool,
+    commit: Option<&'a str>,
+    flash_tiles: &'static str,
+    softcap: Option<f32>,
+    dtype: &'static str,
+    l2_flush_bytes: usize,
+    mma_ceiling: MmaCeilingJson,
+    rows: Vec<BenchRowJson<'a>>,
+}
+
+/// An [`MmaCeiling`] in JSON.
+#[derive(Serialize)]
+struct MmaCeilingJson {
+    tflops: f64,
+    ms: f64,
+    min_ms: f64,
+    max_ms: f64,
+    blocks: i32,
+    threads_per_block: usize,
+    iterations: i32,
+    chains: u32,
+    flops: f64,
 }

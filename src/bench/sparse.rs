@@ -44,12 +44,12 @@ use half::bf16;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
+use serde::Serialize;
 
-use super::{median, PrefillInputs, PrefillShape, RunBudget, Timer, EMULATOR_NOTE};
+use super::{spread_cell, PrefillInputs, PrefillShape, RunBudget, Spread, Timer, EMULATOR_NOTE};
 use crate::attention::{attention_into, Kernel};
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::json::{json_number, json_string};
 use crate::sparse::{block_sparse_attention_into, BlockMask, BlockMatrix, Pattern};
 use crate::tensor::Tensor;
 
@@ -85,7 +85,12 @@ pub const MANIFEST: &str = "masks.json";
 pub enum MaskSpec {
     /// Exactly `round(density * nq * nk)` blocks drawn without replacement (`StdRng` seeded with
     /// `seed`), shared by every head.
-    Random { density: f64, seed: u64 },
+    Random {
+        /// The share of the block grid visible, in [0, 1].
+        density: f64,
+        /// Seeds the draw.
+        seed: u64,
+    },
     /// A pattern (shared by every head unless BigBird's `per_head`).
     Pattern(Pattern),
 }
@@ -144,6 +149,7 @@ pub fn random_blocks(density: f64, seed: u64, nq: usize, nk: usize) -> Result<Bl
 /// dense flash kernel or block-sparse attention with a mask.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SparseCase {
+    /// The problem; its causal flag is the mask's element rule.
     pub shape: PrefillShape,
     /// The mask and its block size (block_q, block_k); `None`: the dense flash kernel, the base of
     /// the ratios of every row of this shape.
@@ -344,7 +350,9 @@ pub fn cases_for(device: &Device, quick: bool) -> Vec<SparseCase> {
 pub struct SparseTarget {
     /// The row it applies to (a random mask).
     pub shape: PrefillShape,
+    /// Its block size (block_q, block_k).
     pub block: (usize, usize),
+    /// The random mask's density.
     pub density: f64,
     /// The most time, as a share of the dense kernel's, that meets it.
     pub max_ratio_to_dense: f64,
@@ -396,7 +404,9 @@ pub struct MaskFacts {
     /// The share of the grid's blocks the kernel visits, after the element rule
     /// ([`BlockMask::density`]).
     pub density: f64,
+    /// Visible blocks with no element mask inside (the kernel runs no mask arithmetic there).
     pub full_blocks: usize,
+    /// Visible blocks that the causal or window rule cuts (masked element by element).
     pub partial_blocks: usize,
 }
 
@@ -415,6 +425,7 @@ impl MaskFacts {
 /// One row's results.
 #[derive(Clone, Debug)]
 pub struct SparseRow {
+    /// The row's shape and mask.
     pub case: SparseCase,
     /// The mask's facts (`None` for the dense kernel, or when the mask could not be built).
     pub mask: Option<MaskFacts>,
@@ -424,7 +435,11 @@ pub struct SparseRow {
     pub visible_pairs: u64,
     /// Median milliseconds of the timed runs (NaN when the row did not run).
     pub ms: f64,
+    /// The fastest timed run, in milliseconds (NaN when the row did not run).
     pub min_ms: f64,
+    /// The slowest timed run, in milliseconds (NaN when the row did not run).
+    pub max_ms: f64,
+    /// Timed runs.
     pub runs: usize,
     /// 4 * visible pairs * head_dim per second of the median run, in TFLOP/s.
     pub tflops: f64,
@@ -440,84 +455,120 @@ impl SparseRow {
         4.0 * self.visible_pairs as f64 * self.case.shape.head_dim as f64
     }
 
-    /// The row's case and mask as JSON fields (no braces): what the report's rows and the
-    /// `--mask-dir` manifest both hold.
-    fn case_fields(&self) -> String {
+    /// The row's case and mask in JSON: what the report's rows and the `--mask-dir` manifest
+    /// both hold.
+    fn case_json(&self) -> SparseCaseJson<'_> {
         let s = &self.case.shape;
         let (spec, block) = match &self.case.mask {
             Some((spec, block)) => (Some(spec), Some(*block)),
             None => (None, None),
         };
-        let null = || "null".to_string();
         let (density_asked, seed, pattern) = match spec {
-            Some(MaskSpec::Random { density, seed }) => {
-                (json_number(*density), seed.to_string(), null())
-            }
+            Some(MaskSpec::Random { density, seed }) => (Some(*density), Some(*seed), None),
             Some(MaskSpec::Pattern(p)) => {
                 let seed = match p {
-                    Pattern::BigBird { seed, .. } => seed.to_string(),
-                    _ => null(),
+                    Pattern::BigBird { seed, .. } => Some(*seed),
+                    _ => None,
                 };
-                (null(), seed, json_string(&p.to_string()))
+                (None, seed, Some(p.to_string()))
             }
-            None => (null(), null(), null()),
+            None => (None, None, None),
         };
         let facts = self.mask.as_ref();
-        format!(
-            "\"id\":{},\"kernel\":{},\"shape\":{},\"batch\":{},\"seqlen_q\":{},\"seqlen_k\":{},\
-             \"heads\":{},\"kv_heads\":{},\"head_dim\":{},\"causal\":{},\"dtype\":\"bf16\",\
-             \"block_q\":{},\"block_k\":{},\"mask\":{},\"mask_kind\":{},\"density_asked\":{},\
-             \"seed\":{},\"pattern\":{},\"mask_file\":{},\"mask_dims\":{},\
-             \"matrix_density\":{},\"density\":{},\"full_blocks\":{},\"partial_blocks\":{},\
-             \"visible_pairs\":{},\"flops\":{}",
-            json_string(&self.case.id()),
-            json_string(self.case.kernel()),
-            json_string(&s.label()),
-            s.batch,
-            s.seqlen,
-            s.seqlen,
-            s.heads,
-            s.kv_heads,
-            s.head_dim,
-            s.causal,
-            block.map_or_else(null, |b| b.0.to_string()),
-            block.map_or_else(null, |b| b.1.to_string()),
-            json_string(&self.case.mask_label()),
-            json_string(spec.map_or("dense", MaskSpec::kind)),
+        SparseCaseJson {
+            id: self.case.id(),
+            kernel: self.case.kernel(),
+            shape: s.label(),
+            batch: s.batch,
+            seqlen_q: s.seqlen,
+            seqlen_k: s.seqlen,
+            heads: s.heads,
+            kv_heads: s.kv_heads,
+            head_dim: s.head_dim,
+            causal: s.causal,
+            dtype: "bf16",
+            block_q: block.map(|b| b.0),
+            block_k: block.map(|b| b.1),
+            mask: self.case.mask_label(),
+            mask_kind: spec.map_or("dense", MaskSpec::kind),
             density_asked,
             seed,
             pattern,
-            self.mask_file.as_deref().map_or_else(null, json_string),
-            facts.map_or_else(null, |f| format!("{:?}", f.dims)),
-            facts.map_or_else(null, |f| json_number(f.matrix_density)),
-            facts.map_or_else(null, |f| json_number(f.density)),
-            facts.map_or_else(null, |f| f.full_blocks.to_string()),
-            facts.map_or_else(null, |f| f.partial_blocks.to_string()),
-            self.visible_pairs,
-            json_number(self.flops()),
-        )
+            mask_file: self.mask_file.as_deref(),
+            mask_dims: facts.map(|f| f.dims),
+            matrix_density: facts.map(|f| f.matrix_density),
+            density: facts.map(|f| f.density),
+            full_blocks: facts.map(|f| f.full_blocks),
+            partial_blocks: facts.map(|f| f.partial_blocks),
+            visible_pairs: self.visible_pairs,
+            flops: self.flops(),
+        }
     }
 
-    fn to_json(&self) -> String {
-        format!(
-            "{{{},\"ms\":{},\"min_ms\":{},\"runs\":{},\"tflops\":{},\"ratio_to_dense\":{},\
-             \"error\":{}}}",
-            self.case_fields(),
-            json_number(self.ms),
-            json_number(self.min_ms),
-            self.runs,
-            json_number(self.tflops),
-            json_number(self.ratio_to_dense),
-            self.error.as_deref().map_or("null".into(), json_string),
-        )
+    fn json(&self) -> SparseRowJson<'_> {
+        SparseRowJson {
+            case: self.case_json(),
+            ms: self.ms,
+            min_ms: self.min_ms,
+            max_ms: self.max_ms,
+            runs: self.runs,
+            tflops: self.tflops,
+            ratio_to_dense: self.ratio_to_dense,
+            error: self.error.as_deref(),
+        }
     }
+}
+
+/// A [`SparseRow`]'s case and mask in JSON.
+#[derive(Serialize)]
+struct SparseCaseJson<'a> {
+    id: String,
+    kernel: &'static str,
+    shape: String,
+    batch: usize,
+    seqlen_q: usize,
+    seqlen_k: usize,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    causal: bool,
+    dtype: &'static str,
+    block_q: Option<usize>,
+    block_k: Option<usize>,
+    mask: String,
+    mask_kind: &'static str,
+    density_asked: Option<f64>,
+    seed: Option<u64>,
+    pattern: Option<String>,
+    mask_file: Option<&'a str>,
+    mask_dims: Option<[usize; 4]>,
+    matrix_density: Option<f64>,
+    density: Option<f64>,
+    full_blocks: Option<usize>,
+    partial_blocks: Option<usize>,
+    visible_pairs: u64,
+    flops: f64,
+}
+
+/// A [`SparseRow`] in the report's JSON: its case, then its times.
+#[derive(Serialize)]
+struct SparseRowJson<'a> {
+    #[serde(flatten)]
+    case: SparseCaseJson<'a>,
+    ms: f64,
+    min_ms: f64,
+    max_ms: f64,
+    runs: usize,
+    tflops: f64,
+    ratio_to_dense: f64,
+    error: Option<&'a str>,
 }
 
 /// The table's column titles, aligned with [`SparseRow`]'s `Display`.
 pub fn table_header() -> String {
     format!(
-        "{:<24} {:<6} {:<38} {:>7} {:>7} {:>10} {:>9} {:>7}",
-        "shape", "causal", "mask", "block", "density", "ms", "TFLOP/s", "/dense"
+        "{:<24} {:<6} {:<38} {:>7} {:>7} {:>26} {:>9} {:>7}",
+        "shape", "causal", "mask", "block", "density", "ms [min, max]", "TFLOP/s", "/dense"
     )
 }
 
@@ -541,8 +592,10 @@ impl fmt::Display for SparseRow {
             Some(e) => write!(f, "error: {e}"),
             None => write!(
                 f,
-                "{:>10.3} {:>9.1} {:>7.3}",
-                self.ms, self.tflops, self.ratio_to_dense
+                "{:>26} {:>9.1} {:>7.3}",
+                spread_cell(self.ms, self.min_ms, self.max_ms, 3),
+                self.tflops,
+                self.ratio_to_dense
             ),
         }
     }
@@ -577,13 +630,19 @@ pub struct SparseConfig {
 /// A whole block-sparse run.
 #[derive(Clone, Debug)]
 pub struct SparseReport {
+    /// The device's name.
     pub device: String,
+    /// Whether it ran on the emulator (no performance numbers).
     pub emulator: bool,
+    /// Whether it was a quick run (fewer rows and runs).
     pub quick: bool,
+    /// The commit benchmarked, when given.
     pub commit: Option<String>,
+    /// Bytes of the buffer cleared before each timed run to flush the L2 (0 on the emulator).
     pub l2_flush_bytes: usize,
     /// The `--mask-dir` folder the masks were written to.
     pub mask_dir: Option<String>,
+    /// One row per case, in the order run (each shape's dense row before its masks).
     pub rows: Vec<SparseRow>,
 }
 
@@ -629,61 +688,82 @@ impl SparseReport {
 
     /// One JSON object: device, commit, one object per row, the verdict.
     pub fn to_json(&self) -> String {
-        let rows: Vec<String> = self
-            .rows
-            .iter()
-            .map(|r| format!("    {}", r.to_json()))
-            .collect();
-        let verdict = self.verdict().map_or("null".into(), |v| {
-            format!(
-                "{{{},\"ratio_to_dense\":{},\"met\":{},\"text\":{}}}",
-                target_fields(&v.id),
-                v.ratio_to_dense.map_or("null".into(), json_number),
-                v.met.map_or("null".into(), |m| m.to_string()),
-                json_string(&v.text)
-            )
-        });
-        format!(
-            "{{\n  \"family\": {},\n  \"device\": {},\n  \"emulator\": {},\n  \"note\": {},\n  \
-             \"quick\": {},\n  \"commit\": {},\n  \"dtype\": \"bf16\",\n  \
-             \"l2_flush_bytes\": {},\n  \"mask_dir\": {},\n  \"rows\": {},\n  \
-             \"verdict\": {}\n}}\n",
-            json_string(Self::FAMILY),
-            json_string(&self.device),
-            self.emulator,
-            if self.emulator {
-                json_string(EMULATOR_NOTE)
-            } else {
-                "null".into()
-            },
-            self.quick,
-            self.commit.as_deref().map_or("null".into(), json_string),
-            self.l2_flush_bytes,
-            self.mask_dir.as_deref().map_or("null".into(), json_string),
-            json_lines(&rows),
-            verdict
-        )
+        let verdict = self.verdict();
+        crate::json::to_pretty(&SparseReportJson {
+            family: Self::FAMILY,
+            device: &self.device,
+            emulator: self.emulator,
+            note: self.emulator.then_some(EMULATOR_NOTE),
+            quick: self.quick,
+            commit: self.commit.as_deref(),
+            dtype: "bf16",
+            l2_flush_bytes: self.l2_flush_bytes,
+            mask_dir: self.mask_dir.as_deref(),
+            rows: self.rows.iter().map(SparseRow::json).collect(),
+            verdict: verdict.as_ref().map(|v| SparseVerdictJson {
+                target: TargetJson::of(&v.id),
+                ratio_to_dense: v.ratio_to_dense,
+                met: v.met,
+                text: &v.text,
+            }),
+        })
     }
 }
 
-/// The target's JSON fields (no braces) for its row `id`: what the report's verdict and the
-/// `--mask-dir` manifest say of it, for the anchors' table.
-fn target_fields(id: &str) -> String {
-    format!(
-        "\"id\":{},\"max_ratio_to_dense\":{},\"min_speedup_over_flex\":{}",
-        json_string(id),
-        json_number(TARGET.max_ratio_to_dense),
-        json_number(TARGET.min_speedup_over_flex)
-    )
+/// A [`SparseReport`] in JSON.
+#[derive(Serialize)]
+struct SparseReportJson<'a> {
+    family: &'static str,
+    device: &'a str,
+    emulator: bool,
+    note: Option<&'static str>,
+    quick: bool,
+    commit: Option<&'a str>,
+    dtype: &'static str,
+    l2_flush_bytes: usize,
+    mask_dir: Option<&'a str>,
+    rows: Vec<SparseRowJson<'a>>,
+    verdict: Option<SparseVerdictJson<'a>>,
 }
 
-/// A JSON array of already-written items, one per line.
-fn json_lines(items: &[String]) -> String {
-    if items.is_empty() {
-        "[]".into()
-    } else {
-        format!("[\n{}\n  ]", items.join(",\n"))
+/// What the report's verdict and the `--mask-dir` manifest say of the target, for the anchors'
+/// table: its row's id and [`TARGET`]'s thresholds.
+#[derive(Serialize)]
+struct TargetJson<'a> {
+    id: &'a str,
+    max_ratio_to_dense: f64,
+    min_speedup_over_flex: f64,
+}
+
+impl TargetJson<'_> {
+    fn of(id: &str) -> TargetJson<'_> {
+        TargetJson {
+            id,
+            max_ratio_to_dense: TARGET.max_ratio_to_dense,
+            min_speedup_over_flex: TARGET.min_speedup_over_flex,
+        }
     }
+}
+
+/// A [`SparseVerdict`] in JSON.
+#[derive(Serialize)]
+struct SparseVerdictJson<'a> {
+    #[serde(flatten)]
+    target: TargetJson<'a>,
+    ratio_to_dense: Option<f64>,
+    met: Option<bool>,
+    text: &'a str,
+}
+
+/// The `--mask-dir` manifest ([`MANIFEST`]) in JSON.
+#[derive(Serialize)]
+struct ManifestJson<'a> {
+    family: &'static str,
+    device: &'a str,
+    commit: Option<&'a str>,
+    note: &'static str,
+    target: Option<TargetJson<'a>>,
+    rows: Vec<SparseCaseJson<'a>>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -706,6 +786,7 @@ impl Prepared {
             visible_pairs: 0,
             ms: f64::NAN,
             min_ms: f64::NAN,
+            max_ms: f64::NAN,
             runs: 0,
             tflops: f64::NAN,
             ratio_to_dense: f64::NAN,
@@ -760,42 +841,27 @@ impl Prepared {
 
 /// Writes every prepared row's mask under `dir` (created if missing), then the manifest.
 fn write_masks(dir: &Path, prepared: &mut [Prepared], report: &SparseReport) -> Result<()> {
-    std::fs::create_dir_all(dir).map_err(|e| Error::Io {
-        path: dir.display().to_string(),
-        msg: format!("cannot create the mask folder: {e}"),
-    })?;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::io(dir.display(), "cannot create the mask folder", e))?;
     for (n, p) in prepared.iter_mut().enumerate() {
         p.write_mask(dir, n)?;
     }
-    let rows: Vec<String> = prepared
-        .iter()
-        .map(|p| format!("    {{{}}}", p.row.case_fields()))
-        .collect();
-    let target = prepared
+    let target_id = prepared
         .iter()
         .find(|p| TARGET.applies_to(&p.row.case))
-        .map_or("null".into(), |p| {
-            format!("{{{}}}", target_fields(&p.row.case.id()))
-        });
-    let manifest = format!(
-        "{{\n  \"family\": {},\n  \"device\": {},\n  \"commit\": {},\n  \"note\": {},\n  \
-         \"target\": {},\n  \"rows\": {}\n}}\n",
-        json_string(SparseReport::FAMILY),
-        json_string(&report.device),
-        report.commit.as_deref().map_or("null".into(), json_string),
-        json_string(
-            "each mask_file: the row's block matrix before the element rule, uint8 [batch or 1, \
-             heads or 1, nq, nk], 1 where query block i sees key block j; the causal rule \
-             (bottom-right aligned) applies on top"
-        ),
-        target,
-        json_lines(&rows)
-    );
+        .map(|p| p.row.case.id());
+    let manifest = crate::json::to_pretty(&ManifestJson {
+        family: SparseReport::FAMILY,
+        device: &report.device,
+        commit: report.commit.as_deref(),
+        note: "each mask_file: the row's block matrix before the element rule, uint8 [batch or \
+               1, heads or 1, nq, nk], 1 where query block i sees key block j; the causal rule \
+               (bottom-right aligned) applies on top",
+        target: target_id.as_deref().map(TargetJson::of),
+        rows: prepared.iter().map(|p| p.row.case_json()).collect(),
+    });
     let path = dir.join(MANIFEST);
-    std::fs::write(&path, manifest).map_err(|e| Error::Io {
-        path: path.display().to_string(),
-        msg: format!("cannot write: {e}"),
-    })
+    std::fs::write(&path, manifest).map_err(|e| Error::io(path.display(), "cannot write", e))
 }
 
 /// The block-sparse benchmark on `device`: every row of [`cases_for`], its mask built first (and
@@ -847,8 +913,10 @@ pub fn run_sparse(
                 budget,
             ) {
                 Ok(times) => {
-                    row.ms = median(&times);
-                    row.min_ms = times.iter().copied().fold(f64::INFINITY, f64::min);
+                    let spread = Spread::of(&times);
+                    row.ms = spread.median;
+                    row.min_ms = spread.min;
+                    row.max_ms = spread.max;
                     row.runs = times.len();
                     row.tflops = row.flops() / (row.ms * 1e-3) / 1e12;
                     let dense = report.rows.iter().find(|r| {
@@ -991,13 +1059,16 @@ mod tests {
         };
         write_masks(&dir, &mut prepared, &report).unwrap();
         let manifest = std::fs::read_to_string(dir.join(MANIFEST)).unwrap();
+        let parsed: serde_json::Value = serde_json::from_str(&manifest).unwrap();
         let target = prepared
             .iter()
             .find(|p| TARGET.applies_to(&p.row.case))
             .unwrap();
         let id = target.row.case.id();
-        assert!(
-            manifest.contains(&format!("\"target\": {{\"id\":\"{id}\"")),
+        assert_eq!(parsed["target"]["id"], id.as_str(), "{manifest}");
+        assert_eq!(
+            parsed["rows"].as_array().map(Vec::len),
+            Some(prepared.len()),
             "{manifest}"
         );
         let facts = target.row.mask.as_ref().unwrap();

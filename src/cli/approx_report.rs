@@ -96,9 +96,10 @@ pub fn approx_report_command(args: &ApproxReportArgs) -> Result<ExitCode> {
             // A file's error names the flag that gave it.
             let read = |flag: &str, path: &PathBuf| {
                 npy::read_f32(path).map_err(|e| match e {
-                    Error::Io { path, msg } => Error::Io {
+                    Error::Io { path, msg, source } => Error::Io {
                         path,
                         msg: format!("{msg} (given as --{flag})"),
+                        source,
                     },
                     other => other,
                 })
@@ -163,10 +164,8 @@ pub fn approx_report_command(args: &ApproxReportArgs) -> Result<ExitCode> {
         ReportEvent::Row(row) => println!("{row}"),
     })?;
     if let Some(path) = &args.json {
-        std::fs::write(path, report.to_json()).map_err(|e| Error::Io {
-            path: path.display().to_string(),
-            msg: format!("cannot write the report: {e}"),
-        })?;
+        std::fs::write(path, report.to_json())
+            .map_err(|e| Error::io(path.display(), "cannot write the report", e))?;
         println!("wrote {}", path.display());
     }
     if let Some(path) = &args.plot {

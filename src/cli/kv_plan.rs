@@ -5,10 +5,10 @@ use std::fmt;
 use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
+use serde::Serialize;
 
 use crate::attention::MAX_HEAD_DIM;
 use crate::error::{Error, Result};
-use crate::json::{json_number, json_string};
 
 /// Each token stores two vectors per layer and KV head: its key and its value.
 const KV_TENSORS: u64 = 2;
@@ -261,7 +261,7 @@ impl KvConfig {
 }
 
 /// The KV-cache footprint of one configuration.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 struct KvPlan {
     kv_heads: u64,
     /// K and V of one token over every layer and KV head.
@@ -325,18 +325,6 @@ impl KvPlan {
             max_sequences,
         })
     }
-
-    fn to_json(self) -> String {
-        format!(
-            "{{\"kv_heads\":{},\"bytes_per_token\":{},\"bytes_per_page\":{},\
-             \"pages_per_sequence\":{},\"max_sequences\":{}}}",
-            self.kv_heads,
-            self.bytes_per_token,
-            self.bytes_per_page,
-            self.pages_per_sequence,
-            self.max_sequences
-        )
-    }
 }
 
 /// A configuration's plan and, when its query heads are known, those of its MHA and MQA
@@ -366,30 +354,24 @@ impl KvReport {
     /// One JSON object: the inputs, the plan's numbers at the top level, and `mha`/`mqa`.
     fn to_json(&self) -> String {
         let c = &self.config;
-        let p = &self.plan;
-        let plan_or_null = |plan: Option<KvPlan>| plan.map_or("null".into(), KvPlan::to_json);
-        format!(
-            "{{\"model\":{},\"layers\":{},\"heads\":{},\"kv_heads\":{},\"head_dim\":{},\
-             \"dtype\":{},\"bytes_per_element\":{},\"page_size\":{},\"context\":{},\
-             \"memory_gib\":{},\"bytes_per_token\":{},\"bytes_per_page\":{},\
-             \"pages_per_sequence\":{},\"max_sequences\":{},\"mha\":{},\"mqa\":{}}}",
-            c.model.map_or("null".into(), json_string),
-            c.layers,
-            c.heads.map_or("null".into(), |h| h.to_string()),
-            c.kv_heads,
-            c.head_dim,
-            json_string(c.dtype.name()),
-            c.dtype.bytes(),
-            c.page_size,
-            c.context,
-            json_number(c.memory_gib),
-            p.bytes_per_token,
-            p.bytes_per_page,
-            p.pages_per_sequence,
-            p.max_sequences,
-            plan_or_null(self.mha),
-            plan_or_null(self.mqa),
-        )
+        crate::json::to_line(&KvReportJson {
+            model: c.model,
+            layers: c.layers,
+            heads: c.heads,
+            kv_heads: c.kv_heads,
+            head_dim: c.head_dim,
+            dtype: c.dtype.name(),
+            bytes_per_element: c.dtype.bytes(),
+            page_size: c.page_size,
+            context: c.context,
+            memory_gib: c.memory_gib,
+            bytes_per_token: self.plan.bytes_per_token,
+            bytes_per_page: self.plan.bytes_per_page,
+            pages_per_sequence: self.plan.pages_per_sequence,
+            max_sequences: self.plan.max_sequences,
+            mha: self.mha,
+            mqa: self.mqa,
+        })
     }
 
     /// The given configuration's kind: MHA, GQA or MQA, when its query heads are known.
@@ -401,6 +383,27 @@ impl KvReport {
             _ => "GQA",
         })
     }
+}
+
+/// A [`KvReport`] in JSON: the inputs, the plan's numbers, the counterparts' plans.
+#[derive(Serialize)]
+struct KvReportJson {
+    model: Option<&'static str>,
+    layers: u64,
+    heads: Option<u64>,
+    kv_heads: u64,
+    head_dim: u64,
+    dtype: &'static str,
+    bytes_per_element: u64,
+    page_size: u64,
+    context: u64,
+    memory_gib: f64,
+    bytes_per_token: u64,
+    bytes_per_page: u64,
+    pages_per_sequence: u64,
+    max_sequences: u64,
+    mha: Option<KvPlan>,
+    mqa: Option<KvPlan>,
 }
 
 impl fmt::Display for KvReport {

@@ -354,10 +354,8 @@ impl<'a> JsonFile<'a> {
     fn write(&mut self, text: &str) {
         if let Some(path) = self.path {
             if let Err(e) = std::fs::write(path, text) {
-                self.error.get_or_insert(Error::Io {
-                    path: path.display().to_string(),
-                    msg: e.to_string(),
-                });
+                self.error
+                    .get_or_insert(Error::io(path.display(), "cannot write", e));
             }
         }
     }

@@ -508,9 +508,10 @@ fn describe_options(opts: &AttentionOptions) -> String {
 /// Tags an `Error::Io` from reading the file given as `--{flag}` with that flag.
 fn with_flag(flag: &str, e: Error) -> Error {
     match e {
-        Error::Io { path, msg } => Error::Io {
+        Error::Io { path, msg, source } => Error::Io {
             path,
             msg: format!("{msg} (given as --{flag})"),
+            source,
         },
         other => other,
     }

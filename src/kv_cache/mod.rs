@@ -55,7 +55,9 @@ const MAX_POOLS: usize = 65535;
 /// The shape of a cache.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KvCacheConfig {
+    /// Layers: one K pool and one V pool each.
     pub num_layers: usize,
+    /// Key and value heads of each token.
     pub kv_heads: usize,
     /// A multiple of 8, at most 256.
     pub head_dim: usize,
@@ -65,6 +67,7 @@ pub struct KvCacheConfig {
     pub num_pages: usize,
     /// F16 or BF16.
     pub dtype: DType,
+    /// How a page's tokens and heads are laid out in the pools.
     pub layout: KvLayout,
 }
 
@@ -230,6 +233,7 @@ impl StepPlan {
     pub fn seqs(&self) -> &[SeqId] {
         &self.seqs
     }
+    /// Sequences in the step (the rows of the block table).
     pub fn batch(&self) -> usize {
         self.seqs.len()
     }
@@ -264,9 +268,13 @@ impl StepPlan {
 /// A step's tables on the device (host memory on the emulator), from [`PagedKvCache::tables`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StepTables {
+    /// int32 `[batch, max_pages_per_seq]`: each sequence's pages in order, -1 past its last.
     pub block_table: *const i32,
+    /// int32 `[batch]`: each sequence's cached tokens after the step, new ones included.
     pub seq_lens: *const i32,
+    /// int32 `[batch + 1]`: the offsets of each sequence's new tokens in the step's rows.
     pub cu_seqlens: *const i32,
+    /// int32 `[num_tokens]`: each new token's slot, `page * page_size + offset`.
     pub slot_mapping: *const i32,
 }
 
@@ -286,6 +294,7 @@ struct TableOffsets {
 /// A snapshot of a cache's counts.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KvCacheStats {
+    /// Pages in each pool.
     pub pages_total: usize,
     /// Pages no sequence holds and the prefix cache does not keep.
     pub pages_free: usize,
@@ -380,10 +389,12 @@ impl PagedKvCache {
         )
     }
 
+    /// The cache's shape, as made (with `num_pages` resolved by `with_memory_budget`).
     pub fn config(&self) -> &KvCacheConfig {
         &self.config
     }
 
+    /// The device that holds the pools, whose stream runs the cache's work.
     pub fn device(&self) -> &Device {
         &self.device
     }
@@ -439,6 +450,7 @@ impl PagedKvCache {
         self.manager.seq_pages(seq.0)
     }
 
+    /// The cache's page counts, its bytes and each sequence's length, now.
     pub fn stats(&self) -> KvCacheStats {
         let counts = self.manager.counts();
         KvCacheStats {

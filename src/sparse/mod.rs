@@ -558,6 +558,7 @@ impl BlockMask {
         ]
     }
 
+    /// The device that holds the mask's tables.
     pub fn device(&self) -> &Device {
         self.tensors[0].device()
     }

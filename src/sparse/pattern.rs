@@ -27,26 +27,43 @@ use crate::error::{Error, Result};
 ///   generator.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Pattern {
+    /// `local:w=W`: the key blocks within `W` of the diagonal.
     Local {
+        /// Key blocks each side of the diagonal.
         w: usize,
     },
+    /// `strided:w=W,s=S`: local, plus every `S`-th key block.
     Strided {
+        /// Key blocks each side of the diagonal.
         w: usize,
+        /// The stride of the summary columns, at least 1.
         s: usize,
     },
+    /// `dilated:w=W,d=D`: every `D`-th key block within `W * D` of the diagonal.
     Dilated {
+        /// Visible key blocks each side of the diagonal.
         w: usize,
+        /// The dilation, at least 1.
         d: usize,
     },
+    /// `longformer:w=W,global=G`: local, plus global key and query blocks.
     Longformer {
+        /// Key blocks each side of the diagonal.
         w: usize,
+        /// The first `G` key blocks are seen by all, the first `G` query blocks see all.
         global: usize,
     },
+    /// `bigbird:w=W,global=G,random=R,seed=X`: Longformer's, plus random key blocks.
     BigBird {
+        /// Key blocks each side of the diagonal.
         w: usize,
+        /// Global key and query blocks, as Longformer's.
         global: usize,
+        /// Random key blocks each query block draws among those not yet visible.
         random: usize,
+        /// Seeds the draws.
         seed: u64,
+        /// Whether each head draws its own random blocks.
         per_head: bool,
     },
 }

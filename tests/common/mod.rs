@@ -4,8 +4,11 @@
 // Each test binary uses its own part of these.
 #![allow(dead_code)]
 
+#[cfg(feature = "cli")]
 use cuattn::check::{run_case, AttentionCase};
-use cuattn::{probe_cuda, CudaProbe, Device, Kernel};
+#[cfg(feature = "cli")]
+use cuattn::Kernel;
+use cuattn::{probe_cuda, CudaProbe, Device};
 
 /// The emulator always, plus the first GPU when one answers (otherwise says it is skipped).
 pub fn devices() -> Vec<Device> {
@@ -21,12 +24,15 @@ pub fn devices() -> Vec<Device> {
 }
 
 /// Runs `cases` with `kernel` on every device, printing each row; fails listing every failure
-/// (a case this build skips, a head dim without its flash tile, is printed, not failed).
+/// (a case this build skips, a head dim without its flash tile, is printed, not failed). The
+/// cases are the `cli` feature's check module's.
+#[cfg(feature = "cli")]
 pub fn assert_cases_pass(kernel: Kernel, cases: &[AttentionCase]) {
     assert_cases_pass_on(&devices(), kernel, cases);
 }
 
 /// `assert_cases_pass` on the given devices only.
+#[cfg(feature = "cli")]
 pub fn assert_cases_pass_on(devices: &[Device], kernel: Kernel, cases: &[AttentionCase]) {
     let mut failures = Vec::new();
     for device in devices {
