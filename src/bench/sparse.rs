@@ -230,6 +230,7 @@ pub fn gpu_shape((heads, kv_heads): (usize, usize), causal: bool) -> PrefillShap
     PrefillShape {
         batch: 1,
         seqlen: SEQLEN,
+        seqlen_k: SEQLEN,
         heads,
         kv_heads,
         head_dim: HEAD_DIM,
@@ -297,6 +298,7 @@ pub fn emulator_shape(causal: bool) -> PrefillShape {
     PrefillShape {
         batch: 1,
         seqlen: 241,
+        seqlen_k: 241,
         heads: 2,
         kv_heads: 1,
         head_dim: 64,
@@ -360,6 +362,7 @@ pub const TARGET: SparseTarget = SparseTarget {
     shape: PrefillShape {
         batch: 1,
         seqlen: SEQLEN,
+        seqlen_k: SEQLEN,
         heads: MHA_HEADS.0,
         kv_heads: MHA_HEADS.1,
         head_dim: HEAD_DIM,
