@@ -7,14 +7,14 @@
 //! their costs).
 
 mod approx_report;
+mod args;
+mod info;
 mod kv_plan;
-mod run;
-
 mod progress;
+mod run;
 
 use std::process::ExitCode;
 
-use clap::builder::{PossibleValue, TypedValueParser, ValueParserFactory};
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::attention::{FlashTiles, Kernel};
@@ -22,8 +22,10 @@ use crate::bench::decode::{DecodeConfig, DecodeReport};
 use crate::bench::linear::{LinearBenchConfig, LinearBenchKernel, LinearReport};
 use crate::bench::sparse::{SparseConfig, SparseReport};
 use crate::bench::{table_header, BenchConfig, BenchReport, PrefillShape, EMULATOR_NOTE};
-use crate::device::{probe_cuda, CudaProbe, Device};
 use crate::error::{Error, Result};
+pub use args::{
+    kernel_parser, BenchKernelArg, DeviceChoice, DeviceChoiceParser, DeviceTarget, KernelArg,
+};
 use progress::Progress;
 
 /// Exit status of a command that ran to its end and found nothing wrong.
@@ -65,7 +67,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Version, devices found, GPU kernels built and their ptxas resources.
-    Info(InfoArgs),
+    Info(info::InfoArgs),
     /// Runs every kernel family over a grid of shapes against the f64 reference.
     Check(CheckArgs),
     /// Runs one kernel on tensors from .npy files (dense, with --paged over a paged KV cache, or
@@ -83,206 +85,6 @@ enum Command {
     /// same inputs: their errors against exact attention, FLOPs, bytes and (on a GPU) times.
     #[command(long_about = approx_report::LONG_ABOUT)]
     ApproxReport(approx_report::ApproxReportArgs),
-}
-
-/// Where a command runs: `--device auto|emu|gpu|gpu:N`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DeviceChoice {
-    /// The first GPU when one answers, otherwise the emulator.
-    Auto,
-    /// The CPU emulator.
-    Emu,
-    /// The GPU of this ordinal (`gpu` is `gpu:0`); an error when there is none.
-    Gpu(usize),
-}
-
-impl std::fmt::Display for DeviceChoice {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            DeviceChoice::Auto => write!(f, "auto"),
-            DeviceChoice::Emu => write!(f, "emu"),
-            DeviceChoice::Gpu(ordinal) => write!(f, "gpu:{ordinal}"),
-        }
-    }
-}
-
-impl std::str::FromStr for DeviceChoice {
-    type Err = String;
-
-    fn from_str(s: &str) -> std::result::Result<DeviceChoice, String> {
-        match s {
-            "auto" => Ok(DeviceChoice::Auto),
-            "emu" => Ok(DeviceChoice::Emu),
-            "gpu" => Ok(DeviceChoice::Gpu(0)),
-            _ => match s.strip_prefix("gpu:") {
-                Some(n) => n.parse().map(DeviceChoice::Gpu).map_err(|_| {
-                    format!("`{n}` after gpu: is no GPU ordinal (0, 1, ...): expected gpu:N")
-                }),
-                None => Err(format!("expected auto, emu, gpu or gpu:N, not `{s}`")),
-            },
-        }
-    }
-}
-
-/// clap's parser of `--device`: [`DeviceChoice`]'s `FromStr`, with its forms listed in `--help`.
-#[derive(Clone, Copy, Debug)]
-pub struct DeviceChoiceParser;
-
-impl TypedValueParser for DeviceChoiceParser {
-    type Value = DeviceChoice;
-
-    fn parse_ref(
-        &self,
-        cmd: &clap::Command,
-        arg: Option<&clap::Arg>,
-        value: &std::ffi::OsStr,
-    ) -> std::result::Result<DeviceChoice, clap::Error> {
-        let text = clap::builder::StringValueParser::new().parse_ref(cmd, arg, value)?;
-        text.parse().map_err(|why: String| {
-            let arg = arg.map_or("--device".to_string(), |a| a.to_string());
-            clap::Error::raw(
-                clap::error::ErrorKind::ValueValidation,
-                format!("invalid value '{text}' for '{arg}': {why}\n"),
-            )
-            .with_cmd(cmd)
-        })
-    }
-
-    fn possible_values(&self) -> Option<Box<dyn Iterator<Item = PossibleValue> + '_>> {
-        Some(Box::new(
-            [
-                PossibleValue::new("auto")
-                    .help("The first GPU when one answers, else the emulator"),
-                PossibleValue::new("emu").help("The CPU emulator"),
-                PossibleValue::new("gpu").help("The first GPU (gpu:0)"),
-                PossibleValue::new("gpu:N").help("The GPU of ordinal N"),
-            ]
-            .into_iter(),
-        ))
-    }
-}
-
-impl ValueParserFactory for DeviceChoice {
-    type Parser = DeviceChoiceParser;
-
-    fn value_parser() -> DeviceChoiceParser {
-        DeviceChoiceParser
-    }
-}
-
-/// What a [`DeviceChoice`] comes to on this machine with this build.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DeviceTarget {
-    /// The CPU emulator.
-    Emulator,
-    /// The GPU of this ordinal.
-    Gpu(usize),
-}
-
-impl DeviceChoice {
-    /// Where the command runs, from the choice, what the driver reports (`probe`) and whether
-    /// this build has CUDA kernels: the emulator for `emu`, and for `auto` without a GPU; a GPU
-    /// for `gpu:N` and for `auto` with one. `Error::Cuda` for a GPU ordinal the driver does not
-    /// report, naming it; `Error::Unsupported` for a GPU with a build that has no CUDA kernels
-    /// (said once here, rather than by every launch).
-    pub fn resolve(self, probe: &CudaProbe, cuda_kernels: bool) -> Result<DeviceTarget> {
-        let ordinal = match (self, probe) {
-            (DeviceChoice::Emu, _) | (DeviceChoice::Auto, CudaProbe::Unavailable(_)) => {
-                return Ok(DeviceTarget::Emulator)
-            }
-            (DeviceChoice::Auto, CudaProbe::Available(_)) => 0,
-            (DeviceChoice::Gpu(n), CudaProbe::Unavailable(why)) => {
-                return Err(Error::Cuda(format!("--device gpu:{n}: no GPU ({why})")))
-            }
-            (DeviceChoice::Gpu(n), &CudaProbe::Available(count)) if n >= count => {
-                return Err(Error::Cuda(format!(
-                    "--device gpu:{n}: no GPU of ordinal {n}: the driver reports {count} \
-                     (gpu:0{})",
-                    if count > 1 {
-                        format!(" to gpu:{}", count - 1)
-                    } else {
-                        String::new()
-                    }
-                )))
-            }
-            (DeviceChoice::Gpu(n), CudaProbe::Available(_)) => n,
-        };
-        if !cuda_kernels {
-            return Err(Error::Unsupported(format!(
-                "{} is a GPU, but this build of cuattn has no CUDA kernels (nvcc was not found \
-                 when it was built), so no kernel can run on it: rebuild with a CUDA toolkit \
-                 (scripts/install-cuda-toolchain.sh), or run on the emulator with --device emu",
-                if self == DeviceChoice::Auto {
-                    "--device auto found gpu:0, which".to_string()
-                } else {
-                    format!("--device gpu:{ordinal}")
-                }
-            )));
-        }
-        Ok(DeviceTarget::Gpu(ordinal))
-    }
-
-    /// Opens the device [`DeviceChoice::resolve`] picks on this machine with this build.
-    pub fn open(self) -> Result<Device> {
-        match self.resolve(&probe_cuda(), crate::build_info::HAS_CUDA_KERNELS)? {
-            DeviceTarget::Emulator => Ok(Device::emulator()),
-            // As before: a GPU that the driver lists but that cannot be opened leaves `auto` on
-            // the emulator.
-            DeviceTarget::Gpu(_) if self == DeviceChoice::Auto => Ok(Device::auto()),
-            DeviceTarget::Gpu(ordinal) => Device::cuda(ordinal),
-        }
-    }
-}
-
-/// A dense attention kernel named on the command line (`--kernel`), by [`Kernel::name`]:
-/// `naive`, `mma_simple` or `flash`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct KernelArg(pub Kernel);
-
-impl ValueEnum for KernelArg {
-    fn value_variants<'a>() -> &'a [KernelArg] {
-        &[
-            KernelArg(Kernel::Naive),
-            KernelArg(Kernel::MmaSimple),
-            KernelArg(Kernel::Flash),
-        ]
-    }
-
-    fn to_possible_value(&self) -> Option<PossibleValue> {
-        Some(PossibleValue::new(self.0.name()))
-    }
-}
-
-/// clap's parser of a `--kernel` that gives one [`Kernel`].
-pub fn kernel_parser() -> impl TypedValueParser<Value = Kernel> {
-    clap::builder::EnumValueParser::<KernelArg>::new().map(|k| k.0)
-}
-
-/// A value of `cuattn bench --kernel`: one kernel, or `all` of them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BenchKernelArg {
-    /// Every kernel, in [`Kernel::ALL`]'s order.
-    All,
-    /// This kernel.
-    One(Kernel),
-}
-
-impl ValueEnum for BenchKernelArg {
-    fn value_variants<'a>() -> &'a [BenchKernelArg] {
-        &[
-            BenchKernelArg::All,
-            BenchKernelArg::One(Kernel::Naive),
-            BenchKernelArg::One(Kernel::MmaSimple),
-            BenchKernelArg::One(Kernel::Flash),
-        ]
-    }
-
-    fn to_possible_value(&self) -> Option<PossibleValue> {
-        Some(match self {
-            BenchKernelArg::All => PossibleValue::new("all"),
-            BenchKernelArg::One(kernel) => PossibleValue::new(kernel.name()),
-        })
-    }
 }
 
 /// The exit status a failed command ends with: [`EXIT_USAGE`] for an argument refused
@@ -325,7 +127,7 @@ struct CheckArgs {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Info(args) => info(&args),
+        Command::Info(args) => info::info(&args),
         Command::Check(args) => check(&args),
         Command::Run(cmd) => run::run(cmd),
         Command::Bench(args) => bench(&args),
@@ -339,189 +141,6 @@ pub fn main() -> ExitCode {
             ExitCode::from(exit_status(&e))
         }
     }
-}
-
-#[derive(clap::Args)]
-struct InfoArgs {
-    /// Print one JSON object instead of text: version, devices, the build's kernels and tiles,
-    /// and the GPU kernels' ptxas resources.
-    #[arg(long)]
-    json: bool,
-}
-
-/// What `cuattn info` reports.
-struct Info {
-    /// Each GPU the driver lists.
-    gpus: Vec<GpuInfo>,
-    /// Why there is no GPU; `None` when the driver lists one.
-    no_gpu: Option<String>,
-    /// The flash kernel's head-dim tiles in this build (cargo features).
-    flash_head_dim_tiles: Vec<usize>,
-    /// The GPU kernels' ptxas resources (empty without CUDA kernels).
-    resources: Vec<crate::build_info::KernelResources>,
-}
-
-/// One GPU of `cuattn info`.
-struct GpuInfo {
-    ordinal: usize,
-    /// The device's name, or why it could not be opened.
-    name: std::result::Result<String, String>,
-    /// `Ok` when flash's wide tile table runs on it, else why not.
-    wide_tiles: std::result::Result<(), String>,
-}
-
-impl Info {
-    fn gather() -> Info {
-        let (gpus, no_gpu) = match probe_cuda() {
-            CudaProbe::Available(n) => {
-                let gpus = (0..n)
-                    .map(|ordinal| match Device::cuda(ordinal) {
-                        Ok(d) => GpuInfo {
-                            ordinal,
-                            name: Ok(d.name()),
-                            wide_tiles: crate::attention::flash_wide_tiles(&d)
-                                .map_err(|why| why.to_string()),
-                        },
-                        Err(e) => GpuInfo {
-                            ordinal,
-                            name: Err(e.to_string()),
-                            wide_tiles: Err("the device could not be opened".into()),
-                        },
-                    })
-                    .collect();
-                (gpus, None)
-            }
-            CudaProbe::Unavailable(why) => (Vec::new(), Some(why)),
-        };
-        let flash_head_dim_tiles = [64, 96, 128, 192, 256]
-            .into_iter()
-            .filter(|&d| crate::attention::flash_head_dim_tile(d) == Some(d))
-            .collect();
-        Info {
-            gpus,
-            no_gpu,
-            flash_head_dim_tiles,
-            resources: crate::build_info::kernel_resources(crate::build_info::PTXAS_REPORT),
-        }
-    }
-}
-
-/// `cuattn info --json`: one JSON object (version, gpus, no_gpu, gpu_kernels_built, cuda_archs,
-/// flash_head_dim_tiles, kernels, kernel_resources).
-fn info_json(info: &Info) -> String {
-    use crate::json::json_string;
-    let strings = |items: &mut dyn Iterator<Item = &str>| {
-        let items: Vec<String> = items.map(json_string).collect();
-        format!("[{}]", items.join(","))
-    };
-    let opt = |s: Option<&str>| s.map_or("null".to_string(), json_string);
-    let gpus: Vec<String> = info
-        .gpus
-        .iter()
-        .map(|g| {
-            format!(
-                "{{\"ordinal\":{},\"name\":{},\"error\":{},\"flash_wide_tiles\":{},\
-                 \"flash_wide_tiles_why_not\":{}}}",
-                g.ordinal,
-                opt(g.name.as_deref().ok()),
-                opt(g.name.as_ref().err().map(String::as_str)),
-                g.wide_tiles.is_ok(),
-                opt(g.wide_tiles.as_ref().err().map(String::as_str)),
-            )
-        })
-        .collect();
-    let resources: Vec<String> = info
-        .resources
-        .iter()
-        .map(|r| {
-            format!(
-                "{{\"kernel\":{},\"arch\":{},\"registers\":{},\"shared_bytes\":{},\
-                 \"stack_frame_bytes\":{},\"spill_store_bytes\":{},\"spill_load_bytes\":{}}}",
-                json_string(r.short_name()),
-                json_string(&r.arch),
-                r.registers,
-                r.shared_bytes,
-                r.stack_frame_bytes,
-                r.spill_store_bytes,
-                r.spill_load_bytes
-            )
-        })
-        .collect();
-    let tiles: Vec<String> = info
-        .flash_head_dim_tiles
-        .iter()
-        .map(usize::to_string)
-        .collect();
-    format!(
-        "{{\"version\":{},\"gpus\":[{}],\"no_gpu\":{},\"gpu_kernels_built\":{},\
-         \"cuda_archs\":{},\"flash_head_dim_tiles\":[{}],\"kernels\":{},\
-         \"kernel_resources\":[{}]}}",
-        json_string(env!("CARGO_PKG_VERSION")),
-        gpus.join(","),
-        opt(info.no_gpu.as_deref()),
-        crate::build_info::HAS_CUDA_KERNELS,
-        strings(&mut crate::build_info::CUDA_ARCHS.iter().copied()),
-        tiles.join(","),
-        strings(&mut Kernel::ALL.iter().map(|k| k.name())),
-        resources.join(",")
-    )
-}
-
-fn info(args: &InfoArgs) -> Result<ExitCode> {
-    let info = Info::gather();
-    if args.json {
-        println!("{}", info_json(&info));
-        return Ok(ExitCode::SUCCESS);
-    }
-    println!("cuattn {}", env!("CARGO_PKG_VERSION"));
-    for gpu in &info.gpus {
-        match &gpu.name {
-            Ok(name) => {
-                println!("device: {name}");
-                match &gpu.wide_tiles {
-                    Ok(()) => println!(
-                        "  flash tile tables: compact and wide (the GPU runs the sm_90a code)"
-                    ),
-                    Err(why) => println!("  flash tile tables: compact ({why})"),
-                }
-            }
-            Err(e) => println!("device: gpu{} unusable: {e}", gpu.ordinal),
-        }
-    }
-    if let Some(why) = &info.no_gpu {
-        println!("device: no GPU ({why}); the emulator runs kernels");
-    }
-    let tiles: Vec<String> = info
-        .flash_head_dim_tiles
-        .iter()
-        .map(usize::to_string)
-        .collect();
-    println!("flash head-dim tiles: {}", tiles.join(", "));
-    if crate::build_info::HAS_CUDA_KERNELS {
-        println!(
-            "GPU kernels: built for {}",
-            crate::build_info::CUDA_ARCHS.join(", ")
-        );
-        println!();
-        println!(
-            "{:<48} {:>7} {:>5} {:>7} {:>6} {:>7}",
-            "kernel", "arch", "regs", "smem", "stack", "spills"
-        );
-        for r in &info.resources {
-            println!(
-                "{:<48} {:>7} {:>5} {:>7} {:>6} {:>7}",
-                r.short_name(),
-                r.arch,
-                r.registers,
-                r.shared_bytes,
-                r.stack_frame_bytes,
-                r.spill_store_bytes + r.spill_load_bytes
-            );
-        }
-    } else {
-        println!("GPU kernels: not built (nvcc was not found when cuattn was built)");
-    }
-    Ok(ExitCode::SUCCESS)
 }
 
 fn check(args: &CheckArgs) -> Result<ExitCode> {
@@ -1052,103 +671,6 @@ mod tests {
     }
 
     #[test]
-    fn device_choices_parse_and_print_back() {
-        for (text, choice) in [
-            ("auto", DeviceChoice::Auto),
-            ("emu", DeviceChoice::Emu),
-            ("gpu", DeviceChoice::Gpu(0)),
-            ("gpu:0", DeviceChoice::Gpu(0)),
-            ("gpu:3", DeviceChoice::Gpu(3)),
-        ] {
-            assert_eq!(text.parse::<DeviceChoice>(), Ok(choice), "{text}");
-            assert_eq!(choice.to_string().parse::<DeviceChoice>(), Ok(choice));
-        }
-        for bad in [
-            "", "cpu", "gpu:", "gpu:-1", "gpu:x", "gpu1", "GPU", "gpu:1:2",
-        ] {
-            let err = bad.parse::<DeviceChoice>().unwrap_err();
-            assert!(
-                err.contains("gpu:N") || err.contains("ordinal"),
-                "{bad}: {err}"
-            );
-        }
-    }
-
-    #[test]
-    fn device_resolution_decides_emulator_gpu_or_a_runtime_error() {
-        let none = CudaProbe::Unavailable("libcuda not found".into());
-        let two = CudaProbe::Available(2);
-        use DeviceChoice::{Auto, Emu, Gpu};
-        use DeviceTarget::{Emulator, Gpu as OnGpu};
-        // (choice, probe, build has CUDA kernels) -> target.
-        for (choice, probe, kernels, want) in [
-            (Emu, &none, false, Emulator),
-            (Emu, &two, false, Emulator),
-            (Emu, &two, true, Emulator),
-            (Auto, &none, false, Emulator),
-            (Auto, &none, true, Emulator),
-            (Auto, &two, true, OnGpu(0)),
-            (Gpu(0), &two, true, OnGpu(0)),
-            (Gpu(1), &two, true, OnGpu(1)),
-        ] {
-            assert_eq!(choice.resolve(probe, kernels).unwrap(), want, "{choice}");
-        }
-        // A GPU with a build that has no CUDA kernels: one clear refusal, a runtime error.
-        for choice in [Auto, Gpu(0), Gpu(1)] {
-            let err = choice.resolve(&two, false).unwrap_err();
-            let msg = err.to_string();
-            assert_eq!(exit_status(&err), EXIT_RUNTIME, "{msg}");
-            assert!(
-                msg.contains("no CUDA kernels") && msg.contains("--device emu"),
-                "{msg}"
-            );
-        }
-        // An ordinal the driver does not report, and a GPU asked for where there is none.
-        let err = Gpu(2).resolve(&two, true).unwrap_err();
-        let msg = err.to_string();
-        assert_eq!(exit_status(&err), EXIT_RUNTIME);
-        assert!(
-            msg.contains("gpu:2") && msg.contains("reports 2") && msg.contains("gpu:1"),
-            "{msg}"
-        );
-        let err = Gpu(0).resolve(&none, true).unwrap_err();
-        assert_eq!(exit_status(&err), EXIT_RUNTIME);
-        assert!(err.to_string().contains("libcuda not found"), "{err}");
-    }
-
-    #[test]
-    fn kernel_values_are_the_kernels_names() {
-        let names = |values: Vec<Option<PossibleValue>>| -> Vec<String> {
-            values
-                .into_iter()
-                .map(|v| v.unwrap().get_name().to_string())
-                .collect()
-        };
-        let kernels: Vec<String> = Kernel::ALL.iter().map(|k| k.name().to_string()).collect();
-        assert_eq!(kernels, ["naive", "mma_simple", "flash"]);
-        let run = KernelArg::value_variants()
-            .iter()
-            .map(ValueEnum::to_possible_value)
-            .collect();
-        assert_eq!(names(run), kernels);
-        let bench = BenchKernelArg::value_variants()
-            .iter()
-            .map(ValueEnum::to_possible_value)
-            .collect();
-        assert_eq!(
-            names(bench),
-            [&["all".to_string()], kernels.as_slice()].concat()
-        );
-        for (i, &kernel) in Kernel::ALL.iter().enumerate() {
-            assert_eq!(KernelArg::value_variants()[i], KernelArg(kernel));
-            assert_eq!(
-                KernelArg::from_str(kernel.name(), false),
-                Ok(KernelArg(kernel))
-            );
-        }
-    }
-
-    #[test]
     fn bench_kernels_come_in_their_order_once_each() {
         use BenchKernelArg::{All, One};
         assert_eq!(bench_kernels(&[]), [Kernel::DEFAULT]);
@@ -1158,59 +680,5 @@ mod tests {
             [Kernel::Naive, Kernel::Flash]
         );
         assert_eq!(bench_kernels(&[One(Kernel::Flash), All]), Kernel::ALL);
-    }
-
-    #[test]
-    fn info_json_is_one_object_with_every_field() {
-        let info = Info {
-            gpus: vec![
-                GpuInfo {
-                    ordinal: 0,
-                    name: Ok("gpu0 (NVIDIA \"H200\", sm_90)".into()),
-                    wide_tiles: Ok(()),
-                },
-                GpuInfo {
-                    ordinal: 1,
-                    name: Err("out of memory".into()),
-                    wide_tiles: Err("the device could not be opened".into()),
-                },
-            ],
-            no_gpu: None,
-            flash_head_dim_tiles: vec![64, 128],
-            resources: Vec::new(),
-        };
-        let v: serde_json::Value = serde_json::from_str(&info_json(&info)).unwrap();
-        assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
-        assert_eq!(v["gpus"][0]["name"], "gpu0 (NVIDIA \"H200\", sm_90)");
-        assert_eq!(v["gpus"][0]["flash_wide_tiles"], true);
-        assert_eq!(v["gpus"][1]["name"], serde_json::Value::Null);
-        assert_eq!(v["gpus"][1]["error"], "out of memory");
-        assert_eq!(v["gpus"][1]["flash_wide_tiles"], false);
-        assert_eq!(v["no_gpu"], serde_json::Value::Null);
-        assert_eq!(v["flash_head_dim_tiles"], serde_json::json!([64, 128]));
-        assert_eq!(
-            v["kernels"],
-            serde_json::json!(["naive", "mma_simple", "flash"])
-        );
-        assert_eq!(v["gpu_kernels_built"], crate::build_info::HAS_CUDA_KERNELS);
-        assert!(v["cuda_archs"].is_array() && v["kernel_resources"].is_array());
-    }
-
-    #[test]
-    fn info_plans_a_wide_launch_that_the_planner_accepts() {
-        // The emulator runs as an sm_90 GPU running the sm_90a code: the wide table is there
-        // whenever the build has a tile over 64, so a refusal here is a malformed problem.
-        let built = [96, 128, 192, 256]
-            .into_iter()
-            .any(|d| crate::attention::flash_head_dim_tile(d).is_some_and(|t| t > 64));
-        let wide = crate::attention::flash_wide_tiles(&Device::emulator());
-        if built {
-            assert!(wide.is_ok(), "{wide:?}");
-        } else {
-            assert!(wide
-                .unwrap_err()
-                .to_string()
-                .contains("no head-dim tile over 64"));
-        }
     }
 }
