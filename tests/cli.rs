@@ -1,6 +1,9 @@
 //! `cuattn run attention` end to end on the emulator: .npy files in, out and LSE files checked
 //! against the f64 reference (dense GQA/MQA with masks and softcap, varlen), and bad inputs
-//! exiting with code 2 and a message naming the argument.
+//! exiting with code 2 and a message naming the argument. Then the command line's conventions:
+//! exit statuses (2 usage, 3 runtime), `--device gpu:N`, `--kernel` values, `check --filter` and
+//! `--seed`, `bench --shape` and `--causal`, `info --json`, and the progress bar (a terminal's
+//! only).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
