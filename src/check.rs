@@ -43,19 +43,31 @@ const LSE_PAD: usize = 5;
 /// One attention problem to check.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AttentionCase {
+    /// Sequences (ignored by `Layout::Varlen`, whose lengths give the batch).
     pub batch: usize,
+    /// Query tokens of each sequence.
     pub seqlen_q: usize,
+    /// Key and value tokens of each sequence.
     pub seqlen_k: usize,
+    /// Query heads.
     pub heads: usize,
+    /// Key and value heads, a divisor of `heads`.
     pub kv_heads: usize,
+    /// Elements of each head's row.
     pub head_dim: usize,
+    /// The element type of q, k, v and out.
     pub dtype: DType,
+    /// Causal mask, bottom-right aligned.
     pub causal: bool,
+    /// Sliding window (left, right), -1 unbounded; `None` for none.
     pub window: Option<(i32, i32)>,
+    /// Soft cap on the scores; `None` for none.
     pub softcap: Option<f32>,
     /// Softmax scale; `None` for 1/sqrt(head_dim).
     pub scale: Option<f32>,
+    /// How q, k, v and out lie in memory.
     pub layout: Layout,
+    /// Seed of the case's random inputs.
     pub seed: u64,
 }
 
@@ -87,31 +99,37 @@ impl AttentionCase {
         }
     }
 
+    /// The case with the causal mask.
     pub fn causal(mut self) -> Self {
         self.causal = true;
         self
     }
 
+    /// The case with a sliding window of `left` keys before the diagonal and `right` after.
     pub fn window(mut self, left: i32, right: i32) -> Self {
         self.window = Some((left, right));
         self
     }
 
+    /// The case with scores soft-capped at `cap`.
     pub fn softcap(mut self, cap: f32) -> Self {
         self.softcap = Some(cap);
         self
     }
 
+    /// The case with this softmax scale.
     pub fn scale(mut self, scale: f32) -> Self {
         self.scale = Some(scale);
         self
     }
 
+    /// The case in this memory layout.
     pub fn layout(mut self, layout: Layout) -> Self {
         self.layout = layout;
         self
     }
 
+    /// The attention options the case runs with (the LSE always returned).
     pub fn options(&self) -> AttentionOptions {
         AttentionOptions {
             causal: self.causal,
@@ -183,11 +201,17 @@ pub struct CheckOptions {
 /// What one case measured.
 #[derive(Clone, Debug)]
 pub struct CaseResult {
+    /// The kernel's name ([`Kernel::name`]).
     pub kernel: &'static str,
+    /// The device's kind: `emu` or `gpu`.
     pub device: &'static str,
+    /// The case.
     pub case: AttentionCase,
+    /// Largest |out - reference| (NaN when the case did not run).
     pub max_abs_err: f64,
+    /// Largest |lse - reference| (NaN when the case did not run).
     pub lse_max_abs_err: f64,
+    /// The output tolerance (atol = rtol) the case was held to.
     pub tolerance: f64,
     /// Why the case failed; `None` when it passed.
     pub failure: Option<String>,
@@ -303,7 +327,9 @@ impl fmt::Display for CaseResult {
 /// Pass/fail counts of a whole run.
 #[derive(Clone, Debug, Default)]
 pub struct CheckReport {
+    /// Cases that ran and matched the reference.
     pub passed: usize,
+    /// Cases that did not match, or could not run.
     pub failed: usize,
     /// Flash cases whose head dim no head-dim tile of this build holds (cargo features).
     pub skipped: usize,
@@ -538,6 +564,100 @@ fn seeded(mut cases: Vec<AttentionCase>, base: u64) -> Vec<AttentionCase> {
     cases
 }
 
+/// Which of the grid's (kernel, case) pairs a run checks, and the seed of their inputs
+/// (`cuattn check --filter`, `--seed`). The default selects every pair with the fixed seeds.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CaseSelection {
+    /// Only the pairs whose [`case_name`] contains this string; `None`: every pair.
+    pub filter: Option<String>,
+    /// Added (wrapping) to each case's own fixed seed. 0, the default, keeps the inputs of every
+    /// earlier run; any other value draws new inputs, still one seed per case.
+    pub seed: u64,
+}
+
+/// The name a (kernel, case) pair is listed and filtered by: the kernel, then the case (`flash
+/// bf16 b1 sq97 sk113 h2/1 d64 causal`), as a check's table shows them.
+pub fn case_name(kernel: Kernel, case: &AttentionCase) -> String {
+    format!("{} {case}", kernel.name())
+}
+
+/// The (kernel, case) pairs a run checks, kernel by kernel in the grid's order.
+#[derive(Clone, Debug)]
+pub struct CheckPlan {
+    /// The cases at least one selected kernel runs, their seeds shifted by the selection's.
+    cases: Vec<AttentionCase>,
+    /// (kernel, index into `cases`), in run order.
+    runs: Vec<(Kernel, usize)>,
+}
+
+impl CheckPlan {
+    /// The pairs of [`attention_cases`] x [`Kernel::ALL`] that `selection` keeps.
+    /// `Error::InvalidArgument` naming `filter` when it matches none: a run that checks nothing
+    /// is no pass.
+    pub fn new(selection: &CaseSelection) -> Result<CheckPlan> {
+        let all: Vec<AttentionCase> = attention_cases()
+            .into_iter()
+            .map(|mut case| {
+                case.seed = case.seed.wrapping_add(selection.seed);
+                case
+            })
+            .collect();
+        let keep = |kernel: Kernel, case: &AttentionCase| {
+            selection
+                .filter
+                .as_deref()
+                .is_none_or(|f| case_name(kernel, case).contains(f))
+        };
+        let mut plan = CheckPlan {
+            cases: Vec::new(),
+            runs: Vec::new(),
+        };
+        // Index in `plan.cases` of each case of `all`, once a kernel keeps it.
+        let mut index: Vec<Option<usize>> = vec![None; all.len()];
+        for &kernel in Kernel::ALL {
+            for (i, case) in all.iter().enumerate() {
+                if keep(kernel, case) {
+                    let at = *index[i].get_or_insert_with(|| {
+                        plan.cases.push(case.clone());
+                        plan.cases.len() - 1
+                    });
+                    plan.runs.push((kernel, at));
+                }
+            }
+        }
+        if plan.runs.is_empty() {
+            let filter = selection.filter.as_deref().unwrap_or_default();
+            return Err(Error::invalid(
+                "filter",
+                format!(
+                    "`{filter}` is in no case's name, so nothing would be checked; names read \
+                     like `{}` (kernel, dtype, batch, seqlen_q, seqlen_k, heads/kv_heads, head \
+                     dim, then mask, softcap, scale and layout): `cuattn check` lists them all",
+                    case_name(Kernel::DEFAULT, &all[0])
+                ),
+            ));
+        }
+        Ok(plan)
+    }
+
+    /// How many (kernel, case) pairs the plan runs.
+    pub fn len(&self) -> usize {
+        self.runs.len()
+    }
+
+    /// Whether the plan runs nothing (never true of a plan [`CheckPlan::new`] made).
+    pub fn is_empty(&self) -> bool {
+        self.runs.is_empty()
+    }
+
+    /// The (kernel, case) pairs in run order.
+    pub fn pairs(&self) -> impl Iterator<Item = (Kernel, &AttentionCase)> {
+        self.runs
+            .iter()
+            .map(|&(kernel, i)| (kernel, &self.cases[i]))
+    }
+}
+
 /// Runs every kernel on every case on `device`, reporting each result to `on_case`. Each case's
 /// inputs and f64 reference are made once, for all the kernels.
 pub fn run_all(device: &Device, on_case: impl FnMut(&CaseResult)) -> Result<CheckReport> {
@@ -548,29 +668,40 @@ pub fn run_all(device: &Device, on_case: impl FnMut(&CaseResult)) -> Result<Chec
 pub fn run_all_with(
     device: &Device,
     options: &CheckOptions,
+    on_case: impl FnMut(&CaseResult),
+) -> Result<CheckReport> {
+    run_plan(
+        device,
+        options,
+        &CheckPlan::new(&CaseSelection::default())?,
+        on_case,
+    )
+}
+
+/// Runs the pairs of `plan` on `device` in order, reporting each result to `on_case`. Each case's
+/// inputs and f64 reference are made once, when its first kernel runs it.
+/// `Error::InvalidArgument` for traffic on a GPU.
+pub fn run_plan(
+    device: &Device,
+    options: &CheckOptions,
+    plan: &CheckPlan,
     mut on_case: impl FnMut(&CaseResult),
 ) -> Result<CheckReport> {
     check_options(device, options)?;
     let mut report = CheckReport::default();
-    let cases: Vec<(AttentionCase, Prepared)> = attention_cases()
-        .into_iter()
-        .map(|case| {
-            let prepared = Prepared::new(&case);
-            (case, prepared)
-        })
-        .collect();
-    for &kernel in Kernel::ALL {
-        for (case, prepared) in &cases {
-            let result = run_prepared(device, kernel, case, prepared, options);
-            if result.failed() {
-                report.failed += 1;
-            } else if result.passed() {
-                report.passed += 1;
-            } else {
-                report.skipped += 1;
-            }
-            on_case(&result);
+    let mut prepared: Vec<Option<Prepared>> = plan.cases.iter().map(|_| None).collect();
+    for &(kernel, i) in &plan.runs {
+        let case = &plan.cases[i];
+        let inputs = prepared[i].get_or_insert_with(|| Prepared::new(case));
+        let result = run_prepared(device, kernel, case, inputs, options);
+        if result.failed() {
+            report.failed += 1;
+        } else if result.passed() {
+            report.passed += 1;
+        } else {
+            report.skipped += 1;
         }
+        on_case(&result);
     }
     Ok(report)
 }

@@ -224,6 +224,8 @@ fn run_prefill_refuses_the_emulator_without_quick() {
         head_dims: Vec::new(),
         flash_tiles: FlashTiles::Auto,
         softcap: None,
+        shapes: Vec::new(),
+        causal_only: false,
     };
     let err = bench::run_prefill(&Device::emulator(), &config, |_| {}).unwrap_err();
     let msg = err.to_string();
@@ -240,6 +242,8 @@ fn run_prefill_keeps_only_the_shapes_of_the_head_dims_asked_for() {
         head_dims,
         flash_tiles: FlashTiles::Auto,
         softcap: None,
+        shapes: Vec::new(),
+        causal_only: false,
     };
     let shape_dim = bench::emulator_shape().head_dim;
     cuattn::set_flash_tiles(FlashTiles::Compact);
@@ -466,7 +470,7 @@ fn bench_rejects_an_unknown_kernel_naming_the_choices() {
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("`nope`"), "{stderr}");
+    assert!(stderr.contains("'nope'"), "{stderr}");
     for kernel in Kernel::ALL {
         assert!(stderr.contains(kernel.name()), "{stderr}");
     }

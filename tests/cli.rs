@@ -1,6 +1,9 @@
 //! `cuattn run attention` end to end on the emulator: .npy files in, out and LSE files checked
 //! against the f64 reference (dense GQA/MQA with masks and softcap, varlen), and bad inputs
-//! exiting with code 2 and a message naming the argument.
+//! exiting with code 2 and a message naming the argument. Then the command line's conventions:
+//! exit statuses (2 usage, 3 runtime), `--device gpu:N`, `--kernel` values, `check --filter` and
+//! `--seed`, `bench --shape` and `--causal`, `info --json`, and the progress bar (a terminal's
+//! only).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -2192,4 +2195,505 @@ fn run_linear_help_documents_the_feature_maps() {
     ] {
         assert!(help.contains(want), "`{want}` in {help}");
     }
+}
+
+// ---- The command line as users of command-line tools expect it: exit statuses, --device,
+// ---- --kernel, check --filter/--seed, bench --shape/--causal, info --json, progress ----
+
+/// `cuattn` with `args`: exit code, stdout, stderr.
+fn cuattn_str(args: &[&str]) -> (i32, String, String) {
+    let output = cuattn(&strings(args));
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    println!("cuattn {} -> {:?}: {stderr}", args.join(" "), output.status);
+    (
+        output.status.code().expect("exited, not killed"),
+        stdout,
+        stderr,
+    )
+}
+
+/// Check cases small enough for the emulator in a blink: the 17 x 17 ones at head dim 64 (each
+/// kernel, both dtypes, causal and not).
+const SMALL_CASES: &str = "sq17 sk17 h2/1 d64";
+
+#[test]
+fn help_lists_the_exit_statuses() {
+    let (code, help, _) = cuattn_str(&["--help"]);
+    assert_eq!(code, 0);
+    for line in [
+        "Exit status:",
+        "0  success",
+        "1  a check failed",
+        "2  usage error",
+        "3  runtime error",
+    ] {
+        assert!(help.contains(line), "`{line}` in {help}");
+    }
+    // clap's own refusals are usage errors.
+    let (code, _, stderr) = cuattn_str(&["check", "--no-such-flag"]);
+    assert_eq!(code, 2, "{stderr}");
+    let (code, _, stderr) = cuattn_str(&["frobnicate"]);
+    assert_eq!(code, 2, "{stderr}");
+}
+
+#[test]
+fn check_filter_runs_only_the_cases_whose_name_contains_it() {
+    use cuattn::check::{case_name, CaseSelection, CheckPlan};
+    let all = CheckPlan::new(&CaseSelection::default()).unwrap();
+    let selection = CaseSelection {
+        filter: Some(SMALL_CASES.into()),
+        seed: 0,
+    };
+    let plan = CheckPlan::new(&selection).unwrap();
+    let want: Vec<String> = plan.pairs().map(|(k, c)| case_name(k, c)).collect();
+    let expected = all
+        .pairs()
+        .filter(|&(k, c)| case_name(k, c).contains(SMALL_CASES))
+        .count();
+    println!("{} of {} cases: {want:?}", plan.len(), all.len());
+    assert_eq!(plan.len(), expected);
+    assert_eq!(plan.len(), 12, "3 kernels x 2 dtypes x causal and not");
+
+    let (code, stdout, stderr) = cuattn_str(&["check", "--device", "emu", "--filter", SMALL_CASES]);
+    assert_eq!(code, 0, "{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), want.len() + 1, "{stdout}");
+    for (line, name) in lines.iter().zip(&want) {
+        let (kernel, case) = name.split_once(' ').unwrap();
+        assert!(
+            line.starts_with(kernel) && line.contains(case) && line.ends_with("PASS"),
+            "`{name}` in `{line}`"
+        );
+    }
+    assert_eq!(
+        lines.last().unwrap(),
+        &format!("check: {} passed, 0 failed", want.len())
+    );
+    // The kernel is part of the name.
+    let (code, stdout, _) = cuattn_str(&[
+        "check",
+        "--device",
+        "emu",
+        "--filter",
+        &format!("mma_simple f16 b1 {SMALL_CASES}"),
+    ]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        stdout.lines().count(),
+        3,
+        "causal and not, then the summary: {stdout}"
+    );
+}
+
+#[test]
+fn check_filter_matching_nothing_exits_2_naming_filter() {
+    let (code, stdout, stderr) = cuattn_str(&["check", "--device", "emu", "--filter", "d1000"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stdout.is_empty(), "nothing ran: {stdout}");
+    assert!(
+        stderr.contains("`filter`") && stderr.contains("d1000") && stderr.contains("flash bf16"),
+        "names the argument, the value and what names look like: {stderr}"
+    );
+}
+
+#[test]
+fn check_seed_0_is_the_default_and_another_seed_draws_other_inputs() {
+    let filter = format!("naive bf16 b1 {SMALL_CASES}");
+    let run = |seed: Option<&str>| {
+        let mut args = vec!["check", "--device", "emu", "--json", "--filter", &filter];
+        if let Some(seed) = seed {
+            args.extend(["--seed", seed]);
+        }
+        let (code, stdout, stderr) = cuattn_str(&args);
+        assert_eq!(code, 0, "{stderr}");
+        let rows: Vec<serde_json::Value> = stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(rows.len(), 2, "{stdout}");
+        assert!(rows.iter().all(|r| r["pass"] == true), "{stdout}");
+        rows
+    };
+    let default = run(None);
+    assert_eq!(default, run(Some("0")), "--seed 0 is the default");
+    for seed in ["1", "18446744073709551615"] {
+        let other = run(Some(seed));
+        for (a, b) in default.iter().zip(&other) {
+            assert_eq!(a["case"], b["case"]);
+            assert_ne!(
+                a["max_abs_err"], b["max_abs_err"],
+                "--seed {seed}: other inputs, other errors"
+            );
+        }
+    }
+    let (code, _, stderr) = cuattn_str(&["check", "--seed", "-1"]);
+    assert_eq!(code, 2, "{stderr}");
+}
+
+#[test]
+fn device_takes_auto_emu_gpu_and_gpu_n() {
+    let (code, help, _) = cuattn_str(&["check", "--help"]);
+    assert_eq!(code, 0);
+    for value in ["auto", "emu", "gpu", "gpu:N"] {
+        assert!(help.contains(value), "`{value}` in {help}");
+    }
+    for bad in ["cpu", "gpu:", "gpu:x", "gpu:-1", "gpu0"] {
+        let (code, stdout, stderr) = cuattn_str(&["check", "--device", bad, "--filter", "x"]);
+        assert_eq!(code, 2, "{bad}: {stderr}");
+        assert!(stdout.is_empty());
+        assert!(
+            stderr.contains("--device") && stderr.contains("gpu:N"),
+            "{stderr}"
+        );
+    }
+    // No machine has GPU 999: a runtime error naming it, before any case runs (with or without
+    // a GPU, a driver, or CUDA kernels in the build).
+    let (code, stdout, stderr) =
+        cuattn_str(&["check", "--device", "gpu:999", "--filter", SMALL_CASES]);
+    assert_eq!(code, 3, "{stderr}");
+    assert!(stdout.is_empty(), "{stdout}");
+    assert!(stderr.contains("gpu:999"), "{stderr}");
+    let (code, _, stderr) = cuattn_str(&[
+        "run",
+        "attention",
+        "--q",
+        "q.npy",
+        "--k",
+        "k.npy",
+        "--v",
+        "v.npy",
+        "--out",
+        "o.npy",
+        "--device",
+        "gpu:x",
+    ]);
+    assert_eq!(code, 2, "{stderr}");
+}
+
+/// `check` where it cannot run on the GPU it is asked for (no GPU here, or, on a GPU machine, a
+/// build without CUDA kernels): one error, exit 3, no case run. On a GPU machine whose build
+/// has the kernels there is nothing to refuse.
+#[test]
+fn check_on_a_gpu_it_cannot_use_says_so_once_and_exits_3() {
+    let gpu = cuattn::probe_cuda().is_available();
+    if gpu && cuattn::build_info::HAS_CUDA_KERNELS {
+        println!("skipped: this build runs its kernels on this machine's GPU");
+        return;
+    }
+    let (code, stdout, stderr) = cuattn_str(&["check", "--device", "gpu", "--filter", SMALL_CASES]);
+    assert_eq!(code, 3, "{stderr}");
+    assert!(stdout.is_empty(), "no case ran: {stdout}");
+    assert_eq!(stderr.lines().count(), 1, "said once: {stderr}");
+    if gpu {
+        // The GPU machine with an emulator-only build: `auto` refuses the same way.
+        assert!(stderr.contains("no CUDA kernels"), "{stderr}");
+        let (code, stdout, stderr) = cuattn_str(&["check", "--filter", SMALL_CASES]);
+        assert_eq!(code, 3, "{stderr}");
+        assert!(
+            stdout.is_empty() && stderr.contains("--device emu"),
+            "{stderr}"
+        );
+    } else {
+        assert!(stderr.contains("no GPU"), "{stderr}");
+    }
+}
+
+#[test]
+fn kernel_flags_take_the_kernels_names() {
+    let (code, help, _) = cuattn_str(&["run", "attention", "--help"]);
+    assert_eq!(code, 0);
+    assert!(
+        help.contains("[possible values: naive, mma_simple, flash]"),
+        "{help}"
+    );
+    let (code, help, _) = cuattn_str(&["bench", "--help"]);
+    assert_eq!(code, 0);
+    assert!(
+        help.contains("[possible values: all, naive, mma_simple, flash]"),
+        "{help}"
+    );
+    for bad in ["mma-simple", "Flash", "flash,warp9"] {
+        let (code, _, stderr) = cuattn_str(&[
+            "bench", "--family", "prefill", "--device", "emu", "--quick", "--kernel", bad,
+        ]);
+        assert_eq!(code, 2, "{bad}: {stderr}");
+        assert!(stderr.contains("mma_simple"), "lists the kernels: {stderr}");
+    }
+}
+
+/// (query, key) pairs a bottom-right causal mask leaves, counted pair by pair.
+fn causal_pairs(sq: usize, sk: usize) -> u64 {
+    let mut n = 0;
+    for i in 0..sq as i64 {
+        for j in 0..sk as i64 {
+            if j <= i + sk as i64 - sq as i64 {
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
+/// `cuattn bench --family prefill --device emu --quick` with `extra` and `--json`: exit code,
+/// stdout, stderr and the report (when written).
+fn bench_prefill(
+    dir: &TempDir,
+    extra: &[&str],
+) -> (i32, String, String, Option<serde_json::Value>) {
+    let json = dir.path("bench.json");
+    let _ = std::fs::remove_file(&json);
+    let mut args = vec!["bench", "--family", "prefill", "--device", "emu", "--quick"];
+    args.extend_from_slice(extra);
+    let json_arg = json.display().to_string();
+    args.extend(["--json", &json_arg]);
+    let (code, stdout, stderr) = cuattn_str(&args);
+    let report = std::fs::read_to_string(&json)
+        .ok()
+        .map(|text| serde_json::from_str(&text).unwrap());
+    (code, stdout, stderr, report)
+}
+
+#[test]
+fn bench_times_the_shapes_given_causal_or_not() {
+    let dir = TempDir::new("bench-shapes");
+    // (b, sq, sk, h, hkv, d): fewer queries than keys (a cached prefix), more, and equal.
+    let shapes = [
+        (1, 33, 70, 4, 2, 64),
+        (1, 40, 17, 2, 1, 32),
+        (2, 16, 16, 2, 2, 64),
+    ];
+    let args: Vec<String> = shapes
+        .iter()
+        .map(|(b, sq, sk, h, hkv, d)| format!("{b},{sq},{sk},{h},{hkv},{d}"))
+        .collect();
+    for causal in [false, true] {
+        let mut extra = vec!["--kernel", "naive,flash"];
+        for a in &args {
+            extra.extend(["--shape", a.as_str()]);
+        }
+        if causal {
+            extra.push("--causal");
+        }
+        let (code, stdout, stderr, report) = bench_prefill(&dir, &extra);
+        assert_eq!(code, 0, "{stderr}");
+        let report = report.expect("the JSON report");
+        let rows = report["rows"].as_array().unwrap();
+        assert_eq!(rows.len(), 2 * shapes.len(), "{stdout}");
+        for (row, (kernel, &(b, sq, sk, h, hkv, d))) in rows.iter().zip(
+            ["naive", "flash"]
+                .into_iter()
+                .flat_map(|k| shapes.iter().map(move |s| (k, s))),
+        ) {
+            assert_eq!(row["kernel"], kernel);
+            for (key, want) in [
+                ("batch", b),
+                ("seqlen_q", sq),
+                ("seqlen_k", sk),
+                ("heads", h),
+                ("kv_heads", hkv),
+                ("head_dim", d),
+            ] {
+                assert_eq!(row[key], want, "{key} of {row}");
+            }
+            assert_eq!(row["causal"], causal);
+            let per_head = if causal {
+                causal_pairs(sq, sk)
+            } else {
+                (sq * sk) as u64
+            };
+            assert_eq!(row["visible_pairs"], per_head * (b * h) as u64, "{row}");
+            assert!(row["error"].is_null(), "{row}");
+            assert!(row["ms"].as_f64().unwrap() > 0.0, "{row}");
+        }
+        assert!(stdout.contains("b1 sq33 sk70 h4/2 d64"), "{stdout}");
+        assert!(stdout.contains("b2 s16 h2/2 d64"), "{stdout}");
+    }
+}
+
+#[test]
+fn bench_refuses_bad_shapes_naming_the_field_before_anything_runs() {
+    let dir = TempDir::new("bench-bad-shapes");
+    for (shape, wants) in [
+        ("1,16,16,2,2", vec!["5 fields"]),
+        ("1,16,16,2,2,64,1", vec!["7 fields"]),
+        ("0,16,16,2,2,64", vec!["batch 0"]),
+        ("1,0,16,2,2,64", vec!["seqlen_q 0"]),
+        ("1,16,0,2,2,64", vec!["seqlen_k 0"]),
+        ("1,16,16,x,2,64", vec!["heads `x`"]),
+        ("1,16,16,4,3,64", vec!["kv_heads 3", "heads 4"]),
+        ("1,16,16,2,2,100", vec!["head_dim 100", "multiple of 8"]),
+        ("1,16,16,2,2,264", vec!["head_dim 264"]),
+        ("65536,65536,16,64,1,128", vec!["q", "2^31"]),
+    ] {
+        // A good shape first: the bad one is refused all the same, before anything is timed.
+        let (code, stdout, stderr, report) =
+            bench_prefill(&dir, &["--shape", "1,16,16,2,2,64", "--shape", shape]);
+        assert_eq!(code, 2, "{shape}: {stderr}");
+        assert!(
+            stdout.is_empty() && report.is_none(),
+            "{shape}: nothing ran"
+        );
+        assert!(
+            stderr.contains("--shape") && stderr.contains(shape),
+            "{stderr}"
+        );
+        for want in wants {
+            assert!(stderr.contains(want), "{shape}: `{want}` in {stderr}");
+        }
+    }
+    // --head-dim picks among the built-in shapes, which --shape replaces.
+    let (code, _, stderr, report) =
+        bench_prefill(&dir, &["--shape", "1,16,16,2,2,64", "--head-dim", "64"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        report.is_none() && stderr.contains("`head_dim`"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn bench_shape_and_causal_are_refused_by_the_other_families() {
+    for family in ["decode", "sparse", "linear"] {
+        for extra in [vec!["--shape", "1,16,16,2,2,64"], vec!["--causal"]] {
+            let mut args = vec!["bench", "--family", family, "--device", "emu", "--quick"];
+            args.extend(&extra);
+            let (code, stdout, stderr) = cuattn_str(&args);
+            assert_eq!(code, 2, "{family} {extra:?}: {stderr}");
+            assert!(stdout.is_empty());
+            assert!(
+                stderr.contains(extra[0]) && stderr.contains("--family prefill only"),
+                "{stderr}"
+            );
+        }
+    }
+}
+
+#[test]
+fn causal_only_keeps_the_causal_shapes_and_refuses_a_run_without_any() {
+    use cuattn::bench::{select_shapes, BenchConfig, PrefillShape};
+    let shape = |s: &str, causal: bool| PrefillShape {
+        causal,
+        ..s.parse::<PrefillShape>().unwrap()
+    };
+    let given = vec![
+        shape("1,16,16,2,2,64", false),
+        shape("1,32,64,4,1,128", true),
+        shape("2,8,8,2,1,64", true),
+    ];
+    let config =
+        |shapes: Vec<PrefillShape>, causal_only: bool, head_dims: Vec<usize>| BenchConfig {
+            kernels: vec![cuattn::Kernel::DEFAULT],
+            quick: true,
+            commit: None,
+            head_dims,
+            flash_tiles: cuattn::FlashTiles::Auto,
+            softcap: None,
+            shapes,
+            causal_only,
+        };
+    let device = cuattn::Device::emulator();
+    let all = select_shapes(&device, &config(given.clone(), false, vec![])).unwrap();
+    assert_eq!(all, given);
+    let causal = select_shapes(&device, &config(given.clone(), true, vec![])).unwrap();
+    assert_eq!(causal, given[1..]);
+    let d64 = select_shapes(&device, &config(given.clone(), true, vec![64])).unwrap();
+    assert_eq!(d64, given[2..]);
+    let err = select_shapes(&device, &config(given[..1].to_vec(), true, vec![])).unwrap_err();
+    assert!(err.to_string().contains("causal_only"), "{err}");
+    // Without shapes given, the built-in ones (the emulator's one causal shape).
+    let builtin = select_shapes(&device, &config(vec![], true, vec![])).unwrap();
+    assert_eq!(builtin, [cuattn::bench::emulator_shape()]);
+    assert_eq!(given[1].label(), "b1 sq32 sk64 h4/1 d128");
+    assert_eq!(given[0].label(), "b1 s16 h2/2 d64");
+}
+
+#[test]
+fn info_json_is_one_object_that_agrees_with_the_text() {
+    let (code, stdout, stderr) = cuattn_str(&["info", "--json"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout.lines().count(), 1, "one line: {stdout}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert!(v.is_object());
+    assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(v["gpu_kernels_built"], cuattn::build_info::HAS_CUDA_KERNELS);
+    assert_eq!(
+        v["kernels"],
+        serde_json::json!(["naive", "mma_simple", "flash"])
+    );
+    let (_, text, _) = cuattn_str(&["info"]);
+    let gpus = v["gpus"].as_array().unwrap();
+    match v["no_gpu"].as_str() {
+        Some(why) => {
+            assert!(gpus.is_empty());
+            assert!(text.contains(&format!("device: no GPU ({why})")), "{text}");
+        }
+        None => assert_eq!(gpus.len(), text.matches("device: ").count(), "{text}"),
+    }
+    let tiles: Vec<String> = v["flash_head_dim_tiles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.to_string())
+        .collect();
+    assert!(
+        text.contains(&format!("flash head-dim tiles: {}", tiles.join(", "))),
+        "{text}"
+    );
+}
+
+#[test]
+fn an_output_that_cannot_be_written_is_a_runtime_error_and_a_missing_input_a_usage_error() {
+    let setup = BadInputSetup::new("exit-3-out");
+    let mut args = strings(&["run", "attention", "--device", "emu"]);
+    for name in ["q", "k", "v"] {
+        args.extend(path_arg(
+            &format!("--{name}"),
+            &setup.dir.path(&format!("{name}.npy")),
+        ));
+    }
+    let mut unwritable = args.clone();
+    unwritable.extend(path_arg("--out", &setup.dir.path("no-such-dir/out.npy")));
+    let output = cuattn(&unwritable);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("no-such-dir"), "{stderr}");
+    let (code, stderr) = setup.run(&[("--k", setup.dir.path("missing.npy"))], &[]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("`k`") && stderr.contains("missing.npy"),
+        "{stderr}"
+    );
+}
+
+/// The progress bar: drawn on stderr when it is a terminal (a pseudo-terminal from util-linux's
+/// `script`), absent when stderr is a pipe, as under this test runner.
+#[test]
+fn progress_is_drawn_on_a_terminal_and_absent_from_pipes() {
+    let (code, _, stderr) = cuattn_str(&["check", "--device", "emu", "--filter", SMALL_CASES]);
+    assert_eq!(code, 0);
+    assert!(stderr.is_empty(), "nothing on a piped stderr: {stderr:?}");
+    let dir = TempDir::new("bench-progress");
+    let (code, _, stderr, _) = bench_prefill(&dir, &["--shape", "1,16,16,2,2,64"]);
+    assert_eq!(code, 0);
+    assert!(stderr.is_empty(), "{stderr:?}");
+
+    let script = Command::new("script").arg("--version").output();
+    if !script.is_ok_and(|o| o.status.success()) {
+        println!("skipped the terminal half: no `script` (util-linux) on this machine");
+        return;
+    }
+    let command = format!(
+        "'{}' check --device emu --filter '{SMALL_CASES}' > /dev/null",
+        env!("CARGO_BIN_EXE_cuattn")
+    );
+    let output = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .output()
+        .unwrap();
+    let terminal = String::from_utf8_lossy(&output.stdout);
+    println!("{terminal:?}");
+    assert!(output.status.success(), "{terminal}");
+    assert!(terminal.contains("/12 cases"), "the bar: {terminal:?}");
+    assert!(!terminal.contains("PASS"), "the table went to /dev/null");
 }

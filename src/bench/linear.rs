@@ -73,6 +73,7 @@ pub fn gpu_shape(seqlen: usize) -> PrefillShape {
     PrefillShape {
         batch: 1,
         seqlen,
+        seqlen_k: seqlen,
         heads: HEADS.0,
         kv_heads: HEADS.1,
         head_dim: HEAD_DIM,
@@ -85,6 +86,7 @@ pub fn emulator_shape(seqlen: usize) -> PrefillShape {
     PrefillShape {
         batch: 1,
         seqlen,
+        seqlen_k: seqlen,
         heads: 2,
         kv_heads: 1,
         head_dim: 64,

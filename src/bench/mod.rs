@@ -68,20 +68,23 @@ const MMA_ADD_PER_MMA: f64 = 48.0;
 /// Seed of the random inputs.
 const INPUT_SEED: u64 = 0x5eed_be4c;
 
-/// One prefill problem: q, k, v of `seqlen` tokens, bf16, no window beyond the causal mask.
+/// One prefill problem: q of `seqlen` tokens, k and v of `seqlen_k` (the same in the built-in
+/// shapes), bf16, no window beyond the causal mask.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct PrefillShape {
-    /// Sequences of the batch.
+    /// Sequences.
     pub batch: usize,
-    /// Tokens of each sequence, queries and keys alike.
+    /// Query tokens of each sequence (seqlen_q).
     pub seqlen: usize,
+    /// Key and value tokens of each sequence.
+    pub seqlen_k: usize,
     /// Query heads.
     pub heads: usize,
-    /// Key and value heads: a divisor of `heads`.
+    /// Key and value heads (a divisor of `heads`).
     pub kv_heads: usize,
-    /// Elements of each head's vector.
+    /// Elements of each head's row.
     pub head_dim: usize,
-    /// Whether the causal mask applies.
+    /// Causal mask, bottom-right aligned when the lengths differ.
     pub causal: bool,
 }
 
@@ -92,6 +95,7 @@ impl PrefillShape {
         PrefillShape {
             batch: (TOKENS / seqlen).max(1),
             seqlen,
+            seqlen_k: seqlen,
             heads: MODEL_DIM / head_dim,
             kv_heads: MODEL_DIM / head_dim,
             head_dim,
@@ -105,6 +109,7 @@ impl PrefillShape {
         PrefillShape {
             batch: (TOKENS / seqlen).max(1),
             seqlen,
+            seqlen_k: seqlen,
             heads,
             kv_heads,
             head_dim,
@@ -112,15 +117,21 @@ impl PrefillShape {
         }
     }
 
-    /// `b8 s2048 h16/16 d128`: batch, sequence length, heads / KV heads, head dim.
+    /// `b8 s2048 h16/16 d128`: batch, sequence length, heads / KV heads, head dim; `b1 sq100
+    /// sk300 h32/8 d128` when the query and key lengths differ.
     pub fn label(&self) -> String {
+        let lengths = if self.seqlen == self.seqlen_k {
+            format!("s{}", self.seqlen)
+        } else {
+            format!("sq{} sk{}", self.seqlen, self.seqlen_k)
+        };
         format!(
-            "b{} s{} h{}/{} d{}",
-            self.batch, self.seqlen, self.heads, self.kv_heads, self.head_dim
+            "b{} {lengths} h{}/{} d{}",
+            self.batch, self.heads, self.kv_heads, self.head_dim
         )
     }
 
-    /// The attention options of the shape: its causal flag, everything else the default.
+    /// The attention options of the shape: its causal mask, nothing else.
     pub fn options(&self) -> AttentionOptions {
         AttentionOptions {
             causal: self.causal,
@@ -133,14 +144,18 @@ impl PrefillShape {
         [self.batch, self.seqlen, self.heads, self.head_dim]
     }
 
-    /// k and v: [batch, seqlen, kv_heads, head_dim].
+    /// k and v: [batch, seqlen_k, kv_heads, head_dim].
     pub fn kv_shape(&self) -> [usize; 4] {
-        [self.batch, self.seqlen, self.kv_heads, self.head_dim]
+        [self.batch, self.seqlen_k, self.kv_heads, self.head_dim]
     }
 
     /// (query, key) pairs the mask leaves visible, over every sequence and head.
     pub fn visible_pairs(&self) -> u64 {
-        let per_head = visible_pairs(self.seqlen, self.seqlen, self.options().effective_window());
+        let per_head = visible_pairs(
+            self.seqlen,
+            self.seqlen_k,
+            self.options().effective_window(),
+        );
         per_head * (self.batch * self.heads) as u64
     }
 
@@ -148,6 +163,71 @@ impl PrefillShape {
     /// O = P V); masked pairs count for nothing, so causal is about half of full.
     pub fn flops(&self) -> f64 {
         4.0 * self.visible_pairs() as f64 * self.head_dim as f64
+    }
+}
+
+impl std::str::FromStr for PrefillShape {
+    type Err = Error;
+
+    /// `b,sq,sk,h,hkv,d` (`cuattn bench --shape`), non-causal: six positive integers, `hkv`
+    /// dividing `h`, `d` a multiple of 8 up to 256, q and k/v of at most 2^31 elements each.
+    /// `Error::InvalidArgument` naming `shape` and the field it refuses.
+    fn from_str(s: &str) -> Result<PrefillShape> {
+        const FIELDS: [&str; 6] = [
+            "batch", "seqlen_q", "seqlen_k", "heads", "kv_heads", "head_dim",
+        ];
+        let refuse = |why: String| {
+            Error::invalid(
+                "shape",
+                format!("`{s}`: {why} (expected b,sq,sk,h,hkv,d, e.g. 1,4096,4096,32,8,128)"),
+            )
+        };
+        let parts: Vec<&str> = s.split(',').map(str::trim).collect();
+        if parts.len() != FIELDS.len() {
+            return Err(refuse(format!("{} fields, not 6", parts.len())));
+        }
+        let mut v = [0usize; 6];
+        for ((value, part), field) in v.iter_mut().zip(&parts).zip(FIELDS) {
+            *value = match part.parse::<usize>() {
+                Ok(n) if n > 0 => n,
+                Ok(_) => return Err(refuse(format!("{field} 0: must be at least 1"))),
+                Err(_) => return Err(refuse(format!("{field} `{part}` is not a whole number"))),
+            };
+        }
+        let [batch, seqlen, seqlen_k, heads, kv_heads, head_dim] = v;
+        if !heads.is_multiple_of(kv_heads) {
+            return Err(refuse(format!(
+                "kv_heads {kv_heads} does not divide heads {heads} (GQA groups are whole)"
+            )));
+        }
+        if !head_dim.is_multiple_of(8) || head_dim > 256 {
+            return Err(refuse(format!(
+                "head_dim {head_dim}: must be a multiple of 8 up to 256"
+            )));
+        }
+        // The kernels index with 32-bit element offsets within a tensor.
+        let limit = 1usize << 31;
+        for (name, dims) in [
+            ("q", [batch, seqlen, heads]),
+            ("k and v", [batch, seqlen_k, kv_heads]),
+        ] {
+            let elements = dims
+                .iter()
+                .try_fold(head_dim, |acc, &d| acc.checked_mul(d))
+                .filter(|&n| n <= limit);
+            if elements.is_none() {
+                return Err(refuse(format!("{name} would hold more than 2^31 elements")));
+            }
+        }
+        Ok(PrefillShape {
+            batch,
+            seqlen,
+            seqlen_k,
+            heads,
+            kv_heads,
+            head_dim,
+            causal: false,
+        })
     }
 }
 
@@ -211,6 +291,7 @@ pub fn emulator_shape() -> PrefillShape {
     PrefillShape {
         batch: 2,
         seqlen: 128,
+        seqlen_k: 128,
         heads: 2,
         kv_heads: 1,
         head_dim: 64,
@@ -641,6 +722,10 @@ pub struct BenchConfig {
     /// A soft cap on every shape's scores (Gemma 2 caps at 50); `None`: none, the benchmark's
     /// convention.
     pub softcap: Option<f32>,
+    /// The shapes to time (a model's own), in place of [`shapes_for`]'s; empty: those.
+    pub shapes: Vec<PrefillShape>,
+    /// Only the causal shapes.
+    pub causal_only: bool,
 }
 
 /// A whole benchmark run.
@@ -697,21 +782,7 @@ pub fn run_prefill(
             ));
         }
     }
-    let mut shapes = shapes_for(device, config.quick);
-    if !config.head_dims.is_empty() {
-        let run_dims: std::collections::BTreeSet<usize> =
-            shapes.iter().map(|shape| shape.head_dim).collect();
-        shapes.retain(|shape| config.head_dims.contains(&shape.head_dim));
-        if shapes.is_empty() {
-            return Err(Error::invalid(
-                "head_dims",
-                format!(
-                    "{:?} selects none of this run's shapes (head dims {run_dims:?})",
-                    config.head_dims
-                ),
-            ));
-        }
-    }
+    let shapes = select_shapes(device, config)?;
     let mut timer = Timer::new(device)?;
     let ceiling = measure_mma_ceiling(device, &mut timer)?;
     let mut report = BenchReport {
@@ -742,6 +813,41 @@ pub fn run_prefill(
         }
     }
     Ok(report)
+}
+
+/// The shapes [`run_prefill`] times on `device`: `config.shapes` when given, else those of
+/// [`shapes_for`]; then those of `config.head_dims` (when given) and the causal ones (with
+/// `config.causal_only`). `Error::InvalidArgument` naming the setting that leaves none.
+pub fn select_shapes(device: &Device, config: &BenchConfig) -> Result<Vec<PrefillShape>> {
+    let mut shapes = if config.shapes.is_empty() {
+        shapes_for(device, config.quick)
+    } else {
+        config.shapes.clone()
+    };
+    if !config.head_dims.is_empty() {
+        let run_dims: std::collections::BTreeSet<usize> =
+            shapes.iter().map(|shape| shape.head_dim).collect();
+        shapes.retain(|shape| config.head_dims.contains(&shape.head_dim));
+        if shapes.is_empty() {
+            return Err(Error::invalid(
+                "head_dims",
+                format!(
+                    "{:?} selects none of this run's shapes (head dims {run_dims:?})",
+                    config.head_dims
+                ),
+            ));
+        }
+    }
+    if config.causal_only {
+        shapes.retain(|shape| shape.causal);
+        if shapes.is_empty() {
+            return Err(Error::invalid(
+                "causal_only",
+                "none of this run's shapes is causal",
+            ));
+        }
+    }
+    Ok(shapes)
 }
 
 /// Milliseconds of each timed run of `kernel` on `shape`. On a GPU an untimed first run (module
@@ -804,7 +910,7 @@ impl BenchRow {
             shape: s.label(),
             batch: s.batch,
             seqlen_q: s.seqlen,
-            seqlen_k: s.seqlen,
+            seqlen_k: s.seqlen_k,
             heads: s.heads,
             kv_heads: s.kv_heads,
             head_dim: s.head_dim,

@@ -236,6 +236,7 @@ pub fn gpu_shape((heads, kv_heads): (usize, usize), causal: bool) -> PrefillShap
     PrefillShape {
         batch: 1,
         seqlen: SEQLEN,
+        seqlen_k: SEQLEN,
         heads,
         kv_heads,
         head_dim: HEAD_DIM,
@@ -303,6 +304,7 @@ pub fn emulator_shape(causal: bool) -> PrefillShape {
     PrefillShape {
         batch: 1,
         seqlen: 241,
+        seqlen_k: 241,
         heads: 2,
         kv_heads: 1,
         head_dim: 64,
@@ -368,6 +370,7 @@ pub const TARGET: SparseTarget = SparseTarget {
     shape: PrefillShape {
         batch: 1,
         seqlen: SEQLEN,
+        seqlen_k: SEQLEN,
         heads: MHA_HEADS.0,
         kv_heads: MHA_HEADS.1,
         head_dim: HEAD_DIM,

@@ -13,6 +13,7 @@ use crate::approx::report::{
 use crate::error::{Error, Result};
 use crate::npy;
 
+/// The flags of `cuattn approx-report`.
 #[derive(clap::Args)]
 pub struct ApproxReportArgs {
     /// Queries, float32 or float16 [batch, seqlen_q, heads, head_dim], e.g. saved from a model
@@ -41,7 +42,7 @@ pub struct ApproxReportArgs {
     #[arg(long, value_name = "FILE.png")]
     plot: Option<PathBuf>,
     /// Where the kernels run; times are taken on a GPU only.
-    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    #[arg(long, default_value_t = DeviceChoice::Auto)]
     device: DeviceChoice,
 }
 
@@ -94,15 +95,8 @@ pub fn approx_report_command(args: &ApproxReportArgs) -> Result<ExitCode> {
                 ));
             }
             // A file's error names the flag that gave it.
-            let read = |flag: &str, path: &PathBuf| {
-                npy::read_f32(path).map_err(|e| match e {
-                    Error::Io { path, msg, source } => Error::Io {
-                        path,
-                        msg: format!("{msg} (given as --{flag})"),
-                        source,
-                    },
-                    other => other,
-                })
+            let read = |flag: &'static str, path: &PathBuf| {
+                npy::read_f32(path).map_err(|e| super::run::with_flag(flag, e))
             };
             let (q_arr, k_arr, v_arr) = (read("q", q)?, read("k", k)?, read("v", v)?);
             let source = format!(

@@ -125,6 +125,7 @@ impl KvDtype {
     }
 }
 
+/// The flags of `cuattn kv-plan`.
 #[derive(Args)]
 pub struct KvPlanArgs {
     #[arg(long, value_name = "NAME", help = model_help())]

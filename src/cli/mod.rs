@@ -7,7 +7,10 @@
 //! their costs).
 
 mod approx_report;
+mod args;
+mod info;
 mod kv_plan;
+mod progress;
 mod run;
 
 use std::process::ExitCode;
@@ -18,15 +21,43 @@ use crate::attention::{FlashTiles, Kernel};
 use crate::bench::decode::{DecodeConfig, DecodeReport};
 use crate::bench::linear::{LinearBenchConfig, LinearBenchKernel, LinearReport};
 use crate::bench::sparse::{SparseConfig, SparseReport};
-use crate::bench::{table_header, BenchConfig, BenchReport, EMULATOR_NOTE};
-use crate::device::{probe_cuda, CudaProbe, Device};
+use crate::bench::{table_header, BenchConfig, BenchReport, PrefillShape, EMULATOR_NOTE};
 use crate::error::{Error, Result};
+pub use args::{
+    kernel_parser, BenchKernelArg, DeviceChoice, DeviceChoiceParser, DeviceTarget, KernelArg,
+};
+use progress::Progress;
+
+/// Exit status of a command that ran to its end and found nothing wrong.
+pub const EXIT_SUCCESS: u8 = 0;
+/// Exit status of a command that ran to its end and found a failure: a `check` case that did
+/// not match the reference, a `bench` row (or `approx-report` method) that could not run.
+pub const EXIT_FAILED: u8 = 1;
+/// Exit status of a refused command line: clap's own errors (an unknown flag, a value of the
+/// wrong form) and the values cuattn refuses before or while it uses them (a shape, a filter
+/// matching nothing, an input file that cannot be read or does not fit).
+pub const EXIT_USAGE: u8 = 2;
+/// Exit status of a command that could not run to its end: no such GPU, a build without the
+/// kernels the device needs, a failed launch, an output file that cannot be written.
+pub const EXIT_RUNTIME: u8 = 3;
+
+/// The exit statuses, as `cuattn --help` lists them.
+const EXIT_STATUS_HELP: &str = "\
+Exit status:
+  0  success
+  1  a check failed (check), or a row or method could not run (bench, approx-report); a
+     benchmark's missed target is printed, not failed
+  2  usage error: the command line was refused (an unknown flag or value, a bad shape, a
+     --filter matching nothing, an input file that cannot be read or does not fit)
+  3  runtime error: no such device, a build without CUDA kernels on a GPU, a failed launch,
+     an output file that cannot be written";
 
 #[derive(Parser)]
 #[command(
     name = "cuattn",
     version,
-    about = "CUDA attention kernels, checked and benchmarked"
+    about = "CUDA attention kernels, checked and benchmarked",
+    after_help = EXIT_STATUS_HELP
 )]
 struct Cli {
     #[command(subcommand)]
@@ -36,7 +67,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Version, devices found, GPU kernels built and their ptxas resources.
-    Info,
+    Info(info::InfoArgs),
     /// Runs every kernel family over a grid of shapes against the f64 reference.
     Check(CheckArgs),
     /// Runs one kernel on tensors from .npy files (dense, with --paged over a paged KV cache, or
@@ -56,34 +87,32 @@ enum Command {
     ApproxReport(approx_report::ApproxReportArgs),
 }
 
-/// Which device(s) to use.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum DeviceChoice {
-    /// The GPU when one answers, otherwise the emulator.
-    Auto,
-    /// The CPU emulator.
-    Emu,
-    /// The first GPU (an error when there is none).
-    Gpu,
-}
-
-impl DeviceChoice {
-    pub fn open(self) -> Result<Device> {
-        match self {
-            DeviceChoice::Auto => Ok(Device::auto()),
-            DeviceChoice::Emu => Ok(Device::emulator()),
-            DeviceChoice::Gpu => Device::cuda(0),
-        }
+/// The exit status a failed command ends with: [`EXIT_USAGE`] for an argument refused
+/// (`Error::InvalidArgument`: every such error the CLI meets names a flag or an input file's
+/// contents), [`EXIT_RUNTIME`] for anything else.
+pub fn exit_status(error: &Error) -> u8 {
+    match error {
+        Error::InvalidArgument { .. } => EXIT_USAGE,
+        _ => EXIT_RUNTIME,
     }
 }
 
 #[derive(clap::Args)]
 struct CheckArgs {
-    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    /// Where the kernels run.
+    #[arg(long, default_value_t = DeviceChoice::Auto)]
     device: DeviceChoice,
     /// Print one JSON object per case instead of a table.
     #[arg(long)]
     json: bool,
+    /// Check only the cases whose name (the kernel, then the case, as the table lists them:
+    /// `flash bf16 b1 sq97 sk113 h2/1 d64 causal`) contains this text; matching none is an error.
+    #[arg(long, value_name = "TEXT")]
+    filter: Option<String>,
+    /// Added to each case's own fixed input seed: 0 (the default) draws the inputs every run has
+    /// checked, another value new ones.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    seed: u64,
     /// The flash kernel's tile table: auto (per shape), compact, or wide (sm_90 running the sm_90a
     /// code, and the emulator); forcing one checks it on every shape.
     #[arg(long, value_name = "TILES", default_value = "auto")]
@@ -98,7 +127,7 @@ struct CheckArgs {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Info => info(),
+        Command::Info(args) => info::info(&args),
         Command::Check(args) => check(&args),
         Command::Run(cmd) => run::run(cmd),
         Command::Bench(args) => bench(&args),
@@ -109,83 +138,50 @@ pub fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e}");
-            ExitCode::from(2)
+            ExitCode::from(exit_status(&e))
         }
     }
-}
-
-fn info() -> Result<ExitCode> {
-    println!("cuattn {}", env!("CARGO_PKG_VERSION"));
-    match probe_cuda() {
-        CudaProbe::Available(n) => {
-            for ordinal in 0..n {
-                match Device::cuda(ordinal) {
-                    Ok(d) => {
-                        println!("device: {}", d.name());
-                        match crate::attention::flash_wide_tiles(&d) {
-                            Ok(()) => println!(
-                                "  flash tile tables: compact and wide (the GPU runs the sm_90a \
-                                 code)"
-                            ),
-                            Err(why) => println!("  flash tile tables: compact ({why})"),
-                        }
-                    }
-                    Err(e) => println!("device: gpu{ordinal} unusable: {e}"),
-                }
-            }
-        }
-        CudaProbe::Unavailable(why) => {
-            println!("device: no GPU ({why}); the emulator runs kernels")
-        }
-    }
-    if crate::build_info::HAS_CUDA_KERNELS {
-        println!(
-            "GPU kernels: built for {}",
-            crate::build_info::CUDA_ARCHS.join(", ")
-        );
-        println!();
-        println!(
-            "{:<48} {:>7} {:>5} {:>7} {:>6} {:>7}",
-            "kernel", "arch", "regs", "smem", "stack", "spills"
-        );
-        for r in crate::build_info::kernel_resources(crate::build_info::PTXAS_REPORT) {
-            println!(
-                "{:<48} {:>7} {:>5} {:>7} {:>6} {:>7}",
-                r.short_name(),
-                r.arch,
-                r.registers,
-                r.shared_bytes,
-                r.stack_frame_bytes,
-                r.spill_store_bytes + r.spill_load_bytes
-            );
-        }
-    } else {
-        println!("GPU kernels: not built (nvcc was not found when cuattn was built)");
-    }
-    Ok(ExitCode::SUCCESS)
 }
 
 fn check(args: &CheckArgs) -> Result<ExitCode> {
+    let selection = crate::check::CaseSelection {
+        filter: args.filter.clone(),
+        seed: args.seed,
+    };
+    // The selection is refused (a filter matching nothing) before a device is opened.
+    let plan = crate::check::CheckPlan::new(&selection)?;
     let device = args.device.open()?;
     // The cases run on this thread, which is what the setting applies to.
     crate::attention::set_flash_tiles(args.flash_tiles);
     let options = crate::check::CheckOptions {
         traffic: args.traffic,
     };
-    let report = crate::check::run_all_with(&device, &options, |case| {
-        if args.json {
-            println!("{}", case.to_json());
-        } else {
-            println!("{case}");
-        }
+    let progress = Progress::new(Some(plan.len()), "cases");
+    let report = crate::check::run_plan(&device, &options, &plan, |case| {
+        progress.println(|| {
+            if args.json {
+                println!("{}", case.to_json());
+            } else {
+                println!("{case}");
+            }
+        });
+        progress.inc(case.failed());
     })?;
+    progress.finish();
     if !args.json {
         println!("{}", report.summary_line());
     }
-    if report.failed > 0 {
-        return Ok(ExitCode::FAILURE);
+    Ok(ExitCode::from(failures_status(report.failed)))
+}
+
+/// The exit status of a run that ended with `failed` failures: [`EXIT_FAILED`] when there were
+/// any, else [`EXIT_SUCCESS`] (skipped cases and rows are no failures).
+fn failures_status(failed: usize) -> u8 {
+    if failed > 0 {
+        EXIT_FAILED
+    } else {
+        EXIT_SUCCESS
     }
-    Ok(ExitCode::SUCCESS)
 }
 
 /// Benchmark families.
@@ -242,12 +238,22 @@ impl BenchFamily {
 struct BenchArgs {
     #[arg(long, value_enum)]
     family: BenchFamily,
-    /// Prefill: kernels to time, comma-separated, or `all`; default: the default kernel (the
-    /// fastest).
-    #[arg(long, value_name = "K")]
-    kernel: Option<String>,
-    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    /// Prefill: kernels to time, comma-separated or repeated, or `all`; default: the default
+    /// kernel (the fastest, flash).
+    #[arg(long, value_name = "K", value_enum, value_delimiter = ',')]
+    kernel: Vec<BenchKernelArg>,
+    /// Where the kernels run.
+    #[arg(long, default_value_t = DeviceChoice::Auto)]
     device: DeviceChoice,
+    /// Prefill: time this shape instead of the built-in ones: batch, seqlen_q, seqlen_k, heads,
+    /// kv_heads, head_dim (bf16, q [b, sq, h, d], k and v [b, sk, hkv, d]); repeat it for more
+    /// shapes. Non-causal unless --causal. On the emulator (with --quick) each runs once.
+    #[arg(long, value_name = "B,SQ,SK,H,HKV,D", value_parser = parse_shape)]
+    shape: Vec<PrefillShape>,
+    /// Prefill: causal attention (bottom-right aligned when seqlen_q != seqlen_k): each --shape
+    /// runs causal, or, without --shape, only the built-in shapes that are causal.
+    #[arg(long)]
+    causal: bool,
     /// Also write the results as JSON (rewritten after every row, so a cut-off run leaves what
     /// it measured). Records `CUATTN_COMMIT` from the environment.
     #[arg(long, value_name = "FILE")]
@@ -274,12 +280,27 @@ struct BenchArgs {
     mask_dir: Option<std::path::PathBuf>,
 }
 
-fn bench_kernels(arg: Option<&str>) -> Result<Vec<Kernel>> {
-    match arg {
-        None => Ok(vec![Kernel::DEFAULT]),
-        Some("all") => Ok(Kernel::ALL.to_vec()),
-        Some(names) => names.split(',').map(|name| name.trim().parse()).collect(),
+/// `--shape`'s parser: [`PrefillShape`]'s `FromStr`, which names the field it refuses.
+fn parse_shape(s: &str) -> std::result::Result<PrefillShape, String> {
+    s.parse().map_err(|e: Error| match e {
+        Error::InvalidArgument { msg, .. } => msg,
+        other => other.to_string(),
+    })
+}
+
+/// The kernels `--kernel` names, in [`Kernel::ALL`]'s order, each once; none: the default.
+fn bench_kernels(args: &[BenchKernelArg]) -> Vec<Kernel> {
+    if args.is_empty() {
+        return vec![Kernel::DEFAULT];
     }
+    Kernel::ALL
+        .iter()
+        .copied()
+        .filter(|&k| {
+            args.iter()
+                .any(|&a| a == BenchKernelArg::All || a == BenchKernelArg::One(k))
+        })
+        .collect()
 }
 
 fn bench(args: &BenchArgs) -> Result<ExitCode> {
@@ -299,11 +320,13 @@ fn bench(args: &BenchArgs) -> Result<ExitCode> {
 /// the families that take it, whether it was given).
 fn family_options(
     args: &BenchArgs,
-) -> [(&'static str, &'static str, &'static [BenchFamily], bool); 5] {
+) -> [(&'static str, &'static str, &'static [BenchFamily], bool); 7] {
     const PREFILL: &[BenchFamily] = &[BenchFamily::Prefill];
     const SPARSE: &[BenchFamily] = &[BenchFamily::Sparse];
     [
-        ("kernel", "--kernel", PREFILL, args.kernel.is_some()),
+        ("kernel", "--kernel", PREFILL, !args.kernel.is_empty()),
+        ("shape", "--shape", PREFILL, !args.shape.is_empty()),
+        ("causal", "--causal", PREFILL, args.causal),
         ("head_dim", "--head-dim", PREFILL, !args.head_dim.is_empty()),
         (
             "flash_tiles",
@@ -316,8 +339,16 @@ fn family_options(
     ]
 }
 
-/// Refuses, before anything runs, an option given that `args.family` does not take.
+/// Refuses, before anything runs, an option given that `args.family` does not take, and
+/// `--head-dim` with `--shape` (which gives the shapes outright).
 fn refuse_options_of_other_families(args: &BenchArgs) -> Result<()> {
+    if !args.shape.is_empty() && !args.head_dim.is_empty() {
+        return Err(Error::invalid(
+            "head_dim",
+            "--head-dim selects among the built-in shapes, and --shape replaces them: leave one \
+             out",
+        ));
+    }
     let family = args.family;
     for (arg, flag, families, given) in family_options(args) {
         if given && !families.contains(&family) {
@@ -370,59 +401,74 @@ fn commit_note(commit: Option<&str>) -> String {
     commit.map_or(String::new(), |c| format!(", commit {c}"))
 }
 
-/// Exit status of a finished benchmark: failure when a row failed (skipped rows are not).
+/// Exit status of a finished benchmark: [`EXIT_FAILED`] when a row failed (skipped rows are
+/// not).
 fn bench_status(failed: usize) -> ExitCode {
     if failed > 0 {
         eprintln!("{failed} row(s) failed");
-        return ExitCode::FAILURE;
     }
-    ExitCode::SUCCESS
+    ExitCode::from(failures_status(failed))
 }
 
 fn bench_prefill(args: &BenchArgs, commit: Option<String>) -> Result<ExitCode> {
     let config = BenchConfig {
-        kernels: bench_kernels(args.kernel.as_deref())?,
+        kernels: bench_kernels(&args.kernel),
         quick: args.quick,
         commit,
         head_dims: args.head_dim.clone(),
         flash_tiles: args.flash_tiles.unwrap_or(FlashTiles::Auto),
         softcap: args.softcap,
+        shapes: args
+            .shape
+            .iter()
+            .map(|&shape| PrefillShape {
+                causal: args.causal,
+                ..shape
+            })
+            .collect(),
+        causal_only: args.causal,
     };
     let device = args.device.open()?;
+    let rows = config.kernels.len() * crate::bench::select_shapes(&device, &config)?.len();
+    let bar = Progress::new(Some(rows), "rows");
     // Prints the heading once the ceiling is known, then each row as it comes, and rewrites the
     // JSON file each time.
     let mut printed: Option<usize> = None;
     let mut json = JsonFile::new(args.json.as_deref());
     let progress = |report: &BenchReport| {
-        let from = *printed.get_or_insert_with(|| {
-            let softcap = report
-                .softcap
-                .map_or(String::new(), |c| format!(", softcap {c}"));
-            println!(
-                "bench {} on {}{}, flash tiles {}{softcap}",
-                report.family,
-                report.device,
-                commit_note(report.commit.as_deref()),
-                report.flash_tiles.name()
-            );
-            if report.emulator {
-                println!("{EMULATOR_NOTE}: every time below is the emulator's");
+        bar.println(|| {
+            let from = *printed.get_or_insert_with(|| {
+                let softcap = report
+                    .softcap
+                    .map_or(String::new(), |c| format!(", softcap {c}"));
+                println!(
+                    "bench {} on {}{}, flash tiles {}{softcap}",
+                    report.family,
+                    report.device,
+                    commit_note(report.commit.as_deref()),
+                    report.flash_tiles.name()
+                );
+                if report.emulator {
+                    println!("{EMULATOR_NOTE}: every time below is the emulator's");
+                }
+                println!("{}", report.ceiling);
+                println!("{}", table_header());
+                0
+            });
+            for row in &report.rows[from..] {
+                if report.emulator {
+                    println!("{row}  ({EMULATOR_NOTE})");
+                } else {
+                    println!("{row}");
+                }
             }
-            println!("{}", report.ceiling);
-            println!("{}", table_header());
-            0
+            printed = Some(report.rows.len());
+            json.write(&report.to_json());
         });
-        for row in &report.rows[from..] {
-            if report.emulator {
-                println!("{row}  ({EMULATOR_NOTE})");
-            } else {
-                println!("{row}");
-            }
-        }
-        printed = Some(report.rows.len());
-        json.write(&report.to_json());
+        bar.set_done(report.rows.len());
     };
     let report = crate::bench::run_prefill(&device, &config, progress)?;
+    bar.finish();
     json.finish()?;
     Ok(bench_status(
         report.rows.iter().filter(|r| r.error.is_some()).count(),
@@ -435,38 +481,43 @@ fn bench_decode(args: &BenchArgs, commit: Option<String>) -> Result<ExitCode> {
         commit,
     };
     let device = args.device.open()?;
+    let bar = Progress::new(None, "rows");
     let mut printed: Option<usize> = None;
     let mut json = JsonFile::new(args.json.as_deref());
     let progress = |report: &DecodeReport| {
-        let from = *printed.get_or_insert_with(|| {
-            println!(
-                "bench {} on {}{}",
-                DecodeReport::FAMILY,
-                report.device,
-                commit_note(report.commit.as_deref())
-            );
-            if report.emulator {
-                println!("{EMULATOR_NOTE}: every time below is the emulator's");
+        bar.println(|| {
+            let from = *printed.get_or_insert_with(|| {
+                println!(
+                    "bench {} on {}{}",
+                    DecodeReport::FAMILY,
+                    report.device,
+                    commit_note(report.commit.as_deref())
+                );
+                if report.emulator {
+                    println!("{EMULATOR_NOTE}: every time below is the emulator's");
+                }
+                println!("{}", report.copy);
+                println!(
+                    "KV budget {} a shape: larger shapes are skipped",
+                    crate::bench::decode::bytes_label(report.kv_budget_bytes)
+                );
+                println!("{}", crate::bench::decode::table_header());
+                0
+            });
+            for row in &report.rows[from..] {
+                if report.emulator {
+                    println!("{row}  ({EMULATOR_NOTE})");
+                } else {
+                    println!("{row}");
+                }
             }
-            println!("{}", report.copy);
-            println!(
-                "KV budget {} a shape: larger shapes are skipped",
-                crate::bench::decode::bytes_label(report.kv_budget_bytes)
-            );
-            println!("{}", crate::bench::decode::table_header());
-            0
+            printed = Some(report.rows.len());
+            json.write(&report.to_json());
         });
-        for row in &report.rows[from..] {
-            if report.emulator {
-                println!("{row}  ({EMULATOR_NOTE})");
-            } else {
-                println!("{row}");
-            }
-        }
-        printed = Some(report.rows.len());
-        json.write(&report.to_json());
+        bar.set_done(report.rows.len());
     };
     let report = crate::bench::decode::run_decode(&device, &config, progress)?;
+    bar.finish();
     for verdict in report.verdicts() {
         println!("target: {}", verdict.text);
     }
@@ -483,41 +534,46 @@ fn bench_sparse(args: &BenchArgs, commit: Option<String>) -> Result<ExitCode> {
         mask_dir: args.mask_dir.clone(),
     };
     let device = args.device.open()?;
+    let bar = Progress::new(None, "rows");
     let mut printed: Option<usize> = None;
     let mut json = JsonFile::new(args.json.as_deref());
     let progress = |report: &SparseReport| {
-        let from = *printed.get_or_insert_with(|| {
-            println!(
-                "bench {} on {}{}",
-                SparseReport::FAMILY,
-                report.device,
-                commit_note(report.commit.as_deref())
-            );
-            if report.emulator {
-                println!("{EMULATOR_NOTE}: every time below is the emulator's");
+        bar.println(|| {
+            let from = *printed.get_or_insert_with(|| {
+                println!(
+                    "bench {} on {}{}",
+                    SparseReport::FAMILY,
+                    report.device,
+                    commit_note(report.commit.as_deref())
+                );
+                if report.emulator {
+                    println!("{EMULATOR_NOTE}: every time below is the emulator's");
+                }
+                if let Some(dir) = &report.mask_dir {
+                    println!("block masks written to {dir}");
+                }
+                println!(
+                    "TFLOP/s: 4 x visible pairs x head_dim / time; density: the share of the grid's \
+                     blocks visited (after the causal rule); /dense: time over the dense flash \
+                     kernel's on the same shape"
+                );
+                println!("{}", crate::bench::sparse::table_header());
+                0
+            });
+            for row in &report.rows[from..] {
+                if report.emulator {
+                    println!("{row}  ({EMULATOR_NOTE})");
+                } else {
+                    println!("{row}");
+                }
             }
-            if let Some(dir) = &report.mask_dir {
-                println!("block masks written to {dir}");
-            }
-            println!(
-                "TFLOP/s: 4 x visible pairs x head_dim / time; density: the share of the grid's \
-                 blocks visited (after the causal rule); /dense: time over the dense flash \
-                 kernel's on the same shape"
-            );
-            println!("{}", crate::bench::sparse::table_header());
-            0
+            printed = Some(report.rows.len());
+            json.write(&report.to_json());
         });
-        for row in &report.rows[from..] {
-            if report.emulator {
-                println!("{row}  ({EMULATOR_NOTE})");
-            } else {
-                println!("{row}");
-            }
-        }
-        printed = Some(report.rows.len());
-        json.write(&report.to_json());
+        bar.set_done(report.rows.len());
     };
     let report = crate::bench::sparse::run_sparse(&device, &config, progress)?;
+    bar.finish();
     if let Some(verdict) = report.verdict() {
         println!("target: {}", verdict.text);
     }
@@ -533,37 +589,42 @@ fn bench_linear(args: &BenchArgs, commit: Option<String>) -> Result<ExitCode> {
         commit,
     };
     let device = args.device.open()?;
+    let bar = Progress::new(None, "rows");
     let mut printed: Option<usize> = None;
     let mut json = JsonFile::new(args.json.as_deref());
     let progress = |report: &LinearReport| {
-        let from = *printed.get_or_insert_with(|| {
-            println!(
-                "bench {} on {}{}",
-                LinearReport::FAMILY,
-                report.device,
-                commit_note(report.commit.as_deref())
-            );
-            if report.emulator {
-                println!("{EMULATOR_NOTE}: every time below is the emulator's");
+        bar.println(|| {
+            let from = *printed.get_or_insert_with(|| {
+                println!(
+                    "bench {} on {}{}",
+                    LinearReport::FAMILY,
+                    report.device,
+                    commit_note(report.commit.as_deref())
+                );
+                if report.emulator {
+                    println!("{EMULATOR_NOTE}: every time below is the emulator's");
+                }
+                println!(
+                    "causal, bf16, elu1 features; /flash: a linear row's time over the flash row's of \
+                     the same length"
+                );
+                println!("{}", crate::bench::linear::table_header());
+                0
+            });
+            for row in &report.rows[from..] {
+                if report.emulator {
+                    println!("{row}  ({EMULATOR_NOTE})");
+                } else {
+                    println!("{row}");
+                }
             }
-            println!(
-                "causal, bf16, elu1 features; /flash: a linear row's time over the flash row's of \
-                 the same length"
-            );
-            println!("{}", crate::bench::linear::table_header());
-            0
+            printed = Some(report.rows.len());
+            json.write(&report.to_json());
         });
-        for row in &report.rows[from..] {
-            if report.emulator {
-                println!("{row}  ({EMULATOR_NOTE})");
-            } else {
-                println!("{row}");
-            }
-        }
-        printed = Some(report.rows.len());
-        json.write(&report.to_json());
+        bar.set_done(report.rows.len());
     };
     let report = crate::bench::linear::run_linear(&device, &config, progress)?;
+    bar.finish();
     for kernel in [LinearBenchKernel::Linear, LinearBenchKernel::Flash] {
         if let Some(fit) = report.fit(kernel) {
             println!("fit: {}: {fit}", kernel.name());
@@ -583,20 +644,39 @@ mod tests {
     use super::*;
 
     #[test]
-    fn info_plans_a_wide_launch_that_the_planner_accepts() {
-        // The emulator runs as an sm_90 GPU running the sm_90a code: the wide table is there
-        // whenever the build has a tile over 64, so a refusal here is a malformed problem.
-        let built = [96, 128, 192, 256]
-            .into_iter()
-            .any(|d| crate::attention::flash_head_dim_tile(d).is_some_and(|t| t > 64));
-        let wide = crate::attention::flash_wide_tiles(&Device::emulator());
-        if built {
-            assert!(wide.is_ok(), "{wide:?}");
-        } else {
-            assert!(wide
-                .unwrap_err()
-                .to_string()
-                .contains("no head-dim tile over 64"));
+    fn exit_statuses_follow_the_table() {
+        assert_eq!(failures_status(0), 0);
+        assert_eq!(failures_status(1), 1);
+        assert_eq!(failures_status(7), EXIT_FAILED);
+        assert_eq!(exit_status(&Error::invalid("shape", "bad")), 2);
+        for runtime in [
+            Error::Cuda("no device".into()),
+            Error::Unsupported("no CUDA kernels".into()),
+            Error::LaunchFailed("launch".into()),
+            Error::KernelFault("fault".into()),
+            Error::Internal("bug".into()),
+        ] {
+            assert_eq!(exit_status(&runtime), EXIT_RUNTIME, "{runtime}");
         }
+        for code in [
+            "0  success",
+            "1  a check failed",
+            "2  usage error",
+            "3  runtime error",
+        ] {
+            assert!(EXIT_STATUS_HELP.contains(code), "{code}");
+        }
+    }
+
+    #[test]
+    fn bench_kernels_come_in_their_order_once_each() {
+        use BenchKernelArg::{All, One};
+        assert_eq!(bench_kernels(&[]), [Kernel::DEFAULT]);
+        assert_eq!(bench_kernels(&[All]), Kernel::ALL);
+        assert_eq!(
+            bench_kernels(&[One(Kernel::Flash), One(Kernel::Naive), One(Kernel::Flash)]),
+            [Kernel::Naive, Kernel::Flash]
+        );
+        assert_eq!(bench_kernels(&[One(Kernel::Flash), All]), Kernel::ALL);
     }
 }

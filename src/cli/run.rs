@@ -25,6 +25,7 @@ use crate::npy::{self, NpyArray};
 use crate::sparse::{BlockMatrix, Pattern};
 use crate::tensor::{AttentionElement, Element, Tensor};
 
+/// The kernel families `cuattn run` runs.
 #[derive(Subcommand)]
 pub enum RunCommand {
     /// Exact attention forward: out = softmax(scale * q k^T, masked) v, and optionally the LSE.
@@ -41,7 +42,9 @@ pub enum RunCommand {
 /// The element type the kernel computes in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum RunDType {
+    /// IEEE half precision.
     F16,
+    /// bfloat16.
     Bf16,
 }
 
@@ -54,6 +57,7 @@ impl RunDType {
     }
 }
 
+/// The flags of `cuattn run attention`.
 #[derive(Args)]
 pub struct AttentionArgs {
     /// Queries, float32 or float16: [batch, seqlen_q, heads, head_dim] (varlen: [total_q, heads,
@@ -88,10 +92,10 @@ pub struct AttentionArgs {
     /// Soft cap: each scaled score s becomes C * tanh(s / C).
     #[arg(long, value_name = "C", allow_hyphen_values = true)]
     softcap: Option<f32>,
-    #[arg(long, help = kernel_help(), value_parser = parse_kernel)]
+    #[arg(long, help = kernel_help(), value_parser = super::kernel_parser())]
     kernel: Option<Kernel>,
     /// Where the kernel runs.
-    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    #[arg(long, default_value_t = DeviceChoice::Auto)]
     device: DeviceChoice,
     /// Varlen batch: int32 query offsets [batch + 1] into the packed q (needs --cu-seqlens-k).
     #[arg(long, value_name = "CQ.npy", requires = "cu_seqlens_k")]
@@ -161,17 +165,11 @@ pub struct AttentionArgs {
 }
 
 fn kernel_help() -> String {
-    let names: Vec<_> = Kernel::ALL.iter().map(|k| k.name()).collect();
     format!(
-        "Dense kernel to run: {} [default: {}]; not with --paged, --pattern or --block-mask, \
-         which run the paged and the block-sparse kernel",
-        names.join(", "),
+        "Dense kernel to run [default: {}]; not with --paged, --pattern or --block-mask, which \
+         run the paged and the block-sparse kernel",
         Kernel::DEFAULT.name()
     )
-}
-
-fn parse_kernel(s: &str) -> std::result::Result<Kernel, String> {
-    s.parse().map_err(|e: Error| e.to_string())
 }
 
 fn parse_split_kv(s: &str) -> std::result::Result<SplitKv, String> {
@@ -505,25 +503,23 @@ fn describe_options(opts: &AttentionOptions) -> String {
     s
 }
 
-/// Tags an `Error::Io` from reading the file given as `--{flag}` with that flag.
-fn with_flag(flag: &str, e: Error) -> Error {
+/// An input file given as `--{arg}` (underscores as dashes) that cannot be read, or does not
+/// hold what the flag needs, is that argument's refusal (a usage error, exit 2), naming the flag.
+pub(crate) fn with_flag(arg: &'static str, e: Error) -> Error {
     match e {
-        Error::Io { path, msg, source } => Error::Io {
-            path,
-            msg: format!("{msg} (given as --{flag})"),
-            source,
-        },
+        Error::Io { .. } => {
+            Error::invalid(arg, format!("{e} (given as --{})", arg.replace('_', "-")))
+        }
         other => other,
     }
 }
 
-fn read_tensor(arg: &str, path: &Path) -> Result<NpyArray> {
+fn read_tensor(arg: &'static str, path: &Path) -> Result<NpyArray> {
     npy::read_f32(path).map_err(|e| with_flag(arg, e))
 }
 
 fn read_offsets(arg: &'static str, path: &Path) -> Result<Vec<i32>> {
-    let flag = arg.replace('_', "-");
-    let (shape, offsets) = npy::read_i32(path).map_err(|e| with_flag(&flag, e))?;
+    let (shape, offsets) = npy::read_i32(path).map_err(|e| with_flag(arg, e))?;
     if shape.len() != 1 {
         return Err(Error::invalid(
             arg,

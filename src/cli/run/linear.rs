@@ -41,6 +41,7 @@ impl FeatureArg {
     }
 }
 
+/// The flags of `cuattn run linear`.
 #[derive(Args)]
 pub struct LinearArgs {
     /// Queries, float32 or float16: [batch, seqlen_q, heads, head_dim] (varlen: [total_q, heads,
@@ -81,7 +82,7 @@ pub struct LinearArgs {
     #[arg(long, value_enum, default_value_t = RunDType::Bf16)]
     dtype: RunDType,
     /// Where the kernel runs.
-    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    #[arg(long, default_value_t = DeviceChoice::Auto)]
     device: DeviceChoice,
     /// Varlen batch: int32 query offsets [batch + 1] into the packed q (needs --cu-seqlens-k).
     #[arg(long, value_name = "CQ.npy", requires = "cu_seqlens_k")]

@@ -19,6 +19,7 @@ use crate::error::{Error, Result};
 use crate::npy::{self, NpyArray};
 use crate::tensor::AttentionElement;
 
+/// The flags of `cuattn run lowrank`.
 #[derive(Args)]
 pub struct LowrankArgs {
     /// Queries, float32 or float16: [batch, seqlen_q, heads, head_dim].
@@ -59,10 +60,11 @@ pub struct LowrankArgs {
     #[arg(long, value_name = "LEFT,RIGHT", value_parser = parse_window, allow_hyphen_values = true)]
     window: Option<(i32, i32)>,
     /// Where the kernels run.
-    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    #[arg(long, default_value_t = DeviceChoice::Auto)]
     device: DeviceChoice,
 }
 
+/// Runs `cuattn run lowrank`.
 pub fn run(args: &LowrankArgs) -> Result<ExitCode> {
     if args.lse.as_ref() == Some(&args.out) {
         return Err(Error::invalid(

@@ -54,10 +54,13 @@ const PAGE_SHUFFLE_SEED: u64 = 0x5eed;
 
 /// The `--paged` settings of a run, checked.
 pub struct PagedSettings {
+    /// `--paged P`: tokens a page.
     pub page_size: usize,
+    /// `--page-layout`.
     pub layout: PageLayout,
     /// `--chunks`, when given (dense input only).
     pub chunks: Option<Vec<usize>>,
+    /// `--split-kv`.
     pub split: SplitKv,
 }
 

@@ -40,7 +40,9 @@ impl MaskSource {
 /// The block-sparse settings of a run: the matrix's source and the block size (checked by
 /// [`BlockMask`] when the run builds the mask).
 pub struct SparseSettings {
+    /// Where the block matrix comes from.
     pub source: MaskSource,
+    /// `--block-size BQ,BK`: the query and key block sizes.
     pub block_size: (usize, usize),
 }
 
@@ -181,7 +183,7 @@ struct MaskShape {
 impl MaskShape {
     /// Reads the file as a block matrix of this shape, a batch or heads dim of 1 shared.
     fn read(&self, path: &Path) -> Result<BlockMatrix> {
-        let (shape, blocks) = npy::read_mask(path).map_err(|e| with_flag("block-mask", e))?;
+        let (shape, blocks) = npy::read_mask(path).map_err(|e| with_flag("block_mask", e))?;
         let (nq, nk) = self.grid;
         let fits = |d: usize, n: usize| d == 1 || d == n;
         let &[batch, heads, rows, cols] = shape.as_slice() else {
