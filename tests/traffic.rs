@@ -219,7 +219,7 @@ fn the_c_api_counts_each_load_and_store_of_a_simple_kernel() {
     assert_eq!(traffic_begin(), Status::CUATTN_OK);
     // SAFETY: buf holds the case's int32 [2][n]; the emulator ignores the stream.
     let status = unsafe {
-        ffi::cuattn_emu_launch_memcheck_test(
+        ffi::cuattn_emu_raw_launch_memcheck_test(
             ffi::cuattn_memcheck_test_case::CUATTN_MEMCHECK_TEST_NEIGHBOR_SUM.0 as i32,
             buf.as_mut_ptr().cast(),
             n as i64,
@@ -603,7 +603,10 @@ fn the_c_api_refuses_calls_out_of_order_naming_the_constraint() {
 #[test]
 fn check_cases_report_their_launch_traffic() {
     let device = Device::emulator();
-    let options = CheckOptions { traffic: true };
+    let options = CheckOptions {
+        traffic: true,
+        ..Default::default()
+    };
     let case = AttentionCase::dense(1, 70, 70, 2, 1, 64, DType::BF16).causal();
     let result = run_case_with(&device, Kernel::Flash, &case, &options);
     assert!(result.passed(), "{result}");

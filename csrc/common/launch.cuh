@@ -8,12 +8,13 @@
 
 #include "common/cuda_compat.cuh"
 #include "common/status.h"
-#include "cuattn.h"
+#include "cuattn_internal.h"
 
 #ifdef CUATTN_EMU
 
-// The C entry point of a launcher: cuattn_emu_launch_<name> here, cuattn_launch_<name> in CUDA.
-#define CUATTN_LAUNCHER(name) cuattn_emu_launch_##name
+// The C entry point of a raw launcher (cuattn_internal.h): cuattn_emu_raw_launch_<name> here,
+// cuattn_raw_launch_<name> in CUDA.
+#define CUATTN_LAUNCHER(name) cuattn_emu_raw_launch_##name
 
 // `T* name` = the block's dynamic shared memory (16-byte aligned; 0xFF bytes until written).
 #define CUATTN_DYNAMIC_SMEM(T, name) T* name = reinterpret_cast<T*>(::cuattn::emu::dynamic_smem)
@@ -51,7 +52,7 @@ cuattn_status kernel_virtual_arch(int* arch) {
 
 #else  // CUDA
 
-#define CUATTN_LAUNCHER(name) cuattn_launch_##name
+#define CUATTN_LAUNCHER(name) cuattn_raw_launch_##name
 
 #define CUATTN_DYNAMIC_SMEM(T, name)                                         \
   extern __shared__ __align__(16) unsigned char cuattn_dynamic_smem_bytes[]; \

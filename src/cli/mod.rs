@@ -167,10 +167,9 @@ fn info() -> Result<ExitCode> {
 
 fn check(args: &CheckArgs) -> Result<ExitCode> {
     let device = args.device.open()?;
-    // The cases run on this thread, which is what the setting applies to.
-    crate::attention::set_flash_tiles(args.flash_tiles);
     let options = crate::check::CheckOptions {
         traffic: args.traffic,
+        flash_tiles: args.flash_tiles,
     };
     let report = crate::check::run_all_with(&device, &options, |case| {
         if args.json {
