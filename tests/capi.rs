@@ -248,7 +248,8 @@ fn family_entry_points_refuse_null_arguments_with_a_message() {
     let emu = capi::STREAM_EMULATOR;
 
     // SAFETY (every call): null pointers, which each entry point refuses before reading.
-    let calls: Vec<(&str, Box<dyn Fn(*mut std::ffi::c_void) -> cuattn_status>)> = vec![
+    type Call = Box<dyn Fn(*mut std::ffi::c_void) -> cuattn_status>;
+    let calls: Vec<(&str, Call)> = vec![
         (
             "kv_append",
             Box::new(|s| unsafe { capi::cuattn_kv_append(std::ptr::null(), s) }),
