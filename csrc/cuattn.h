@@ -486,6 +486,7 @@ typedef struct cuattn_paged_attention_params {
   int32_t max_seq_len;
   /* Keys before kv_start are not attended (0: every key). */
   int32_t kv_start;
+  /* Multiplies q . k (the library computes the kernels' scale * log2(e) from it). */
   float scale;
   /* 0 disables the cap. */
   float softcap;
