@@ -149,7 +149,8 @@ typedef struct cuattn_attention_params {
   int32_t window_right;
 
   /* attention_flash's tile table (a cuattn_flash_tiles); CUATTN_FLASH_TILES_AUTO (0) unless a
-   * benchmark or test forces one. Read by attention_flash alone, checked by every entry point. */
+   * benchmark or test forces one. Read by attention_flash alone; the attention entry points
+   * refuse a value that names no table. */
   int32_t flash_tiles;
 
   cuattn_dtype dtype;
@@ -172,10 +173,10 @@ cuattn_status cuattn_attention_naive(const cuattn_attention_params* params, void
  * a cp.async K/V pipeline (2 or 3 stages, or K and V in turns) in swizzled shared memory,
  * mma.sync, skipped masked tiles, element masks only on boundary tiles. Head-dim tiles 64, 96,
  * 128, 192, 256 (cargo features hd64 ... hd256; other multiples of 8 run in the next tile up that
- * is built, and one with none is CUATTN_ERROR_UNSUPPORTED). Needs 16-byte aligned rows, like
- * attention_mma_simple. The default kernel. Two tile tables (params.flash_tiles): compact on
- * every GPU, and wide on sm_90, where each launch picks the faster for its shape. Also checks that
- * q, k, v and out are 16-byte aligned and their strides multiples of 8 elements. */
+ * is built, and one with none is CUATTN_ERROR_UNSUPPORTED). Needs 16-byte aligned rows (checked):
+ * q, k, v and out 16-byte aligned, their strides multiples of 8 elements. The default kernel.
+ * Two tile tables (params.flash_tiles): compact on every GPU, and wide on sm_90, where each
+ * launch picks the faster for its shape. */
 cuattn_status cuattn_attention_flash(const cuattn_attention_params* params, void* stream);
 
 /* What an attention_flash launch with given params runs: the tile table and its row. */
