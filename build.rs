@@ -187,6 +187,7 @@ fn main() {
         println!("cargo::rerun-if-env-changed={var}");
     }
     println!("cargo::rerun-if-changed=csrc/cuattn.h");
+    println!("cargo::rerun-if-changed=csrc/cuattn_internal.h");
     for src in KERNEL_SOURCES.iter().chain(EMU_RUNTIME_SOURCES) {
         println!("cargo::rerun-if-changed={src}");
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use cuattn::bench::{self, launch_prefill, PrefillInputs, PrefillShape, Timer};
-use cuattn::{Device, Kernel};
+use cuattn::{Device, FlashTiles, Kernel};
 
 fn shapes(device: &Device) -> Vec<PrefillShape> {
     if !device.is_cuda() {
@@ -53,7 +53,7 @@ fn prefill(c: &mut Criterion) {
                 b.iter_custom(|iters| {
                     let times = timer
                         .time(0, iters as usize, || {
-                            launch_prefill(kernel, &mut views, shape, None)
+                            launch_prefill(kernel, &mut views, shape, None, FlashTiles::Auto)
                         })
                         .expect("the kernel runs");
                     Duration::from_secs_f64(times.iter().sum::<f64>() * 1e-3)

@@ -1,18 +1,32 @@
-//! The C API implemented in Rust: validated entry points over the raw launchers, reporting
-//! failures as status codes with the message in `cuattn_last_error()`. No panic crosses
-//! `extern "C"`.
+//! The public C ABI of `csrc/cuattn.h`, implemented in Rust: the validated entry points over the
+//! raw launchers of `csrc/cuattn_internal.h`, reporting failures as status codes with the message
+//! in `cuattn_last_error()`, the paged KV cache object, and the version. No panic crosses
+//! `extern "C"`. The functions are exported under their C names (`#[no_mangle]`); C and C++
+//! engines link them from the `cuattn-capi` package's static or shared library (README, "Use
+//! from C/C++"), and Rust code has the safe API instead.
 
-use std::ffi::CString;
+use std::ffi::{c_char, c_void, CStr, CString};
 
 use crate::attention::{
-    cuda_launcher, validate_params, AttentionOptions, Kernel, PagedAttentionPlan, PagedQueries,
-    RawRows, SplitKv,
+    cuda_launcher, emulator_launcher, validate_params, AttentionOptions, Kernel,
+    PagedAttentionPlan, PagedQueries, RawRows, SplitKv,
 };
 use crate::device::Device;
 use crate::error::{check_status, Error, Result};
 use crate::ffi;
 use crate::kv_cache::{KvCacheConfig, KvLayout, NewRows, PagedKvCache, SeqId};
 use crate::tensor::DType;
+
+/// `CUATTN_STREAM_EMULATOR` of cuattn.h, `((void*)(intptr_t)-1)`: the stream that runs an entry
+/// point on the CPU emulator.
+pub const STREAM_EMULATOR: *mut c_void = std::ptr::without_provenance_mut(usize::MAX);
+
+/// The crate's version as a C string, for `cuattn_version()`.
+const VERSION: &CStr =
+    match CStr::from_bytes_with_nul(concat!(env!("CARGO_PKG_VERSION"), "\0").as_bytes()) {
+        Ok(version) => version,
+        Err(_) => panic!("the crate version holds a NUL"),
+    };
 
 /// Records `err` for `cuattn_last_error()` and returns its status code.
 fn report(err: &Error) -> ffi::cuattn_status {
@@ -33,59 +47,254 @@ fn guarded(f: impl FnOnce() -> Result<()>) -> ffi::cuattn_status {
     }
 }
 
-/// Validates `params` for `kernel` and launches it on `stream`.
+/// `cuattn_last_error` from cuattn.h: the message of the last failed call on this thread (`""`
+/// if none), valid until the thread's next call into cuattn.
+#[no_mangle]
+pub extern "C" fn cuattn_last_error() -> *const c_char {
+    // SAFETY: no preconditions; returns the thread's message, a NUL-terminated string.
+    unsafe { ffi::cuattn_internal_last_error() }
+}
+
+/// `cuattn_abi_version` from cuattn.h: the `CUATTN_ABI_VERSION` this library was built with.
+#[no_mangle]
+pub extern "C" fn cuattn_abi_version() -> i32 {
+    ffi::CUATTN_ABI_VERSION as i32
+}
+
+/// `cuattn_version` from cuattn.h: the crate version this library was built from,
+/// `"MAJOR.MINOR.PATCH"`, a static NUL-terminated string.
+#[no_mangle]
+pub extern "C" fn cuattn_version() -> *const c_char {
+    VERSION.as_ptr()
+}
+
+/// `cuattn_has_cuda_kernels` from cuattn.h: 1 when the CUDA kernels were compiled in, else 0.
+#[no_mangle]
+pub extern "C" fn cuattn_has_cuda_kernels() -> i32 {
+    i32::from(crate::build_info::HAS_CUDA_KERNELS)
+}
+
+/// The CUDA raw launcher `$f` of cuattn_internal.h, or (a build without CUDA kernels) a return of
+/// `Error::Unsupported` naming `$what` from the enclosing closure.
+#[cfg(cuattn_cuda)]
+macro_rules! cuda_raw {
+    ($f:ident, $what:expr) => {
+        ffi::$f
+    };
+}
+#[cfg(not(cuattn_cuda))]
+macro_rules! cuda_raw {
+    ($f:ident, $what:expr) => {
+        return Err(crate::attention::no_cuda_kernels($what))
+    };
+}
+
+/// Validates `params` for `kernel` and launches it on `stream` (or the emulator).
 ///
 /// # Safety
 /// As for the exported entry points below.
 unsafe fn validated_launch(
     kernel: Kernel,
     params: *const ffi::cuattn_attention_params,
-    stream: *mut std::ffi::c_void,
+    stream: *mut c_void,
 ) -> ffi::cuattn_status {
     guarded(|| {
         // SAFETY: the caller guarantees params is null or valid to read.
         let p =
             unsafe { params.as_ref() }.ok_or_else(|| Error::invalid("params", "null pointer"))?;
         validate_params(kernel, p)?;
-        let launcher = cuda_launcher(kernel)?;
+        let launcher = if stream == STREAM_EMULATOR {
+            emulator_launcher(kernel)
+        } else {
+            cuda_launcher(kernel)?
+        };
         // SAFETY: p was validated field by field; the pointer extents are the caller's contract.
         check_status(unsafe { launcher(p, stream) })
     })
 }
 
-/// `cuattn_attention_naive` from cuattn.h: validates `params`, then launches on `stream`.
+/// `cuattn_attention_naive` from cuattn.h: validates `params`, then launches the naive kernel on
+/// `stream`.
 ///
 /// # Safety
-/// `params` must be null or point to a readable params struct whose pointers are device
-/// allocations large enough for the shapes and strides it describes; `stream` must be a
-/// `cudaStream_t` of the current context or null.
+/// `params` must be null or point to a readable params struct whose pointers are allocations
+/// (device memory, or host memory for `CUATTN_STREAM_EMULATOR`) large enough for the shapes and
+/// strides it describes; `stream` must be a `cudaStream_t` of the current device, null, or
+/// `CUATTN_STREAM_EMULATOR`.
 #[no_mangle]
 pub unsafe extern "C" fn cuattn_attention_naive(
     params: *const ffi::cuattn_attention_params,
-    stream: *mut std::ffi::c_void,
+    stream: *mut c_void,
 ) -> ffi::cuattn_status {
     // SAFETY: forwarded caller contract.
     unsafe { validated_launch(Kernel::Naive, params, stream) }
 }
 
-/// `cuattn_attention_flash` from cuattn.h: validates `params` (including 16-byte aligned rows),
-/// then launches the flash kernel on `stream`.
+/// `cuattn_attention_flash` from cuattn.h: validates `params` (including 16-byte aligned rows and
+/// `flash_tiles`), then launches the flash kernel on `stream`.
 ///
 /// # Safety
 /// As for [`cuattn_attention_naive`].
 #[no_mangle]
 pub unsafe extern "C" fn cuattn_attention_flash(
     params: *const ffi::cuattn_attention_params,
-    stream: *mut std::ffi::c_void,
+    stream: *mut c_void,
 ) -> ffi::cuattn_status {
     // SAFETY: forwarded caller contract.
     unsafe { validated_launch(Kernel::Flash, params, stream) }
 }
 
-/// `cuattn_has_cuda_kernels` from cuattn.h.
+/// `cuattn_plan_attention_flash` from cuattn.h: what `cuattn_attention_flash(params, stream)`
+/// would run, on the current device or the emulator.
+///
+/// # Safety
+/// `params` null or readable; `plan` null or writable; `stream` as for
+/// [`cuattn_attention_naive`].
 #[no_mangle]
-pub extern "C" fn cuattn_has_cuda_kernels() -> i32 {
-    i32::from(crate::build_info::HAS_CUDA_KERNELS)
+pub unsafe extern "C" fn cuattn_plan_attention_flash(
+    params: *const ffi::cuattn_attention_params,
+    stream: *mut c_void,
+    plan: *mut ffi::cuattn_flash_plan,
+) -> ffi::cuattn_status {
+    guarded(|| {
+        let planner = if stream == STREAM_EMULATOR {
+            ffi::cuattn_emu_raw_plan_attention_flash
+        } else {
+            cuda_raw!(
+                cuattn_raw_plan_attention_flash,
+                "cuattn_plan_attention_flash"
+            )
+        };
+        // SAFETY: the raw planner checks both pointers for null and reads only params' shape
+        // fields (caller contract: readable), writing *plan (caller contract: writable).
+        check_status(unsafe { planner(params, plan) })
+    })
+}
+
+/// Defines an entry point of cuattn.h over a family's raw launchers (cuattn_internal.h), which
+/// check the fields their kernels rely on: the emulator's on `CUATTN_STREAM_EMULATOR`, the CUDA
+/// one on any other stream (`CUATTN_ERROR_UNSUPPORTED` in a build without CUDA kernels).
+macro_rules! launch_entry_point {
+    ($(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),*) => $cuda:ident, $emu:ident) => {
+        $(#[$doc])*
+        ///
+        /// # Safety
+        /// Each pointer null or valid as cuattn.h describes: structs readable, buffers
+        /// allocations (device memory, or host memory for `CUATTN_STREAM_EMULATOR`) large enough
+        /// for the shapes and strides given; `stream` a `cudaStream_t` of the current device,
+        /// null, or `CUATTN_STREAM_EMULATOR`.
+        #[no_mangle]
+        pub unsafe extern "C" fn $name($($arg: $ty,)* stream: *mut c_void) -> ffi::cuattn_status {
+            guarded(|| {
+                let launcher = if stream == STREAM_EMULATOR {
+                    ffi::$emu
+                } else {
+                    cuda_raw!($cuda, stringify!($name))
+                };
+                // SAFETY: the raw launcher checks what its kernel's indexing relies on (null
+                // pointers included); the extents are the caller's contract.
+                check_status(unsafe { launcher($($arg,)* stream) })
+            })
+        }
+    };
+}
+
+launch_entry_point! {
+    /// `cuattn_kv_append` from cuattn.h: writes a step's new keys and values into their slots.
+    fn cuattn_kv_append(params: *const ffi::cuattn_kv_append_params)
+        => cuattn_raw_launch_kv_append, cuattn_emu_raw_launch_kv_append
+}
+
+launch_entry_point! {
+    /// `cuattn_kv_copy_pages` from cuattn.h: copies whole pages across every pool of a cache.
+    fn cuattn_kv_copy_pages(params: *const ffi::cuattn_kv_copy_pages_params)
+        => cuattn_raw_launch_kv_copy_pages, cuattn_emu_raw_launch_kv_copy_pages
+}
+
+launch_entry_point! {
+    /// `cuattn_paged_attention` from cuattn.h: attention of new tokens over a paged KV cache.
+    fn cuattn_paged_attention(params: *const ffi::cuattn_paged_attention_params)
+        => cuattn_raw_launch_paged_attention, cuattn_emu_raw_launch_paged_attention
+}
+
+launch_entry_point! {
+    /// `cuattn_merge_states` from cuattn.h: merges two partial attention results by their LSEs.
+    fn cuattn_merge_states(params: *const ffi::cuattn_merge_states_params)
+        => cuattn_raw_launch_merge_states, cuattn_emu_raw_launch_merge_states
+}
+
+launch_entry_point! {
+    /// `cuattn_block_sparse_attention` from cuattn.h: attention over the blocks a mask lists.
+    fn cuattn_block_sparse_attention(
+        params: *const ffi::cuattn_attention_params,
+        mask: *const ffi::cuattn_block_mask
+    ) => cuattn_raw_launch_block_sparse_attention, cuattn_emu_raw_launch_block_sparse_attention
+}
+
+launch_entry_point! {
+    /// `cuattn_linear_attention` from cuattn.h: kernel-based linear attention.
+    fn cuattn_linear_attention(params: *const ffi::cuattn_linear_attention_params)
+        => cuattn_raw_launch_linear_attention, cuattn_emu_raw_launch_linear_attention
+}
+
+launch_entry_point! {
+    /// `cuattn_lowrank_projection` from cuattn.h: Linformer's projection of keys or values.
+    fn cuattn_lowrank_projection(params: *const ffi::cuattn_lowrank_projection_params)
+        => cuattn_raw_launch_lowrank_projection, cuattn_emu_raw_launch_lowrank_projection
+}
+
+/// `cuattn_plan_paged_attention` from cuattn.h: the split and workspace of a paged launch on a
+/// GPU of `num_sms` SMs. The plan depends on the shape and `num_sms` alone, so both builds' raw
+/// planners give the same; the emulator's, in every build, answers.
+///
+/// # Safety
+/// `params` null or readable; `plan` null or writable.
+#[no_mangle]
+pub unsafe extern "C" fn cuattn_plan_paged_attention(
+    params: *const ffi::cuattn_paged_attention_params,
+    num_sms: i32,
+    split_kv: i32,
+    plan: *mut ffi::cuattn_paged_plan,
+) -> ffi::cuattn_status {
+    // SAFETY: the raw planner checks both pointers for null and reads params' shape fields.
+    guarded(|| {
+        check_status(unsafe {
+            ffi::cuattn_emu_raw_plan_paged_attention(params, num_sms, split_kv, plan)
+        })
+    })
+}
+
+/// `cuattn_plan_block_sparse_attention` from cuattn.h: what a block-sparse launch runs (tiles
+/// and grid, the same in both builds: the emulator's planner answers).
+///
+/// # Safety
+/// `params` and `mask` null or readable; `plan` null or writable.
+#[no_mangle]
+pub unsafe extern "C" fn cuattn_plan_block_sparse_attention(
+    params: *const ffi::cuattn_attention_params,
+    mask: *const ffi::cuattn_block_mask,
+    plan: *mut ffi::cuattn_block_sparse_plan,
+) -> ffi::cuattn_status {
+    // SAFETY: the raw planner checks the pointers for null and reads the shape fields.
+    guarded(|| {
+        check_status(unsafe { ffi::cuattn_emu_raw_plan_block_sparse_attention(params, mask, plan) })
+    })
+}
+
+/// `cuattn_plan_linear_attention` from cuattn.h: the workspace bytes a linear attention launch
+/// needs (a function of the shape alone: the emulator's planner answers).
+///
+/// # Safety
+/// `params` null or readable; `workspace_bytes` null or writable.
+#[no_mangle]
+pub unsafe extern "C" fn cuattn_plan_linear_attention(
+    params: *const ffi::cuattn_linear_attention_params,
+    workspace_bytes: *mut i64,
+) -> ffi::cuattn_status {
+    // SAFETY: the raw planner checks both pointers for null and reads the shape fields.
+    guarded(|| {
+        check_status(unsafe { ffi::cuattn_emu_raw_plan_linear_attention(params, workspace_bytes) })
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -168,7 +377,7 @@ fn config_from_ffi(c: &ffi::cuattn_kv_cache_config) -> Result<KvCacheConfig> {
 }
 
 /// The device a C caller names: the emulator, or CUDA ordinal `device` on `stream` (borrowed).
-fn device_from_ffi(device: i32, stream: *mut std::ffi::c_void) -> Result<Device> {
+fn device_from_ffi(device: i32, stream: *mut c_void) -> Result<Device> {
     if device == ffi::CUATTN_DEVICE_EMULATOR {
         return Ok(Device::emulator());
     }
@@ -213,7 +422,7 @@ fn create_cache(
     config: *const ffi::cuattn_kv_cache_config,
     budget: Option<u64>,
     device: i32,
-    stream: *mut std::ffi::c_void,
+    stream: *mut c_void,
     out: *mut *mut ffi::cuattn_kv_cache,
 ) -> Result<()> {
     // SAFETY: null or valid to read (caller contract).
@@ -240,7 +449,7 @@ fn create_cache(
 pub unsafe extern "C" fn cuattn_kv_cache_create(
     config: *const ffi::cuattn_kv_cache_config,
     device: i32,
-    stream: *mut std::ffi::c_void,
+    stream: *mut c_void,
     out: *mut *mut ffi::cuattn_kv_cache,
 ) -> ffi::cuattn_status {
     guarded(|| create_cache(config, None, device, stream, out))
@@ -255,7 +464,7 @@ pub unsafe extern "C" fn cuattn_kv_cache_create_with_budget(
     config: *const ffi::cuattn_kv_cache_config,
     bytes: u64,
     device: i32,
-    stream: *mut std::ffi::c_void,
+    stream: *mut c_void,
     out: *mut *mut ffi::cuattn_kv_cache,
 ) -> ffi::cuattn_status {
     guarded(|| create_cache(config, Some(bytes), device, stream, out))
@@ -498,10 +707,10 @@ pub unsafe extern "C" fn cuattn_kv_cache_append(
     cache: *mut ffi::cuattn_kv_cache,
     layer: i32,
     step: *const ffi::cuattn_kv_step,
-    k_new: *const std::ffi::c_void,
+    k_new: *const c_void,
     k_row_stride: i64,
     k_head_stride: i64,
-    v_new: *const std::ffi::c_void,
+    v_new: *const c_void,
     v_row_stride: i64,
     v_head_stride: i64,
 ) -> ffi::cuattn_status {
@@ -582,10 +791,10 @@ pub unsafe extern "C" fn cuattn_kv_cache_attention(
     cache: *mut ffi::cuattn_kv_cache,
     layer: i32,
     step: *const ffi::cuattn_kv_step,
-    q: *const std::ffi::c_void,
+    q: *const c_void,
     q_row_stride: i64,
     q_head_stride: i64,
-    out: *mut std::ffi::c_void,
+    out: *mut c_void,
     out_row_stride: i64,
     out_head_stride: i64,
     maybe_lse: *mut f32,
@@ -610,6 +819,7 @@ pub unsafe extern "C" fn cuattn_kv_cache_attention(
             scale: (o.scale != 0.0).then_some(o.scale),
             softcap: (o.softcap != 0.0).then_some(o.softcap),
             return_lse: !maybe_lse.is_null(),
+            ..Default::default()
         };
         let CacheHandle { cache, plan } = handle;
         if plan.as_ref().is_none_or(|p| p.split() != split) {
@@ -618,7 +828,7 @@ pub unsafe extern "C" fn cuattn_kv_cache_attention(
         let plan = plan.as_mut().expect("made above");
         let view = cache.view_of_step(layer_index(layer)?, step)?;
         let queries = PagedQueries::of_step_number(cache, step)?;
-        let rows = |ptr: *mut std::ffi::c_void, row_stride, head_stride| RawRows {
+        let rows = |ptr: *mut c_void, row_stride, head_stride| RawRows {
             ptr,
             row_stride,
             head_stride,

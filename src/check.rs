@@ -10,7 +10,7 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
 use crate::attention::{
-    attention_into, attention_varlen_into, AttentionOptions, Kernel, VarlenBatch,
+    attention_into, attention_varlen_into, AttentionOptions, FlashTiles, Kernel, VarlenBatch,
 };
 use crate::device::Device;
 use crate::emu::{Traffic, TrafficRecorder};
@@ -137,6 +137,7 @@ impl AttentionCase {
             scale: self.scale,
             softcap: self.softcap,
             return_lse: true,
+            ..Default::default()
         }
     }
 
@@ -196,6 +197,8 @@ pub struct CheckOptions {
     /// ([`CaseResult::traffic`]); emulator only. The launch then runs with the memory checker on
     /// (it is on by default anyway).
     pub traffic: bool,
+    /// The flash kernel's tile table for every case (`Auto` by default).
+    pub flash_tiles: FlashTiles,
 }
 
 /// What one case measured.
@@ -712,7 +715,8 @@ pub fn run_outputs(
     kernel: Kernel,
     case: &AttentionCase,
 ) -> Result<(Vec<f64>, Vec<f64>)> {
-    let measured = measure(device, kernel, case, &Prepared::new(case), false)?;
+    let options = CheckOptions::default();
+    let measured = measure(device, kernel, case, &Prepared::new(case), &options)?;
     Ok((measured.out, measured.lse))
 }
 
@@ -743,11 +747,11 @@ fn measure(
     kernel: Kernel,
     case: &AttentionCase,
     prepared: &Prepared,
-    traffic: bool,
+    options: &CheckOptions,
 ) -> Result<Measured> {
     match case.dtype {
-        DType::F16 => run_typed::<f16>(device, kernel, case, prepared, traffic),
-        _ => run_typed::<bf16>(device, kernel, case, prepared, traffic),
+        DType::F16 => run_typed::<f16>(device, kernel, case, prepared, options),
+        _ => run_typed::<bf16>(device, kernel, case, prepared, options),
     }
 }
 
@@ -806,7 +810,7 @@ fn run_prepared(
         return result;
     }
     let want = &prepared.want;
-    match measure(device, kernel, case, prepared, options.traffic) {
+    match measure(device, kernel, case, prepared, options) {
         Err(e) => result.failure = Some(e.to_string()),
         Ok(Measured { out, lse, traffic }) => {
             result.traffic = traffic;
@@ -984,14 +988,16 @@ fn recorded(traffic: bool, launch: impl FnOnce() -> Result<()>) -> Result<Option
 
 /// Runs `kernel` on the prepared inputs in the case's layout (outputs NaN-poisoned first);
 /// returns out and LSE as f64 in the reference's layouts, and the launch's traffic when
-/// `traffic` is set. Buffers are labeled "q", "k", "v" (or "qkv"), "out" and "lse".
+/// `options.traffic` is set (flash runs `options.flash_tiles`). Buffers are labeled "q", "k",
+/// "v" (or "qkv"), "out" and "lse".
 fn run_typed<T: AttentionElement>(
     device: &Device,
     kernel: Kernel,
     case: &AttentionCase,
     prepared: &Prepared,
-    traffic: bool,
+    options: &CheckOptions,
 ) -> Result<Measured> {
+    let traffic = options.traffic;
     let (h, hk, d) = (case.heads, case.kv_heads, case.head_dim);
     let Prepared {
         q,
@@ -1003,7 +1009,10 @@ fn run_typed<T: AttentionElement>(
         ..
     } = prepared;
     let (rows_q, rows_k) = (*rows_q, *rows_k);
-    let opts = case.options();
+    let opts = AttentionOptions {
+        flash_tiles: options.flash_tiles,
+        ..case.options()
+    };
     let poison = T::from_f64(f64::NAN);
     let (out, lse, traffic) = match (&case.layout, &varlen) {
         (Layout::Varlen(_), Some(vl)) => {

@@ -4,12 +4,20 @@
 
 mod common;
 
-use common::{assert_cases_pass, assert_cases_pass_on, devices, shape_params};
-use cuattn::check::{self, run_outputs, AttentionCase, Layout};
-use cuattn::reference::compare;
-use cuattn::{
-    AttentionOptions, AttentionParams, DType, Device, FlashTiles, FlashTilesScope, Kernel,
+use common::{
+    assert_cases_pass, assert_cases_pass_with, devices, shape_params, shape_params_tiled,
 };
+use cuattn::check::{self, run_outputs, AttentionCase, CheckOptions, Layout};
+use cuattn::reference::compare;
+use cuattn::{AttentionOptions, AttentionParams, DType, Device, FlashTiles, Kernel};
+
+/// Check options that force flash's tile table.
+fn forced(tiles: FlashTiles) -> CheckOptions {
+    CheckOptions {
+        flash_tiles: tiles,
+        ..Default::default()
+    }
+}
 
 #[test]
 fn flash_matches_reference_on_odd_lengths_both_ways_causal_and_not() {
@@ -50,25 +58,26 @@ fn flash_matches_reference_where_the_two_tile_tables_differ() {
 /// wide ones at hd96-128 (which need 1024 queries, 8192 under a mask, to be picked).
 #[test]
 fn flash_compact_tiles_match_reference_on_every_shape_group() {
-    let _tiles = FlashTilesScope::new(FlashTiles::Compact);
-    let plan = cuattn::flash_plan(&Device::emulator(), &shape_params(100, 256, (-1, 0))).unwrap();
+    let params = shape_params_tiled(100, 256, (-1, 0), FlashTiles::Compact);
+    let plan = cuattn::flash_plan(&Device::emulator(), &params).unwrap();
     assert_eq!(
         plan.tiles,
         FlashTiles::Compact,
-        "the setting reaches the launches"
+        "the option reaches the plan"
     );
-    assert_cases_pass(Kernel::Flash, &check::attention_cases());
+    assert_cases_pass_with(
+        &devices(),
+        Kernel::Flash,
+        &check::attention_cases(),
+        &forced(FlashTiles::Compact),
+    );
 }
 
 #[test]
 fn flash_wide_tiles_match_reference_on_every_shape_group() {
-    let _tiles = FlashTilesScope::new(FlashTiles::Wide);
-    let plan = cuattn::flash_plan(&Device::emulator(), &shape_params(100, 96, (-1, 0))).unwrap();
-    assert_eq!(
-        plan.tiles,
-        FlashTiles::Wide,
-        "the setting reaches the launches"
-    );
+    let params = shape_params_tiled(100, 96, (-1, 0), FlashTiles::Wide);
+    let plan = cuattn::flash_plan(&Device::emulator(), &params).unwrap();
+    assert_eq!(plan.tiles, FlashTiles::Wide, "the option reaches the plan");
     // Wide tiles run where the device runs the sm_90a code (an sm_90 GPU not held to the
     // compute_80 PTX by CUDA_FORCE_PTX_JIT); the emulator stands in for one. Elsewhere the plan
     // says Unsupported, as the launch would.
@@ -76,13 +85,18 @@ fn flash_wide_tiles_match_reference_on_every_shape_group() {
         .into_iter()
         .filter(|d| cuattn::flash_wide_tiles(d).is_ok())
         .collect();
-    assert_cases_pass_on(&devices, Kernel::Flash, &check::attention_cases());
+    assert_cases_pass_with(
+        &devices,
+        Kernel::Flash,
+        &check::attention_cases(),
+        &forced(FlashTiles::Wide),
+    );
 }
 
 /// The table and row each launch runs, on the emulator (which plans as sm_90): AUTO's rule as
-/// csrc/cuattn.h states it, the forced settings, and the rows' sizes.
+/// csrc/cuattn.h states it, the forced tables, and the rows' sizes.
 #[test]
-fn flash_plan_follows_the_tile_rule_and_the_thread_setting() {
+fn flash_plan_follows_the_tile_rule_and_the_forced_tables() {
     if cuattn::flash_head_dim_tile(64) != Some(64) || cuattn::flash_head_dim_tile(256) != Some(256)
     {
         println!("skipped: this build lacks some head-dim tiles");
@@ -157,7 +171,10 @@ fn flash_plan_follows_the_tile_rule_and_the_thread_setting() {
     );
 
     {
-        let _tiles = FlashTilesScope::new(FlashTiles::Compact);
+        let plan = |seqlen_q: usize, head_dim: usize, window: (i32, i32)| {
+            let params = shape_params_tiled(seqlen_q, head_dim, window, FlashTiles::Compact);
+            cuattn::flash_plan(&emu, &params).unwrap()
+        };
         // Tiles 192 and 256: 64-key tiles with K and V split (one of each in shared memory).
         let forced = plan(16384, 256, none);
         assert_eq!(
@@ -175,7 +192,10 @@ fn flash_plan_follows_the_tile_rule_and_the_thread_setting() {
         );
     }
     {
-        let _tiles = FlashTilesScope::new(FlashTiles::Wide);
+        let plan = |seqlen_q: usize, head_dim: usize, window: (i32, i32)| {
+            let params = shape_params_tiled(seqlen_q, head_dim, window, FlashTiles::Wide);
+            cuattn::flash_plan(&emu, &params).unwrap()
+        };
         assert_eq!(plan(100, 96, causal).tiles, FlashTiles::Wide);
         assert_eq!(
             plan(100, 64, causal).tiles,
@@ -193,7 +213,7 @@ fn flash_plan_follows_the_tile_rule_and_the_thread_setting() {
     assert!(err.contains("head_dim = 12"), "{err}");
     // SAFETY: params is valid; a null plan is what the call must refuse.
     let status = unsafe {
-        cuattn::ffi::cuattn_emu_plan_attention_flash(
+        cuattn::ffi::cuattn_emu_raw_plan_attention_flash(
             &shape_params(100, 64, none),
             std::ptr::null_mut(),
         )
@@ -222,7 +242,7 @@ fn attention_params_from_shapes_are_checked_like_a_call() {
     );
     assert_eq!((p.window_left, p.window_right), (-1, 0), "causal");
     assert_eq!((p.scale, p.softcap), (0.25, 30.0));
-    assert!((p.scale_log2 - 0.25 * std::f32::consts::LOG2_E).abs() < 1e-6);
+    assert_eq!(p.flash_tiles, 0, "CUATTN_FLASH_TILES_AUTO by default");
     assert_eq!(p.dtype, cuattn::ffi::cuattn_dtype::CUATTN_DTYPE_F16);
     assert!(p.q.is_null() && p.out.is_null() && p.maybe_lse.is_null());
     let default_scale = AttentionParams::dense_shape::<half::bf16>(
@@ -267,32 +287,33 @@ fn attention_params_from_shapes_are_checked_like_a_call() {
     // example in its docs).
 }
 
+/// The tile table is a field of the params, not a setting of the thread: a plan made on another
+/// thread follows the params it is given, and a value that names no table is refused by the
+/// planner (the C API's params are filled in by hand) naming the field.
 #[test]
-fn flash_tiles_setting_is_per_thread_and_rejects_unknown_values() {
-    assert_eq!(cuattn::flash_tiles(), FlashTiles::Auto);
-    cuattn::set_flash_tiles(FlashTiles::Wide);
-    assert_eq!(cuattn::flash_tiles(), FlashTiles::Wide);
-    let other_thread = std::thread::spawn(cuattn::flash_tiles).join().unwrap();
+fn flash_tiles_is_a_field_of_the_params_and_unknown_values_are_refused() {
+    let emu = Device::emulator();
+    let compact = shape_params_tiled(100, 128, (-1, -1), FlashTiles::Compact);
+    let on_another_thread = std::thread::spawn(|| {
+        let wide = shape_params_tiled(100, 128, (-1, -1), FlashTiles::Wide);
+        cuattn::flash_plan(&Device::emulator(), &wide)
+            .unwrap()
+            .tiles
+    });
     assert_eq!(
-        other_thread,
-        FlashTiles::Auto,
-        "another thread keeps its own setting"
+        cuattn::flash_plan(&emu, &compact).unwrap().tiles,
+        FlashTiles::Compact
     );
-    cuattn::set_flash_tiles(FlashTiles::Auto);
+    assert_eq!(on_another_thread.join().unwrap(), FlashTiles::Wide);
 
-    // SAFETY: a per-thread setting; no preconditions.
-    let status = unsafe { cuattn::ffi::cuattn_set_flash_tiles(7) };
-    assert_eq!(
-        status,
-        cuattn::ffi::cuattn_status::CUATTN_ERROR_INVALID_ARGUMENT
-    );
+    let mut unknown = shape_params(100, 128, (-1, -1));
+    unknown.flash_tiles = 7;
+    match cuattn::flash_plan(&emu, &unknown) {
+        Err(cuattn::Error::InvalidArgument { .. }) => {}
+        other => panic!("flash_tiles = 7: {other:?}"),
+    }
     let message = common::last_error();
-    assert!(message.contains("tiles = 7"), "{message}");
-    assert_eq!(
-        cuattn::flash_tiles(),
-        FlashTiles::Auto,
-        "a refused value changes nothing"
-    );
+    assert!(message.contains("flash_tiles = 7"), "{message}");
 
     let err = "big".parse::<FlashTiles>().unwrap_err().to_string();
     assert!(err.contains("`big`") && err.contains("compact"), "{err}");

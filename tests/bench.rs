@@ -246,14 +246,7 @@ fn run_prefill_keeps_only_the_shapes_of_the_head_dims_asked_for() {
         causal_only: false,
     };
     let shape_dim = bench::emulator_shape().head_dim;
-    cuattn::set_flash_tiles(FlashTiles::Compact);
     let report = bench::run_prefill(&device, &only(vec![shape_dim, 256]), |_| {}).unwrap();
-    assert_eq!(
-        cuattn::flash_tiles(),
-        FlashTiles::Compact,
-        "the run puts the setting back"
-    );
-    cuattn::set_flash_tiles(FlashTiles::Auto);
     assert_eq!(report.rows.len(), 1);
     assert_eq!(report.rows[0].shape.head_dim, shape_dim);
 

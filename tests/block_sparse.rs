@@ -743,7 +743,7 @@ fn c_entry_points_launch_plan_and_refuse() {
     };
     // SAFETY: every pointer is a live emulator buffer of the extents the params and mask state.
     let launch = |m: &ffi::cuattn_block_mask| unsafe {
-        ffi::cuattn_emu_launch_block_sparse_attention(&p, m, std::ptr::null_mut())
+        ffi::cuattn_emu_raw_launch_block_sparse_attention(&p, m, std::ptr::null_mut())
     };
     assert_eq!(launch(&m), Status::CUATTN_OK, "{}", common::last_error());
     let got = out.to_host().unwrap();
@@ -762,7 +762,7 @@ fn c_entry_points_launch_plan_and_refuse() {
         grid_z: 0,
     };
     // SAFETY: valid pointers; the planner reads params and the mask's shape only.
-    let status = unsafe { ffi::cuattn_emu_plan_block_sparse_attention(&p, &m, &mut plan) };
+    let status = unsafe { ffi::cuattn_emu_raw_plan_block_sparse_attention(&p, &m, &mut plan) };
     assert_eq!(status, Status::CUATTN_OK);
     // 32-row query blocks: CTAs of 32 rows, one a block; 64-key tiles at hd64.
     assert_eq!(
@@ -804,7 +804,11 @@ fn c_entry_points_launch_plan_and_refuse() {
     }
     // SAFETY: a null mask is refused before any use.
     let status = unsafe {
-        ffi::cuattn_emu_launch_block_sparse_attention(&p, std::ptr::null(), std::ptr::null_mut())
+        ffi::cuattn_emu_raw_launch_block_sparse_attention(
+            &p,
+            std::ptr::null(),
+            std::ptr::null_mut(),
+        )
     };
     assert_eq!(status, Status::CUATTN_ERROR_INVALID_ARGUMENT);
     assert!(common::last_error().contains("mask is null"));

@@ -39,10 +39,10 @@ fn params() -> cuattn_attention_params {
         seqlen_q: 4,
         seqlen_k: 4,
         scale: 0.125,
-        scale_log2: 0.125 * std::f32::consts::LOG2_E,
         softcap: 0.0,
         window_left: -1,
         window_right: -1,
+        flash_tiles: 0,
         dtype: ffi::cuattn_dtype::CUATTN_DTYPE_BF16,
     }
 }
@@ -67,7 +67,7 @@ fn invalid_params_return_status_and_message_naming_the_field() {
         (Box::new(|p| p.seqlen_k = 0), "`seqlen_k`"),
         (Box::new(|p| p.window_left = -7), "`window`"),
         (Box::new(|p| p.k_row_stride = -1), "`k_row_stride`"),
-        (Box::new(|p| p.scale_log2 = 1.0), "scale * log2(e)"),
+        (Box::new(|p| p.flash_tiles = 7), "`flash_tiles`"),
         (Box::new(|p| p.softcap = -2.0), "`softcap`"),
         (Box::new(|p| p.dtype = ffi::cuattn_dtype(9)), "`dtype`"),
         (
@@ -127,4 +127,201 @@ fn flash_entry_point_rejects_misaligned_rows() {
     let status = unsafe { cuattn::capi::cuattn_attention_flash(&p, std::ptr::null_mut()) };
     assert_eq!(status, cuattn_status::CUATTN_ERROR_INVALID_ARGUMENT);
     assert!(last_error().contains("`k_row_stride`"), "{}", last_error());
+}
+
+#[test]
+fn version_and_abi_version_are_the_crate_and_the_header() {
+    // SAFETY: a static NUL-terminated string.
+    let version = unsafe { std::ffi::CStr::from_ptr(cuattn::capi::cuattn_version()) };
+    assert_eq!(version.to_str().unwrap(), env!("CARGO_PKG_VERSION"));
+    assert_eq!(
+        cuattn::capi::cuattn_abi_version(),
+        ffi::CUATTN_ABI_VERSION as i32
+    );
+    let header =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/csrc/cuattn.h")).unwrap();
+    assert!(
+        header.contains(&format!(
+            "#define CUATTN_ABI_VERSION {}",
+            ffi::CUATTN_ABI_VERSION
+        )),
+        "the bindings carry the header's ABI version"
+    );
+}
+
+/// The validated entry points on `CUATTN_STREAM_EMULATOR` run the same kernels as the Rust API:
+/// flash and naive through the C ABI equal `cuattn::attention` on the same tensors, bit for bit,
+/// and the C planner agrees with `flash_plan`.
+#[test]
+fn emulator_stream_runs_the_validated_attention_entry_points() {
+    use cuattn::{AttentionOptions, AttentionParams, Device, FlashTiles, Kernel, Tensor};
+    use half::bf16;
+    use rand::{Rng, SeedableRng};
+
+    let device = Device::emulator();
+    let (b, sq, sk, h, hk, d) = (2, 17, 29, 4, 2, 64);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(13);
+    let mut random = |n: usize| -> Vec<bf16> {
+        (0..n)
+            .map(|_| bf16::from_f32(rng.random_range(-1.0..1.0)))
+            .collect()
+    };
+    let q = Tensor::from_host(&device, &random(b * sq * h * d), &[b, sq, h, d]).unwrap();
+    let k = Tensor::from_host(&device, &random(b * sk * hk * d), &[b, sk, hk, d]).unwrap();
+    let v = Tensor::from_host(&device, &random(b * sk * hk * d), &[b, sk, hk, d]).unwrap();
+    let opts = AttentionOptions {
+        causal: true,
+        softcap: Some(20.0),
+        flash_tiles: FlashTiles::Compact,
+        ..Default::default()
+    };
+    for kernel in [Kernel::Naive, Kernel::Flash] {
+        let want = cuattn::attention(kernel, &q, &k, &v, &opts).unwrap().out;
+        let out = Tensor::full(&device, &[b, sq, h, d], bf16::NAN).unwrap();
+        let mut p = AttentionParams::dense_shape::<bf16>(q.shape(), k.shape(), &opts).unwrap();
+        (p.q, p.k, p.v, p.out) = (
+            q.raw_address().cast_const(),
+            k.raw_address().cast_const(),
+            v.raw_address().cast_const(),
+            out.raw_address(),
+        );
+        let stride = |t: &Tensor<bf16>| {
+            (
+                t.strides()[0] as i64,
+                t.strides()[1] as i64,
+                t.strides()[2] as i64,
+            )
+        };
+        (p.q_batch_stride, p.q_row_stride, p.q_head_stride) = stride(&q);
+        (p.k_batch_stride, p.k_row_stride, p.k_head_stride) = stride(&k);
+        (p.v_batch_stride, p.v_row_stride, p.v_head_stride) = stride(&v);
+        (p.out_batch_stride, p.out_row_stride, p.out_head_stride) = stride(&out);
+        let emu = cuattn::capi::STREAM_EMULATOR;
+        // SAFETY: p points at live emulator tensors of the shapes it describes.
+        let status = unsafe {
+            match kernel {
+                Kernel::Naive => cuattn::capi::cuattn_attention_naive(&p, emu),
+                _ => cuattn::capi::cuattn_attention_flash(&p, emu),
+            }
+        };
+        assert_eq!(
+            status,
+            cuattn_status::CUATTN_OK,
+            "{kernel:?}: {}",
+            last_error()
+        );
+        let (got, want) = (out.to_host().unwrap(), want.to_host().unwrap());
+        assert!(
+            got.iter()
+                .zip(&want)
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
+            "{kernel:?}: the C entry point and the Rust API differ"
+        );
+        println!("{kernel:?}: b {b} sq {sq} sk {sk} h {h}/{hk} d {d}: equal");
+    }
+
+    let p = AttentionParams::dense_shape::<bf16>(q.shape(), k.shape(), &opts).unwrap();
+    let mut plan: ffi::cuattn_flash_plan = unsafe { std::mem::zeroed() };
+    // SAFETY: both pointers are live; the planner reads the shape fields.
+    let status = unsafe {
+        cuattn::capi::cuattn_plan_attention_flash(&p, cuattn::capi::STREAM_EMULATOR, &mut plan)
+    };
+    assert_eq!(status, cuattn_status::CUATTN_OK, "{}", last_error());
+    let rust = cuattn::flash_plan(&device, &p).unwrap();
+    assert_eq!(
+        (
+            plan.head_dim_tile as usize,
+            plan.block_rows as usize,
+            plan.grid_x as usize
+        ),
+        (rust.head_dim_tile, rust.block_rows, rust.grid_x)
+    );
+    assert_eq!(rust.tiles, FlashTiles::Compact, "the params' table");
+}
+
+/// Every family entry point refuses null params (or a null out pointer) with
+/// CUATTN_ERROR_INVALID_ARGUMENT and a message, on the emulator stream and on a GPU stream alike
+/// (a build without CUDA kernels says so instead for the latter).
+#[test]
+fn family_entry_points_refuse_null_arguments_with_a_message() {
+    use cuattn::capi;
+    let emu = capi::STREAM_EMULATOR;
+
+    // SAFETY (every call): null pointers, which each entry point refuses before reading.
+    type Call = Box<dyn Fn(*mut std::ffi::c_void) -> cuattn_status>;
+    let calls: Vec<(&str, Call)> = vec![
+        (
+            "kv_append",
+            Box::new(|s| unsafe { capi::cuattn_kv_append(std::ptr::null(), s) }),
+        ),
+        (
+            "kv_copy_pages",
+            Box::new(|s| unsafe { capi::cuattn_kv_copy_pages(std::ptr::null(), s) }),
+        ),
+        (
+            "paged_attention",
+            Box::new(|s| unsafe { capi::cuattn_paged_attention(std::ptr::null(), s) }),
+        ),
+        (
+            "merge_states",
+            Box::new(|s| unsafe { capi::cuattn_merge_states(std::ptr::null(), s) }),
+        ),
+        (
+            "block_sparse_attention",
+            Box::new(|s| unsafe {
+                capi::cuattn_block_sparse_attention(std::ptr::null(), std::ptr::null(), s)
+            }),
+        ),
+        (
+            "linear_attention",
+            Box::new(|s| unsafe { capi::cuattn_linear_attention(std::ptr::null(), s) }),
+        ),
+        (
+            "lowrank_projection",
+            Box::new(|s| unsafe { capi::cuattn_lowrank_projection(std::ptr::null(), s) }),
+        ),
+    ];
+    for (name, call) in &calls {
+        assert_eq!(
+            call(emu),
+            cuattn_status::CUATTN_ERROR_INVALID_ARGUMENT,
+            "{name}"
+        );
+        let msg = last_error();
+        println!("{name}: {msg}");
+        assert!(msg.contains("null"), "{name}: {msg}");
+        let on_gpu = call(std::ptr::null_mut());
+        if cuattn::capi::cuattn_has_cuda_kernels() == 0 {
+            assert_eq!(on_gpu, cuattn_status::CUATTN_ERROR_UNSUPPORTED, "{name}");
+            assert!(
+                last_error().contains("no CUDA kernels"),
+                "{name}: {}",
+                last_error()
+            );
+        } else {
+            assert_eq!(
+                on_gpu,
+                cuattn_status::CUATTN_ERROR_INVALID_ARGUMENT,
+                "{name}"
+            );
+        }
+    }
+    // The planners.
+    // SAFETY: null pointers, refused before any read.
+    let statuses = unsafe {
+        [
+            capi::cuattn_plan_paged_attention(std::ptr::null(), 132, -1, std::ptr::null_mut()),
+            capi::cuattn_plan_block_sparse_attention(
+                std::ptr::null(),
+                std::ptr::null(),
+                std::ptr::null_mut(),
+            ),
+            capi::cuattn_plan_linear_attention(std::ptr::null(), std::ptr::null_mut()),
+            capi::cuattn_plan_attention_flash(&params(), emu, std::ptr::null_mut()),
+        ]
+    };
+    for status in statuses {
+        assert_eq!(status, cuattn_status::CUATTN_ERROR_INVALID_ARGUMENT);
+    }
+    assert!(last_error().contains("plan is null"), "{}", last_error());
 }

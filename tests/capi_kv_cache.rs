@@ -535,7 +535,8 @@ fn paged_attention_through_the_c_api_matches_the_reference() {
         reference::compare(&got(&out), &want_out, 1e-2, 1e-2).unwrap();
         reference::compare(&got_lse(&lse), &want_lse, 1e-3, 1e-3).unwrap();
 
-        // The raw path: the view, a plan forcing two splits, a workspace, the launch.
+        // The lower-level entry points: the view, a plan forcing two splits, a workspace, the
+        // launch on the emulator stream.
         let mut view: ffi::cuattn_paged_kv_view = std::mem::zeroed();
         let status = ffi_kv::cuattn_kv_cache_view(cache, 0, &step, &mut view);
         assert_eq!(status, cuattn_status::CUATTN_OK, "{}", last_error());
@@ -554,11 +555,10 @@ fn paged_attention_through_the_c_api_matches_the_reference() {
         params.max_q_len = 5;
         params.max_seq_len = 5;
         params.scale = 1.0 / (HEAD_DIM as f32).sqrt();
-        params.scale_log2 = params.scale * std::f32::consts::LOG2_E;
         params.window_left = -1;
         params.window_right = 0;
         let mut plan: ffi::cuattn_paged_plan = std::mem::zeroed();
-        let status = ffi::cuattn_emu_plan_paged_attention(&params, 132, 2, &mut plan);
+        let status = cuattn::capi::cuattn_plan_paged_attention(&params, 132, 2, &mut plan);
         assert_eq!(status, cuattn_status::CUATTN_OK, "{}", last_error());
         assert_eq!(
             (plan.num_splits, plan.split_tokens),
@@ -566,7 +566,7 @@ fn paged_attention_through_the_c_api_matches_the_reference() {
             "5 keys: one split of 64"
         );
         params.num_splits = 1;
-        let status = ffi::cuattn_emu_launch_paged_attention(&params, std::ptr::null_mut());
+        let status = cuattn::capi::cuattn_paged_attention(&params, cuattn::capi::STREAM_EMULATOR);
         assert_eq!(status, cuattn_status::CUATTN_OK, "{}", last_error());
         reference::compare(&got(&out2), &want_out, 1e-2, 1e-2).unwrap();
 
@@ -606,7 +606,7 @@ fn paged_attention_through_the_c_api_matches_the_reference() {
         params.num_splits = 2;
         params.split_tokens = 64;
         refused(
-            ffi::cuattn_emu_launch_paged_attention(&params, std::ptr::null_mut()),
+            cuattn::capi::cuattn_paged_attention(&params, cuattn::capi::STREAM_EMULATOR),
             cuattn_status::CUATTN_ERROR_INVALID_ARGUMENT,
             "workspace",
         );

@@ -51,7 +51,12 @@ fn launch(case: Case, out: &mut [u8]) -> (Status, String) {
     // SAFETY: `ptr` is null or valid for out.len() writable bytes for the whole call, which
     // returns only when the kernel has finished; the stream is ignored by the emulator.
     let status = unsafe {
-        ffi::cuattn_emu_launch_selftest(case.0 as i32, ptr, out.len() as i64, std::ptr::null_mut())
+        ffi::cuattn_emu_raw_launch_selftest(
+            case.0 as i32,
+            ptr,
+            out.len() as i64,
+            std::ptr::null_mut(),
+        )
     };
     (status, last_error())
 }

@@ -12,8 +12,8 @@
 
 mod common;
 
-use cuattn::check::{run_case, AttentionCase, Layout};
-use cuattn::{DType, Device, FlashTiles, FlashTilesScope, Kernel};
+use cuattn::check::{run_case_with, AttentionCase, CheckOptions, Layout};
+use cuattn::{DType, Device, FlashTiles, Kernel};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -140,10 +140,11 @@ fn flash_matches_reference_on_random_problems() {
                 println!("{i:4} {device:?}: no wide tiles here; {case}");
                 continue;
             }
-            let result = {
-                let _tiles = FlashTilesScope::new(tiles);
-                run_case(device, Kernel::Flash, &case)
+            let options = CheckOptions {
+                flash_tiles: tiles,
+                ..Default::default()
             };
+            let result = run_case_with(device, Kernel::Flash, &case, &options);
             println!("{i:4} tiles {tiles:?}: {result}");
             if result.failed() {
                 failures.push(format!("{case:?} tiles {tiles:?}: {result}"));

@@ -435,7 +435,7 @@ fn bad_inputs_are_refused_naming_them() {
     assert!(msg.contains("state"), "{msg}");
 }
 
-/// The C entry points on raw pointers: a launch of `cuattn_emu_launch_linear_attention` with a
+/// The C entry points on raw pointers: a launch of `cuattn_emu_raw_launch_linear_attention` with a
 /// workspace of the planned size equals the Rust call bit for bit (FAVOR, causal, GQA, value dim
 /// apart from head dim), and the planner and the launcher refuse FAVOR with no features, FAVOR
 /// with a null projection, and an elementwise map whose num_features is not head_dim, naming
@@ -527,7 +527,7 @@ fn c_entry_points_launch_plan_and_refuse() {
     let plan = |p: &ffi::cuattn_linear_attention_params| {
         let mut bytes = -1i64;
         // SAFETY: p is a live params struct; the planner reads its shape fields only.
-        let status = unsafe { ffi::cuattn_emu_plan_linear_attention(p, &mut bytes) };
+        let status = unsafe { ffi::cuattn_emu_raw_plan_linear_attention(p, &mut bytes) };
         (status, bytes)
     };
     let (status, bytes) = plan(&p);
@@ -540,7 +540,7 @@ fn c_entry_points_launch_plan_and_refuse() {
     p.workspace = workspace.raw_address();
     // SAFETY: every pointer is a live emulator buffer of the extents the params state.
     let launch = |p: &ffi::cuattn_linear_attention_params| unsafe {
-        ffi::cuattn_emu_launch_linear_attention(p, std::ptr::null_mut())
+        ffi::cuattn_emu_raw_launch_linear_attention(p, std::ptr::null_mut())
     };
     assert_eq!(launch(&p), Status::CUATTN_OK, "{}", common::last_error());
     let got = out.to_host().unwrap();

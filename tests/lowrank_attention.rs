@@ -695,7 +695,7 @@ fn c_entry_point_projects_and_refuses() {
     };
     // SAFETY: every pointer is a live emulator buffer of the extents params states.
     let launch = |p: &ffi::cuattn_lowrank_projection_params| unsafe {
-        ffi::cuattn_emu_launch_lowrank_projection(p, std::ptr::null_mut())
+        ffi::cuattn_emu_raw_launch_lowrank_projection(p, std::ptr::null_mut())
     };
     assert_eq!(
         launch(&params),
@@ -779,7 +779,7 @@ fn c_entry_point_projects_and_refuses() {
     }
     // SAFETY: a null params pointer is refused, not read.
     let status = unsafe {
-        ffi::cuattn_emu_launch_lowrank_projection(std::ptr::null(), std::ptr::null_mut())
+        ffi::cuattn_emu_raw_launch_lowrank_projection(std::ptr::null(), std::ptr::null_mut())
     };
     assert_eq!(status, Status::CUATTN_ERROR_INVALID_ARGUMENT);
     assert!(bits(&out) == bits(&want), "refused launches wrote nothing");

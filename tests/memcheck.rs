@@ -67,7 +67,7 @@ impl Buffer {
         // SAFETY: the buffer holds the case's elements for `n` plus SLACK more, and outlives
         // this synchronous call; the stream is ignored by the emulator.
         let status = unsafe {
-            ffi::cuattn_emu_launch_memcheck_test(
+            ffi::cuattn_emu_raw_launch_memcheck_test(
                 case.0 as i32,
                 self.data.as_mut_ptr().cast(),
                 n as i64,
@@ -204,7 +204,7 @@ fn a_kernel_writing_memory_never_registered_faults() {
     let mut data = vec![-1i32; THREADS + SLACK];
     // SAFETY: the buffer holds n + 1 elements, outliving this synchronous call.
     let status = unsafe {
-        ffi::cuattn_emu_launch_memcheck_test(
+        ffi::cuattn_emu_raw_launch_memcheck_test(
             Case::CUATTN_MEMCHECK_TEST_IOTA.0 as i32,
             data.as_mut_ptr().cast(),
             THREADS as i64,

@@ -100,7 +100,7 @@ fn run_emulator(case: Case, input: &[u8], out_bytes: usize) -> Outcome {
     // SAFETY: in and out are null or registered host buffers of their sizes, alive for this
     // synchronous call; the stream is ignored by the emulator.
     let status = unsafe {
-        ffi::cuattn_emu_launch_primitive_test(
+        ffi::cuattn_emu_raw_launch_primitive_test(
             case.0 as i32,
             in_ptr.cast::<c_void>(),
             out_ptr.cast::<c_void>(),
@@ -139,7 +139,7 @@ fn run_gpu(
         // SAFETY: in and out are device buffers of this stream's context of the sizes the case
         // reads and writes; the launch is asynchronous and synchronized below.
         unsafe {
-            ffi::cuattn_launch_primitive_test(
+            ffi::cuattn_raw_launch_primitive_test(
                 case.0 as i32,
                 in_ptr.as_ref().map_or(0, |p| p.0) as *const c_void,
                 out_ptr as *mut c_void,

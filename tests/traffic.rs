@@ -13,7 +13,8 @@ use cuattn::check::{run_case_with, AttentionCase, CheckOptions, Layout};
 use cuattn::emu::{Traffic, TrafficRecorder};
 use cuattn::ffi::{self, cuattn_status as Status};
 use cuattn::{
-    attention_into, flash_plan, AttentionOptions, AttentionParams, DType, Device, Kernel, Tensor,
+    attention_into, flash_plan, AttentionOptions, AttentionParams, DType, Device, FlashTiles,
+    Kernel, Tensor,
 };
 use half::bf16;
 
@@ -219,7 +220,7 @@ fn the_c_api_counts_each_load_and_store_of_a_simple_kernel() {
     assert_eq!(traffic_begin(), Status::CUATTN_OK);
     // SAFETY: buf holds the case's int32 [2][n]; the emulator ignores the stream.
     let status = unsafe {
-        ffi::cuattn_emu_launch_memcheck_test(
+        ffi::cuattn_emu_raw_launch_memcheck_test(
             ffi::cuattn_memcheck_test_case::CUATTN_MEMCHECK_TEST_NEIGHBOR_SUM.0 as i32,
             buf.as_mut_ptr().cast(),
             n as i64,
@@ -603,7 +604,10 @@ fn the_c_api_refuses_calls_out_of_order_naming_the_constraint() {
 #[test]
 fn check_cases_report_their_launch_traffic() {
     let device = Device::emulator();
-    let options = CheckOptions { traffic: true };
+    let options = CheckOptions {
+        traffic: true,
+        ..Default::default()
+    };
     let case = AttentionCase::dense(1, 70, 70, 2, 1, 64, DType::BF16).causal();
     let result = run_case_with(&device, Kernel::Flash, &case, &options);
     assert!(result.passed(), "{result}");
@@ -630,4 +634,30 @@ fn check_cases_report_their_launch_traffic() {
 
     let plain = run_case_with(&device, Kernel::Naive, &packed, &CheckOptions::default());
     assert!(plain.traffic.is_none() && !plain.to_json().contains("traffic"));
+}
+
+/// The flash tile table is an option of the call, not of the thread: `CheckOptions::flash_tiles`
+/// reaches the launch, whose K reads follow the table's CTA rows. At hd128 a compact CTA holds 128
+/// query rows and a wide one 256, and each reads every key of a non-causal problem once.
+#[test]
+fn the_flash_tiles_option_reaches_the_launch() {
+    let device = Device::emulator();
+    let (seqlen, head_dim) = (300, 128);
+    let case = AttentionCase::dense(1, seqlen, seqlen, 1, 1, head_dim, DType::BF16);
+    let k_read = |tiles: FlashTiles| {
+        let options = CheckOptions {
+            traffic: true,
+            flash_tiles: tiles,
+        };
+        let result = run_case_with(&device, Kernel::Flash, &case, &options);
+        assert!(result.passed(), "{tiles:?}: {result}");
+        result
+            .traffic
+            .expect("traffic was asked for")
+            .bytes_read("k")
+    };
+    let key_bytes = (seqlen * head_dim) as u64 * BF16_BYTES;
+    // ceil(300 / 128) = 3 compact CTAs, ceil(300 / 256) = 2 wide ones.
+    assert_eq!(k_read(FlashTiles::Compact), 3 * key_bytes);
+    assert_eq!(k_read(FlashTiles::Wide), 2 * key_bytes);
 }

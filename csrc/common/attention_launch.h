@@ -5,7 +5,7 @@
 
 #include "common/cuda_compat.cuh"
 #include "common/status.h"
-#include "cuattn.h"
+#include "cuattn_internal.h"
 
 namespace cuattn {
 inline namespace CUATTN_BUILD_NAMESPACE {

@@ -7,7 +7,7 @@
 #include <type_traits>  // std::integral_constant
 
 #include "common/status.h"
-#include "cuattn.h"
+#include "cuattn_internal.h"
 
 namespace cuattn {
 

@@ -5,15 +5,18 @@
 
 #include <atomic>
 #include <cstddef>
+#include <cstdint>
+#include <mutex>
 
 #include "common/cuda_compat.cuh"
 #include "common/status.h"
-#include "cuattn.h"
+#include "cuattn_internal.h"
 
 #ifdef CUATTN_EMU
 
-// The C entry point of a launcher: cuattn_emu_launch_<name> here, cuattn_launch_<name> in CUDA.
-#define CUATTN_LAUNCHER(name) cuattn_emu_launch_##name
+// The C entry point of a raw launcher (cuattn_internal.h): cuattn_emu_raw_launch_<name> here,
+// cuattn_raw_launch_<name> in CUDA.
+#define CUATTN_LAUNCHER(name) cuattn_emu_raw_launch_##name
 
 // `T* name` = the block's dynamic shared memory (16-byte aligned; 0xFF bytes until written).
 #define CUATTN_DYNAMIC_SMEM(T, name) T* name = reinterpret_cast<T*>(::cuattn::emu::dynamic_smem)
@@ -51,7 +54,7 @@ cuattn_status kernel_virtual_arch(int* arch) {
 
 #else  // CUDA
 
-#define CUATTN_LAUNCHER(name) cuattn_launch_##name
+#define CUATTN_LAUNCHER(name) cuattn_raw_launch_##name
 
 #define CUATTN_DYNAMIC_SMEM(T, name)                                         \
   extern __shared__ __align__(16) unsigned char cuattn_dynamic_smem_bytes[]; \
@@ -59,6 +62,66 @@ cuattn_status kernel_virtual_arch(int* arch) {
 
 namespace cuattn {
 inline namespace cuda_build {
+
+// What launch_kernel has opted kernels in to: per kernel (by address) and device, the most dynamic
+// shared memory allowed so far. Launches read it without a lock (a kernel and device seen before
+// costs two atomic loads); the first launch of a kernel on a device, or one that asks for more,
+// sets the attribute under the mutex. Kernels past the table's size opt in at every launch.
+struct SmemOptIns {
+  static constexpr int kKernels = 512;  // cuattn has some 150 kernel instantiations
+  static constexpr int kDevices = 16;
+  std::atomic<const void*> kernel[kKernels];
+  std::atomic<size_t> bytes[kKernels][kDevices];
+  std::mutex mutex;  // serializes the opt-ins, so that the attribute never goes down
+};
+
+inline SmemOptIns smem_opt_ins;
+
+// Allows `kernel` (launch_kernel's, by address) `bytes` of dynamic shared memory on the calling
+// thread's current device, unless an earlier launch did so for as much.
+inline cuattn_status allow_dynamic_smem(const char* name, const void* kernel, size_t bytes) {
+  SmemOptIns& table = smem_opt_ins;
+  int device = 0;
+  cudaError_t error = cudaGetDevice(&device);
+  const bool tracked = error == cudaSuccess && device >= 0 && device < SmemOptIns::kDevices;
+  // The kernel's slot: linear probing from a hash of its address, claimed with a CAS.
+  int slot = -1;
+  if (tracked) {
+    const size_t start = (reinterpret_cast<uintptr_t>(kernel) >> 4) % SmemOptIns::kKernels;
+    for (int i = 0; i < SmemOptIns::kKernels; ++i) {
+      const int at = static_cast<int>((start + i) % SmemOptIns::kKernels);
+      const void* held = table.kernel[at].load(std::memory_order_acquire);
+      if (held == nullptr) {
+        table.kernel[at].compare_exchange_strong(held, kernel, std::memory_order_acq_rel);
+      }
+      if (held == nullptr || held == kernel) {
+        slot = at;
+        break;
+      }
+    }
+  }
+  if (slot >= 0 && table.bytes[slot][device].load(std::memory_order_acquire) >= bytes) {
+    return CUATTN_OK;
+  }
+  std::lock_guard<std::mutex> lock(table.mutex);
+  if (slot >= 0 && table.bytes[slot][device].load(std::memory_order_relaxed) >= bytes) {
+    return CUATTN_OK;  // another thread opted in meanwhile
+  }
+  if (error == cudaSuccess) {
+    error = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                 static_cast<int>(bytes));
+  }
+  if (error != cudaSuccess) {
+    (void)cudaGetLastError();  // not left behind for the thread's next launch to report
+    return fail(CUATTN_ERROR_LAUNCH_FAILED,
+                "kernel %s: cannot allow %zu bytes of dynamic shared memory: %s (%s)", name, bytes,
+                cudaGetErrorName(error), cudaGetErrorString(error));
+  }
+  if (slot >= 0) {
+    table.bytes[slot][device].store(bytes, std::memory_order_release);
+  }
+  return CUATTN_OK;
+}
 
 // Launches on `stream` (a cudaStream_t, or null for the default stream) without synchronizing.
 // Returns CUATTN_ERROR_LAUNCH_FAILED, naming the kernel, the configuration and the CUDA error,
@@ -69,15 +132,12 @@ cuattn_status launch_kernel(const char* name, void (*kernel)(P...), dim3 grid, d
   static_assert(sizeof...(P) == sizeof...(A), "one argument per kernel parameter");
   // Without opting in, a block gets 48 KiB of shared memory, static and dynamic together: a
   // kernel with any static __shared__ fails to launch with exactly 48 KiB of dynamic memory. So
-  // every launch that asks for dynamic memory opts in to what it asks for.
+  // every kernel that asks for dynamic memory opts in to what it asks for, once per device.
   if (dynamic_smem_bytes > 0) {
-    const cudaError_t error = cudaFuncSetAttribute(
-        kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(dynamic_smem_bytes));
-    if (error != cudaSuccess) {
-      (void)cudaGetLastError();  // not left behind for the thread's next launch to report
-      return fail(CUATTN_ERROR_LAUNCH_FAILED,
-                  "kernel %s: cannot allow %zu bytes of dynamic shared memory: %s (%s)", name,
-                  dynamic_smem_bytes, cudaGetErrorName(error), cudaGetErrorString(error));
+    const cuattn_status status =
+        allow_dynamic_smem(name, reinterpret_cast<const void*>(kernel), dynamic_smem_bytes);
+    if (status != CUATTN_OK) {
+      return status;
     }
   }
   // clang-format off

@@ -4,7 +4,7 @@
 
 #include "arch/math.cuh"
 #include "common/cuda_compat.cuh"
-#include "cuattn.h"
+#include "cuattn_internal.h"
 
 namespace cuattn {
 
@@ -120,15 +120,15 @@ __device__ __forceinline__ CtaKeys cta_keys(const cuattn_attention_params& p,
 
 // How a dot product q . k becomes a score in base 2: scale * dot * log2(e), or soft-capped,
 // cap * tanh(scale * dot / cap) * log2(e). Built once per kernel (or per tile, to keep it out of
-// registers) from the params: the division happens here, not per score.
+// registers) from the params: the products and the division happen here, not per score.
 struct ScoreMap {
-  float scale_log2;  // scale * log2(e), precomputed in the params
+  float scale_log2;  // scale * log2(e)
   float cap_scale;   // scale / cap; unused without softcap
   float cap_log2;    // cap * log2(e); 0 without softcap
 
   __device__ __forceinline__ static ScoreMap of(const cuattn_attention_params& p) {
     const bool capped = p.softcap > 0.0f;
-    return ScoreMap{p.scale_log2, capped ? p.scale / p.softcap : 0.0f,
+    return ScoreMap{p.scale * kLog2e, capped ? p.scale / p.softcap : 0.0f,
                     capped ? p.softcap * kLog2e : 0.0f};
   }
 

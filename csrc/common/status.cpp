@@ -1,6 +1,6 @@
-// status.cpp: the C API's per-thread state: the last-error message behind cuattn_last_error()
-// and cuattn_set_last_error(), with cuattn::fail(), and attention_flash's tile setting
-// (cuattn_set_flash_tiles).
+// status.cpp: the C API's one piece of per-thread state, the last-error message behind
+// cuattn_last_error() (cuattn_internal_last_error()) and cuattn_set_last_error(), with
+// cuattn::fail().
 #include "common/status.h"
 
 #include <cstdarg>
@@ -13,26 +13,9 @@ namespace {
 // One message per OS thread: a call reports on the thread that made it.
 thread_local std::string last_error;
 
-// One tile setting per OS thread, like the message: it applies to the thread's own launches.
-thread_local int32_t flash_tiles = CUATTN_FLASH_TILES_AUTO;
-
 }  // namespace
 
-extern "C" cuattn_status cuattn_set_flash_tiles(int32_t tiles) {
-  if (tiles != CUATTN_FLASH_TILES_AUTO && tiles != CUATTN_FLASH_TILES_COMPACT &&
-      tiles != CUATTN_FLASH_TILES_WIDE) {
-    return cuattn::fail(CUATTN_ERROR_INVALID_ARGUMENT,
-                        "cuattn_set_flash_tiles: tiles = %d; expected CUATTN_FLASH_TILES_AUTO (0), "
-                        "_COMPACT (1) or _WIDE (2)",
-                        static_cast<int>(tiles));
-  }
-  flash_tiles = tiles;
-  return CUATTN_OK;
-}
-
-extern "C" int32_t cuattn_get_flash_tiles(void) { return flash_tiles; }
-
-extern "C" const char* cuattn_last_error(void) { return last_error.c_str(); }
+extern "C" const char* cuattn_internal_last_error(void) { return last_error.c_str(); }
 
 extern "C" void cuattn_set_last_error(const char* message) {
   last_error.assign(message != nullptr ? message : "");

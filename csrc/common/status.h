@@ -5,7 +5,7 @@
 
 #include <string>
 
-#include "cuattn.h"
+#include "cuattn_internal.h"
 
 namespace cuattn {
 

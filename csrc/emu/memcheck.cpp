@@ -29,7 +29,7 @@
 
 #include "common/status.h"
 #include "common/warp.h"
-#include "cuattn.h"
+#include "cuattn_internal.h"
 #include "emu/traffic.h"
 
 // The per-access path, inlined into each callback; faults and lookups stay out of line.

@@ -10,7 +10,7 @@
 #include <type_traits>
 
 #include "common/warp.h"
-#include "cuattn.h"
+#include "cuattn_internal.h"
 #include "emu/memcheck.h"
 
 // ---------------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@
 #include <utility>
 
 #include "common/status.h"
-#include "cuattn.h"
+#include "cuattn_internal.h"
 #include "emu/memcheck.h"
 
 namespace cuattn::emu {

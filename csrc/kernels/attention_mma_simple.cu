@@ -14,7 +14,7 @@
 #include "common/smem_tile.cuh"
 #include "common/softmax.cuh"
 #include "common/status.h"
-#include "cuattn.h"
+#include "cuattn_internal.h"
 
 namespace {
 

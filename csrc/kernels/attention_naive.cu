@@ -11,7 +11,7 @@
 #include "common/launch.cuh"
 #include "common/mask.cuh"
 #include "common/status.h"
-#include "cuattn.h"
+#include "cuattn_internal.h"
 
 namespace {
 

@@ -10,7 +10,7 @@
 #include "common/launch.cuh"
 #include "common/smem_tile.cuh"
 #include "common/status.h"
-#include "cuattn.h"
+#include "cuattn_internal.h"
 #include "kernels/block_sparse_launch.h"
 
 namespace {
@@ -122,9 +122,9 @@ extern "C" cuattn_status CUATTN_LAUNCHER(block_sparse_attention)(
 }
 
 #ifdef CUATTN_EMU
-#define CUATTN_BLOCK_SPARSE_PLANNER cuattn_emu_plan_block_sparse_attention
+#define CUATTN_BLOCK_SPARSE_PLANNER cuattn_emu_raw_plan_block_sparse_attention
 #else
-#define CUATTN_BLOCK_SPARSE_PLANNER cuattn_plan_block_sparse_attention
+#define CUATTN_BLOCK_SPARSE_PLANNER cuattn_raw_plan_block_sparse_attention
 #endif
 
 extern "C" cuattn_status CUATTN_BLOCK_SPARSE_PLANNER(const cuattn_attention_params* params,

@@ -31,7 +31,7 @@
 #include "common/launch.cuh"
 #include "common/mask.cuh"
 #include "common/smem_tile.cuh"
-#include "cuattn.h"
+#include "cuattn_internal.h"
 #include "kernels/block_sparse_launch.h"
 #include "kernels/key_warps.cuh"
 
@@ -233,6 +233,7 @@ __global__ void __launch_bounds__(Traits<kHeadDim, kRowWarps>::kThreads,
   KeyWarp<T, Tr> math(row_warp, key_warp, lane);
   const float cap_scale = p.softcap > 0.0f ? p.scale / p.softcap : 0.0f;
   const float cap_log2 = p.softcap > 0.0f ? p.softcap * kLog2e : 0.0f;
+  const float scale_log2 = p.scale * kLog2e;
   for (int tile = 0; tile < num_tiles; ++tile) {
     const int stage = tile % kStages;
     // This tile has landed, and past the barrier every warp is done with the previous one, whose
@@ -263,7 +264,7 @@ __global__ void __launch_bounds__(Traits<kHeadDim, kRowWarps>::kThreads,
       }
     }
     typename KeyWarp<T, Tr>::Scores s;
-    math.scores(s, sQ, sK(stage), p.scale_log2, cap_scale, cap_log2);
+    math.scores(s, sQ, sK(stage), scale_log2, cap_scale, cap_log2);
     if (masked) {
       math.mask(s, quad_lane, [&](int r, int col) {
         const int key = key_of[col / kMmaN][col % 2];

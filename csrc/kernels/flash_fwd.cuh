@@ -30,7 +30,7 @@
 #include "common/mask.cuh"
 #include "common/smem_tile.cuh"
 #include "common/softmax.cuh"
-#include "cuattn.h"
+#include "cuattn_internal.h"
 #include "kernels/flash_fwd_launch.h"
 
 namespace cuattn {
@@ -46,7 +46,7 @@ namespace flash_fwd {
 //   rows, and the one CTA still holds the eight warps an SM keeps at 255 registers a lane;
 // - 64-key tiles: at 16 rows a warp, S then holds 8 independent mma chains, enough to cover the
 //   mma latency (32-key tiles leave 4).
-// Two tables (cuattn_set_flash_tiles). Compact: four warps, at most 96 KiB, for every GPU (A100
+// Two tables (params.flash_tiles). Compact: four warps, at most 96 KiB, for every GPU (A100
 // allows 163 KiB a block, sm_86/89 99 KiB). Wide: eight warps, up to 192 KiB, built for sm_90
 // only. The launcher picks per shape (flash_fwd_launch).
 enum class Tiles { kCompact, kWide };
@@ -908,7 +908,7 @@ cuattn_status flash_fwd_launch_tiles(const cuattn_attention_params& p, void* str
                        dim3(Tr::kThreads), Tr::kSmemBytes, stream, p);
 }
 
-// The tile table of a launch: the thread's setting (cuattn_set_flash_tiles), else on sm_90 the
+// The tile table of a launch: params.flash_tiles when it forces one, else on sm_90 the
 // faster one for the shape as timed on an H200 (cuattn.h states the rule), else compact. Wide
 // kernels hold code only in the sm_90a pass (a trap elsewhere), so they run only where the GPU
 // runs that pass: an sm_90 GPU that the driver gives the compute_80 PTX instead
@@ -917,7 +917,7 @@ template <typename T, int kHeadDim>
 cuattn_status flash_fwd_wide_tiles(const cuattn_attention_params& p, bool* wide) {
   *wide = false;
   if constexpr (flash_fwd::kHasWideTiles<kHeadDim>) {
-    const int32_t setting = cuattn_get_flash_tiles();
+    const int32_t setting = p.flash_tiles;
     if (setting == CUATTN_FLASH_TILES_COMPACT) {
       return CUATTN_OK;
     }
@@ -931,7 +931,7 @@ cuattn_status flash_fwd_wide_tiles(const cuattn_attention_params& p, bool* wide)
     if (setting == CUATTN_FLASH_TILES_WIDE) {
       if (arch != 90) {
         return fail(CUATTN_ERROR_UNSUPPORTED,
-                    "attention_flash: wide tiles (cuattn_set_flash_tiles) run only where the GPU "
+                    "attention_flash: wide tiles (flash_tiles) run only where the GPU "
                     "runs cuattn's sm_90a code (H100, H200); this one runs its compute_%d code",
                     arch);
       }

@@ -21,7 +21,7 @@
 #include "common/launch.cuh"
 #include "common/status.h"
 #include "common/warp.h"
-#include "cuattn.h"
+#include "cuattn_internal.h"
 
 namespace cuattn {
 namespace linear {
@@ -654,9 +654,9 @@ cuattn_status launch_typed(const cuattn_linear_attention_params& p, void* stream
 }  // namespace
 
 #ifdef CUATTN_EMU
-#define CUATTN_LINEAR_PLANNER cuattn_emu_plan_linear_attention
+#define CUATTN_LINEAR_PLANNER cuattn_emu_raw_plan_linear_attention
 #else
-#define CUATTN_LINEAR_PLANNER cuattn_plan_linear_attention
+#define CUATTN_LINEAR_PLANNER cuattn_raw_plan_linear_attention
 #endif
 
 extern "C" cuattn_status CUATTN_LINEAR_PLANNER(const cuattn_linear_attention_params* params,

@@ -15,7 +15,7 @@
 #include "common/launch.cuh"
 #include "common/status.h"
 #include "common/warp.h"
-#include "cuattn.h"
+#include "cuattn_internal.h"
 
 namespace cuattn {
 namespace lowrank {

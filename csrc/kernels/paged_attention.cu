@@ -11,7 +11,7 @@
 #include "common/mask.cuh"
 #include "common/smem_tile.cuh"
 #include "common/status.h"
-#include "cuattn.h"
+#include "cuattn_internal.h"
 #include "kernels/paged_attention_launch.h"
 
 namespace {
@@ -292,9 +292,9 @@ extern "C" cuattn_status CUATTN_LAUNCHER(paged_attention)(
 }
 
 #ifdef CUATTN_EMU
-#define CUATTN_PAGED_PLANNER cuattn_emu_plan_paged_attention
+#define CUATTN_PAGED_PLANNER cuattn_emu_raw_plan_paged_attention
 #else
-#define CUATTN_PAGED_PLANNER cuattn_plan_paged_attention
+#define CUATTN_PAGED_PLANNER cuattn_raw_plan_paged_attention
 #endif
 
 extern "C" cuattn_status CUATTN_PAGED_PLANNER(const cuattn_paged_attention_params* params,

@@ -3,7 +3,7 @@
 #pragma once
 
 #include "common/cuda_compat.cuh"
-#include "cuattn.h"
+#include "cuattn_internal.h"
 
 namespace cuattn {
 inline namespace CUATTN_BUILD_NAMESPACE {

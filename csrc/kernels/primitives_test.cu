@@ -12,7 +12,7 @@
 #include "common/cuda_compat.cuh"
 #include "common/launch.cuh"
 #include "common/status.h"
-#include "cuattn.h"
+#include "cuattn_internal.h"
 
 namespace {
 

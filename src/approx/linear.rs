@@ -1,4 +1,4 @@
-//! Kernel-based linear attention (`cuattn_launch_linear_attention`): feature maps, options, the
+//! Kernel-based linear attention (`cuattn_raw_launch_linear_attention`): feature maps, options, the
 //! workspace, the recurrent state for decode, and the calls.
 
 use rand::rngs::StdRng;
@@ -546,7 +546,9 @@ fn run<T: Element>(
     let mut bytes = 0i64;
     let status = match q.device() {
         // SAFETY: the planner reads the shape fields of params only.
-        Device::Emulator => unsafe { ffi::cuattn_emu_plan_linear_attention(&params, &mut bytes) },
+        Device::Emulator => unsafe {
+            ffi::cuattn_emu_raw_plan_linear_attention(&params, &mut bytes)
+        },
         Device::Cuda(_) => cuda_plan(&params, &mut bytes)?,
     };
     crate::error::check_status(status)?;
@@ -613,7 +615,7 @@ fn run<T: Element>(
     }
     crate::device::launch_on(
         device,
-        ffi::cuattn_emu_launch_linear_attention as Launcher,
+        ffi::cuattn_emu_raw_launch_linear_attention as Launcher,
         cuda_launcher,
         // SAFETY: params was checked against every tensor (shapes, strides, devices); the
         // workspace holds the planned bytes; the buffers outlive the launch (guards above).
@@ -629,7 +631,7 @@ type Launcher = unsafe extern "C" fn(
 
 #[cfg(cuattn_cuda)]
 fn cuda_launcher() -> Result<Launcher> {
-    Ok(ffi::cuattn_launch_linear_attention)
+    Ok(ffi::cuattn_raw_launch_linear_attention)
 }
 
 #[cfg(not(cuattn_cuda))]
@@ -643,7 +645,7 @@ fn cuda_plan(
     bytes: &mut i64,
 ) -> Result<ffi::cuattn_status> {
     // SAFETY: the planner reads the shape fields of params only.
-    Ok(unsafe { ffi::cuattn_plan_linear_attention(params, bytes) })
+    Ok(unsafe { ffi::cuattn_raw_plan_linear_attention(params, bytes) })
 }
 
 #[cfg(not(cuattn_cuda))]

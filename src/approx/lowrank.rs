@@ -1,5 +1,5 @@
 //! Low-rank (Linformer) attention: the projections E and F on the device ([`Projection`]), the
-//! projection kernel's call (`cuattn_launch_lowrank_projection`), and attention over the projected
+//! projection kernel's call (`cuattn_raw_launch_lowrank_projection`), and attention over the projected
 //! keys and values by the flash kernel.
 
 use rand::rngs::StdRng;
@@ -490,7 +490,7 @@ fn project<T: Element>(
     params.out = out_ptr;
     crate::device::launch_on(
         device,
-        ffi::cuattn_emu_launch_lowrank_projection as Launcher,
+        ffi::cuattn_emu_raw_launch_lowrank_projection as Launcher,
         cuda_launcher,
         // SAFETY: params was checked against the tensors (shapes, strides, alignment, devices)
         // and the projection's shape; the buffers outlive the launch (guards above).
@@ -506,7 +506,7 @@ type Launcher = unsafe extern "C" fn(
 
 #[cfg(cuattn_cuda)]
 fn cuda_launcher() -> Result<Launcher> {
-    Ok(ffi::cuattn_launch_lowrank_projection)
+    Ok(ffi::cuattn_raw_launch_lowrank_projection)
 }
 
 #[cfg(not(cuattn_cuda))]

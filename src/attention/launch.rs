@@ -1,5 +1,5 @@
 //! The one place attention kernels are called across the FFI: fills the pointers into validated
-//! params and picks the CUDA or emulator launcher; and flash's tile setting and plan.
+//! params and picks the CUDA or emulator launcher; and flash's plan.
 
 use crate::device::{Device, ForeignStreams};
 use crate::error::{check_status, Result};
@@ -14,20 +14,21 @@ pub(crate) type Launcher = unsafe extern "C" fn(
     *mut std::ffi::c_void,
 ) -> ffi::cuattn_status;
 
-fn emulator_launcher(kernel: Kernel) -> Launcher {
+/// The emulator's raw launcher of `kernel`.
+pub(crate) fn emulator_launcher(kernel: Kernel) -> Launcher {
     match kernel {
-        Kernel::Naive => ffi::cuattn_emu_launch_attention_naive,
-        Kernel::MmaSimple => ffi::cuattn_emu_launch_attention_mma_simple,
-        Kernel::Flash => ffi::cuattn_emu_launch_attention_flash,
+        Kernel::Naive => ffi::cuattn_emu_raw_launch_attention_naive,
+        Kernel::MmaSimple => ffi::cuattn_emu_raw_launch_attention_mma_simple,
+        Kernel::Flash => ffi::cuattn_emu_raw_launch_attention_flash,
     }
 }
 
 #[cfg(cuattn_cuda)]
 pub(crate) fn cuda_launcher(kernel: Kernel) -> Result<Launcher> {
     Ok(match kernel {
-        Kernel::Naive => ffi::cuattn_launch_attention_naive,
-        Kernel::MmaSimple => ffi::cuattn_launch_attention_mma_simple,
-        Kernel::Flash => ffi::cuattn_launch_attention_flash,
+        Kernel::Naive => ffi::cuattn_raw_launch_attention_naive,
+        Kernel::MmaSimple => ffi::cuattn_raw_launch_attention_mma_simple,
+        Kernel::Flash => ffi::cuattn_raw_launch_attention_flash,
     })
 }
 
@@ -147,7 +148,11 @@ pub(crate) fn run<T: Element>(
             emulator_launcher(kernel)(&params, std::ptr::null_mut())
         },
         (Device::Emulator, Call::BlockSparse(_)) => unsafe {
-            ffi::cuattn_emu_launch_block_sparse_attention(&params, mask_ptr, std::ptr::null_mut())
+            ffi::cuattn_emu_raw_launch_block_sparse_attention(
+                &params,
+                mask_ptr,
+                std::ptr::null_mut(),
+            )
         },
         // The static CUDA runtime behind the launchers uses the current context: make it
         // cudarc's, so the pointers and the stream belong to it.
@@ -174,7 +179,7 @@ type BlockSparseLauncher = unsafe extern "C" fn(
 
 #[cfg(cuattn_cuda)]
 fn cuda_block_sparse_launcher() -> Result<BlockSparseLauncher> {
-    Ok(ffi::cuattn_launch_block_sparse_attention)
+    Ok(ffi::cuattn_raw_launch_block_sparse_attention)
 }
 
 #[cfg(not(cuattn_cuda))]
@@ -182,20 +187,7 @@ fn cuda_block_sparse_launcher() -> Result<BlockSparseLauncher> {
     Err(no_cuda_kernels("block_sparse_attention"))
 }
 
-/// Sets the calling thread's flash tile setting (cuattn_set_flash_tiles).
-pub(super) fn set_flash_tiles_code(code: ffi::cuattn_flash_tiles) {
-    // SAFETY: a per-thread setting; `code` is one of the header's constants, which it accepts.
-    let status = unsafe { ffi::cuattn_set_flash_tiles(code.0 as i32) };
-    debug_assert_eq!(status, ffi::cuattn_status::CUATTN_OK);
-}
-
-/// The calling thread's flash tile setting (cuattn_get_flash_tiles).
-pub(super) fn flash_tiles_code() -> i32 {
-    // SAFETY: reads a per-thread setting; no preconditions.
-    unsafe { ffi::cuattn_get_flash_tiles() }
-}
-
-/// What a flash launch with `params` runs on `device` (cuattn_plan_attention_flash).
+/// What a flash launch with `params` runs on `device` (cuattn_raw_plan_attention_flash).
 pub(super) fn flash_plan(
     device: &Device,
     params: &ffi::cuattn_attention_params,
@@ -212,7 +204,7 @@ pub(super) fn flash_plan(
     };
     let status = match device {
         // SAFETY: both pointers are valid for the call; the planner only reads params.
-        Device::Emulator => unsafe { ffi::cuattn_emu_plan_attention_flash(params, &mut plan) },
+        Device::Emulator => unsafe { ffi::cuattn_emu_raw_plan_attention_flash(params, &mut plan) },
         Device::Cuda(stream) => cuda_flash_plan(stream, params, &mut plan)?,
     };
     check_status(status)?;
@@ -228,7 +220,7 @@ fn cuda_flash_plan(
     // The planner asks the runtime's current device: make it the stream's.
     stream.context().bind_to_thread()?;
     // SAFETY: both pointers are valid for the call; the planner only reads params.
-    Ok(unsafe { ffi::cuattn_plan_attention_flash(params, plan) })
+    Ok(unsafe { ffi::cuattn_raw_plan_attention_flash(params, plan) })
 }
 
 #[cfg(not(cuattn_cuda))]

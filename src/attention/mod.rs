@@ -10,9 +10,9 @@ use crate::error::{Error, Result};
 use crate::ffi;
 use crate::tensor::{AttentionElement, Element, Tensor};
 
-pub(crate) use launch::cuda_launcher;
 #[cfg(not(cuattn_cuda))]
 pub(crate) use launch::no_cuda_kernels;
+pub(crate) use launch::{cuda_launcher, emulator_launcher};
 pub(crate) use launch::{run as run_call, Call};
 pub use paged::{
     cascade_attention_into, merge_states, merge_states_in_place, merge_states_into,
@@ -85,8 +85,8 @@ pub fn flash_head_dim_tile(head_dim: usize) -> Option<usize> {
 /// The flash kernel's tile tables. On sm_90 (H100, H200) it has two: compact (four-warp CTAs in
 /// at most 96 KiB of shared memory, the only one elsewhere) and wide (eight-warp CTAs, 64-key
 /// tiles, up to 192 KiB), and by default each launch picks the one that was faster for its shape
-/// on an H200 (the rule is in csrc/cuattn.h). Set with [`set_flash_tiles`], for benchmarks and
-/// tests.
+/// on an H200 (the rule is in csrc/cuattn.h). Benchmarks and tests force one through
+/// [`AttentionOptions::flash_tiles`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum FlashTiles {
     /// Per launch: where the GPU runs the sm_90a code, wide for head-dim tiles 192 and 256, and
@@ -102,8 +102,10 @@ pub enum FlashTiles {
 }
 
 impl FlashTiles {
+    /// Every setting, `Auto` first.
     pub const ALL: [FlashTiles; 3] = [FlashTiles::Auto, FlashTiles::Compact, FlashTiles::Wide];
 
+    /// The setting's name as the CLI spells it: `auto`, `compact` or `wide`.
     pub fn name(self) -> &'static str {
         match self {
             FlashTiles::Auto => "auto",
@@ -113,13 +115,13 @@ impl FlashTiles {
     }
 
     /// The setting a C code stands for (CUATTN_FLASH_TILES_*), if any.
-    fn from_code(code: i32) -> Option<FlashTiles> {
+    pub(crate) fn from_code(code: i32) -> Option<FlashTiles> {
         FlashTiles::ALL
             .into_iter()
             .find(|t| t.code().0 as i32 == code)
     }
 
-    fn code(self) -> ffi::cuattn_flash_tiles {
+    pub(crate) fn code(self) -> ffi::cuattn_flash_tiles {
         match self {
             FlashTiles::Auto => ffi::cuattn_flash_tiles::CUATTN_FLASH_TILES_AUTO,
             FlashTiles::Compact => ffi::cuattn_flash_tiles::CUATTN_FLASH_TILES_COMPACT,
@@ -141,42 +143,6 @@ impl std::str::FromStr for FlashTiles {
                 )
             })
     }
-}
-
-/// Sets the tile table of the flash launches made from the calling thread from now on (a
-/// per-thread setting, like CUDA's current device; the default is `Auto`).
-pub fn set_flash_tiles(tiles: FlashTiles) {
-    launch::set_flash_tiles_code(tiles.code());
-}
-
-/// Sets the calling thread's flash tile table while it lives, then puts the previous one back
-/// (early returns and panics included). Bound to its thread, like the setting.
-#[must_use = "the setting is undone when the scope is dropped"]
-pub struct FlashTilesScope {
-    previous: FlashTiles,
-    _this_thread: std::marker::PhantomData<*const ()>,
-}
-
-impl FlashTilesScope {
-    pub fn new(tiles: FlashTiles) -> FlashTilesScope {
-        let previous = flash_tiles();
-        set_flash_tiles(tiles);
-        FlashTilesScope {
-            previous,
-            _this_thread: std::marker::PhantomData,
-        }
-    }
-}
-
-impl Drop for FlashTilesScope {
-    fn drop(&mut self) {
-        set_flash_tiles(self.previous);
-    }
-}
-
-/// The calling thread's flash tile setting.
-pub fn flash_tiles() -> FlashTiles {
-    FlashTiles::from_code(launch::flash_tiles_code()).unwrap_or_default()
 }
 
 impl std::str::FromStr for Kernel {
@@ -210,6 +176,9 @@ pub struct AttentionOptions {
     pub softcap: Option<f32>,
     /// Also return the natural-log LSE, float32 [batch, heads, seqlen_q].
     pub return_lse: bool,
+    /// The flash kernel's tile table ([`Kernel::Flash`] alone reads it; [`flash_plan`] tells
+    /// what it picks). `Auto`, the default, picks per launch; benchmarks and tests force one.
+    pub flash_tiles: FlashTiles,
 }
 
 impl AttentionOptions {
@@ -683,10 +652,11 @@ pub struct FlashPlan {
     pub grid_x: usize,
 }
 
-/// What a flash launch with `params` runs on `device` under the calling thread's tile setting
-/// ([`set_flash_tiles`]): for engines that size or log their launches. Only the shape fields of
-/// `params` are read (head_dim, heads, kv_heads, dtype, seqlen_q, the window); the pointers may be
-/// null, as from [`AttentionParams::dense_shape`]. The emulator plans as an sm_90 GPU, which it
+/// What a flash launch with `params` runs on `device`, its tile table following
+/// `params.flash_tiles` (from [`AttentionOptions::flash_tiles`]): for engines that size or log
+/// their launches. Only the shape fields of `params` are read (head_dim, heads, kv_heads, dtype,
+/// seqlen_q, the window, flash_tiles); the pointers may be null, as from
+/// [`AttentionParams::dense_shape`]. The emulator plans as an sm_90 GPU, which it
 /// stands in for.
 pub fn flash_plan(device: &Device, params: &AttentionParams) -> Result<FlashPlan> {
     let plan = launch::flash_plan(device, params)?;
@@ -718,8 +688,10 @@ pub fn flash_wide_tiles(device: &Device) -> Result<()> {
         ));
     };
     let shape = [1, 1, 1, tile];
-    let params =
-        AttentionParams::dense_shape::<half::bf16>(&shape, &shape, &AttentionOptions::default())?;
-    let _wide = FlashTilesScope::new(FlashTiles::Wide);
+    let wide = AttentionOptions {
+        flash_tiles: FlashTiles::Wide,
+        ..Default::default()
+    };
+    let params = AttentionParams::dense_shape::<half::bf16>(&shape, &shape, &wide)?;
     flash_plan(device, &params).map(|_| ())
 }

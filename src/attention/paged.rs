@@ -328,7 +328,7 @@ fn plan_raw(
     let status = match device {
         // SAFETY: both pointers are valid for the call; the planner only reads params' shape.
         Device::Emulator => unsafe {
-            ffi::cuattn_emu_plan_paged_attention(&params, sms, split.code(), &mut plan)
+            ffi::cuattn_emu_raw_plan_paged_attention(&params, sms, split.code(), &mut plan)
         },
         Device::Cuda(_) => cuda_plan(&params, sms, split.code(), &mut plan)?,
     };
@@ -344,7 +344,7 @@ fn cuda_plan(
     plan: &mut ffi::cuattn_paged_plan,
 ) -> Result<ffi::cuattn_status> {
     // SAFETY: both pointers are valid for the call; the planner only reads params' shape.
-    Ok(unsafe { ffi::cuattn_plan_paged_attention(params, sms, split, plan) })
+    Ok(unsafe { ffi::cuattn_raw_plan_paged_attention(params, sms, split, plan) })
 }
 
 #[cfg(not(cuattn_cuda))]
@@ -369,8 +369,8 @@ type MergeLauncher = unsafe extern "C" fn(
 #[cfg(cuattn_cuda)]
 fn cuda_launchers() -> Result<(PagedLauncher, MergeLauncher)> {
     Ok((
-        ffi::cuattn_launch_paged_attention,
-        ffi::cuattn_launch_merge_states,
+        ffi::cuattn_raw_launch_paged_attention,
+        ffi::cuattn_raw_launch_merge_states,
     ))
 }
 
@@ -385,8 +385,8 @@ fn on_device(
     launch: impl FnOnce((PagedLauncher, MergeLauncher), *mut std::ffi::c_void) -> ffi::cuattn_status,
 ) -> Result<()> {
     let emulator: (PagedLauncher, MergeLauncher) = (
-        ffi::cuattn_emu_launch_paged_attention,
-        ffi::cuattn_emu_launch_merge_states,
+        ffi::cuattn_emu_raw_launch_paged_attention,
+        ffi::cuattn_emu_raw_launch_merge_states,
     );
     crate::device::launch_on(device, emulator, cuda_launchers, launch)
 }
@@ -508,7 +508,6 @@ fn base_params(
     p.kv = *raw;
     p.cu_seqlens_q = queries.cu_seqlens_q;
     p.scale = scale;
-    p.scale_log2 = scale * std::f32::consts::LOG2_E;
     p.softcap = softcap;
     p.window_left = window_left;
     p.window_right = window_right;

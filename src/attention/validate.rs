@@ -5,7 +5,7 @@ use crate::error::{Error, Result};
 use crate::ffi;
 use crate::tensor::{Element, Tensor};
 
-use super::{AttentionOptions, Kernel, VarlenBatch};
+use super::{AttentionOptions, FlashTiles, Kernel, VarlenBatch};
 
 /// Largest head dim any attention kernel accepts; head dims are multiples of 8.
 pub const MAX_HEAD_DIM: usize = 256;
@@ -13,7 +13,6 @@ pub const MAX_HEAD_DIM: usize = 256;
 const HEAD_DIM_MULTIPLE: usize = 8;
 /// CUDA's grid limit in y and z, where kernels put heads and batch.
 const MAX_GRID_YZ: usize = 65535;
-const LOG2E: f64 = std::f64::consts::LOG2_E;
 
 pub(crate) fn rank_error(arg: &'static str, shape: &[usize], varlen: bool) -> Error {
     let want = if varlen {
@@ -245,10 +244,10 @@ fn base_params<T: Element>(
         seqlen_q: 0,
         seqlen_k: 0,
         scale,
-        scale_log2: (f64::from(scale) * LOG2E) as f32,
         softcap,
         window_left,
         window_right,
+        flash_tiles: opts.flash_tiles.code().0 as i32,
         dtype,
     })
 }
@@ -558,13 +557,15 @@ fn check_fields(p: &ffi::cuattn_attention_params) -> Result<()> {
         return Err(Error::invalid(name, format!("{s}: strides must be >= 0")));
     }
     check_masking_and_scores((p.window_left, p.window_right), p.scale, p.softcap)?;
-    let want_log2 = f64::from(p.scale) * LOG2E;
-    if (f64::from(p.scale_log2) - want_log2).abs() > 1e-6 * want_log2.abs().max(1e-30) {
-        return Err(Error::invalid(
-            "scale_log2",
-            format!("{}: must equal scale * log2(e) = {want_log2}", p.scale_log2),
-        ));
-    }
+    FlashTiles::from_code(p.flash_tiles).ok_or_else(|| {
+        Error::invalid(
+            "flash_tiles",
+            format!(
+                "{}: must be CUATTN_FLASH_TILES_AUTO (0), _COMPACT (1) or _WIDE (2)",
+                p.flash_tiles
+            ),
+        )
+    })?;
     if p.dtype != ffi::cuattn_dtype::CUATTN_DTYPE_F16
         && p.dtype != ffi::cuattn_dtype::CUATTN_DTYPE_BF16
     {

@@ -30,7 +30,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
-use crate::attention::{attention_into, AttentionOptions, FlashTiles, FlashTilesScope, Kernel};
+use crate::attention::{attention_into, AttentionOptions, FlashTiles, Kernel};
 use crate::device::Device;
 use crate::error::{check_status, Error, Result};
 use crate::ffi;
@@ -545,7 +545,12 @@ pub fn launch_bench_mma(out: &mut Tensor<f32>, blocks: i32, iterations: i32) -> 
         // SAFETY: out is a registered host buffer of at least `needed` floats (checked above),
         // alive for this synchronous call.
         Device::Emulator => unsafe {
-            ffi::cuattn_emu_launch_bench_mma(ptr.cast(), blocks, iterations, std::ptr::null_mut())
+            ffi::cuattn_emu_raw_launch_bench_mma(
+                ptr.cast(),
+                blocks,
+                iterations,
+                std::ptr::null_mut(),
+            )
         },
         Device::Cuda(stream) => cuda_launch_bench_mma(stream, ptr.cast(), blocks, iterations)?,
     };
@@ -563,7 +568,9 @@ fn cuda_launch_bench_mma(
     stream.context().bind_to_thread()?;
     // SAFETY: out points to a device buffer of at least blocks * threads floats in this context
     // (checked by the caller), kept alive by the caller's guard until the stream is done with it.
-    Ok(unsafe { ffi::cuattn_launch_bench_mma(out, blocks, iterations, stream.cu_stream().cast()) })
+    Ok(unsafe {
+        ffi::cuattn_raw_launch_bench_mma(out, blocks, iterations, stream.cu_stream().cast())
+    })
 }
 
 #[cfg(not(cuattn_cuda))]
@@ -669,15 +676,18 @@ impl PrefillInputs {
     }
 }
 
-/// Launches `kernel` once on views made by [`PrefillInputs::views`]; does not wait.
+/// Launches `kernel` once on views made by [`PrefillInputs::views`] (flash in the tile table
+/// `flash_tiles`); does not wait.
 pub fn launch_prefill(
     kernel: Kernel,
     [q, k, v, out]: &mut [Tensor<bf16>; 4],
     shape: &PrefillShape,
     softcap: Option<f32>,
+    flash_tiles: FlashTiles,
 ) -> Result<()> {
     let options = AttentionOptions {
         softcap,
+        flash_tiles,
         ..shape.options()
     };
     attention_into(kernel, q, k, v, out, None, &options)
@@ -800,7 +810,6 @@ pub fn run_prefill(
     progress(&report);
     let inputs = PrefillInputs::new(device, &shapes)?;
     let budget = RunBudget::new(config.quick);
-    let _tiles = FlashTilesScope::new(config.flash_tiles);
     for &kernel in &config.kernels {
         for shape in &shapes {
             let row = match time_prefill(&mut timer, &inputs, kernel, shape, config, device, budget)
@@ -863,7 +872,15 @@ fn time_prefill(
     budget: RunBudget,
 ) -> Result<Vec<f64>> {
     let mut views = inputs.views(shape)?;
-    let mut run = || launch_prefill(kernel, &mut views, shape, config.softcap);
+    let mut run = || {
+        launch_prefill(
+            kernel,
+            &mut views,
+            shape,
+            config.softcap,
+            config.flash_tiles,
+        )
+    };
     if !device.is_cuda() {
         return timer.time(0, 1, run);
     }

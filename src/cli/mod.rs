@@ -151,10 +151,9 @@ fn check(args: &CheckArgs) -> Result<ExitCode> {
     // The selection is refused (a filter matching nothing) before a device is opened.
     let plan = crate::check::CheckPlan::new(&selection)?;
     let device = args.device.open()?;
-    // The cases run on this thread, which is what the setting applies to.
-    crate::attention::set_flash_tiles(args.flash_tiles);
     let options = crate::check::CheckOptions {
         traffic: args.traffic,
+        flash_tiles: args.flash_tiles,
     };
     let progress = Progress::new(Some(plan.len()), "cases");
     let report = crate::check::run_plan(&device, &options, &plan, |case| {

@@ -419,6 +419,7 @@ fn run_attention(args: &AttentionArgs) -> Result<ExitCode> {
         scale: args.scale,
         softcap: args.softcap,
         return_lse: args.lse.is_some(),
+        ..Default::default()
     };
     let device = args.device.open()?;
     let (what, outputs, note) = match (&paged, &sparse) {

@@ -20,8 +20,8 @@ type CopyLauncher = unsafe extern "C" fn(
 #[cfg(cuattn_cuda)]
 fn cuda_launchers() -> Result<(AppendLauncher, CopyLauncher)> {
     Ok((
-        ffi::cuattn_launch_kv_append,
-        ffi::cuattn_launch_kv_copy_pages,
+        ffi::cuattn_raw_launch_kv_append,
+        ffi::cuattn_raw_launch_kv_copy_pages,
     ))
 }
 
@@ -36,8 +36,8 @@ fn on_device(
     launch: impl FnOnce((AppendLauncher, CopyLauncher), *mut std::ffi::c_void) -> ffi::cuattn_status,
 ) -> Result<()> {
     let emulator: (AppendLauncher, CopyLauncher) = (
-        ffi::cuattn_emu_launch_kv_append,
-        ffi::cuattn_emu_launch_kv_copy_pages,
+        ffi::cuattn_emu_raw_launch_kv_append,
+        ffi::cuattn_emu_raw_launch_kv_copy_pages,
     );
     crate::device::launch_on(device, emulator, cuda_launchers, launch)
 }

@@ -5,7 +5,7 @@
 #![allow(dead_code)]
 
 #[cfg(feature = "cli")]
-use cuattn::check::{run_case, AttentionCase};
+use cuattn::check::{run_case_with, AttentionCase, CheckOptions};
 #[cfg(feature = "cli")]
 use cuattn::Kernel;
 use cuattn::{probe_cuda, CudaProbe, Device};
@@ -34,10 +34,20 @@ pub fn assert_cases_pass(kernel: Kernel, cases: &[AttentionCase]) {
 /// `assert_cases_pass` on the given devices only.
 #[cfg(feature = "cli")]
 pub fn assert_cases_pass_on(devices: &[Device], kernel: Kernel, cases: &[AttentionCase]) {
+    assert_cases_pass_with(devices, kernel, cases, &CheckOptions::default());
+}
+
+/// `assert_cases_pass_on` with check options (a forced flash tile table).
+pub fn assert_cases_pass_with(
+    devices: &[Device],
+    kernel: Kernel,
+    cases: &[AttentionCase],
+    options: &CheckOptions,
+) {
     let mut failures = Vec::new();
     for device in devices {
         for case in cases {
-            let result = run_case(device, kernel, case);
+            let result = run_case_with(device, kernel, case, options);
             println!("{result}");
             if result.failed() {
                 failures.push(result.to_string());
@@ -85,8 +95,19 @@ pub fn shape_params(
     head_dim: usize,
     window: (i32, i32),
 ) -> cuattn::AttentionParams {
+    shape_params_tiled(seqlen_q, head_dim, window, cuattn::FlashTiles::Auto)
+}
+
+/// `shape_params` with flash's tile table forced to `tiles`.
+pub fn shape_params_tiled(
+    seqlen_q: usize,
+    head_dim: usize,
+    window: (i32, i32),
+    tiles: cuattn::FlashTiles,
+) -> cuattn::AttentionParams {
     let opts = cuattn::AttentionOptions {
         window: Some(window),
+        flash_tiles: tiles,
         ..Default::default()
     };
     let (q, k) = ([2, seqlen_q, 4, head_dim], [2, seqlen_q, 2, head_dim]);

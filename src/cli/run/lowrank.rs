@@ -78,6 +78,7 @@ pub fn run(args: &LowrankArgs) -> Result<ExitCode> {
         scale: args.scale,
         softcap: args.softcap,
         return_lse: args.lse.is_some(),
+        ..Default::default()
     };
     let q = read_tensor("q", &args.q)?;
     let k = read_tensor("k", &args.k)?;
