@@ -17,6 +17,8 @@
 //! # Ok::<(), cuattn::Error>(())
 //! ```
 
+#![warn(missing_docs)]
+
 /// The cudarc this build of cuattn is made against (0.19, CUDA 13 bindings: an NVIDIA driver of
 /// the r580 series or newer), for engines that pass their own streams and buffers.
 pub use cudarc;

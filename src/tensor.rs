@@ -20,9 +20,13 @@ use crate::ffi;
 /// Element types a tensor can hold.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DType {
+    /// IEEE half precision.
     F16,
+    /// bfloat16: f32's exponent, 8 bits of mantissa.
     BF16,
+    /// IEEE single precision (LSEs, partial states).
     F32,
+    /// 32-bit signed integers (offsets, page tables).
     I32,
 }
 
@@ -78,6 +82,7 @@ mod sealed {
 pub trait Element:
     sealed::Sealed + DeviceRepr + ValidAsZeroBits + Copy + Default + Send + Sync + fmt::Debug + 'static
 {
+    /// The dtype tag the kernels are launched with for this type.
     const DTYPE: DType;
     /// Exact widening to f64.
     fn to_f64(self) -> f64;
@@ -983,10 +988,12 @@ impl<T: Element> Tensor<T> {
         }
     }
 
+    /// The size of each dimension.
     pub fn shape(&self) -> &[usize] {
         &self.shape
     }
 
+    /// The distance in elements between consecutive indices of each dimension.
     pub fn strides(&self) -> &[usize] {
         &self.strides
     }
@@ -1001,14 +1008,17 @@ impl<T: Element> Tensor<T> {
         self.offset
     }
 
+    /// The element type.
     pub fn dtype(&self) -> DType {
         T::DTYPE
     }
 
+    /// Where the tensor's memory is.
     pub fn device(&self) -> &Device {
         &self.device
     }
 
+    /// The number of elements (the product of the shape).
     pub fn numel(&self) -> usize {
         self.shape.iter().product()
     }

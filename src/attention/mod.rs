@@ -40,11 +40,13 @@ pub enum Kernel {
 }
 
 impl Kernel {
+    /// Every kernel, from the baseline up.
     pub const ALL: &'static [Kernel] = &[Kernel::Naive, Kernel::MmaSimple, Kernel::Flash];
 
     /// The kernel callers get when they do not choose: the fastest.
     pub const DEFAULT: Kernel = Kernel::Flash;
 
+    /// The kernel's name in tables, JSON and the CLI's `--kernel`.
     pub fn name(self) -> &'static str {
         match self {
             Kernel::Naive => "naive",

@@ -156,12 +156,19 @@ impl<'a> PagedQueries<'a> {
 /// The shape a paged attention call is planned for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PagedShape {
+    /// Query heads.
     pub heads: usize,
+    /// Key and value heads of the cache (a divisor of `heads`).
     pub kv_heads: usize,
+    /// Elements of each head's row.
     pub head_dim: usize,
+    /// Sequences in the step.
     pub batch: usize,
+    /// New tokens of the whole step (the packed query rows).
     pub total_q: usize,
+    /// New tokens of the longest sequence.
     pub max_q_len: usize,
+    /// Cached tokens (new ones included) of the longest sequence.
     pub max_seq_len: usize,
     /// Keys before this are left out (cascade attention's suffix pass).
     pub kv_start: usize,
@@ -177,13 +184,17 @@ pub struct PagedPlanInfo {
     pub block_rows: usize,
     /// Keys per K/V tile.
     pub block_keys: usize,
+    /// Threads per CTA.
     pub threads: usize,
+    /// Dynamic shared memory per CTA, in bytes.
     pub smem_bytes: usize,
     /// CTAs: (row blocks, kv_heads * num_splits, batch).
     pub grid: [usize; 3],
+    /// Parts each sequence's keys are split into (1: unsplit, no merge pass).
     pub num_splits: usize,
     /// Keys per split (0 unsplit).
     pub split_tokens: usize,
+    /// Bytes of float32 partial outputs and LSEs the split writes before its merge.
     pub workspace_bytes: usize,
 }
 
@@ -204,6 +215,8 @@ pub struct PagedAttentionPlan {
 const EMULATOR_SMS: usize = 132;
 
 impl PagedAttentionPlan {
+    /// A plan for calls on `device` with this split policy; it learns the device's SM count
+    /// (the emulator plans as an H200) and allocates nothing until a shape needs a workspace.
     pub fn new(device: &Device, split: SplitKv) -> Result<PagedAttentionPlan> {
         Ok(PagedAttentionPlan {
             device: device.clone(),
@@ -247,10 +260,12 @@ impl PagedAttentionPlan {
         Ok(info_of(&raw))
     }
 
+    /// The device the plan was made for.
     pub fn device(&self) -> &Device {
         &self.device
     }
 
+    /// The split policy the plan applies.
     pub fn split(&self) -> SplitKv {
         self.split
     }
@@ -1041,6 +1056,7 @@ impl SharedPrefix {
         self.len
     }
 
+    /// Whether the prefix holds no tokens.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }

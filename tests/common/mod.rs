@@ -38,6 +38,7 @@ pub fn assert_cases_pass_on(devices: &[Device], kernel: Kernel, cases: &[Attenti
 }
 
 /// `assert_cases_pass_on` with check options (a forced flash tile table).
+#[cfg(feature = "cli")]
 pub fn assert_cases_pass_with(
     devices: &[Device],
     kernel: Kernel,
