@@ -136,7 +136,7 @@ for line in sys.stdin:
     local name="hd${v/:/-}" tile=${v%%:*}
     name=${name//,/-}
     CUATTN_FLASH_TUNE=$v CARGO_TARGET_DIR=target/tune cargo build --release --bin cuattn \
-      --no-default-features --features "hd$tile"
+      --no-default-features --features "hd$tile,cli"
     target/tune/release/cuattn check --device emu --flash-tiles "$(tuned_table "$tile")" \
       > "target/tune/$name.check.txt" 2>&1 || {
       echo "tuning variant $v fails on the emulator:" >&2
