@@ -35,7 +35,7 @@ set -euo pipefail
 # attention.
 GPU_TESTS=(attention_flash flash_head_dim_features attention_mma_simple attention_naive primitives
   capi kv_cache paged_attention emulator streams flash_fuzz block_sparse linear_attention
-  lowrank_attention)
+  lowrank_attention engine_api)
 # Tuning variants (build.rs's CUATTN_FLASH_TUNE:
 # <tile>:<m tiles>,<key tile>,<stages>[,<warps>[,<schedule>[,<fma exp2>[,<paired>]]]], schedule 1
 # ping-pong, 2 pipelined; fma exp2 the quarters of the scores whose exp2 runs on the FMA pipe;
