@@ -409,6 +409,210 @@ fn bench_status(failed: usize) -> ExitCode {
     ExitCode::from(failures_status(failed))
 }
 
+/// What the command prints of a benchmark family's report while it grows: a heading once, before
+/// the first row, then each row as it comes (the JSON file rewritten after each).
+trait FamilyReport {
+    /// The lines printed once, before the first row.
+    fn heading(&self) -> Vec<String>;
+    /// The rows so far, as the table prints them.
+    fn row_lines(&self) -> Vec<String>;
+    /// Whether the rows were timed on the emulator.
+    fn emulator(&self) -> bool;
+    /// The report's JSON file as it stands.
+    fn json(&self) -> String;
+    /// Rows that failed (skipped ones do not count).
+    fn failed(&self) -> usize;
+}
+
+/// The heading's first lines: the family, device and commit (`extra` after them), and the
+/// emulator's note.
+fn family_heading(
+    family: &str,
+    device: &str,
+    commit: Option<&str>,
+    extra: &str,
+    emulator: bool,
+) -> Vec<String> {
+    let mut lines = vec![format!(
+        "bench {family} on {device}{}{extra}",
+        commit_note(commit)
+    )];
+    if emulator {
+        lines.push(format!(
+            "{EMULATOR_NOTE}: every time below is the emulator's"
+        ));
+    }
+    lines
+}
+
+/// Runs one benchmark family: `run` gets the progress callback that prints the report as it grows
+/// (over the progress bar: `rows` expected, when known) and writes `--json`; `after` prints what
+/// follows the table (fits, verdicts). The exit status counts the failed rows.
+fn run_family<R: FamilyReport>(
+    args: &BenchArgs,
+    rows: Option<usize>,
+    run: impl FnOnce(&mut dyn FnMut(&R)) -> Result<R>,
+    after: impl FnOnce(&R),
+) -> Result<ExitCode> {
+    let bar = Progress::new(rows, "rows");
+    let mut printed: Option<usize> = None;
+    let mut json = JsonFile::new(args.json.as_deref());
+    let mut progress = |report: &R| {
+        let lines = report.row_lines();
+        bar.println(|| {
+            let from = *printed.get_or_insert_with(|| {
+                for line in report.heading() {
+                    println!("{line}");
+                }
+                0
+            });
+            for line in &lines[from..] {
+                if report.emulator() {
+                    println!("{line}  ({EMULATOR_NOTE})");
+                } else {
+                    println!("{line}");
+                }
+            }
+            printed = Some(lines.len());
+            json.write(&report.json());
+        });
+        bar.set_done(lines.len());
+    };
+    let report = run(&mut progress)?;
+    bar.finish();
+    after(&report);
+    json.finish()?;
+    Ok(bench_status(report.failed()))
+}
+
+impl FamilyReport for BenchReport {
+    fn heading(&self) -> Vec<String> {
+        let softcap = self
+            .softcap
+            .map_or(String::new(), |c| format!(", softcap {c}"));
+        let extra = format!(", flash tiles {}{softcap}", self.flash_tiles.name());
+        let mut lines = family_heading(
+            self.family,
+            &self.device,
+            self.commit.as_deref(),
+            &extra,
+            self.emulator,
+        );
+        lines.push(self.ceiling.to_string());
+        lines.push(table_header());
+        lines
+    }
+    fn row_lines(&self) -> Vec<String> {
+        self.rows.iter().map(ToString::to_string).collect()
+    }
+    fn emulator(&self) -> bool {
+        self.emulator
+    }
+    fn json(&self) -> String {
+        self.to_json()
+    }
+    fn failed(&self) -> usize {
+        self.rows.iter().filter(|r| r.error.is_some()).count()
+    }
+}
+
+impl FamilyReport for DecodeReport {
+    fn heading(&self) -> Vec<String> {
+        let mut lines = family_heading(
+            DecodeReport::FAMILY,
+            &self.device,
+            self.commit.as_deref(),
+            "",
+            self.emulator,
+        );
+        lines.push(self.copy.to_string());
+        lines.push(format!(
+            "KV budget {} a shape: larger shapes are skipped",
+            crate::bench::decode::bytes_label(self.kv_budget_bytes)
+        ));
+        lines.push(crate::bench::decode::table_header());
+        lines
+    }
+    fn row_lines(&self) -> Vec<String> {
+        self.rows.iter().map(ToString::to_string).collect()
+    }
+    fn emulator(&self) -> bool {
+        self.emulator
+    }
+    fn json(&self) -> String {
+        self.to_json()
+    }
+    fn failed(&self) -> usize {
+        self.rows.iter().filter(|r| r.error.is_some()).count()
+    }
+}
+
+impl FamilyReport for SparseReport {
+    fn heading(&self) -> Vec<String> {
+        let mut lines = family_heading(
+            SparseReport::FAMILY,
+            &self.device,
+            self.commit.as_deref(),
+            "",
+            self.emulator,
+        );
+        if let Some(dir) = &self.mask_dir {
+            lines.push(format!("block masks written to {dir}"));
+        }
+        lines.push(
+            "TFLOP/s: 4 x visible pairs x head_dim / time; density: the share of the grid's \
+             blocks visited (after the causal rule); /dense: time over the dense flash kernel's \
+             on the same shape"
+                .into(),
+        );
+        lines.push(crate::bench::sparse::table_header());
+        lines
+    }
+    fn row_lines(&self) -> Vec<String> {
+        self.rows.iter().map(ToString::to_string).collect()
+    }
+    fn emulator(&self) -> bool {
+        self.emulator
+    }
+    fn json(&self) -> String {
+        self.to_json()
+    }
+    fn failed(&self) -> usize {
+        self.rows.iter().filter(|r| r.error.is_some()).count()
+    }
+}
+
+impl FamilyReport for LinearReport {
+    fn heading(&self) -> Vec<String> {
+        let mut lines = family_heading(
+            LinearReport::FAMILY,
+            &self.device,
+            self.commit.as_deref(),
+            "",
+            self.emulator,
+        );
+        lines.push(
+            "causal, bf16, elu1 features; /flash: a linear row's time over the flash row's of the \
+             same length"
+                .into(),
+        );
+        lines.push(crate::bench::linear::table_header());
+        lines
+    }
+    fn row_lines(&self) -> Vec<String> {
+        self.rows.iter().map(ToString::to_string).collect()
+    }
+    fn emulator(&self) -> bool {
+        self.emulator
+    }
+    fn json(&self) -> String {
+        self.to_json()
+    }
+    fn failed(&self) -> usize {
+        self.rows.iter().filter(|r| r.error.is_some()).count()
+    }
+}
+
 fn bench_prefill(args: &BenchArgs, commit: Option<String>) -> Result<ExitCode> {
     let config = BenchConfig {
         kernels: bench_kernels(&args.kernel),
@@ -429,49 +633,12 @@ fn bench_prefill(args: &BenchArgs, commit: Option<String>) -> Result<ExitCode> {
     };
     let device = args.device.open()?;
     let rows = config.kernels.len() * crate::bench::select_shapes(&device, &config)?.len();
-    let bar = Progress::new(Some(rows), "rows");
-    // Prints the heading once the ceiling is known, then each row as it comes, and rewrites the
-    // JSON file each time.
-    let mut printed: Option<usize> = None;
-    let mut json = JsonFile::new(args.json.as_deref());
-    let progress = |report: &BenchReport| {
-        bar.println(|| {
-            let from = *printed.get_or_insert_with(|| {
-                let softcap = report
-                    .softcap
-                    .map_or(String::new(), |c| format!(", softcap {c}"));
-                println!(
-                    "bench {} on {}{}, flash tiles {}{softcap}",
-                    report.family,
-                    report.device,
-                    commit_note(report.commit.as_deref()),
-                    report.flash_tiles.name()
-                );
-                if report.emulator {
-                    println!("{EMULATOR_NOTE}: every time below is the emulator's");
-                }
-                println!("{}", report.ceiling);
-                println!("{}", table_header());
-                0
-            });
-            for row in &report.rows[from..] {
-                if report.emulator {
-                    println!("{row}  ({EMULATOR_NOTE})");
-                } else {
-                    println!("{row}");
-                }
-            }
-            printed = Some(report.rows.len());
-            json.write(&report.to_json());
-        });
-        bar.set_done(report.rows.len());
-    };
-    let report = crate::bench::run_prefill(&device, &config, progress)?;
-    bar.finish();
-    json.finish()?;
-    Ok(bench_status(
-        report.rows.iter().filter(|r| r.error.is_some()).count(),
-    ))
+    run_family(
+        args,
+        Some(rows),
+        |progress| crate::bench::run_prefill(&device, &config, progress),
+        |_| {},
+    )
 }
 
 fn bench_decode(args: &BenchArgs, commit: Option<String>) -> Result<ExitCode> {
@@ -480,50 +647,16 @@ fn bench_decode(args: &BenchArgs, commit: Option<String>) -> Result<ExitCode> {
         commit,
     };
     let device = args.device.open()?;
-    let bar = Progress::new(None, "rows");
-    let mut printed: Option<usize> = None;
-    let mut json = JsonFile::new(args.json.as_deref());
-    let progress = |report: &DecodeReport| {
-        bar.println(|| {
-            let from = *printed.get_or_insert_with(|| {
-                println!(
-                    "bench {} on {}{}",
-                    DecodeReport::FAMILY,
-                    report.device,
-                    commit_note(report.commit.as_deref())
-                );
-                if report.emulator {
-                    println!("{EMULATOR_NOTE}: every time below is the emulator's");
-                }
-                println!("{}", report.copy);
-                println!(
-                    "KV budget {} a shape: larger shapes are skipped",
-                    crate::bench::decode::bytes_label(report.kv_budget_bytes)
-                );
-                println!("{}", crate::bench::decode::table_header());
-                0
-            });
-            for row in &report.rows[from..] {
-                if report.emulator {
-                    println!("{row}  ({EMULATOR_NOTE})");
-                } else {
-                    println!("{row}");
-                }
+    run_family(
+        args,
+        None,
+        |progress| crate::bench::decode::run_decode(&device, &config, progress),
+        |report: &DecodeReport| {
+            for verdict in report.verdicts() {
+                println!("target: {}", verdict.text);
             }
-            printed = Some(report.rows.len());
-            json.write(&report.to_json());
-        });
-        bar.set_done(report.rows.len());
-    };
-    let report = crate::bench::decode::run_decode(&device, &config, progress)?;
-    bar.finish();
-    for verdict in report.verdicts() {
-        println!("target: {}", verdict.text);
-    }
-    json.finish()?;
-    Ok(bench_status(
-        report.rows.iter().filter(|r| r.error.is_some()).count(),
-    ))
+        },
+    )
 }
 
 fn bench_sparse(args: &BenchArgs, commit: Option<String>) -> Result<ExitCode> {
@@ -533,53 +666,16 @@ fn bench_sparse(args: &BenchArgs, commit: Option<String>) -> Result<ExitCode> {
         mask_dir: args.mask_dir.clone(),
     };
     let device = args.device.open()?;
-    let bar = Progress::new(None, "rows");
-    let mut printed: Option<usize> = None;
-    let mut json = JsonFile::new(args.json.as_deref());
-    let progress = |report: &SparseReport| {
-        bar.println(|| {
-            let from = *printed.get_or_insert_with(|| {
-                println!(
-                    "bench {} on {}{}",
-                    SparseReport::FAMILY,
-                    report.device,
-                    commit_note(report.commit.as_deref())
-                );
-                if report.emulator {
-                    println!("{EMULATOR_NOTE}: every time below is the emulator's");
-                }
-                if let Some(dir) = &report.mask_dir {
-                    println!("block masks written to {dir}");
-                }
-                println!(
-                    "TFLOP/s: 4 x visible pairs x head_dim / time; density: the share of the grid's \
-                     blocks visited (after the causal rule); /dense: time over the dense flash \
-                     kernel's on the same shape"
-                );
-                println!("{}", crate::bench::sparse::table_header());
-                0
-            });
-            for row in &report.rows[from..] {
-                if report.emulator {
-                    println!("{row}  ({EMULATOR_NOTE})");
-                } else {
-                    println!("{row}");
-                }
+    run_family(
+        args,
+        None,
+        |progress| crate::bench::sparse::run_sparse(&device, &config, progress),
+        |report: &SparseReport| {
+            if let Some(verdict) = report.verdict() {
+                println!("target: {}", verdict.text);
             }
-            printed = Some(report.rows.len());
-            json.write(&report.to_json());
-        });
-        bar.set_done(report.rows.len());
-    };
-    let report = crate::bench::sparse::run_sparse(&device, &config, progress)?;
-    bar.finish();
-    if let Some(verdict) = report.verdict() {
-        println!("target: {}", verdict.text);
-    }
-    json.finish()?;
-    Ok(bench_status(
-        report.rows.iter().filter(|r| r.error.is_some()).count(),
-    ))
+        },
+    )
 }
 
 fn bench_linear(args: &BenchArgs, commit: Option<String>) -> Result<ExitCode> {
@@ -588,54 +684,21 @@ fn bench_linear(args: &BenchArgs, commit: Option<String>) -> Result<ExitCode> {
         commit,
     };
     let device = args.device.open()?;
-    let bar = Progress::new(None, "rows");
-    let mut printed: Option<usize> = None;
-    let mut json = JsonFile::new(args.json.as_deref());
-    let progress = |report: &LinearReport| {
-        bar.println(|| {
-            let from = *printed.get_or_insert_with(|| {
-                println!(
-                    "bench {} on {}{}",
-                    LinearReport::FAMILY,
-                    report.device,
-                    commit_note(report.commit.as_deref())
-                );
-                if report.emulator {
-                    println!("{EMULATOR_NOTE}: every time below is the emulator's");
-                }
-                println!(
-                    "causal, bf16, elu1 features; /flash: a linear row's time over the flash row's of \
-                     the same length"
-                );
-                println!("{}", crate::bench::linear::table_header());
-                0
-            });
-            for row in &report.rows[from..] {
-                if report.emulator {
-                    println!("{row}  ({EMULATOR_NOTE})");
-                } else {
-                    println!("{row}");
+    run_family(
+        args,
+        None,
+        |progress| crate::bench::linear::run_linear(&device, &config, progress),
+        |report: &LinearReport| {
+            for kernel in [LinearBenchKernel::Linear, LinearBenchKernel::Flash] {
+                if let Some(fit) = report.fit(kernel) {
+                    println!("fit: {}: {fit}", kernel.name());
                 }
             }
-            printed = Some(report.rows.len());
-            json.write(&report.to_json());
-        });
-        bar.set_done(report.rows.len());
-    };
-    let report = crate::bench::linear::run_linear(&device, &config, progress)?;
-    bar.finish();
-    for kernel in [LinearBenchKernel::Linear, LinearBenchKernel::Flash] {
-        if let Some(fit) = report.fit(kernel) {
-            println!("fit: {}: {fit}", kernel.name());
-        }
-    }
-    for verdict in report.verdicts() {
-        println!("target: {}", verdict.text);
-    }
-    json.finish()?;
-    Ok(bench_status(
-        report.rows.iter().filter(|r| r.error.is_some()).count(),
-    ))
+            for verdict in report.verdicts() {
+                println!("target: {}", verdict.text);
+            }
+        },
+    )
 }
 
 #[cfg(test)]
