@@ -36,7 +36,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
-use super::{spread_cell, RunBudget, Spread, Timer, EMULATOR_NOTE, INPUT_SEED};
+use super::{spread_cell, ReportHeadJson, RunBudget, Spread, Timer, INPUT_SEED};
 use crate::attention::{
     paged_attention_into, AttentionOptions, PagedAttentionPlan, PagedPlanInfo, PagedShape, SplitKv,
 };
@@ -880,12 +880,13 @@ impl DecodeReport {
         let c = &self.copy;
         let verdicts = self.verdicts();
         crate::json::to_pretty(&DecodeReportJson {
-            family: Self::FAMILY,
-            device: &self.device,
-            emulator: self.emulator,
-            note: self.emulator.then_some(EMULATOR_NOTE),
-            quick: self.quick,
-            commit: self.commit.as_deref(),
+            head: ReportHeadJson::new(
+                Self::FAMILY,
+                &self.device,
+                self.emulator,
+                self.quick,
+                self.commit.as_deref(),
+            ),
             dtype: "bf16",
             l2_flush_bytes: self.l2_flush_bytes,
             kv_budget_bytes: self.kv_budget_bytes,
@@ -918,12 +919,8 @@ impl DecodeReport {
 /// A [`DecodeReport`] in JSON.
 #[derive(Serialize)]
 struct DecodeReportJson<'a> {
-    family: &'static str,
-    device: &'a str,
-    emulator: bool,
-    note: Option<&'static str>,
-    quick: bool,
-    commit: Option<&'a str>,
+    #[serde(flatten)]
+    head: ReportHeadJson<'a>,
     dtype: &'static str,
     l2_flush_bytes: usize,
     kv_budget_bytes: u64,

@@ -27,7 +27,7 @@ use std::fmt;
 use half::bf16;
 use serde::Serialize;
 
-use super::{spread_cell, PrefillInputs, PrefillShape, RunBudget, Spread, Timer, EMULATOR_NOTE};
+use super::{spread_cell, PrefillInputs, PrefillShape, ReportHeadJson, RunBudget, Spread, Timer};
 use crate::approx::{linear_attention_into, Feature, LinearOptions, LinearWorkspace};
 use crate::attention::{attention_into, Kernel};
 use crate::device::Device;
@@ -408,12 +408,13 @@ impl LinearReport {
     /// One JSON object: device, commit, one object per row, the fits, the verdicts.
     pub fn to_json(&self) -> String {
         crate::json::to_pretty(&LinearReportJson {
-            family: Self::FAMILY,
-            device: &self.device,
-            emulator: self.emulator,
-            note: self.emulator.then_some(EMULATOR_NOTE),
-            quick: self.quick,
-            commit: self.commit.as_deref(),
+            head: ReportHeadJson::new(
+                Self::FAMILY,
+                &self.device,
+                self.emulator,
+                self.quick,
+                self.commit.as_deref(),
+            ),
             dtype: "bf16",
             feature: "elu1",
             l2_flush_bytes: self.l2_flush_bytes,
@@ -432,12 +433,8 @@ impl LinearReport {
 /// A [`LinearReport`] in JSON.
 #[derive(Serialize)]
 struct LinearReportJson<'a> {
-    family: &'static str,
-    device: &'a str,
-    emulator: bool,
-    note: Option<&'static str>,
-    quick: bool,
-    commit: Option<&'a str>,
+    #[serde(flatten)]
+    head: ReportHeadJson<'a>,
     dtype: &'static str,
     feature: &'static str,
     l2_flush_bytes: usize,

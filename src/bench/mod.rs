@@ -946,6 +946,37 @@ impl BenchRow {
     }
 }
 
+/// The fields every benchmark report's JSON starts with: the family, the device, whether it is the
+/// emulator (and the note saying its times are no performance numbers), `--quick`, the commit.
+#[derive(Serialize)]
+pub(crate) struct ReportHeadJson<'a> {
+    family: &'a str,
+    device: &'a str,
+    emulator: bool,
+    note: Option<&'static str>,
+    quick: bool,
+    commit: Option<&'a str>,
+}
+
+impl<'a> ReportHeadJson<'a> {
+    pub(crate) fn new(
+        family: &'a str,
+        device: &'a str,
+        emulator: bool,
+        quick: bool,
+        commit: Option<&'a str>,
+    ) -> ReportHeadJson<'a> {
+        ReportHeadJson {
+            family,
+            device,
+            emulator,
+            note: emulator.then_some(EMULATOR_NOTE),
+            quick,
+            commit,
+        }
+    }
+}
+
 /// A [`BenchRow`] in the report's JSON.
 #[derive(Serialize)]
 struct BenchRowJson<'a> {
@@ -1022,12 +1053,13 @@ impl BenchReport {
     pub fn to_json(&self) -> String {
         let c = &self.ceiling;
         crate::json::to_pretty(&BenchReportJson {
-            family: self.family,
-            device: &self.device,
-            emulator: self.emulator,
-            note: self.emulator.then_some(EMULATOR_NOTE),
-            quick: self.quick,
-            commit: self.commit.as_deref(),
+            head: ReportHeadJson::new(
+                self.family,
+                &self.device,
+                self.emulator,
+                self.quick,
+                self.commit.as_deref(),
+            ),
             flash_tiles: self.flash_tiles.name(),
             softcap: self.softcap,
             dtype: "bf16",
@@ -1051,12 +1083,8 @@ impl BenchReport {
 /// A [`BenchReport`] in JSON.
 #[derive(Serialize)]
 struct BenchReportJson<'a> {
-    family: &'a str,
-    device: &'a str,
-    emulator: bool,
-    note: Option<&'static str>,
-    quick: bool,
-    commit: Option<&'a str>,
+    #[serde(flatten)]
+    head: ReportHeadJson<'a>,
     flash_tiles: &'static str,
     softcap: Option<f32>,
     dtype: &'static str,

@@ -46,7 +46,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde::Serialize;
 
-use super::{spread_cell, PrefillInputs, PrefillShape, RunBudget, Spread, Timer, EMULATOR_NOTE};
+use super::{spread_cell, PrefillInputs, PrefillShape, ReportHeadJson, RunBudget, Spread, Timer};
 use crate::attention::{attention_into, Kernel};
 use crate::device::Device;
 use crate::error::{Error, Result};
@@ -693,12 +693,13 @@ impl SparseReport {
     pub fn to_json(&self) -> String {
         let verdict = self.verdict();
         crate::json::to_pretty(&SparseReportJson {
-            family: Self::FAMILY,
-            device: &self.device,
-            emulator: self.emulator,
-            note: self.emulator.then_some(EMULATOR_NOTE),
-            quick: self.quick,
-            commit: self.commit.as_deref(),
+            head: ReportHeadJson::new(
+                Self::FAMILY,
+                &self.device,
+                self.emulator,
+                self.quick,
+                self.commit.as_deref(),
+            ),
             dtype: "bf16",
             l2_flush_bytes: self.l2_flush_bytes,
             mask_dir: self.mask_dir.as_deref(),
@@ -716,12 +717,8 @@ impl SparseReport {
 /// A [`SparseReport`] in JSON.
 #[derive(Serialize)]
 struct SparseReportJson<'a> {
-    family: &'static str,
-    device: &'a str,
-    emulator: bool,
-    note: Option<&'static str>,
-    quick: bool,
-    commit: Option<&'a str>,
+    #[serde(flatten)]
+    head: ReportHeadJson<'a>,
     dtype: &'static str,
     l2_flush_bytes: usize,
     mask_dir: Option<&'a str>,
