@@ -414,14 +414,16 @@ fn bench_status(failed: usize) -> ExitCode {
 trait FamilyReport {
     /// The lines printed once, before the first row.
     fn heading(&self) -> Vec<String>;
-    /// The rows so far, as the table prints them.
-    fn row_lines(&self) -> Vec<String>;
+    /// The table's rows, printed as they come.
+    type Row: std::fmt::Display;
+    /// The rows so far.
+    fn rows(&self) -> &[Self::Row];
+    /// Whether a row failed (a skipped one did not).
+    fn row_failed(row: &Self::Row) -> bool;
     /// Whether the rows were timed on the emulator.
     fn emulator(&self) -> bool;
     /// The report's JSON file as it stands.
     fn json(&self) -> String;
-    /// Rows that failed (skipped ones do not count).
-    fn failed(&self) -> usize;
 }
 
 /// The heading's first lines: the family, device and commit (`extra` after them), and the
@@ -458,7 +460,7 @@ fn run_family<R: FamilyReport>(
     let mut printed: Option<usize> = None;
     let mut json = JsonFile::new(args.json.as_deref());
     let mut progress = |report: &R| {
-        let lines = report.row_lines();
+        let rows = report.rows();
         bar.println(|| {
             let from = *printed.get_or_insert_with(|| {
                 for line in report.heading() {
@@ -466,26 +468,32 @@ fn run_family<R: FamilyReport>(
                 }
                 0
             });
-            for line in &lines[from..] {
+            for row in &rows[from..] {
                 if report.emulator() {
-                    println!("{line}  ({EMULATOR_NOTE})");
+                    println!("{row}  ({EMULATOR_NOTE})");
                 } else {
-                    println!("{line}");
+                    println!("{row}");
                 }
             }
-            printed = Some(lines.len());
+            printed = Some(rows.len());
             json.write(&report.json());
         });
-        bar.set_done(lines.len());
+        bar.set_done(rows.len());
     };
     let report = run(&mut progress)?;
     bar.finish();
     after(&report);
     json.finish()?;
-    Ok(bench_status(report.failed()))
+    let failed = report
+        .rows()
+        .iter()
+        .filter(|&row| R::row_failed(row))
+        .count();
+    Ok(bench_status(failed))
 }
 
 impl FamilyReport for BenchReport {
+    type Row = crate::bench::BenchRow;
     fn heading(&self) -> Vec<String> {
         let softcap = self
             .softcap
@@ -502,8 +510,8 @@ impl FamilyReport for BenchReport {
         lines.push(table_header());
         lines
     }
-    fn row_lines(&self) -> Vec<String> {
-        self.rows.iter().map(ToString::to_string).collect()
+    fn rows(&self) -> &[Self::Row] {
+        &self.rows
     }
     fn emulator(&self) -> bool {
         self.emulator
@@ -511,12 +519,13 @@ impl FamilyReport for BenchReport {
     fn json(&self) -> String {
         self.to_json()
     }
-    fn failed(&self) -> usize {
-        self.rows.iter().filter(|r| r.error.is_some()).count()
+    fn row_failed(row: &Self::Row) -> bool {
+        row.error.is_some()
     }
 }
 
 impl FamilyReport for DecodeReport {
+    type Row = crate::bench::decode::DecodeRow;
     fn heading(&self) -> Vec<String> {
         let mut lines = family_heading(
             DecodeReport::FAMILY,
@@ -533,8 +542,8 @@ impl FamilyReport for DecodeReport {
         lines.push(crate::bench::decode::table_header());
         lines
     }
-    fn row_lines(&self) -> Vec<String> {
-        self.rows.iter().map(ToString::to_string).collect()
+    fn rows(&self) -> &[Self::Row] {
+        &self.rows
     }
     fn emulator(&self) -> bool {
         self.emulator
@@ -542,12 +551,13 @@ impl FamilyReport for DecodeReport {
     fn json(&self) -> String {
         self.to_json()
     }
-    fn failed(&self) -> usize {
-        self.rows.iter().filter(|r| r.error.is_some()).count()
+    fn row_failed(row: &Self::Row) -> bool {
+        row.error.is_some()
     }
 }
 
 impl FamilyReport for SparseReport {
+    type Row = crate::bench::sparse::SparseRow;
     fn heading(&self) -> Vec<String> {
         let mut lines = family_heading(
             SparseReport::FAMILY,
@@ -568,8 +578,8 @@ impl FamilyReport for SparseReport {
         lines.push(crate::bench::sparse::table_header());
         lines
     }
-    fn row_lines(&self) -> Vec<String> {
-        self.rows.iter().map(ToString::to_string).collect()
+    fn rows(&self) -> &[Self::Row] {
+        &self.rows
     }
     fn emulator(&self) -> bool {
         self.emulator
@@ -577,12 +587,13 @@ impl FamilyReport for SparseReport {
     fn json(&self) -> String {
         self.to_json()
     }
-    fn failed(&self) -> usize {
-        self.rows.iter().filter(|r| r.error.is_some()).count()
+    fn row_failed(row: &Self::Row) -> bool {
+        row.error.is_some()
     }
 }
 
 impl FamilyReport for LinearReport {
+    type Row = crate::bench::linear::LinearRow;
     fn heading(&self) -> Vec<String> {
         let mut lines = family_heading(
             LinearReport::FAMILY,
@@ -599,8 +610,8 @@ impl FamilyReport for LinearReport {
         lines.push(crate::bench::linear::table_header());
         lines
     }
-    fn row_lines(&self) -> Vec<String> {
-        self.rows.iter().map(ToString::to_string).collect()
+    fn rows(&self) -> &[Self::Row] {
+        &self.rows
     }
     fn emulator(&self) -> bool {
         self.emulator
@@ -608,8 +619,8 @@ impl FamilyReport for LinearReport {
     fn json(&self) -> String {
         self.to_json()
     }
-    fn failed(&self) -> usize {
-        self.rows.iter().filter(|r| r.error.is_some()).count()
+    fn row_failed(row: &Self::Row) -> bool {
+        row.error.is_some()
     }
 }
 
