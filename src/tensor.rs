@@ -423,11 +423,20 @@ impl<T: Element> Tensor<T> {
 
     /// A contiguous tensor whose every element the caller's next launch writes (an output of
     /// the allocating calls): on a GPU its memory is left as the allocator gives it, not
-    /// zero-filled (an extra pass over it); on the emulator it is zeroed as every emulated
-    /// allocation is.
+    /// zero-filled (an extra pass over it). On the emulator every byte is 0xff (NaN in the float
+    /// types, -1 in i32), so that an element the launch leaves unwritten shows in the allocating
+    /// calls' tests too, as it would be garbage on a GPU.
     pub(crate) fn for_overwrite(device: &Device, shape: &[usize]) -> Result<Tensor<T>> {
         let Device::Cuda(stream) = device else {
-            return Tensor::zeros(device, shape);
+            let t = Tensor::zeros(device, shape)?;
+            if let Storage::Emu { buf, len } = &*t.storage {
+                // SAFETY: the fresh buffer holds `len` elements of T and no other handle exists;
+                // all-ones bytes are a valid T (every bit pattern is, for f16, bf16, f32, i32).
+                unsafe {
+                    std::ptr::write_bytes(buf.ptr.as_ptr(), 0xff, len * std::mem::size_of::<T>())
+                };
+            }
+            return Ok(t);
         };
         let len = checked_numel(shape)?;
         outside_capture("device", stream)?;
