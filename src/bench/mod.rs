@@ -924,15 +924,7 @@ impl BenchRow {
         let s = &self.shape;
         BenchRowJson {
             kernel: self.kernel,
-            shape: s.label(),
-            batch: s.batch,
-            seqlen_q: s.seqlen,
-            seqlen_k: s.seqlen_k,
-            heads: s.heads,
-            kv_heads: s.kv_heads,
-            head_dim: s.head_dim,
-            causal: s.causal,
-            dtype: "bf16",
+            shape: PrefillShapeJson::of(s),
             visible_pairs: s.visible_pairs(),
             flops: s.flops(),
             ms: self.ms,
@@ -942,6 +934,36 @@ impl BenchRow {
             tflops: self.tflops,
             pct_of_mma_ceiling: self.pct_of_ceiling,
             error: self.error.as_deref(),
+        }
+    }
+}
+
+/// A [`PrefillShape`] in a row's JSON, flattened into it: its label, its dimensions (bf16).
+#[derive(Serialize)]
+pub(crate) struct PrefillShapeJson {
+    shape: String,
+    batch: usize,
+    seqlen_q: usize,
+    seqlen_k: usize,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    causal: bool,
+    dtype: &'static str,
+}
+
+impl PrefillShapeJson {
+    pub(crate) fn of(s: &PrefillShape) -> PrefillShapeJson {
+        PrefillShapeJson {
+            shape: s.label(),
+            batch: s.batch,
+            seqlen_q: s.seqlen,
+            seqlen_k: s.seqlen_k,
+            heads: s.heads,
+            kv_heads: s.kv_heads,
+            head_dim: s.head_dim,
+            causal: s.causal,
+            dtype: "bf16",
         }
     }
 }
@@ -981,15 +1003,8 @@ impl<'a> ReportHeadJson<'a> {
 #[derive(Serialize)]
 struct BenchRowJson<'a> {
     kernel: &'a str,
-    shape: String,
-    batch: usize,
-    seqlen_q: usize,
-    seqlen_k: usize,
-    heads: usize,
-    kv_heads: usize,
-    head_dim: usize,
-    causal: bool,
-    dtype: &'static str,
+    #[serde(flatten)]
+    shape: PrefillShapeJson,
     visible_pairs: u64,
     flops: f64,
     ms: f64,

@@ -46,7 +46,10 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde::Serialize;
 
-use super::{spread_cell, PrefillInputs, PrefillShape, ReportHeadJson, RunBudget, Spread, Timer};
+use super::{
+    spread_cell, PrefillInputs, PrefillShape, PrefillShapeJson, ReportHeadJson, RunBudget, Spread,
+    Timer,
+};
 use crate::attention::{attention_into, Kernel};
 use crate::device::Device;
 use crate::error::{Error, Result};
@@ -481,15 +484,7 @@ impl SparseRow {
         SparseCaseJson {
             id: self.case.id(),
             kernel: self.case.kernel(),
-            shape: s.label(),
-            batch: s.batch,
-            seqlen_q: s.seqlen,
-            seqlen_k: s.seqlen,
-            heads: s.heads,
-            kv_heads: s.kv_heads,
-            head_dim: s.head_dim,
-            causal: s.causal,
-            dtype: "bf16",
+            shape: PrefillShapeJson::of(s),
             block_q: block.map(|b| b.0),
             block_k: block.map(|b| b.1),
             mask: self.case.mask_label(),
@@ -527,15 +522,8 @@ impl SparseRow {
 struct SparseCaseJson<'a> {
     id: String,
     kernel: &'static str,
-    shape: String,
-    batch: usize,
-    seqlen_q: usize,
-    seqlen_k: usize,
-    heads: usize,
-    kv_heads: usize,
-    head_dim: usize,
-    causal: bool,
-    dtype: &'static str,
+    #[serde(flatten)]
+    shape: PrefillShapeJson,
     block_q: Option<usize>,
     block_k: Option<usize>,
     mask: String,
