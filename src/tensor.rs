@@ -8,8 +8,8 @@ use std::ptr::NonNull;
 use std::sync::Arc;
 
 use cudarc::driver::{
-    CudaSlice, CudaStream, CudaView, CudaViewMut, DevicePtr, DevicePtrMut, DeviceRepr, DeviceSlice,
-    ValidAsZeroBits,
+    CudaContext, CudaSlice, CudaStream, CudaView, CudaViewMut, DevicePtr, DevicePtrMut, DeviceRepr,
+    DeviceSlice, ValidAsZeroBits,
 };
 use half::{bf16, f16};
 
@@ -495,15 +495,7 @@ impl<T: Element> Tensor<T> {
     /// Wraps a caller's own device buffer as a contiguous tensor (no copy).
     pub fn from_cuda_slice(device: &Device, slice: CudaSlice<T>, shape: &[usize]) -> Result<Self> {
         let len = checked_numel(shape)?;
-        let Device::Cuda(stream) = device else {
-            return Err(Error::invalid("device", "a CudaSlice needs a CUDA device"));
-        };
-        if !crate::device::same_context(slice.context(), stream.context()) {
-            return Err(Error::invalid(
-                "slice",
-                "belongs to another CUDA context than `device`",
-            ));
-        }
+        Tensor::<T>::cuda_stream_for(device, slice.context(), "slice", "CudaSlice")?;
         if slice.len() != len {
             return Err(Error::invalid(
                 "slice",
@@ -576,16 +568,31 @@ impl<T: Element> Tensor<T> {
 
     /// `device`'s stream, when a view on `home` (its cudarc stream) can be used on it.
     fn view_stream<'a>(device: &'a Device, home: &Arc<CudaStream>) -> Result<&'a Arc<CudaStream>> {
+        let stream = Tensor::<T>::cuda_stream_for(device, home.context(), "view", "CudaView")?;
+        outside_capture("device", stream)?;
+        Ok(stream)
+    }
+
+    /// `device`'s stream, when argument `arg`, a cudarc `kind` of context `home`, can be used on
+    /// it: `device` is a CUDA device of that context.
+    fn cuda_stream_for<'a>(
+        device: &'a Device,
+        home: &CudaContext,
+        arg: &'static str,
+        kind: &str,
+    ) -> Result<&'a Arc<CudaStream>> {
         let Device::Cuda(stream) = device else {
-            return Err(Error::invalid("device", "a CudaView needs a CUDA device"));
-        };
-        if !crate::device::same_context(home.context(), stream.context()) {
             return Err(Error::invalid(
-                "view",
+                "device",
+                format!("a {kind} needs a CUDA device"),
+            ));
+        };
+        if !crate::device::same_context(home, stream.context()) {
+            return Err(Error::invalid(
+                arg,
                 "belongs to another CUDA context than `device`",
             ));
         }
-        outside_capture("device", stream)?;
         Ok(stream)
     }
 
